@@ -1,0 +1,175 @@
+/**
+ * Signature keys, fingerprints and randomness on the WebCrypto API
+ * (docs/PROTOCOL.md §3). The one place that reaches `crypto.subtle`.
+ */
+import { ErrorCode, PsimbolsError, badField } from "./errors.js";
+import { b64, b64u, fromB64u } from "./encoding.js";
+
+/** The one guarded accessor for WebCrypto; a runtime without it fails here, loudly. */
+export function subtle(): SubtleCrypto {
+  const s = globalThis.crypto?.subtle;
+  if (!s) throw new PsimbolsError(ErrorCode.unsupported, "this runtime has no WebCrypto (globalThis.crypto.subtle)");
+  return s;
+}
+
+/** Fresh random bytes from the platform CSPRNG. */
+export function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  globalThis.crypto.getRandomValues(out);
+  return out;
+}
+
+/** Identity and server key types, PROTOCOL.md §3.1. */
+export const KeyType = { ed25519: "Ed25519", p256: "ECDSA-P256", rsa: "RSA" } as const;
+export type KeyType = (typeof KeyType)[keyof typeof KeyType];
+export const keyTypes: readonly KeyType[] = Object.values(KeyType);
+
+/** RSA modulus bounds: below 2048 is weak; above 4096 costs the server too much per hello. */
+export const RSA_MIN_BITS = 2048;
+export const RSA_MAX_BITS = 4096;
+/** Largest SubjectPublicKeyInfo accepted (an RSA-4096 SPKI is 550 bytes). */
+export const MAX_SPKI_BYTES = 1024;
+
+interface Algo {
+  importParams: RsaHashedImportParams | EcKeyImportParams | Algorithm;
+  signParams: RsaPssParams | EcdsaParams | Algorithm;
+}
+const ALGOS: Record<KeyType, Algo> = {
+  Ed25519: { importParams: { name: "Ed25519" }, signParams: { name: "Ed25519" } },
+  "ECDSA-P256": {
+    importParams: { name: "ECDSA", namedCurve: "P-256" } as EcKeyImportParams,
+    signParams: { name: "ECDSA", hash: "SHA-256" } as EcdsaParams,
+  },
+  RSA: {
+    importParams: { name: "RSA-PSS", hash: "SHA-256" } as RsaHashedImportParams,
+    signParams: { name: "RSA-PSS", saltLength: 32 } as RsaPssParams,
+  },
+};
+
+export function isKeyType(x: unknown): x is KeyType {
+  return typeof x === "string" && (keyTypes as readonly string[]).includes(x);
+}
+
+/** A verified-importable public key: its type, its SPKI DER and its WebCrypto handle. */
+export interface PublicKey {
+  readonly type: KeyType;
+  readonly spki: Uint8Array;
+  readonly key: CryptoKey;
+  readonly fingerprint: string;
+}
+
+/** A signing key: the public half plus a (possibly non-extractable) private CryptoKey. */
+export interface SigningKey {
+  readonly public: PublicKey;
+  readonly privateKey: CryptoKey;
+}
+
+/** `SHA256:` + base64 (no padding) of SHA-256(SPKI DER). PROTOCOL.md §3.2. */
+export async function fingerprint(spki: Uint8Array): Promise<string> {
+  return "SHA256:" + b64(new Uint8Array(await subtle().digest("SHA-256", spki as BufferSource)));
+}
+
+export async function sha256(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await subtle().digest("SHA-256", data as BufferSource));
+}
+
+/**
+ * Parses and imports a wire public key `{type, data}`.
+ * @throws PsimbolsError `unsupported` for an unknown type, `bad_request` for a
+ *   malformed or invalid key (bad DER, point not on the curve, RSA out of bounds).
+ */
+export async function importPublicKey(wire: unknown, field = "public_key"): Promise<PublicKey> {
+  if (typeof wire !== "object" || wire === null || Array.isArray(wire)) throw badField(field, "object {type, data}", wire);
+  const { type, data } = wire as { type?: unknown; data?: unknown };
+  if (typeof type !== "string") throw badField(`${field}.type`, "string", type);
+  if (!isKeyType(type)) {
+    throw new PsimbolsError(ErrorCode.unsupported, `${field}.type is not supported; accepted: ${keyTypes.join(", ")}`);
+  }
+  const spki = fromB64u(data, `${field}.data`, MAX_SPKI_BYTES);
+  return importSpki(type, spki, field);
+}
+
+/** Imports SPKI DER bytes of a known type; see {@link importPublicKey}. */
+export async function importSpki(type: KeyType, spki: Uint8Array, field = "public_key"): Promise<PublicKey> {
+  let key: CryptoKey;
+  try {
+    key = await subtle().importKey("spki", spki as BufferSource, ALGOS[type].importParams, true, ["verify"]);
+  } catch (cause) {
+    throw new PsimbolsError(ErrorCode.badRequest, `"${field}.data" is not a valid ${type} SubjectPublicKeyInfo`, { cause });
+  }
+  if (type === KeyType.rsa) {
+    const bits = (key.algorithm as RsaHashedKeyAlgorithm).modulusLength;
+    if (bits < RSA_MIN_BITS || bits > RSA_MAX_BITS) {
+      throw new PsimbolsError(ErrorCode.badRequest, `"${field}" RSA modulus must be ${RSA_MIN_BITS}..${RSA_MAX_BITS} bits, got ${bits}`);
+    }
+  }
+  return { type, spki, key, fingerprint: await fingerprint(spki) };
+}
+
+/**
+ * Imports a PKCS#8 private key and derives its public half.
+ * Ed25519/ECDSA public keys come from the JWK of the (temporarily extractable) key;
+ * callers that need a non-extractable key get one back.
+ */
+export async function importPkcs8(type: KeyType, pkcs8: Uint8Array, extractable = false): Promise<SigningKey> {
+  const s = subtle();
+  const params = ALGOS[type].importParams;
+  let priv: CryptoKey;
+  try {
+    priv = await s.importKey("pkcs8", pkcs8 as BufferSource, params, true, ["sign"]);
+  } catch (cause) {
+    throw new PsimbolsError(ErrorCode.badRequest, `not a valid ${type} PKCS#8 private key`, { cause });
+  }
+  const jwk = await s.exportKey("jwk", priv);
+  delete jwk.d, delete jwk.p, delete jwk.q, delete jwk.dp, delete jwk.dq, delete jwk.qi;
+  jwk.key_ops = ["verify"];
+  const pub = await s.importKey("jwk", jwk, params, true, ["verify"]);
+  const spki = new Uint8Array(await s.exportKey("spki", pub));
+  const publicKey = await importSpki(type, spki);
+  const privateKey = extractable ? priv : await s.importKey("pkcs8", pkcs8 as BufferSource, params, false, ["sign"]);
+  return { public: publicKey, privateKey };
+}
+
+/** Generates a signing key of `type`; the private key is non-extractable unless asked. */
+export async function generateSigningKey(type: KeyType = KeyType.ed25519, extractable = false): Promise<SigningKey> {
+  const s = subtle();
+  const gen: Algorithm =
+    type === KeyType.rsa
+      ? ({ name: "RSA-PSS", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" } as RsaHashedKeyGenParams)
+      : (ALGOS[type].importParams as Algorithm);
+  const pair = (await s.generateKey(gen, extractable, ["sign", "verify"])) as CryptoKeyPair;
+  const spki = new Uint8Array(await s.exportKey("spki", pair.publicKey));
+  return { public: await importSpki(type, spki), privateKey: pair.privateKey };
+}
+
+export async function sign(key: SigningKey, message: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await subtle().sign(ALGOS[key.public.type].signParams, key.privateKey, message as BufferSource));
+}
+
+/** Verifies a signature; any failure inside WebCrypto counts as "does not verify". */
+export async function verify(key: PublicKey, signature: Uint8Array, message: Uint8Array): Promise<boolean> {
+  try {
+    return await subtle().verify(ALGOS[key.type].signParams, key.key, signature as BufferSource, message as BufferSource);
+  } catch {
+    return false;
+  }
+}
+
+/** HKDF-SHA256 (RFC 5869) extract-and-expand to `length` bytes. */
+export async function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Promise<Uint8Array> {
+  const s = subtle();
+  const base = await s.importKey("raw", ikm as BufferSource, "HKDF", false, ["deriveBits"]);
+  return new Uint8Array(
+    await s.deriveBits({ name: "HKDF", hash: "SHA-256", salt: salt as BufferSource, info: info as BufferSource }, base, length * 8),
+  );
+}
+
+/** Imports 32 raw bytes as a non-extractable AES-256-GCM key. */
+export async function aesKey(raw: Uint8Array): Promise<CryptoKey> {
+  return subtle().importKey("raw", raw as BufferSource, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+}
+
+/** Wire form `{type, data}` of a public key. */
+export function wirePublicKey(k: PublicKey): { type: KeyType; data: string } {
+  return { type: k.type, data: b64u(k.spki) };
+}

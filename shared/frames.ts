@@ -1,0 +1,355 @@
+/**
+ * Frames of psimbols protocol version 1 (docs/PROTOCOL.md §4) and their
+ * decoders. Decoding is validation: a decoder returns a typed frame or throws
+ * `bad_request` naming the field; nothing past this module sees raw JSON.
+ * Receivers ignore fields they do not know (new fields may be added beside).
+ */
+import { ErrorCode, PsimbolsError, badField, describe, isErrorCode } from "./errors.js";
+import { fromB64u } from "./encoding.js";
+
+export const PROTOCOL_VERSION = 1;
+/** Largest WebSocket message either side accepts (bytes). PROTOCOL.md §8. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+/** Client and server nonces: at least 16 bytes, at most 64. PROTOCOL.md §5.1. */
+export const MIN_NONCE_BYTES = 16;
+export const MAX_NONCE_BYTES = 64;
+export const SERVER_NONCE_BYTES = 32;
+/** Bounds on lists and tokens in a hello. */
+export const MAX_LIST_ITEMS = 16;
+export const MAX_TOKEN_CHARS = 64;
+/** Largest signature accepted (RSA-4096 is 512 bytes). */
+export const MAX_SIGNATURE_BYTES = 512;
+/** Frames per binding and direction (TLS 1.3's AES-GCM record limit, rounded down). PROTOCOL.md §6.4. */
+export const MAX_SEQ = 2 ** 24;
+/** Channel ids are 16 random bytes, base64url: 22 characters. */
+export const CHANNEL_ID_CHARS = 22;
+
+/** Channel types. `AES` is the original design's alias for `AES-256-GCM`. */
+export const ChannelType = { aes256gcm: "AES-256-GCM" } as const;
+export type ChannelType = (typeof ChannelType)[keyof typeof ChannelType];
+export const CHANNEL_TYPE_ALIASES: Readonly<Record<string, ChannelType>> = { AES: "AES-256-GCM", "AES-256-GCM": "AES-256-GCM" };
+
+/** KEM types for the ephemeral key: HPKE DHKEM(X25519) or DHKEM(P-256), HKDF-SHA256, AES-256-GCM. */
+export const KemType = { x25519: "X25519", p256: "P-256" } as const;
+export type KemType = (typeof KemType)[keyof typeof KemType];
+export const kemTypes: readonly KemType[] = Object.values(KemType);
+
+/** Frame kinds (the `type` field). */
+export const FrameType = {
+  hello: "hello",
+  challenge: "challenge",
+  proof: "proof",
+  established: "established",
+  request: "request",
+  response: "response",
+  push: "push",
+  resume: "resume",
+  resumed: "resumed",
+  error: "error",
+} as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+export interface WireKey {
+  type: string;
+  data: string;
+}
+export interface Hello {
+  type: "hello";
+  version: number;
+  public_key: WireKey;
+  channel_types: string[];
+  kem: WireKey;
+  nonce: string;
+  features: string[];
+}
+export interface Challenge {
+  type: "challenge";
+  source: string;
+  server_key: WireKey;
+  channel_type: ChannelType;
+  nonce: string;
+  enc: string;
+  features: string[];
+  signature: string;
+}
+export interface Proof {
+  type: "proof";
+  signature: string;
+}
+export interface Established {
+  type: "established";
+  source: string;
+  response: string;
+}
+export interface RequestFrame {
+  type: "request";
+  channel: string;
+  seq: number;
+  request: string;
+}
+export interface ResponseFrame {
+  type: "response";
+  source: string;
+  channel: string;
+  seq: number;
+  response: string;
+}
+export interface PushFrame {
+  type: "push";
+  source: string;
+  channel: string;
+  seq: number;
+  push: string;
+}
+export interface Resume {
+  type: "resume";
+  channel: string;
+  nonce: string;
+}
+export interface Resumed {
+  type: "resumed";
+  source: string;
+  channel: string;
+  nonce: string;
+}
+export interface ErrorFrame {
+  type: "error";
+  error: { code: string; message: string };
+  seq?: number;
+  channel?: string;
+}
+
+export type ClientFrame = Hello | Proof | RequestFrame | Resume;
+export type ServerFrame = Challenge | Established | ResponseFrame | PushFrame | Resumed | ErrorFrame;
+
+/** The decrypted content of `established.response`. PROTOCOL.md §5.4. */
+export interface Grant {
+  channel: string;
+  key: { type: ChannelType; data: string };
+  valid_until: string;
+  ttl: number;
+}
+
+/** Inner request `{op, data}`; inner response `{data}` or `{error}`. PROTOCOL.md §6.2. */
+export interface InnerRequest {
+  op: string;
+  data?: unknown;
+}
+export type InnerResponse = { data: unknown } | { error: { code: string; message: string } };
+/** Inner push: a notice or an application message. PROTOCOL.md §7. */
+export type InnerPush = { notice: NoticeKind; valid_until?: string; reason?: string } | { message: unknown };
+
+export const NoticeKind = {
+  expiring: "expiring",
+  expired: "expired",
+  revoked: "revoked",
+  replaced: "replaced",
+  closed: "closed",
+  closing: "closing",
+} as const;
+export type NoticeKind = (typeof NoticeKind)[keyof typeof NoticeKind];
+const noticeKinds: ReadonlySet<string> = new Set(Object.values(NoticeKind));
+
+// ---- field readers: each throws bad_request naming the field ----
+
+type Obj = Record<string, unknown>;
+
+function obj(x: unknown, field: string): Obj {
+  if (typeof x !== "object" || x === null || Array.isArray(x)) throw badField(field, "object", x);
+  return x as Obj;
+}
+function str(o: Obj, k: string, max = 4096, field = k): string {
+  const v = o[k];
+  if (typeof v !== "string") throw badField(field, "string", v);
+  if (v.length > max) throw badField(field, `at most ${max} characters`);
+  return v;
+}
+function int(o: Obj, k: string, min: number, max: number, field = k): number {
+  const v = o[k];
+  if (typeof v !== "number" || !Number.isSafeInteger(v)) throw badField(field, "integer", v);
+  if (v < min || v > max) throw badField(field, `integer in ${min}..${max}`);
+  return v;
+}
+function tokens(o: Obj, k: string, field = k): string[] {
+  const v = o[k];
+  if (!Array.isArray(v)) throw badField(field, "array of strings", v);
+  if (v.length > MAX_LIST_ITEMS) throw badField(field, `at most ${MAX_LIST_ITEMS} items`);
+  return v.map((t, i) => {
+    if (typeof t !== "string") throw badField(`${field}[${i}]`, "string", t);
+    if (t.length === 0 || t.length > MAX_TOKEN_CHARS) throw badField(`${field}[${i}]`, `1..${MAX_TOKEN_CHARS} characters`);
+    return t;
+  });
+}
+function wireKey(o: Obj, k: string): WireKey {
+  const v = obj(o[k], k);
+  return { type: str(v, "type", MAX_TOKEN_CHARS, `${k}.type`), data: str(v, "data", 2048, `${k}.data`) };
+}
+function b64Field(o: Obj, k: string, min: number, max: number): string {
+  const s = str(o, k, Math.ceil((max * 4) / 3) + 4);
+  const n = fromB64u(s, k, max).length;
+  if (n < min) throw badField(k, `at least ${min} bytes`);
+  return s;
+}
+function channelId(o: Obj): string {
+  const s = str(o, "channel", CHANNEL_ID_CHARS);
+  if (s.length !== CHANNEL_ID_CHARS) throw badField("channel", `${CHANNEL_ID_CHARS}-character channel id`);
+  fromB64u(s, "channel");
+  return s;
+}
+function ciphertext(o: Obj, k: string): string {
+  return b64Field(o, k, 16, MAX_FRAME_BYTES);
+}
+
+/** Parses the JSON text of one frame into an object with a string `type`. */
+export function parseJson(text: string): Obj {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new PsimbolsError(ErrorCode.badRequest, "frame is not valid JSON");
+  }
+  const o = obj(v, "frame");
+  if (typeof o.type !== "string") throw badField("type", "string", o.type);
+  return o;
+}
+
+/** Decodes a frame sent by a client. @throws PsimbolsError `bad_request`. */
+export function decodeClientFrame(text: string): ClientFrame {
+  const o = parseJson(text);
+  switch (o.type) {
+    case FrameType.hello:
+      return {
+        type: "hello",
+        version: int(o, "version", 0, 255),
+        public_key: wireKey(o, "public_key"),
+        channel_types: tokens(o, "channel_types"),
+        kem: wireKey(o, "kem"),
+        nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES),
+        features: o.features === undefined ? [] : tokens(o, "features"),
+      };
+    case FrameType.proof:
+      return { type: "proof", signature: b64Field(o, "signature", 1, MAX_SIGNATURE_BYTES) };
+    case FrameType.request:
+      return { type: "request", channel: channelId(o), seq: int(o, "seq", 1, MAX_SEQ), request: ciphertext(o, "request") };
+    case FrameType.resume:
+      return { type: "resume", channel: channelId(o), nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES) };
+    default:
+      throw new PsimbolsError(ErrorCode.badRequest, `"type" is not a client frame type`);
+  }
+}
+
+/** Decodes a frame sent by a server. @throws PsimbolsError `bad_request`. */
+export function decodeServerFrame(text: string): ServerFrame {
+  const o = parseJson(text);
+  switch (o.type) {
+    case FrameType.challenge: {
+      const ct = str(o, "channel_type", MAX_TOKEN_CHARS);
+      if (ct !== ChannelType.aes256gcm) throw badField("channel_type", ChannelType.aes256gcm);
+      return {
+        type: "challenge",
+        source: str(o, "source", 2048),
+        server_key: wireKey(o, "server_key"),
+        channel_type: ct,
+        nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES),
+        enc: b64Field(o, "enc", 1, 256),
+        features: o.features === undefined ? [] : tokens(o, "features"),
+        signature: b64Field(o, "signature", 1, MAX_SIGNATURE_BYTES),
+      };
+    }
+    case FrameType.established:
+      return { type: "established", source: str(o, "source", 2048), response: ciphertext(o, "response") };
+    case FrameType.response:
+      return {
+        type: "response",
+        source: str(o, "source", 2048),
+        channel: channelId(o),
+        seq: int(o, "seq", 1, MAX_SEQ),
+        response: ciphertext(o, "response"),
+      };
+    case FrameType.push:
+      return {
+        type: "push",
+        source: str(o, "source", 2048),
+        channel: channelId(o),
+        seq: int(o, "seq", 1, MAX_SEQ),
+        push: ciphertext(o, "push"),
+      };
+    case FrameType.resumed:
+      return {
+        type: "resumed",
+        source: str(o, "source", 2048),
+        channel: channelId(o),
+        nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES),
+      };
+    case FrameType.error: {
+      const e = obj(o.error, "error");
+      const f: ErrorFrame = { type: "error", error: { code: str(e, "code", MAX_TOKEN_CHARS, "error.code"), message: str(e, "message", 1024, "error.message") } };
+      if (o.seq !== undefined) f.seq = int(o, "seq", 1, MAX_SEQ);
+      if (o.channel !== undefined) f.channel = str(o, "channel", CHANNEL_ID_CHARS);
+      return f;
+    }
+    default:
+      throw new PsimbolsError(ErrorCode.badRequest, `"type" is not a server frame type`);
+  }
+}
+
+/** Decodes the grant inside `established.response`. */
+export function decodeGrant(text: string): Grant {
+  const o = obj(JSONparse(text), "grant");
+  const key = obj(o.key, "key");
+  const kt = str(key, "type", MAX_TOKEN_CHARS, "key.type");
+  if (kt !== ChannelType.aes256gcm) throw badField("key.type", ChannelType.aes256gcm);
+  const data = str(key, "data", 64, "key.data");
+  if (fromB64u(data, "key.data").length !== 32) throw badField("key.data", "32 bytes");
+  const validUntil = str(o, "valid_until", 64);
+  if (Number.isNaN(Date.parse(validUntil))) throw badField("valid_until", "RFC 3339 time");
+  return { channel: channelId(o), key: { type: kt, data }, valid_until: validUntil, ttl: int(o, "ttl", 1, 10 * 365 * 86400) };
+}
+
+export function decodeInnerRequest(text: string): InnerRequest {
+  const o = obj(JSONparse(text), "request");
+  const op = str(o, "op", MAX_TOKEN_CHARS, "op");
+  return "data" in o ? { op, data: o.data } : { op };
+}
+
+export function decodeInnerResponse(text: string): InnerResponse {
+  const o = obj(JSONparse(text), "response");
+  if (o.error !== undefined) {
+    const e = obj(o.error, "error");
+    const code = str(e, "code", MAX_TOKEN_CHARS, "error.code");
+    return { error: { code, message: str(e, "message", 1024, "error.message") } };
+  }
+  return { data: o.data };
+}
+
+export function decodeInnerPush(text: string): InnerPush {
+  const o = obj(JSONparse(text), "push");
+  if (o.notice !== undefined) {
+    const n = str(o, "notice", MAX_TOKEN_CHARS);
+    if (!noticeKinds.has(n)) throw badField("notice", "known notice kind");
+    const p: InnerPush = { notice: n as NoticeKind };
+    if (typeof o.valid_until === "string") p.valid_until = o.valid_until;
+    if (typeof o.reason === "string") p.reason = o.reason;
+    return p;
+  }
+  if (!("message" in o)) throw badField("push", "object with notice or message", describe(o));
+  return { message: o.message };
+}
+
+function JSONparse(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new PsimbolsError(ErrorCode.badRequest, "inner payload is not valid JSON");
+  }
+}
+
+/** Builds an outer error frame. `message` must not contain secrets or attacker input. */
+export function errorFrame(code: ErrorCode, message: string, extra?: { seq?: number; channel?: string }): ErrorFrame {
+  return { type: "error", error: { code, message }, ...extra };
+}
+
+/** Maps an error code from the wire onto a known one (unknown codes become `protocol`). */
+export function wireErrorCode(code: string): ErrorCode {
+  return isErrorCode(code) ? code : ErrorCode.protocol;
+}

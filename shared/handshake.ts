@@ -1,0 +1,238 @@
+/**
+ * The four-frame handshake, both sides, as pure async functions over frames
+ * (docs/PROTOCOL.md §5). Transport, store and limits live in server/ and client/.
+ *
+ * Transcript (PROTOCOL.md §5.2), with LP the length prefix of encoding.ts:
+ *   T_info = LP(hello bytes as sent) || LP(source) || LP(server SPKI) || LP(channel_type)
+ *            || LP(server nonce) || LP(features joined by ",")
+ *   info   = SHA-256(LP(LABEL_INFO) || T_info)                  HPKE info
+ *   T_chal = T_info || LP(enc)
+ *   server signs  LP(LABEL_SERVER_SIG) || SHA-256(T_chal)
+ *   client signs  LP(LABEL_CLIENT_SIG) || SHA-256(T_chal || LP(sig_s))
+ *   grant AAD     LP(LABEL_GRANT_AAD)  || SHA-256(T_chal || LP(sig_s) || LP(sig_c))
+ * The hello is signed as the exact bytes on the wire, never re-serialised.
+ */
+import type { SenderContext } from "@hpke/core";
+import { ErrorCode, PsimbolsError } from "./errors.js";
+import { b64u, concat, fromB64u, fromUtf8, lp, utf8, wipe } from "./encoding.js";
+import {
+  type PublicKey,
+  type SigningKey,
+  importPublicKey,
+  randomBytes,
+  sha256,
+  sign,
+  verify,
+  wirePublicKey,
+} from "./crypto.js";
+import {
+  CHANNEL_TYPE_ALIASES,
+  type Challenge,
+  type ChannelType,
+  type Established,
+  type Grant,
+  type Hello,
+  KemType,
+  PROTOCOL_VERSION,
+  SERVER_NONCE_BYTES,
+  ChannelType as CT,
+  decodeGrant,
+  kemTypes,
+} from "./frames.js";
+import { hpkeSuite, importKemPublic } from "./hpke.js";
+
+export const LABEL_INFO = "psimbols/1 hpke info";
+export const LABEL_SERVER_SIG = "psimbols/1 server signature";
+export const LABEL_CLIENT_SIG = "psimbols/1 client signature";
+export const LABEL_GRANT_AAD = "psimbols/1 grant";
+/** Default client nonce length (bytes). */
+export const CLIENT_NONCE_BYTES = 32;
+
+function transcriptInfo(helloBytes: Uint8Array, c: Omit<Challenge, "enc" | "signature" | "type">, serverSpki: Uint8Array): Uint8Array {
+  return lp(helloBytes, c.source, serverSpki, c.channel_type, fromB64u(c.nonce, "nonce"), c.features.join(","));
+}
+const signInput = async (label: string, t: Uint8Array) => concat(lp(label), await sha256(t));
+
+// ------------------------------------------------------------------ server
+
+/** What the server offers. */
+export interface ServerOffer {
+  key: SigningKey;
+  source: string;
+  /** Features the server supports; the challenge carries the intersection with the hello's. */
+  features?: readonly string[];
+}
+
+/** A handshake between challenge and proof: lives in one connection's memory only. */
+export interface PendingHandshake {
+  readonly identity: PublicKey;
+  readonly channelType: ChannelType;
+  readonly features: string[];
+  readonly nonceC: Uint8Array;
+  readonly nonceS: Uint8Array;
+  readonly tChal: Uint8Array;
+  readonly serverSig: Uint8Array;
+  readonly sender: SenderContext;
+}
+
+/** Picks the first offered channel type the server accepts, or throws `unsupported`. */
+export function chooseChannelType(offered: readonly string[]): ChannelType {
+  for (const t of offered) {
+    const c = CHANNEL_TYPE_ALIASES[t];
+    if (c) return c;
+  }
+  throw new PsimbolsError(ErrorCode.unsupported, `no acceptable channel type offered; accepted: ${CT.aes256gcm} (alias AES)`);
+}
+
+/**
+ * Answers a decoded hello with a signed challenge. Changes nothing outside the
+ * returned pending state. `helloBytes` are the exact bytes received.
+ * Test vectors pass `fixed` to make the output deterministic.
+ * @throws PsimbolsError `unsupported` or `bad_request`.
+ */
+export async function acceptHello(
+  helloBytes: Uint8Array,
+  hello: Hello,
+  offer: ServerOffer,
+  fixed?: { nonceS: Uint8Array; ekm: Uint8Array },
+): Promise<{ challenge: Challenge; pending: PendingHandshake }> {
+  if (hello.version !== PROTOCOL_VERSION) {
+    throw new PsimbolsError(ErrorCode.unsupported, `protocol version not supported; accepted: ${PROTOCOL_VERSION}`);
+  }
+  const channelType = chooseChannelType(hello.channel_types);
+  const kem = hello.kem.type as KemType;
+  if (!kemTypes.includes(kem)) throw new PsimbolsError(ErrorCode.unsupported, `kem.type not supported; accepted: ${kemTypes.join(", ")}`);
+  const kemPub = await importKemPublic(kem, fromB64u(hello.kem.data, "kem.data", 256));
+  const identity = await importPublicKey(hello.public_key);
+  const nonceC = fromB64u(hello.nonce, "nonce");
+  const nonceS = fixed?.nonceS ?? randomBytes(SERVER_NONCE_BYTES);
+  const serverFeatures = offer.features ?? [];
+  const features = hello.features.filter((f) => serverFeatures.includes(f));
+  const pub = wirePublicKey(offer.key.public);
+  const core = { source: offer.source, server_key: pub, channel_type: channelType, nonce: b64u(nonceS), features };
+  const tInfo = transcriptInfo(helloBytes, core, offer.key.public.spki);
+  const info = await sha256(concat(lp(LABEL_INFO), tInfo));
+  const sender = await hpkeSuite(kem).createSenderContext({
+    recipientPublicKey: kemPub,
+    info: info as Uint8Array<ArrayBuffer>,
+    ...(fixed ? { ekm: fixed.ekm as Uint8Array<ArrayBuffer> } : {}),
+  });
+  const enc = new Uint8Array(sender.enc);
+  const tChal = concat(tInfo, lp(enc));
+  const serverSig = await sign(offer.key, await signInput(LABEL_SERVER_SIG, tChal));
+  const challenge: Challenge = { type: "challenge", ...core, enc: b64u(enc), signature: b64u(serverSig) };
+  return { challenge, pending: { identity, channelType, features, nonceC, nonceS, tChal, serverSig, sender } };
+}
+
+/** True when `signature` is the identity key's signature over this handshake's transcript. */
+export async function verifyProof(p: PendingHandshake, signature: Uint8Array): Promise<boolean> {
+  return verify(p.identity, signature, await signInput(LABEL_CLIENT_SIG, concat(p.tChal, lp(p.serverSig))));
+}
+
+/** Seals the grant for a verified proof into the `established` frame. */
+export async function sealGrant(p: PendingHandshake, proofSig: Uint8Array, grant: Grant, source: string): Promise<Established> {
+  const aad = concat(lp(LABEL_GRANT_AAD), await sha256(concat(p.tChal, lp(p.serverSig), lp(proofSig))));
+  const ct = new Uint8Array(await p.sender.seal(utf8(JSON.stringify(grant)) as Uint8Array<ArrayBuffer>, aad as Uint8Array<ArrayBuffer>));
+  return { type: "established", source, response: b64u(ct) };
+}
+
+// ------------------------------------------------------------------ client
+
+export interface HelloOptions {
+  channelTypes?: readonly string[];
+  kem?: KemType;
+  features?: readonly string[];
+  /** Test vectors only: fixed client nonce and ephemeral key material. */
+  fixed?: { nonceC: Uint8Array; kemIkm: Uint8Array };
+}
+
+/** Client state after sending the hello. */
+export interface ClientHello {
+  readonly identity: SigningKey;
+  readonly bytes: Uint8Array;
+  readonly hello: Hello;
+  readonly nonceC: Uint8Array;
+  readonly kem: KemType;
+  readonly kemPair: CryptoKeyPair;
+}
+
+/** Client state after sending the proof. */
+export interface ClientProof {
+  readonly hello: ClientHello;
+  readonly nonceS: Uint8Array;
+  readonly serverKey: PublicKey;
+  readonly features: string[];
+  readonly aad: Uint8Array;
+  readonly enc: Uint8Array;
+  readonly info: Uint8Array;
+}
+
+/** Builds a hello with a fresh ephemeral KEM key. Returns the exact bytes to send. */
+export async function createHello(identity: SigningKey, o: HelloOptions = {}): Promise<ClientHello> {
+  const kem = o.kem ?? KemType.x25519;
+  const suite = hpkeSuite(kem);
+  const kemPair = o.fixed ? await suite.kem.deriveKeyPair(o.fixed.kemIkm as Uint8Array<ArrayBuffer>) : await suite.kem.generateKeyPair();
+  const nonceC = o.fixed?.nonceC ?? randomBytes(CLIENT_NONCE_BYTES);
+  const hello: Hello = {
+    type: "hello",
+    version: PROTOCOL_VERSION,
+    public_key: wirePublicKey(identity.public),
+    channel_types: [...(o.channelTypes ?? [CT.aes256gcm])],
+    kem: { type: kem, data: b64u(new Uint8Array(await suite.kem.serializePublicKey(kemPair.publicKey))) },
+    nonce: b64u(nonceC),
+    features: [...(o.features ?? [])],
+  };
+  return { identity, bytes: utf8(JSON.stringify(hello)), hello, nonceC, kem, kemPair };
+}
+
+/**
+ * Checks a challenge and signs the proof. `checkServerKey` enforces pinning
+ * (throws `server_key_mismatch`); it runs before the signature is checked.
+ * @throws PsimbolsError `protocol` when the server's signature or choices are wrong.
+ */
+export async function answerChallenge(
+  h: ClientHello,
+  c: Challenge,
+  checkServerKey: (key: PublicKey) => void | Promise<void>,
+): Promise<{ proof: { type: "proof"; signature: string }; state: ClientProof }> {
+  const serverKey = await importPublicKey(c.server_key, "server_key");
+  await checkServerKey(serverKey);
+  if (!h.hello.channel_types.some((t) => CHANNEL_TYPE_ALIASES[t] === c.channel_type)) {
+    throw new PsimbolsError(ErrorCode.protocol, "server chose a channel type that was not offered");
+  }
+  if (!c.features.every((f) => h.hello.features.includes(f))) {
+    throw new PsimbolsError(ErrorCode.protocol, "server chose a feature that was not offered");
+  }
+  const tInfo = transcriptInfo(h.bytes, c, serverKey.spki);
+  const enc = fromB64u(c.enc, "enc");
+  const tChal = concat(tInfo, lp(enc));
+  const serverSig = fromB64u(c.signature, "signature");
+  if (!(await verify(serverKey, serverSig, await signInput(LABEL_SERVER_SIG, tChal)))) {
+    throw new PsimbolsError(ErrorCode.protocol, "server signature over the challenge does not verify");
+  }
+  const sigC = await sign(h.identity, await signInput(LABEL_CLIENT_SIG, concat(tChal, lp(serverSig))));
+  const aad = concat(lp(LABEL_GRANT_AAD), await sha256(concat(tChal, lp(serverSig), lp(sigC))));
+  const info = await sha256(concat(lp(LABEL_INFO), tInfo));
+  return {
+    proof: { type: "proof", signature: b64u(sigC) },
+    state: { hello: h, nonceS: fromB64u(c.nonce, "nonce"), serverKey, features: c.features, aad, enc, info },
+  };
+}
+
+/** Opens the grant. The caller drops `p` (and its ephemeral key) afterwards: forward secrecy. */
+export async function openGrant(p: ClientProof, e: Established): Promise<{ grant: Grant; channelKey: Uint8Array }> {
+  let pt: Uint8Array;
+  try {
+    const ctx = await hpkeSuite(p.hello.kem).createRecipientContext({
+      recipientKey: p.hello.kemPair,
+      enc: p.enc as Uint8Array<ArrayBuffer>,
+      info: p.info as Uint8Array<ArrayBuffer>,
+    });
+    pt = new Uint8Array(await ctx.open(fromB64u(e.response, "response") as Uint8Array<ArrayBuffer>, p.aad as Uint8Array<ArrayBuffer>));
+  } catch (cause) {
+    throw new PsimbolsError(ErrorCode.protocol, "grant does not open under the handshake's HPKE context", { cause });
+  }
+  const grant = decodeGrant(fromUtf8(pt));
+  wipe(pt);
+  return { grant, channelKey: fromB64u(grant.key.data, "key.data") };
+}

@@ -57,7 +57,7 @@ const signInput = async (label: string, t: Uint8Array) => concat(lp(label), awai
 
 /** What the server offers. */
 export interface ServerOffer {
-  key: SigningKey;
+  readonly key: SigningKey;
   source: string;
   /** Features the server supports; the challenge carries the intersection with the hello's. */
   features?: readonly string[];

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The project's test command: installs what is missing, type-checks, then runs
+# every uvu test file (dist/test/**/*.test.js) in its own process, and ends
+# with one line "N passed, N failed". Long runs (soak, bench) are npm scripts.
+set -u
+cd "$(dirname "$0")/.."
+export NO_COLOR=1 FORCE_COLOR=0
+
+need_apt() {
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "error: $1 is missing and cannot be installed here (needs root and apt-get)" >&2
+    echo "hint: install the Debian package '$2' and run again" >&2
+    exit 1
+  fi
+  echo "installing $2 through apt ..." >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null) || {
+    echo "error: apt-get could not install $2" >&2
+    exit 1
+  }
+}
+
+# Dependencies: from the lock file, only when missing or stale.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "installing npm packages from package-lock.json ..." >&2
+  npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed" >&2; echo "0 passed, 1 failed"; exit 1; }
+fi
+command -v redis-server >/dev/null || need_apt redis-server redis-server
+
+# Type-check and build (the browser config has no Node types: a Node import in shared/ or the client core fails here).
+rm -rf dist
+if ! npx tsc -p tsconfig.json; then echo "type-check failed" >&2; echo "0 passed, 1 failed"; exit 1; fi
+if ! npx tsc -p tsconfig.browser.json; then echo "browser type-check failed" >&2; echo "0 passed, 1 failed"; exit 1; fi
+
+passed=0
+failed=0
+pattern="${1:-}"
+for f in $(find dist/test -name '*.test.js' | sort); do
+  case "$f" in *"$pattern"*) ;; *) continue ;; esac
+  echo "=== ${f#dist/}"
+  out=$(timeout 300 node "$f" 2>&1)
+  rc=$?
+  echo "$out"
+  clean=$(printf '%s\n' "$out" | sed 's/\x1b\[[0-9;]*m//g')
+  total=$(printf '%s\n' "$clean" | sed -n 's/^ *Total: *\([0-9][0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
+  ok=$(printf '%s\n' "$clean" | sed -n 's/^ *Passed: *\([0-9][0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
+  bad=$((total - ok))
+  if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
+    bad=1 # the file crashed or timed out outside any test
+    echo "!!! ${f#dist/} exited with $rc" >&2
+  fi
+  passed=$((passed + ok))
+  failed=$((failed + bad))
+done
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

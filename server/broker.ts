@@ -1,0 +1,323 @@
+/**
+ * A broker node: one HTTP server on one port carrying the WebSocket endpoint,
+ * `GET /healthz`, `GET /readyz`, `GET /metrics` and `GET /.well-known/psimbols`.
+ * Application code registers request handlers by `op` and pushes messages.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import { WebSocketServer, type WebSocket } from "ws";
+import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
+import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
+import { ChannelType, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
+import type { ServerOffer } from "../shared/handshake.js";
+import { type BrokerConfig, resolveConfig } from "./config.js";
+import { Connection } from "./connection.js";
+import { Counter, FixedWindow } from "./limits.js";
+import { createLogger, type Logger } from "./log.js";
+import type { KeyRegistry } from "./registry.js";
+import { registerOperatorOps } from "./operator.js";
+import { MemoryStore } from "./store/memory-store.js";
+import type { Store } from "./store/store.js";
+
+/** What a request handler knows about its caller. */
+export interface HandlerContext {
+  /** Fingerprint of the proven identity key. */
+  identity: string;
+  channel: string;
+  connection: string;
+  node: string;
+}
+
+/**
+ * A request handler: gets the request's `data`, returns the response's `data`.
+ * Throw a PsimbolsError to answer with its code; any other error becomes `internal`.
+ */
+export type Handler = (data: unknown, ctx: HandlerContext) => unknown;
+
+/** Counters of one node (also exported at /metrics). */
+export interface Stats {
+  handshakes: { started: number; established: number; rejected: number; forbidden: number; rateLimited: number };
+  resumes: { ok: number; rejected: number };
+  requests: { ok: number; failed: number; unauthorised: number; tooMany: number };
+  notices: number;
+  pushes: number;
+  storeErrors: number;
+}
+
+/** What a Connection may use of its broker. */
+export interface BrokerContext {
+  readonly config: BrokerConfig;
+  readonly log: Logger;
+  readonly store: Store;
+  readonly registry: KeyRegistry | undefined;
+  readonly offer: ServerOffer;
+  readonly handlers: ReadonlyMap<string, Handler>;
+  readonly hellosPerAddress: FixedWindow;
+  readonly hellosTotal: FixedWindow;
+  readonly stats: Stats;
+  index(conn: Connection, channel: string, on: boolean): void;
+  closed(conn: Connection, code: number): void;
+  observeLatency(seconds: number): void;
+}
+
+export interface BrokerOptions {
+  config?: Parameters<typeof resolveConfig>[0];
+  serverKey: SigningKey;
+  store?: Store;
+  registry?: KeyRegistry;
+  logger?: Logger;
+}
+
+export class Broker {
+  readonly config: BrokerConfig;
+  readonly log: Logger;
+  readonly store: Store;
+  readonly stats: Stats = {
+    handshakes: { started: 0, established: 0, rejected: 0, forbidden: 0, rateLimited: 0 },
+    resumes: { ok: 0, rejected: 0 },
+    requests: { ok: 0, failed: 0, unauthorised: 0, tooMany: 0 },
+    notices: 0,
+    pushes: 0,
+    storeErrors: 0,
+  };
+  readonly #handlers = new Map<string, Handler>();
+  readonly #http: Server;
+  readonly #wss: WebSocketServer;
+  readonly #connections = new Set<Connection>();
+  readonly #byChannel = new Map<string, Set<Connection>>();
+  readonly #perAddress = new Counter();
+  readonly #ctx: BrokerContext;
+  readonly #metrics = new Registry();
+  readonly #latency: Histogram;
+  readonly #serverKey: SigningKey;
+  #pinger: ReturnType<typeof setInterval> | undefined;
+  #closing = false;
+
+  private constructor(o: BrokerOptions) {
+    this.config = resolveConfig(o.config);
+    this.log = o.logger ?? createLogger();
+    this.store = o.store ?? new MemoryStore();
+    this.#serverKey = o.serverKey;
+    const { limits } = this.config;
+    const self = this;
+    this.#ctx = {
+      config: this.config,
+      log: this.log,
+      store: this.store,
+      registry: o.registry,
+      offer: { key: o.serverKey, source: this.config.source, features: [] },
+      handlers: this.#handlers,
+      hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
+      hellosTotal: new FixedWindow(limits.hellosPerSecond, 1000),
+      stats: this.stats,
+      index: (conn, channel, on) => this.#index(conn, channel, on),
+      closed: (conn) => {
+        this.#connections.delete(conn);
+        this.#perAddress.dec(conn.address);
+      },
+      observeLatency: (s) => self.#latency.observe(s),
+    };
+    this.#latency = new Histogram({
+      name: "psimbols_request_seconds",
+      help: "Request handling time on the server",
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+      registers: [this.#metrics],
+    });
+    this.#registerMetrics();
+    this.handle("echo", (data) => data);
+    this.handle("ping", () => ({ pong: true, time: new Date().toISOString() }));
+    this.handle("whoami", (_data, ctx) => ({ identity: ctx.identity, channel: ctx.channel, node: ctx.node }));
+    registerOperatorOps(this, o.registry);
+    this.store.onEvent((e) => {
+      for (const conn of this.#byChannel.get(e.channel) ?? []) {
+        if (e.kind === "retired") conn.onRetired(e.channel, e.reason);
+        else conn.onRebound(e.channel, e.binding);
+      }
+    });
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false });
+    this.#http = createServer((req, res) => void this.#onHttp(req, res));
+    this.#http.on("upgrade", (req, socket, head) => this.#onUpgrade(req, socket, head));
+  }
+
+  /** Creates a broker and starts listening. */
+  static async start(o: BrokerOptions): Promise<Broker> {
+    const b = new Broker(o);
+    await new Promise<void>((resolve, reject) => {
+      b.#http.once("error", reject);
+      b.#http.listen(b.config.port, b.config.host, () => resolve());
+    });
+    if (o.config?.source === undefined && b.config.port === 0) {
+      // Listening on an ephemeral port: the source names the port actually bound.
+      b.config.source = resolveConfig({ host: b.config.host, port: b.port }).source;
+      b.#ctx.offer.source = b.config.source;
+    }
+    b.#pinger = setInterval(() => {
+      for (const c of b.#connections) c.heartbeat();
+    }, b.config.limits.pingIntervalMs);
+    b.#pinger.unref();
+    b.log.info("broker listening", {
+      component: "broker",
+      url: `ws://${b.config.host}:${b.port}/`,
+      node: b.config.node,
+      fingerprint: o.serverKey.public.fingerprint,
+      service: b.config.closed ? "closed" : "open",
+    });
+    return b;
+  }
+
+  /** The port actually bound (useful with port 0). */
+  get port(): number {
+    const a = this.#http.address();
+    return typeof a === "object" && a ? a.port : this.config.port;
+  }
+
+  /** Registers (or replaces) the handler for `op`. `channel.close` is reserved. */
+  handle(op: string, handler: Handler): this {
+    if (op === "channel.close") throw new RangeError(`"op" channel.close is reserved`);
+    this.#handlers.set(op, handler);
+    return this;
+  }
+
+  /**
+   * Pushes an application message to the channels of an identity or to one
+   * channel, on the sockets this node holds. @returns the number of sockets reached.
+   */
+  async push(target: { identity?: string; channel?: string }, message: unknown): Promise<number> {
+    let n = 0;
+    for (const conn of this.#connections) {
+      const b = conn.bound;
+      if (!b || (target.channel !== undefined && b.channel !== target.channel) || (target.identity !== undefined && b.identity !== target.identity)) {
+        continue;
+      }
+      if (await conn.push(message)) n++;
+    }
+    this.stats.pushes += n;
+    return n;
+  }
+
+  /** Revokes a channel, or the active channel of an identity. @returns the revoked channel ids. */
+  async revoke(target: { identity?: string; channel?: string }): Promise<string[]> {
+    if (target.channel !== undefined) return (await this.store.retire(target.channel, "revoked")) ? [target.channel] : [];
+    if (target.identity !== undefined) return this.store.retireIdentity(target.identity, "revoked");
+    throw new RangeError("revoke needs a channel or an identity");
+  }
+
+  /** Bound channels on this node. */
+  channels(): { identity: string; channel: string; validUntil: number; node: string; connection: string; address: string }[] {
+    const out = [];
+    for (const c of this.#connections) {
+      const b = c.bound;
+      if (b) out.push({ ...b, connection: c.id, address: c.address });
+    }
+    return out;
+  }
+
+  /** Graceful stop: refuse new sockets, push `closing`, close every socket, close the store. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    clearInterval(this.#pinger);
+    const httpClosed = new Promise<void>((r) => this.#http.close(() => r()));
+    await Promise.all([...this.#connections].map((c) => c.shutdown()));
+    const deadline = Date.now() + 3000;
+    while (this.#connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const c of this.#connections) c.terminate();
+    this.#wss.close();
+    this.#http.closeAllConnections?.();
+    await httpClosed;
+    await this.store.close();
+    this.log.info("broker stopped", { component: "broker" });
+  }
+
+  #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const address = req.socket.remoteAddress ?? "unknown";
+    if (this.#closing) return reject(socket, 503, "Service Unavailable");
+    if (this.#perAddress.get(address) >= this.config.limits.connectionsPerAddress) {
+      this.log.warn("connection refused: too many from one address", { component: "broker", address });
+      return reject(socket, 429, "Too Many Requests");
+    }
+    this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      this.#perAddress.inc(address);
+      this.#connections.add(new Connection(ws, address, this.#ctx));
+    });
+  }
+
+  async #onHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0];
+    const json = (status: number, body: unknown) => {
+      res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method !== "GET") return json(405, { error: "method not allowed" });
+    switch (path) {
+      case "/healthz":
+        return json(200, { status: "ok" });
+      case "/readyz":
+        try {
+          await this.store.ping();
+          return json(this.#closing ? 503 : 200, { status: this.#closing ? "closing" : "ready" });
+        } catch {
+          return json(503, { status: "store unavailable" });
+        }
+      case "/metrics":
+        res.writeHead(200, { "content-type": this.#metrics.contentType });
+        return void res.end(await this.#metrics.metrics());
+      case "/.well-known/psimbols":
+        return json(200, {
+          protocol: "psimbols",
+          version: PROTOCOL_VERSION,
+          source: this.config.source,
+          server_key: wirePublicKey(this.#serverKey.public),
+          fingerprint: this.#serverKey.public.fingerprint,
+          channel_types: [ChannelType.aes256gcm],
+          kems: kemTypes,
+          key_types: keyTypes,
+          features: [],
+          service: this.config.closed ? "closed" : "open",
+        });
+      default:
+        return json(404, { error: "not found" });
+    }
+  }
+
+  #index(conn: Connection, channel: string, on: boolean): void {
+    let set = this.#byChannel.get(channel);
+    if (on) {
+      if (!set) this.#byChannel.set(channel, (set = new Set()));
+      set.add(conn);
+    } else if (set) {
+      set.delete(conn);
+      if (set.size === 0) this.#byChannel.delete(channel);
+    }
+  }
+
+  #registerMetrics(): void {
+    const s = this.stats;
+    const r = [this.#metrics];
+    new Gauge({ name: "psimbols_connections", help: "Open WebSocket connections", registers: r, collect() { this.set(self.#connections.size); } });
+    const self = this;
+    const counter = (name: string, help: string, labelNames: string[], read: () => [Record<string, string>, number][]) =>
+      new PromCounter({
+        name,
+        help,
+        labelNames,
+        registers: r,
+        collect() {
+          this.reset();
+          for (const [labels, v] of read()) this.inc(labels, v);
+        },
+      });
+    counter("psimbols_handshakes_total", "Handshakes by outcome", ["outcome"], () =>
+      Object.entries(s.handshakes).map(([k, v]) => [{ outcome: k }, v]),
+    );
+    counter("psimbols_resumes_total", "Resumes by outcome", ["outcome"], () => Object.entries(s.resumes).map(([k, v]) => [{ outcome: k }, v]));
+    counter("psimbols_requests_total", "Requests by outcome", ["outcome"], () => Object.entries(s.requests).map(([k, v]) => [{ outcome: k }, v]));
+    counter("psimbols_notices_total", "Notices pushed", [], () => [[{}, s.notices]]);
+    counter("psimbols_pushes_total", "Application pushes sent", [], () => [[{}, s.pushes]]);
+    counter("psimbols_store_errors_total", "Failed store calls", [], () => [[{}, s.storeErrors]]);
+  }
+}
+
+function reject(socket: Duplex, status: number, text: string): void {
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}

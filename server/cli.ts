@@ -1,0 +1,206 @@
+/**
+ * The `psimbols` command: keygen, serve, call, fingerprint, keys.
+ * Errors print `error: …` and, where it helps, `hint: …`, and exit non-zero.
+ */
+import { Command, InvalidArgumentError, Option } from "commander";
+import { createPublicKey } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { type KeyType, KeyType as KT, type PublicKey, importSpki, wirePublicKey } from "../shared/crypto.js";
+import { ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { connect, generateKeyFile, keyTypeOf, loadKey } from "../client/node.js";
+import { Broker } from "./broker.js";
+import { defaultDataDir, resolveConfig } from "./config.js";
+import { createLogger } from "./log.js";
+import { FileRegistry, Role, addKey, readKeysFile, removeKey } from "./registry.js";
+import { loadOrCreateServerKey } from "./server-key.js";
+
+const KEY_TYPES: Record<string, KeyType> = { ed25519: KT.ed25519, p256: KT.p256, rsa: KT.rsa };
+
+function int(name: string) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`${name} expects an integer`);
+    return n;
+  };
+}
+
+/** Reads a public key from a PEM file holding either a private (PKCS#8) or a public (SPKI) key. */
+async function loadPublicKey(path: string): Promise<PublicKey> {
+  let pem: string;
+  try {
+    pem = readFileSync(path, "utf8");
+  } catch (cause) {
+    throw new PsimbolsError(ErrorCode.badRequest, `cannot read ${path}`, { cause });
+  }
+  let pub;
+  try {
+    pub = createPublicKey(pem);
+  } catch (cause) {
+    throw new PsimbolsError(ErrorCode.badRequest, `${path} is not a PEM key`, { cause });
+  }
+  const spki = new Uint8Array(pub.export({ type: "spki", format: "der" }));
+  return importSpki(keyTypeOf(pub), spki);
+}
+
+const defaultKeysFile = () => join(defaultDataDir(), "keys.json");
+
+export function program(): Command {
+  const p = new Command("psimbols")
+    .description("Secure channel broker: a key pair and a URL are all a client needs.")
+    .showHelpAfterError("(add --help for usage)");
+
+  p.command("keygen")
+    .description("generate an identity key (PKCS#8 PEM, mode 0600) and print its public key and fingerprint")
+    .addOption(new Option("--type <type>", "key type").choices(Object.keys(KEY_TYPES)).default("ed25519"))
+    .requiredOption("-o, --out <file>", "where to write the private key")
+    .option("--force", "overwrite an existing file")
+    .action(async (o: { type: string; out: string; force?: boolean }) => {
+      const key = await generateKeyFile(KEY_TYPES[o.type]!, o.out, { force: o.force === true });
+      console.log(JSON.stringify({ public_key: wirePublicKey(key.public), fingerprint: key.public.fingerprint }));
+    });
+
+  p.command("fingerprint")
+    .description("print the fingerprint of a key file (private or public PEM)")
+    .argument("<file>")
+    .action(async (file: string) => console.log((await loadPublicKey(file)).fingerprint));
+
+  p.command("serve")
+    .description("run a broker node")
+    .option("--port <n>", "port for WebSocket and HTTP", int("--port"), 9393)
+    .option("--host <addr>", "address to listen on", "127.0.0.1")
+    .option("--source <url>", "URL clients use to reach this node (the `source` of server frames)")
+    .option("--data-dir <dir>", "holds the server key", defaultDataDir())
+    .option("--closed", "closed service: only registered keys get a channel")
+    .option("--keys <file>", "registered keys file (see `psimbols keys`)")
+    .option("--channel-ttl <seconds>", "channel lifetime", int("--channel-ttl"), 3600)
+    .option("--expiring-before <seconds>", "push `expiring` this long before expiry", int("--expiring-before"))
+    .option("--handshake-timeout <ms>", "time allowed to complete a handshake", int("--handshake-timeout"))
+    .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
+    .option("--hellos-per-address <n>", "hellos and resumes per address per 10 s", int("--hellos-per-address"))
+    .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
+    .action(async (o) => {
+      const log = createLogger({ level: o.logLevel });
+      const limits: Record<string, number> = {};
+      if (o.handshakeTimeout !== undefined) limits.handshakeTimeoutMs = o.handshakeTimeout;
+      if (o.maxConnectionsPerAddress !== undefined) limits.connectionsPerAddress = o.maxConnectionsPerAddress;
+      if (o.hellosPerAddress !== undefined) limits.hellosPerAddress = o.hellosPerAddress;
+      const keysFile: string | undefined = o.keys ?? (o.closed ? join(o.dataDir, "keys.json") : undefined);
+      const config = resolveConfig({
+        port: o.port,
+        host: o.host,
+        source: o.source,
+        dataDir: o.dataDir,
+        closed: o.closed === true,
+        keysFile,
+        channelTtl: o.channelTtl,
+        expiringBefore: o.expiringBefore,
+        limits,
+      });
+      const serverKey = await loadOrCreateServerKey(config.dataDir, log);
+      const registry = keysFile ? new FileRegistry(keysFile) : undefined;
+      const broker = await Broker.start({ config, serverKey, registry, logger: log });
+      // Printed on stdout as well, so a person (or a test) can pin it.
+      console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info("stopping", { component: "cli", signal });
+        void broker.close().then(() => process.exit(0));
+      };
+      process.on("SIGTERM", () => stop("SIGTERM"));
+      process.on("SIGINT", () => stop("SIGINT"));
+    });
+
+  p.command("call")
+    .description("make one request and print the response data as JSON")
+    .argument("<url>", "broker URL, e.g. ws://127.0.0.1:9393/")
+    .argument("<op>", "operation, e.g. echo")
+    .argument("[json]", "request data as JSON", "null")
+    .requiredOption("--key <file>", "identity key (PKCS#8 PEM)")
+    .option("--server-key <fingerprint>", "pin the server key (otherwise trust on first use, kept in the known-servers file)")
+    .option("--known-servers <file>", "known-servers file")
+    .option("--timeout <ms>", "request timeout", int("--timeout"), 10_000)
+    .action(async (url: string, op: string, json: string, o: { key: string; serverKey?: string; knownServers?: string; timeout: number }) => {
+      let data: unknown;
+      try {
+        data = JSON.parse(json);
+      } catch {
+        throw new PsimbolsError(ErrorCode.badRequest, "request data is not valid JSON");
+      }
+      const key = await loadKey(o.key);
+      const client = await connect(url, {
+        key,
+        ...(o.serverKey ? { serverKey: o.serverKey } : {}),
+        ...(o.knownServers ? { knownServersFile: o.knownServers } : {}),
+        requestTimeoutMs: o.timeout,
+        reconnect: false,
+        renew: false,
+      });
+      try {
+        console.log(JSON.stringify(await client.request(op, data, { timeoutMs: o.timeout })));
+      } finally {
+        await client.close().catch(() => {});
+      }
+    });
+
+  const keys = p.command("keys").description("manage the registered keys of a closed service");
+  keys
+    .command("add")
+    .description("register a key (from a private or public PEM file)")
+    .argument("<keyfile>")
+    .option("--file <keys.json>", "registered keys file", defaultKeysFile())
+    .addOption(new Option("--role <role>", "role").choices(Object.values(Role)).default(Role.client))
+    .option("--comment <text>", "a note for operators", "")
+    .action(async (keyfile: string, o: { file: string; role: Role; comment: string }) => {
+      const k = addKey(o.file, await loadPublicKey(keyfile), { role: o.role, comment: o.comment });
+      console.log(`added ${k.fingerprint} (${k.role}) to ${o.file}`);
+    });
+  keys
+    .command("list")
+    .description("list registered keys")
+    .option("--file <keys.json>", "registered keys file", defaultKeysFile())
+    .option("--json", "print JSON")
+    .action((o: { file: string; json?: boolean }) => {
+      const list = readKeysFile(o.file);
+      if (o.json) return console.log(JSON.stringify(list, null, 2));
+      for (const k of list) console.log(`${k.fingerprint}  ${k.public_key.type}  ${k.role}  ${k.comment}`);
+      if (list.length === 0) console.error(`no keys registered in ${o.file}`);
+    });
+  keys
+    .command("remove")
+    .description("unregister a key by fingerprint")
+    .argument("<fingerprint>")
+    .option("--file <keys.json>", "registered keys file", defaultKeysFile())
+    .action((fp: string, o: { file: string }) => {
+      if (!removeKey(o.file, fp)) throw new PsimbolsError(ErrorCode.badRequest, `${fp} is not registered in ${o.file}`);
+      console.log(`removed ${fp} from ${o.file}`);
+    });
+  return p;
+}
+
+const HINTS: Partial<Record<ErrorCode, string>> = {
+  server_key_mismatch: "the server's key differs from the pinned or known one; if the server key was rotated on purpose, remove its line from the known-servers file",
+  connection_lost: "is the broker running at that URL? start one with `psimbols serve`",
+  forbidden: "this is a closed service: ask its operator to run `psimbols keys add` with your public key",
+  unsupported: "the server does not accept what this client offered",
+  too_many: "rate limited: wait a little and try again",
+  unavailable: "the broker's store is down: try again shortly",
+};
+
+/** Runs the CLI; never throws. */
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await program().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof PsimbolsError) {
+      console.error(`error: ${e.message} (${e.code})`);
+      const hint = HINTS[e.code];
+      if (hint) console.error(`hint: ${hint}`);
+    } else {
+      console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    process.exitCode = 1;
+  }
+}

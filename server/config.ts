@@ -1,0 +1,101 @@
+/**
+ * Broker configuration: typed, with defaults, validated at start. A malformed
+ * value fails fast with a message naming the setting; nothing falls back silently.
+ * The limits are those of docs/PROTOCOL.md §11.
+ */
+import { homedir, hostname } from "node:os";
+import { join } from "node:path";
+import { MAX_FRAME_BYTES } from "../shared/frames.js";
+
+export interface Limits {
+  /** Largest WebSocket message accepted (bytes); larger closes with 1009. */
+  maxFrameBytes: number;
+  /** Time from connection (or hello) to a bound channel before close 4001. */
+  handshakeTimeoutMs: number;
+  /** Open connections per client address (more get HTTP 429 on upgrade). */
+  connectionsPerAddress: number;
+  /** Hellos and resumes per client address per window. */
+  hellosPerAddress: number;
+  hellosWindowMs: number;
+  /** Hellos and resumes per second on this node, from all addresses. */
+  hellosPerSecond: number;
+  /** Proven handshakes per identity per minute (counted after the proof verifies). */
+  handshakesPerIdentityPerMinute: number;
+  /** Requests being handled per connection. */
+  inFlightPerConnection: number;
+  /** Frames received but not yet processed, per connection. */
+  queuedFramesPerConnection: number;
+  /** Bytes waiting in a socket's send buffer before the consumer is cut off (4003). */
+  sendBufferBytes: number;
+  /** WebSocket ping interval; a peer that misses one pong is closed. */
+  pingIntervalMs: number;
+}
+
+export interface BrokerConfig {
+  port: number;
+  host: string;
+  /** The `source` in server frames: the URL clients use. */
+  source: string;
+  /** Holds the server key (server-key.pem, mode 0600). */
+  dataDir: string;
+  /** Channel lifetime in seconds. */
+  channelTtl: number;
+  /** Seconds before expiry at which `expiring` is pushed. */
+  expiringBefore: number;
+  /** Closed service: only keys in `keysFile` get a channel. */
+  closed: boolean;
+  keysFile: string | undefined;
+  /** Name of this node in logs and channel records. */
+  node: string;
+  limits: Limits;
+}
+
+export const defaultLimits: Limits = {
+  maxFrameBytes: MAX_FRAME_BYTES,
+  handshakeTimeoutMs: 10_000,
+  connectionsPerAddress: 64,
+  hellosPerAddress: 20,
+  hellosWindowMs: 10_000,
+  hellosPerSecond: 200,
+  handshakesPerIdentityPerMinute: 30,
+  inFlightPerConnection: 64,
+  queuedFramesPerConnection: 256,
+  sendBufferBytes: 4 * 1024 * 1024,
+  pingIntervalMs: 30_000,
+};
+
+/** The default data directory: `$PSIMBOLS_HOME/server` or `~/.psimbols/server`. */
+export function defaultDataDir(): string {
+  return join(process.env.PSIMBOLS_HOME ?? join(homedir(), ".psimbols"), "server");
+}
+
+/** Fills defaults and validates. @throws Error naming the bad setting. */
+export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { limits?: Partial<Limits> } = {}): BrokerConfig {
+  const port = input.port ?? 9393;
+  const host = input.host ?? "127.0.0.1";
+  const channelTtl = input.channelTtl ?? 3600;
+  const c: BrokerConfig = {
+    port,
+    host,
+    source: input.source ?? `ws://${host.includes(":") ? `[${host}]` : host}:${port}/`,
+    dataDir: input.dataDir ?? defaultDataDir(),
+    channelTtl,
+    expiringBefore: input.expiringBefore ?? Math.min(Math.floor(channelTtl / 4), 300),
+    closed: input.closed ?? false,
+    keysFile: input.keysFile,
+    node: input.node ?? `${hostname()}:${process.pid}`,
+    limits: { ...defaultLimits, ...input.limits },
+  };
+  integer("port", c.port, 0, 65535);
+  integer("channel-ttl", c.channelTtl, 2, 366 * 86400);
+  integer("expiring-before", c.expiringBefore, 0, c.channelTtl - 1);
+  for (const [k, v] of Object.entries(c.limits)) integer(k, v, 1, 2 ** 31);
+  if (c.closed && !c.keysFile) throw new Error("setting closed: a closed service needs a keys file (--keys FILE)");
+  return c;
+}
+
+function integer(name: string, v: unknown, min: number, max: number): void {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new Error(`setting ${name}: expected an integer in ${min}..${max}, got ${String(v)}`);
+  }
+}

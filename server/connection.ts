@@ -1,0 +1,504 @@
+/**
+ * One client socket on a broker node: the server side of the connection state
+ * machine of docs/PROTOCOL.md §8.
+ *
+ *   open ──hello──▶ challenged ──proof──▶ bound ──hello──▶ bound+challenged (renewal)
+ *     └──resume──▶ resuming ──first authenticated request──▶ bound
+ *
+ * Frames of one socket are decoded and authenticated strictly in order (one
+ * promise chain), so the replay check and the hello/proof order need no locks;
+ * request handlers then run concurrently, bounded by `inFlightPerConnection`.
+ * The per-message path touches no store.
+ */
+import type { WebSocket } from "ws";
+import { CloseCode, ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { b64u, fromB64u, wipe } from "../shared/encoding.js";
+import { randomBytes } from "../shared/crypto.js";
+import { FrameKind, type BindingKeys, deriveBinding, openFrame, sealFrame } from "../shared/channel.js";
+import {
+  type ClientFrame,
+  type Hello,
+  type InnerPush,
+  type InnerResponse,
+  MAX_SEQ,
+  type NoticeKind,
+  type Proof,
+  type RequestFrame,
+  type Resume,
+  SERVER_NONCE_BYTES,
+  type ServerFrame,
+  decodeClientFrame,
+  decodeInnerRequest,
+  errorFrame,
+} from "../shared/frames.js";
+import { type PendingHandshake, acceptHello, sealGrant, verifyProof } from "../shared/handshake.js";
+import type { BrokerContext, HandlerContext } from "./broker.js";
+import type { ChannelRecord, RetireReason } from "./store/store.js";
+import type { Logger } from "./log.js";
+
+/** One binding of a channel to this socket (PROTOCOL.md §6.1). */
+interface Binding {
+  readonly id: string;
+  readonly channel: ChannelRecord;
+  readonly keys: BindingKeys;
+  /** Highest request seq accepted (replay rule, §6.4). */
+  lastSeq: number;
+  /** Last push seq sent. */
+  pushSeq: number;
+  /** False for a resume until its first request authenticates (§6.5). */
+  active: boolean;
+  /** Set once the channel is retired; requests then get `unauthorised`. */
+  dead: RetireReason | undefined;
+  timers: ReturnType<typeof setTimeout>[];
+}
+
+const UNAUTHORISED = "unknown channel or bad ciphertext";
+
+export class Connection {
+  readonly id: string;
+  readonly address: string;
+  readonly #ws: WebSocket;
+  readonly #ctx: BrokerContext;
+  readonly #log: Logger;
+  #queue: Promise<void> = Promise.resolve();
+  #queued = 0;
+  #pending: PendingHandshake | undefined;
+  #binding: Binding | undefined;
+  /** The binding a renewal replaced, kept until its in-flight requests are answered. */
+  #old: Binding | undefined;
+  /** Channels this socket retired itself (renewal, close): no notice back to it. */
+  #selfRetired = new Set<string>();
+  #inFlight = 0;
+  #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  /** Identities this socket asked the store to watch; unwatched at teardown. */
+  #watched = new Set<string>();
+  alive = true;
+
+  constructor(ws: WebSocket, address: string, ctx: BrokerContext) {
+    this.#ws = ws;
+    this.address = address;
+    this.#ctx = ctx;
+    this.id = b64u(randomBytes(9));
+    this.#log = ctx.log.child({ component: "connection", conn: this.id });
+    this.#armHandshakeTimer();
+    ws.on("message", (data, isBinary) => this.#enqueue(data as Buffer, isBinary));
+    ws.on("pong", () => (this.alive = true));
+    ws.on("close", (code) => this.#teardown(code));
+    ws.on("error", (err) => this.#log.debug("socket error", { error: err.message }));
+  }
+
+  /** Identity fingerprint and channel id of the current binding, if any. */
+  get bound(): { identity: string; channel: string; validUntil: number; node: string } | undefined {
+    const b = this.#binding;
+    return b && b.active && !b.dead ? { identity: b.channel.identity, channel: b.channel.id, validUntil: b.channel.validUntil, node: b.channel.node } : undefined;
+  }
+
+  // ------------------------------------------------------------ inbound
+
+  #enqueue(data: Buffer, isBinary: boolean): void {
+    if (this.#closed) return;
+    if (++this.#queued > this.#ctx.config.limits.queuedFramesPerConnection) {
+      this.#fail(new PsimbolsError(ErrorCode.tooMany, "too many frames queued on this connection", { close: CloseCode.tooMany }));
+      return;
+    }
+    this.#queue = this.#queue
+      .then(() => (this.#closed ? undefined : this.#onMessage(data, isBinary)))
+      .catch((e: unknown) => this.#fail(e))
+      .finally(() => this.#queued--);
+  }
+
+  async #onMessage(data: Buffer, isBinary: boolean): Promise<void> {
+    if (isBinary) throw new PsimbolsError(ErrorCode.badRequest, "binary frames are not accepted", { close: CloseCode.unsupportedData });
+    let frame: ClientFrame;
+    try {
+      frame = decodeClientFrame(data.toString("utf8"));
+    } catch (e) {
+      throw withClose(e, CloseCode.badRequest);
+    }
+    switch (frame.type) {
+      case "hello":
+        return this.#onHello(data, frame);
+      case "proof":
+        return this.#onProof(frame);
+      case "resume":
+        return this.#onResume(frame);
+      case "request":
+        return this.#onRequest(frame);
+    }
+  }
+
+  async #onHello(bytes: Uint8Array, hello: Hello): Promise<void> {
+    if (this.#pending) throw new PsimbolsError(ErrorCode.badRequest, "a handshake is already pending on this connection", { close: CloseCode.badRequest });
+    this.#checkHelloRate();
+    this.#ctx.stats.handshakes.started++;
+    let r: Awaited<ReturnType<typeof acceptHello>>;
+    try {
+      r = await acceptHello(bytes, hello, this.#ctx.offer);
+    } catch (e) {
+      this.#ctx.stats.handshakes.rejected++;
+      // `unsupported` is a negotiation answer: the client may try again on this socket.
+      if (e instanceof PsimbolsError && e.code === ErrorCode.unsupported) return this.#sendError(e);
+      throw withClose(e, CloseCode.badRequest);
+    }
+    this.#pending = r.pending;
+    this.#armHandshakeTimer();
+    this.#send(r.challenge);
+  }
+
+  async #onProof(proof: Proof): Promise<void> {
+    const p = this.#pending;
+    if (!p) throw new PsimbolsError(ErrorCode.badRequest, "proof without a pending handshake", { close: CloseCode.badRequest });
+    this.#pending = undefined;
+    const sig = fromB64u(proof.signature, "signature");
+    if (!(await verifyProof(p, sig))) {
+      this.#ctx.stats.handshakes.rejected++;
+      throw new PsimbolsError(ErrorCode.unauthorised, "proof does not verify", { close: CloseCode.badRequest });
+    }
+    const identity = p.identity.fingerprint;
+    const { config, store, registry } = this.#ctx;
+    if (config.closed && !(await registry?.lookup(identity))) {
+      this.#ctx.stats.handshakes.forbidden++;
+      this.#log.info("handshake forbidden: key not registered", { identity });
+      throw new PsimbolsError(ErrorCode.forbidden, "this key is not registered with the service", { close: CloseCode.forbidden });
+    }
+    // Counted only after a valid proof, so hellos carrying someone else's key cannot lock them out.
+    const n = await this.#store(() => store.hit(`hs:${identity}`, 60_000));
+    if (n > config.limits.handshakesPerIdentityPerMinute) {
+      this.#ctx.stats.handshakes.rejected++;
+      throw new PsimbolsError(ErrorCode.tooMany, "too many handshakes for this key; slow down", { close: CloseCode.tooMany });
+    }
+    const key = randomBytes(32);
+    const now = Date.now();
+    const rec: ChannelRecord = {
+      id: b64u(randomBytes(16)),
+      identity,
+      key,
+      type: "AES-256-GCM",
+      validUntil: now + config.channelTtl * 1000,
+      ttl: config.channelTtl,
+      node: config.node,
+    };
+    const previous = this.#binding;
+    // Renewal: same identity, so activation retires the previous channel; no notice back to us.
+    const renewal = previous?.channel.identity === identity;
+    if (previous && renewal) this.#selfRetired.add(previous.channel.id);
+    const keys = await deriveBinding(key, rec.id, p.nonceC, p.nonceS);
+    this.#watch(identity);
+    let replaced: string | undefined;
+    try {
+      replaced = await this.#store(() => store.activate(rec));
+    } catch (e) {
+      if (previous) this.#selfRetired.delete(previous.channel.id);
+      throw e;
+    }
+    if (previous) {
+      // The old binding answers what it already accepted, nothing more.
+      previous.dead ??= "replaced";
+      this.#retireOld();
+      this.#old = previous;
+      if (previous.channel.id !== replaced) this.#selfRetired.delete(previous.channel.id);
+    }
+    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, timers: [] });
+    const grant = { channel: rec.id, key: { type: rec.type, data: b64u(key) }, valid_until: new Date(rec.validUntil).toISOString(), ttl: rec.ttl };
+    const established = await sealGrant(p, sig, grant, config.source);
+    wipe(key);
+    grant.key.data = "";
+    this.#ctx.stats.handshakes.established++;
+    this.#log.info(renewal ? "channel renewed" : "channel established", { identity, channel: rec.id, replaced });
+    this.#send(established);
+  }
+
+  async #onResume(f: Resume): Promise<void> {
+    if (this.#pending || this.#binding) {
+      throw new PsimbolsError(ErrorCode.badRequest, "resume is only accepted on a fresh connection", { close: CloseCode.badRequest });
+    }
+    this.#checkHelloRate();
+    const rec = await this.#store(() => this.#ctx.store.getChannel(f.channel));
+    if (!rec) {
+      this.#ctx.stats.resumes.rejected++;
+      return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), { channel: f.channel });
+    }
+    const nonceS = randomBytes(SERVER_NONCE_BYTES);
+    const keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS);
+    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, timers: [] });
+    this.#send({ type: "resumed", source: this.#ctx.config.source, channel: rec.id, nonce: b64u(nonceS) });
+  }
+
+  async #onRequest(f: RequestFrame): Promise<void> {
+    const b = this.#binding?.channel.id === f.channel ? this.#binding : this.#old?.channel.id === f.channel ? this.#old : undefined;
+    const where = { seq: f.seq, channel: f.channel };
+    if (!b || b.dead || b.channel.validUntil <= Date.now() || f.seq <= b.lastSeq) {
+      this.#ctx.stats.requests.unauthorised++;
+      return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
+    }
+    if (this.#inFlight >= this.#ctx.config.limits.inFlightPerConnection) {
+      this.#ctx.stats.requests.tooMany++;
+      return this.#sendError(new PsimbolsError(ErrorCode.tooMany, "too many requests in flight on this connection"), where);
+    }
+    let text: string;
+    try {
+      text = await openFrame(b.keys.c2s, FrameKind.request, f.seq, f.channel, f.request);
+    } catch (e) {
+      this.#ctx.stats.requests.unauthorised++;
+      return this.#sendError(e instanceof PsimbolsError ? e : new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
+    }
+    b.lastSeq = f.seq;
+    if (!b.active && !(await this.#activateResume(b))) {
+      return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
+    }
+    this.#inFlight++;
+    void this.#handle(b, f.seq, text).finally(() => {
+      this.#inFlight--;
+      if (this.#old && this.#inFlight === 0) this.#retireOld();
+    });
+  }
+
+  /** First authenticated frame of a resume: the binding takes over the channel (§6.5). */
+  async #activateResume(b: Binding): Promise<boolean> {
+    const { store } = this.#ctx;
+    const rec = await this.#store(() => store.getChannel(b.channel.id));
+    if (!rec) {
+      b.dead = "expired";
+      this.#ctx.stats.resumes.rejected++;
+      return false;
+    }
+    b.active = true;
+    this.#watch(rec.identity);
+    this.#ctx.index(this, rec.id, true);
+    this.#schedule(b);
+    clearTimeout(this.#handshakeTimer);
+    await this.#store(() => store.bind(rec.id, rec.identity, b.id));
+    this.#ctx.stats.resumes.ok++;
+    this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
+    return true;
+  }
+
+  async #handle(b: Binding, seq: number, text: string): Promise<void> {
+    let inner: InnerResponse;
+    const started = process.hrtime.bigint();
+    try {
+      const req = decodeInnerRequest(text);
+      const ctx: HandlerContext = { identity: b.channel.identity, channel: b.channel.id, connection: this.id, node: this.#ctx.config.node };
+      if (req.op === "channel.close") {
+        this.#selfRetired.add(b.channel.id);
+        b.dead = "closed";
+        await this.#store(() => this.#ctx.store.retire(b.channel.id, "closed"));
+        inner = { data: { closed: true } };
+      } else {
+        const handler = this.#ctx.handlers.get(req.op);
+        if (!handler) throw new PsimbolsError(ErrorCode.notFound, "no handler for this op");
+        inner = { data: (await handler(req.data, ctx)) ?? null };
+      }
+      this.#ctx.stats.requests.ok++;
+    } catch (e) {
+      if (e instanceof PsimbolsError) inner = { error: { code: e.code, message: e.message } };
+      else {
+        this.#log.error("handler failed", { error: e instanceof Error ? e.message : String(e) });
+        inner = { error: { code: ErrorCode.internal, message: "the handler failed" } };
+      }
+      this.#ctx.stats.requests.failed++;
+    }
+    this.#ctx.observeLatency(Number(process.hrtime.bigint() - started) / 1e9);
+    if (this.#closed) return;
+    const response = await sealFrame(b.keys.s2c, FrameKind.response, seq, b.channel.id, JSON.stringify(inner));
+    this.#send({ type: "response", source: this.#ctx.config.source, channel: b.channel.id, seq, response });
+  }
+
+  // ------------------------------------------------------------ from the broker
+
+  /** A store event: the channel was retired somewhere (maybe on another node). */
+  onRetired(channel: string, reason: RetireReason): void {
+    for (const b of [this.#binding, this.#old]) {
+      if (!b || b.channel.id !== channel) continue;
+      b.dead ??= reason;
+      if (b !== this.#binding || this.#selfRetired.delete(channel)) continue;
+      this.#clearTimers(b);
+      void this.#notice(b, reason).then(() => {
+        if (reason === "replaced") this.close(CloseCode.replaced);
+        else if (reason === "revoked") this.close(CloseCode.revoked);
+      });
+    }
+  }
+
+  /** A store event: another binding (a resume, maybe elsewhere) took over `channel`. */
+  onRebound(channel: string, binding: string): void {
+    const b = this.#binding;
+    if (b && b.channel.id === channel && b.id !== binding && b.active) {
+      b.dead = "replaced";
+      this.close(CloseCode.replaced);
+    }
+  }
+
+  /** Sends an application push on the current binding. @returns whether it was sent. */
+  async push(message: unknown): Promise<boolean> {
+    const b = this.#binding;
+    if (!b || !b.active || b.dead || this.#closed) return false;
+    await this.#sendPush(b, { message });
+    return true;
+  }
+
+  /** Pushes `closing` and closes with 4006 (graceful shutdown). */
+  async shutdown(): Promise<void> {
+    const b = this.#binding;
+    if (b && b.active && !b.dead) await this.#notice(b, "closing").catch(() => {});
+    this.close(CloseCode.closing);
+  }
+
+  /** The one teardown path towards the peer. */
+  close(code: CloseCode, message?: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#ws.close(code.code, message ?? code.reason);
+    // A peer that never answers the close is cut off.
+    setTimeout(() => this.#ws.terminate(), 2000).unref();
+  }
+
+  terminate(): void {
+    this.#ws.terminate();
+  }
+
+  /** Called every ping interval: a peer that did not answer the last ping is cut off. */
+  heartbeat(): void {
+    if (!this.alive) {
+      this.#log.info("no pong; closing");
+      this.#ws.terminate();
+      return;
+    }
+    this.alive = false;
+    this.#ws.ping();
+  }
+
+  // ------------------------------------------------------------ internals
+
+  #install(b: Binding): void {
+    const prev = this.#binding;
+    if (prev) {
+      this.#clearTimers(prev);
+      this.#ctx.index(this, prev.channel.id, false);
+    }
+    this.#binding = b;
+    if (b.active) {
+      clearTimeout(this.#handshakeTimer);
+      this.#ctx.index(this, b.channel.id, true);
+      this.#schedule(b);
+    }
+  }
+
+  #retireOld(): void {
+    if (this.#old && this.#inFlight === 0) {
+      this.#clearTimers(this.#old);
+      this.#old = undefined;
+    }
+  }
+
+  #schedule(b: Binding): void {
+    const { expiringBefore } = this.#ctx.config;
+    const left = b.channel.validUntil - Date.now();
+    const t: ReturnType<typeof setTimeout>[] = [];
+    if (expiringBefore > 0 && left > expiringBefore * 1000) {
+      t.push(setTimeout(() => void this.#notice(b, "expiring", new Date(b.channel.validUntil).toISOString()), left - expiringBefore * 1000));
+    }
+    t.push(
+      setTimeout(() => {
+        if (b.dead) return;
+        b.dead = "expired";
+        void this.#notice(b, "expired");
+      }, Math.max(0, left)),
+    );
+    for (const x of t) x.unref?.();
+    b.timers = t;
+  }
+
+  #clearTimers(b: Binding): void {
+    for (const t of b.timers) clearTimeout(t);
+    b.timers = [];
+  }
+
+  async #notice(b: Binding, notice: NoticeKind, validUntil?: string): Promise<void> {
+    if (this.#closed) return;
+    this.#ctx.stats.notices++;
+    await this.#sendPush(b, validUntil ? { notice, valid_until: validUntil } : { notice });
+  }
+
+  async #sendPush(b: Binding, inner: InnerPush): Promise<void> {
+    if (b.pushSeq >= MAX_SEQ) return this.close(CloseCode.tooMany, "push limit of this binding reached; resume");
+    const seq = ++b.pushSeq;
+    const push = await sealFrame(b.keys.s2c, FrameKind.push, seq, b.channel.id, JSON.stringify(inner));
+    this.#send({ type: "push", source: this.#ctx.config.source, channel: b.channel.id, seq, push });
+  }
+
+  #checkHelloRate(): void {
+    if (!this.#ctx.hellosPerAddress.take(this.address) || !this.#ctx.hellosTotal.take("*")) {
+      this.#ctx.stats.handshakes.rateLimited++;
+      throw new PsimbolsError(ErrorCode.tooMany, "too many handshakes; slow down", { close: CloseCode.tooMany });
+    }
+  }
+
+  /** Runs a store call; an unreachable store becomes `unavailable`. */
+  async #store<T>(f: () => Promise<T>): Promise<T> {
+    try {
+      return await f();
+    } catch (cause) {
+      this.#ctx.stats.storeErrors++;
+      this.#log.warn("store call failed", { error: cause instanceof Error ? cause.message : String(cause) });
+      throw new PsimbolsError(ErrorCode.unavailable, "the service's store is unavailable; try again shortly", { cause });
+    }
+  }
+
+  #watch(identity: string): void {
+    if (this.#watched.has(identity)) return;
+    this.#watched.add(identity);
+    this.#ctx.store.watch(identity);
+  }
+
+  #armHandshakeTimer(): void {
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = setTimeout(() => {
+      if (this.#pending || !this.#binding?.active) this.close(CloseCode.handshakeTimeout);
+    }, this.#ctx.config.limits.handshakeTimeoutMs);
+    this.#handshakeTimer.unref?.();
+  }
+
+  #send(frame: ServerFrame): void {
+    if (this.#closed) return;
+    if (this.#ws.bufferedAmount > this.#ctx.config.limits.sendBufferBytes) {
+      this.#log.warn("slow consumer cut off", { buffered: this.#ws.bufferedAmount });
+      this.close(CloseCode.slowConsumer);
+      return;
+    }
+    this.#ws.send(JSON.stringify(frame));
+  }
+
+  #sendError(e: PsimbolsError, extra?: { seq?: number; channel?: string }): void {
+    this.#send(errorFrame(e.code, e.message, extra));
+  }
+
+  /** A frame broke the rules: answer with its error, then close if the error says so. */
+  #fail(e: unknown): void {
+    const err =
+      e instanceof PsimbolsError ? e : new PsimbolsError(ErrorCode.internal, "internal error", { close: CloseCode.badRequest, cause: e });
+    if (!(e instanceof PsimbolsError)) this.#log.error("unexpected error", { error: e instanceof Error ? e.stack : String(e) });
+    else this.#log.debug("frame rejected", { code: err.code, message: err.message });
+    this.#sendError(err);
+    if (err.close) this.close(err.close);
+  }
+
+  #teardown(code: number): void {
+    this.#closed = true;
+    clearTimeout(this.#handshakeTimer);
+    this.#pending = undefined;
+    for (const b of [this.#binding, this.#old]) {
+      if (!b) continue;
+      this.#clearTimers(b);
+      this.#ctx.index(this, b.channel.id, false);
+    }
+    for (const identity of this.#watched) this.#ctx.store.unwatch(identity);
+    this.#watched.clear();
+    this.#ctx.closed(this, code);
+  }
+}
+
+function withClose(e: unknown, close: CloseCode): unknown {
+  return e instanceof PsimbolsError && !e.close ? new PsimbolsError(e.code, e.message, { close, cause: e.cause }) : e;
+}

@@ -1,0 +1,46 @@
+/**
+ * Operator operations, carried over the channel like any request and granted
+ * only to identities registered with the `operator` role (`psimbols keys add
+ * --role operator`). Everyone else gets `forbidden`. The web console and the
+ * CLI use these.
+ */
+import { ErrorCode, PsimbolsError, badField } from "../shared/errors.js";
+import type { Broker, HandlerContext } from "./broker.js";
+import { Role, type KeyRegistry } from "./registry.js";
+
+type Target = { identity?: string; channel?: string };
+
+function target(data: unknown): Target {
+  if (typeof data !== "object" || data === null) throw badField("data", "object {identity} or {channel}", data);
+  const { identity, channel } = data as Record<string, unknown>;
+  if (identity !== undefined && typeof identity !== "string") throw badField("identity", "string", identity);
+  if (channel !== undefined && typeof channel !== "string") throw badField("channel", "string", channel);
+  if ((identity === undefined) === (channel === undefined)) throw badField("data", "exactly one of identity or channel");
+  return identity !== undefined ? { identity } : { channel: channel as string };
+}
+
+/** Registers the `admin.*` ops on a broker. */
+export function registerOperatorOps(broker: Broker, registry: KeyRegistry | undefined): void {
+  const guard =
+    <T>(f: (data: unknown, ctx: HandlerContext) => Promise<T> | T) =>
+    async (data: unknown, ctx: HandlerContext): Promise<T> => {
+      const k = registry ? await registry.lookup(ctx.identity) : undefined;
+      if (k?.role !== Role.operator) throw new PsimbolsError(ErrorCode.forbidden, "this operation needs the operator role");
+      return f(data, ctx);
+    };
+  broker.handle(
+    "admin.channels",
+    guard(() => ({ node: broker.config.node, stats: broker.stats, channels: broker.channels() })),
+  );
+  broker.handle(
+    "admin.revoke",
+    guard(async (data) => ({ revoked: await broker.revoke(target(data)) })),
+  );
+  broker.handle(
+    "admin.push",
+    guard(async (data) => {
+      const t = target(data);
+      return { delivered: await broker.push(t, (data as { message?: unknown }).message ?? null) };
+    }),
+  );
+}

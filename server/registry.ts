@@ -1,0 +1,121 @@
+/**
+ * Registered keys of a closed service: a JSON file managed by
+ * `psimbols keys add|list|remove`, re-read by a running broker when it changes.
+ *
+ * File format (version 1):
+ *   {"version":1,"keys":[{"fingerprint":"SHA256:…","public_key":{"type","data"},
+ *                         "role":"client"|"operator","comment":"…","added":"RFC 3339"}]}
+ */
+import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import type { PublicKey } from "../shared/crypto.js";
+import { wirePublicKey } from "../shared/crypto.js";
+
+export const Role = { client: "client", operator: "operator" } as const;
+export type Role = (typeof Role)[keyof typeof Role];
+
+export interface RegisteredKey {
+  fingerprint: string;
+  public_key: { type: string; data: string };
+  role: Role;
+  comment: string;
+  added: string;
+}
+
+interface KeysFile {
+  version: 1;
+  keys: RegisteredKey[];
+}
+
+/** Who may get a channel, and with which role. */
+export interface KeyRegistry {
+  lookup(fingerprint: string): Promise<RegisteredKey | undefined>;
+}
+
+/** Reads a keys file; a missing file is an empty list. @throws Error naming the file when malformed. */
+export function readKeysFile(path: string): RegisteredKey[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw e;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error(`keys file ${path}: not valid JSON`);
+  }
+  const f = parsed as Partial<KeysFile>;
+  if (f?.version !== 1 || !Array.isArray(f.keys)) throw new Error(`keys file ${path}: expected {"version":1,"keys":[...]}`);
+  for (const [i, k] of f.keys.entries()) {
+    if (typeof k?.fingerprint !== "string" || !k.fingerprint.startsWith("SHA256:")) {
+      throw new Error(`keys file ${path}: keys[${i}].fingerprint expected "SHA256:…"`);
+    }
+    if (k.role !== Role.client && k.role !== Role.operator) throw new Error(`keys file ${path}: keys[${i}].role expected client or operator`);
+  }
+  return f.keys;
+}
+
+function writeKeysFile(path: string, keys: RegisteredKey[]): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify({ version: 1, keys } satisfies KeysFile, null, 2) + "\n", { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+/** Adds (or updates the role and comment of) a key. @returns the entry written. */
+export function addKey(path: string, key: PublicKey, options: { role?: Role; comment?: string } = {}): RegisteredKey {
+  const keys = readKeysFile(path).filter((k) => k.fingerprint !== key.fingerprint);
+  const entry: RegisteredKey = {
+    fingerprint: key.fingerprint,
+    public_key: wirePublicKey(key),
+    role: options.role ?? Role.client,
+    comment: options.comment ?? "",
+    added: new Date().toISOString(),
+  };
+  writeKeysFile(path, [...keys, entry]);
+  return entry;
+}
+
+/** Removes a key by fingerprint. @returns whether it was there. */
+export function removeKey(path: string, fingerprint: string): boolean {
+  const keys = readKeysFile(path);
+  const rest = keys.filter((k) => k.fingerprint !== fingerprint);
+  if (rest.length === keys.length) return false;
+  writeKeysFile(path, rest);
+  return true;
+}
+
+/** A registry over a keys file, re-read when its mtime or size changes (checked at most once a second). */
+export class FileRegistry implements KeyRegistry {
+  readonly path: string;
+  #byFp = new Map<string, RegisteredKey>();
+  #stamp = "";
+  #checked = 0;
+  constructor(path: string) {
+    this.path = path;
+    this.#reload(true);
+  }
+  async lookup(fingerprint: string): Promise<RegisteredKey | undefined> {
+    if (Date.now() - this.#checked >= 1000) this.#reload(false);
+    return this.#byFp.get(fingerprint);
+  }
+  #reload(strict: boolean): void {
+    this.#checked = Date.now();
+    let stamp = "missing";
+    try {
+      const st = statSync(this.path);
+      stamp = `${st.mtimeMs}:${st.size}`;
+    } catch {
+      /* a missing file is an empty registry */
+    }
+    if (stamp === this.#stamp) return;
+    try {
+      this.#byFp = new Map(readKeysFile(this.path).map((k) => [k.fingerprint, k]));
+      this.#stamp = stamp;
+    } catch (e) {
+      if (strict) throw e;
+      // A half-written or broken file keeps the last good registry: never open a closed service by accident.
+    }
+  }
+}

@@ -1,0 +1,670 @@
+/**
+ * The shared store of a multi-node deployment, on Redis through `ioredis`
+ * (DESIGN.md §6). Every node runs one `RedisStore` with the same prefix.
+ *
+ * Key layout (`P` is the prefix, `psimbols:` by default):
+ *
+ * | key                   | type   | value                                            | expiry            |
+ * |-----------------------|--------|--------------------------------------------------|-------------------|
+ * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, binding | `validUntil`      |
+ * | `P active:<identity>` | string | id of the identity's active channel              | same as its channel |
+ * | `P rl:<key>:<window>` | string | hit counter of one fixed window                  | one window        |
+ *
+ * Pub/sub channel `P ev:<identity>` carries that identity's events as JSON;
+ * a node subscribes to it only while it watches the identity.
+ *
+ * Channel keys are stored only wrapped (server/store/wrap.ts, AES-256-GCM with
+ * the channel id as additional data); the plaintext never reaches Redis, so
+ * neither a dump nor an ioredis error (which may carry command arguments)
+ * can reveal it. Every write that publishes an event is one Lua script, so
+ * the state change and its event are atomic.
+ *
+ * Failure model: commands fail fast while Redis is down (no offline queue,
+ * no blind resend of in-flight writes), every command has a timeout, and the
+ * connections reconnect forever with capped backoff. Errors surface as
+ * {@link StoreUnavailableError} (code `unavailable`).
+ */
+import { createHash } from "node:crypto";
+import { Redis, type RedisOptions } from "ioredis";
+import winston from "winston";
+import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
+import type { Logger } from "../log.js";
+import type { ChannelRecord, RetireReason, Store, StoreEvent } from "./store.js";
+import { KeyWrapper, checkWrapKey } from "./wrap.js";
+
+/** Options of {@link RedisStore}. */
+export interface RedisStoreOptions {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://...`. Never logged. */
+  url: string;
+  /** 32-byte key-wrapping key (see `parseWrapKey`). Copied; the caller may wipe it. */
+  wrapKey: Uint8Array;
+  /** Prefix of every key and pub/sub channel. Default `"psimbols:"`. */
+  prefix?: string;
+  /** This node's name, for logs and the Redis client name. */
+  node?: string;
+  /** Parent logger; a child named `store.redis` is used. Default: silent. */
+  logger?: Logger;
+  /** Timeout of every command, ms. Default 2000. */
+  commandTimeoutMs?: number;
+  /** Timeout of {@link RedisStore.ping}, ms. Default 1000. */
+  pingTimeoutMs?: number;
+  /** Time to establish a connection, and the longest a call waits for the first one, ms. Default 2000. */
+  connectTimeoutMs?: number;
+  /** Reconnect backoff: first delay and cap, ms. Defaults 50 and 2000. */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  /** Most records {@link RedisStore.listChannels} returns. Default 10000. */
+  listLimit?: number;
+  /** Clock, for the rate-limit window and the channel TTL. Default `Date.now`. */
+  now?: () => number;
+}
+
+/** The store could not be reached or answered with an error. Code `unavailable`. */
+export class StoreUnavailableError extends PsimbolsError {
+  constructor(op: string, options?: { cause?: unknown }) {
+    super(ErrorCode.unavailable, `store unavailable (${op})`, options);
+    this.name = "StoreUnavailableError";
+  }
+}
+
+/** A stored record is malformed (not one this code wrote). Code `unavailable`. */
+export class StoreCorruptError extends PsimbolsError {
+  constructor(what: string) {
+    super(ErrorCode.unavailable, `store record malformed: ${what}`);
+    this.name = "StoreCorruptError";
+  }
+}
+
+/**
+ * Reconnect delay for the `attempt`-th try (1-based): exponential from
+ * `baseMs`, capped at `maxMs`, with "equal jitter" (half fixed, half random)
+ * so that nodes that lost Redis together do not return in lockstep.
+ */
+export function retryDelayMs(attempt: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
+  const exp = Math.min(maxMs, baseMs * 2 ** Math.min(Math.max(attempt - 1, 0), 30));
+  return Math.round(exp / 2 + (random() * exp) / 2);
+}
+
+/** A Lua script run by EVALSHA, falling back to EVAL after a Redis restart (NOSCRIPT). */
+class Script {
+  readonly lua: string;
+  readonly sha: string;
+  constructor(lua: string) {
+    this.lua = lua;
+    this.sha = createHash("sha1").update(lua).digest("hex");
+  }
+}
+
+/*
+ * activate. KEYS: ch:<new>, active:<identity>.
+ * ARGV: id, px, identity, wrapped key, type, validUntil, ttl, node, prefix, event channel.
+ * Reads the old active id, writes the new record and pointer with the same
+ * expiry (nothing when already expired, px <= 0), deletes the old record and
+ * announces it replaced. Returns the old
+ * id only when its record still existed (an expired one is not "replaced").
+ */
+const ACTIVATE = new Script(`
+local old = redis.call('GET', KEYS[2])
+redis.call('DEL', KEYS[1])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], 'identity', ARGV[3], 'key', ARGV[4], 'type', ARGV[5],
+    'validUntil', ARGV[6], 'ttl', ARGV[7], 'node', ARGV[8])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('DEL', KEYS[2])
+end
+if old and old ~= ARGV[1] and redis.call('DEL', ARGV[9] .. 'ch:' .. old) == 1 then
+  redis.call('PUBLISH', ARGV[10], cjson.encode({kind = 'retired', identity = ARGV[3], channel = old, reason = 'replaced'}))
+  return old
+end
+return false
+`);
+
+/*
+ * retire. KEYS: ch:<id>. ARGV: id, reason, prefix.
+ * Deletes the record, clears the identity's pointer only if it still points
+ * here, announces it. Returns the identity, or false for an unknown id.
+ */
+const RETIRE = new Script(`
+local identity = redis.call('HGET', KEYS[1], 'identity')
+if not identity then return false end
+redis.call('DEL', KEYS[1])
+local active = ARGV[3] .. 'active:' .. identity
+if redis.call('GET', active) == ARGV[1] then redis.call('DEL', active) end
+redis.call('PUBLISH', ARGV[3] .. 'ev:' .. identity, cjson.encode({kind = 'retired', identity = identity, channel = ARGV[1], reason = ARGV[2]}))
+return identity
+`);
+
+/*
+ * retireIdentity. KEYS: active:<identity>. ARGV: identity, reason, prefix, event channel.
+ * Returns the retired ids (none or one).
+ */
+const RETIRE_IDENTITY = new Script(`
+local id = redis.call('GET', KEYS[1])
+if not id then return {} end
+redis.call('DEL', KEYS[1])
+if redis.call('DEL', ARGV[3] .. 'ch:' .. id) == 0 then return {} end
+redis.call('PUBLISH', ARGV[4], cjson.encode({kind = 'retired', identity = ARGV[1], channel = id, reason = ARGV[2]}))
+return {id}
+`);
+
+/*
+ * bind. KEYS: ch:<channel>. ARGV: identity, binding, event channel, channel id.
+ * Records the binding only on a live record of that identity (HSET on a
+ * missing key would create one without expiry), then announces it.
+ */
+const BIND = new Script(`
+if redis.call('HGET', KEYS[1], 'identity') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'binding', ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], cjson.encode({kind = 'rebound', identity = ARGV[1], channel = ARGV[4], binding = ARGV[2]}))
+return 1
+`);
+
+/* activeChannel. KEYS: active:<identity>. ARGV: prefix. The id, if its record is live. */
+const ACTIVE = new Script(`
+local id = redis.call('GET', KEYS[1])
+if id and redis.call('EXISTS', ARGV[1] .. 'ch:' .. id) == 1 then return id end
+return false
+`);
+
+const CHANNEL_TYPE = "AES-256-GCM";
+const reasons: ReadonlySet<string> = new Set<RetireReason>(["replaced", "revoked", "closed", "expired"]);
+/** Identities per SUBSCRIBE command when resubscribing after a reconnect. */
+const SUBSCRIBE_BATCH = 1000;
+const SCAN_COUNT = 256;
+
+/**
+ * {@link Store} on Redis: channels with a Redis TTL at `validUntil`, atomic
+ * activation and retirement in Lua, events over pub/sub on a dedicated
+ * subscriber connection, one pub/sub channel per watched identity.
+ */
+export class RedisStore implements Store {
+  readonly #cmd: Redis;
+  readonly #sub: Redis;
+  readonly #prefix: string;
+  readonly #wrapper: Promise<KeyWrapper>;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  readonly #pingTimeoutMs: number;
+  readonly #connectTimeoutMs: number;
+  readonly #listLimit: number;
+  readonly #handlers: ((e: StoreEvent) => void)[] = [];
+  readonly #resyncHandlers: (() => void)[] = [];
+  /** Reference counts of watched identities: the desired subscription set. */
+  readonly #watched = new Map<string, number>();
+  readonly #cmdFirstReady: Promise<void>;
+  readonly #subFirstReady: Promise<void>;
+  #cmdEverReady = false;
+  #subEverReady = false;
+  /** The last SUBSCRIBE not yet acknowledged; writes wait for it (see #barrier). */
+  #subPending: Promise<void> | undefined;
+  #closed = false;
+
+  /**
+   * Connects (in the background) and returns at once; calls made before the
+   * first connection wait for it up to `connectTimeoutMs`.
+   * @throws TypeError / RangeError for a malformed option (the message names the option, never its value).
+   */
+  constructor(options: RedisStoreOptions) {
+    if (typeof options?.url !== "string" || !/^rediss?:\/\//.test(options.url)) {
+      throw new TypeError('"url" expected a redis:// or rediss:// URL');
+    }
+    checkWrapKey(options.wrapKey);
+    const prefix = options.prefix ?? "psimbols:";
+    if (typeof prefix !== "string") throw new TypeError(`"prefix" expected string, got ${typeof prefix}`);
+    this.#prefix = prefix;
+    const commandTimeoutMs = positive("commandTimeoutMs", options.commandTimeoutMs, 2000);
+    this.#pingTimeoutMs = positive("pingTimeoutMs", options.pingTimeoutMs, 1000);
+    this.#connectTimeoutMs = positive("connectTimeoutMs", options.connectTimeoutMs, 2000);
+    const retryBaseMs = positive("retryBaseMs", options.retryBaseMs, 50);
+    const retryMaxMs = positive("retryMaxMs", options.retryMaxMs, 2000);
+    this.#listLimit = positive("listLimit", options.listLimit, 10_000);
+    this.#now = options.now ?? Date.now;
+    const node = options.node ?? "";
+    this.#log = (options.logger ?? silentLogger()).child({ component: "store.redis", ...(node ? { node } : {}) });
+
+    const raw = new Uint8Array(options.wrapKey);
+    this.#wrapper = KeyWrapper.create(raw).finally(() => raw.fill(0));
+    this.#wrapper.catch(() => {}); // surfaced by the first call that needs it
+
+    const common: RedisOptions = {
+      // Fail fast while disconnected instead of queueing: the server answers
+      // `unavailable` and the client retries; a queued write replayed minutes
+      // later could resurrect a channel that was meanwhile revoked.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      autoResendUnfulfilledCommands: false,
+      commandTimeout: commandTimeoutMs,
+      connectTimeout: this.#connectTimeoutMs,
+      retryStrategy: (attempt: number) => retryDelayMs(attempt, retryBaseMs, retryMaxMs),
+      ...(/^[\x21-\x7e]{1,64}$/.test(node) ? { connectionName: `psimbols:${node}` } : {}),
+    };
+    this.#cmd = new Redis(options.url, common);
+    // The subscriber resubscribes from #watched itself on every `ready`:
+    // ioredis's autoResubscribe only restores subscriptions acknowledged before
+    // the drop, so a watch() made while Redis was down would be lost.
+    this.#sub = new Redis(options.url, { ...common, autoResubscribe: false });
+
+    this.#cmdFirstReady = new Promise((resolve) => this.#cmd.once("ready", resolve));
+    this.#subFirstReady = new Promise((resolve) => this.#sub.once("ready", resolve));
+    this.#monitor(this.#cmd, "commands", () => {
+      this.#cmdEverReady = true;
+    });
+    this.#monitor(this.#sub, "events", () => this.#onSubscriberReady());
+    this.#sub.on("message", (channel: string, message: string) => this.#onMessage(channel, message));
+  }
+
+  async activate(rec: ChannelRecord): Promise<string | undefined> {
+    checkRecord(rec);
+    return this.#run("activate", async () => {
+      const wrapped = await (await this.#wrapper).wrap(rec.key, rec.id);
+      // Relative expiry computed on this node's clock, which also chose
+      // validUntil: skew between node and Redis clocks does not shift it.
+      const px = Math.ceil(rec.validUntil - this.#now());
+      await this.#barrier();
+      const old = await this.#eval(
+        ACTIVATE,
+        [this.#chKey(rec.id), this.#activeKey(rec.identity)],
+        [rec.id, px, rec.identity, wrapped, rec.type, rec.validUntil, rec.ttl, rec.node, this.#prefix, this.#evKey(rec.identity)],
+      );
+      return typeof old === "string" ? old : undefined;
+    });
+  }
+
+  async getChannel(id: string): Promise<ChannelRecord | undefined> {
+    str("id", id);
+    return this.#run("getChannel", async () => {
+      const h = await this.#cmd.hgetall(this.#chKey(id));
+      return this.#decode(id, h);
+    });
+  }
+
+  async activeChannel(identity: string): Promise<string | undefined> {
+    str("identity", identity);
+    return this.#run("activeChannel", async () => {
+      const id = await this.#eval(ACTIVE, [this.#activeKey(identity)], [this.#prefix]);
+      return typeof id === "string" ? id : undefined;
+    });
+  }
+
+  async retire(id: string, reason: RetireReason): Promise<boolean> {
+    str("id", id);
+    checkReason(reason);
+    return this.#run("retire", async () => {
+      await this.#barrier();
+      const identity = await this.#eval(RETIRE, [this.#chKey(id)], [id, reason, this.#prefix]);
+      return typeof identity === "string";
+    });
+  }
+
+  async retireIdentity(identity: string, reason: RetireReason): Promise<string[]> {
+    str("identity", identity);
+    checkReason(reason);
+    return this.#run("retireIdentity", async () => {
+      await this.#barrier();
+      const ids = await this.#eval(RETIRE_IDENTITY, [this.#activeKey(identity)], [identity, reason, this.#prefix, this.#evKey(identity)]);
+      return Array.isArray(ids) ? ids.filter((x): x is string => typeof x === "string") : [];
+    });
+  }
+
+  async bind(channel: string, identity: string, binding: string): Promise<void> {
+    str("channel", channel);
+    str("identity", identity);
+    str("binding", binding);
+    return this.#run("bind", async () => {
+      await this.#barrier();
+      await this.#eval(BIND, [this.#chKey(channel)], [identity, binding, this.#evKey(identity), channel]);
+    });
+  }
+
+  async listChannels(): Promise<ChannelRecord[]> {
+    return this.#run("listChannels", async () => {
+      const head = this.#prefix + "ch:";
+      const pattern = globEscape(head) + "*";
+      const keys = new Set<string>(); // SCAN may return a key twice
+      let cursor = "0";
+      do {
+        const [next, batch] = await this.#cmd.scan(cursor, "MATCH", pattern, "COUNT", SCAN_COUNT);
+        cursor = next;
+        for (const k of batch) if (keys.size < this.#listLimit) keys.add(k);
+      } while (cursor !== "0" && keys.size < this.#listLimit);
+      if (keys.size === 0) return [];
+      const ids = [...keys].map((k) => k.slice(head.length));
+      const replies = (await this.#cmd.pipeline(ids.map((id) => ["hgetall", this.#chKey(id)])).exec()) ?? [];
+      const decoded = await Promise.allSettled(
+        ids.map((id, i) => {
+          const [err, h] = replies[i] ?? [new Error("missing reply"), undefined];
+          if (err) throw err;
+          return this.#decode(id, h as Record<string, string>);
+        }),
+      );
+      const out: ChannelRecord[] = [];
+      decoded.forEach((d, i) => {
+        if (d.status === "fulfilled") {
+          if (d.value) out.push(d.value);
+        } else if (d.reason instanceof PsimbolsError) {
+          // One bad record must not hide the others from an operator.
+          this.#log.warn("skipping unreadable channel record", { channel: ids[i], error: d.reason.name });
+        } else {
+          throw d.reason; // a failed reply: the listing is incomplete
+        }
+      });
+      return out;
+    });
+  }
+
+  async hit(key: string, windowMs: number): Promise<number> {
+    str("key", key);
+    if (!Number.isSafeInteger(windowMs) || windowMs < 1) throw new RangeError(`"windowMs" expected a positive integer`);
+    return this.#run("hit", async () => {
+      const k = `${this.#prefix}rl:${key}:${Math.floor(this.#now() / windowMs)}`;
+      // The key names its window, so the expiry only collects it; PEXPIRE from
+      // now always outlasts the window's end.
+      const res = await this.#cmd.multi().incr(k).pexpire(k, windowMs).exec();
+      const first = res?.[0];
+      if (!first) throw new Error("transaction aborted");
+      if (first[0]) throw first[0];
+      return Number(first[1]);
+    });
+  }
+
+  /**
+   * Subscribes to the identity's events on the first watch. Writes made by
+   * this store after `watch()` returns wait for the subscription, so their
+   * events reach this node.
+   */
+  watch(identity: string): void {
+    str("identity", identity);
+    if (this.#closed) return;
+    const n = (this.#watched.get(identity) ?? 0) + 1;
+    this.#watched.set(identity, n);
+    if (n === 1 && this.#sub.status === "ready") this.#subscribe([this.#evKey(identity)]);
+  }
+
+  /** Unsubscribes on the last unwatch; events stop at once (filtered locally). */
+  unwatch(identity: string): void {
+    str("identity", identity);
+    const n = (this.#watched.get(identity) ?? 0) - 1;
+    if (n > 0) {
+      this.#watched.set(identity, n);
+      return;
+    }
+    if (!this.#watched.delete(identity)) return;
+    if (this.#sub.status === "ready") {
+      this.#sub.unsubscribe(this.#evKey(identity)).catch((e: unknown) => this.#log.debug("unsubscribe failed", { error: errName(e) }));
+    }
+  }
+
+  onEvent(handler: (e: StoreEvent) => void): void {
+    if (typeof handler !== "function") throw new TypeError(`"handler" expected function, got ${typeof handler}`);
+    this.#handlers.push(handler);
+  }
+
+  /**
+   * Registers `handler` to run after the event connection came back and
+   * resubscribed. Pub/sub is lossy: events published during the gap are gone,
+   * so the server re-checks every channel bound on this node (DESIGN.md §6).
+   */
+  onResync(handler: () => void): void {
+    if (typeof handler !== "function") throw new TypeError(`"handler" expected function, got ${typeof handler}`);
+    this.#resyncHandlers.push(handler);
+  }
+
+  /**
+   * PING on both connections (commands and events); rejects after
+   * `pingTimeoutMs`. A connection that claims to be up but does not answer
+   * (half-open TCP, stalled server) is dropped and reconnected, so a silent
+   * event connection cannot go on missing events.
+   */
+  async ping(): Promise<void> {
+    if (this.#closed) throw new StoreUnavailableError("ping");
+    const t = this.#pingTimeoutMs;
+    try {
+      await withTimeout(
+        Promise.all([
+          this.#pingOne(this.#cmd, "commands", this.#cmdFirstReady, () => this.#cmdEverReady),
+          this.#pingOne(this.#sub, "events", this.#subFirstReady, () => this.#subEverReady),
+        ]),
+        t,
+      );
+    } catch (cause) {
+      throw new StoreUnavailableError("ping", { cause });
+    }
+  }
+
+  /** Quits both connections and stops reconnecting. Later calls reject. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watched.clear();
+    await Promise.allSettled([quit(this.#cmd), quit(this.#sub)]);
+  }
+
+  #chKey(id: string): string {
+    return `${this.#prefix}ch:${id}`;
+  }
+  #activeKey(identity: string): string {
+    return `${this.#prefix}active:${identity}`;
+  }
+  #evKey(identity: string): string {
+    return `${this.#prefix}ev:${identity}`;
+  }
+
+  /** Runs one operation: waits for the first connection, maps failures to `unavailable`. */
+  async #run<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    if (this.#closed) throw new StoreUnavailableError(op);
+    try {
+      await this.#gate(this.#cmdFirstReady, () => this.#cmdEverReady, this.#connectTimeoutMs);
+      return await fn();
+    } catch (cause) {
+      if (cause instanceof PsimbolsError) throw cause;
+      throw new StoreUnavailableError(op, { cause });
+    }
+  }
+
+  /**
+   * Before the first connection, waits for it (bounded); afterwards returns
+   * at once, and a command on a lost connection fails fast in ioredis.
+   */
+  async #gate(first: Promise<void>, everReady: () => boolean, timeoutMs: number): Promise<void> {
+    if (!everReady()) await withTimeout(first, timeoutMs);
+  }
+
+  async #pingOne(c: Redis, name: string, first: Promise<void>, everReady: () => boolean): Promise<void> {
+    await this.#gate(first, everReady, this.#pingTimeoutMs);
+    try {
+      await withTimeout(c.ping(), this.#pingTimeoutMs);
+    } catch (e) {
+      if (e instanceof TimeoutError && c.status === "ready" && !this.#closed) {
+        this.#log.warn(`${name} connection does not answer PING; reconnecting`);
+        c.disconnect(true);
+      }
+      throw e;
+    }
+  }
+
+  /** Lets pending SUBSCRIBEs land before a write whose event this node may be watching for. */
+  async #barrier(): Promise<void> {
+    if (!this.#subEverReady && this.#watched.size > 0) await withTimeout(this.#subFirstReady, this.#connectTimeoutMs).catch(() => {});
+    if (this.#subPending) await this.#subPending;
+  }
+
+  async #eval(script: Script, keys: string[], args: (string | number)[]): Promise<unknown> {
+    try {
+      return await this.#cmd.evalsha(script.sha, keys.length, ...keys, ...args);
+    } catch (e) {
+      // NOSCRIPT: the script cache is empty (Redis restarted); the script did not run.
+      if (e instanceof Error && e.message.startsWith("NOSCRIPT")) return await this.#cmd.eval(script.lua, keys.length, ...keys, ...args);
+      throw e;
+    }
+  }
+
+  async #decode(id: string, h: Record<string, string> | null | undefined): Promise<ChannelRecord | undefined> {
+    if (!h || Object.keys(h).length === 0) return undefined;
+    const { identity, key, type, node } = h;
+    const validUntil = Number(h.validUntil);
+    const ttl = Number(h.ttl);
+    if (typeof identity !== "string" || typeof key !== "string" || typeof node !== "string") throw new StoreCorruptError("missing field");
+    if (type !== CHANNEL_TYPE) throw new StoreCorruptError("type");
+    if (!Number.isFinite(validUntil) || !Number.isFinite(ttl)) throw new StoreCorruptError("validUntil or ttl");
+    // Redis expires the key at validUntil; this guards a read in the same millisecond.
+    if (validUntil <= this.#now()) return undefined;
+    const raw = await (await this.#wrapper).unwrap(key, id);
+    return { id, identity, key: raw, type, validUntil, ttl, node };
+  }
+
+  #subscribe(channels: string[]): void {
+    const p = this.#sub.subscribe(...channels).then(
+      () => undefined,
+      (e: unknown) => {
+        // Not fatal: the next `ready` resubscribes everything watched.
+        this.#log.warn("subscribe failed", { error: errName(e) });
+      },
+    );
+    this.#subPending = p;
+    void p.then(() => {
+      if (this.#subPending === p) this.#subPending = undefined;
+    });
+  }
+
+  #onSubscriberReady(): void {
+    const reconnect = this.#subEverReady;
+    this.#subEverReady = true;
+    const all = [...this.#watched.keys()].map((i) => this.#evKey(i));
+    for (let i = 0; i < all.length; i += SUBSCRIBE_BATCH) this.#subscribe(all.slice(i, i + SUBSCRIBE_BATCH));
+    if (!reconnect) return;
+    const done = this.#subPending ?? Promise.resolve();
+    void done.then(() => {
+      if (this.#closed) return;
+      this.#log.info("event connection restored; resync requested", { watched: this.#watched.size });
+      for (const h of this.#resyncHandlers) safely(this.#log, "resync", () => h());
+    });
+  }
+
+  #onMessage(channel: string, message: string): void {
+    const e = decodeEvent(message);
+    if (!e || channel !== this.#evKey(e.identity)) {
+      this.#log.warn("dropping malformed event", { bytes: message.length });
+      return;
+    }
+    // Filtered here too: an UNSUBSCRIBE in flight must not leak events past unwatch().
+    if (!this.#watched.has(e.identity)) return;
+    for (const h of this.#handlers) safely(this.#log, "event", () => h(e));
+  }
+
+  /** Logs connection transitions once per outage, never the URL (it may hold a password). */
+  #monitor(c: Redis, name: string, onReady: () => void): void {
+    let down = false;
+    c.on("ready", () => {
+      if (down) this.#log.info(`${name} connection restored`);
+      down = false;
+      onReady();
+    });
+    c.on("error", (e: unknown) => {
+      if (!down && !this.#closed) this.#log.warn(`${name} connection error`, { error: errName(e), reason: errMessage(e) });
+      down = true;
+    });
+    c.on("close", () => {
+      if (!down && !this.#closed) this.#log.warn(`${name} connection lost`);
+      down = true;
+    });
+  }
+}
+
+/** Parses one pub/sub message into a typed event, or undefined. */
+function decodeEvent(text: string): StoreEvent | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== "object" || v === null) return undefined;
+  const o = v as Record<string, unknown>;
+  const { kind, identity, channel } = o;
+  if (typeof identity !== "string" || typeof channel !== "string") return undefined;
+  if (kind === "retired" && typeof o.reason === "string" && reasons.has(o.reason)) {
+    return { kind, identity, channel, reason: o.reason as RetireReason };
+  }
+  if (kind === "rebound" && typeof o.binding === "string") return { kind, identity, channel, binding: o.binding };
+  return undefined;
+}
+
+function checkRecord(rec: ChannelRecord): void {
+  if (typeof rec !== "object" || rec === null) throw new TypeError(`"rec" expected object, got ${rec === null ? "null" : typeof rec}`);
+  str("rec.id", rec.id);
+  str("rec.identity", rec.identity);
+  str("rec.node", rec.node);
+  if (!(rec.key instanceof Uint8Array)) throw new TypeError(`"rec.key" expected Uint8Array, got ${typeof rec.key}`);
+  if (rec.type !== CHANNEL_TYPE) throw new RangeError(`"rec.type" expected "${CHANNEL_TYPE}"`);
+  if (typeof rec.validUntil !== "number" || !Number.isFinite(rec.validUntil)) throw new TypeError(`"rec.validUntil" expected finite number`);
+  if (typeof rec.ttl !== "number" || !Number.isFinite(rec.ttl)) throw new TypeError(`"rec.ttl" expected finite number`);
+}
+
+function checkReason(reason: unknown): void {
+  if (typeof reason !== "string" || !reasons.has(reason)) throw new RangeError(`"reason" expected one of ${[...reasons].join(", ")}`);
+}
+
+function str(name: string, v: unknown): void {
+  if (typeof v !== "string") throw new TypeError(`"${name}" expected string, got ${v === null ? "null" : typeof v}`);
+  if (v.length === 0) throw new RangeError(`"${name}" expected a non-empty string`);
+}
+
+function positive(name: string, v: number | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`"${name}" expected a positive integer`);
+  return v;
+}
+
+/** Escapes the glob characters of a SCAN MATCH pattern, so a prefix is taken literally. */
+function globEscape(s: string): string {
+  return s.replace(/[*?[\]\\]/g, "\\$&");
+}
+
+class TimeoutError extends Error {
+  constructor(ms: number) {
+    super(`timed out after ${ms} ms`);
+    this.name = "TimeoutError";
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TimeoutError(ms)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+async function quit(c: Redis): Promise<void> {
+  try {
+    if (c.status === "ready") await withTimeout(c.quit(), 1000);
+  } catch {
+    // Redis is gone; disconnect below still stops the reconnect loop.
+  } finally {
+    c.disconnect(false);
+  }
+}
+
+function safely(log: Logger, what: string, fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    log.error(`${what} handler threw`, { error: errName(e) });
+  }
+}
+
+function errName(e: unknown): string {
+  return e instanceof Error ? e.name : typeof e;
+}
+
+/** ioredis connection errors ("connect ECONNREFUSED 127.0.0.1:6380") carry no secrets; command errors are not logged. */
+function errMessage(e: unknown): string {
+  return e instanceof Error ? e.message.slice(0, 200) : "";
+}
+
+function silentLogger(): Logger {
+  return winston.createLogger({ silent: true });
+}

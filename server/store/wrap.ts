@@ -1,0 +1,141 @@
+/**
+ * At-rest encryption of channel keys (DESIGN.md §6): a dump of the shared
+ * store alone must reveal no channel key. Keys are sealed with AES-256-GCM on
+ * WebCrypto under a 32-byte key-wrapping key from the service's configuration,
+ * with the channel id as additional data, so a wrapped key copied onto another
+ * channel's record does not open.
+ *
+ * Wrapped form: `base64url(iv || ciphertext || tag)`, `iv` 12 random bytes,
+ * `tag` 16 bytes (NIST SP 800-38D §5.2.1.1, §8.2.2: random 96-bit IVs keep the
+ * collision bound below 2^-32 for up to 2^32 wraps under one key).
+ */
+import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
+import { b64u, fromB64u, utf8 } from "../../shared/encoding.js";
+import { aesKey, randomBytes, subtle } from "../../shared/crypto.js";
+
+/** Length of the key-wrapping key: AES-256. */
+export const WRAP_KEY_BYTES = 32;
+/** Length of the random GCM IV prepended to each wrapped key. */
+export const WRAP_IV_BYTES = 12;
+/** Length of the GCM authentication tag appended by WebCrypto. */
+export const WRAP_TAG_BYTES = 16;
+/** Largest plaintext accepted; channel keys are 32 bytes, pushes are wrapped elsewhere. */
+const MAX_WRAPPED_BYTES = 4096;
+
+/**
+ * A wrapped value did not open: wrong key-wrapping key, wrong channel id, or
+ * a tampered record. Carries code `unavailable` (the store cannot serve it)
+ * and never the wrapped text.
+ */
+export class KeyUnwrapError extends PsimbolsError {
+  constructor(options?: { cause?: unknown }) {
+    super(ErrorCode.unavailable, "stored key did not unwrap (wrong key-wrapping key or tampered record)", options);
+    this.name = "KeyUnwrapError";
+  }
+}
+
+/**
+ * Parses the configured key-wrapping key: base64url without padding, exactly
+ * 32 bytes. The error names the setting and the decoded length, never the text.
+ * @param text the configured value.
+ * @param setting the setting's name, for the error message.
+ * @throws TypeError when `text` is not a string or not base64url.
+ * @throws RangeError when it does not decode to 32 bytes.
+ */
+export function parseWrapKey(text: unknown, setting = "store-wrap-key"): Uint8Array {
+  if (typeof text !== "string") throw new TypeError(`setting ${setting}: expected a base64url string, got ${typeof text}`);
+  let raw: Uint8Array;
+  try {
+    raw = fromB64u(text.trim(), setting, 1024);
+  } catch {
+    throw new TypeError(`setting ${setting}: expected ${WRAP_KEY_BYTES} bytes as base64url without padding`);
+  }
+  if (raw.length !== WRAP_KEY_BYTES) {
+    raw.fill(0);
+    throw new RangeError(`setting ${setting}: expected ${WRAP_KEY_BYTES} bytes, got ${raw.length}`);
+  }
+  return raw;
+}
+
+/** Seals and opens channel keys under one key-wrapping key. */
+export class KeyWrapper {
+  readonly #key: CryptoKey;
+
+  private constructor(key: CryptoKey) {
+    this.#key = key;
+  }
+
+  /**
+   * Imports a raw key-wrapping key as a non-extractable AES-256-GCM key.
+   * The caller keeps ownership of `raw` (and may wipe it afterwards).
+   * @throws TypeError when `raw` is not a Uint8Array.
+   * @throws RangeError when it is not 32 bytes long.
+   */
+  static async create(raw: Uint8Array): Promise<KeyWrapper> {
+    checkWrapKey(raw);
+    return new KeyWrapper(await aesKey(raw));
+  }
+
+  /**
+   * Seals `plaintext` with `aad` (the channel id) as additional data.
+   * @returns `base64url(iv || ciphertext || tag)`.
+   */
+  async wrap(plaintext: Uint8Array, aad: string): Promise<string> {
+    if (!(plaintext instanceof Uint8Array)) throw new TypeError(`"plaintext" expected Uint8Array, got ${typeof plaintext}`);
+    if (typeof aad !== "string") throw new TypeError(`"aad" expected string, got ${typeof aad}`);
+    const iv = randomBytes(WRAP_IV_BYTES);
+    const sealed = new Uint8Array(
+      await subtle().encrypt(
+        { name: "AES-GCM", iv: iv as BufferSource, additionalData: utf8(aad) as BufferSource, tagLength: WRAP_TAG_BYTES * 8 },
+        this.#key,
+        plaintext as BufferSource,
+      ),
+    );
+    const out = new Uint8Array(WRAP_IV_BYTES + sealed.length);
+    out.set(iv, 0);
+    out.set(sealed, WRAP_IV_BYTES);
+    return b64u(out);
+  }
+
+  /**
+   * Opens a value made by {@link KeyWrapper.wrap} under the same `aad`.
+   * @throws KeyUnwrapError when the text is malformed, the tag does not verify
+   *   (any flipped bit, another channel id, another key-wrapping key).
+   */
+  async unwrap(wrapped: string, aad: string): Promise<Uint8Array> {
+    if (typeof aad !== "string") throw new TypeError(`"aad" expected string, got ${typeof aad}`);
+    let bytes: Uint8Array;
+    try {
+      bytes = fromB64u(wrapped, "wrapped", MAX_WRAPPED_BYTES);
+    } catch (cause) {
+      throw new KeyUnwrapError({ cause });
+    }
+    if (bytes.length < WRAP_IV_BYTES + WRAP_TAG_BYTES) throw new KeyUnwrapError();
+    try {
+      return new Uint8Array(
+        await subtle().decrypt(
+          {
+            name: "AES-GCM",
+            iv: bytes.subarray(0, WRAP_IV_BYTES) as BufferSource,
+            additionalData: utf8(aad) as BufferSource,
+            tagLength: WRAP_TAG_BYTES * 8,
+          },
+          this.#key,
+          bytes.subarray(WRAP_IV_BYTES) as BufferSource,
+        ),
+      );
+    } catch {
+      // WebCrypto's OperationError says nothing useful and must not be retried.
+      throw new KeyUnwrapError();
+    }
+  }
+}
+
+/**
+ * Checks a raw key-wrapping key's type and length.
+ * @throws TypeError, RangeError.
+ */
+export function checkWrapKey(raw: unknown): asserts raw is Uint8Array {
+  if (!(raw instanceof Uint8Array)) throw new TypeError(`"wrapKey" expected Uint8Array, got ${raw === null ? "null" : typeof raw}`);
+  if (raw.length !== WRAP_KEY_BYTES) throw new RangeError(`"wrapKey" expected ${WRAP_KEY_BYTES} bytes, got ${raw.length}`);
+}

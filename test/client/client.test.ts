@@ -1,0 +1,127 @@
+/**
+ * The client library against real broker processes: pinning, renewal with
+ * requests in flight, resume after a dropped socket, notices, close.
+ */
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import { generateSigningKey } from "../../shared/crypto.js";
+import { ErrorCode } from "../../shared/errors.js";
+import { FileKnownServers, connect } from "../../client/node.js";
+import { type RunningBroker, startBroker, tempDir } from "../helpers/broker.js";
+import { startProxy } from "../helpers/proxy.js";
+
+const t = suite("client library");
+let broker: RunningBroker;
+t.before(async () => {
+  broker = await startBroker(["--channel-ttl", "6", "--expiring-before", "2", "--hellos-per-address", "1000"]);
+});
+t.after(async () => {
+  await broker.stop();
+});
+
+const noFile = () => new FileKnownServers(join(tempDir(), "known_servers"));
+
+t("connects with a pinned server key and makes requests", async () => {
+  const c = await connect(broker.url, { key: await generateSigningKey(), serverKey: broker.fingerprint });
+  assert.equal(await c.request("echo", { hi: 1 }), { hi: 1 });
+  assert.is(c.channel?.serverKey, broker.fingerprint);
+  await c.close();
+});
+
+t("refuses a server whose key differs from the pinned one, loudly and without retrying", async () => {
+  const wrong = (await generateSigningKey()).public.fingerprint;
+  try {
+    await connect(broker.url, { key: await generateSigningKey(), serverKey: wrong });
+    assert.unreachable("connected to the wrong server");
+  } catch (e: any) {
+    assert.is(e.code, ErrorCode.serverKeyMismatch);
+    assert.match(e.message, wrong);
+    assert.match(e.message, broker.fingerprint);
+  }
+});
+
+t("learns the server key on first use and refuses a different one later", async () => {
+  const file = join(tempDir(), "known_servers");
+  const c = await connect(broker.url, { key: await generateSigningKey(), knownServers: new FileKnownServers(file) });
+  await c.close();
+  assert.match(readFileSync(file, "utf8"), broker.fingerprint);
+  // Another broker (another key) answering at a URL known for a different key is an impostor.
+  const other = await startBroker();
+  const known = new FileKnownServers(file);
+  await known.set(other.url, broker.fingerprint); // as if we had met the real one at that URL before
+  try {
+    await connect(other.url, { key: await generateSigningKey(), knownServers: known });
+    assert.unreachable("accepted an unknown server key");
+  } catch (e: any) {
+    assert.is(e.code, ErrorCode.serverKeyMismatch);
+  } finally {
+    await other.stop();
+  }
+});
+
+t("renews before expiry on the same socket without failing requests in flight", async () => {
+  const c = await connect(broker.url, { key: await generateSigningKey(), knownServers: noFile() });
+  const first = c.channel!.id;
+  let renewed = 0;
+  c.on("established", () => renewed++);
+  let sent = 0;
+  let failed = 0;
+  const deadline = Date.now() + 7000; // longer than the 6 s ttl: at least one renewal happens
+  const workers = Array.from({ length: 8 }, async () => {
+    while (Date.now() < deadline) {
+      const n = sent++;
+      try {
+        assert.equal(await c.request("echo", n), n);
+      } catch (e) {
+        failed++;
+        throw e;
+      }
+    }
+  });
+  await Promise.all(workers);
+  assert.is(failed, 0);
+  assert.ok(renewed >= 1, `renewed ${renewed} times`);
+  assert.is.not(c.channel!.id, first);
+  assert.ok(sent > 100, `only ${sent} requests`);
+  await c.close();
+});
+
+t("resumes after a dropped socket without a new handshake", async () => {
+  const proxy = await startProxy(broker.port);
+  const c = await connect(proxy.url, { key: await generateSigningKey(), knownServers: noFile() });
+  const id = c.channel!.id;
+  const handshakes = c.stats.handshakes;
+  const resumed = new Promise<void>((r) => c.on("resumed", () => r()));
+  proxy.cut(); // the TCP connection dies under the client, as on a network fault
+  await resumed;
+  assert.equal(await c.request("echo", "after"), "after");
+  assert.is(c.channel!.id, id);
+  assert.is(c.stats.handshakes, handshakes);
+  assert.ok(c.stats.resumes >= 1);
+  await c.close();
+  proxy.close();
+});
+
+t("after close, requests fail with `closed`", async () => {
+  const c = await connect(broker.url, { key: await generateSigningKey(), knownServers: noFile() });
+  await c.close();
+  try {
+    await c.request("echo", 1);
+    assert.unreachable();
+  } catch (e: any) {
+    assert.is(e.code, ErrorCode.closed);
+  }
+});
+
+t("a connection to nothing fails with connection_lost", async () => {
+  try {
+    await connect("ws://127.0.0.1:1/", { key: await generateSigningKey(), knownServers: noFile(), reconnect: false });
+    assert.unreachable();
+  } catch (e: any) {
+    assert.is(e.code, ErrorCode.connectionLost);
+  }
+});
+
+t.run();

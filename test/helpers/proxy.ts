@@ -1,0 +1,48 @@
+/**
+ * A TCP proxy in front of a broker for fault tests: `cut()` destroys every
+ * connection through it, as a network fault would; new connections still pass.
+ */
+import { createConnection, createServer, type Socket } from "node:net";
+
+export interface Proxy {
+  url: string;
+  port: number;
+  /** Destroys all current connections (both directions). */
+  cut(): void;
+  close(): void;
+}
+
+export async function startProxy(targetPort: number, targetHost = "127.0.0.1"): Promise<Proxy> {
+  const pairs = new Set<[Socket, Socket]>();
+  const server = createServer((down) => {
+    const up = createConnection(targetPort, targetHost);
+    const pair: [Socket, Socket] = [down, up];
+    pairs.add(pair);
+    down.pipe(up).pipe(down);
+    const end = () => {
+      pairs.delete(pair);
+      down.destroy();
+      up.destroy();
+    };
+    down.on("error", end).on("close", end);
+    up.on("error", end).on("close", end);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const port = (server.address() as { port: number }).port;
+  const cut = () => {
+    for (const [a, b] of pairs) {
+      a.destroy();
+      b.destroy();
+    }
+    pairs.clear();
+  };
+  return {
+    url: `ws://127.0.0.1:${port}/`,
+    port,
+    cut,
+    close() {
+      cut();
+      server.close();
+    },
+  };
+}

@@ -1,0 +1,137 @@
+/**
+ * A raw protocol peer for tests: sends exact frames over a real WebSocket and
+ * reads exact answers, using the shared protocol functions (no client library).
+ */
+import WebSocket from "ws";
+import { type SigningKey, randomBytes } from "../../shared/crypto.js";
+import { b64u, fromB64u, fromUtf8 } from "../../shared/encoding.js";
+import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealFrame } from "../../shared/channel.js";
+import { type Challenge, type Established, type Grant, decodeServerFrame } from "../../shared/frames.js";
+import { type HelloOptions, answerChallenge, createHello, openGrant } from "../../shared/handshake.js";
+
+export type Frame = Record<string, any>;
+
+export class Raw {
+  readonly ws: WebSocket;
+  readonly frames: Frame[] = [];
+  #waiters: ((f: Frame) => void)[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+
+  private constructor(ws: WebSocket) {
+    this.ws = ws;
+    ws.on("message", (d) => {
+      const f = JSON.parse(d.toString()) as Frame;
+      const w = this.#waiters.shift();
+      if (w) w(f);
+      else this.frames.push(f);
+    });
+    this.closed = new Promise((r) => ws.once("close", (code, reason) => r({ code, reason: reason.toString() })));
+  }
+
+  static open(url: string, options: WebSocket.ClientOptions = {}): Promise<Raw> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, options);
+      ws.once("open", () => resolve(new Raw(ws)));
+      ws.once("error", reject);
+    });
+  }
+
+  send(frame: unknown): void {
+    this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  /** The next frame, or rejects after `ms` (or when the socket closes). */
+  next(ms = 5000): Promise<Frame> {
+    const f = this.frames.shift();
+    if (f) return Promise.resolve(f);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no frame within ${ms} ms`)), ms);
+      void this.closed.then((c) => reject(new Error(`socket closed (${c.code}) while waiting for a frame`)));
+      this.#waiters.push((x) => {
+        clearTimeout(t);
+        resolve(x);
+      });
+    });
+  }
+
+  /** Resolves true if no frame arrives within `ms`. */
+  async silent(ms: number): Promise<boolean> {
+    try {
+      await this.next(ms);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
+  close(): void {
+    this.ws.terminate();
+  }
+}
+
+/** A channel as a raw peer holds it. */
+export interface RawChannel {
+  grant: Grant;
+  channelKey: Uint8Array;
+  keys: BindingKeys;
+  seq: number;
+  pushSeq: number;
+}
+
+/** Runs the full handshake on `raw` as `identity`. */
+export async function handshake(raw: Raw, identity: SigningKey, o: HelloOptions = {}): Promise<RawChannel> {
+  const h = await createHello(identity, o);
+  raw.send(fromUtf8(h.bytes));
+  const c = decodeServerFrame(JSON.stringify(await raw.next())) as Challenge;
+  if (c.type !== "challenge") throw new Error(`expected challenge, got ${JSON.stringify(c)}`);
+  const { proof, state } = await answerChallenge(h, c, () => {});
+  raw.send(proof);
+  const e = (await raw.next()) as Established;
+  if (e.type !== "established") throw new Error(`expected established, got ${JSON.stringify(e)}`);
+  const { grant, channelKey } = await openGrant(state, e);
+  const keys = await deriveBinding(channelKey, grant.channel, h.nonceC, state.nonceS);
+  return { grant, channelKey, keys, seq: 0, pushSeq: 0 };
+}
+
+/** Resumes `ch` on a fresh raw socket (without sending the activating request). */
+export async function resume(raw: Raw, ch: RawChannel): Promise<Frame> {
+  const nonceC = randomBytes(32);
+  raw.send({ type: "resume", channel: ch.grant.channel, nonce: b64u(nonceC) });
+  const f = await raw.next();
+  if (f.type === "resumed") {
+    ch.keys = await deriveBinding(ch.channelKey, ch.grant.channel, nonceC, fromB64u(f.nonce, "nonce"));
+    ch.seq = 0;
+    ch.pushSeq = 0;
+  }
+  return f;
+}
+
+/** The request frame for `op` (does not send it). */
+export async function requestFrame(ch: RawChannel, op: string, data?: unknown, seq = ++ch.seq): Promise<Frame> {
+  const request = await sealFrame(ch.keys.c2s, FrameKind.request, seq, ch.grant.channel, JSON.stringify({ op, data }));
+  return { type: "request", channel: ch.grant.channel, seq, request };
+}
+
+/** Sends a request and returns the decrypted inner response, or the outer error frame. */
+export async function call(raw: Raw, ch: RawChannel, op: string, data?: unknown): Promise<Frame> {
+  const f = await requestFrame(ch, op, data);
+  raw.send(f);
+  return readResponse(raw, ch);
+}
+
+/** Reads frames until a response or error, opening pushes on the way (returned in `pushes`). */
+export async function readResponse(raw: Raw, ch: RawChannel, pushes: Frame[] = []): Promise<Frame> {
+  for (;;) {
+    const r = await raw.next();
+    if (r.type === "push") {
+      pushes.push(await openPush(ch, r));
+      continue;
+    }
+    if (r.type === "error") return r;
+    return JSON.parse(await openFrame(ch.keys.s2c, FrameKind.response, r.seq, r.channel, r.response));
+  }
+}
+
+export async function openPush(ch: RawChannel, f: Frame): Promise<Frame> {
+  return JSON.parse(await openFrame(ch.keys.s2c, FrameKind.push, f.seq, f.channel, f.push));
+}

@@ -1,0 +1,97 @@
+/**
+ * Closed service: registered and unregistered keys look alike until a valid
+ * proof; `forbidden` only then. Keys added or removed take effect without a restart.
+ */
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { join } from "node:path";
+import { generateSigningKey, type SigningKey } from "../../shared/crypto.js";
+import { fromB64u, fromUtf8 } from "../../shared/encoding.js";
+import { CloseCode } from "../../shared/errors.js";
+import { answerChallenge, createHello } from "../../shared/handshake.js";
+import { decodeServerFrame, type Challenge } from "../../shared/frames.js";
+import { loadKey } from "../../client/node.js";
+import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
+import { Raw, call, handshake } from "../helpers/raw.js";
+
+const t = suite("closed service");
+let broker: RunningBroker;
+let dir: string;
+let keys: string;
+let registered: SigningKey;
+
+t.before(async () => {
+  dir = tempDir();
+  keys = join(dir, "keys.json");
+  assert.is((await runCli(["keygen", "-o", join(dir, "member.pem")])).code, 0);
+  assert.is((await runCli(["keys", "add", join(dir, "member.pem"), "--file", keys, "--comment", "test member"])).code, 0);
+  registered = await loadKey(join(dir, "member.pem"));
+  broker = await startBroker(["--closed", "--keys", keys, "--hellos-per-address", "1000"]);
+});
+t.after(async () => {
+  await broker.stop();
+});
+
+async function challengeFor(key: SigningKey): Promise<{ raw: Raw; c: Challenge; h: Awaited<ReturnType<typeof createHello>> }> {
+  const raw = await Raw.open(broker.url);
+  const h = await createHello(key);
+  raw.send(fromUtf8(h.bytes));
+  const c = decodeServerFrame(JSON.stringify(await raw.next())) as Challenge;
+  return { raw, c, h };
+}
+
+t("a registered and an unregistered key get challenges of the same shape", async () => {
+  const a = await challengeFor(registered);
+  const b = await challengeFor(await generateSigningKey());
+  assert.is(a.c.type, "challenge");
+  assert.is(b.c.type, "challenge");
+  const shape = (c: Challenge) =>
+    Object.entries(c).map(([k, v]) => [k, typeof v === "string" && k !== "source" && k !== "type" && k !== "channel_type" ? fromB64u(v, k).length : v]);
+  const sa = shape(a.c).filter(([k]) => k !== "server_key");
+  const sb = shape(b.c).filter(([k]) => k !== "server_key");
+  assert.equal(sa, sb);
+  a.raw.close();
+  b.raw.close();
+});
+
+t("an unregistered key gets forbidden only after a valid proof, then close 4008", async () => {
+  const { raw, c, h } = await challengeFor(await generateSigningKey());
+  const { proof } = await answerChallenge(h, c, () => {});
+  raw.send(proof);
+  const f = await raw.next();
+  assert.is(f.error.code, "forbidden");
+  assert.is((await raw.closed).code, CloseCode.forbidden.code);
+});
+
+t("an unregistered key with a bad proof gets unauthorised, not forbidden", async () => {
+  const { raw, c, h } = await challengeFor(await generateSigningKey());
+  const { proof } = await answerChallenge({ ...h, identity: await generateSigningKey() }, c, () => {});
+  raw.send(proof);
+  assert.is((await raw.next()).error.code, "unauthorised");
+});
+
+t("a registered key gets a channel", async () => {
+  const raw = await Raw.open(broker.url);
+  const ch = await handshake(raw, registered);
+  assert.equal(await call(raw, ch, "echo", "member"), { data: "member" });
+  raw.close();
+});
+
+t("keys added and removed take effect without a restart", async () => {
+  const file = join(dir, "late.pem");
+  assert.is((await runCli(["keygen", "-o", file])).code, 0);
+  const late = await loadKey(file);
+  assert.is((await runCli(["keys", "add", file, "--file", keys])).code, 0);
+  await new Promise((r) => setTimeout(r, 1100)); // the registry re-reads at most once a second
+  const raw = await Raw.open(broker.url);
+  await handshake(raw, late);
+  raw.close();
+  const removed = await runCli(["keys", "remove", late.public.fingerprint, "--file", keys]);
+  assert.is(removed.code, 0, removed.stderr);
+  await new Promise((r) => setTimeout(r, 1100));
+  const { raw: r2, c, h } = await challengeFor(late);
+  r2.send((await answerChallenge(h, c, () => {})).proof);
+  assert.is((await r2.next()).error.code, "forbidden");
+});
+
+t.run();

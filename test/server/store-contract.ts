@@ -1,0 +1,370 @@
+/**
+ * The one contract every {@link Store} passes (STYLE.md convention 9). A
+ * store under test comes fresh for each test from `makeStore`; events are
+ * collected from `onEvent` and "nothing else arrived" is established by a
+ * probe event published after the action (events from one store reach a
+ * node in order), never by sleeping.
+ */
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { b64, b64u } from "../../shared/encoding.js";
+import { randomBytes } from "../../shared/crypto.js";
+import type { ChannelRecord, Store, StoreEvent } from "../../server/store/store.js";
+
+/** A fresh store and how to dispose of it. */
+export interface StoreUnderTest {
+  store: Store;
+  cleanup(): Promise<void>;
+}
+
+interface Ctx {
+  sut: StoreUnderTest;
+  store: Store;
+  events: StoreEvent[];
+}
+
+/** A 22-character base64url channel id (16 random bytes), as the server makes them. */
+export function channelId(): string {
+  return b64u(randomBytes(16));
+}
+
+/** An identity fingerprint in the OpenSSH style the server uses. */
+export function identity(): string {
+  return "SHA256:" + b64(randomBytes(32));
+}
+
+/** A channel record valid for `lifeMs` from now (negative: already expired). */
+export function record(ident: string, lifeMs = 60_000, id = channelId()): ChannelRecord {
+  return {
+    id,
+    identity: ident,
+    key: randomBytes(32),
+    type: "AES-256-GCM",
+    validUntil: Date.now() + lifeMs,
+    ttl: Math.max(1, Math.round(lifeMs / 1000)),
+    node: "node-a",
+  };
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Waits until `cond()` holds, polling; fails the test after `ms`. */
+export async function until(cond: () => boolean, ms = 2000, what = "condition"): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.unreachable(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/**
+ * Publishes a probe event through the store and waits for it, so every event
+ * caused before this call has been delivered; then removes the probe events.
+ */
+export async function drain(store: Store, events: StoreEvent[]): Promise<void> {
+  const probe = identity();
+  store.watch(probe);
+  await store.bind(channelId(), probe, "probe");
+  await until(() => events.some((e) => e.identity === probe), 2000, "the probe event");
+  store.unwatch(probe);
+  for (let i = events.length - 1; i >= 0; i--) if (events[i]!.identity === probe) events.splice(i, 1);
+}
+
+/** Waits until `ms` into a fresh window of `windowMs`, so a few quick hits stay in one window. */
+async function windowStart(windowMs: number, ms = 10): Promise<void> {
+  await sleep(windowMs - (Date.now() % windowMs) + ms);
+}
+
+/**
+ * Registers and runs the contract suite for one implementation.
+ * @param name shown in the test report.
+ * @param makeStore returns a fresh, empty store (and its cleanup) per test.
+ */
+export function storeContract(name: string, makeStore: () => Promise<StoreUnderTest>): void {
+  const t = suite<Ctx>(`store contract: ${name}`, {} as Ctx);
+
+  t.before.each(async (ctx) => {
+    ctx.sut = await makeStore();
+    ctx.store = ctx.sut.store;
+    ctx.events = [];
+    ctx.store.onEvent((e) => ctx.events.push(e));
+  });
+  t.after.each(async (ctx) => {
+    await ctx.sut.cleanup();
+  });
+
+  t("activate stores the record and makes it the identity's active channel", async ({ store }) => {
+    const id = identity();
+    const rec = record(id);
+    assert.is(await store.activate(rec), undefined);
+    const got = await store.getChannel(rec.id);
+    assert.ok(got, "record readable");
+    assert.equal({ ...got, key: [...got.key] }, { ...rec, key: [...rec.key] });
+    assert.ok(got.key instanceof Uint8Array);
+    assert.is(await store.activeChannel(id), rec.id);
+  });
+
+  t("unknown channels and identities read as undefined", async ({ store }) => {
+    assert.is(await store.getChannel(channelId()), undefined);
+    assert.is(await store.activeChannel(identity()), undefined);
+  });
+
+  t("activate returns the replaced id and the replaced channel is gone", async ({ store }) => {
+    const id = identity();
+    const first = record(id);
+    const second = record(id);
+    await store.activate(first);
+    assert.is(await store.activate(second), first.id);
+    assert.is(await store.getChannel(first.id), undefined);
+    assert.ok(await store.getChannel(second.id));
+    assert.is(await store.activeChannel(id), second.id);
+    assert.is(await store.retire(first.id, "revoked"), false, "the replaced channel cannot be retired again");
+  });
+
+  t("activating the same record twice replaces nothing", async ({ store }) => {
+    const id = identity();
+    const rec = record(id);
+    await store.activate(rec);
+    assert.is(await store.activate(rec), undefined);
+    assert.ok(await store.getChannel(rec.id));
+    assert.is(await store.activeChannel(id), rec.id);
+  });
+
+  t("identities are independent", async ({ store }) => {
+    const a = record(identity());
+    const b = record(identity());
+    await store.activate(a);
+    assert.is(await store.activate(b), undefined);
+    assert.ok(await store.getChannel(a.id));
+    assert.is(await store.activeChannel(a.identity), a.id);
+    assert.is(await store.activeChannel(b.identity), b.id);
+  });
+
+  t("a replaced event reaches handlers only for a watched identity", async ({ store, events }) => {
+    const watched = identity();
+    const other = identity();
+    store.watch(watched);
+    const w1 = record(watched);
+    const o1 = record(other);
+    await store.activate(w1);
+    await store.activate(o1);
+    await store.activate(record(watched));
+    await store.activate(record(other));
+    await drain(store, events);
+    assert.equal(events, [{ kind: "retired", identity: watched, channel: w1.id, reason: "replaced" }]);
+  });
+
+  t("every handler receives each event", async ({ store, events }) => {
+    const seen: StoreEvent[] = [];
+    store.onEvent((e) => seen.push(e));
+    const id = identity();
+    store.watch(id);
+    const rec = record(id);
+    await store.activate(rec);
+    await store.retire(rec.id, "closed");
+    await until(() => seen.length === 1 && events.length === 1, 2000, "both handlers");
+    assert.equal(seen, events);
+  });
+
+  t("retire deletes the channel, clears the active pointer and emits retired", async ({ store, events }) => {
+    const id = identity();
+    store.watch(id);
+    const rec = record(id);
+    await store.activate(rec);
+    assert.is(await store.retire(rec.id, "revoked"), true);
+    assert.is(await store.getChannel(rec.id), undefined);
+    assert.is(await store.activeChannel(id), undefined);
+    assert.is(await store.retire(rec.id, "revoked"), false, "a second retire finds nothing");
+    await drain(store, events);
+    assert.equal(events, [{ kind: "retired", identity: id, channel: rec.id, reason: "revoked" }]);
+  });
+
+  t("retire of an unknown id returns false and emits nothing", async ({ store, events }) => {
+    const id = identity();
+    store.watch(id);
+    await store.activate(record(id));
+    assert.is(await store.retire(channelId(), "revoked"), false);
+    await drain(store, events);
+    assert.equal(events, []);
+    assert.ok(await store.activeChannel(id), "the identity's channel is untouched");
+  });
+
+  t("retireIdentity retires the active channel and returns its id", async ({ store, events }) => {
+    const id = identity();
+    const bystander = record(identity());
+    store.watch(id);
+    await store.activate(record(id));
+    const rec = record(id);
+    await store.activate(rec);
+    await store.activate(bystander);
+    await drain(store, events);
+    events.length = 0;
+    assert.equal(await store.retireIdentity(id, "revoked"), [rec.id]);
+    assert.is(await store.getChannel(rec.id), undefined);
+    assert.is(await store.activeChannel(id), undefined);
+    assert.ok(await store.getChannel(bystander.id), "another identity is untouched");
+    await drain(store, events);
+    assert.equal(events, [{ kind: "retired", identity: id, channel: rec.id, reason: "revoked" }]);
+    assert.equal(await store.retireIdentity(id, "revoked"), [], "nothing left to retire");
+    assert.equal(await store.retireIdentity(identity(), "revoked"), [], "unknown identity");
+  });
+
+  t("a channel past validUntil is gone", async ({ store }) => {
+    const id = identity();
+    const rec = record(id, -1000);
+    await store.activate(rec);
+    assert.is(await store.getChannel(rec.id), undefined);
+    assert.is(await store.activeChannel(id), undefined);
+    assert.not.ok((await store.listChannels()).some((c) => c.id === rec.id));
+  });
+
+  t("a channel expires at validUntil", async ({ store }) => {
+    const id = identity();
+    const rec = record(id, 300);
+    const keep = record(identity());
+    await store.activate(rec);
+    await store.activate(keep);
+    assert.ok(await store.getChannel(rec.id), "alive before validUntil");
+    assert.is(await store.activeChannel(id), rec.id);
+    await sleep(400);
+    assert.is(await store.getChannel(rec.id), undefined);
+    assert.is(await store.activeChannel(id), undefined);
+    assert.equal((await store.listChannels()).map((c) => c.id), [keep.id]);
+  });
+
+  t("an expired channel cannot be retired", async ({ store, events }) => {
+    const id = identity();
+    store.watch(id);
+    const rec = record(id, 100);
+    await store.activate(rec);
+    await sleep(200);
+    assert.is(await store.retire(rec.id, "revoked"), false);
+    assert.equal(await store.retireIdentity(id, "revoked"), []);
+    await drain(store, events);
+    assert.equal(events, [], "no retired event for a channel that had already expired");
+  });
+
+  t("an expired channel is not reported as replaced", async ({ store, events }) => {
+    const id = identity();
+    store.watch(id);
+    await store.activate(record(id, 100));
+    await sleep(200);
+    assert.is(await store.activate(record(id)), undefined);
+    await drain(store, events);
+    assert.equal(events, []);
+  });
+
+  t("hit counts per key within a window and resets in the next", async ({ store }) => {
+    const windowMs = 1000;
+    const key = "ip:127.0.0.1";
+    await windowStart(windowMs);
+    assert.is(await store.hit(key, windowMs), 1);
+    assert.is(await store.hit(key, windowMs), 2);
+    assert.is(await store.hit(key, windowMs), 3);
+    assert.is(await store.hit("ip:127.0.0.2", windowMs), 1, "keys count separately");
+    await windowStart(windowMs);
+    assert.is(await store.hit(key, windowMs), 1, "a new window starts from one");
+    assert.is(await store.hit(key, windowMs), 2);
+  });
+
+  t("bind emits rebound for a watched identity", async ({ store, events }) => {
+    const id = identity();
+    const rec = record(id);
+    await store.activate(rec);
+    store.watch(id);
+    await store.bind(rec.id, id, "binding-2");
+    await until(() => events.length > 0, 2000, "rebound");
+    assert.equal(events, [{ kind: "rebound", identity: id, channel: rec.id, binding: "binding-2" }]);
+    assert.ok(await store.getChannel(rec.id), "bind leaves the channel live");
+  });
+
+  t("bind of an unwatched identity emits nothing here", async ({ store, events }) => {
+    const id = identity();
+    const rec = record(id);
+    await store.activate(rec);
+    await store.bind(rec.id, id, "binding-2");
+    await drain(store, events);
+    assert.equal(events, []);
+  });
+
+  t("unwatch stops events; watch is reference counted", async ({ store, events }) => {
+    const id = identity();
+    store.watch(id);
+    store.watch(id);
+    store.unwatch(id);
+    const a = record(id);
+    await store.activate(a);
+    await store.retire(a.id, "closed");
+    await drain(store, events);
+    assert.equal(events.length, 1, "still watched after one of two unwatches");
+    store.unwatch(id);
+    const b = record(id);
+    await store.activate(b);
+    await store.retire(b.id, "closed");
+    await store.bind(b.id, id, "x");
+    await drain(store, events);
+    assert.equal(events.length, 1, "no events after the last unwatch");
+    store.unwatch(id); // one too many: harmless
+    store.watch(id);
+    const c = record(id);
+    await store.activate(c);
+    await store.retire(c.id, "closed");
+    await drain(store, events);
+    assert.equal(events.length, 2, "watching again after an extra unwatch works");
+  });
+
+  t("no event is delivered after unwatch returns, even one already in flight", async ({ store, events }) => {
+    const id = identity();
+    store.watch(id);
+    await store.activate(record(id));
+    await store.activate(record(id)); // publishes "replaced" while watched
+    store.unwatch(id);
+    const atUnwatch = events.length;
+    await drain(store, events);
+    assert.is(events.length, atUnwatch);
+  });
+
+  t("listChannels returns every live channel", async ({ store }) => {
+    assert.equal(await store.listChannels(), []);
+    const recs = [record(identity()), record(identity()), record(identity())];
+    for (const r of recs) await store.activate(r);
+    const replaced = record(recs[0]!.identity);
+    await store.activate(replaced);
+    const list = await store.listChannels();
+    const want = [...recs.slice(1), replaced].map((r) => r.id).sort();
+    assert.equal(list.map((c) => c.id).sort(), want);
+    for (const c of list) {
+      const r = [...recs, replaced].find((x) => x.id === c.id)!;
+      assert.equal([...c.key], [...r.key], "records come back whole");
+      assert.is(c.identity, r.identity);
+      assert.is(c.validUntil, r.validUntil);
+    }
+  });
+
+  t("ids and identities are opaque strings", async ({ store, events }) => {
+    // base64url ids use - and _, fingerprints use + / : and =; none is special to a store.
+    const odd = ["SHA256:+/+/abc==", "SHA256:*?[x]\\", "SHA256:ünï cødé"];
+    for (const id of odd) {
+      const rec = record(id, 60_000, "-_-_" + channelId().slice(4));
+      store.watch(id);
+      await store.activate(rec);
+      assert.is(await store.activeChannel(id), rec.id);
+      assert.is((await store.getChannel(rec.id))?.identity, id);
+      assert.is(await store.retire(rec.id, "closed"), true);
+    }
+    await drain(store, events);
+    assert.equal(
+      events.map((e) => e.identity),
+      odd,
+    );
+  });
+
+  t("ping resolves", async ({ store }) => {
+    await store.ping();
+  });
+
+  t.run();
+}

@@ -1,0 +1,499 @@
+/**
+ * Both stores through the one contract suite, then what only the Redis store
+ * promises: nothing secret at rest, tamper-evident wrapped keys, expiry in
+ * Redis itself, fault recovery without help. Runs a real redis-server.
+ */
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { Writable } from "node:stream";
+import { Redis } from "ioredis";
+import winston from "winston";
+import { MemoryStore } from "../../server/store/memory-store.js";
+import { RedisStore, retryDelayMs } from "../../server/store/redis-store.js";
+import { KeyUnwrapError, KeyWrapper, parseWrapKey } from "../../server/store/wrap.js";
+import type { StoreEvent } from "../../server/store/store.js";
+import { b64, b64u } from "../../shared/encoding.js";
+import { randomBytes } from "../../shared/crypto.js";
+import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
+import { startRedis, type TestRedis } from "../helpers/redis.js";
+import { channelId, drain, identity, record, sleep, storeContract, until } from "./store-contract.js";
+
+let shared: Promise<TestRedis> | undefined;
+/** One redis-server for the contract and most Redis tests; each store gets its own prefix. */
+function redis(): Promise<TestRedis> {
+  return (shared ??= startRedis());
+}
+function prefix(): string {
+  return `t${b64u(randomBytes(6))}:`;
+}
+
+storeContract("memory", async () => {
+  const store = new MemoryStore();
+  return { store, cleanup: () => store.close() };
+});
+
+storeContract("redis", async () => {
+  const { url } = await redis();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: prefix(), node: "test" });
+  return { store, cleanup: () => store.close() };
+});
+
+// ---------------------------------------------------------------------------
+
+const wrap = suite("key wrapping");
+
+wrap("round-trips under the same channel id", async () => {
+  const w = await KeyWrapper.create(randomBytes(32));
+  const key = randomBytes(32);
+  const wrapped = await w.wrap(key, "chan-1");
+  assert.equal([...(await w.unwrap(wrapped, "chan-1"))], [...key]);
+  assert.is.not(await w.wrap(key, "chan-1"), wrapped, "a fresh IV each time");
+  assert.is(wrapped.length, b64u(new Uint8Array(12 + 32 + 16)).length);
+});
+
+wrap("a wrapped key with any byte flipped does not unwrap", async () => {
+  const w = await KeyWrapper.create(randomBytes(32));
+  const bytes = Uint8Array.from(Buffer.from(await w.wrap(randomBytes(32), "chan-1"), "base64url"));
+  for (let i = 0; i < bytes.length; i++) {
+    const t = bytes.slice();
+    t[i]! ^= 0x01;
+    try {
+      await w.unwrap(b64u(t), "chan-1");
+      assert.unreachable(`byte ${i} flipped still unwrapped`);
+    } catch (e) {
+      assert.instance(e, KeyUnwrapError);
+    }
+  }
+});
+
+wrap("does not unwrap under another channel id, another key, or truncated", async () => {
+  const w = await KeyWrapper.create(randomBytes(32));
+  const wrapped = await w.wrap(randomBytes(32), "chan-1");
+  const bad: [KeyWrapper, string, string][] = [
+    [w, wrapped, "chan-2"],
+    [await KeyWrapper.create(randomBytes(32)), wrapped, "chan-1"],
+    [w, wrapped.slice(0, 30), "chan-1"],
+    [w, "", "chan-1"],
+    [w, wrapped + "=", "chan-1"],
+  ];
+  for (const [k, text, aad] of bad) {
+    try {
+      await k.unwrap(text, aad);
+      assert.unreachable("unwrapped");
+    } catch (e) {
+      assert.instance(e, KeyUnwrapError);
+      assert.is((e as PsimbolsError).code, ErrorCode.unavailable);
+      if (text.length >= 8) assert.not.ok((e as Error).message.includes(text.slice(0, 8)), "error does not echo the wrapped text");
+    }
+  }
+});
+
+wrap("parseWrapKey accepts 32 bytes of base64url and names the setting otherwise", () => {
+  const raw = randomBytes(32);
+  assert.equal([...parseWrapKey(b64u(raw))], [...raw]);
+  const secretish = b64u(randomBytes(31));
+  assert.throws(() => parseWrapKey(secretish, "store-wrap-key"), (e: Error) => e instanceof RangeError && /store-wrap-key/.test(e.message) && !e.message.includes(secretish));
+  assert.throws(() => parseWrapKey("not base64url!", "k"), (e: Error) => e instanceof TypeError && /setting k/.test(e.message));
+  assert.throws(() => parseWrapKey(b64(randomBytes(32)) + "==", "k"), TypeError);
+  assert.throws(() => parseWrapKey(42), TypeError);
+});
+
+wrap("KeyWrapper.create rejects keys of the wrong size or type", async () => {
+  for (const [bad, type] of [
+    [randomBytes(16), RangeError],
+    [randomBytes(33), RangeError],
+    ["x".repeat(32), TypeError],
+    [null, TypeError],
+  ] as const) {
+    try {
+      await KeyWrapper.create(bad as unknown as Uint8Array);
+      assert.unreachable("accepted");
+    } catch (e) {
+      assert.instance(e, type);
+    }
+  }
+});
+
+wrap.run();
+
+// ---------------------------------------------------------------------------
+
+const r = suite("redis store");
+
+r.after(async () => {
+  if (shared) await (await shared).stop();
+});
+
+/** Every key and value in the whole Redis, by type, as one buffer. */
+async function dumpAll(url: string): Promise<Buffer> {
+  const c = new Redis(url);
+  try {
+    const parts: Buffer[] = [];
+    let cursor = "0";
+    do {
+      const [next, keys] = await c.scanBuffer(cursor, "COUNT", 500);
+      cursor = next.toString();
+      for (const k of keys) {
+        parts.push(k);
+        const type = await c.type(k);
+        if (type === "string") parts.push((await c.getBuffer(k)) ?? Buffer.alloc(0));
+        else if (type === "hash") for (const [f, v] of Object.entries(await c.hgetallBuffer(k))) parts.push(Buffer.from(f), v);
+        else if (type === "list") parts.push(...(await c.lrangeBuffer(k, 0, -1)));
+        else if (type === "set") parts.push(...(await c.smembersBuffer(k)));
+        else if (type === "zset") parts.push(...(await c.zrangeBuffer(k, 0, -1)));
+        else assert.unreachable(`unexpected key type ${type}`);
+      }
+    } while (cursor !== "0");
+    return Buffer.concat(parts);
+  } finally {
+    c.disconnect();
+  }
+}
+
+r("a dump of Redis holds no channel key, in any encoding", async () => {
+  const { url } = await redis();
+  const wrapKey = randomBytes(32);
+  const p = prefix();
+  const store = new RedisStore({ url, wrapKey, prefix: p });
+  try {
+    const ident = identity();
+    const recs = [record(ident), record(ident), record(identity()), record(identity())];
+    for (const rec of recs) await store.activate(rec);
+    await store.bind(recs[1]!.id, ident, "binding-1");
+    await store.hit("ip:127.0.0.1", 60_000);
+    const dump = await dumpAll(url);
+    const text = dump.toString("latin1");
+    // The dump did cover the records: their ids and wrapped keys are there.
+    for (const rec of recs.slice(1)) assert.ok(text.includes(p + "ch:" + rec.id), "record present in the dump");
+    for (const secret of [...recs.map((x) => x.key), wrapKey]) {
+      const buf = Buffer.from(secret);
+      assert.is(dump.indexOf(buf), -1, "raw bytes");
+      for (const enc of [b64u(secret), b64(secret), buf.toString("base64"), buf.toString("hex"), buf.toString("hex").toUpperCase()]) {
+        assert.not.ok(text.includes(enc), "encoded key found in the dump");
+      }
+    }
+  } finally {
+    await store.close();
+  }
+});
+
+r("a stored key tampered with in Redis makes getChannel reject, not return garbage", async () => {
+  const { url } = await redis();
+  const p = prefix();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: p });
+  const c = new Redis(url);
+  try {
+    const rec = record(identity());
+    await store.activate(rec);
+    const wrapped = await c.hget(p + "ch:" + rec.id, "key");
+    assert.ok(wrapped);
+    const bytes = Buffer.from(wrapped, "base64url");
+    bytes[bytes.length - 1]! ^= 0x80;
+    await c.hset(p + "ch:" + rec.id, "key", b64u(bytes));
+    try {
+      await store.getChannel(rec.id);
+      assert.unreachable("tampered record read");
+    } catch (e) {
+      assert.instance(e, KeyUnwrapError);
+      assert.is((e as PsimbolsError).code, ErrorCode.unavailable);
+    }
+    // Moving a valid wrapped key onto another channel's record fails too (AAD = channel id).
+    const other = record(identity());
+    await store.activate(other);
+    await c.hset(p + "ch:" + other.id, "key", wrapped);
+    await assertRejects(store.getChannel(other.id), KeyUnwrapError);
+    assert.equal(await store.listChannels(), [], "unreadable records are skipped in listings");
+  } finally {
+    c.disconnect();
+    await store.close();
+  }
+});
+
+r("a store with another key-wrapping key cannot read the records", async () => {
+  const { url } = await redis();
+  const p = prefix();
+  const a = new RedisStore({ url, wrapKey: randomBytes(32), prefix: p });
+  const b = new RedisStore({ url, wrapKey: randomBytes(32), prefix: p });
+  try {
+    const rec = record(identity());
+    await a.activate(rec);
+    await assertRejects(b.getChannel(rec.id), KeyUnwrapError);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+r("channel records, active pointers and counters carry a Redis expiry", async () => {
+  const { url } = await redis();
+  const p = prefix();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: p });
+  const c = new Redis(url);
+  try {
+    const rec = record(identity(), 30_000);
+    await store.activate(rec);
+    await store.bind(rec.id, rec.identity, "b");
+    for (const k of [p + "ch:" + rec.id, p + "active:" + rec.identity]) {
+      const pttl = await c.pttl(k);
+      assert.ok(pttl > 29_000 && pttl <= 30_000, `${k.slice(p.length, p.length + 7)} PTTL ${pttl}`);
+    }
+    assert.is(await c.hget(p + "ch:" + rec.id, "binding"), "b", "bind records the binding");
+    const keys = await c.keys(p + "rl:*");
+    assert.is(keys.length, 0);
+    await store.hit("k", 5000);
+    const [rl] = await c.keys(p + "rl:*");
+    assert.ok(rl);
+    const pttl = await c.pttl(rl);
+    assert.ok(pttl > 0 && pttl <= 5000, `rl PTTL ${pttl}`);
+    // Every key this store wrote expires.
+    for (const k of await c.keys(p + "*")) assert.ok((await c.pttl(k)) > 0, "key without expiry");
+  } finally {
+    c.disconnect();
+    await store.close();
+  }
+});
+
+r("bind on an unknown or foreign channel records nothing", async () => {
+  const { url } = await redis();
+  const p = prefix();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: p });
+  const c = new Redis(url);
+  try {
+    const unknown = channelId();
+    await store.bind(unknown, identity(), "b");
+    assert.is(await c.exists(p + "ch:" + unknown), 0, "no record without expiry was created");
+    const rec = record(identity());
+    await store.activate(rec);
+    await store.bind(rec.id, identity(), "intruder");
+    assert.is(await c.hget(p + "ch:" + rec.id, "binding"), null);
+  } finally {
+    c.disconnect();
+    await store.close();
+  }
+});
+
+r("listChannels takes the prefix literally, glob characters included", async () => {
+  const { url } = await redis();
+  const tag = b64u(randomBytes(4)).replace(/[-_]/g, "x");
+  const star = new RedisStore({ url, wrapKey: randomBytes(32), prefix: `${tag}*:` });
+  const plain = new RedisStore({ url, wrapKey: randomBytes(32), prefix: `${tag}q:` });
+  try {
+    const mine = record(identity());
+    await star.activate(mine);
+    await plain.activate(record(identity()));
+    assert.equal((await star.listChannels()).map((x) => x.id), [mine.id]);
+  } finally {
+    await star.close();
+    await plain.close();
+  }
+});
+
+r("listChannels stops at listLimit", async () => {
+  const { url } = await redis();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: prefix(), listLimit: 3 });
+  try {
+    for (let i = 0; i < 7; i++) await store.activate(record(identity()));
+    assert.is((await store.listChannels()).length, 3);
+  } finally {
+    await store.close();
+  }
+});
+
+r("events cross nodes: a replacement on one node reaches another that watches", async () => {
+  const { url } = await redis();
+  const p = prefix();
+  const wrapKey = randomBytes(32);
+  const a = new RedisStore({ url, wrapKey, prefix: p, node: "a" });
+  const b = new RedisStore({ url, wrapKey, prefix: p, node: "b" });
+  try {
+    const events: StoreEvent[] = [];
+    a.onEvent((e) => events.push(e));
+    const id = identity();
+    a.watch(id);
+    await drain(a, events); // a's subscriptions are live in Redis
+    const first = record(id);
+    await b.activate(first);
+    await a.bind(first.id, id, "on-a");
+    await b.activate(record(id));
+    await until(() => events.some((e) => e.kind === "retired"), 2000, "the replaced event on node a");
+    assert.equal(events, [
+      { kind: "rebound", identity: id, channel: first.id, binding: "on-a" },
+      { kind: "retired", identity: id, channel: first.id, reason: "replaced" },
+    ]);
+    assert.equal([...(await a.getChannel((await a.activeChannel(id))!))!.key].length, 32, "node a reads what node b wrote");
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+r("ping rejects within 2 s of Redis dying, and the store recovers by itself", async () => {
+  const own = await startRedis();
+  const p = prefix();
+  const wrapKey = randomBytes(32);
+  const resyncs: number[] = [];
+  const store = new RedisStore({ url: own.url, wrapKey, prefix: p, retryMaxMs: 500 });
+  store.onResync(() => resyncs.push(Date.now()));
+  const events: StoreEvent[] = [];
+  store.onEvent((e) => events.push(e));
+  let other: RedisStore | undefined;
+  try {
+    const before = identity();
+    store.watch(before);
+    await store.ping();
+    await drain(store, events);
+
+    own.kill();
+    let t0 = Date.now();
+    await assertRejects(store.ping(), PsimbolsError);
+    assert.ok(Date.now() - t0 < 2000, `ping took ${Date.now() - t0} ms to fail`);
+    t0 = Date.now();
+    const err = await assertRejects(store.activate(record(before)), PsimbolsError);
+    assert.is(err.code, ErrorCode.unavailable);
+    assert.ok(Date.now() - t0 < 2000, "writes fail fast while Redis is down");
+    assert.is(resyncs.length, 0);
+
+    const during = identity();
+    store.watch(during); // watched while Redis is down: must be subscribed after the restart
+
+    await own.restart();
+    await until(() => resyncs.length === 1, 5000, "the resync signal");
+    let up = false;
+    const deadline = Date.now() + 5000;
+    while (!up && Date.now() < deadline) {
+      up = await store.ping().then(() => true, () => false);
+      if (!up) await sleep(50); // a failing ping rejects at once: let the reconnect timer run
+    }
+    assert.ok(up, "ping resolves again");
+
+    // Events written by another node, not only by this store, reach it again:
+    // the subscriptions (including the one made during the outage) are live in Redis.
+    other = new RedisStore({ url: own.url, wrapKey, prefix: p });
+    for (const id of [before, during]) {
+      const first = record(id);
+      await other.activate(first);
+      await other.activate(record(id));
+      await until(() => events.some((e) => e.channel === first.id && e.kind === "retired"), 2000, "a replaced event after the restart");
+    }
+    // And the Lua scripts run again although the restarted Redis lost its script cache.
+    assert.is(await store.retire((await store.activeChannel(before))!, "revoked"), true);
+  } finally {
+    await other?.close();
+    await store.close();
+    await own.stop();
+  }
+});
+
+r("ping rejects within 2 s when Redis stalls, and a silent event connection is re-established", async () => {
+  const own = await startRedis();
+  const p = prefix();
+  const wrapKey = randomBytes(32);
+  const resyncs: number[] = [];
+  const store = new RedisStore({ url: own.url, wrapKey, prefix: p, retryMaxMs: 200 });
+  store.onResync(() => resyncs.push(Date.now()));
+  const events: StoreEvent[] = [];
+  store.onEvent((e) => events.push(e));
+  let other: RedisStore | undefined;
+  try {
+    const id = identity();
+    store.watch(id);
+    await store.ping();
+    await drain(store, events);
+
+    own.pause(); // sockets stay open: nothing fails fast, only timeouts can tell
+    const t0 = Date.now();
+    await assertRejects(store.ping(), PsimbolsError);
+    assert.ok(Date.now() - t0 < 2000, `ping took ${Date.now() - t0} ms to fail`);
+    own.resume();
+
+    await until(() => resyncs.length === 1, 5000, "the forced reconnect and resync");
+    other = new RedisStore({ url: own.url, wrapKey, prefix: p });
+    const first = record(id);
+    await other.activate(first);
+    await other.activate(record(id));
+    await until(() => events.some((e) => e.channel === first.id), 2000, "a replaced event after the stall");
+  } finally {
+    own.resume();
+    await other?.close();
+    await store.close();
+    await own.stop();
+  }
+});
+
+r("errors and logs never carry the Redis password", async () => {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(chunk.toString());
+      cb();
+    },
+  });
+  const logger = winston.createLogger({ level: "debug", transports: [new winston.transports.Stream({ stream: sink })] });
+  const dead = await startRedis();
+  const port = dead.port;
+  await dead.stop(); // nothing listens there now
+  const secret = "hunter2-" + b64u(randomBytes(8));
+  const store = new RedisStore({ url: `redis://:${secret}@127.0.0.1:${port}`, wrapKey: randomBytes(32), logger, connectTimeoutMs: 300 });
+  try {
+    const t0 = Date.now();
+    const err = await assertRejects(store.getChannel(channelId()), PsimbolsError);
+    assert.ok(Date.now() - t0 < 1500, "the first call waits only connectTimeoutMs for a connection");
+    assert.is(err.code, ErrorCode.unavailable);
+    assert.not.ok(err.message.includes(secret));
+    assert.not.ok(String(err.cause).includes(secret));
+    await assertRejects(store.ping(), PsimbolsError);
+    await sleep(100);
+    assert.ok(lines.length > 0, "the outage was logged");
+    assert.not.ok(lines.join("\n").includes(secret), "password in logs");
+  } finally {
+    await store.close();
+  }
+  assert.throws(() => new RedisStore({ url: `http://:${secret}@x`, wrapKey: randomBytes(32) }), (e: Error) => e instanceof TypeError && !e.message.includes(secret));
+});
+
+r("rejects malformed options and arguments with TypeError or RangeError", async () => {
+  const url = "redis://127.0.0.1:1";
+  assert.throws(() => new RedisStore({ url, wrapKey: randomBytes(31) }), RangeError);
+  assert.throws(() => new RedisStore({ url, wrapKey: "k" as unknown as Uint8Array }), TypeError);
+  assert.throws(() => new RedisStore({ url, wrapKey: randomBytes(32), pingTimeoutMs: 0 }), RangeError);
+  const { url: live } = await redis();
+  const store = new RedisStore({ url: live, wrapKey: randomBytes(32), prefix: prefix() });
+  try {
+    await assertRejects(store.hit("k", 0), RangeError);
+    await assertRejects(store.retire(channelId(), "bogus" as "revoked"), RangeError);
+    await assertRejects(store.getChannel(42 as unknown as string), TypeError);
+    await assertRejects(store.activate({ ...record(identity()), type: "AES-128-GCM" as "AES-256-GCM" }), RangeError);
+  } finally {
+    await store.close();
+  }
+});
+
+r("a closed store rejects calls", async () => {
+  const { url } = await redis();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: prefix() });
+  await store.ping();
+  await store.close();
+  await assertRejects(store.ping(), PsimbolsError);
+  await assertRejects(store.getChannel(channelId()), PsimbolsError);
+  await store.close(); // idempotent
+});
+
+r("reconnect backoff grows, is capped, and is jittered", () => {
+  assert.is(retryDelayMs(1, 50, 2000, () => 0), 25);
+  assert.is(retryDelayMs(1, 50, 2000, () => 1), 50);
+  assert.is(retryDelayMs(4, 50, 2000, () => 1), 400);
+  assert.is(retryDelayMs(100, 50, 2000, () => 1), 2000);
+  assert.is(retryDelayMs(100, 50, 2000, () => 0), 1000);
+});
+
+r.run();
+
+async function assertRejects<E extends Error>(p: Promise<unknown>, type: abstract new (...a: never[]) => E): Promise<E> {
+  try {
+    await p;
+  } catch (e) {
+    assert.instance(e, type);
+    return e as E;
+  }
+  return assert.unreachable("expected a rejection") as never;
+}

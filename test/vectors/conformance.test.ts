@@ -1,0 +1,581 @@
+/**
+ * Conformance of shared/ with the protocol v1 test vectors (docs/PROTOCOL.md §14).
+ *
+ * Every vector in test/vectors/v1.json runs through the public functions of
+ * shared/: recomputing from the fixed inputs gives exactly the stored frames,
+ * the intermediate values are recomputed from the spec's formulas (not from
+ * shared/'s private helpers), stored frames open and decode, and the negative
+ * vectors fail with the documented code. The same vectors then run with
+ * @peculiar/webcrypto as the WebCrypto provider (a second implementation).
+ */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { Crypto as PeculiarCrypto } from "@peculiar/webcrypto";
+import { Aes256Gcm, CipherSuite, DhkemP256HkdfSha256, DhkemX25519HkdfSha256, HkdfSha256 } from "@hpke/core";
+import { b64, b64u, concat, fromB64u, fromUtf8, lp, utf8 } from "../../shared/encoding.js";
+import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
+import { aesKey, fingerprint, importPkcs8, importPublicKey, importSpki, sha256, sign, verify, type SigningKey } from "../../shared/crypto.js";
+import {
+  LABEL_CLIENT_SIG,
+  LABEL_GRANT_AAD,
+  LABEL_INFO,
+  LABEL_SERVER_SIG,
+  acceptHello,
+  answerChallenge,
+  createHello,
+  openGrant,
+  sealGrant,
+  verifyProof,
+  type ClientHello,
+  type ClientProof,
+  type PendingHandshake,
+} from "../../shared/handshake.js";
+import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, openFrame, sealFrame } from "../../shared/channel.js";
+import {
+  MAX_SEQ,
+  decodeClientFrame,
+  decodeGrant,
+  decodeInnerPush,
+  decodeInnerRequest,
+  decodeInnerResponse,
+  decodeServerFrame,
+  type Challenge,
+  type Established,
+  type Hello,
+  type KemType,
+} from "../../shared/frames.js";
+import { hpkeSuite } from "../../shared/hpke.js";
+import type { ChannelFrameVector, TranscriptVector, VectorFile } from "./generate.js";
+
+const V = JSON.parse(readFileSync(new URL("../../../test/vectors/v1.json", import.meta.url), "utf8")) as VectorFile;
+
+// ------------------------------------------------------------------ helpers
+
+function hex(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+function unhex(s: string): Uint8Array {
+  return Uint8Array.from(s.match(/../g) ?? [], (x) => parseInt(x, 16));
+}
+function flip(b: Uint8Array, i: number): Uint8Array {
+  const c = b.slice();
+  c[i] = c[i]! ^ 0x01;
+  return c;
+}
+const signInput = async (label: string, t: Uint8Array) => concat(lp(label), await sha256(t));
+
+/** Awaits `fn` and asserts it throws a PsimbolsError with `code`. */
+async function throwsCode(fn: () => unknown, code: ErrorCode, what: string): Promise<void> {
+  let err: unknown;
+  try {
+    await fn();
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err instanceof PsimbolsError, `${what}: expected a PsimbolsError, got ${err === undefined ? "no error" : String(err)}`);
+  assert.is((err as PsimbolsError).code, code, `${what}: error code`);
+}
+
+const signingKeys = new Map<string, SigningKey>();
+async function key(name: string): Promise<SigningKey> {
+  let k = signingKeys.get(name);
+  if (!k) {
+    const v = V.keys[name];
+    if (!v?.pkcs8) throw new Error(`no private key ${name} in the vectors`);
+    k = await importPkcs8(v.type, fromB64u(v.pkcs8, name, 8192), true);
+    signingKeys.set(name, k);
+  }
+  return k;
+}
+
+function transcript(name: string): TranscriptVector {
+  const t = V.transcripts.find((x) => x.name === name);
+  if (!t) throw new Error(`no transcript ${name}`);
+  return t;
+}
+
+/** Replays the client side up to the hello, from the fixed inputs. */
+async function clientHello(t: TranscriptVector): Promise<ClientHello> {
+  return createHello(await key(t.inputs.identity), {
+    channelTypes: t.inputs.channel_types,
+    kem: t.inputs.kem,
+    features: t.inputs.hello_features,
+    fixed: { nonceC: unhex(t.inputs.nonce_c), kemIkm: unhex(t.inputs.kem_ikm) },
+  });
+}
+
+/** Replays the server side on the exact hello bytes `helloText` (the transcript's own by default). */
+async function serverChallenge(t: TranscriptVector, helloText = t.frames.hello): Promise<{ challenge: Challenge; pending: PendingHandshake }> {
+  const bytes = utf8(helloText);
+  const hello = decodeClientFrame(helloText) as Hello;
+  const offer = { key: await key(t.inputs.server_key), source: t.inputs.source, features: t.inputs.server_features };
+  return acceptHello(bytes, hello, offer, { nonceS: unhex(t.inputs.nonce_s), ekm: unhex(t.inputs.ekm) });
+}
+
+/** The client's state after its proof, with the grant AAD of the stored proof (randomized for ECDSA/RSA). */
+async function clientProof(t: TranscriptVector): Promise<ClientProof> {
+  const h = await clientHello(t);
+  const { state } = await answerChallenge(h, decodeServerFrame(t.frames.challenge) as Challenge, () => {});
+  return { ...state, aad: unhex(t.intermediate.grant_aad) };
+}
+
+const pinned = (t: TranscriptVector) => (k: { spki: Uint8Array }) => {
+  if (b64u(k.spki) !== V.keys[t.inputs.server_key]!.spki) throw new PsimbolsError(ErrorCode.serverKeyMismatch, "server key is not the pinned one");
+};
+
+const frameKind = (k: ChannelFrameVector["kind"]) => FrameKind[k];
+
+// ------------------------------------------------------------- constants
+
+test("spec labels, HPKE suite ids and MAX_SEQ match the vectors", () => {
+  assert.equal(V.labels, {
+    hpke_info: LABEL_INFO,
+    server_signature: LABEL_SERVER_SIG,
+    client_signature: LABEL_CLIENT_SIG,
+    grant_aad: LABEL_GRANT_AAD,
+    c2s: LABEL_C2S,
+    s2c: LABEL_S2C,
+  });
+  for (const kem of ["X25519", "P-256"] as KemType[]) {
+    const s = hpkeSuite(kem);
+    assert.equal({ kem_id: s.kem.id, kdf_id: s.kdf.id, aead_id: s.aead.id }, V.hpke_suites[kem], kem);
+  }
+  // RFC 9180 §7: DHKEM(X25519, HKDF-SHA256) 0x0020, DHKEM(P-256, HKDF-SHA256) 0x0010, HKDF-SHA256 0x0001, AES-256-GCM 0x0002
+  assert.equal(V.hpke_suites, { X25519: { kem_id: 0x20, kdf_id: 1, aead_id: 2 }, "P-256": { kem_id: 0x10, kdf_id: 1, aead_id: 2 } });
+  assert.is(V.max_seq, MAX_SEQ);
+  assert.is(MAX_SEQ, 2 ** 24);
+});
+
+// ------------------------------------------------------------- encodings
+
+test("base64url vectors encode and decode canonically", () => {
+  for (const v of V.base64url.valid) {
+    assert.is(b64u(unhex(v.hex)), v.text);
+    assert.is(hex(fromB64u(v.text, "x")), v.hex);
+  }
+});
+
+test("base64url refuses padding, the standard alphabet, whitespace and non-canonical encodings", async () => {
+  for (const v of V.base64url.invalid) await throwsCode(() => fromB64u(v.text, "x"), ErrorCode.badRequest, `${JSON.stringify(v.text)} (${v.why})`);
+});
+
+test("LP vectors", () => {
+  for (const v of V.lp) {
+    const parts = v.parts.map((p) => ("utf8" in p ? p.utf8 : unhex(p.hex)));
+    assert.is(hex(lp(...parts)), v.hex);
+  }
+});
+
+// ------------------------------------------------------------------ keys
+
+test("PKCS#8 keys import to the stored SPKI, and fingerprints are SHA256: + base64 of the SPKI digest", async () => {
+  for (const [name, v] of Object.entries(V.keys)) {
+    const spki = fromB64u(v.spki, name, 8192);
+    if (v.pkcs8) assert.is(b64u((await key(name)).public.spki), v.spki, name);
+    assert.is(await fingerprint(spki), v.fingerprint, name);
+    // independently of shared/: node:crypto and standard base64 without '='
+    assert.is("SHA256:" + createHash("sha256").update(spki).digest("base64").replace(/=+$/, ""), v.fingerprint, name);
+    if (name !== "rsa1024-too-small") assert.is((await importSpki(v.type, spki)).fingerprint, v.fingerprint, name);
+  }
+});
+
+test("verify-only signature vectors (Ed25519, ECDSA P1363, RSA-PSS saltLength 32)", async () => {
+  for (const s of V.signatures) {
+    const k = V.keys[s.key]!;
+    const pub = await importSpki(k.type, fromB64u(k.spki, "spki", 8192));
+    assert.is(await verify(pub, unhex(s.signature), unhex(s.message)), s.valid, s.description);
+  }
+});
+
+test("negative public keys are refused with the documented code", async () => {
+  for (const v of V.negative.public_keys) await throwsCode(() => importPublicKey(v.key), v.error as ErrorCode, v.description);
+});
+
+// ------------------------------------------------------------ transcripts
+
+for (const t of V.transcripts) {
+  test(`${t.name}: the client builds the exact hello from the fixed inputs`, async () => {
+    const h = await clientHello(t);
+    assert.is(fromUtf8(h.bytes), t.frames.hello);
+    assert.is(hex(fromB64u(h.hello.kem.data, "kem.data")), t.intermediate.kem_public);
+  });
+
+  test(`${t.name}: the server answers the exact hello bytes with the exact challenge`, async () => {
+    const { challenge } = await serverChallenge(t);
+    assert.is(JSON.stringify(challenge), t.frames.challenge);
+  });
+
+  test(`${t.name}: transcript values follow the formulas of PROTOCOL.md §5.2`, async () => {
+    const c = decodeServerFrame(t.frames.challenge) as Challenge;
+    const serverSpki = fromB64u(V.keys[t.inputs.server_key]!.spki, "spki", 8192);
+    const tInfo = lp(utf8(t.frames.hello), c.source, serverSpki, c.channel_type, fromB64u(c.nonce, "nonce"), c.features.join(","));
+    assert.is(hex(tInfo), t.intermediate.t_info);
+    assert.is(hex(await sha256(concat(lp(V.labels.hpke_info), tInfo))), t.intermediate.info);
+    const enc = fromB64u(c.enc, "enc");
+    assert.is(hex(enc), t.intermediate.enc);
+    const tChal = concat(tInfo, lp(enc));
+    assert.is(hex(tChal), t.intermediate.t_chal);
+    const sigS = fromB64u(c.signature, "signature");
+    assert.is(hex(sigS), t.intermediate.server_signature);
+    assert.is(hex(await signInput(V.labels.server_signature, tChal)), t.intermediate.server_sign_input);
+    const sigC = fromB64u((JSON.parse(t.frames.proof) as { signature: string }).signature, "signature");
+    assert.is(hex(sigC), t.intermediate.client_signature);
+    assert.is(hex(await signInput(V.labels.client_signature, concat(tChal, lp(sigS)))), t.intermediate.client_sign_input);
+    assert.is(hex(concat(lp(V.labels.grant_aad), await sha256(concat(tChal, lp(sigS), lp(sigC))))), t.intermediate.grant_aad);
+    // both signatures verify over their inputs
+    const server = await importSpki(V.keys[t.inputs.server_key]!.type, serverSpki);
+    assert.ok(await verify(server, sigS, unhex(t.intermediate.server_sign_input)), "server signature");
+    const id = V.keys[t.inputs.identity]!;
+    const identity = await importSpki(id.type, fromB64u(id.spki, "spki", 8192));
+    assert.ok(await verify(identity, sigC, unhex(t.intermediate.client_sign_input)), "client signature");
+  });
+
+  test(`${t.name}: the client accepts the challenge against its pinned key${t.deterministic ? " and signs the exact proof" : ""}`, async () => {
+    const h = await clientHello(t);
+    const { proof, state } = await answerChallenge(h, decodeServerFrame(t.frames.challenge) as Challenge, pinned(t));
+    assert.is(hex(state.info), t.intermediate.info);
+    assert.is(hex(state.enc), t.intermediate.enc);
+    if (t.deterministic) {
+      assert.is(JSON.stringify(proof), t.frames.proof);
+      assert.is(hex(state.aad), t.intermediate.grant_aad);
+    } else {
+      // ECDSA / RSA-PSS are randomized: the fresh proof differs but verifies on the server
+      const { pending } = await serverChallenge(t);
+      assert.ok(await verifyProof(pending, fromB64u(proof.signature, "signature")));
+    }
+  });
+
+  test(`${t.name}: a client whose pinned key differs stops before the proof (server_key_mismatch)`, async () => {
+    const h = await clientHello(t);
+    await throwsCode(
+      () =>
+        answerChallenge(h, decodeServerFrame(t.frames.challenge) as Challenge, () => {
+          throw new PsimbolsError(ErrorCode.serverKeyMismatch, "not the pinned key");
+        }),
+      ErrorCode.serverKeyMismatch,
+      "pin",
+    );
+  });
+
+  test(`${t.name}: the stored proof verifies and the server seals the exact established`, async () => {
+    const { pending } = await serverChallenge(t);
+    const sig = unhex(t.intermediate.client_signature);
+    assert.ok(await verifyProof(pending, sig));
+    const est = await sealGrant(pending, sig, t.inputs.grant, t.inputs.source);
+    assert.is(JSON.stringify(est), t.frames.established);
+  });
+
+  test(`${t.name}: the client opens the stored established to the grant and channel key`, async () => {
+    const { grant, channelKey } = await openGrant(await clientProof(t), decodeServerFrame(t.frames.established) as Established);
+    assert.equal(grant, t.inputs.grant);
+    assert.is(JSON.stringify(grant), t.intermediate.grant_plaintext);
+    assert.is(hex(channelKey), t.intermediate.channel_key);
+  });
+
+  for (const b of t.bindings) {
+    test(`${t.name}, ${b.name}: traffic keys are HKDF of the channel key and both nonces (PROTOCOL.md §6.1)`, async () => {
+      const nc = unhex(b.nonce_c);
+      const ns = unhex(b.nonce_s);
+      if (b.via === "handshake") {
+        assert.is(b.nonce_c, t.inputs.nonce_c, "nonce_c is the hello nonce");
+        assert.is(b.nonce_s, t.inputs.nonce_s, "nonce_s is the challenge nonce");
+      } else {
+        const r = decodeClientFrame(b.resume!);
+        const rd = decodeServerFrame(b.resumed!);
+        assert.ok(r.type === "resume" && rd.type === "resumed");
+        assert.is(hex(fromB64u(r.nonce, "nonce")), b.nonce_c, "nonce_c is the resume nonce");
+        assert.is(hex(fromB64u(rd.nonce, "nonce")), b.nonce_s, "nonce_s is the resumed nonce");
+        assert.is(r.channel, b.channel);
+      }
+      assert.is(hex(lp(nc, ns)), b.salt);
+      assert.is(hex(lp(V.labels.c2s, b.channel)), b.c2s_info);
+      assert.is(hex(lp(V.labels.s2c, b.channel)), b.s2c_info);
+      const k = await deriveTrafficKeys(unhex(t.intermediate.channel_key), b.channel, nc, ns);
+      assert.is(hex(k.c2s), b.c2s);
+      assert.is(hex(k.s2c), b.s2c);
+    });
+
+    test(`${t.name}, ${b.name}: frames seal to the exact ciphertext, open, and decode`, async () => {
+      const c2s = await aesKey(unhex(b.c2s));
+      const s2c = await aesKey(unhex(b.s2c));
+      for (const f of b.frames) {
+        const what = `${f.kind} ${f.seq}`;
+        const k = f.kind === "request" ? c2s : s2c;
+        assert.is(hex(frameNonce(frameKind(f.kind), f.seq)), f.nonce, what);
+        const ct = await sealFrame(k, frameKind(f.kind), f.seq, b.channel, f.plaintext);
+        assert.is(hex(fromB64u(ct, "ct")), f.ciphertext, what);
+        const outer = f.kind === "request" ? decodeClientFrame(f.frame) : decodeServerFrame(f.frame);
+        assert.ok(outer.type === f.kind, what);
+        const wire = outer.type === "request" ? outer.request : outer.type === "response" ? outer.response : outer.type === "push" ? outer.push : "";
+        assert.is(wire, ct, what);
+        assert.is((outer as { seq: number }).seq, f.seq, what);
+        assert.is((outer as { channel: string }).channel, b.channel, what);
+        const pt = await openFrame(k, frameKind(f.kind), f.seq, b.channel, wire);
+        assert.is(pt, f.plaintext, what);
+        // inner payloads decode and re-encode to the same bytes
+        const inner = f.kind === "request" ? decodeInnerRequest(pt) : f.kind === "response" ? decodeInnerResponse(pt) : decodeInnerPush(pt);
+        assert.is(JSON.stringify(inner), pt, what);
+      }
+    });
+  }
+}
+
+test("the handshake binding's traffic keys differ from every resumed binding's", () => {
+  const all = V.transcripts.flatMap((t) => t.bindings.flatMap((b) => [b.c2s, b.s2c]));
+  assert.is(new Set(all).size, all.length);
+});
+
+// ------------------------------------------------------- negative vectors
+
+for (const v of V.negative.frames) {
+  const run = v.known_issue ? test.skip : test;
+  run(`refuses a ${v.side === "client" ? "client" : "server"} frame: ${v.description}${v.known_issue ? ` (KNOWN ISSUE: ${v.known_issue})` : ""}`, () =>
+    throwsCode(() => (v.side === "client" ? decodeClientFrame(v.text) : decodeServerFrame(v.text)), ErrorCode.badRequest, v.description),
+  );
+}
+
+for (const v of V.negative.hellos) {
+  const run = v.known_issue ? test.skip : test;
+  run(`the server refuses a hello with ${v.error}: ${v.description}${v.known_issue ? ` (KNOWN ISSUE: ${v.known_issue})` : ""}`, async () => {
+    const t = transcript("ed25519-x25519");
+    const hello = decodeClientFrame(v.text) as Hello;
+    const offer = { key: await key(t.inputs.server_key), source: t.inputs.source };
+    await throwsCode(() => acceptHello(utf8(v.text), hello, offer), v.error as ErrorCode, v.description);
+  });
+}
+
+test("channel frames that must not open fail with unauthorised and the one message", async () => {
+  for (const v of V.negative.channel) {
+    const k = await aesKey(unhex(v.key));
+    let err: unknown;
+    try {
+      await openFrame(k, FrameKind[v.kind], v.seq, v.channel, v.ciphertext);
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err instanceof PsimbolsError && err.code === ErrorCode.unauthorised, v.description);
+    assert.is((err as Error).message, "unknown channel or bad ciphertext", v.description);
+  }
+});
+
+test("the client refuses tampered and foreign challenges with protocol", async () => {
+  for (const v of V.negative.challenges) {
+    const t = transcript(v.transcript);
+    const h = await clientHello(t);
+    await throwsCode(() => answerChallenge(h, decodeServerFrame(v.challenge) as Challenge, () => {}), v.error as ErrorCode, v.description);
+  }
+});
+
+test("proofs over another transcript do not verify", async () => {
+  for (const v of V.negative.proofs) {
+    const { pending } = await serverChallenge(transcript(v.transcript), v.hello);
+    assert.not.ok(await verifyProof(pending, unhex(v.signature)), v.description);
+  }
+});
+
+test("the client refuses tampered and foreign established frames with protocol", async () => {
+  for (const v of V.negative.established) {
+    const p = await clientProof(transcript(v.transcript));
+    await throwsCode(() => openGrant(p, decodeServerFrame(v.established) as Established), v.error as ErrorCode, v.description);
+  }
+});
+
+// ---------------------------------------------------- malleability, tamper
+
+/** Every frame text in the vector file, with the side that sends it. */
+function allFrames(): { side: "client" | "server"; text: string }[] {
+  const out: { side: "client" | "server"; text: string }[] = [];
+  for (const t of V.transcripts) {
+    out.push({ side: "client", text: t.frames.hello }, { side: "server", text: t.frames.challenge });
+    out.push({ side: "client", text: t.frames.proof }, { side: "server", text: t.frames.established });
+    for (const b of t.bindings) {
+      if (b.resume) out.push({ side: "client", text: b.resume });
+      if (b.resumed) out.push({ side: "server", text: b.resumed });
+      for (const f of b.frames) out.push({ side: f.kind === "request" ? "client" : "server", text: f.frame });
+    }
+  }
+  return out;
+}
+
+test("decoding then re-encoding every vector frame is stable and loses nothing", () => {
+  for (const { side, text } of allFrames()) {
+    const dec = side === "client" ? decodeClientFrame : decodeServerFrame;
+    const once = dec(text);
+    assert.equal(once, JSON.parse(text), text.slice(0, 40));
+    const again = JSON.stringify(dec(JSON.stringify(once)));
+    assert.is(again, JSON.stringify(once), text.slice(0, 40));
+  }
+  for (const t of V.transcripts) assert.is(JSON.stringify(decodeGrant(t.intermediate.grant_plaintext)), t.intermediate.grant_plaintext);
+});
+
+test("every base64url field of every vector frame is canonical", () => {
+  const fields = ["nonce", "enc", "signature", "response", "request", "push", "data", "channel"];
+  const walk = (x: unknown): void => {
+    if (Array.isArray(x)) return x.forEach(walk);
+    if (typeof x !== "object" || x === null) return;
+    for (const [k, v] of Object.entries(x)) {
+      if (typeof v === "string" && fields.includes(k)) assert.is(b64u(fromB64u(v, k)), v, k);
+      else walk(v);
+    }
+  };
+  for (const { text } of allFrames()) walk(JSON.parse(text));
+});
+
+test("flipping any byte of the hello bytes makes the proof fail (the exact bytes are signed)", async () => {
+  const t = transcript("ed25519-x25519");
+  const bytes = utf8(t.frames.hello);
+  const hello = decodeClientFrame(t.frames.hello) as Hello;
+  const offer = { key: await key(t.inputs.server_key), source: t.inputs.source };
+  const sig = unhex(t.intermediate.client_signature);
+  for (let i = 0; i < bytes.length; i++) {
+    const { pending } = await acceptHello(flip(bytes, i), hello, offer, { nonceS: unhex(t.inputs.nonce_s), ekm: unhex(t.inputs.ekm) });
+    assert.not.ok(await verifyProof(pending, sig), `byte ${i}`);
+  }
+});
+
+test("flipping any byte of the challenge's nonce, enc or signature makes the client refuse it", async () => {
+  const t = transcript("ed25519-x25519");
+  const h = await clientHello(t);
+  const c = decodeServerFrame(t.frames.challenge) as Challenge;
+  for (const field of ["nonce", "enc", "signature"] as const) {
+    const b = fromB64u(c[field], field);
+    for (let i = 0; i < b.length; i++) {
+      await throwsCode(() => answerChallenge(h, { ...c, [field]: b64u(flip(b, i)) }, () => {}), ErrorCode.protocol, `${field} byte ${i}`);
+    }
+  }
+});
+
+test("flipping any byte of the proof signature makes it fail", async () => {
+  for (const name of ["ed25519-x25519", "p256-identity"]) {
+    const t = transcript(name);
+    const { pending } = await serverChallenge(t);
+    const sig = unhex(t.intermediate.client_signature);
+    for (let i = 0; i < sig.length; i++) assert.not.ok(await verifyProof(pending, flip(sig, i)), `${name} byte ${i}`);
+  }
+});
+
+test("flipping any byte of established.response or of the grant AAD makes the grant fail to open", async () => {
+  const t = transcript("ed25519-x25519");
+  const p = await clientProof(t);
+  const e = decodeServerFrame(t.frames.established) as Established;
+  const ct = fromB64u(e.response, "response");
+  for (let i = 0; i < ct.length; i++) {
+    await throwsCode(() => openGrant(p, { ...e, response: b64u(flip(ct, i)) }), ErrorCode.protocol, `ciphertext byte ${i}`);
+  }
+  for (let i = 0; i < p.aad.length; i++) {
+    await throwsCode(() => openGrant({ ...p, aad: flip(p.aad, i) }, e), ErrorCode.protocol, `aad byte ${i}`);
+  }
+});
+
+test("flipping any byte of a request or push ciphertext makes it fail with unauthorised", async () => {
+  const b = transcript("ed25519-x25519").bindings[0]!;
+  for (const f of b.frames.filter((x) => x.kind !== "response")) {
+    const k = await aesKey(unhex(f.kind === "request" ? b.c2s : b.s2c));
+    const ct = unhex(f.ciphertext);
+    for (let i = 0; i < ct.length; i++) {
+      await throwsCode(() => openFrame(k, frameKind(f.kind), f.seq, b.channel, b64u(flip(ct, i))), ErrorCode.unauthorised, `${f.kind} ${f.seq} byte ${i}`);
+    }
+  }
+});
+
+// ------------------------------------------- differential: @peculiar/webcrypto
+
+/** Runs `fn` with `provider` as globalThis.crypto, then puts the runtime's back. */
+async function withCrypto<T>(provider: Crypto, fn: () => Promise<T>): Promise<T> {
+  const desc = Object.getOwnPropertyDescriptor(globalThis, "crypto");
+  Object.defineProperty(globalThis, "crypto", { value: provider, configurable: true, writable: true, enumerable: true });
+  try {
+    return await fn();
+  } finally {
+    if (desc) Object.defineProperty(globalThis, "crypto", desc);
+    else delete (globalThis as { crypto?: Crypto }).crypto;
+  }
+}
+const peculiar = new PeculiarCrypto() as unknown as Crypto;
+
+test("@peculiar/webcrypto: keys import to the same SPKI and fingerprint, and the signature vectors verify alike", () =>
+  withCrypto(peculiar, async () => {
+    assert.is(globalThis.crypto, peculiar);
+    for (const [name, v] of Object.entries(V.keys)) {
+      if (v.pkcs8) {
+        const k = await importPkcs8(v.type, fromB64u(v.pkcs8, name, 8192), true);
+        assert.is(b64u(k.public.spki), v.spki, name);
+      }
+      assert.is(await fingerprint(fromB64u(v.spki, name, 8192)), v.fingerprint, name);
+    }
+    for (const s of V.signatures) {
+      const k = V.keys[s.key]!;
+      const pub = await importSpki(k.type, fromB64u(k.spki, "spki", 8192));
+      assert.is(await verify(pub, unhex(s.signature), unhex(s.message)), s.valid, s.description);
+    }
+  }));
+
+test("@peculiar/webcrypto: Ed25519 signs both handshake signatures byte for byte, and the client side accepts every challenge", () =>
+  withCrypto(peculiar, async () => {
+    for (const t of V.transcripts) {
+      const server = await importPkcs8(V.keys[t.inputs.server_key]!.type, fromB64u(V.keys[t.inputs.server_key]!.pkcs8!, "k", 8192), true);
+      assert.is(hex(await sign(server, unhex(t.intermediate.server_sign_input))), t.intermediate.server_signature, t.name);
+      const idv = V.keys[t.inputs.identity]!;
+      const identity = await importPkcs8(idv.type, fromB64u(idv.pkcs8!, "k", 8192), true);
+      const sig = await sign(identity, unhex(t.intermediate.client_sign_input));
+      if (t.deterministic) assert.is(hex(sig), t.intermediate.client_signature, t.name);
+      else assert.ok(await verify(identity.public, sig, unhex(t.intermediate.client_sign_input)), t.name);
+      // answerChallenge and verifyProof use signatures and hashes only (no HPKE)
+      const h: ClientHello = { ...(await clientHello(t)), identity };
+      const { proof } = await answerChallenge(h, decodeServerFrame(t.frames.challenge) as Challenge, pinned(t));
+      if (t.deterministic) assert.is(JSON.stringify(proof), t.frames.proof, t.name);
+    }
+  }));
+
+test("@peculiar/webcrypto: HPKE (fresh @hpke/core suites on this provider) reproduces enc and the sealed grant, and opens it", () =>
+  withCrypto(peculiar, async () => {
+    for (const t of V.transcripts) {
+      const suite = new CipherSuite({
+        kem: t.inputs.kem === "X25519" ? new DhkemX25519HkdfSha256() : new DhkemP256HkdfSha256(),
+        kdf: new HkdfSha256(),
+        aead: new Aes256Gcm(),
+      });
+      const kp = await suite.kem.deriveKeyPair(unhex(t.inputs.kem_ikm) as Uint8Array<ArrayBuffer>);
+      assert.is(hex(new Uint8Array(await suite.kem.serializePublicKey(kp.publicKey))), t.intermediate.kem_public, t.name);
+      const info = unhex(t.intermediate.info) as Uint8Array<ArrayBuffer>;
+      const aad = unhex(t.intermediate.grant_aad) as Uint8Array<ArrayBuffer>;
+      const sender = await suite.createSenderContext({ recipientPublicKey: kp.publicKey, info, ekm: unhex(t.inputs.ekm) as Uint8Array<ArrayBuffer> });
+      assert.is(hex(new Uint8Array(sender.enc)), t.intermediate.enc, t.name);
+      const ct = new Uint8Array(await sender.seal(utf8(t.intermediate.grant_plaintext) as Uint8Array<ArrayBuffer>, aad));
+      const stored = fromB64u((decodeServerFrame(t.frames.established) as Established).response, "response");
+      assert.is(hex(ct), hex(stored), t.name);
+      const recipient = await suite.createRecipientContext({ recipientKey: kp, enc: unhex(t.intermediate.enc) as Uint8Array<ArrayBuffer>, info });
+      assert.is(fromUtf8(new Uint8Array(await recipient.open(stored as Uint8Array<ArrayBuffer>, aad))), t.intermediate.grant_plaintext, t.name);
+    }
+  }));
+
+test("@peculiar/webcrypto: HKDF traffic keys and AES-GCM channel frames match, and negative channel vectors fail", () =>
+  withCrypto(peculiar, async () => {
+    for (const t of V.transcripts) {
+      for (const b of t.bindings) {
+        const k = await deriveTrafficKeys(unhex(t.intermediate.channel_key), b.channel, unhex(b.nonce_c), unhex(b.nonce_s));
+        assert.is(hex(k.c2s), b.c2s);
+        assert.is(hex(k.s2c), b.s2c);
+        const c2s = await aesKey(k.c2s);
+        const s2c = await aesKey(k.s2c);
+        for (const f of b.frames) {
+          const key = f.kind === "request" ? c2s : s2c;
+          const ct = await sealFrame(key, frameKind(f.kind), f.seq, b.channel, f.plaintext);
+          assert.is(hex(fromB64u(ct, "ct")), f.ciphertext, `${b.name} ${f.kind} ${f.seq}`);
+          assert.is(await openFrame(key, frameKind(f.kind), f.seq, b.channel, ct), f.plaintext);
+        }
+      }
+    }
+    for (const v of V.negative.channel) {
+      await throwsCode(() => aesKey(unhex(v.key)).then((k) => openFrame(k, FrameKind[v.kind], v.seq, v.channel, v.ciphertext)), ErrorCode.unauthorised, v.description);
+    }
+  }));
+
+test("the runtime's WebCrypto is back after the differential tests", () => {
+  assert.is.not(globalThis.crypto, peculiar);
+  assert.is(b64(new Uint8Array([0xfb, 0xff])), "+/8");
+});
+
+test.run();

@@ -60,12 +60,17 @@ export interface BrokerContext {
   observeLatency(seconds: number): void;
 }
 
+/** Serves extra HTTP paths (the web console); returns false for paths it does not own. */
+export type HttpHook = (req: IncomingMessage, res: ServerResponse, path: string) => boolean | Promise<boolean>;
+
 export interface BrokerOptions {
   config?: Parameters<typeof resolveConfig>[0];
   serverKey: SigningKey;
   store?: Store;
   registry?: KeyRegistry;
   logger?: Logger;
+  /** Extra HTTP routes, tried before the 404. */
+  http?: HttpHook;
 }
 
 export class Broker {
@@ -90,6 +95,7 @@ export class Broker {
   readonly #metrics = new Registry();
   readonly #latency: Histogram;
   readonly #serverKey: SigningKey;
+  readonly #httpHook: HttpHook | undefined;
   #pinger: ReturnType<typeof setInterval> | undefined;
   #closing = false;
 
@@ -98,6 +104,7 @@ export class Broker {
     this.log = o.logger ?? createLogger();
     this.store = o.store ?? new MemoryStore();
     this.#serverKey = o.serverKey;
+    this.#httpHook = o.http;
     const { limits } = this.config;
     const self = this;
     this.#ctx = {
@@ -276,6 +283,7 @@ export class Broker {
           service: this.config.closed ? "closed" : "open",
         });
       default:
+        if (this.#httpHook && (await this.#httpHook(req, res, path ?? "/"))) return;
         return json(404, { error: "not found" });
     }
   }

@@ -1,5 +1,5 @@
 /** Server-side API of psimbols: run a broker node in your own process. */
-export { Broker, type BrokerOptions, type Handler, type HandlerContext, type Stats } from "./broker.js";
+export { Broker, type BrokerOptions, type HttpHook, type Handler, type HandlerContext, type Stats } from "./broker.js";
 export { resolveConfig, defaultLimits, type BrokerConfig, type Limits } from "./config.js";
 export { MemoryStore } from "./store/memory-store.js";
 export type { Store, StoreEvent, ChannelRecord, RetireReason } from "./store/store.js";

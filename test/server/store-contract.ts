@@ -133,6 +133,17 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     assert.is(await store.activeChannel(id), rec.id);
   });
 
+  t("concurrent activations for one identity leave exactly one live channel", async ({ store }) => {
+    const id = identity();
+    await store.activate(record(id));
+    const recs = [record(id), record(id), record(id)];
+    const replaced = await Promise.all(recs.map((r) => store.activate(r)));
+    const live = (await store.listChannels()).filter((c) => c.identity === id).map((c) => c.id);
+    const active = await store.activeChannel(id);
+    assert.equal(live, [active], "every channel but the active one was replaced");
+    assert.is(replaced.filter((x) => x !== undefined).length, 3, "each activation replaced exactly one channel");
+  });
+
   t("identities are independent", async ({ store }) => {
     const a = record(identity());
     const b = record(identity());

@@ -93,12 +93,10 @@ export interface WebSocketLike {
   // The handler parameters are `any` on purpose: the browser's and ws's event
   // types differ, and a handler property is checked contravariantly, so no
   // narrower type admits both. The client reads only `data`, `code`, `reason`.
-  /* eslint-disable @typescript-eslint/no-explicit-any */
   onopen: ((event: any) => void) | null;
   onmessage: ((event: any) => void) | null;
   onclose: ((event: any) => void) | null;
   onerror: ((event: any) => void) | null;
-  /* eslint-enable @typescript-eslint/no-explicit-any */
   send(data: string): void;
   close(code?: number, reason?: string): void;
 }

@@ -24,12 +24,17 @@ const PEM_LABEL = "PRIVATE KEY";
  * Ed25519, ECDSA P-256, or RSA (rsaEncryption or RSASSA-PSS with SHA-256).
  *
  * @param path - the key file.
- * @throws PsimbolsError `bad_request` when the file is not an unencrypted PEM
- *   private key; `unsupported` for any other key type or curve (the message
+ * @throws PsimbolsError `bad_request` when the file cannot be read or is not
+ *   an unencrypted PEM private key; `unsupported` for any other key type or curve (the message
  *   names the accepted ones).
  */
 export async function loadKey(path: string): Promise<SigningKey> {
-  const pem = await readFile(path);
+  let pem: Buffer;
+  try {
+    pem = await readFile(path);
+  } catch (cause) {
+    throw new PsimbolsError(ErrorCode.badRequest, `cannot read the key file ${path}`, { cause });
+  }
   let key: KeyObject;
   try {
     key = createPrivateKey({ key: pem, format: "pem" });
@@ -82,7 +87,7 @@ export function keyTypeOf(key: KeyObject, source = "the key"): KeyType {
       }
       return KeyType.rsa;
     default:
-      throw unsupported(`a ${key.asymmetricKeyType ?? "symmetric"} key`);
+      throw unsupported(`a key of type ${key.asymmetricKeyType ?? "unknown"}`);
   }
 }
 
@@ -120,13 +125,13 @@ export interface GenerateKeyFileOptions {
  * Generates a signing key and writes it as unencrypted PKCS#8 PEM with mode
  * 0600 (the parent directory is created with mode 0700 when missing).
  *
- * @param type - `Ed25519` (default), `ECDSA-P256` or `RSA` (2048-bit RSA-PSS).
+ * @param type - `Ed25519`, `ECDSA-P256` or `RSA` (2048-bit, used as RSA-PSS).
  * @param path - where to write.
  * @returns the key, imported non-extractable.
  * @throws PsimbolsError `bad_request` when the file exists and `force` is not set;
  *   `unsupported` for an unknown type.
  */
-export async function generateKeyFile(type: KeyType = KeyType.ed25519, path: string, options: GenerateKeyFileOptions = {}): Promise<SigningKey> {
+export async function generateKeyFile(type: KeyType, path: string, options: GenerateKeyFileOptions = {}): Promise<SigningKey> {
   if (!keyTypes.includes(type)) throw new PsimbolsError(ErrorCode.unsupported, `key type not supported; accepted: ${keyTypes.join(", ")}`);
   const extractable = await generateSigningKey(type, true);
   const der = new Uint8Array(await subtle().exportKey("pkcs8", extractable.privateKey));
@@ -141,7 +146,7 @@ export async function generateKeyFile(type: KeyType = KeyType.ed25519, path: str
       if ((cause as NodeJS.ErrnoException).code === "EEXIST") {
         throw new PsimbolsError(ErrorCode.badRequest, `${path} exists; refusing to overwrite a key (use force)`, { cause });
       }
-      throw cause;
+      throw new PsimbolsError(ErrorCode.badRequest, `cannot create the key file ${path}`, { cause });
     }
     try {
       await file.chmod(0o600); // an overwritten file keeps its old mode otherwise
@@ -216,9 +221,9 @@ export class FileKnownServers implements KnownServers {
     let text: string;
     try {
       text = await readFile(this.path, "utf8");
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return new Map();
-      throw e;
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code === "ENOENT") return new Map();
+      throw new PsimbolsError(ErrorCode.unavailable, `cannot read the known-servers file ${this.path}`, { cause });
     }
     const out = new Map<string, string>();
     text.split("\n").forEach((raw, i) => {

@@ -237,7 +237,7 @@ export class Broker {
   }
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const address = req.socket.remoteAddress ?? "unknown";
+    const address = clientAddress(req, this.config.trustProxy);
     if (this.#closing) return reject(socket, 503, "Service Unavailable");
     if (this.#perAddress.get(address) >= this.config.limits.connectionsPerAddress) {
       this.log.warn("connection refused: too many from one address", { component: "broker", address });
@@ -324,6 +324,16 @@ export class Broker {
     counter("psimbols_pushes_total", "Application pushes sent", [], () => [[{}, s.pushes]]);
     counter("psimbols_store_errors_total", "Failed store calls", [], () => [[{}, s.storeErrors]]);
   }
+}
+
+/** The peer's address; behind a trusted proxy, the last X-Forwarded-For entry (the one the proxy added). */
+function clientAddress(req: IncomingMessage, trustProxy: boolean): string {
+  const xff = req.headers["x-forwarded-for"];
+  if (trustProxy && typeof xff === "string") {
+    const last = xff.split(",").pop()?.trim();
+    if (last) return last;
+  }
+  return req.socket.remoteAddress ?? "unknown";
 }
 
 function reject(socket: Duplex, status: number, text: string): void {

@@ -12,7 +12,10 @@ import { connect, generateKeyFile, keyTypeOf, loadKey } from "../client/node.js"
 import { Broker } from "./broker.js";
 import { defaultDataDir, resolveConfig } from "./config.js";
 import { createLogger } from "./log.js";
-import { FileRegistry, Role, addKey, readKeysFile, removeKey } from "./registry.js";
+import { FileRegistry, type KeyRegistry, RedisRegistry, Role, addKey, readKeysFile, removeKey } from "./registry.js";
+import { RedisStore } from "./store/redis-store.js";
+import type { Store } from "./store/store.js";
+import { parseWrapKey } from "./store/wrap.js";
 import { loadOrCreateServerKey } from "./server-key.js";
 
 const KEY_TYPES: Record<string, KeyType> = { ed25519: KT.ed25519, p256: KT.p256, rsa: KT.rsa };
@@ -78,6 +81,10 @@ export function program(): Command {
     .option("--handshake-timeout <ms>", "time allowed to complete a handshake", int("--handshake-timeout"))
     .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
     .option("--hellos-per-address <n>", "hellos and resumes per address per 10 s", int("--hellos-per-address"))
+    .option("--redis <url>", "share state with other nodes through Redis (needs PSIMBOLS_WRAP_KEY)")
+    .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
+    .option("--node <name>", "this node's name in logs, metrics and channel records")
+    .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
     .action(async (o) => {
       const log = createLogger({ level: o.logLevel });
@@ -95,11 +102,20 @@ export function program(): Command {
         keysFile,
         channelTtl: o.channelTtl,
         expiringBefore: o.expiringBefore,
+        trustProxy: o.trustProxy === true,
+        ...(o.node ? { node: o.node } : {}),
         limits,
       });
-      const serverKey = await loadOrCreateServerKey(config.dataDir, log);
-      const registry = keysFile ? new FileRegistry(keysFile) : undefined;
-      const broker = await Broker.start({ config, serverKey, registry, logger: log });
+      const serverKey = o.serverKeyFile ? await loadKey(o.serverKeyFile) : await loadOrCreateServerKey(config.dataDir, log);
+      let store: Store | undefined;
+      let registry: KeyRegistry | undefined = keysFile ? new FileRegistry(keysFile) : undefined;
+      if (o.redis) {
+        const wrapKey = parseWrapKey(process.env.PSIMBOLS_WRAP_KEY, "PSIMBOLS_WRAP_KEY");
+        store = new RedisStore({ url: o.redis, wrapKey, node: config.node, logger: log });
+        wrapKey.fill(0);
+        if (!keysFile) registry = new RedisRegistry(o.redis);
+      }
+      const broker = await Broker.start({ config, serverKey, registry, logger: log, ...(store ? { store } : {}) });
       // Printed on stdout as well, so a person (or a test) can pin it.
       console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
       let stopping = false;
@@ -145,37 +161,43 @@ export function program(): Command {
       }
     });
 
-  const keys = p.command("keys").description("manage the registered keys of a closed service");
-  keys
-    .command("add")
+  const keys = p.command("keys").description("manage the registered keys of a closed service (a keys file, or Redis for a cluster)");
+  const where = (c: Command) =>
+    c.option("--file <keys.json>", "registered keys file", defaultKeysFile()).option("--redis <url>", "the cluster's Redis instead of a file");
+  const withRegistry = async <T>(o: { file: string; redis?: string }, f: (r: RedisRegistry | undefined) => Promise<T>): Promise<T> => {
+    const r = o.redis ? new RedisRegistry(o.redis) : undefined;
+    try {
+      return await f(r);
+    } finally {
+      await r?.close();
+    }
+  };
+  where(keys.command("add"))
     .description("register a key (from a private or public PEM file)")
     .argument("<keyfile>")
-    .option("--file <keys.json>", "registered keys file", defaultKeysFile())
     .addOption(new Option("--role <role>", "role").choices(Object.values(Role)).default(Role.client))
     .option("--comment <text>", "a note for operators", "")
-    .action(async (keyfile: string, o: { file: string; role: Role; comment: string }) => {
-      const k = addKey(o.file, await loadPublicKey(keyfile), { role: o.role, comment: o.comment });
-      console.log(`added ${k.fingerprint} (${k.role}) to ${o.file}`);
+    .action(async (keyfile: string, o: { file: string; redis?: string; role: Role; comment: string }) => {
+      const pub = await loadPublicKey(keyfile);
+      const k = await withRegistry(o, async (r) => (r ? r.add(pub, o) : addKey(o.file, pub, o)));
+      console.log(`added ${k.fingerprint} (${k.role}) to ${o.redis ? "redis" : o.file}`);
     });
-  keys
-    .command("list")
+  where(keys.command("list"))
     .description("list registered keys")
-    .option("--file <keys.json>", "registered keys file", defaultKeysFile())
     .option("--json", "print JSON")
-    .action((o: { file: string; json?: boolean }) => {
-      const list = readKeysFile(o.file);
+    .action(async (o: { file: string; redis?: string; json?: boolean }) => {
+      const list = await withRegistry(o, async (r) => (r ? r.list() : readKeysFile(o.file)));
       if (o.json) return console.log(JSON.stringify(list, null, 2));
       for (const k of list) console.log(`${k.fingerprint}  ${k.public_key.type}  ${k.role}  ${k.comment}`);
-      if (list.length === 0) console.error(`no keys registered in ${o.file}`);
+      if (list.length === 0) console.error(`no keys registered in ${o.redis ? "redis" : o.file}`);
     });
-  keys
-    .command("remove")
+  where(keys.command("remove"))
     .description("unregister a key by fingerprint")
     .argument("<fingerprint>")
-    .option("--file <keys.json>", "registered keys file", defaultKeysFile())
-    .action((fp: string, o: { file: string }) => {
-      if (!removeKey(o.file, fp)) throw new PsimbolsError(ErrorCode.badRequest, `${fp} is not registered in ${o.file}`);
-      console.log(`removed ${fp} from ${o.file}`);
+    .action(async (fp: string, o: { file: string; redis?: string }) => {
+      const removed = await withRegistry(o, async (r) => (r ? r.remove(fp) : removeKey(o.file, fp)));
+      if (!removed) throw new PsimbolsError(ErrorCode.badRequest, `${fp} is not registered in ${o.redis ? "redis" : o.file}`);
+      console.log(`removed ${fp} from ${o.redis ? "redis" : o.file}`);
     });
   return p;
 }

@@ -47,6 +47,8 @@ export interface BrokerConfig {
   keysFile: string | undefined;
   /** Name of this node in logs and channel records. */
   node: string;
+  /** Behind a load balancer: the client address is the last X-Forwarded-For entry. */
+  trustProxy: boolean;
   limits: Limits;
 }
 
@@ -84,6 +86,7 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
     closed: input.closed ?? false,
     keysFile: input.keysFile,
     node: input.node ?? `${hostname()}:${process.pid}`,
+    trustProxy: input.trustProxy ?? false,
     limits: { ...defaultLimits, ...input.limits },
   };
   integer("port", c.port, 0, 65535);

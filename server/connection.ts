@@ -338,10 +338,20 @@ export class Connection {
     return true;
   }
 
-  /** Pushes `closing` and closes with 4006 (graceful shutdown). */
-  async shutdown(): Promise<void> {
+  /**
+   * Graceful shutdown: pushes `closing` (the client moves to another node),
+   * keeps answering what arrives until the requests in flight are done (at
+   * most `drainMs`), then closes with 4006.
+   */
+  async shutdown(drainMs = 5000): Promise<void> {
     const b = this.#binding;
     if (b && b.active && !b.dead) await this.#notice(b, "closing").catch(() => {});
+    const deadline = Date.now() + drainMs;
+    // A short grace lets frames the client sent before it saw `closing` arrive and be answered.
+    await new Promise((r) => setTimeout(r, Math.min(200, drainMs)));
+    while ((this.#inFlight > 0 || this.#queued > 0) && Date.now() < deadline && !this.#closed) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
     this.close(CloseCode.closing);
   }
 

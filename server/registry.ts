@@ -7,6 +7,7 @@
  *                         "role":"client"|"operator","comment":"…","added":"RFC 3339"}]}
  */
 import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { Redis } from "ioredis";
 import type { PublicKey } from "../shared/crypto.js";
 import { wirePublicKey } from "../shared/crypto.js";
 
@@ -66,15 +67,19 @@ function writeKeysFile(path: string, keys: RegisteredKey[]): void {
 /** Adds (or updates the role and comment of) a key. @returns the entry written. */
 export function addKey(path: string, key: PublicKey, options: { role?: Role; comment?: string } = {}): RegisteredKey {
   const keys = readKeysFile(path).filter((k) => k.fingerprint !== key.fingerprint);
-  const entry: RegisteredKey = {
+  const entry = entryFor(key, options);
+  writeKeysFile(path, [...keys, entry]);
+  return entry;
+}
+
+function entryFor(key: PublicKey, options: { role?: Role; comment?: string }): RegisteredKey {
+  return {
     fingerprint: key.fingerprint,
     public_key: wirePublicKey(key),
     role: options.role ?? Role.client,
     comment: options.comment ?? "",
     added: new Date().toISOString(),
   };
-  writeKeysFile(path, [...keys, entry]);
-  return entry;
 }
 
 /** Removes a key by fingerprint. @returns whether it was there. */
@@ -117,5 +122,38 @@ export class FileRegistry implements KeyRegistry {
       if (strict) throw e;
       // A half-written or broken file keeps the last good registry: never open a closed service by accident.
     }
+  }
+}
+
+/**
+ * Registered keys shared by every node through Redis: one hash
+ * `<prefix>keys` of fingerprint → entry JSON. Read on every lookup (one HGET
+ * per proven handshake), so `psimbols keys add|remove --redis` takes effect on
+ * all nodes at once, without a restart.
+ */
+export class RedisRegistry implements KeyRegistry {
+  readonly #redis: Redis;
+  readonly #key: string;
+  constructor(url: string, prefix = "psimbols:") {
+    this.#redis = new Redis(url, { lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: 1, commandTimeout: 2000 });
+    this.#key = `${prefix}keys`;
+  }
+  async lookup(fingerprint: string): Promise<RegisteredKey | undefined> {
+    const v = await this.#redis.hget(this.#key, fingerprint);
+    return v ? (JSON.parse(v) as RegisteredKey) : undefined;
+  }
+  async add(key: PublicKey, options: { role?: Role; comment?: string } = {}): Promise<RegisteredKey> {
+    const entry = entryFor(key, options);
+    await this.#redis.hset(this.#key, key.fingerprint, JSON.stringify(entry));
+    return entry;
+  }
+  async remove(fingerprint: string): Promise<boolean> {
+    return (await this.#redis.hdel(this.#key, fingerprint)) === 1;
+  }
+  async list(): Promise<RegisteredKey[]> {
+    return Object.values(await this.#redis.hgetall(this.#key)).map((v) => JSON.parse(v) as RegisteredKey);
+  }
+  async close(): Promise<void> {
+    this.#redis.disconnect();
   }
 }

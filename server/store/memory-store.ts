@@ -20,8 +20,10 @@ export class MemoryStore implements Store {
   }
 
   async activate(rec: ChannelRecord): Promise<string | undefined> {
+    // Synchronous from read to write: concurrent activations cannot both see the same previous channel.
     const active = this.#active.get(rec.identity);
-    const previous = active !== undefined && (await this.getChannel(active)) ? active : undefined;
+    const prev = active !== undefined ? this.#channels.get(active) : undefined;
+    const previous = prev && prev.validUntil > this.#now() ? active : undefined;
     this.#channels.set(rec.id, { ...rec, key: rec.key.slice() }); // the store owns its copy of the key
     this.#active.set(rec.identity, rec.id);
     if (previous !== undefined && previous !== rec.id && this.#channels.delete(previous)) {
@@ -37,7 +39,7 @@ export class MemoryStore implements Store {
       this.#drop(c);
       return undefined;
     }
-    return c;
+    return c && copy(c);
   }
 
   async activeChannel(identity: string): Promise<string | undefined> {
@@ -64,7 +66,7 @@ export class MemoryStore implements Store {
 
   async listChannels(): Promise<ChannelRecord[]> {
     this.#purge();
-    return [...this.#channels.values()];
+    return [...this.#channels.values()].map(copy);
   }
 
   async hit(key: string, windowMs: number): Promise<number> {
@@ -111,4 +113,9 @@ export class MemoryStore implements Store {
       for (const h of this.#handlers) h(e);
     });
   }
+}
+
+/** Records leave the store as copies: a caller that wipes its key cannot corrupt the store. */
+function copy(c: ChannelRecord): ChannelRecord {
+  return { ...c, key: c.key.slice() };
 }

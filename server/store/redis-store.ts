@@ -50,8 +50,9 @@ export interface RedisStoreOptions {
   pingTimeoutMs?: number;
   /** Time to establish a connection, and the longest a call waits for the first one, ms. Default 2000. */
   connectTimeoutMs?: number;
-  /** Reconnect backoff: first delay and cap, ms. Defaults 50 and 2000. */
+  /** First reconnect delay, ms (doubles per attempt, see {@link retryDelayMs}). Default 50. */
   retryBaseMs?: number;
+  /** Cap of the reconnect delay, ms; reconnecting never stops. Default 2000. */
   retryMaxMs?: number;
   /** Most records {@link RedisStore.listChannels} returns. Default 10000. */
   listLimit?: number;
@@ -420,15 +421,14 @@ export class RedisStore implements Store {
    */
   async ping(): Promise<void> {
     if (this.#closed) throw new StoreUnavailableError("ping");
-    const t = this.#pingTimeoutMs;
+    // One deadline for the whole call: each connection's own timeout fires at
+    // the same moment the caller gives up, so a stalled one is always dropped.
+    const deadline = Date.now() + this.#pingTimeoutMs;
     try {
-      await withTimeout(
-        Promise.all([
-          this.#pingOne(this.#cmd, "commands", this.#cmdFirstReady, () => this.#cmdEverReady),
-          this.#pingOne(this.#sub, "events", this.#subFirstReady, () => this.#subEverReady),
-        ]),
-        t,
-      );
+      await Promise.all([
+        this.#pingOne(this.#cmd, "commands", this.#cmdFirstReady, () => this.#cmdEverReady, deadline),
+        this.#pingOne(this.#sub, "events", this.#subFirstReady, () => this.#subEverReady, deadline),
+      ]);
     } catch (cause) {
       throw new StoreUnavailableError("ping", { cause });
     }
@@ -472,10 +472,10 @@ export class RedisStore implements Store {
     if (!everReady()) await withTimeout(first, timeoutMs);
   }
 
-  async #pingOne(c: Redis, name: string, first: Promise<void>, everReady: () => boolean): Promise<void> {
-    await this.#gate(first, everReady, this.#pingTimeoutMs);
+  async #pingOne(c: Redis, name: string, first: Promise<void>, everReady: () => boolean, deadline: number): Promise<void> {
+    await this.#gate(first, everReady, Math.max(1, deadline - Date.now()));
     try {
-      await withTimeout(c.ping(), this.#pingTimeoutMs);
+      await withTimeout(c.ping(), Math.max(1, deadline - Date.now()));
     } catch (e) {
       if (e instanceof TimeoutError && c.status === "ready" && !this.#closed) {
         this.#log.warn(`${name} connection does not answer PING; reconnecting`);

@@ -3,7 +3,7 @@
  * (docs/PROTOCOL.md §3). The one place that reaches `crypto.subtle`.
  */
 import { ErrorCode, PsimbolsError, badField } from "./errors.js";
-import { b64, b64u, fromB64u } from "./encoding.js";
+import { b64, b64u, ctEqual, fromB64u } from "./encoding.js";
 
 /** The one guarded accessor for WebCrypto; a runtime without it fails here, loudly. */
 export function subtle(): SubtleCrypto {
@@ -89,13 +89,40 @@ export async function importPublicKey(wire: unknown, field = "public_key"): Prom
   return importSpki(type, spki, field);
 }
 
+/**
+ * The fixed DER prefix of Ed25519 (RFC 8410) and uncompressed P-256 (RFC 5480)
+ * SubjectPublicKeyInfo: the whole encoding but the key bytes. Checked here, not
+ * left to the WebCrypto provider, since providers differ in what they accept.
+ */
+const SPKI_PREFIX: Partial<Record<KeyType, { hex: string; total: number }>> = {
+  Ed25519: { hex: "302a300506032b6570032100", total: 44 },
+  "ECDSA-P256": { hex: "3059301306072a8648ce3d020106082a8648ce3d03010703420004", total: 91 },
+};
+
+function hasPrefix(type: KeyType, spki: Uint8Array): boolean {
+  const p = SPKI_PREFIX[type];
+  if (!p) return true;
+  if (spki.length !== p.total) return false;
+  for (let i = 0; i < p.hex.length / 2; i++) if (spki[i] !== parseInt(p.hex.slice(2 * i, 2 * i + 2), 16)) return false;
+  return true;
+}
+
 /** Imports SPKI DER bytes of a known type; see {@link importPublicKey}. */
 export async function importSpki(type: KeyType, spki: Uint8Array, field = "public_key"): Promise<PublicKey> {
+  if (!hasPrefix(type, spki)) {
+    throw new PsimbolsError(ErrorCode.badRequest, `"${field}.data" is not a canonical ${type} SubjectPublicKeyInfo`);
+  }
   let key: CryptoKey;
   try {
     key = await subtle().importKey("spki", spki as BufferSource, ALGOS[type].importParams, true, ["verify"]);
   } catch (cause) {
     throw new PsimbolsError(ErrorCode.badRequest, `"${field}.data" is not a valid ${type} SubjectPublicKeyInfo`, { cause });
+  }
+  // One key, one encoding, one fingerprint: the SPKI must be exactly what the key re-exports
+  // to (canonical DER, the type's own OID), or the same key could pose as several identities.
+  const canonical = new Uint8Array(await subtle().exportKey("spki", key));
+  if (!ctEqual(canonical, spki)) {
+    throw new PsimbolsError(ErrorCode.badRequest, `"${field}.data" is not a canonical ${type} SubjectPublicKeyInfo`);
   }
   if (type === KeyType.rsa) {
     const bits = (key.algorithm as RsaHashedKeyAlgorithm).modulusLength;

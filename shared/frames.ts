@@ -8,7 +8,7 @@ import { ErrorCode, PsimbolsError, badField, describe, isErrorCode } from "./err
 import { fromB64u } from "./encoding.js";
 
 export const PROTOCOL_VERSION = 1;
-/** Largest WebSocket message either side accepts (bytes). PROTOCOL.md §8. */
+/** Largest WebSocket message either side accepts (bytes). PROTOCOL.md §11. */
 export const MAX_FRAME_BYTES = 64 * 1024;
 /** Client and server nonces: at least 16 bytes, at most 64. PROTOCOL.md §5.1. */
 export const MIN_NONCE_BYTES = 16;
@@ -27,7 +27,14 @@ export const CHANNEL_ID_CHARS = 22;
 /** Channel types. `AES` is the original design's alias for `AES-256-GCM`. */
 export const ChannelType = { aes256gcm: "AES-256-GCM" } as const;
 export type ChannelType = (typeof ChannelType)[keyof typeof ChannelType];
-export const CHANNEL_TYPE_ALIASES: Readonly<Record<string, ChannelType>> = { AES: "AES-256-GCM", "AES-256-GCM": "AES-256-GCM" };
+const CHANNEL_TYPE_ALIASES: ReadonlyMap<string, ChannelType> = new Map([
+  ["AES", "AES-256-GCM"],
+  ["AES-256-GCM", "AES-256-GCM"],
+]);
+/** The channel type an offered name stands for, or undefined (a Map: no prototype keys such as `toString`). */
+export function channelTypeFor(name: string): ChannelType | undefined {
+  return CHANNEL_TYPE_ALIASES.get(name);
+}
 
 /** KEM types for the ephemeral key: HPKE DHKEM(X25519) or DHKEM(P-256), HKDF-SHA256, AES-256-GCM. */
 export const KemType = { x25519: "X25519", p256: "P-256" } as const;
@@ -180,6 +187,16 @@ function tokens(o: Obj, k: string, field = k): string[] {
     return t;
   });
 }
+/** Feature names: they are joined with "," in the transcript (PROTOCOL.md §5.2), so no comma, ever. */
+const FEATURE = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
+function features(o: Obj): string[] {
+  if (o.features === undefined) return [];
+  const list = tokens(o, "features");
+  list.forEach((f, i) => {
+    if (!FEATURE.test(f)) throw badField(`features[${i}]`, "a name of letters, digits and . _ + -");
+  });
+  return list;
+}
 function wireKey(o: Obj, k: string): WireKey {
   const v = obj(o[k], k);
   return { type: str(v, "type", MAX_TOKEN_CHARS, `${k}.type`), data: str(v, "data", 2048, `${k}.data`) };
@@ -225,7 +242,7 @@ export function decodeClientFrame(text: string): ClientFrame {
         channel_types: tokens(o, "channel_types"),
         kem: wireKey(o, "kem"),
         nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES),
-        features: o.features === undefined ? [] : tokens(o, "features"),
+        features: features(o),
       };
     case FrameType.proof:
       return { type: "proof", signature: b64Field(o, "signature", 1, MAX_SIGNATURE_BYTES) };
@@ -252,7 +269,7 @@ export function decodeServerFrame(text: string): ServerFrame {
         channel_type: ct,
         nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES),
         enc: b64Field(o, "enc", 1, 256),
-        features: o.features === undefined ? [] : tokens(o, "features"),
+        features: features(o),
         signature: b64Field(o, "signature", 1, MAX_SIGNATURE_BYTES),
       };
     }

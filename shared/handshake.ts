@@ -26,7 +26,7 @@ import {
   wirePublicKey,
 } from "./crypto.js";
 import {
-  CHANNEL_TYPE_ALIASES,
+  channelTypeFor,
   type Challenge,
   type ChannelType,
   type Established,
@@ -78,7 +78,7 @@ export interface PendingHandshake {
 /** Picks the first offered channel type the server accepts, or throws `unsupported`. */
 export function chooseChannelType(offered: readonly string[]): ChannelType {
   for (const t of offered) {
-    const c = CHANNEL_TYPE_ALIASES[t];
+    const c = channelTypeFor(t);
     if (c) return c;
   }
   throw new PsimbolsError(ErrorCode.unsupported, `no acceptable channel type offered; accepted: ${CT.aes256gcm} (alias AES)`);
@@ -112,11 +112,17 @@ export async function acceptHello(
   const core = { source: offer.source, server_key: pub, channel_type: channelType, nonce: b64u(nonceS), features };
   const tInfo = transcriptInfo(helloBytes, core, offer.key.public.spki);
   const info = await sha256(concat(lp(LABEL_INFO), tInfo));
-  const sender = await hpkeSuite(kem).createSenderContext({
-    recipientPublicKey: kemPub,
-    info: info as Uint8Array<ArrayBuffer>,
-    ...(fixed ? { ekm: fixed.ekm as Uint8Array<ArrayBuffer> } : {}),
-  });
+  let sender: SenderContext;
+  try {
+    sender = await hpkeSuite(kem).createSenderContext({
+      recipientPublicKey: kemPub,
+      info: info as Uint8Array<ArrayBuffer>,
+      ...(fixed ? { ekm: fixed.ekm as Uint8Array<ArrayBuffer> } : {}),
+    });
+  } catch (cause) {
+    // A low-order or otherwise unusable ephemeral key (RFC 9180 §7.1.4: DH output all zero).
+    throw new PsimbolsError(ErrorCode.badRequest, `"kem.data" is not a usable ${kem} public key`, { cause });
+  }
   const enc = new Uint8Array(sender.enc);
   const tChal = concat(tInfo, lp(enc));
   const serverSig = await sign(offer.key, await signInput(LABEL_SERVER_SIG, tChal));
@@ -197,7 +203,7 @@ export async function answerChallenge(
 ): Promise<{ proof: { type: "proof"; signature: string }; state: ClientProof }> {
   const serverKey = await importPublicKey(c.server_key, "server_key");
   await checkServerKey(serverKey);
-  if (!h.hello.channel_types.some((t) => CHANNEL_TYPE_ALIASES[t] === c.channel_type)) {
+  if (!h.hello.channel_types.some((t) => channelTypeFor(t) === c.channel_type)) {
     throw new PsimbolsError(ErrorCode.protocol, "server chose a channel type that was not offered");
   }
   if (!c.features.every((f) => h.hello.features.includes(f))) {

@@ -510,6 +510,8 @@ export class Client {
   #pinned: string | undefined;
   readonly #queue: PendingRequest[] = [];
   readonly #stats = { handshakes: 0, resumes: 0, reconnects: 0 };
+  /** Highest application push id delivered (per identity, across channels and sockets). */
+  #lastPushId = 0;
   readonly #ready = deferred<void>();
   #everReady = false;
   #closing: Promise<void> | undefined;
@@ -1108,7 +1110,9 @@ export class Client {
     const nonce = randomBytes(RESUME_NONCE_BYTES);
     conn.resume = nonce;
     conn.deadline = setTimeout(() => this.#onDeadline(conn, "resuming"), this.#o.handshakeTimeoutMs);
-    this.#outbound(conn, () => this.#write(conn, JSON.stringify({ type: "resume", channel: ch.id, nonce: b64u(nonce) })));
+    // last_push: the server sends the application pushes kept since then (§7.2).
+    const resume = { type: "resume", channel: ch.id, nonce: b64u(nonce), ...(this.#lastPushId > 0 ? { last_push: this.#lastPushId } : {}) };
+    this.#outbound(conn, () => this.#write(conn, JSON.stringify(resume)));
   }
 
   async #onResumed(conn: Conn, f: Resumed): Promise<void> {
@@ -1338,8 +1342,14 @@ export class Client {
     } catch (e) {
       return this.#emitError(asProtocol(e, "the server sent a malformed push; ignored"));
     }
-    if ("notice" in p) this.#onNotice(conn, b, p);
-    else this.#events.emit("push", p.message);
+    if ("notice" in p) return this.#onNotice(conn, b, p);
+    if (p.id !== undefined) {
+      // Application pushes carry a per-identity id: after a resume the server may
+      // send again what this client already has; deliver each id once, in order.
+      if (p.id <= this.#lastPushId) return this.#o.log.debug("push already delivered; dropped", { id: p.id });
+      this.#lastPushId = p.id;
+    }
+    this.#events.emit("push", p.message);
   }
 
   #onNotice(conn: Conn, b: Binding, p: Extract<InnerPush, { notice: NoticeKind }>): void {
@@ -1375,6 +1385,9 @@ export class Client {
       case Notice.closing:
         // the node shuts down and closes the socket (4006): hold new requests for the next one
         conn.draining = true;
+        return;
+      case Notice.pushesLost:
+        // informational: the application decides how to catch up (the `notice` event carries it)
         return;
     }
   }

@@ -136,10 +136,19 @@ export class Broker {
     this.handle("whoami", (_data, ctx) => ({ identity: ctx.identity, channel: ctx.channel, node: ctx.node }));
     registerOperatorOps(this, o.registry);
     this.store.onEvent((e) => {
+      if (e.kind === "push") {
+        for (const conn of this.#connections) if (conn.bound?.identity === e.identity) conn.onPush(e.seq, e.data, e.channel);
+        return;
+      }
       for (const conn of this.#byChannel.get(e.channel) ?? []) {
         if (e.kind === "retired") conn.onRetired(e.channel, e.reason);
         else conn.onRebound(e.channel, e.binding);
       }
+    });
+    // Events may have been lost while the store was unreachable: re-check what this node holds.
+    this.store.onResync(() => {
+      this.log.info("store events resumed; re-checking bound channels", { component: "broker" });
+      for (const conn of this.#connections) conn.resync();
     });
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false });
     this.#http = createServer((req, res) => void this.#onHttp(req, res));
@@ -186,20 +195,22 @@ export class Broker {
   }
 
   /**
-   * Pushes an application message to the channels of an identity or to one
-   * channel, on the sockets this node holds. @returns the number of sockets reached.
+   * Pushes an application message to an identity (or one channel of it),
+   * wherever it is connected: the store keeps it in the identity's window and
+   * publishes it to every node. A client away now gets it when it resumes.
+   * @returns the push's per-identity sequence number, or undefined for an unknown channel.
    */
-  async push(target: { identity?: string; channel?: string }, message: unknown): Promise<number> {
-    let n = 0;
-    for (const conn of this.#connections) {
-      const b = conn.bound;
-      if (!b || (target.channel !== undefined && b.channel !== target.channel) || (target.identity !== undefined && b.identity !== target.identity)) {
-        continue;
-      }
-      if (await conn.push(message)) n++;
+  async push(target: { identity?: string; channel?: string }, message: unknown): Promise<number | undefined> {
+    let identity = target.identity;
+    if (identity === undefined) {
+      if (target.channel === undefined) throw new RangeError("push needs an identity or a channel");
+      const rec = await this.store.getChannel(target.channel);
+      if (!rec || rec.retired) return undefined;
+      identity = rec.identity;
     }
-    this.stats.pushes += n;
-    return n;
+    const data = JSON.stringify(message ?? null);
+    if (data.length > this.config.limits.maxFrameBytes / 2) throw new RangeError(`push data larger than ${this.config.limits.maxFrameBytes / 2} bytes`);
+    return this.store.push(identity, data, this.config.pushWindow, target.channel);
   }
 
   /** Revokes a channel, or the active channel of an identity. @returns the revoked channel ids. */

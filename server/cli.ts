@@ -85,6 +85,8 @@ export function program(): Command {
     .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
     .option("--node <name>", "this node's name in logs, metrics and channel records")
     .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
+    .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
+    .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
     .action(async (o) => {
       const log = createLogger({ level: o.logLevel });
@@ -103,6 +105,7 @@ export function program(): Command {
         channelTtl: o.channelTtl,
         expiringBefore: o.expiringBefore,
         trustProxy: o.trustProxy === true,
+        pushWindow: { count: o.pushWindowCount, ageMs: o.pushWindowAge * 1000 },
         ...(o.node ? { node: o.node } : {}),
         limits,
       });

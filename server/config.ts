@@ -49,6 +49,8 @@ export interface BrokerConfig {
   node: string;
   /** Behind a load balancer: the client address is the last X-Forwarded-For entry. */
   trustProxy: boolean;
+  /** Application pushes kept per identity for clients that are away (count and age). */
+  pushWindow: { count: number; ageMs: number };
   limits: Limits;
 }
 
@@ -87,12 +89,15 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
     keysFile: input.keysFile,
     node: input.node ?? `${hostname()}:${process.pid}`,
     trustProxy: input.trustProxy ?? false,
+    pushWindow: { count: 1000, ageMs: 3600_000, ...input.pushWindow },
     limits: { ...defaultLimits, ...input.limits },
   };
   integer("port", c.port, 0, 65535);
   integer("channel-ttl", c.channelTtl, 2, 366 * 86400);
   integer("expiring-before", c.expiringBefore, 0, c.channelTtl - 1);
   for (const [k, v] of Object.entries(c.limits)) integer(k, v, 1, 2 ** 31);
+  integer("push-window-count", c.pushWindow.count, 1, 1_000_000);
+  integer("push-window-age", c.pushWindow.ageMs, 1000, 30 * 86400_000);
   if (c.closed && !c.keysFile) throw new Error("setting closed: a closed service needs a keys file (--keys FILE)");
   return c;
 }

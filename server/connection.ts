@@ -73,6 +73,12 @@ export class Connection {
   #closed = false;
   /** Identities this socket asked the store to watch; unwatched at teardown. */
   #watched = new Set<string>();
+  /** Highest application push seq of this socket's identity already handled (§7.2). */
+  #lastPush = 0;
+  /** `last_push` of the resume frame, until the resume activates. */
+  #resumeLastPush: number | undefined;
+  /** Application pushes go out one at a time, in seq order. */
+  #pushChain: Promise<void> = Promise.resolve();
   alive = true;
 
   constructor(ws: WebSocket, address: string, ctx: BrokerContext) {
@@ -187,7 +193,10 @@ export class Connection {
     this.#watch(identity);
     let replaced: string | undefined;
     try {
+      // Pushes up to now are not for this channel: a new channel starts at the identity's current seq.
+      const lastPush = renewal ? this.#lastPush : await this.#store(() => store.lastPush(identity));
       replaced = await this.#store(() => store.activate(rec));
+      this.#lastPush = lastPush;
     } catch (e) {
       if (previous) this.#selfRetired.delete(previous.channel.id);
       throw e;
@@ -220,6 +229,7 @@ export class Connection {
       return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), { channel: f.channel });
     }
     const nonceS = randomBytes(SERVER_NONCE_BYTES);
+    this.#resumeLastPush = f.last_push;
     const keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS);
     this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, timers: [] });
     this.#send({ type: "resumed", source: this.#ctx.config.source, channel: rec.id, nonce: b64u(nonceS) });
@@ -258,13 +268,18 @@ export class Connection {
   async #activateResume(b: Binding): Promise<boolean> {
     const { store } = this.#ctx;
     const rec = await this.#store(() => store.getChannel(b.channel.id));
-    if (!rec) {
-      b.dead = "expired";
+    if (!rec || rec.retired) {
+      b.dead = rec?.retired ?? "expired";
       this.#ctx.stats.resumes.rejected++;
+      // A tombstone: the client missed the notice while away; tell it now, authenticated.
+      if (rec?.retired) void this.#notice(b, rec.retired).then(() => this.#terminalClose(rec.retired!));
       return false;
     }
     b.active = true;
     this.#watch(rec.identity);
+    const fromSeq = this.#resumeLastPush;
+    this.#lastPush = fromSeq ?? (await this.#store(() => store.lastPush(rec.identity)));
+    if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
     this.#ctx.index(this, rec.id, true);
     this.#schedule(b);
     clearTimeout(this.#handshakeTimer);
@@ -314,10 +329,7 @@ export class Connection {
       b.dead ??= reason;
       if (b !== this.#binding || this.#selfRetired.delete(channel)) continue;
       this.#clearTimers(b);
-      void this.#notice(b, reason).then(() => {
-        if (reason === "replaced") this.close(CloseCode.replaced);
-        else if (reason === "revoked") this.close(CloseCode.revoked);
-      });
+      void this.#notice(b, reason).then(() => this.#terminalClose(reason));
     }
   }
 
@@ -330,12 +342,34 @@ export class Connection {
     }
   }
 
-  /** Sends an application push on the current binding. @returns whether it was sent. */
-  async push(message: unknown): Promise<boolean> {
+  /** A store event: an application push for this socket's identity (maybe for one channel of it). */
+  onPush(seq: number, data: string, channel: string | undefined): void {
+    this.#queuePush(async () => {
+      if (seq <= this.#lastPush) return; // already handled (a duplicate, or replayed by a catch-up)
+      // Pub/sub is lossy: a gap means events were missed; the kept window fills it.
+      if (seq > this.#lastPush + 1) await this.#catchUp();
+      if (seq <= this.#lastPush) return;
+      await this.#deliver(seq, data, channel);
+    });
+  }
+
+  /**
+   * After events may have been lost: re-checks the bound channel (revoked or
+   * replaced meanwhile?) and fetches pushes missed from the kept window.
+   */
+  resync(): void {
     const b = this.#binding;
-    if (!b || !b.active || b.dead || this.#closed) return false;
-    await this.#sendPush(b, { message });
-    return true;
+    if (!b || !b.active || b.dead) return;
+    void this.#ctx.store
+      .getChannel(b.channel.id)
+      .then((rec) => {
+        if (!rec) this.onRetired(b.channel.id, "expired");
+        else if (rec.retired) this.onRetired(b.channel.id, rec.retired);
+        else this.#queuePush(() => this.#catchUp());
+      })
+      .catch(() => {
+        /* the store is still down: the next resync tries again */
+      });
   }
 
   /**
@@ -380,6 +414,41 @@ export class Connection {
   }
 
   // ------------------------------------------------------------ internals
+
+  #queuePush(f: () => Promise<void>): void {
+    this.#pushChain = this.#pushChain.then(f).catch((e: unknown) => {
+      this.#log.warn("push delivery failed", { error: e instanceof Error ? e.message : String(e) });
+    });
+  }
+
+  /** Sends the kept pushes after `#lastPush`, or `pushes_lost` when the window moved past it. */
+  async #catchUp(): Promise<void> {
+    const b = this.#binding;
+    if (!b || !b.active || b.dead || this.#closed) return;
+    const identity = b.channel.identity;
+    const kept = await this.#ctx.store.pushesSince(identity, this.#lastPush);
+    if (kept === "gap") {
+      this.#lastPush = await this.#ctx.store.lastPush(identity);
+      await this.#notice(b, "pushes_lost");
+      return;
+    }
+    for (const p of kept) if (p.seq > this.#lastPush) await this.#deliver(p.seq, p.data, undefined);
+  }
+
+  async #deliver(seq: number, data: string, channel: string | undefined): Promise<void> {
+    this.#lastPush = seq;
+    const b = this.#binding;
+    if (!b || !b.active || b.dead || this.#closed || (channel !== undefined && channel !== b.channel.id)) return;
+    this.#ctx.stats.pushes++;
+    await this.#sendPush(b, { message: JSON.parse(data) as unknown, id: seq });
+  }
+
+  /** After a `replaced`/`revoked` notice the client must not come back on its own (terminal codes). */
+  #terminalClose(reason: RetireReason): void {
+    if (reason === "replaced") this.close(CloseCode.replaced);
+    else if (reason === "revoked") this.close(CloseCode.revoked);
+    else if (reason === "closed") this.close(CloseCode.normal);
+  }
 
   #install(b: Binding): void {
     const prev = this.#binding;

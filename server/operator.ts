@@ -40,7 +40,9 @@ export function registerOperatorOps(broker: Broker, registry: KeyRegistry | unde
     "admin.push",
     guard(async (data) => {
       const t = target(data);
-      return { delivered: await broker.push(t, (data as { message?: unknown }).message ?? null) };
+      const seq = await broker.push(t, (data as { message?: unknown }).message ?? null);
+      if (seq === undefined) throw new PsimbolsError(ErrorCode.notFound, "no such channel");
+      return { seq };
     }),
   );
 }

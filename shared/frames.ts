@@ -112,6 +112,8 @@ export interface Resume {
   type: "resume";
   channel: string;
   nonce: string;
+  /** Highest application push `id` the client has seen; the server sends what came after (§7.2). */
+  last_push?: number;
 }
 export interface Resumed {
   type: "resumed";
@@ -144,7 +146,7 @@ export interface InnerRequest {
 }
 export type InnerResponse = { data: unknown } | { error: { code: string; message: string } };
 /** Inner push: a notice or an application message. PROTOCOL.md §7. */
-export type InnerPush = { notice: NoticeKind; valid_until?: string; reason?: string } | { message: unknown };
+export type InnerPush = { notice: NoticeKind; valid_until?: string; reason?: string } | { message: unknown; id?: number };
 
 export const NoticeKind = {
   expiring: "expiring",
@@ -153,6 +155,8 @@ export const NoticeKind = {
   replaced: "replaced",
   closed: "closed",
   closing: "closing",
+  /** Application pushes fell out of the server's window while the client was away (§7.2). */
+  pushesLost: "pushes_lost",
 } as const;
 export type NoticeKind = (typeof NoticeKind)[keyof typeof NoticeKind];
 const noticeKinds: ReadonlySet<string> = new Set(Object.values(NoticeKind));
@@ -248,8 +252,11 @@ export function decodeClientFrame(text: string): ClientFrame {
       return { type: "proof", signature: b64Field(o, "signature", 1, MAX_SIGNATURE_BYTES) };
     case FrameType.request:
       return { type: "request", channel: channelId(o), seq: int(o, "seq", 1, MAX_SEQ), request: ciphertext(o, "request") };
-    case FrameType.resume:
-      return { type: "resume", channel: channelId(o), nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES) };
+    case FrameType.resume: {
+      const r: Resume = { type: "resume", channel: channelId(o), nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES) };
+      if (o.last_push !== undefined) r.last_push = int(o, "last_push", 0, Number.MAX_SAFE_INTEGER);
+      return r;
+    }
     default:
       throw new PsimbolsError(ErrorCode.badRequest, `"type" is not a client frame type`);
   }
@@ -350,7 +357,7 @@ export function decodeInnerPush(text: string): InnerPush {
     return p;
   }
   if (!("message" in o)) throw badField("push", "object with notice or message", describe(o));
-  return { message: o.message };
+  return o.id === undefined ? { message: o.message } : { message: o.message, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
 }
 
 function JSONparse(text: string): unknown {

@@ -1,20 +1,50 @@
 /**
  * The embedded store of a single node: plain maps, events delivered in-process.
- * Expired channels are dropped on read and by a periodic sweep.
+ * Expired channels are dropped on read and by a periodic sweep; retired ones
+ * stay as tombstones (`retired` set) until their `validUntil`. Each identity's
+ * pushes are an array trimmed to the window on every push and filtered by age
+ * on every read, as the Redis store does.
  */
-import type { ChannelRecord, RetireReason, Store, StoreEvent } from "./store.js";
+import type { ChannelRecord, KeptPush, PushWindow, RetireReason, Store, StoreEvent } from "./store.js";
+
+/** Default life of an identity's push counter after its last push: longer than any channel (366 days at most). */
+export const PUSH_SEQ_TTL_MS = 400 * 86_400_000;
+
+/** One kept push and when it leaves the window (clock of this store). */
+interface Entry {
+  readonly seq: number;
+  readonly data: string;
+  readonly expires: number;
+}
+
+/** The push window of one identity. `seq` is the last number given out. */
+interface Pushes {
+  seq: number;
+  entries: Entry[];
+  /** When the counter itself may be forgotten (no entries left and no push for this long). */
+  forgetAt: number;
+}
 
 export class MemoryStore implements Store {
   #channels = new Map<string, ChannelRecord>();
   #active = new Map<string, string>();
   #counters = new Map<string, { window: number; windowMs: number; count: number }>();
+  #pushes = new Map<string, Pushes>();
   #handlers: ((e: StoreEvent) => void)[] = [];
+  #resyncHandlers: (() => void)[] = [];
   #watched = new Map<string, number>();
   #sweep: ReturnType<typeof setInterval>;
   readonly #now: () => number;
+  readonly #pushSeqTtlMs: number;
 
-  constructor(options: { now?: () => number; sweepMs?: number } = {}) {
+  /**
+   * @param options.now clock (tests). Default `Date.now`.
+   * @param options.sweepMs period of the sweep that drops expired records. Default 10 s.
+   * @param options.pushSeqTtlMs how long an identity's push counter outlives its last push. Default 400 days.
+   */
+  constructor(options: { now?: () => number; sweepMs?: number; pushSeqTtlMs?: number } = {}) {
     this.#now = options.now ?? Date.now;
+    this.#pushSeqTtlMs = positiveInt("pushSeqTtlMs", options.pushSeqTtlMs ?? PUSH_SEQ_TTL_MS);
     this.#sweep = setInterval(() => this.#purge(), options.sweepMs ?? 10_000);
     this.#sweep.unref?.();
   }
@@ -22,35 +52,33 @@ export class MemoryStore implements Store {
   async activate(rec: ChannelRecord): Promise<string | undefined> {
     // Synchronous from read to write: concurrent activations cannot both see the same previous channel.
     const active = this.#active.get(rec.identity);
-    const prev = active !== undefined ? this.#channels.get(active) : undefined;
-    const previous = prev && prev.validUntil > this.#now() ? active : undefined;
-    this.#channels.set(rec.id, { ...rec, key: rec.key.slice() }); // the store owns its copy of the key
+    const prev = active !== undefined ? this.#live(active) : undefined;
+    const { retired: _, ...fresh } = rec;
+    this.#channels.set(rec.id, { ...fresh, key: rec.key.slice() }); // the store owns its copy of the key
     this.#active.set(rec.identity, rec.id);
-    if (previous !== undefined && previous !== rec.id && this.#channels.delete(previous)) {
-      this.#emit({ kind: "retired", identity: rec.identity, channel: previous, reason: "replaced" });
-      return previous;
+    if (prev && prev.id !== rec.id) {
+      this.#channels.set(prev.id, { ...prev, retired: "replaced" });
+      this.#emit({ kind: "retired", identity: rec.identity, channel: prev.id, reason: "replaced" });
+      return prev.id;
     }
     return undefined;
   }
 
   async getChannel(id: string): Promise<ChannelRecord | undefined> {
-    const c = this.#channels.get(id);
-    if (c && c.validUntil <= this.#now()) {
-      this.#drop(c);
-      return undefined;
-    }
+    const c = this.#record(id);
     return c && copy(c);
   }
 
   async activeChannel(identity: string): Promise<string | undefined> {
     const id = this.#active.get(identity);
-    return id !== undefined && (await this.getChannel(id)) ? id : undefined;
+    return id !== undefined && this.#live(id) ? id : undefined;
   }
 
   async retire(id: string, reason: RetireReason): Promise<boolean> {
-    const c = await this.getChannel(id);
+    const c = this.#live(id);
     if (!c) return false;
-    this.#drop(c);
+    this.#channels.set(id, { ...c, retired: reason });
+    if (this.#active.get(c.identity) === id) this.#active.delete(c.identity);
     this.#emit({ kind: "retired", identity: c.identity, channel: id, reason });
     return true;
   }
@@ -61,12 +89,42 @@ export class MemoryStore implements Store {
   }
 
   async bind(channel: string, identity: string, binding: string): Promise<void> {
+    if (this.#record(channel)?.retired) return; // a tombstone has no bindings to take over
     this.#emit({ kind: "rebound", identity, channel, binding });
   }
 
   async listChannels(): Promise<ChannelRecord[]> {
     this.#purge();
-    return [...this.#channels.values()].map(copy);
+    return [...this.#channels.values()].filter((c) => !c.retired).map(copy);
+  }
+
+  async push(identity: string, data: string, window: PushWindow, channel?: string): Promise<number> {
+    checkPush(identity, data, window, channel);
+    const now = this.#now();
+    let p = this.#pushes.get(identity);
+    if (!p) this.#pushes.set(identity, (p = { seq: 0, entries: [], forgetAt: 0 }));
+    const seq = ++p.seq;
+    p.entries.push({ seq, data, expires: now + window.ageMs });
+    p.forgetAt = now + Math.max(window.ageMs, this.#pushSeqTtlMs);
+    if (p.entries.length > window.count) p.entries.splice(0, p.entries.length - window.count);
+    dropExpired(p, now);
+    this.#emit(channel === undefined ? { kind: "push", identity, seq, data } : { kind: "push", identity, channel, seq, data });
+    return seq;
+  }
+
+  async pushesSince(identity: string, after: number): Promise<KeptPush[] | "gap"> {
+    checkAfter(after);
+    const p = this.#pushes.get(identity);
+    const last = p?.seq ?? 0;
+    if (after > last) return "gap"; // a number never given out: the counter was lost
+    if (after === last || !p) return [];
+    dropExpired(p, this.#now());
+    const out = p.entries.filter((e) => e.seq > after).map((e) => ({ seq: e.seq, data: e.data }));
+    return out.length === last - after ? out : "gap";
+  }
+
+  async lastPush(identity: string): Promise<number> {
+    return this.#pushes.get(identity)?.seq ?? 0;
   }
 
   async hit(key: string, windowMs: number): Promise<number> {
@@ -90,9 +148,29 @@ export class MemoryStore implements Store {
   onEvent(handler: (e: StoreEvent) => void): void {
     this.#handlers.push(handler);
   }
+  /** Kept for the interface: in one process no event is ever lost, so it is never called. */
+  onResync(handler: () => void): void {
+    this.#resyncHandlers.push(handler);
+  }
   async ping(): Promise<void> {}
   async close(): Promise<void> {
     clearInterval(this.#sweep);
+  }
+
+  /** The record, tombstone or not, unless expired (then dropped). */
+  #record(id: string): ChannelRecord | undefined {
+    const c = this.#channels.get(id);
+    if (c && c.validUntil <= this.#now()) {
+      this.#drop(c);
+      return undefined;
+    }
+    return c;
+  }
+
+  /** The record if it is live: known, not expired, not retired. */
+  #live(id: string): ChannelRecord | undefined {
+    const c = this.#record(id);
+    return c && !c.retired ? c : undefined;
   }
 
   #drop(c: ChannelRecord): void {
@@ -104,6 +182,10 @@ export class MemoryStore implements Store {
     const now = this.#now();
     for (const c of this.#channels.values()) if (c.validUntil <= now) this.#drop(c);
     for (const [k, v] of this.#counters) if (v.window < Math.floor(now / v.windowMs)) this.#counters.delete(k);
+    for (const [k, p] of this.#pushes) {
+      dropExpired(p, now);
+      if (p.entries.length === 0 && p.forgetAt <= now) this.#pushes.delete(k);
+    }
   }
 
   #emit(e: StoreEvent): void {
@@ -118,4 +200,40 @@ export class MemoryStore implements Store {
 /** Records leave the store as copies: a caller that wipes its key cannot corrupt the store. */
 function copy(c: ChannelRecord): ChannelRecord {
   return { ...c, key: c.key.slice() };
+}
+
+/** Drops the entries past their age (always the oldest ones). */
+function dropExpired(p: Pushes, now: number): void {
+  let i = 0;
+  while (i < p.entries.length && p.entries[i]!.expires <= now) i++;
+  if (i > 0) p.entries.splice(0, i);
+}
+
+/**
+ * Validates the arguments of `push` (shared by both stores).
+ * @throws TypeError for a wrong type, RangeError for an empty id or a window that is not two positive integers.
+ */
+export function checkPush(identity: unknown, data: unknown, window: unknown, channel: unknown): void {
+  nonEmpty("identity", identity);
+  if (typeof data !== "string") throw new TypeError(`"data" expected string, got ${data === null ? "null" : typeof data}`);
+  if (typeof window !== "object" || window === null) throw new TypeError(`"window" expected object, got ${window === null ? "null" : typeof window}`);
+  const w = window as Record<string, unknown>;
+  positiveInt("window.count", w.count);
+  positiveInt("window.ageMs", w.ageMs);
+  if (channel !== undefined) nonEmpty("channel", channel);
+}
+
+/** @throws RangeError unless `after` is a non-negative safe integer. */
+export function checkAfter(after: unknown): void {
+  if (typeof after !== "number" || !Number.isSafeInteger(after) || after < 0) throw new RangeError(`"after" expected a non-negative integer`);
+}
+
+function nonEmpty(name: string, v: unknown): void {
+  if (typeof v !== "string") throw new TypeError(`"${name}" expected string, got ${v === null ? "null" : typeof v}`);
+  if (v.length === 0) throw new RangeError(`"${name}" expected a non-empty string`);
+}
+
+function positiveInt(name: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) throw new RangeError(`"${name}" expected a positive integer`);
+  return v;
 }

@@ -6,18 +6,35 @@
  *
  * | key                   | type   | value                                            | expiry            |
  * |-----------------------|--------|--------------------------------------------------|-------------------|
- * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, binding | `validUntil`      |
- * | `P active:<identity>` | string | id of the identity's active channel              | same as its channel |
+ * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, binding, retired | `validUntil` |
+ * | `P active:<identity>` | string | id of the identity's active (live) channel       | same as its channel |
  * | `P rl:<key>:<window>` | string | hit counter of one fixed window                  | one window        |
+ * | `P pseq:<identity>`   | string | last push seq given out                          | `pushSeqTtlMs` (400 d) after the last push |
+ * | `P push:<identity>`   | stream | kept pushes: `s` seq, `e` end of life (ms, Redis clock), `d` data (wrapped) | `ageMs` after the last push |
+ *
+ * A retired channel keeps its hash, with `retired` = the reason, until its
+ * expiry: a tombstone (see `ChannelRecord.retired`).
  *
  * Pub/sub channel `P ev:<identity>` carries that identity's events as JSON;
- * a node subscribes to it only while it watches the identity.
+ * a node subscribes to it only while it watches the identity. Push events
+ * carry the data wrapped, as kept; the subscriber unwraps it.
  *
- * Channel keys are stored only wrapped (server/store/wrap.ts, AES-256-GCM with
- * the channel id as additional data); the plaintext never reaches Redis, so
- * neither a dump nor an ioredis error (which may carry command arguments)
- * can reveal it. Every write that publishes an event is one Lua script, so
- * the state change and its event are atomic.
+ * Channel keys and pushed data are stored only wrapped (server/store/wrap.ts,
+ * AES-256-GCM with the channel id, or `identity:seq` for a push, as additional
+ * data); the plaintext never reaches Redis, so neither a dump nor an ioredis
+ * error (which may carry command arguments) can reveal it. Every write that
+ * publishes an event is one Lua script, so the state change and its event are
+ * atomic.
+ *
+ * Push numbering: the wrap must bind the seq (so kept entries cannot be
+ * swapped) but Lua cannot encrypt, so the seq is chosen before the script
+ * runs and the script is a compare-and-set: it appends and publishes only if
+ * the seq is the counter + 1, otherwise it returns the counter and the node
+ * re-wraps and retries. The counter moves only together with the append and
+ * the publish, so no number is ever skipped (a reserve-then-append scheme
+ * leaves a hole when a node dies in between) and stream order is seq order.
+ * Pushes from one node to one identity are serialised locally, so the
+ * compare-and-set only retries when two nodes push to one identity at once.
  *
  * Failure model: commands fail fast while Redis is down (no offline queue,
  * no blind resend of in-flight writes), every command has a timeout, and the
@@ -29,8 +46,10 @@ import { Redis, type RedisOptions } from "ioredis";
 import winston from "winston";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import type { Logger } from "../log.js";
-import type { ChannelRecord, RetireReason, Store, StoreEvent } from "./store.js";
-import { KeyWrapper, checkWrapKey } from "./wrap.js";
+import { fromUtf8, utf8 } from "../../shared/encoding.js";
+import { PUSH_SEQ_TTL_MS, checkAfter, checkPush } from "./memory-store.js";
+import type { ChannelRecord, KeptPush, PushWindow, RetireReason, Store, StoreEvent } from "./store.js";
+import { KeyWrapper, WRAP_OVERHEAD_BYTES, checkWrapKey } from "./wrap.js";
 
 /** Options of {@link RedisStore}. */
 export interface RedisStoreOptions {
@@ -56,8 +75,17 @@ export interface RedisStoreOptions {
   retryMaxMs?: number;
   /** Most records {@link RedisStore.listChannels} returns. Default 10000. */
   listLimit?: number;
-  /** Clock, for the rate-limit window and the channel TTL. Default `Date.now`. */
+  /** Clock, for the rate-limit window and the channel TTL. Default `Date.now`. (Push ages use Redis's clock.) */
   now?: () => number;
+  /**
+   * How long an identity's push counter outlives its last push, ms. Default
+   * 400 days: longer than any channel (366 days at most), so a client that
+   * remembers a seq never meets a counter that restarted at 1 while its
+   * channel lives. Never less than the window's age.
+   */
+  pushSeqTtlMs?: number;
+  /** Largest push accepted, bytes of UTF-8; the same on every node (a node reads no larger one). Default 1 MiB. */
+  maxPushBytes?: number;
 }
 
 /** The store could not be reached or answered with an error. Code `unavailable`. */
@@ -100,9 +128,10 @@ class Script {
  * activate. KEYS: ch:<new>, active:<identity>.
  * ARGV: id, px, identity, wrapped key, type, validUntil, ttl, node, prefix, event channel.
  * Reads the old active id, writes the new record and pointer with the same
- * expiry (nothing when already expired, px <= 0), deletes the old record and
- * announces it replaced. Returns the old
- * id only when its record still existed (an expired one is not "replaced").
+ * expiry (nothing when already expired, px <= 0), marks the old record
+ * retired ("replaced", a tombstone keeping its own expiry) and announces it.
+ * Returns the old id only when its record was still live (an expired or
+ * already retired one is not "replaced").
  */
 const ACTIVATE = new Script(`
 local old = redis.call('GET', KEYS[2])
@@ -115,22 +144,27 @@ if tonumber(ARGV[2]) > 0 then
 else
   redis.call('DEL', KEYS[2])
 end
-if old and old ~= ARGV[1] and redis.call('DEL', ARGV[9] .. 'ch:' .. old) == 1 then
-  redis.call('PUBLISH', ARGV[10], cjson.encode({kind = 'retired', identity = ARGV[3], channel = old, reason = 'replaced'}))
-  return old
+if old and old ~= ARGV[1] then
+  local oldKey = ARGV[9] .. 'ch:' .. old
+  if redis.call('EXISTS', oldKey) == 1 and redis.call('HEXISTS', oldKey, 'retired') == 0 then
+    redis.call('HSET', oldKey, 'retired', 'replaced')
+    redis.call('PUBLISH', ARGV[10], cjson.encode({kind = 'retired', identity = ARGV[3], channel = old, reason = 'replaced'}))
+    return old
+  end
 end
 return false
 `);
 
 /*
  * retire. KEYS: ch:<id>. ARGV: id, reason, prefix.
- * Deletes the record, clears the identity's pointer only if it still points
- * here, announces it. Returns the identity, or false for an unknown id.
+ * Marks the record retired (HSET keeps its expiry), clears the identity's
+ * pointer only if it still points here, announces it. Returns the identity,
+ * or false for an unknown id or a tombstone.
  */
 const RETIRE = new Script(`
 local identity = redis.call('HGET', KEYS[1], 'identity')
-if not identity then return false end
-redis.call('DEL', KEYS[1])
+if not identity or redis.call('HEXISTS', KEYS[1], 'retired') == 1 then return false end
+redis.call('HSET', KEYS[1], 'retired', ARGV[2])
 local active = ARGV[3] .. 'active:' .. identity
 if redis.call('GET', active) == ARGV[1] then redis.call('DEL', active) end
 redis.call('PUBLISH', ARGV[3] .. 'ev:' .. identity, cjson.encode({kind = 'retired', identity = identity, channel = ARGV[1], reason = ARGV[2]}))
@@ -139,23 +173,28 @@ return identity
 
 /*
  * retireIdentity. KEYS: active:<identity>. ARGV: identity, reason, prefix, event channel.
+ * Marks the active live channel retired (a tombstone), clears the pointer.
  * Returns the retired ids (none or one).
  */
 const RETIRE_IDENTITY = new Script(`
 local id = redis.call('GET', KEYS[1])
 if not id then return {} end
 redis.call('DEL', KEYS[1])
-if redis.call('DEL', ARGV[3] .. 'ch:' .. id) == 0 then return {} end
+local rec = ARGV[3] .. 'ch:' .. id
+if redis.call('EXISTS', rec) == 0 or redis.call('HEXISTS', rec, 'retired') == 1 then return {} end
+redis.call('HSET', rec, 'retired', ARGV[2])
 redis.call('PUBLISH', ARGV[4], cjson.encode({kind = 'retired', identity = ARGV[1], channel = id, reason = ARGV[2]}))
 return {id}
 `);
 
 /*
  * bind. KEYS: ch:<channel>. ARGV: identity, binding, event channel, channel id.
- * Records the binding only on a live record of that identity (HSET on a
- * missing key would create one without expiry), then announces it.
+ * Does nothing on a tombstone. Records the binding only on a live record of
+ * that identity (HSET on a missing key would create one without expiry),
+ * then announces it.
  */
 const BIND = new Script(`
+if redis.call('HEXISTS', KEYS[1], 'retired') == 1 then return 0 end
 if redis.call('HGET', KEYS[1], 'identity') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'binding', ARGV[2])
 end
@@ -163,14 +202,63 @@ redis.call('PUBLISH', ARGV[3], cjson.encode({kind = 'rebound', identity = ARGV[1
 return 1
 `);
 
-/* activeChannel. KEYS: active:<identity>. ARGV: prefix. The id, if its record is live. */
+/* activeChannel. KEYS: active:<identity>. ARGV: prefix. The id, if its record is live (not a tombstone). */
 const ACTIVE = new Script(`
 local id = redis.call('GET', KEYS[1])
-if id and redis.call('EXISTS', ARGV[1] .. 'ch:' .. id) == 1 then return id end
+if not id then return false end
+local rec = ARGV[1] .. 'ch:' .. id
+if redis.call('EXISTS', rec) == 1 and redis.call('HEXISTS', rec, 'retired') == 0 then return id end
 return false
 `);
 
+/*
+ * push. KEYS: pseq:<identity>, push:<identity>.
+ * ARGV: seq, wrapped data, count, ageMs, counter px, event channel, identity, channel ('' for none).
+ * Compare-and-set on the counter: only when seq = counter + 1 does it move
+ * the counter, append, trim and publish, all at once; otherwise it changes
+ * nothing and returns the counter so the caller re-wraps for the next seq.
+ * Entry ids are Redis's own time-based ids ('*'), always rising, so MINID
+ * trims by age; seq order is stream order because only this script appends.
+ * Trimming is exact ('='): the window is exactly `count` entries, and each
+ * push evicts at most one entry by count, so exactness costs little. `e`
+ * (end of life on Redis's clock) lets readers hide an entry past its age
+ * before a later push trims it. Returns {1, seq} or {0, counter}.
+ */
+const PUSH = new Script(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seq = tonumber(ARGV[1])
+if seq ~= cur + 1 then return {0, cur} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local age = tonumber(ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '*', 's', ARGV[1], 'e', string.format('%d', now + age), 'd', ARGV[2])
+if now > age then redis.call('XTRIM', KEYS[2], 'MINID', '=', string.format('%d', now - age)) end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local ev = {kind = 'push', identity = ARGV[7], seq = seq, data = ARGV[2]}
+if ARGV[8] ~= '' then ev.channel = ARGV[8] end
+redis.call('PUBLISH', ARGV[6], cjson.encode(ev))
+return {1, seq}
+`);
+
+/*
+ * pushesSince. KEYS: pseq:<identity>, push:<identity>. ARGV: after.
+ * Returns {counter, now (ms, Redis clock), newest (counter - after) entries,
+ * newest first}: with no hole in the numbering, those are exactly the ones
+ * after `after` if they are all still kept.
+ */
+const PUSHES_SINCE = new Script(`
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local need = last - tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if need <= 0 then return {last, now, {}} end
+return {last, now, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', need)}
+`);
+
 const CHANNEL_TYPE = "AES-256-GCM";
+/** Attempts of the push compare-and-set before giving up (only concurrent pushes from other nodes make one fail). */
+const PUSH_ATTEMPTS = 100;
 const reasons: ReadonlySet<string> = new Set<RetireReason>(["replaced", "revoked", "closed", "expired"]);
 /** Identities per SUBSCRIBE command when resubscribing after a reconnect. */
 const SUBSCRIBE_BATCH = 1000;
@@ -191,6 +279,8 @@ export class RedisStore implements Store {
   readonly #pingTimeoutMs: number;
   readonly #connectTimeoutMs: number;
   readonly #listLimit: number;
+  readonly #pushSeqTtlMs: number;
+  readonly #maxPushBytes: number;
   readonly #handlers: ((e: StoreEvent) => void)[] = [];
   readonly #resyncHandlers: (() => void)[] = [];
   /** Reference counts of watched identities: the desired subscription set. */
@@ -201,6 +291,10 @@ export class RedisStore implements Store {
   #subEverReady = false;
   /** The last SUBSCRIBE not yet acknowledged; writes wait for it (see #barrier). */
   #subPending: Promise<void> | undefined;
+  /** Events are handed to handlers one after another, in arrival order, although a push must be unwrapped first. */
+  #deliveries: Promise<void> = Promise.resolve();
+  /** Pushes of this node per identity, run one at a time; `last` is the seq the previous one got. */
+  readonly #pushQueues = new Map<string, { tail: Promise<void>; last: number | undefined; waiting: number }>();
   #closed = false;
 
   /**
@@ -222,6 +316,8 @@ export class RedisStore implements Store {
     const retryBaseMs = positive("retryBaseMs", options.retryBaseMs, 50);
     const retryMaxMs = positive("retryMaxMs", options.retryMaxMs, 2000);
     this.#listLimit = positive("listLimit", options.listLimit, 10_000);
+    this.#pushSeqTtlMs = positive("pushSeqTtlMs", options.pushSeqTtlMs, PUSH_SEQ_TTL_MS);
+    this.#maxPushBytes = positive("maxPushBytes", options.maxPushBytes, 1 << 20);
     this.#now = options.now ?? Date.now;
     const node = options.node ?? "";
     this.#log = (options.logger ?? silentLogger()).child({ component: "store.redis", ...(node ? { node } : {}) });
@@ -240,6 +336,10 @@ export class RedisStore implements Store {
       commandTimeout: commandTimeoutMs,
       connectTimeout: this.#connectTimeoutMs,
       retryStrategy: (attempt: number) => retryDelayMs(attempt, retryBaseMs, retryMaxMs),
+      // close() during an outage ends a socket that never connected and so never
+      // emits "close": ioredis then waits this long (default 2 s) before destroying
+      // it, holding the process open on shutdown.
+      disconnectTimeout: 200,
       ...(/^[\x21-\x7e]{1,64}$/.test(node) ? { connectionName: `psimbols:${node}` } : {}),
     };
     this.#cmd = new Redis(options.url, common);
@@ -344,7 +444,7 @@ export class RedisStore implements Store {
       const out: ChannelRecord[] = [];
       decoded.forEach((d, i) => {
         if (d.status === "fulfilled") {
-          if (d.value) out.push(d.value);
+          if (d.value && !d.value.retired) out.push(d.value);
         } else if (d.reason instanceof PsimbolsError) {
           // One bad record must not hide the others from an operator.
           this.#log.warn("skipping unreadable channel record", { channel: ids[i], error: d.reason.name });
@@ -354,6 +454,44 @@ export class RedisStore implements Store {
       });
       return out;
     });
+  }
+
+  async push(identity: string, data: string, window: PushWindow, channel?: string): Promise<number> {
+    checkPush(identity, data, window, channel);
+    const bytes = utf8(data);
+    if (bytes.length > this.#maxPushBytes) throw new RangeError(`"data" expected at most ${this.#maxPushBytes} bytes`);
+    return this.#run("push", () => this.#queuePush(identity, (last) => this.#pushOnce(identity, bytes, window, channel, last)));
+  }
+
+  async pushesSince(identity: string, after: number): Promise<KeptPush[] | "gap"> {
+    str("identity", identity);
+    checkAfter(after);
+    return this.#run("pushesSince", async () => {
+      const reply = await this.#eval(PUSHES_SINCE, [this.#pseqKey(identity), this.#pushKey(identity)], [after]);
+      if (!Array.isArray(reply) || reply.length !== 3 || !Array.isArray(reply[2])) throw new StoreCorruptError("push window reply");
+      const last = Number(reply[0]);
+      const now = Number(reply[1]);
+      if (after > last) return "gap"; // a number never given out: the counter was lost
+      if (after === last) return [];
+      // Newest first; keep walking down while the numbers follow on and the entries are young enough.
+      const kept: { seq: number; wrapped: string }[] = [];
+      for (const row of reply[2] as unknown[]) {
+        const f = streamFields(row);
+        const seq = Number(f.s);
+        if (seq !== last - kept.length || !(Number(f.e) > now) || typeof f.d !== "string") break;
+        kept.push({ seq, wrapped: f.d });
+      }
+      if (kept.length < last - after) return "gap";
+      const w = await this.#wrapper;
+      const out: KeptPush[] = [];
+      for (const k of kept.reverse()) out.push({ seq: k.seq, data: fromUtf8(await w.unwrap(k.wrapped, pushAad(identity, k.seq), this.#maxWrappedPush())) });
+      return out;
+    });
+  }
+
+  async lastPush(identity: string): Promise<number> {
+    str("identity", identity);
+    return this.#run("lastPush", async () => counter(await this.#cmd.get(this.#pseqKey(identity))));
   }
 
   async hit(key: string, windowMs: number): Promise<number> {
@@ -451,6 +589,63 @@ export class RedisStore implements Store {
   #evKey(identity: string): string {
     return `${this.#prefix}ev:${identity}`;
   }
+  #pseqKey(identity: string): string {
+    return `${this.#prefix}pseq:${identity}`;
+  }
+  #pushKey(identity: string): string {
+    return `${this.#prefix}push:${identity}`;
+  }
+  #maxWrappedPush(): number {
+    return this.#maxPushBytes + WRAP_OVERHEAD_BYTES;
+  }
+
+  /**
+   * Runs this node's pushes to one identity one at a time, handing each the
+   * seq the previous one got, so that only other nodes' pushes can make the
+   * compare-and-set retry. The queue is dropped when it empties.
+   */
+  async #queuePush(identity: string, fn: (last: number | undefined) => Promise<number>): Promise<number> {
+    let q = this.#pushQueues.get(identity);
+    if (!q) this.#pushQueues.set(identity, (q = { tail: Promise.resolve(), last: undefined, waiting: 0 }));
+    const queue = q;
+    queue.waiting++;
+    const run = queue.tail.then(() => fn(queue.last));
+    queue.tail = run.then(
+      (seq) => {
+        queue.last = seq;
+      },
+      () => {
+        queue.last = undefined;
+      },
+    );
+    try {
+      return await run;
+    } finally {
+      if (--queue.waiting === 0 && this.#pushQueues.get(identity) === queue) this.#pushQueues.delete(identity);
+    }
+  }
+
+  /** Wraps for the expected seq and runs the compare-and-set until it lands (see PUSH). */
+  async #pushOnce(identity: string, bytes: Uint8Array, window: PushWindow, channel: string | undefined, last: number | undefined): Promise<number> {
+    const w = await this.#wrapper;
+    let seq = (last ?? counter(await this.#cmd.get(this.#pseqKey(identity)))) + 1;
+    const px = Math.max(this.#pushSeqTtlMs, window.ageMs);
+    await this.#barrier();
+    for (let attempt = 1; ; attempt++) {
+      const wrapped = await w.wrap(bytes, pushAad(identity, seq));
+      const reply = await this.#eval(
+        PUSH,
+        [this.#pseqKey(identity), this.#pushKey(identity)],
+        [seq, wrapped, window.count, window.ageMs, px, this.#evKey(identity), identity, channel ?? ""],
+      );
+      if (!Array.isArray(reply) || reply.length !== 2) throw new StoreCorruptError("push reply");
+      if (Number(reply[0]) === 1) return seq;
+      if (attempt >= PUSH_ATTEMPTS) throw new StoreUnavailableError("push: too many concurrent pushes to one identity");
+      seq = Number(reply[1]) + 1;
+      // Another node got in between; after a few rounds, step aside briefly so contenders spread out.
+      if (attempt >= 3) await sleep(Math.random() * Math.min(attempt, 20));
+    }
+  }
 
   /** Runs one operation: waits for the first connection, maps failures to `unavailable`. */
   async #run<T>(op: string, fn: () => Promise<T>): Promise<T> {
@@ -511,8 +706,11 @@ export class RedisStore implements Store {
     if (!Number.isFinite(validUntil) || !Number.isFinite(ttl)) throw new StoreCorruptError("validUntil or ttl");
     // Redis expires the key at validUntil; this guards a read in the same millisecond.
     if (validUntil <= this.#now()) return undefined;
+    const retired = h.retired;
+    if (retired !== undefined && !reasons.has(retired)) throw new StoreCorruptError("retired");
     const raw = await (await this.#wrapper).unwrap(key, id);
-    return { id, identity, key: raw, type, validUntil, ttl, node };
+    const rec: ChannelRecord = { id, identity, key: raw, type, validUntil, ttl, node };
+    return retired === undefined ? rec : { ...rec, retired: retired as RetireReason };
   }
 
   #subscribe(channels: string[]): void {
@@ -549,9 +747,27 @@ export class RedisStore implements Store {
       this.#log.warn("dropping malformed event", { bytes: message.length });
       return;
     }
-    // Filtered here too: an UNSUBSCRIBE in flight must not leak events past unwatch().
     if (!this.#watched.has(e.identity)) return;
-    for (const h of this.#handlers) safely(this.#log, "event", () => h(e));
+    // One queue keeps arrival order although a push waits for its unwrap.
+    this.#deliveries = this.#deliveries.then(() => this.#deliver(e));
+  }
+
+  /** Unwraps a push event's data, then hands the event to every handler. Never rejects. */
+  async #deliver(e: StoreEvent): Promise<void> {
+    let event = e;
+    if (e.kind === "push") {
+      try {
+        const w = await this.#wrapper;
+        event = { ...e, data: fromUtf8(await w.unwrap(e.data, pushAad(e.identity, e.seq), this.#maxWrappedPush())) };
+      } catch (err) {
+        // Dropped like a lost message: the receiver sees the hole in the numbering and reads the window.
+        this.#log.warn("dropping push event that does not unwrap", { seq: e.seq, error: errName(err) });
+        return;
+      }
+    }
+    // Filtered here too: an UNSUBSCRIBE in flight must not leak events past unwatch().
+    if (this.#closed || !this.#watched.has(event.identity)) return;
+    for (const h of this.#handlers) safely(this.#log, "event", () => h(event));
   }
 
   /** Logs connection transitions once per outage, never the URL (it may hold a password). */
@@ -584,12 +800,49 @@ function decodeEvent(text: string): StoreEvent | undefined {
   if (typeof v !== "object" || v === null) return undefined;
   const o = v as Record<string, unknown>;
   const { kind, identity, channel } = o;
-  if (typeof identity !== "string" || typeof channel !== "string") return undefined;
+  if (typeof identity !== "string") return undefined;
+  if (kind === "push") {
+    const { seq, data } = o;
+    if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1 || typeof data !== "string") return undefined;
+    if (channel === undefined) return { kind, identity, seq, data };
+    return typeof channel === "string" ? { kind, identity, channel, seq, data } : undefined;
+  }
+  if (typeof channel !== "string") return undefined;
   if (kind === "retired" && typeof o.reason === "string" && reasons.has(o.reason)) {
     return { kind, identity, channel, reason: o.reason as RetireReason };
   }
   if (kind === "rebound" && typeof o.binding === "string") return { kind, identity, channel, binding: o.binding };
   return undefined;
+}
+
+/** Additional data of a wrapped push: binds it to its identity and number (the seq has no ':', so this is unambiguous). */
+function pushAad(identity: string, seq: number): string {
+  return `${identity}:${seq}`;
+}
+
+/** A counter value as read with GET: a missing key is 0. */
+function counter(v: string | null): number {
+  if (v === null) return 0;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new StoreCorruptError("push counter");
+  return n;
+}
+
+/** The fields of one XRANGE row `[id, [field, value, ...]]` as an object. */
+function streamFields(row: unknown): Record<string, string> {
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  if (!Array.isArray(row) || !Array.isArray(row[1])) return out;
+  const kv = row[1] as unknown[];
+  for (let i = 0; i + 1 < kv.length; i += 2) {
+    const k = kv[i];
+    const v = kv[i + 1];
+    if (typeof k === "string" && typeof v === "string") out[k] = v;
+  }
+  return out;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 function checkRecord(rec: ChannelRecord): void {

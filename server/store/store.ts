@@ -17,6 +17,27 @@ export interface ChannelRecord {
   readonly ttl: number;
   /** Node that granted it (for operators). */
   readonly node: string;
+  /**
+   * Set once the channel is retired. A retired record is kept (key still
+   * wrapped) until `validUntil` as a tombstone, so a client that resumes after
+   * missing the notice learns, authenticated, why its channel ended.
+   */
+  readonly retired?: RetireReason;
+}
+
+/** One kept application push of an identity. `seq` rises by one per identity. */
+export interface KeptPush {
+  readonly seq: number;
+  /** The message as JSON text. */
+  readonly data: string;
+}
+
+/** Bounds of the per-identity push window. */
+export interface PushWindow {
+  /** Most pushes kept per identity. */
+  readonly count: number;
+  /** Longest a push is kept, ms. */
+  readonly ageMs: number;
 }
 
 /** Why a channel stopped being usable. */
@@ -26,7 +47,9 @@ export type RetireReason = "replaced" | "revoked" | "closed" | "expired";
 export type StoreEvent =
   | { kind: "retired"; identity: string; channel: string; reason: RetireReason }
   /** A new binding (resume) took over `channel`: older bindings must let go. */
-  | { kind: "rebound"; identity: string; channel: string; binding: string };
+  | { kind: "rebound"; identity: string; channel: string; binding: string }
+  /** An application push for `identity` (all its channels), or for one `channel` of it. */
+  | { kind: "push"; identity: string; channel?: string; seq: number; data: string };
 
 export interface Store {
   /**
@@ -35,11 +58,19 @@ export interface Store {
    * @returns the id of the replaced channel, if any.
    */
   activate(rec: ChannelRecord): Promise<string | undefined>;
-  /** The channel, or undefined when unknown, expired or retired. */
+  /**
+   * The channel, or undefined when unknown or expired. A retired channel is
+   * returned with `retired` set (a tombstone) until its `validUntil`.
+   */
   getChannel(id: string): Promise<ChannelRecord | undefined>;
   /** Active channel id of an identity. */
   activeChannel(identity: string): Promise<string | undefined>;
-  /** Deletes a channel and publishes `retired`. @returns whether it existed. */
+  /**
+   * Marks a live channel retired (kept as a tombstone, see ChannelRecord.retired),
+   * clears the identity's active pointer if it names it, and publishes `retired`.
+   * `activate` does the same for the channel it replaces, with reason `replaced`.
+   * @returns whether a live (not expired, not already retired) channel was retired.
+   */
   retire(id: string, reason: RetireReason): Promise<boolean>;
   /** Retires the active channel of an identity. @returns the retired ids. */
   retireIdentity(identity: string, reason: RetireReason): Promise<string[]>;
@@ -47,6 +78,20 @@ export interface Store {
   bind(channel: string, identity: string, binding: string): Promise<void>;
   /** All live channels (for operators; bounded by the store's size). */
   listChannels(): Promise<ChannelRecord[]>;
+  /**
+   * Appends a push to the identity's window and publishes it, in one atomic
+   * step; trims the window to `window.count` entries and `window.ageMs`.
+   * Data is kept encrypted at rest by stores that persist it.
+   * @returns the push's sequence number (1, 2, 3, ... per identity).
+   */
+  push(identity: string, data: string, window: PushWindow, channel?: string): Promise<number>;
+  /**
+   * The kept pushes of an identity with seq > `after`, in order, or `"gap"`
+   * when some of them already fell out of the window. `after` = 0 asks for all.
+   */
+  pushesSince(identity: string, after: number): Promise<KeptPush[] | "gap">;
+  /** Highest push seq of an identity so far (0 for none). */
+  lastPush(identity: string): Promise<number>;
   /**
    * Counts one event under `key` in a fixed window of `windowMs` and returns
    * the count so far in this window (rate limits shared by all nodes).
@@ -56,6 +101,11 @@ export interface Store {
   watch(identity: string): void;
   unwatch(identity: string): void;
   onEvent(handler: (e: StoreEvent) => void): void;
+  /**
+   * Called after events may have been lost (the subscription dropped and came
+   * back): the node re-checks every channel bound on it and every push window.
+   */
+  onResync(handler: () => void): void;
   /** Resolves when the store answers; rejects when it is unreachable. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -1,9 +1,10 @@
 /**
- * At-rest encryption of channel keys (DESIGN.md §6): a dump of the shared
- * store alone must reveal no channel key. Keys are sealed with AES-256-GCM on
- * WebCrypto under a 32-byte key-wrapping key from the service's configuration,
- * with the channel id as additional data, so a wrapped key copied onto another
- * channel's record does not open.
+ * At-rest encryption of channel keys and kept pushes (DESIGN.md §6): a dump of
+ * the shared store alone must reveal no channel key and no pushed data. Values
+ * are sealed with AES-256-GCM on WebCrypto under a 32-byte key-wrapping key
+ * from the service's configuration, with additional data naming where the
+ * value belongs (a channel key: the channel id; a push: `identity:seq`), so a
+ * wrapped value copied onto another record or another push does not open.
  *
  * Wrapped form: `base64url(iv || ciphertext || tag)`, `iv` 12 random bytes,
  * `tag` 16 bytes (NIST SP 800-38D §5.2.1.1, §8.2.2: random 96-bit IVs keep the
@@ -19,8 +20,10 @@ export const WRAP_KEY_BYTES = 32;
 export const WRAP_IV_BYTES = 12;
 /** Length of the GCM authentication tag appended by WebCrypto. */
 export const WRAP_TAG_BYTES = 16;
-/** Largest plaintext accepted; channel keys are 32 bytes, pushes are wrapped elsewhere. */
-const MAX_WRAPPED_BYTES = 4096;
+/** Default bound of {@link KeyWrapper.unwrap}'s input (decoded bytes); channel keys are 32 bytes. */
+export const MAX_WRAPPED_BYTES = 4096;
+/** Bytes a wrapped value adds to its plaintext: IV and tag. */
+export const WRAP_OVERHEAD_BYTES = WRAP_IV_BYTES + WRAP_TAG_BYTES;
 
 /**
  * A wrapped value did not open: wrong key-wrapping key, wrong channel id, or
@@ -57,7 +60,7 @@ export function parseWrapKey(text: unknown, setting = "store-wrap-key"): Uint8Ar
   return raw;
 }
 
-/** Seals and opens channel keys under one key-wrapping key. */
+/** Seals and opens channel keys and kept pushes under one key-wrapping key. */
 export class KeyWrapper {
   readonly #key: CryptoKey;
 
@@ -77,7 +80,7 @@ export class KeyWrapper {
   }
 
   /**
-   * Seals `plaintext` with `aad` (the channel id) as additional data.
+   * Seals `plaintext` with `aad` (where it belongs: channel id, `identity:seq`) as additional data.
    * @returns `base64url(iv || ciphertext || tag)`.
    */
   async wrap(plaintext: Uint8Array, aad: string): Promise<string> {
@@ -99,14 +102,15 @@ export class KeyWrapper {
 
   /**
    * Opens a value made by {@link KeyWrapper.wrap} under the same `aad`.
-   * @throws KeyUnwrapError when the text is malformed, the tag does not verify
-   *   (any flipped bit, another channel id, another key-wrapping key).
+   * @param maxBytes largest wrapped value accepted (decoded), default {@link MAX_WRAPPED_BYTES}.
+   * @throws KeyUnwrapError when the text is malformed or too long, the tag does not verify
+   *   (any flipped bit, another channel id or push, another key-wrapping key).
    */
-  async unwrap(wrapped: string, aad: string): Promise<Uint8Array> {
+  async unwrap(wrapped: string, aad: string, maxBytes = MAX_WRAPPED_BYTES): Promise<Uint8Array> {
     if (typeof aad !== "string") throw new TypeError(`"aad" expected string, got ${typeof aad}`);
     let bytes: Uint8Array;
     try {
-      bytes = fromB64u(wrapped, "wrapped", MAX_WRAPPED_BYTES);
+      bytes = fromB64u(wrapped, "wrapped", maxBytes);
     } catch (cause) {
       throw new KeyUnwrapError({ cause });
     }

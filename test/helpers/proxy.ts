@@ -9,13 +9,16 @@ export interface Proxy {
   port: number;
   /** Destroys all current connections (both directions). */
   cut(): void;
+  /** Sends new connections to another port from now on. */
+  retarget(port: number): void;
   close(): void;
 }
 
 export async function startProxy(targetPort: number, targetHost = "127.0.0.1"): Promise<Proxy> {
   const pairs = new Set<[Socket, Socket]>();
+  let port_ = targetPort;
   const server = createServer((down) => {
-    const up = createConnection(targetPort, targetHost);
+    const up = createConnection(port_, targetHost);
     const pair: [Socket, Socket] = [down, up];
     pairs.add(pair);
     down.pipe(up).pipe(down);
@@ -40,6 +43,9 @@ export async function startProxy(targetPort: number, targetHost = "127.0.0.1"): 
     url: `ws://127.0.0.1:${port}/`,
     port,
     cut,
+    retarget(p: number) {
+      port_ = p;
+    },
     close() {
       cut();
       server.close();

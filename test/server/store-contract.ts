@@ -9,11 +9,16 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { b64, b64u } from "../../shared/encoding.js";
 import { randomBytes } from "../../shared/crypto.js";
-import type { ChannelRecord, Store, StoreEvent } from "../../server/store/store.js";
+import type { ChannelRecord, PushWindow, Store, StoreEvent } from "../../server/store/store.js";
 
 /** A fresh store and how to dispose of it. */
 export interface StoreUnderTest {
   store: Store;
+  /**
+   * Another node on the same state (for Redis, a second store object with the
+   * same prefix and key-wrapping key; for an embedded store, itself). Closed by `cleanup`.
+   */
+  peer(): Promise<Store>;
   cleanup(): Promise<void>;
 }
 
@@ -73,6 +78,14 @@ export async function drain(store: Store, events: StoreEvent[]): Promise<void> {
   for (let i = events.length - 1; i >= 0; i--) if (events[i]!.identity === probe) events.splice(i, 1);
 }
 
+/** A window that trims nothing in a test. */
+export const WIDE: PushWindow = { count: 1000, ageMs: 60_000 };
+
+/** The seqs of a pushesSince answer (or "gap"). */
+function seqs(r: { seq: number }[] | "gap"): number[] | "gap" {
+  return r === "gap" ? r : r.map((p) => p.seq);
+}
+
 /** Waits until `ms` into a fresh window of `windowMs`, so a few quick hits stay in one window. */
 async function windowStart(windowMs: number, ms = 10): Promise<void> {
   await sleep(windowMs - (Date.now() % windowMs) + ms);
@@ -123,14 +136,16 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     assert.is(await store.activeChannel(identity()), undefined);
   });
 
-  t("activate returns the replaced id and the replaced channel is gone", async ({ store }) => {
+  t("activate returns the replaced id and keeps the replaced channel as a tombstone", async ({ store }) => {
     const id = identity();
     const first = record(id);
     const second = record(id);
     await store.activate(first);
     assert.is(await store.activate(second), first.id);
-    assert.is(await store.getChannel(first.id), undefined);
-    assert.ok(await store.getChannel(second.id));
+    const tomb = await store.getChannel(first.id);
+    assert.equal({ ...tomb, key: [...tomb!.key] }, { ...first, key: [...first.key], retired: "replaced" }, "whole record, marked replaced");
+    assert.is((await store.getChannel(second.id))?.retired, undefined, "the new channel is live");
+    assert.equal((await store.listChannels()).map((c) => c.id), [second.id], "tombstones are not listed");
     assert.is(await store.activeChannel(id), second.id);
     assert.is(await store.retire(first.id, "revoked"), false, "the replaced channel cannot be retired again");
   });
@@ -191,17 +206,61 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     assert.equal(seen, events);
   });
 
-  t("retire deletes the channel, clears the active pointer and emits retired", async ({ store, events }) => {
+  t("retire keeps a tombstone, clears the active pointer and emits retired once", async ({ store, events }) => {
     const id = identity();
     store.watch(id);
     const rec = record(id);
     await store.activate(rec);
     assert.is(await store.retire(rec.id, "revoked"), true);
-    assert.is(await store.getChannel(rec.id), undefined);
+    const tomb = await store.getChannel(rec.id);
+    assert.is(tomb?.retired, "revoked", "getChannel returns the tombstone with its reason");
+    assert.equal([...tomb!.key], [...rec.key], "the tombstone keeps the key (to seal the notice)");
+    assert.is(tomb!.validUntil, rec.validUntil);
     assert.is(await store.activeChannel(id), undefined);
-    assert.is(await store.retire(rec.id, "revoked"), false, "a second retire finds nothing");
+    assert.equal(await store.listChannels(), [], "tombstones are not listed");
+    assert.is(await store.retire(rec.id, "closed"), false, "a tombstone cannot be retired again");
+    assert.is((await store.getChannel(rec.id))?.retired, "revoked", "and keeps its first reason");
+    assert.equal(await store.retireIdentity(id, "revoked"), [], "nor through its identity");
     await drain(store, events);
     assert.equal(events, [{ kind: "retired", identity: id, channel: rec.id, reason: "revoked" }]);
+  });
+
+  t("a tombstone lasts until validUntil, then is gone", async ({ store }) => {
+    const rec = record(identity(), 300);
+    await store.activate(rec);
+    assert.is(await store.retire(rec.id, "closed"), true);
+    assert.is((await store.getChannel(rec.id))?.retired, "closed");
+    await sleep(400);
+    assert.is(await store.getChannel(rec.id), undefined);
+    assert.is(await store.retire(rec.id, "closed"), false);
+  });
+
+  t("bind on a tombstone does nothing and emits nothing", async ({ store, events }) => {
+    const id = identity();
+    store.watch(id);
+    const rec = record(id);
+    await store.activate(rec);
+    await store.retire(rec.id, "revoked");
+    await drain(store, events);
+    events.length = 0;
+    await store.bind(rec.id, id, "late-resume");
+    await drain(store, events);
+    assert.equal(events, []);
+    assert.is((await store.getChannel(rec.id))?.retired, "revoked", "still a tombstone");
+  });
+
+  t("after a retire, the next activation replaces nothing", async ({ store, events }) => {
+    const id = identity();
+    store.watch(id);
+    const first = record(id);
+    await store.activate(first);
+    await store.retire(first.id, "closed");
+    const second = record(id);
+    assert.is(await store.activate(second), undefined);
+    assert.is(await store.activeChannel(id), second.id);
+    assert.is((await store.getChannel(first.id))?.retired, "closed", "the tombstone keeps its reason");
+    await drain(store, events);
+    assert.equal(events, [{ kind: "retired", identity: id, channel: first.id, reason: "closed" }]);
   });
 
   t("retire of an unknown id returns false and emits nothing", async ({ store, events }) => {
@@ -225,7 +284,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     await drain(store, events);
     events.length = 0;
     assert.equal(await store.retireIdentity(id, "revoked"), [rec.id]);
-    assert.is(await store.getChannel(rec.id), undefined);
+    assert.is((await store.getChannel(rec.id))?.retired, "revoked", "a tombstone");
     assert.is(await store.activeChannel(id), undefined);
     assert.ok(await store.getChannel(bystander.id), "another identity is untouched");
     await drain(store, events);
@@ -382,6 +441,129 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
       events.map((e) => e.identity),
       odd,
     );
+  });
+
+  // -- pushes ---------------------------------------------------------------
+
+  t("pushes are numbered 1, 2, 3 per identity and published to watchers", async ({ store, events }) => {
+    const id = identity();
+    const other = identity();
+    const ch = channelId();
+    store.watch(id);
+    assert.is(await store.lastPush(id), 0);
+    assert.is(await store.push(id, '{"n":1}', WIDE), 1);
+    assert.is(await store.push(id, '{"n":2}', WIDE, ch), 2);
+    assert.is(await store.push(other, '{"n":"x"}', WIDE), 1, "identities count separately");
+    assert.is(await store.push(id, '{"n":3}', WIDE), 3);
+    assert.is(await store.lastPush(id), 3);
+    assert.is(await store.lastPush(other), 1);
+    await drain(store, events);
+    assert.equal(events, [
+      { kind: "push", identity: id, seq: 1, data: '{"n":1}' },
+      { kind: "push", identity: id, channel: ch, seq: 2, data: '{"n":2}' },
+      { kind: "push", identity: id, seq: 3, data: '{"n":3}' },
+    ]);
+  });
+
+  t("pushesSince returns exactly the missing pushes, in order", async ({ store }) => {
+    const id = identity();
+    const data = ["{}", '"é 🙂 \\u0000"', JSON.stringify({ big: "x".repeat(70_000) }), "[1,2,3]", ""];
+    for (const d of data) await store.push(id, d, WIDE);
+    assert.equal(await store.pushesSince(id, 0), data.map((d, i) => ({ seq: i + 1, data: d })), "all, data intact");
+    assert.equal(await store.pushesSince(id, 2), data.slice(2).map((d, i) => ({ seq: i + 3, data: d })));
+    assert.equal(seqs(await store.pushesSince(id, 4)), [5]);
+    assert.equal(await store.pushesSince(id, 5), [], "nothing missed");
+    assert.equal(await store.pushesSince(identity(), 0), [], "an identity without pushes");
+  });
+
+  t("pushesSince says gap for a seq that was never given out (the counter was lost)", async ({ store }) => {
+    const id = identity();
+    await store.push(id, "1", WIDE);
+    assert.is(await store.pushesSince(id, 2), "gap");
+    assert.is(await store.pushesSince(identity(), 57), "gap");
+  });
+
+  t("pushes trimmed by count leave a gap for whoever needed them", async ({ store }) => {
+    const id = identity();
+    const window = { count: 3, ageMs: 60_000 };
+    for (let i = 1; i <= 5; i++) assert.is(await store.push(id, `${i}`, window), i);
+    assert.is(await store.pushesSince(id, 0), "gap");
+    assert.is(await store.pushesSince(id, 1), "gap");
+    assert.equal(await store.pushesSince(id, 2), [3, 4, 5].map((n) => ({ seq: n, data: `${n}` })), "the last count are kept");
+    assert.equal(seqs(await store.pushesSince(id, 4)), [5]);
+    assert.is(await store.lastPush(id), 5);
+  });
+
+  t("pushes older than the window's age are gone; the numbering goes on", async ({ store }) => {
+    const id = identity();
+    const window = { count: 100, ageMs: 250 };
+    await store.push(id, "1", window);
+    await sleep(150);
+    await store.push(id, "2", window);
+    await sleep(150); // push 1 is 300 ms old, push 2 is 150 ms
+    assert.is(await store.pushesSince(id, 0), "gap");
+    assert.equal(await store.pushesSince(id, 1), [{ seq: 2, data: "2" }]);
+    await sleep(150); // both past their age: nothing kept
+    assert.is(await store.pushesSince(id, 1), "gap");
+    assert.equal(await store.pushesSince(id, 2), [], "up to date needs nothing");
+    assert.is(await store.lastPush(id), 2, "the counter outlives the window");
+    assert.is(await store.push(id, "3", window), 3);
+    assert.equal(await store.pushesSince(id, 2), [{ seq: 3, data: "3" }]);
+  });
+
+  t("concurrent pushes from two nodes are numbered 1..n, no gap, no duplicate, published in order", async ({ sut, store, events }) => {
+    const peer = await sut.peer();
+    const id = identity();
+    store.watch(id);
+    await drain(store, events);
+    const n = 25;
+    const sent = new Map<number, string>();
+    await Promise.all(
+      Array.from({ length: 2 * n }, async (_, i) => {
+        const data = JSON.stringify({ node: i % 2 ? "b" : "a", i });
+        const seq = await (i % 2 ? peer : store).push(id, data, WIDE);
+        assert.not.ok(sent.has(seq), `seq ${seq} given twice`);
+        sent.set(seq, data);
+      }),
+    );
+    const all = Array.from({ length: 2 * n }, (_, i) => i + 1);
+    assert.equal([...sent.keys()].sort((a, b) => a - b), all);
+    assert.is(await peer.lastPush(id), 2 * n);
+    assert.equal(await store.pushesSince(id, 0), all.map((seq) => ({ seq, data: sent.get(seq)! })));
+    assert.equal(await peer.pushesSince(id, 2 * n - 3), all.slice(-3).map((seq) => ({ seq, data: sent.get(seq)! })));
+    await until(() => events.length === 2 * n, 2000, "every push event");
+    assert.equal(
+      events.map((e) => (e.kind === "push" ? [e.seq, e.data] : e.kind)),
+      all.map((seq) => [seq, sent.get(seq)]),
+      "events arrive in seq order with their data",
+    );
+  });
+
+  t("push and pushesSince reject malformed arguments", async ({ store }) => {
+    const id = identity();
+    const bad: [() => Promise<unknown>, new (...a: never[]) => Error][] = [
+      [() => store.push(id, "x", { count: 0, ageMs: 1000 }), RangeError],
+      [() => store.push(id, "x", { count: 10, ageMs: -1 }), RangeError],
+      [() => store.push(id, "x", { count: 1.5, ageMs: 1000 }), RangeError],
+      [() => store.push(id, 42 as unknown as string, WIDE), TypeError],
+      [() => store.push("", "x", WIDE), RangeError],
+      [() => store.push(id, "x", WIDE, ""), RangeError],
+      [() => store.pushesSince(id, -1), RangeError],
+      [() => store.pushesSince(id, 0.5), RangeError],
+    ];
+    for (const [call, type] of bad) {
+      try {
+        await call();
+        assert.unreachable("accepted");
+      } catch (e) {
+        assert.instance(e, type);
+      }
+    }
+    assert.is(await store.lastPush(id), 0, "nothing was pushed");
+  });
+
+  t("onResync takes a handler", async ({ store }) => {
+    store.onResync(() => {});
   });
 
   t("ping resolves", async ({ store }) => {

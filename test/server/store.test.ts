@@ -10,13 +10,13 @@ import { Redis } from "ioredis";
 import winston from "winston";
 import { MemoryStore } from "../../server/store/memory-store.js";
 import { RedisStore, retryDelayMs } from "../../server/store/redis-store.js";
-import { KeyUnwrapError, KeyWrapper, parseWrapKey } from "../../server/store/wrap.js";
+import { KeyUnwrapError, KeyWrapper, MAX_WRAPPED_BYTES, parseWrapKey } from "../../server/store/wrap.js";
 import type { StoreEvent } from "../../server/store/store.js";
 import { b64, b64u } from "../../shared/encoding.js";
 import { randomBytes } from "../../shared/crypto.js";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { startRedis, type TestRedis } from "../helpers/redis.js";
-import { channelId, drain, identity, record, sleep, storeContract, until } from "./store-contract.js";
+import { WIDE, channelId, drain, identity, record, sleep, storeContract, until } from "./store-contract.js";
 
 let shared: Promise<TestRedis> | undefined;
 /** One redis-server for the contract and most Redis tests; each store gets its own prefix. */
@@ -29,13 +29,27 @@ function prefix(): string {
 
 storeContract("memory", async () => {
   const store = new MemoryStore();
-  return { store, cleanup: () => store.close() };
+  // One process is one node: its peer is itself.
+  return { store, peer: async () => store, cleanup: () => store.close() };
 });
 
 storeContract("redis", async () => {
   const { url } = await redis();
-  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: prefix(), node: "test" });
-  return { store, cleanup: () => store.close() };
+  const wrapKey = randomBytes(32);
+  const p = prefix();
+  const store = new RedisStore({ url, wrapKey, prefix: p, node: "test" });
+  const peers: RedisStore[] = [];
+  return {
+    store,
+    async peer() {
+      const other = new RedisStore({ url, wrapKey, prefix: p, node: `peer-${peers.length}` });
+      peers.push(other);
+      return other;
+    },
+    cleanup: async () => {
+      await Promise.all([store, ...peers].map((s) => s.close()));
+    },
+  };
 });
 
 // ---------------------------------------------------------------------------
@@ -141,6 +155,9 @@ async function dumpAll(url: string): Promise<Buffer> {
         else if (type === "list") parts.push(...(await c.lrangeBuffer(k, 0, -1)));
         else if (type === "set") parts.push(...(await c.smembersBuffer(k)));
         else if (type === "zset") parts.push(...(await c.zrangeBuffer(k, 0, -1)));
+        else if (type === "stream") {
+          for (const [id, fields] of await c.xrangeBuffer(k, "-", "+")) parts.push(id, ...fields);
+        }
         else assert.unreachable(`unexpected key type ${type}`);
       }
     } while (cursor !== "0");
@@ -150,7 +167,7 @@ async function dumpAll(url: string): Promise<Buffer> {
   }
 }
 
-r("a dump of Redis holds no channel key, in any encoding", async () => {
+r("a dump of Redis holds no channel key and no pushed data, in any encoding", async () => {
   const { url } = await redis();
   const wrapKey = randomBytes(32);
   const p = prefix();
@@ -160,11 +177,25 @@ r("a dump of Redis holds no channel key, in any encoding", async () => {
     const recs = [record(ident), record(ident), record(identity()), record(identity())];
     for (const rec of recs) await store.activate(rec);
     await store.bind(recs[1]!.id, ident, "binding-1");
+    await store.retire(recs[2]!.id, "revoked"); // a tombstone keeps its key, wrapped
     await store.hit("ip:127.0.0.1", 60_000);
+    const secretText = "launch-code-" + b64u(randomBytes(12));
+    const pushed = [JSON.stringify({ message: secretText }), secretText, JSON.stringify({ k: b64(randomBytes(24)) })];
+    for (const d of pushed) await store.push(ident, d, WIDE);
     const dump = await dumpAll(url);
     const text = dump.toString("latin1");
-    // The dump did cover the records: their ids and wrapped keys are there.
+    // The dump did cover the records and the window: their keys are there.
     for (const rec of recs.slice(1)) assert.ok(text.includes(p + "ch:" + rec.id), "record present in the dump");
+    assert.ok(text.includes(p + "push:" + ident), "push window present in the dump");
+    assert.equal(seqs(await store.pushesSince(ident, 0)), [1, 2, 3], "and it is readable through the store");
+    for (const d of pushed) {
+      const buf = Buffer.from(d, "utf8");
+      assert.is(dump.indexOf(buf), -1, "pushed plaintext found in the dump");
+      for (const enc of [buf.toString("base64"), buf.toString("base64url"), b64u(new Uint8Array(buf)), buf.toString("hex")]) {
+        assert.not.ok(text.includes(enc), "encoded pushed data found in the dump");
+      }
+    }
+    assert.is(dump.indexOf(Buffer.from(secretText)), -1, "the distinctive string itself");
     for (const secret of [...recs.map((x) => x.key), wrapKey]) {
       const buf = Buffer.from(secret);
       assert.is(dump.indexOf(buf), -1, "raw bytes");
@@ -245,6 +276,8 @@ r("channel records, active pointers and counters carry a Redis expiry", async ()
     assert.ok(rl);
     const pttl = await c.pttl(rl);
     assert.ok(pttl > 0 && pttl <= 5000, `rl PTTL ${pttl}`);
+    await store.push(rec.identity, "{}", WIDE);
+    await store.retire(rec.id, "closed");
     // Every key this store wrote expires.
     for (const k of await c.keys(p + "*")) assert.ok((await c.pttl(k)) > 0, "key without expiry");
   } finally {
@@ -268,6 +301,138 @@ r("bind on an unknown or foreign channel records nothing", async () => {
     assert.is(await c.hget(p + "ch:" + rec.id, "binding"), null);
   } finally {
     c.disconnect();
+    await store.close();
+  }
+});
+
+r("a tombstone keeps its Redis expiry, its key stays wrapped, and bind records nothing on it", async () => {
+  const { url } = await redis();
+  const p = prefix();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: p });
+  const c = new Redis(url);
+  try {
+    const rec = record(identity(), 30_000);
+    await store.activate(rec);
+    await store.retire(rec.id, "revoked");
+    const k = p + "ch:" + rec.id;
+    const pttl = await c.pttl(k);
+    assert.ok(pttl > 29_000 && pttl <= 30_000, `tombstone PTTL ${pttl}`);
+    assert.is(await c.hget(k, "retired"), "revoked");
+    assert.is(await c.exists(p + "active:" + rec.identity), 0, "the active pointer is gone");
+    await store.bind(rec.id, rec.identity, "late");
+    assert.is(await c.hget(k, "binding"), null);
+    await c.hset(k, "retired", "bogus");
+    await assertRejects(store.getChannel(rec.id), PsimbolsError); // a reason this code never writes
+  } finally {
+    c.disconnect();
+    await store.close();
+  }
+});
+
+r("push keys: the window is trimmed in Redis and expires when idle, the counter lives on", async () => {
+  const { url } = await redis();
+  const p = prefix();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: p, pushSeqTtlMs: 3_600_000 });
+  const c = new Redis(url);
+  try {
+    const id = identity();
+    for (let i = 0; i < 7; i++) await store.push(id, `${i}`, { count: 3, ageMs: 300 });
+    assert.is(await c.xlen(p + "push:" + id), 3, "trimmed to count, exactly");
+    const streamTtl = await c.pttl(p + "push:" + id);
+    assert.ok(streamTtl > 0 && streamTtl <= 300, `stream PTTL ${streamTtl}`);
+    const seqTtl = await c.pttl(p + "pseq:" + id);
+    assert.ok(seqTtl > 3_500_000 && seqTtl <= 3_600_000, `counter PTTL ${seqTtl}`);
+    await sleep(400);
+    assert.is(await c.exists(p + "push:" + id), 0, "an idle window leaves nothing behind");
+    assert.is(await store.lastPush(id), 7);
+    await store.push(id, "8", { count: 3, ageMs: 5000 });
+    const entryId = (await c.xrange(p + "push:" + id, "-", "+"))[0]?.[0] ?? "";
+    await store.push(id, "9", { count: 3, ageMs: 100 });
+    // Trimming by age uses entry ids (Redis time): push 8 is young, so it stays.
+    assert.is(await c.xlen(p + "push:" + id), 2);
+    assert.match(entryId, /^\d+-\d+$/);
+    // The default counter life outlasts any channel.
+    const other = new RedisStore({ url, wrapKey: randomBytes(32), prefix: p });
+    try {
+      await other.push(id + "-2", "x", WIDE);
+      assert.ok((await c.pttl(p + "pseq:" + id + "-2")) > 366 * 86_400_000, "default counter life > 366 days");
+    } finally {
+      await other.close();
+    }
+  } finally {
+    c.disconnect();
+    await store.close();
+  }
+});
+
+r("a wrapped push does not open under another identity or another seq", async () => {
+  const { url } = await redis();
+  const p = prefix();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: p });
+  const c = new Redis(url);
+  try {
+    const a = identity();
+    const b = identity();
+    await store.push(a, '"for a"', WIDE);
+    await store.push(a, '"for a, 2"', WIDE);
+    await store.push(b, '"for b"', WIDE);
+    const rowsA = (await c.xrange(p + "push:" + a, "-", "+")) as [string, string[]][];
+    const fieldsOf = (row: [string, string[]]): Record<string, string> => Object.fromEntries(row[1].flatMap((v, i, arr) => (i % 2 ? [] : [[v, arr[i + 1]!]])));
+    const a1 = fieldsOf(rowsA[0]!);
+    const a2 = fieldsOf(rowsA[1]!);
+    // Moved to b's stream with the same seq: AAD identity:seq differs.
+    await c.del(p + "push:" + b);
+    await c.xadd(p + "push:" + b, "*", "s", a1.s!, "e", a1.e!, "d", a1.d!);
+    await assertRejects(store.pushesSince(b, 0), KeyUnwrapError);
+    // Swapped within a's stream: each entry keeps its number, the data is the other's.
+    await c.del(p + "push:" + a);
+    await c.xadd(p + "push:" + a, "*", "s", "1", "e", a1.e!, "d", a2.d!);
+    await c.xadd(p + "push:" + a, "*", "s", "2", "e", a2.e!, "d", a1.d!);
+    await assertRejects(store.pushesSince(a, 0), KeyUnwrapError);
+    assert.ok(a1.d!.length > 0 && !a1.d!.includes("for a"));
+  } finally {
+    c.disconnect();
+    await store.close();
+  }
+});
+
+r("a push event that does not unwrap is dropped; later events still arrive in order", async () => {
+  const { url } = await redis();
+  const p = prefix();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: p });
+  const c = new Redis(url);
+  try {
+    const events: StoreEvent[] = [];
+    store.onEvent((e) => events.push(e));
+    const id = identity();
+    store.watch(id);
+    await drain(store, events);
+    const forged = b64u(randomBytes(40));
+    await c.publish(p + "ev:" + id, JSON.stringify({ kind: "push", identity: id, seq: 1, data: forged }));
+    await c.publish(p + "ev:" + id, JSON.stringify({ kind: "push", identity: id, seq: 2, data: "x".repeat(MAX_WRAPPED_BYTES * 2) }));
+    await store.push(id, '"real"', WIDE);
+    await store.bind(channelId(), id, "after");
+    await until(() => events.length === 2, 2000, "the real push and the rebound");
+    assert.equal(
+      events.map((e) => e.kind),
+      ["push", "rebound"],
+    );
+    assert.equal(events[0], { kind: "push", identity: id, seq: 1, data: '"real"' });
+  } finally {
+    c.disconnect();
+    await store.close();
+  }
+});
+
+r("push rejects data over maxPushBytes before touching Redis", async () => {
+  const { url } = await redis();
+  const store = new RedisStore({ url, wrapKey: randomBytes(32), prefix: prefix(), maxPushBytes: 1024 });
+  try {
+    const id = identity();
+    await assertRejects(store.push(id, "é".repeat(513), WIDE), RangeError); // 1026 bytes of UTF-8
+    assert.is(await store.push(id, "x".repeat(1024), WIDE), 1);
+    assert.equal(seqs(await store.pushesSince(id, 0)), [1]);
+  } finally {
     await store.close();
   }
 });
@@ -488,6 +653,10 @@ r("reconnect backoff grows, is capped, and is jittered", () => {
 });
 
 r.run();
+
+function seqs(r: { seq: number }[] | "gap"): number[] | "gap" {
+  return r === "gap" ? r : r.map((x) => x.seq);
+}
 
 async function assertRejects<E extends Error>(p: Promise<unknown>, type: abstract new (...a: never[]) => E): Promise<E> {
   try {

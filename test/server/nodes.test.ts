@@ -1,0 +1,148 @@
+/**
+ * Two broker processes sharing one real redis-server: resume on another node,
+ * cluster-wide revocation and replacement, pushes that survive an absence.
+ * DESIGN.md §6; issue 4 items 2–5. (The HAProxy topology is test/cluster/.)
+ */
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { generateSigningKey } from "../../shared/crypto.js";
+import { CloseCode } from "../../shared/errors.js";
+import { connect, type Client, loadKey } from "../../client/node.js";
+import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
+import { startRedis } from "../helpers/redis.js";
+import { startProxy, type Proxy } from "../helpers/proxy.js";
+import { Raw, call, handshake, openPush, resume } from "../helpers/raw.js";
+
+const t = suite("several nodes on one Redis");
+let redis: Awaited<ReturnType<typeof startRedis>>;
+let a: RunningBroker;
+let b: RunningBroker;
+let operator: Client;
+let proxy: Proxy;
+const env = { PSIMBOLS_WRAP_KEY: randomBytes(32).toString("base64url") };
+
+t.before(async () => {
+  redis = await startRedis();
+  const dir = tempDir();
+  const opFile = join(dir, "operator.pem");
+  assert.is((await runCli(["keygen", "-o", opFile])).code, 0);
+  const added = await runCli(["keys", "add", opFile, "--role", "operator", "--redis", redis.url]);
+  assert.is(added.code, 0, added.stderr);
+  // Both nodes share one server key (the first generates it in the shared data dir).
+  const args = ["--redis", redis.url, "--hellos-per-address", "1000", "--push-window-count", "5"];
+  a = await startBroker([...args, "--node", "a"], { dataDir: dir, env });
+  b = await startBroker([...args, "--node", "b"], { dataDir: dir, env });
+  assert.is(a.fingerprint, b.fingerprint);
+  operator = await connect(b.url, { key: await loadKey(opFile), serverKey: b.fingerprint });
+  proxy = await startProxy(a.port);
+});
+t.after(async () => {
+  await operator?.close();
+  proxy?.close();
+  await Promise.all([a?.stop(), b?.stop()]);
+  await redis?.stop();
+});
+
+t("a channel granted on node a is resumed on node b without a handshake", async () => {
+  const raw = await Raw.open(a.url);
+  const ch = await handshake(raw, await generateSigningKey());
+  assert.is((await call(raw, ch, "whoami")).data.node, "a");
+  const other = await Raw.open(b.url);
+  assert.is((await resume(other, ch)).type, "resumed");
+  const who = await call(other, ch, "whoami");
+  assert.is(who.data.node, "b");
+  assert.is(who.data.channel, ch.grant.channel);
+  // The binding on node a is retired by node b's takeover.
+  assert.is((await raw.closed).code, CloseCode.replaced.code);
+  other.close();
+});
+
+t("a revocation made through node b reaches the client on node a, within a second", async () => {
+  const key = await generateSigningKey();
+  const raw = await Raw.open(a.url);
+  const ch = await handshake(raw, key);
+  const started = performance.now();
+  assert.equal(await operator.request("admin.revoke", { identity: key.public.fingerprint }), { revoked: [ch.grant.channel] });
+  const n = await raw.next(1000);
+  const ms = performance.now() - started;
+  assert.equal(await openPush(ch, n), { notice: "revoked" });
+  assert.is((await raw.closed).code, CloseCode.revoked.code);
+  console.log(`    revocation to notice across nodes: ${ms.toFixed(1)} ms`);
+  assert.ok(ms < 1000);
+});
+
+t("a new handshake on node b replaces the channel held on node a: notice, then terminal close", async () => {
+  const key = await generateSigningKey();
+  const first = await Raw.open(a.url);
+  const ch = await handshake(first, key);
+  const second = await Raw.open(b.url);
+  await handshake(second, key);
+  assert.equal(await openPush(ch, await first.next(1000)), { notice: "replaced" });
+  assert.is((await first.closed).code, CloseCode.replaced.code);
+  second.close();
+});
+
+t("a revocation missed while away is told, authenticated, on resume", async () => {
+  const key = await generateSigningKey();
+  const raw = await Raw.open(a.url);
+  const ch = await handshake(raw, key);
+  raw.close();
+  await new Promise((r) => setTimeout(r, 100));
+  await operator.request("admin.revoke", { channel: ch.grant.channel });
+  const back = await Raw.open(b.url);
+  assert.is((await resume(back, ch)).type, "resumed");
+  back.send(await (await import("../helpers/raw.js")).requestFrame(ch, "ping"));
+  const frames = [await back.next(), await back.next()];
+  const push = frames.find((f) => f.type === "push");
+  assert.ok(push, "a notice arrives");
+  assert.equal(await openPush(ch, push!), { notice: "revoked" });
+  assert.is((await back.closed).code, CloseCode.revoked.code);
+});
+
+t("pushes sent while a client is away arrive on resume at another node, in order, none twice", async () => {
+  const key = await generateSigningKey();
+  const c = await connect(proxy.url, { key, serverKey: a.fingerprint, knownServersFile: false });
+  const got: unknown[] = [];
+  c.on("push", (m) => got.push(m));
+  await operator.request("admin.push", { identity: key.public.fingerprint, message: 1 });
+  while (got.length < 1) await new Promise((r) => setTimeout(r, 10));
+  // The client's socket dies; while it is away, three pushes are sent through node b.
+  proxy.retarget(b.port);
+  const resumed = new Promise<void>((r) => c.on("resumed", () => r()));
+  const handshakes = c.stats.handshakes;
+  proxy.cut();
+  for (const m of [2, 3, 4]) await operator.request("admin.push", { identity: key.public.fingerprint, message: m });
+  await resumed;
+  assert.equal(await c.request("whoami").then((w: any) => w.node), "b");
+  await operator.request("admin.push", { identity: key.public.fingerprint, message: 5 });
+  const deadline = Date.now() + 3000;
+  while (got.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(got, [1, 2, 3, 4, 5]);
+  assert.is(c.stats.handshakes, handshakes);
+  await c.close();
+  proxy.retarget(a.port);
+});
+
+t("a client that fell out of the push window is told plainly", async () => {
+  const key = await generateSigningKey();
+  const c = await connect(proxy.url, { key, serverKey: a.fingerprint, knownServersFile: false });
+  const got: unknown[] = [];
+  const notices: string[] = [];
+  c.on("push", (m) => got.push(m));
+  c.on("notice", (n) => notices.push(n.kind));
+  await operator.request("admin.push", { identity: key.public.fingerprint, message: 0 });
+  while (got.length < 1) await new Promise((r) => setTimeout(r, 10));
+  const resumed = new Promise<void>((r) => c.on("resumed", () => r()));
+  proxy.cut();
+  // The window keeps 5 (--push-window-count 5): 8 pushes while away lose 3.
+  for (let i = 1; i <= 8; i++) await operator.request("admin.push", { identity: key.public.fingerprint, message: i });
+  await resumed;
+  const deadline = Date.now() + 3000;
+  while (!notices.includes("pushes_lost") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(notices.includes("pushes_lost"), `notices: ${notices.join(",")}`);
+  await c.close();
+});
+
+t.run();

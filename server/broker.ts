@@ -101,6 +101,7 @@ export class Broker {
 
   private constructor(o: BrokerOptions) {
     this.config = resolveConfig(o.config);
+    if (this.config.closed && !o.registry) throw new Error("setting closed: a closed service needs registered keys (--keys FILE, or --redis URL)");
     this.log = o.logger ?? createLogger();
     this.store = o.store ?? new MemoryStore();
     this.#serverKey = o.serverKey;

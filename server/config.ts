@@ -98,7 +98,6 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
   for (const [k, v] of Object.entries(c.limits)) integer(k, v, 1, 2 ** 31);
   integer("push-window-count", c.pushWindow.count, 1, 1_000_000);
   integer("push-window-age", c.pushWindow.ageMs, 1000, 30 * 86400_000);
-  if (c.closed && !c.keysFile) throw new Error("setting closed: a closed service needs a keys file (--keys FILE)");
   return c;
 }
 

@@ -7,8 +7,14 @@
 import { ErrorCode, PsimbolsError, badField } from "../shared/errors.js";
 import type { Broker, HandlerContext } from "./broker.js";
 import { Role, type KeyRegistry } from "./registry.js";
+import type { ChannelRecord } from "./store/store.js";
 
 type Target = { identity?: string; channel?: string };
+
+/** What operators see of a channel: everything but the key. */
+export function channelRow(c: ChannelRecord): { channel: string; identity: string; node: string; valid_until: string } {
+  return { channel: c.id, identity: c.identity, node: c.node, valid_until: new Date(c.validUntil).toISOString() };
+}
 
 function target(data: unknown): Target {
   if (typeof data !== "object" || data === null) throw badField("data", "object {identity} or {channel}", data);
@@ -30,7 +36,14 @@ export function registerOperatorOps(broker: Broker, registry: KeyRegistry | unde
     };
   broker.handle(
     "admin.channels",
-    guard(() => ({ node: broker.config.node, stats: broker.stats, channels: broker.channels() })),
+    guard(async () => ({
+      node: broker.config.node,
+      stats: broker.stats,
+      /** Sockets bound on this node. */
+      connected: broker.channels(),
+      /** Every live channel of the service (all nodes, from the store); never a key. */
+      channels: (await broker.store.listChannels()).map(channelRow),
+    })),
   );
   broker.handle(
     "admin.revoke",

@@ -81,13 +81,16 @@ export interface Store {
   /**
    * Appends a push to the identity's window and publishes it, in one atomic
    * step; trims the window to `window.count` entries and `window.ageMs`.
-   * Data is kept encrypted at rest by stores that persist it.
+   * Data is kept encrypted at rest by stores that persist it. At least once
+   * from the caller's view: a call that fails with `unavailable` after the
+   * store ran it has landed, and a retry lands again under a new seq.
    * @returns the push's sequence number (1, 2, 3, ... per identity).
    */
   push(identity: string, data: string, window: PushWindow, channel?: string): Promise<number>;
   /**
-   * The kept pushes of an identity with seq > `after`, in order, or `"gap"`
-   * when some of them already fell out of the window. `after` = 0 asks for all.
+   * The kept pushes of an identity with seq > `after`, in order; `[]` when
+   * `after` is the newest seq; `"gap"` when some of them already fell out of the
+   * window, or when `after` is beyond the newest seq (the counter was lost).
    */
   pushesSince(identity: string, after: number): Promise<KeptPush[] | "gap">;
   /** Highest push seq of an identity so far (0 for none). */

@@ -145,4 +145,57 @@ t("a client that fell out of the push window is told plainly", async () => {
   await c.close();
 });
 
+t("the CLI lists, pushes to and revokes channels through Redis", async () => {
+  const key = await generateSigningKey();
+  const raw = await Raw.open(a.url);
+  const ch = await handshake(raw, key);
+  const list = await runCli(["channels", "list", "--redis", redis.url, "--json"], env);
+  assert.is(list.code, 0, list.stderr);
+  const rows = JSON.parse(list.stdout) as { channel: string; identity: string; node: string }[];
+  assert.ok(rows.some((r) => r.channel === ch.grant.channel && r.identity === key.public.fingerprint && r.node === "a"));
+  assert.not.match(list.stdout, ch.grant.key.data);
+  const pushed = await runCli(["push", '{"from":"cli"}', "--identity", key.public.fingerprint, "--redis", redis.url], env);
+  assert.is(pushed.code, 0, pushed.stderr);
+  const p = await openPush(ch, await raw.next(2000));
+  assert.equal(p, { message: { from: "cli" }, id: JSON.parse(pushed.stdout).seq });
+  const revoked = await runCli(["channels", "revoke", "--channel", ch.grant.channel, "--redis", redis.url], env);
+  assert.is(revoked.code, 0, revoked.stderr);
+  assert.equal(await openPush(ch, await raw.next(2000)), { notice: "revoked" });
+  const again = await runCli(["channels", "revoke", "--channel", ch.grant.channel, "--redis", redis.url], env);
+  assert.is(again.code, 1);
+  assert.match(again.stderr, "no live channel matched");
+});
+
+t("keys added to Redis take effect on every node without a restart", async () => {
+  const dir = tempDir();
+  const file = join(dir, "member.pem");
+  assert.is((await runCli(["keygen", "-o", file])).code, 0);
+  const member = await loadKey(file);
+  const closedArgs = ["--redis", redis.url, "--closed", "--hellos-per-address", "1000"];
+  const c1 = await startBroker([...closedArgs, "--node", "c1"], { dataDir: a.dataDir, env });
+  const c2 = await startBroker([...closedArgs, "--node", "c2"], { dataDir: a.dataDir, env });
+  try {
+    const r1 = await Raw.open(c1.url);
+    await handshake(r1, member).then(
+      () => assert.unreachable("an unregistered key got a channel"),
+      (e: Error) => assert.match(e.message, "forbidden"),
+    );
+    assert.is((await runCli(["keys", "add", file, "--redis", redis.url])).code, 0);
+    for (const node of [c1, c2]) {
+      const r = await Raw.open(node.url);
+      const ch = await handshake(r, member);
+      assert.is((await call(r, ch, "echo", 1)).data, 1);
+      r.close();
+    }
+    assert.is((await runCli(["keys", "remove", member.public.fingerprint, "--redis", redis.url])).code, 0);
+    const r2 = await Raw.open(c2.url);
+    await handshake(r2, member).then(
+      () => assert.unreachable("a removed key got a channel"),
+      (e: Error) => assert.match(e.message, "forbidden"),
+    );
+  } finally {
+    await Promise.all([c1.stop(), c2.stop()]);
+  }
+});
+
 t.run();

@@ -221,6 +221,11 @@ export class Broker {
     throw new RangeError("revoke needs a channel or an identity");
   }
 
+  /** Open sockets on this node. */
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
   /** Bound channels on this node. */
   channels(): { identity: string; channel: string; validUntil: number; node: string; connection: string; address: string }[] {
     const out = [];

@@ -4,7 +4,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { createPublicKey } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type KeyType, KeyType as KT, type PublicKey, importSpki, wirePublicKey } from "../shared/crypto.js";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
@@ -17,6 +17,7 @@ import { RedisStore } from "./store/redis-store.js";
 import type { Store } from "./store/store.js";
 import { parseWrapKey } from "./store/wrap.js";
 import { loadOrCreateServerKey } from "./server-key.js";
+import { consoleHook } from "./console.js";
 import { channelRow } from "./operator.js";
 
 const KEY_TYPES: Record<string, KeyType> = { ed25519: KT.ed25519, p256: KT.p256, rsa: KT.rsa };
@@ -88,6 +89,7 @@ export function program(): Command {
     .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
+    .option("--no-console", "do not serve the web console at /console/")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
     .action(async (o) => {
       const log = createLogger({ level: o.logLevel });
@@ -96,7 +98,9 @@ export function program(): Command {
       if (o.maxConnectionsPerAddress !== undefined) limits.connectionsPerAddress = o.maxConnectionsPerAddress;
       if (o.hellosPerAddress !== undefined) limits.hellosPerAddress = o.hellosPerAddress;
       // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json for a closed service.
-      const keysFile: string | undefined = o.keys ?? (o.closed && !o.redis ? join(o.dataDir, "keys.json") : undefined);
+      // (The default file is also read by an open service when it exists: it names the operators.)
+      const defaultKeys = join(o.dataDir, "keys.json");
+      const keysFile: string | undefined = o.keys ?? (!o.redis && (o.closed || existsSync(defaultKeys)) ? defaultKeys : undefined);
       const config = resolveConfig({
         port: o.port,
         host: o.host,
@@ -120,9 +124,20 @@ export function program(): Command {
         wrapKey.fill(0);
         if (!keysFile) registry = new RedisRegistry(o.redis);
       }
-      const broker = await Broker.start({ config, serverKey, registry, logger: log, ...(store ? { store } : {}) });
+      const broker = await Broker.start({
+        config,
+        serverKey,
+        registry,
+        logger: log,
+        ...(store ? { store } : {}),
+        ...(o.console ? { http: consoleHook() } : {}),
+      });
       // Printed on stdout as well, so a person (or a test) can pin it.
       console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
+      if (o.console) {
+        const page = new URL("console/", broker.config.source.replace(/^ws/i, "http")).href;
+        console.log(`web console: ${page} (operators only; --no-console turns it off)`);
+      }
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;

@@ -39,6 +39,7 @@ export function registerOperatorOps(broker: Broker, registry: KeyRegistry | unde
     guard(async () => ({
       node: broker.config.node,
       stats: broker.stats,
+      connections: broker.connectionCount,
       /** Sockets bound on this node. */
       connected: broker.channels(),
       /** Every live channel of the service (all nodes, from the store); never a key. */

@@ -508,6 +508,15 @@ async function main(argv: string[]): Promise<void> {
   process.removeListener("SIGINT", early).removeListener("SIGTERM", early);
   process.on("SIGINT", () => stopAll(0)).on("SIGTERM", () => stopAll(0));
 
+  // `npm run` does not pass a SIGTERM on to its script: stop when the parent goes away.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent && !stopping) {
+      console.error("cluster: parent process gone");
+      stopAll(0);
+    }
+  }, 1000).unref();
+
   for (const node of cluster.nodes) {
     node.proc.once("exit", (code, signal) => {
       if (!stopping) console.error(`cluster: ${node.name} exited (${signal ?? code}); the others go on`);

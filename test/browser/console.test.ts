@@ -1,0 +1,277 @@
+/**
+ * The web console in Debian's Chromium against real broker processes
+ * (`psimbols serve` serves it at /console/ by default): an operator logs in
+ * with an imported PKCS#8 key, sees a second client connect, pushes to it and
+ * revokes it; keys without the operator role get `forbidden`, and the
+ * README's way of registering the console's own key works.
+ */
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { mkdirSync, readFileSync } from "node:fs";
+import { request } from "node:http";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { type Client, type NoticeEvent, connect, generateSigningKey } from "../../client/node.js";
+import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
+import { startRedis } from "../helpers/redis.js";
+import { OUTPUT_DIR, collectErrors, launch, loud, preflight, until } from "./harness.js";
+
+const t = suite("web console (Chromium)");
+const dir = tempDir();
+const keysFile = join(dir, "keys.json");
+const opKey = join(dir, "operator.pem");
+let broker: RunningBroker;
+let browser: Browser;
+let context: BrowserContext;
+let page: Page;
+let errors: string[];
+let operatorFp: string;
+
+preflight();
+
+t.before(
+  loud(async () => {
+    browser = await launch();
+    // as the README says: a key, registered with the operator role, and a broker reading that keys file
+    const gen = await runCli(["keygen", "-o", opKey]);
+    assert.is(gen.code, 0, gen.stderr);
+    operatorFp = JSON.parse(gen.stdout).fingerprint;
+    const added = await runCli(["keys", "add", opKey, "--role", "operator", "--file", keysFile]);
+    assert.is(added.code, 0, added.stderr);
+    broker = await startBroker(["--keys", keysFile, "--hellos-per-address", "1000"]);
+  }),
+);
+
+t.before.each(async () => {
+  context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  page = await context.newPage();
+  errors = collectErrors(page);
+});
+
+t.after.each(async () => {
+  await context?.close();
+});
+
+t.after(async () => {
+  await browser?.close();
+  await broker?.stop();
+});
+
+/** Status of a GET with `path` sent exactly as given. */
+function rawStatus(port: number, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, path, method: "GET" }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("error", reject).end();
+  });
+}
+
+const http = (b: RunningBroker) => `http://127.0.0.1:${b.port}`;
+
+async function openConsole(b: RunningBroker): Promise<void> {
+  await page.goto(`${http(b)}/console`);
+  await page.waitForSelector("body[data-ready=true]", { timeout: 10_000 });
+}
+
+async function status(): Promise<string> {
+  return (await page.textContent("#status")) ?? "";
+}
+
+/** Two clicks: the first arms the button, the second acts. */
+async function confirmClick(selector: string): Promise<void> {
+  await page.click(selector);
+  await page.click(selector);
+}
+
+t("serves the page at /console/ with a strict content security policy, and nothing else under it", async () => {
+  const redirect = await fetch(`${http(broker)}/console`, { redirect: "manual" });
+  assert.is(redirect.status, 308);
+  assert.is(redirect.headers.get("location"), "console/");
+  const html = await fetch(`${http(broker)}/console/`);
+  assert.is(html.status, 200);
+  assert.match(html.headers.get("content-type") ?? "", "text/html");
+  const csp = html.headers.get("content-security-policy") ?? "";
+  assert.match(csp, "script-src 'self'");
+  assert.match(csp, "connect-src 'self'");
+  assert.match(csp, "frame-ancestors 'none'");
+  assert.is(html.headers.get("x-content-type-options"), "nosniff");
+  assert.match(await html.text(), "<title>psimbols console</title>");
+  for (const path of ["/console/console.js", "/console/console.css"]) assert.is((await fetch(http(broker) + path)).status, 200, path);
+  // sent verbatim (fetch would normalise the dots away)
+  for (const path of ["/console/../server-key.pem", "/console/%2e%2e/server-key.pem", "/console/psimbols.js", "/console/console.html", "/consolex", "/console//console.js"]) {
+    assert.is(await rawStatus(broker.port, path), 404, path);
+  }
+});
+
+t("an operator logs in with an imported PKCS#8 key, sees a client connect, pushes to it and revokes it", async () => {
+  await openConsole(broker);
+  await page.setInputFiles("#key-file", opKey);
+  await page.waitForFunction((fp) => document.querySelector("#key-fp")?.textContent === fp, operatorFp);
+  assert.is(await page.textContent("#key-type"), "Ed25519");
+  assert.is(await page.inputValue("#url"), `ws://127.0.0.1:${broker.port}/`);
+  await page.fill("#pin", broker.fingerprint);
+  await page.click("#connect");
+  await page.waitForSelector("#status[data-state=ready]", { timeout: 10_000 });
+  assert.is(await status(), "connected as operator");
+  assert.ok(await page.isHidden("#login"));
+  // the console's own channel is listed and marked
+  await page.waitForSelector(`tr.self[data-identity="${operatorFp}"]`);
+
+  // a second client, from Node
+  const other: Client = await connect(broker.url, { key: await generateSigningKey(), serverKey: broker.fingerprint });
+  const fp = ((await other.request("whoami")) as { identity: string }).identity;
+  const pushes: unknown[] = [];
+  const notices: NoticeEvent[] = [];
+  let closeCode = 0;
+  other.on("push", (m) => pushes.push(m));
+  other.on("notice", (n) => notices.push(n));
+  other.on("close", (e) => (closeCode = e.code));
+  const row = `tr[data-identity="${fp}"]`;
+  await page.waitForSelector(row, { timeout: 5000 });
+  await page.waitForSelector(`#log li[data-kind=connected] >> text=${fp}`);
+  assert.match((await page.textContent(`${row} td.expiry`)) ?? "", /^(59m|1h 0m)/);
+  assert.is(await page.textContent("#s-channels"), "2");
+
+  // push: the row's button fills the form
+  await page.click(`${row} button:has-text("push")`);
+  assert.is(await page.inputValue("#push-target"), fp);
+  await page.fill("#push-message", '{"from": "the console", "n": 42}');
+  await page.click("#push-send");
+  await until("the push to reach the client", () => pushes.length > 0);
+  assert.equal(pushes[0], { from: "the console", n: 42 });
+  await page.waitForSelector("#log li[data-kind=push][data-level=ok]");
+
+  mkdirSync(OUTPUT_DIR, { recursive: true });
+  const shot = join(OUTPUT_DIR, "console.png");
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`    screenshot: ${shot}`);
+
+  // revoke the identity (two clicks), and the client hears `revoked` and stays off
+  await confirmClick(`${row} button[data-action=revoke-identity]`);
+  await until("the client to get `revoked`", () => notices.some((n) => n.kind === "revoked"));
+  await until("the client to close", () => closeCode !== 0);
+  assert.is(closeCode, 4005);
+  await page.waitForSelector(row, { state: "detached", timeout: 5000 });
+  await page.waitForSelector("#log li[data-kind=revoke] >> text=revoked");
+  await page.waitForSelector(`#log li[data-kind=gone] >> text=${fp}`);
+  // the console itself is untouched
+  assert.is(await status(), "connected as operator");
+  assert.ok(await page.isVisible(`tr.self[data-identity="${operatorFp}"]`));
+  await page.screenshot({ path: join(OUTPUT_DIR, "console-after-revoke.png"), fullPage: true });
+  await other.close();
+  assert.equal(errors, []);
+});
+
+t("a key without the operator role gets `forbidden`, and the page says how to register it", async () => {
+  await openConsole(broker);
+  await page.click("#key-generate");
+  await page.waitForFunction(() => document.querySelector("#key-fp")?.textContent?.startsWith("SHA256:"));
+  const fp = (await page.textContent("#key-fp"))!;
+  await page.click("#connect");
+  await page.waitForSelector("#banner:not([hidden])", { timeout: 10_000 });
+  const text = (await page.textContent("#banner")) ?? "";
+  assert.match(text, "forbidden");
+  assert.match(text, fp);
+  assert.match(text, "psimbols keys add");
+  assert.match(text, "--role operator");
+  assert.ok(await page.isHidden("#dash"));
+  assert.is.not(await page.getAttribute("#status", "data-state"), "ready");
+  await page.screenshot({ path: join(OUTPUT_DIR, "console-forbidden.png") });
+
+  // the fix the page names: download the public key, register it as an operator, connect again
+  const download = page.waitForEvent("download");
+  await page.click("#key-download");
+  const file = join(dir, (await download).suggestedFilename());
+  await (await download).saveAs(file);
+  assert.match(readFileSync(file, "utf8"), "-----BEGIN PUBLIC KEY-----");
+  const added = await runCli(["keys", "add", file, "--role", "operator", "--file", keysFile]);
+  assert.is(added.code, 0, added.stderr);
+  assert.match(added.stdout, fp);
+  await new Promise((r) => setTimeout(r, 1100)); // the broker re-reads the keys file at most once a second
+  await page.click("#connect");
+  await page.waitForSelector("#status[data-state=ready]", { timeout: 10_000 });
+  assert.ok(await page.isHidden("#banner"));
+});
+
+t("a closed service refuses an unregistered key at the handshake with `forbidden`", async () => {
+  const closed = await startBroker(["--closed", "--keys", join(dir, "closed-keys.json")]);
+  try {
+    await openConsole(closed);
+    await page.click("#key-generate");
+    await page.waitForFunction(() => document.querySelector("#key-fp")?.textContent?.startsWith("SHA256:"));
+    await page.click("#connect");
+    await page.waitForSelector("#banner:not([hidden])", { timeout: 10_000 });
+    assert.match((await page.textContent("#banner")) ?? "", "forbidden: the broker does not list this key as an operator");
+    assert.ok(await page.isHidden("#dash"));
+  } finally {
+    await closed.stop();
+  }
+});
+
+t("a wrong pinned server key is refused loudly and the console stays logged out", async () => {
+  await openConsole(broker);
+  await page.setInputFiles("#key-file", opKey);
+  await page.waitForFunction((fp) => document.querySelector("#key-fp")?.textContent === fp, operatorFp);
+  const wrong = (await generateSigningKey()).public.fingerprint;
+  await page.fill("#pin", wrong);
+  await page.click("#connect");
+  await page.waitForSelector("#banner:not([hidden])", { timeout: 10_000 });
+  const text = (await page.textContent("#banner")) ?? "";
+  assert.match(text, "SERVER KEY MISMATCH");
+  assert.match(text, wrong);
+  assert.match(text, broker.fingerprint);
+  assert.ok(await page.isHidden("#dash"));
+});
+
+t("with two nodes on one Redis, the console on node a lists a client of node b and revokes it", async () => {
+  const redis = await startRedis();
+  const shared = tempDir(); // both nodes share the server key made in it
+  const env = { PSIMBOLS_WRAP_KEY: randomBytes(32).toString("base64url") };
+  let a: RunningBroker | undefined;
+  let b: RunningBroker | undefined;
+  let other: Client | undefined;
+  try {
+    const added = await runCli(["keys", "add", opKey, "--role", "operator", "--redis", redis.url]);
+    assert.is(added.code, 0, added.stderr);
+    const args = ["--redis", redis.url, "--hellos-per-address", "1000"];
+    a = await startBroker([...args, "--node", "node-a"], { dataDir: shared, env });
+    b = await startBroker([...args, "--node", "node-b"], { dataDir: shared, env });
+    await openConsole(a);
+    await page.setInputFiles("#key-file", opKey);
+    await page.waitForFunction((fp) => document.querySelector("#key-fp")?.textContent === fp, operatorFp);
+    await page.click("#connect");
+    await page.waitForSelector("#status[data-state=ready]", { timeout: 10_000 });
+
+    other = await connect(b.url, { key: await generateSigningKey(), serverKey: b.fingerprint });
+    const fp = ((await other.request("whoami")) as { identity: string }).identity;
+    const notices: string[] = [];
+    other.on("notice", (n) => notices.push(n.kind));
+    const row = `tr[data-identity="${fp}"]`;
+    await page.waitForSelector(row, { timeout: 5000 });
+    const cells = await page.$$eval(`${row} td`, (tds) => tds.map((td) => td.textContent));
+    assert.is(cells[2], "node-b");
+    assert.is(cells[3], "–"); // no socket on node a
+    await page.screenshot({ path: join(OUTPUT_DIR, "console-two-nodes.png"), fullPage: true });
+    await confirmClick(`${row} button[data-action=revoke-channel]`);
+    await until("the client on node b to get `revoked`", () => notices.includes("revoked"));
+    await page.waitForSelector(row, { state: "detached", timeout: 5000 });
+  } finally {
+    await other?.close().catch(() => {});
+    await Promise.all([a?.stop(), b?.stop()]);
+    await redis.stop();
+  }
+});
+
+t("`serve --no-console` serves no console", async () => {
+  const off = await startBroker(["--no-console"]);
+  try {
+    assert.is((await fetch(`${http(off)}/console/`)).status, 404);
+  } finally {
+    await off.stop();
+  }
+});
+
+t.run();

@@ -25,6 +25,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed" >&2; echo "0 passed, 1 failed"; exit 1; }
 fi
 command -v redis-server >/dev/null || need_apt redis-server redis-server
+command -v haproxy >/dev/null || need_apt haproxy haproxy
 [ -x "${PSIMBOLS_CHROMIUM:-/usr/bin/chromium}" ] || need_apt chromium chromium
 
 # Type-check and build (the browser config has no Node types: a Node import in shared/ or the client core fails here).

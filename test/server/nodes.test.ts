@@ -198,4 +198,48 @@ t("keys added to Redis take effect on every node without a restart", async () =>
   }
 });
 
+t("the per-message path makes no Redis round trip", async () => {
+  const { Redis } = await import("ioredis");
+  const probe = new Redis(redis.url);
+  const processed = async () => Number(/total_commands_processed:(\d+)/.exec(await probe.info("stats"))![1]);
+  const raw = await Raw.open(a.url);
+  const ch = await handshake(raw, await generateSigningKey());
+  await call(raw, ch, "echo", 0);
+  const before = await processed();
+  const n = 300;
+  for (let i = 1; i <= n; i++) assert.equal(await call(raw, ch, "echo", i), { data: i });
+  const commands = (await processed()) - before - 1; // the second INFO counts itself
+  console.log(`    Redis commands during ${n} requests: ${commands}`);
+  assert.is(commands, 0);
+  raw.close();
+  probe.disconnect();
+});
+
+t("with Redis down: bound channels keep working, handshakes get `unavailable`, /readyz says so; all recovers by itself", async () => {
+  const raw = await Raw.open(a.url);
+  const ch = await handshake(raw, await generateSigningKey());
+  redis.kill();
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await call(raw, ch, "echo", "no store needed"), { data: "no store needed" });
+  const fresh = await Raw.open(b.url);
+  await handshake(fresh, await generateSigningKey()).then(
+    () => assert.unreachable("a handshake succeeded without a store"),
+    (e: Error) => assert.match(e.message, "unavailable"),
+  );
+  const ready = await fetch(`http://127.0.0.1:${b.port}/readyz`);
+  assert.is(ready.status, 503);
+  assert.is((await fetch(`http://127.0.0.1:${b.port}/healthz`)).status, 200);
+  await redis.restart();
+  const deadline = Date.now() + 10_000;
+  while ((await fetch(`http://127.0.0.1:${b.port}/readyz`)).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.is((await fetch(`http://127.0.0.1:${b.port}/readyz`)).status, 200);
+  const again = await Raw.open(b.url);
+  const ch2 = await handshake(again, await generateSigningKey());
+  assert.equal(await call(again, ch2, "echo", "back"), { data: "back" });
+  assert.is(a.proc.exitCode, null, "node a crashed");
+  assert.is(b.proc.exitCode, null, "node b crashed");
+  raw.close();
+  again.close();
+});
+
 t.run();

@@ -134,23 +134,29 @@ function traffic(c: Client, n: number) {
   return { outcomes, stop: async () => ((running = false), await Promise.all(loops)) };
 }
 
+/** Puts `c` under 8 requests in flight, sends `signal` to its node, waits for the resume elsewhere, settles all requests. */
+async function signalUnderTraffic(c: Client, signal: NodeJS.Signals) {
+  const before = ((await c.request("whoami", null)) as WhoAmI).node;
+  const node = cluster.nodes.find((x) => x.name === before && x.alive());
+  assert.ok(node, "the client's node is not running");
+  const load = traffic(c, 8);
+  await new Promise((r) => setTimeout(r, 300));
+  const resumed = nextEvent(c, "resumed", 20_000);
+  await node.kill(signal);
+  await resumed;
+  await new Promise((r) => setTimeout(r, 300));
+  await load.stop(); // returns only when every request settled: none hangs
+  assert.equal(load.outcomes.other, [], "requests failed with another error than connection_lost");
+  assert.is.not(((await c.request("whoami", null)) as WhoAmI).node, before);
+  return load.outcomes;
+}
+
 t("SIGTERM drains a node without failing a request: its clients move to other nodes", async () => {
   const c = await connect(cluster.url, { key: await generateSigningKey(), serverKey: cluster.fingerprint, reconnect: { baseMs: 50, maxMs: 500 } });
   try {
-    const before = ((await c.request("whoami", null)) as WhoAmI).node;
-    const node = cluster.nodes.find((x) => x.name === before && x.alive());
-    assert.ok(node, "the client's node is not running");
-    const load = traffic(c, 8);
-    await new Promise((r) => setTimeout(r, 300));
-    const resumed = nextEvent(c, "resumed", 20_000);
-    await node.kill("SIGTERM");
-    await resumed;
-    await new Promise((r) => setTimeout(r, 300));
-    await load.stop();
-    assert.equal(load.outcomes.other, []);
-    assert.is(load.outcomes.lost, 0, "a request failed during the drain");
-    assert.ok(load.outcomes.ok > 50, `only ${load.outcomes.ok} requests answered`);
-    assert.is.not(((await c.request("whoami", null)) as WhoAmI).node, before);
+    const o = await signalUnderTraffic(c, "SIGTERM");
+    assert.is(o.lost, 0, "a request failed during the drain");
+    assert.ok(o.ok > 50, `only ${o.ok} requests answered`);
   } finally {
     await c.close();
   }
@@ -159,19 +165,9 @@ t("SIGTERM drains a node without failing a request: its clients move to other no
 t("kill -9 under traffic: every request in flight completes or fails with connection_lost, none vanishes", async () => {
   const c = await connect(cluster.url, { key: await generateSigningKey(), serverKey: cluster.fingerprint, reconnect: { baseMs: 50, maxMs: 500 }, requestTimeoutMs: 10_000 });
   try {
-    const before = ((await c.request("whoami", null)) as WhoAmI).node;
-    const node = cluster.nodes.find((x) => x.name === before && x.alive());
-    assert.ok(node, "the client's node is not running");
-    const load = traffic(c, 8);
-    await new Promise((r) => setTimeout(r, 300));
-    const resumed = nextEvent(c, "resumed", 20_000);
-    await node.kill("SIGKILL");
-    await resumed;
-    await new Promise((r) => setTimeout(r, 300));
-    await load.stop(); // returns only when every request settled: none hangs
-    assert.equal(load.outcomes.other, [], "requests failed with another error than connection_lost");
-    console.log(`    kill -9 under 8 requests in flight: ${load.outcomes.ok} answered, ${load.outcomes.lost} connection_lost`);
-    assert.ok(load.outcomes.lost <= 8, "more requests lost than were in flight");
+    const o = await signalUnderTraffic(c, "SIGKILL");
+    console.log(`    kill -9 under 8 requests in flight: ${o.ok} answered, ${o.lost} connection_lost`);
+    assert.ok(o.lost <= 8, "more requests lost than were in flight");
   } finally {
     await c.close();
   }

@@ -14,14 +14,15 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { delimiter, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { KeyType } from "../../shared/crypto.js";
 import { generateKeyFile, loadKey } from "../../client/node.js";
+import { answersPing, findOnPath, freePort } from "./net.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const CLI = join(ROOT, "bin", "psimbols.js");
@@ -183,31 +184,17 @@ function exitText(p: ClusterProcess): string {
 
 // ------------------------------------------------------------------ programs
 
-function executable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
-/** The program on PATH, or in the sbin folders (not on every user's PATH). */
-function findProgram(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/sbin", "/usr/local/sbin", "/sbin"];
-  for (const d of dirs) if (d && executable(join(d, name))) return join(d, name);
-  return undefined;
-}
 
 /**
  * Finds `program`, installing Debian's `pkg` through apt when it is missing.
  * @throws Error saying what to install when it cannot be installed here.
  */
 async function ensureProgram(program: string, pkg: string, say: (m: string) => void): Promise<string> {
-  const found = findProgram(program);
+  const found = findOnPath(program);
   if (found) return found;
   const hint = `hint: install Debian's ${pkg} package (apt-get install ${pkg}) and run again`;
-  if (process.getuid?.() !== 0 || !findProgram("apt-get")) {
+  if (process.getuid?.() !== 0 || !findOnPath("apt-get")) {
     throw new Error(`${program} is not installed and cannot be installed here (that needs root and apt-get)\n${hint}`);
   }
   say(`${program} is missing: installing Debian's ${pkg} package through apt ...`);
@@ -215,7 +202,7 @@ async function ensureProgram(program: string, pkg: string, say: (m: string) => v
   // Without an update first when the package lists already know it (fast, and no lock on the lists).
   const p = launch("apt-get", "sh", ["-c", `${install} || (apt-get update -qq && ${install})`], { echo: false });
   await new Promise<void>((r) => p.proc.once("exit", () => r()));
-  const bin = findProgram(program);
+  const bin = findOnPath(program);
   if (p.proc.exitCode !== 0 || !bin) {
     throw new Error(`apt-get could not install ${pkg} (exit ${exitText(p)}):\n${p.output().trim().split("\n").slice(-10).join("\n")}\n${hint}`);
   }
@@ -224,22 +211,6 @@ async function ensureProgram(program: string, pkg: string, say: (m: string) => v
 
 // ------------------------------------------------------------------ network
 
-/** A port the kernel just gave out on 127.0.0.1 (never 6379). */
-async function freePort(): Promise<number> {
-  for (let i = 0; i < 10; i++) {
-    const port = await new Promise<number>((res, rej) => {
-      const s = createServer();
-      s.once("error", rej);
-      s.listen(0, "127.0.0.1", () => {
-        const a = s.address();
-        const p = typeof a === "object" && a ? a.port : 0;
-        s.close(() => res(p));
-      });
-    });
-    if (port !== 0 && port !== 6379) return port;
-  }
-  throw new Error("no free port found");
-}
 
 /** @throws Error when `host:port` cannot be listened on (in use, or not an address of this machine). */
 async function checkBindable(host: string, port: number): Promise<void> {
@@ -252,23 +223,6 @@ async function checkBindable(host: string, port: number): Promise<void> {
   });
 }
 
-function answersPing(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const s = createConnection({ host: "127.0.0.1", port });
-    let buf = "";
-    const done = (ok: boolean): void => {
-      s.destroy();
-      res(ok);
-    };
-    s.setTimeout(500, () => done(false));
-    s.once("error", () => done(false));
-    s.once("connect", () => s.write("PING\r\n"));
-    s.on("data", (d) => {
-      buf += d.toString("latin1");
-      if (buf.includes("\r\n")) done(buf.startsWith("+PONG"));
-    });
-  });
-}
 
 async function httpStatus(url: string): Promise<number | undefined> {
   try {

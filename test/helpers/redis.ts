@@ -4,9 +4,7 @@
  * `bin/test_psimbols.sh` installs redis-server through apt when it is missing.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants } from "node:fs";
-import { createConnection, createServer } from "node:net";
-import { delimiter, join } from "node:path";
+import { answersPing, findOnPath, freePort } from "../../server/cluster/net.js";
 
 /** A running test Redis. */
 export interface TestRedis {
@@ -115,55 +113,8 @@ export async function startRedis(): Promise<TestRedis> {
   };
 }
 
-/** Asks the kernel for a free port by binding port 0, then releases it. */
-async function freePort(): Promise<number> {
-  for (let i = 0; i < 10; i++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = createServer();
-      s.once("error", reject);
-      s.listen(0, "127.0.0.1", () => {
-        const a = s.address();
-        const p = typeof a === "object" && a ? a.port : 0;
-        s.close(() => resolve(p));
-      });
-    });
-    if (port !== 6379 && port !== 0) return port;
-  }
-  throw new Error("no free port found");
-}
 
-/** True when something on `port` answers `+PONG` to an inline PING. */
-function answersPing(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createConnection({ host: "127.0.0.1", port });
-    let buf = "";
-    const done = (ok: boolean): void => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.setTimeout(500, () => done(false));
-    s.once("error", () => done(false));
-    s.once("connect", () => s.write("PING\r\n"));
-    s.on("data", (d) => {
-      buf += d.toString("latin1");
-      if (buf.includes("\r\n")) done(buf.startsWith("+PONG"));
-    });
-  });
-}
 
-function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
-    if (!dir) continue;
-    const p = join(dir, name);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));

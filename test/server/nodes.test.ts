@@ -13,7 +13,7 @@ import { connect, type Client, loadKey } from "../../client/node.js";
 import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { startRedis } from "../helpers/redis.js";
 import { startProxy, type Proxy } from "../helpers/proxy.js";
-import { Raw, call, handshake, openPush, resume } from "../helpers/raw.js";
+import { Raw, call, handshake, openPush, readResponse, requestFrame, resume } from "../helpers/raw.js";
 
 const t = suite("several nodes on one Redis");
 let redis: Awaited<ReturnType<typeof startRedis>>;
@@ -49,8 +49,14 @@ t("a channel granted on node a is resumed on node b without a handshake", async 
   const raw = await Raw.open(a.url);
   const ch = await handshake(raw, await generateSigningKey());
   assert.is((await call(raw, ch, "whoami")).data.node, "a");
+  const sent = await requestFrame(ch, "echo", "once");
+  raw.send(sent);
+  assert.equal(await readResponse(raw, ch), { data: "once" });
   const other = await Raw.open(b.url);
   assert.is((await resume(other, ch)).type, "resumed");
+  // A frame accepted on node a is never accepted again on node b, not even with the binding there.
+  other.send(sent);
+  assert.is((await other.next()).error.code, "unauthorised");
   const who = await call(other, ch, "whoami");
   assert.is(who.data.node, "b");
   assert.is(who.data.channel, ch.grant.channel);
@@ -93,7 +99,7 @@ t("a revocation missed while away is told, authenticated, on resume", async () =
   await operator.request("admin.revoke", { channel: ch.grant.channel });
   const back = await Raw.open(b.url);
   assert.is((await resume(back, ch)).type, "resumed");
-  back.send(await (await import("../helpers/raw.js")).requestFrame(ch, "ping"));
+  back.send(await requestFrame(ch, "ping"));
   const frames = [await back.next(), await back.next()];
   const push = frames.find((f) => f.type === "push");
   assert.ok(push, "a notice arrives");

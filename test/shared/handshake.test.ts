@@ -7,6 +7,7 @@ import { b64u, fromB64u, fromUtf8 } from "../../shared/encoding.js";
 import { randomBytes } from "../../shared/crypto.js";
 import { openGrant } from "../../shared/handshake.js";
 import { ErrorCode } from "../../shared/errors.js";
+import { hpkeSuite } from "../../shared/hpke.js";
 
 const source = "ws://127.0.0.1:9393/";
 
@@ -55,6 +56,30 @@ test("DES-only offer is unsupported and names what is accepted", async () => {
     assert.is(e.code, ErrorCode.unsupported);
     assert.match(e.message, "AES-256-GCM");
   }
+});
+
+test("forward secrecy: both long-term private keys and every frame do not open the grant without the dropped ephemeral key", async () => {
+  const server = await generateSigningKey(KeyType.ed25519);
+  const id = await generateSigningKey();
+  const h = await createHello(id);
+  const { challenge, pending } = await acceptHello(h.bytes, h.hello, { key: server, source });
+  const { proof, state } = await answerChallenge(h, challenge, () => {});
+  const sig = fromB64u(proof.signature, "signature");
+  const key = randomBytes(32);
+  const grant: Grant = { channel: b64u(randomBytes(16)), key: { type: "AES-256-GCM", data: b64u(key) }, valid_until: new Date().toISOString(), ttl: 60 };
+  const est = await sealGrant(pending, sig, grant, source);
+  // A later attacker holds the identity key and the server key and recorded every frame, so it can
+  // recompute the whole transcript (answerChallenge with the real identity key gives the same AAD and
+  // info) — but the client's ephemeral KEM key is gone: any other key fails to open the grant.
+  const replay = await answerChallenge({ ...h, kemPair: await hpkeSuite("X25519").kem.generateKeyPair() }, challenge, () => {});
+  assert.equal(replay.state.aad, state.aad);
+  try {
+    await openGrant(replay.state, est);
+    assert.unreachable("the grant opened without the ephemeral key");
+  } catch (e: any) {
+    assert.is(e.code, ErrorCode.protocol);
+  }
+  assert.equal((await openGrant(state, est)).channelKey, key);
 });
 
 test.run();

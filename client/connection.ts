@@ -510,6 +510,8 @@ export class Client {
   #pinned: string | undefined;
   readonly #queue: PendingRequest[] = [];
   readonly #stats = { handshakes: 0, resumes: 0, reconnects: 0 };
+  /** The trust-on-first-use write in progress, if any. */
+  #remembering: Promise<void> = Promise.resolve();
   /** Highest application push id delivered (per identity, across channels and sockets). */
   #lastPushId = 0;
   readonly #ready = deferred<void>();
@@ -635,6 +637,7 @@ export class Client {
   }
 
   async #shutdown(): Promise<void> {
+    await this.#remembering;
     const conn = this.#conn;
     if (conn && this.#canSend(conn)) {
       const ms = Math.min(this.#o.requestTimeoutMs, CLOSE_REQUEST_TIMEOUT_MS);
@@ -1035,7 +1038,8 @@ export class Client {
 
   #remember(fingerprint: string): void {
     this.#o.log.info("trusting the server key on first use", { url: this.url, fingerprint });
-    Promise.resolve()
+    // close() waits for this write, so a short-lived client (the CLI) never exits before it lands.
+    this.#remembering = Promise.resolve()
       .then(() => this.#o.knownServers.set(this.url, fingerprint))
       .catch((cause: unknown) => this.#emitError(err(ErrorCode.unavailable, "the known-servers store could not be written", cause)));
   }
@@ -1268,6 +1272,19 @@ export class Client {
     b.pending.delete(seq);
     this.#finish(req, e, data);
     this.#retireIfIdle(conn, b);
+    this.#leaveIfDrained(conn);
+  }
+
+  /**
+   * After `closing`, once every request sent on this socket is answered, the
+   * client leaves by itself and resumes elsewhere: the node answers until we
+   * go, so a graceful shutdown fails no request (§7, `closing`).
+   */
+  #leaveIfDrained(conn: Conn): void {
+    if (!conn.draining || conn !== this.#conn) return;
+    for (const b of conn.bindings.values()) if (b.pending.size > 0) return;
+    this.#o.log.info("node is closing and nothing is in flight: moving to another node");
+    this.#disconnect(CloseCode.goingAway.code, CloseCode.goingAway.reason, { reconnect: true });
   }
 
   async #onResponse(conn: Conn, f: ResponseFrame): Promise<void> {
@@ -1385,6 +1402,7 @@ export class Client {
       case Notice.closing:
         // the node shuts down and closes the socket (4006): hold new requests for the next one
         conn.draining = true;
+        this.#leaveIfDrained(conn);
         return;
       case Notice.pushesLost:
         // informational: the application decides how to catch up (the `notice` event carries it)

@@ -11,6 +11,11 @@ import { WebSocket } from "ws";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { KeyType, type SigningKey, generateSigningKey, importPkcs8, keyTypes, subtle } from "../shared/crypto.js";
 import { type Client, type ConnectOptions, type KnownServers, connect as coreConnect } from "./connection.js";
+import { useTrafficKeys } from "../shared/channel.js";
+import { nodeTrafficKey } from "./node-aead.js";
+
+// On Node, channel frames use node:crypto (same bytes, much cheaper than WebCrypto per frame).
+useTrafficKeys(nodeTrafficKey);
 
 export * from "./index.js";
 

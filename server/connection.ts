@@ -62,6 +62,7 @@ export class Connection {
   readonly #log: Logger;
   #queue: Promise<void> = Promise.resolve();
   #queued = 0;
+  #lastFrameAt = 0;
   #pending: PendingHandshake | undefined;
   #binding: Binding | undefined;
   /** The binding a renewal replaced, kept until its in-flight requests are answered. */
@@ -104,6 +105,7 @@ export class Connection {
 
   #enqueue(data: Buffer, isBinary: boolean): void {
     if (this.#closed) return;
+    this.#lastFrameAt = Date.now();
     if (++this.#queued > this.#ctx.config.limits.queuedFramesPerConnection) {
       this.#fail(new PsimbolsError(ErrorCode.tooMany, "too many frames queued on this connection", { close: CloseCode.tooMany }));
       return;
@@ -380,10 +382,12 @@ export class Connection {
   async shutdown(drainMs = 5000): Promise<void> {
     const b = this.#binding;
     if (b && b.active && !b.dead) await this.#notice(b, "closing").catch(() => {});
+    // The client leaves by itself once its requests are answered; until then every frame
+    // it sent before it saw `closing` is answered. A quiet second also ends the wait.
     const deadline = Date.now() + drainMs;
-    // A short grace lets frames the client sent before it saw `closing` arrive and be answered.
-    await new Promise((r) => setTimeout(r, Math.min(200, drainMs)));
-    while ((this.#inFlight > 0 || this.#queued > 0) && Date.now() < deadline && !this.#closed) {
+    while (!this.#closed && Date.now() < deadline) {
+      const quiet = this.#inFlight === 0 && this.#queued === 0 && Date.now() - this.#lastFrameAt > 1000;
+      if (quiet) break;
       await new Promise((r) => setTimeout(r, 10));
     }
     this.close(CloseCode.closing);

@@ -23,14 +23,68 @@ export const LABEL_S2C = "psimbols/1 s2c";
 export const FrameKind = { request: 1, response: 2, push: 3 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
-/** One binding's traffic keys. Keys are non-extractable CryptoKeys. */
+/**
+ * One direction of one binding: an AES-256-GCM key behind the one interface
+ * the channel code uses. Two engines give the same bytes on the wire: WebCrypto
+ * (the default, everywhere, keys non-extractable) and node:crypto
+ * (client/node-aead.ts, synchronous and several times cheaper per frame, which
+ * the Node entry points install with {@link useTrafficKeys}).
+ */
+export interface TrafficKey {
+  /** Returns base64url(ciphertext || tag). */
+  seal(nonce: Uint8Array, aad: string, plaintext: string): Promise<string> | string;
+  /** @throws PsimbolsError `unauthorised` (does not authenticate) or `bad_request` (malformed). */
+  open(nonce: Uint8Array, aad: string, ciphertext: string): Promise<string> | string;
+}
+export type TrafficKeyFactory = (raw: Uint8Array) => Promise<TrafficKey> | TrafficKey;
+
+/** One binding's traffic keys. */
 export interface BindingKeys {
   readonly channel: string;
-  readonly c2s: CryptoKey;
-  readonly s2c: CryptoKey;
+  readonly c2s: TrafficKey;
+  readonly s2c: TrafficKey;
 }
 
-/** Raw traffic keys of a binding (test vectors and the node:crypto fast path use these). */
+const UNAUTHORISED = "unknown channel or bad ciphertext";
+
+/** The WebCrypto engine: a non-extractable AES-GCM CryptoKey. */
+export async function webCryptoTrafficKey(raw: Uint8Array): Promise<TrafficKey> {
+  const key = await aesKey(raw);
+  return {
+    async seal(nonce, aad, plaintext) {
+      const ct = await subtle().encrypt({ name: "AES-GCM", iv: nonce as BufferSource, additionalData: utf8(aad) as BufferSource }, key, utf8(plaintext) as BufferSource);
+      return b64u(new Uint8Array(ct));
+    },
+    async open(nonce, aad, ciphertext) {
+      const ct = fromB64u(ciphertext, "ciphertext");
+      let pt: ArrayBuffer;
+      try {
+        pt = await subtle().decrypt({ name: "AES-GCM", iv: nonce as BufferSource, additionalData: utf8(aad) as BufferSource }, key, ct as BufferSource);
+      } catch {
+        throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
+      }
+      try {
+        return fromUtf8(new Uint8Array(pt));
+      } catch {
+        throw new PsimbolsError(ErrorCode.badRequest, "inner payload is not UTF-8");
+      }
+    },
+  };
+}
+
+let makeTrafficKey: TrafficKeyFactory = webCryptoTrafficKey;
+
+/** Installs the engine for traffic keys made from now on (Node entry points install node:crypto). */
+export function useTrafficKeys(factory: TrafficKeyFactory): void {
+  makeTrafficKey = factory;
+}
+
+/** A traffic key from 32 raw bytes, on the installed engine. The caller may wipe `raw` afterwards. */
+export async function trafficKey(raw: Uint8Array): Promise<TrafficKey> {
+  return makeTrafficKey(raw);
+}
+
+/** Raw traffic keys of a binding (test vectors use these). */
 export async function deriveTrafficKeys(channelKey: Uint8Array, channel: string, nonceC: Uint8Array, nonceS: Uint8Array) {
   const salt = lp(nonceC, nonceS);
   const c2s = await hkdf(channelKey, salt, lp(LABEL_C2S, channel), 32);
@@ -41,7 +95,7 @@ export async function deriveTrafficKeys(channelKey: Uint8Array, channel: string,
 /** Derives a binding's keys; raw bytes are wiped once imported. */
 export async function deriveBinding(channelKey: Uint8Array, channel: string, nonceC: Uint8Array, nonceS: Uint8Array): Promise<BindingKeys> {
   const raw = await deriveTrafficKeys(channelKey, channel, nonceC, nonceS);
-  const keys = { channel, c2s: await aesKey(raw.c2s), s2c: await aesKey(raw.s2c) };
+  const keys = { channel, c2s: await trafficKey(raw.c2s), s2c: await trafficKey(raw.s2c) };
   wipe(raw.c2s, raw.s2c);
   return keys;
 }
@@ -56,13 +110,8 @@ export function frameNonce(kind: FrameKind, seq: number): Uint8Array {
 }
 
 /** Encrypts one inner payload; returns base64url ciphertext || tag. */
-export async function sealFrame(key: CryptoKey, kind: FrameKind, seq: number, channel: string, plaintext: string): Promise<string> {
-  const ct = await subtle().encrypt(
-    { name: "AES-GCM", iv: frameNonce(kind, seq) as BufferSource, additionalData: utf8(channel) as BufferSource },
-    key,
-    utf8(plaintext) as BufferSource,
-  );
-  return b64u(new Uint8Array(ct));
+export async function sealFrame(key: TrafficKey, kind: FrameKind, seq: number, channel: string, plaintext: string): Promise<string> {
+  return key.seal(frameNonce(kind, seq), channel, plaintext);
 }
 
 /**
@@ -70,21 +119,6 @@ export async function sealFrame(key: CryptoKey, kind: FrameKind, seq: number, ch
  * @throws PsimbolsError `unauthorised` when it does not authenticate (the same
  *   code as an unknown channel, so a failure tells an outsider nothing more).
  */
-export async function openFrame(key: CryptoKey, kind: FrameKind, seq: number, channel: string, ciphertext: string): Promise<string> {
-  const ct = fromB64u(ciphertext, "ciphertext");
-  let pt: ArrayBuffer;
-  try {
-    pt = await subtle().decrypt(
-      { name: "AES-GCM", iv: frameNonce(kind, seq) as BufferSource, additionalData: utf8(channel) as BufferSource },
-      key,
-      ct as BufferSource,
-    );
-  } catch {
-    throw new PsimbolsError(ErrorCode.unauthorised, "unknown channel or bad ciphertext");
-  }
-  try {
-    return fromUtf8(new Uint8Array(pt));
-  } catch {
-    throw new PsimbolsError(ErrorCode.badRequest, "inner payload is not UTF-8");
-  }
+export async function openFrame(key: TrafficKey, kind: FrameKind, seq: number, channel: string, ciphertext: string): Promise<string> {
+  return key.open(frameNonce(kind, seq), channel, ciphertext);
 }

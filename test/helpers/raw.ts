@@ -5,7 +5,7 @@
 import WebSocket from "ws";
 import { type SigningKey, randomBytes } from "../../shared/crypto.js";
 import { b64u, fromB64u, fromUtf8 } from "../../shared/encoding.js";
-import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealFrame } from "../../shared/channel.js";
+import { type BindingKeys, FrameKind, deriveBinding, deriveTrafficKeys, openFrame, sealFrame } from "../../shared/channel.js";
 import { type Challenge, type Established, type Grant, decodeServerFrame } from "../../shared/frames.js";
 import { type HelloOptions, answerChallenge, createHello, openGrant } from "../../shared/handshake.js";
 
@@ -74,6 +74,8 @@ export interface RawChannel {
   grant: Grant;
   channelKey: Uint8Array;
   keys: BindingKeys;
+  /** The same traffic keys as raw bytes, for tests that must build frames no engine would seal. */
+  rawKeys: { c2s: Uint8Array; s2c: Uint8Array };
   seq: number;
   pushSeq: number;
 }
@@ -89,8 +91,14 @@ export async function handshake(raw: Raw, identity: SigningKey, o: HelloOptions 
   const e = (await raw.next()) as Established;
   if (e.type !== "established") throw new Error(`expected established, got ${JSON.stringify(e)}`);
   const { grant, channelKey } = await openGrant(state, e);
-  const keys = await deriveBinding(channelKey, grant.channel, h.nonceC, state.nonceS);
-  return { grant, channelKey, keys, seq: 0, pushSeq: 0 };
+  return rawChannel(grant, channelKey, h.nonceC, state.nonceS);
+}
+
+/** The channel state of a fresh binding (handshake or resume nonces). */
+export async function rawChannel(grant: Grant, channelKey: Uint8Array, nonceC: Uint8Array, nonceS: Uint8Array): Promise<RawChannel> {
+  const keys = await deriveBinding(channelKey, grant.channel, nonceC, nonceS);
+  const rawKeys = await deriveTrafficKeys(channelKey, grant.channel, nonceC, nonceS);
+  return { grant, channelKey, keys, rawKeys, seq: 0, pushSeq: 0 };
 }
 
 /** Resumes `ch` on a fresh raw socket (without sending the activating request). */
@@ -99,9 +107,7 @@ export async function resume(raw: Raw, ch: RawChannel): Promise<Frame> {
   raw.send({ type: "resume", channel: ch.grant.channel, nonce: b64u(nonceC) });
   const f = await raw.next();
   if (f.type === "resumed") {
-    ch.keys = await deriveBinding(ch.channelKey, ch.grant.channel, nonceC, fromB64u(f.nonce, "nonce"));
-    ch.seq = 0;
-    ch.pushSeq = 0;
+    Object.assign(ch, await rawChannel(ch.grant, ch.channelKey, nonceC, fromB64u(f.nonce, "nonce")));
   }
   return f;
 }

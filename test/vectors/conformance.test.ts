@@ -17,7 +17,7 @@ import { Crypto as PeculiarCrypto } from "@peculiar/webcrypto";
 import { fileURLToPath } from "node:url";
 import { b64u, concat, fromB64u, fromUtf8, lp, utf8 } from "../../shared/encoding.js";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
-import { aesKey, fingerprint, importPkcs8, importPublicKey, importSpki, sha256, subtle, verify, type SigningKey } from "../../shared/crypto.js";
+import { fingerprint, importPkcs8, importPublicKey, importSpki, sha256, subtle, verify, type SigningKey } from "../../shared/crypto.js";
 import {
   LABEL_CLIENT_SIG,
   LABEL_GRANT_AAD,
@@ -33,7 +33,7 @@ import {
   type ClientProof,
   type PendingHandshake,
 } from "../../shared/handshake.js";
-import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, openFrame, sealFrame } from "../../shared/channel.js";
+import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, openFrame, sealFrame, trafficKey } from "../../shared/channel.js";
 import {
   MAX_SEQ,
   decodeClientFrame,
@@ -338,8 +338,8 @@ for (const t of V.transcripts) {
     });
 
     test(`${t.name}, ${b.name}: frames seal to the exact ciphertext, open, and decode`, async () => {
-      const c2s = await aesKey(unhex(b.c2s));
-      const s2c = await aesKey(unhex(b.s2c));
+      const c2s = await trafficKey(unhex(b.c2s));
+      const s2c = await trafficKey(unhex(b.s2c));
       for (const f of b.frames) {
         const what = `${f.kind} ${f.seq}`;
         const k = f.kind === "request" ? c2s : s2c;
@@ -387,7 +387,7 @@ for (const v of V.negative.hellos) {
 
 test("channel frames that must not open fail with unauthorised and the one message", async () => {
   for (const v of V.negative.channel) {
-    const k = await aesKey(unhex(v.key));
+    const k = await trafficKey(unhex(v.key));
     let err: unknown;
     try {
       await openFrame(k, FrameKind[v.kind], v.seq, v.channel, v.ciphertext);
@@ -511,7 +511,7 @@ test("flipping any byte of established.response or of the grant AAD makes the gr
 test("flipping any byte of a request or push ciphertext makes it fail with unauthorised", async () => {
   const b = transcript("ed25519-x25519").bindings[0]!;
   for (const f of b.frames.filter((x) => x.kind !== "response")) {
-    const k = await aesKey(unhex(f.kind === "request" ? b.c2s : b.s2c));
+    const k = await trafficKey(unhex(f.kind === "request" ? b.c2s : b.s2c));
     const ct = unhex(f.ciphertext);
     for (let i = 0; i < ct.length; i++) {
       await throwsCode(() => openFrame(k, frameKind(f.kind), f.seq, b.channel, b64u(flip(ct, i))), ErrorCode.unauthorised, `${f.kind} ${f.seq} byte ${i}`);

@@ -23,7 +23,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { b64u, concat, fromB64u, fromUtf8, lp, utf8 } from "../../shared/encoding.js";
-import { KeyType, aesKey, fingerprint, importPkcs8, sha256, sign, type SigningKey } from "../../shared/crypto.js";
+import { KeyType, fingerprint, importPkcs8, sha256, sign, type SigningKey } from "../../shared/crypto.js";
 import {
   LABEL_CLIENT_SIG,
   LABEL_GRANT_AAD,
@@ -36,7 +36,7 @@ import {
   sealGrant,
   verifyProof,
 } from "../../shared/handshake.js";
-import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, sealFrame } from "../../shared/channel.js";
+import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, sealFrame, trafficKey } from "../../shared/channel.js";
 import { decodeClientFrame, decodeServerFrame, MAX_SEQ, type Challenge, type Grant, type Hello, type KemType } from "../../shared/frames.js";
 import { hpkeSuite } from "../../shared/hpke.js";
 
@@ -517,8 +517,8 @@ async function transcriptVector(t: TranscriptSpec, resign?: Map<string, Hex>): P
 
 async function bindingVector(b: ChannelScript, channelKey: Uint8Array, channel: string, n: { c: Uint8Array; s: Uint8Array }): Promise<BindingVector> {
   const raw = await deriveTrafficKeys(channelKey, channel, n.c, n.s);
-  const c2s = await aesKey(raw.c2s);
-  const s2c = await aesKey(raw.s2c);
+  const c2s = await trafficKey(raw.c2s);
+  const s2c = await trafficKey(raw.s2c);
   const frames: ChannelFrameVector[] = [];
   const add = async (kind: ChannelFrameVector["kind"], seq: number, payload: unknown) => {
     const plaintext = JSON.stringify(payload);

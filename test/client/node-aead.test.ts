@@ -1,0 +1,66 @@
+/**
+ * The node:crypto engine for traffic keys against the WebCrypto one: the same
+ * bytes on the wire, each opens what the other sealed, and both refuse the
+ * same forgeries with the same codes.
+ */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import fc from "fast-check";
+import { FrameKind, frameNonce, webCryptoTrafficKey } from "../../shared/channel.js";
+import { randomBytes } from "../../shared/crypto.js";
+import { b64u, fromB64u } from "../../shared/encoding.js";
+import { nodeTrafficKey } from "../../client/node-aead.js";
+
+const code = async (f: () => unknown) => {
+  try {
+    await f();
+    return "none";
+  } catch (e) {
+    return (e as { code?: string }).code ?? String(e);
+  }
+};
+
+test("node:crypto and WebCrypto seal to the same bytes and open each other's frames", async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.integer({ min: 1, max: 2 ** 24 }), fc.string({ maxLength: 300 }), async (raw, seq, text) => {
+      const web = await webCryptoTrafficKey(raw);
+      const node = nodeTrafficKey(raw);
+      const nonce = frameNonce(FrameKind.request, seq);
+      const a = await web.seal(nonce, "chan", text);
+      const b = await node.seal(nonce, "chan", text);
+      assert.is(b, a);
+      assert.is(await node.open(nonce, "chan", a), text);
+      assert.is(await web.open(nonce, "chan", b), text);
+    }),
+    { numRuns: 200 },
+  );
+});
+
+test("both engines refuse a flipped bit, another nonce, another AAD and a cut tag alike", async () => {
+  const raw = randomBytes(32);
+  const web = await webCryptoTrafficKey(raw);
+  const node = nodeTrafficKey(raw);
+  const nonce = frameNonce(FrameKind.response, 7);
+  const ct = await node.seal(nonce, "chan", '{"data":1}');
+  const bytes = fromB64u(ct, "ct");
+  const cases: [string, Uint8Array, string, string][] = [
+    ["flipped bit", nonce, "chan", b64u(bytes.map((x, i) => (i === 3 ? x ^ 1 : x)))],
+    ["other nonce", frameNonce(FrameKind.push, 7), "chan", ct],
+    ["other AAD", nonce, "other", ct],
+    ["cut tag", nonce, "chan", b64u(bytes.slice(0, bytes.length - 1))],
+    ["shorter than a tag", nonce, "chan", b64u(bytes.slice(0, 8))],
+    ["padding", nonce, "chan", ct + "="],
+  ];
+  for (const [name, n, aad, c] of cases) {
+    const w = await code(() => web.open(n, aad, c));
+    const d = await code(() => node.open(n, aad, c));
+    assert.is.not(d, "none", name);
+    assert.is(d, w, name);
+  }
+});
+
+test("a key must be 32 bytes", () => {
+  assert.throws(() => nodeTrafficKey(new Uint8Array(16)), /32 bytes/);
+});
+
+test.run();

@@ -824,6 +824,9 @@ export class Client {
       const hs = conn.hs;
       conn.hs = undefined;
       if (hs) hs.done.reject(opts.error ?? lost);
+      // A renewal's proof was out but its answer never came: the server may have replaced the old
+      // channel already, so resuming it could meet `replaced` (terminal). Start afresh instead.
+      if (hs?.renewal && hs.step === "proof") this.#dropChannel();
     }
     if (opts.reconnect && this.#o.reconnect && this.#everReady && !this.#closeCalled && this.#state !== ClientState.closed) {
       this.#scheduleReconnect();

@@ -91,6 +91,8 @@ export class Broker {
   readonly #connections = new Set<Connection>();
   readonly #byChannel = new Map<string, Set<Connection>>();
   readonly #perAddress = new Counter();
+  /** Raw TCP sockets per peer address (before and after the upgrade; a proxy counts as one peer). */
+  readonly #sockets = new Counter();
   readonly #ctx: BrokerContext;
   readonly #metrics = new Registry();
   readonly #latency: Histogram;
@@ -152,7 +154,17 @@ export class Broker {
       for (const conn of this.#connections) conn.resync();
     });
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false });
-    this.#http = createServer((req, res) => void this.#onHttp(req, res));
+    this.#http = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => void this.#onHttp(req, res));
+    // Slowloris before the upgrade: the request head must arrive within the handshake time,
+    // and raw TCP connections count against the per-address limit from their first byte.
+    this.#http.headersTimeout = limits.handshakeTimeoutMs;
+    this.#http.requestTimeout = limits.handshakeTimeoutMs;
+    this.#http.on("connection", (socket) => {
+      const address = socket.remoteAddress ?? "unknown";
+      // Behind a trusted proxy every socket comes from the proxy: the limit applies per X-Forwarded-For at the upgrade.
+      if (this.#sockets.inc(address) > limits.connectionsPerAddress * 2 && !this.config.trustProxy) socket.destroy();
+      socket.once("close", () => this.#sockets.dec(address));
+    });
     this.#http.on("upgrade", (req, socket, head) => this.#onUpgrade(req, socket, head));
   }
 

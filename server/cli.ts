@@ -145,6 +145,8 @@ export function program(): Command {
         log.info("stopping", { component: "cli", signal });
         void broker.close().then(() => process.exit(0));
       };
+      // One bad request must never take the node down: log what escaped, keep serving.
+      process.on("unhandledRejection", (e) => log.error("unhandled rejection", { component: "cli", error: e instanceof Error ? e.stack : String(e) }));
       process.on("SIGTERM", () => stop("SIGTERM"));
       process.on("SIGINT", () => stop("SIGINT"));
     });

@@ -225,11 +225,10 @@ export class Connection {
       throw new PsimbolsError(ErrorCode.badRequest, "resume is only accepted on a fresh connection", { close: CloseCode.badRequest });
     }
     this.#checkHelloRate();
-    const rec = await this.#store(() => this.#ctx.store.getChannel(f.channel));
-    if (!rec) {
-      this.#ctx.stats.resumes.rejected++;
-      return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), { channel: f.channel });
-    }
+    // An unknown or expired channel is answered like a known one, with keys nobody holds, so that to
+    // an outsider unknown, expired and retired channels look the same (DESIGN.md §7): the first
+    // request fails with `unauthorised` either way; only the channel's holder learns more (§6.5).
+    const rec = (await this.#store(() => this.#ctx.store.getChannel(f.channel))) ?? phantom(f.channel, this.#ctx.config.node);
     const nonceS = randomBytes(SERVER_NONCE_BYTES);
     this.#resumeLastPush = f.last_push;
     const keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS);
@@ -244,10 +243,6 @@ export class Connection {
       this.#ctx.stats.requests.unauthorised++;
       return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
     }
-    if (this.#inFlight >= this.#ctx.config.limits.inFlightPerConnection) {
-      this.#ctx.stats.requests.tooMany++;
-      return this.#sendError(new PsimbolsError(ErrorCode.tooMany, "too many requests in flight on this connection"), where);
-    }
     let text: string;
     try {
       text = await openFrame(b.keys.c2s, FrameKind.request, f.seq, f.channel, f.request);
@@ -255,12 +250,19 @@ export class Connection {
       this.#ctx.stats.requests.unauthorised++;
       return this.#sendError(e instanceof PsimbolsError ? e : new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
     }
+    // Consumed once authenticated, whatever comes next: a refused frame never becomes valid later.
     b.lastSeq = f.seq;
+    if (this.#inFlight >= this.#ctx.config.limits.inFlightPerConnection) {
+      this.#ctx.stats.requests.tooMany++;
+      return this.#sendError(new PsimbolsError(ErrorCode.tooMany, "too many requests in flight on this connection"), where);
+    }
     if (!b.active && !(await this.#activateResume(b))) {
       return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
     }
     this.#inFlight++;
-    void this.#handle(b, f.seq, text).finally(() => {
+    void this.#handle(b, f.seq, text)
+      .catch((e: unknown) => this.#log.error("request failed", { error: e instanceof Error ? e.message : String(e) }))
+      .finally(() => {
       this.#inFlight--;
       if (this.#old && this.#inFlight === 0) this.#retireOld();
     });
@@ -269,7 +271,7 @@ export class Connection {
   /** First authenticated frame of a resume: the binding takes over the channel (§6.5). */
   async #activateResume(b: Binding): Promise<boolean> {
     const { store } = this.#ctx;
-    const rec = await this.#store(() => store.getChannel(b.channel.id));
+    const rec = b.channel.identity === "" ? undefined : await this.#store(() => store.getChannel(b.channel.id));
     if (!rec || rec.retired) {
       b.dead = rec?.retired ?? "expired";
       this.#ctx.stats.resumes.rejected++;
@@ -318,7 +320,15 @@ export class Connection {
     }
     this.#ctx.observeLatency(Number(process.hrtime.bigint() - started) / 1e9);
     if (this.#closed) return;
-    const response = await sealFrame(b.keys.s2c, FrameKind.response, seq, b.channel.id, JSON.stringify(inner));
+    let out: string;
+    try {
+      out = JSON.stringify(inner);
+    } catch (e) {
+      // A handler returned something JSON cannot carry (a BigInt, a cycle): its caller gets `internal`.
+      this.#log.error("handler result is not JSON", { error: e instanceof Error ? e.message : String(e) });
+      out = JSON.stringify({ error: { code: ErrorCode.internal, message: "the handler failed" } });
+    }
+    const response = await sealFrame(b.keys.s2c, FrameKind.response, seq, b.channel.id, out);
     this.#send({ type: "response", source: this.#ctx.config.source, channel: b.channel.id, seq, response });
   }
 
@@ -478,19 +488,15 @@ export class Connection {
   #schedule(b: Binding): void {
     const { expiringBefore } = this.#ctx.config;
     const left = b.channel.validUntil - Date.now();
-    const t: ReturnType<typeof setTimeout>[] = [];
+    b.timers = [];
     if (expiringBefore > 0 && left > expiringBefore * 1000) {
-      t.push(setTimeout(() => void this.#notice(b, "expiring", new Date(b.channel.validUntil).toISOString()), left - expiringBefore * 1000));
+      later(b, left - expiringBefore * 1000, () => void this.#notice(b, "expiring", new Date(b.channel.validUntil).toISOString()));
     }
-    t.push(
-      setTimeout(() => {
-        if (b.dead) return;
-        b.dead = "expired";
-        void this.#notice(b, "expired");
-      }, Math.max(0, left)),
-    );
-    for (const x of t) x.unref?.();
-    b.timers = t;
+    later(b, Math.max(0, left), () => {
+      if (b.dead) return;
+      b.dead = "expired";
+      void this.#notice(b, "expired");
+    });
   }
 
   #clearTimers(b: Binding): void {
@@ -580,6 +586,26 @@ export class Connection {
     this.#watched.clear();
     this.#ctx.closed(this, code);
   }
+}
+
+/** A stand-in record for a resume of an unknown channel: a random key, no identity; never stored. */
+function phantom(id: string, node: string): ChannelRecord {
+  return { id, identity: "", key: randomBytes(32), type: "AES-256-GCM", validUntil: Date.now() + 60_000, ttl: 60, node };
+}
+
+/** Largest delay setTimeout takes (2^31 − 1 ms, about 24.8 days); longer ones would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Runs `f` after `ms` on `b`'s timer list, in steps a timer can hold (channels may live a year). */
+function later(b: Binding, ms: number, f: () => void): void {
+  const step = Math.min(ms, MAX_TIMER_MS);
+  const t = setTimeout(() => {
+    b.timers = b.timers.filter((x) => x !== t);
+    if (ms > step) later(b, ms - step, f);
+    else f();
+  }, step);
+  t.unref?.();
+  b.timers.push(t);
 }
 
 function withClose(e: unknown, close: CloseCode): unknown {

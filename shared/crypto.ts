@@ -107,6 +107,27 @@ function hasPrefix(type: KeyType, spki: Uint8Array): boolean {
   return true;
 }
 
+/**
+ * Encodings (sign bit cleared) of the Ed25519 points of small order, canonical
+ * and not: the blocklist of libsodium's `has_small_order` (RFC 8032 §5.1.3
+ * decoding accepts them; verification must not).
+ */
+const ED25519_SMALL_ORDER: readonly string[] = [
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+];
+
+function hasSmallOrder(point: Uint8Array): boolean {
+  let hex = "";
+  point.forEach((b, i) => (hex += (i === 31 ? b & 0x7f : b).toString(16).padStart(2, "0")));
+  return ED25519_SMALL_ORDER.includes(hex);
+}
+
 /** Imports SPKI DER bytes of a known type; see {@link importPublicKey}. */
 export async function importSpki(type: KeyType, spki: Uint8Array, field = "public_key"): Promise<PublicKey> {
   if (!hasPrefix(type, spki)) {
@@ -129,6 +150,15 @@ export async function importSpki(type: KeyType, spki: Uint8Array, field = "publi
     if (bits < RSA_MIN_BITS || bits > RSA_MAX_BITS) {
       throw new PsimbolsError(ErrorCode.badRequest, `"${field}" RSA modulus must be ${RSA_MIN_BITS}..${RSA_MAX_BITS} bits, got ${bits}`);
     }
+    // e = 1 makes every PSS encoding its own signature: anyone could sign. Odd e ≥ 3 only.
+    const e = (key.algorithm as RsaHashedKeyAlgorithm).publicExponent;
+    const even = (e[e.length - 1] ?? 0) % 2 === 0;
+    const small = e.every((b, i) => (i === e.length - 1 ? b < 3 : b === 0));
+    if (even || small) throw new PsimbolsError(ErrorCode.badRequest, `"${field}" RSA public exponent must be odd and at least 3`);
+  }
+  if (type === KeyType.ed25519 && hasSmallOrder(spki.subarray(12))) {
+    // A small-order point verifies a signature (R = identity, S = 0) over every message.
+    throw new PsimbolsError(ErrorCode.badRequest, `"${field}" is a small-order Ed25519 point`);
   }
   return { type, spki, key, fingerprint: await fingerprint(spki) };
 }

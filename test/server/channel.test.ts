@@ -120,9 +120,11 @@ m("a forged or replayed resume cannot push the real client off its channel", asy
   attacker.close();
 });
 
-m("resume of an unknown channel gets unauthorised and the socket can still handshake", async () => {
+m("resume of an unknown channel looks like any resume, its first request gets unauthorised, and the socket can still handshake", async () => {
   const raw = await Raw.open(broker.url);
   raw.send({ type: "resume", channel: b64u(new Uint8Array(16)), nonce: b64u(new Uint8Array(32)) });
+  assert.is((await raw.next()).type, "resumed");
+  raw.send({ type: "request", channel: b64u(new Uint8Array(16)), seq: 1, request: b64u(new Uint8Array(40)) });
   const r = await raw.next();
   assert.is(r.error.code, "unauthorised");
   const ch = await handshake(raw, await generateSigningKey());

@@ -217,8 +217,16 @@ function channelId(o: Obj): string {
   fromB64u(s, "channel");
   return s;
 }
+const B64URL_TEXT = /^[A-Za-z0-9_-]+$/;
+/**
+ * A ciphertext field: shape only (alphabet, no padding, at least a tag's worth).
+ * It is decoded once, strictly (canonical), by the traffic key that opens it
+ * (shared/channel.ts): decoding it here too would double the per-frame cost.
+ */
 function ciphertext(o: Obj, k: string): string {
-  return b64Field(o, k, 16, MAX_FRAME_BYTES);
+  const s = str(o, k, Math.ceil((MAX_FRAME_BYTES * 4) / 3));
+  if (s.length < 22 || s.length % 4 === 1 || !B64URL_TEXT.test(s)) throw badField(k, "base64url ciphertext of at least 16 bytes");
+  return s;
 }
 
 /** Parses the JSON text of one frame into an object with a string `type`. */

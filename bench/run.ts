@@ -1,0 +1,620 @@
+/**
+ * `npm run bench`: psimbols against plain WebSocket, wss and mutual TLS on
+ * this machine, in one unattended run (issue 7). Starts every server and a
+ * separate load-generator process itself, pins them to different cores with
+ * `taskset` where it exists (server on core 0, load generator and Redis on
+ * core 1), runs each case for a bounded time on 127.0.0.1, prints one table
+ * and writes bench/results.json.
+ *
+ * Server CPU per request is `process.cpuUsage()` of the server process (all
+ * its threads, user + system) over the measured window, divided by the
+ * requests the load generator completed in that window.
+ *
+ * Options:
+ *   --quick            short windows (smoke test; results are not written unless --out is given)
+ *   --only a,b         run only these cases (names as in results.json, plus `*_4k`)
+ *   --profile          also profile the server over each psimbols window (V8 CPU profiler, the
+ *                      same .cpuprofile as node --cpu-prof, but only the measured window); writes
+ *                      $TMPDIR/psimbols-bench-profiles/*.cpuprofile and prints the top frames
+ *   --no-variants      skip the node:crypto prototype rows (*_node_aead, *_node_crypto): the server
+ *                      on bench/node-aead.ts, node-crypto.ts and node-hpke.ts (swapped in for
+ *                      shared/channel.js, crypto.js and hpke.js by bench/hooks.ts), the load
+ *                      generator's client crypto on the same prototypes
+ *   --server-aead node run every psimbols server on the node:crypto AES-GCM prototype (bench/node-aead.ts)
+ *   --server-crypto node  ... and on the node:crypto handshake prototype (bench/node-crypto.ts, bench/node-hpke.ts)
+ *   --client-aead node run every psimbols load generator on the node:crypto prototype
+ *   --window MS        length of each measured window (default 8000; --quick 2000)
+ *   --out FILE         where to write the JSON (default bench/results.json)
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createConnection, createServer } from "node:net";
+import { cpus, loadavg, platform, release, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { makePki, type Pki } from "./certs.js";
+import type { LoadConfig, LoadReport } from "./load.js";
+import type { ServerConfig } from "./server.js";
+import { formatSummary, summarise } from "./profile.js";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const DIST = fileURLToPath(new URL("./", import.meta.url));
+const argv = process.argv.slice(2);
+const flag = (name: string): boolean => argv.includes(name);
+const option = (name: string): string | undefined => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const QUICK = flag("--quick");
+const PROFILE = flag("--profile");
+const ONLY = option("--only")?.split(",");
+const VARIANTS = !flag("--no-variants");
+const SERVER_AEAD = option("--server-aead") ?? "webcrypto";
+const SERVER_CRYPTO = option("--server-crypto") ?? "webcrypto";
+const CLIENT_AEAD = (option("--client-aead") ?? "webcrypto") as LoadConfig["aead"];
+const OUT = option("--out") ?? (QUICK ? undefined : `${ROOT}bench/results.json`);
+
+const WARMUP_MS = QUICK ? 1000 : 3000;
+const MEASURE_MS = Number(option("--window") ?? (QUICK ? 2000 : 8000));
+const CONNS = 100;
+const INFLIGHT = 8;
+const IDLE_CONNS = QUICK ? 1000 : 10_000;
+/** Source addresses for the sockets (all of 127.0.0.0/8 is local on Linux). */
+const ADDRESSES = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"];
+
+const HAVE_TASKSET = (() => {
+  try {
+    execFileSync("taskset", ["-p", String(process.pid)], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+const CORES = cpus().length;
+const SERVER_CORE = "0";
+const LOAD_CORE = CORES > 1 ? "1" : "0";
+
+// ------------------------------------------------------------------ child processes
+
+interface Msg {
+  [k: string]: unknown;
+}
+
+/** A child process spoken to over IPC: `ask` sends a message and waits for a reply carrying `key`. */
+class Child {
+  readonly proc: ChildProcess;
+  readonly #inbox: Msg[] = [];
+  readonly #waiters: { key: string; resolve: (m: Msg) => void; reject: (e: Error) => void }[] = [];
+  #exited: string | undefined;
+  #stderr = "";
+
+  constructor(name: string, script: string, core: string, env: Record<string, string>, nodeArgs: string[] = []) {
+    const cmd = [...(HAVE_TASKSET ? ["taskset", "-c", core] : []), process.execPath, ...nodeArgs, `${DIST}${script}`];
+    // The shell raises the open-files limit to the hard limit (the idle case holds 10,000 sockets per side).
+    this.proc = spawn("/bin/sh", ["-c", 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', "sh", ...cmd], {
+      stdio: ["ignore", "inherit", "pipe", "ipc"],
+      env: { ...process.env, ...env },
+      cwd: ROOT,
+    });
+    this.proc.stderr!.setEncoding("utf8").on("data", (d: string) => {
+      this.#stderr = (this.#stderr + d).slice(-4000);
+      if (process.env.BENCH_VERBOSE) process.stderr.write(`[${name}] ${d}`);
+    });
+    this.proc.on("message", (m: Msg) => {
+      if (typeof m.error === "string") process.stderr.write(`[${name}] ${m.error}\n`);
+      if (typeof m.failed === "string") {
+        for (const w of this.#waiters.splice(0)) w.reject(new Error(`${name}: ${m.failed}`));
+        return;
+      }
+      const i = this.#waiters.findIndex((w) => w.key in m);
+      if (i >= 0) this.#waiters.splice(i, 1)[0]!.resolve(m);
+      else this.#inbox.push(m);
+    });
+    this.proc.on("exit", (code, signal) => {
+      this.#exited = `${name} exited (${signal ?? code})\n${this.#stderr}`;
+      for (const w of this.#waiters.splice(0)) w.reject(new Error(this.#exited));
+    });
+  }
+
+  wait(key: string, timeoutMs = 120_000): Promise<Msg> {
+    const i = this.#inbox.findIndex((m) => key in m);
+    if (i >= 0) return Promise.resolve(this.#inbox.splice(i, 1)[0]!);
+    if (this.#exited) return Promise.reject(new Error(this.#exited));
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no "${key}" from child within ${timeoutMs} ms\n${this.#stderr}`)), timeoutMs);
+      this.#waiters.push({
+        key,
+        resolve: (m) => (clearTimeout(t), resolve(m)),
+        reject: (e) => (clearTimeout(t), reject(e)),
+      });
+    });
+  }
+
+  ask(m: Msg, key: string, timeoutMs?: number): Promise<Msg> {
+    const p = this.wait(key, timeoutMs);
+    this.proc.send(m);
+    return p;
+  }
+
+  async stop(cmd: Msg): Promise<void> {
+    if (this.#exited) return;
+    const gone = new Promise<void>((r) => this.proc.once("exit", () => r()));
+    try {
+      this.proc.send(cmd);
+    } catch {
+      // already gone
+    }
+    const t = setTimeout(() => this.proc.kill("SIGKILL"), 5000);
+    await gone;
+    clearTimeout(t);
+  }
+}
+
+interface ServerUsage {
+  user: number;
+  system: number;
+  rss: number;
+}
+
+async function startServer(cfg: ServerConfig, env: Record<string, string> = {}): Promise<{ child: Child; port: number; fingerprint?: string }> {
+  const ps = cfg.kind === "psimbols";
+  const aead = ps ? (env.PSIMBOLS_BENCH_AEAD ?? SERVER_AEAD) : "webcrypto";
+  const crypto = ps ? (env.PSIMBOLS_BENCH_CRYPTO ?? SERVER_CRYPTO) : "webcrypto";
+  const vars = { BENCH_SERVER: JSON.stringify(cfg), ...env, PSIMBOLS_BENCH_AEAD: aead, PSIMBOLS_BENCH_CRYPTO: crypto };
+  const child = new Child(`server:${cfg.kind}`, "server.js", SERVER_CORE, vars, [
+    "--expose-gc",
+    "--import",
+    `${DIST}hooks.js`,
+  ]);
+  const ready = (await child.wait("ready", 30_000)).ready as { port: number; fingerprint?: string };
+  return { child, port: ready.port, ...(ready.fingerprint ? { fingerprint: ready.fingerprint } : {}) };
+}
+
+function startLoad(cfg: LoadConfig): Child {
+  // The node:crypto rows run the client's handshake crypto on the same prototypes as the server.
+  const node = cfg.aead === "node";
+  const env = { BENCH_LOAD: JSON.stringify(cfg), PSIMBOLS_BENCH_CRYPTO: node ? "node" : "webcrypto", PSIMBOLS_BENCH_AEAD: "webcrypto" };
+  return new Child(`load:${cfg.kind}`, "load.js", LOAD_CORE, env, node ? ["--import", `${DIST}hooks.js`] : []);
+}
+
+// ------------------------------------------------------------------ Redis
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      const p = typeof a === "object" && a ? a.port : 0;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function answersPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection({ host: "127.0.0.1", port });
+    const done = (ok: boolean) => (s.destroy(), resolve(ok));
+    s.setTimeout(500, () => done(false));
+    s.once("error", () => done(false));
+    s.once("connect", () => s.write("PING\r\n"));
+    s.once("data", (d) => done(d.toString("latin1").startsWith("+PONG")));
+  });
+}
+
+/** A throwaway redis-server on a free port, pinned with the load generator (the server's core stays the server's). */
+async function startRedis(): Promise<{ url: string; stop(): void }> {
+  const port = await freePort();
+  const args = ["--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--port", String(port)];
+  const proc = HAVE_TASKSET ? spawn("taskset", ["-c", LOAD_CORE, "redis-server", ...args], { stdio: "ignore" }) : spawn("redis-server", args, { stdio: "ignore" });
+  let failed: Error | undefined;
+  proc.once("error", (e) => (failed = e));
+  const deadline = Date.now() + 5000;
+  while (!(await answersPing(port))) {
+    if (failed) throw new Error(`redis-server could not start: ${failed.message} (apt-get install redis-server)`);
+    if (Date.now() > deadline) throw new Error("redis-server did not answer PING within 5 s");
+    await sleep(50);
+  }
+  process.once("exit", () => proc.kill("SIGKILL"));
+  return { url: `redis://127.0.0.1:${port}`, stop: () => void proc.kill("SIGTERM") };
+}
+
+// ------------------------------------------------------------------ cases
+
+/** One message case as results.json has it. */
+interface MsgResult {
+  rps: number;
+  p50_ms: number;
+  p99_ms: number;
+  cpu_us_per_req: number;
+  /** CPU of the server and of the load generator over the window, % of one core. */
+  server_cpu_pct: number;
+  load_cpu_pct: number;
+  requests: number;
+  errors: number;
+}
+interface HsResult {
+  per_s: number;
+  cpu_us: number;
+  server_cpu_pct: number;
+  load_cpu_pct: number;
+  p50_ms: number;
+  p99_ms: number;
+  handshakes: number;
+  errors: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+
+interface Env {
+  pki: Pki;
+  redisUrl?: string;
+  wrapKey: string;
+}
+
+/** Runs one timed window: warm up, snapshot server CPU and zero the load counters, wait, snapshot again. */
+async function window(server: Child, load: Child, profilePath?: string): Promise<{ rep: LoadReport; cpuUs: number }> {
+  await sleep(WARMUP_MS);
+  if (profilePath) await server.ask({ cmd: "profile", on: true }, "profile");
+  const [u0] = await Promise.all([server.ask({ cmd: "usage" }, "usage"), load.ask({ cmd: "mark" }, "marked")]);
+  await sleep(MEASURE_MS);
+  const [u1, r] = await Promise.all([server.ask({ cmd: "usage" }, "usage"), load.ask({ cmd: "report" }, "report")]);
+  if (profilePath) await server.ask({ cmd: "profile", on: false, path: profilePath }, "profile");
+  const a = u0.usage as ServerUsage;
+  const b = u1.usage as ServerUsage;
+  return { rep: r.report as LoadReport, cpuUs: b.user - a.user + (b.system - a.system) };
+}
+
+function serverCfg(kind: "ws" | "wss" | "psimbols", env: Env, store: "memory" | "redis" = "memory"): ServerConfig {
+  if (kind === "wss") return { kind, tls: { key: env.pki.serverKey, cert: env.pki.serverCert, ca: env.pki.ca } };
+  if (kind === "psimbols") return { kind, store, ...(store === "redis" ? { redisUrl: env.redisUrl! } : {}) };
+  return { kind };
+}
+
+/** Server environment of a variant: "node" puts both node:crypto prototypes (AES-GCM and handshake) in. */
+function protoEnv(variant: string | undefined): Record<string, string> {
+  return variant === "node" ? { PSIMBOLS_BENCH_AEAD: "node", PSIMBOLS_BENCH_CRYPTO: "node" } : {};
+}
+
+async function msgCase(
+  env: Env,
+  kind: "ws" | "wss" | "psimbols",
+  size: number,
+  o: { store?: "memory" | "redis"; serverAead?: string; clientAead?: LoadConfig["aead"]; profile?: string } = {},
+): Promise<MsgResult> {
+  const srvEnv: Record<string, string> = { PSIMBOLS_WRAP_KEY: env.wrapKey, ...protoEnv(o.serverAead) };
+  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store), srvEnv);
+  const load = startLoad({
+    mode: "msg",
+    kind,
+    port,
+    ...(fingerprint ? { fingerprint } : {}),
+    ...(kind === "wss" ? { tls: { ca: env.pki.ca } } : {}),
+    conns: CONNS,
+    inflight: INFLIGHT,
+    size,
+    n: 0,
+    addresses: ADDRESSES,
+    aead: o.clientAead ?? CLIENT_AEAD,
+  });
+  try {
+    await load.wait("ready");
+    await load.ask({ cmd: "start" }, "started", 120_000);
+    const { rep, cpuUs } = await window(server, load, o.profile);
+    if (rep.count === 0) throw new Error(`no request completed${rep.firstError ? `: ${rep.firstError}` : ""}`);
+    if (rep.errors) process.stderr.write(`  ${kind}: ${rep.errors} errors, first: ${rep.firstError}\n`);
+    return {
+      rps: Math.round((rep.count * 1000) / rep.elapsedMs),
+      p50_ms: round(rep.p50Ms, 2),
+      p99_ms: round(rep.p99Ms, 2),
+      cpu_us_per_req: round(cpuUs / rep.count),
+      server_cpu_pct: round(cpuUs / 10 / rep.elapsedMs),
+      load_cpu_pct: rep.loadCpuPct,
+      requests: rep.count,
+      errors: rep.errors,
+    };
+  } finally {
+    await load.stop({ cmd: "stop" });
+    await server.stop({ cmd: "exit" });
+  }
+}
+
+async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string; serverAead?: string; clientAead?: LoadConfig["aead"] } = {}): Promise<HsResult> {
+  const cfg: ServerConfig =
+    kind === "mtls" ? { kind, tls: { key: env.pki.serverKey, cert: env.pki.serverCert, ca: env.pki.ca } } : { kind, store: "memory" };
+  const { child: server, port, fingerprint } = await startServer(cfg, protoEnv(o.serverAead));
+  const load = startLoad({
+    mode: "hs",
+    kind,
+    port,
+    ...(fingerprint ? { fingerprint } : {}),
+    ...(kind === "mtls" ? { tls: { ca: env.pki.ca, key: env.pki.clientKey, cert: env.pki.clientCert } } : {}),
+    conns: CONNS,
+    inflight: 1,
+    size: 0,
+    n: 0,
+    addresses: ADDRESSES,
+    aead: o.clientAead ?? CLIENT_AEAD,
+  });
+  try {
+    await load.wait("ready");
+    await load.ask({ cmd: "start" }, "started", 120_000);
+    const { rep, cpuUs } = await window(server, load, o.profile);
+    if (rep.count === 0) throw new Error(`no handshake completed${rep.firstError ? `: ${rep.firstError}` : ""}`);
+    if (rep.errors) process.stderr.write(`  ${kind} handshakes: ${rep.errors} errors, first: ${rep.firstError}\n`);
+    return {
+      per_s: Math.round((rep.count * 1000) / rep.elapsedMs),
+      cpu_us: round(cpuUs / rep.count),
+      server_cpu_pct: round(cpuUs / 10 / rep.elapsedMs),
+      load_cpu_pct: rep.loadCpuPct,
+      p50_ms: round(rep.p50Ms, 2),
+      p99_ms: round(rep.p99Ms, 2),
+      handshakes: rep.count,
+      errors: rep.errors,
+    };
+  } finally {
+    await load.stop({ cmd: "stop" });
+    await server.stop({ cmd: "exit" });
+  }
+}
+
+interface IdleResult {
+  kib: number;
+  n: number;
+  rssBefore: number;
+  rssAfter: number;
+  /** V8 heap and off-heap (ArrayBuffers, native handles) growth per connection, KiB. */
+  heapKib: number;
+  externalKib: number;
+}
+
+async function idleCase(env: Env, kind: "ws" | "psimbols", o: { serverAead?: string; clientAead?: LoadConfig["aead"] } = {}): Promise<IdleResult> {
+  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env), protoEnv(o.serverAead));
+  const load = startLoad({
+    mode: "idle",
+    kind,
+    port,
+    ...(fingerprint ? { fingerprint } : {}),
+    conns: CONNS,
+    inflight: 0,
+    size: 0,
+    n: IDLE_CONNS,
+    addresses: ADDRESSES,
+    aead: o.clientAead ?? CLIENT_AEAD,
+  });
+  try {
+    await load.wait("ready");
+    const m0 = (await server.ask({ cmd: "mem" }, "mem")).mem as { rss: number; heapUsed: number; external: number };
+    const started = (await load.ask({ cmd: "start" }, "started", 300_000)).started as { held: number };
+    await sleep(2000);
+    const m1 = (await server.ask({ cmd: "mem" }, "mem")).mem as { rss: number; heapUsed: number; external: number };
+    if (process.env.BENCH_HEAPSNAPSHOT) await server.ask({ cmd: "heapsnapshot", path: `${process.env.BENCH_HEAPSNAPSHOT}-${kind}.heapsnapshot` }, "heapsnapshot", 300_000);
+    const per = (a: number, b: number) => round((b - a) / started.held / 1024);
+    return {
+      kib: per(m0.rss, m1.rss),
+      n: started.held,
+      rssBefore: m0.rss,
+      rssAfter: m1.rss,
+      heapKib: per(m0.heapUsed, m1.heapUsed),
+      externalKib: per(m0.external, m1.external),
+    };
+  } finally {
+    await load.stop({ cmd: "stop" });
+    await server.stop({ cmd: "exit" });
+  }
+}
+
+// ------------------------------------------------------------------ table
+
+function ratio(a: number | undefined, b: number | undefined): string {
+  return a === undefined || b === undefined || b === 0 ? "" : `${(a / b).toFixed(2)}×`;
+}
+
+function table(c: Record<string, unknown>): string {
+  const rows: string[][] = [["case", "size", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "baseline", "req/s ratio", "CPU ratio"]];
+  const base: Record<string, string> = {
+    ws_plain: "",
+    wss: "ws_plain",
+    psimbols_memory: "wss",
+    psimbols_redis: "psimbols_memory",
+    psimbols_memory_node_aead: "wss",
+    psimbols_redis_node_aead: "psimbols_memory_node_aead",
+  };
+  for (const [sizeName, set] of [["256 B", c], ["4 KiB", c.cases_4k]] as const) {
+    const s = (set ?? {}) as Record<string, MsgResult | undefined>;
+    for (const [name, b] of Object.entries(base)) {
+      const r = s[name];
+      if (!r || typeof r.rps !== "number") continue;
+      const bl = b ? s[b] : undefined;
+      rows.push([name, sizeName, String(r.rps), r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.cpu_us_per_req.toFixed(1), b, ratio(r.rps, bl?.rps), ratio(r.cpu_us_per_req, bl?.cpu_us_per_req)]);
+    }
+  }
+  const hs = c as Record<string, HsResult | undefined>;
+  const hsRows: string[][] = [["handshakes", "per s", "p50 ms", "p99 ms", "CPU µs/hs", "baseline", "per-s ratio", "CPU ratio"]];
+  for (const [name, b] of [["handshake_mtls", ""], ["handshake_psimbols", "handshake_mtls"], ["handshake_psimbols_node_crypto", "handshake_mtls"], ["handshake_mtls_ed25519", "handshake_mtls"]] as const) {
+    const r = hs[name];
+    if (!r || typeof r.per_s !== "number") continue;
+    const bl = b ? hs[b] : undefined;
+    hsRows.push([name, String(r.per_s), r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.cpu_us.toFixed(1), b, ratio(r.per_s, bl?.per_s), ratio(r.cpu_us, bl?.cpu_us)]);
+  }
+  const memRows: string[][] = [["memory (idle connections)", "KiB per conn", "baseline", "ratio"]];
+  const m = c as Record<string, number | undefined>;
+  if (typeof m.rss_per_conn_kib_ws === "number") memRows.push(["ws (rss_per_conn_kib_ws)", String(m.rss_per_conn_kib_ws), "", ""]);
+  if (typeof m.rss_per_conn_kib === "number") memRows.push(["psimbols, bound channel (rss_per_conn_kib)", String(m.rss_per_conn_kib), "ws", ratio(m.rss_per_conn_kib, m.rss_per_conn_kib_ws)]);
+  if (typeof m.rss_per_conn_kib_node_crypto === "number") {
+    memRows.push(["psimbols, node:crypto prototypes", String(m.rss_per_conn_kib_node_crypto), "ws", ratio(m.rss_per_conn_kib_node_crypto, m.rss_per_conn_kib_ws)]);
+  }
+  return [rows, hsRows, memRows].map(fmt).join("\n\n");
+}
+
+function fmt(rows: string[][]): string {
+  if (rows.length <= 1) return "";
+  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  const line = (r: string[]) => r.map((x, i) => (i === 0 ? x.padEnd(w[i]!) : x.padStart(w[i]!))).join("  ");
+  return [line(rows[0]!), w.map((n) => "-".repeat(n)).join("  "), ...rows.slice(1).map(line)].join("\n");
+}
+
+/** The issue's targets, evaluated on this run. */
+function targets(c: Record<string, any>): Record<string, { value: number | null; target: string; met: boolean | null }> {
+  const t: Record<string, { value: number | null; target: string; met: boolean | null }> = {};
+  const add = (name: string, value: number | undefined, target: string, ok: (v: number) => boolean) => {
+    t[name] = value === undefined || !Number.isFinite(value) ? { value: null, target, met: null } : { value: round(value, 2), target, met: ok(value) };
+  };
+  const q = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? a / b : undefined);
+  add("memory_rps_vs_wss", q(c.psimbols_memory?.rps, c.wss?.rps), ">= 0.8", (v) => v >= 0.8);
+  add("memory_cpu_vs_wss", q(c.psimbols_memory?.cpu_us_per_req, c.wss?.cpu_us_per_req), "<= 1.25", (v) => v <= 1.25);
+  add("redis_rps_vs_memory", q(c.psimbols_redis?.rps, c.psimbols_memory?.rps), ">= 0.9", (v) => v >= 0.9);
+  add("handshake_rate_vs_mtls", q(c.handshake_psimbols?.per_s, c.handshake_mtls?.per_s), ">= 1.5", (v) => v >= 1.5);
+  add("handshake_cpu_vs_mtls", q(c.handshake_psimbols?.cpu_us, c.handshake_mtls?.cpu_us), "<= 1.0", (v) => v <= 1);
+  add("rss_per_conn_kib", c.rss_per_conn_kib, "<= 16", (v) => v <= 16);
+  add("rss_vs_ws", q(c.rss_per_conn_kib, c.rss_per_conn_kib_ws), "<= 1.5", (v) => v <= 1.5);
+  const k = c.cases_4k ?? {};
+  add("memory_rps_vs_wss_4k", q(k.psimbols_memory?.rps, k.wss?.rps), ">= 0.8", (v) => v >= 0.8);
+  add("memory_cpu_vs_wss_4k", q(k.psimbols_memory?.cpu_us_per_req, k.wss?.cpu_us_per_req), "<= 1.25", (v) => v <= 1.25);
+  add("redis_rps_vs_memory_4k", q(k.psimbols_redis?.rps, k.psimbols_memory?.rps), ">= 0.9", (v) => v >= 0.9);
+  return t;
+}
+
+// ------------------------------------------------------------------ main
+
+/** The code measured: BENCH_COMMIT, or the work tree's HEAD (+ "-dirty" with uncommitted changes). */
+function commitOf(): string {
+  if (process.env.BENCH_COMMIT) return process.env.BENCH_COMMIT;
+  try {
+    const head = execFileSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+    const dirty = execFileSync("git", ["-C", ROOT, "status", "--porcelain", "--untracked-files=no"], { encoding: "utf8" }).trim();
+    return dirty ? `${head}-dirty` : head;
+  } catch {
+    return "unknown";
+  }
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const load0 = loadavg()[0]!;
+  const want = (name: string) => !ONLY || ONLY.includes(name);
+  const log = (s: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
+  log(`psimbols bench: ${CORES} cores, taskset ${HAVE_TASKSET ? `yes (server core ${SERVER_CORE}, load core ${LOAD_CORE})` : "no"}, window ${MEASURE_MS} ms after ${WARMUP_MS} ms warm-up`);
+  const env: Env = { pki: makePki("p256"), wrapKey: randomBytes(32).toString("base64url") };
+  const needRedis = ["psimbols_redis", "psimbols_redis_4k"].some(want);
+  const redis = needRedis ? await startRedis() : undefined;
+  if (redis) env.redisUrl = redis.url;
+  // Profiles are large and belong to one machine: kept out of the work tree.
+  const profDir = join(tmpdir(), "psimbols-bench-profiles") + "/";
+  if (PROFILE) {
+    rmSync(profDir, { recursive: true, force: true });
+    mkdirSync(profDir, { recursive: true });
+  }
+
+  const cases: Record<string, unknown> = {};
+  const k4: Record<string, unknown> = {};
+  const run = async <T>(name: string, f: () => Promise<T>, into: Record<string, unknown> = cases, key = name): Promise<void> => {
+    if (!want(name)) return;
+    log(`${name} ...`);
+    try {
+      const r = await f();
+      into[key] = r;
+      log(`${name}: ${JSON.stringify(r)}`);
+    } catch (e) {
+      log(`${name} FAILED: ${e instanceof Error ? e.message : String(e)}`);
+      into[key] = { error: e instanceof Error ? e.message.split("\n")[0] : String(e) };
+    }
+  };
+
+  for (const [size, into, suffix] of [[256, cases, ""], [4096, k4, "_4k"]] as const) {
+    await run(`ws_plain${suffix}`, () => msgCase(env, "ws", size), into, "ws_plain");
+    await run(`wss${suffix}`, () => msgCase(env, "wss", size), into, "wss");
+    const prof = PROFILE ? `${profDir}psimbols_memory${suffix}.cpuprofile` : undefined;
+    await run(`psimbols_memory${suffix}`, () => msgCase(env, "psimbols", size, prof ? { profile: prof } : {}), into, "psimbols_memory");
+    await run(`psimbols_redis${suffix}`, () => msgCase(env, "psimbols", size, { store: "redis" }), into, "psimbols_redis");
+    if (VARIANTS && SERVER_AEAD !== "node") {
+      const profN = PROFILE ? `${profDir}psimbols_memory_node_aead${suffix}.cpuprofile` : undefined;
+      await run(
+        `psimbols_memory_node_aead${suffix}`,
+        () => msgCase(env, "psimbols", size, { serverAead: "node", clientAead: "node", ...(profN ? { profile: profN } : {}) }),
+        into,
+        "psimbols_memory_node_aead",
+      );
+    }
+  }
+  cases.cases_4k = k4;
+  await run("handshake_mtls", () => hsCase(env, "mtls"));
+  const profH = PROFILE ? `${profDir}handshake_psimbols.cpuprofile` : undefined;
+  await run("handshake_psimbols", () => hsCase(env, "psimbols", profH ? { profile: profH } : {}));
+  if (VARIANTS) {
+    const profHN = PROFILE ? `${profDir}handshake_psimbols_node_crypto.cpuprofile` : undefined;
+    await run("handshake_psimbols_node_crypto", () => hsCase(env, "psimbols", { serverAead: "node", clientAead: "node", ...(profHN ? { profile: profHN } : {}) }));
+  }
+  await run("rss_per_conn_kib_ws", async () => {
+    const r = await idleCase(env, "ws");
+    cases.rss_detail_ws = r;
+    return r.kib;
+  });
+  await run("rss_per_conn_kib", async () => {
+    const r = await idleCase(env, "psimbols");
+    cases.rss_detail_psimbols = r;
+    return r.kib;
+  });
+  if (VARIANTS) {
+    await run("rss_per_conn_kib_node_crypto", async () => {
+      const r = await idleCase(env, "psimbols", { serverAead: "node", clientAead: "node" });
+      cases.rss_detail_psimbols_node_crypto = r;
+      return r.kib;
+    });
+  }
+  redis?.stop();
+
+  const results = {
+    machine: `${cpus()[0]?.model ?? "unknown CPU"}, ${CORES} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, ${platform()} ${release()}, Node ${process.versions.node}, OpenSSL ${process.versions.openssl}`,
+    date: new Date().toISOString(),
+    cases,
+    targets: targets(cases as Record<string, any>),
+    setup: {
+      command: "npm run bench",
+      commit: commitOf(),
+      pinning: HAVE_TASKSET ? `taskset: server core ${SERVER_CORE}, load generator and redis core ${LOAD_CORE}` : "none (taskset missing)",
+      warmup_ms: WARMUP_MS,
+      window_ms: MEASURE_MS,
+      connections: CONNS,
+      in_flight_per_connection: INFLIGHT,
+      payload: "256 (cases) or 4096 (cases_4k) characters of request data, echoed back",
+      idle_connections: IDLE_CONNS,
+      tls: `TLS 1.3, ${env.pki.algorithm} certificates`,
+      server_aead: SERVER_AEAD,
+      server_crypto: SERVER_CRYPTO,
+      client_aead: CLIENT_AEAD,
+      variants:
+        "rows ending _node_aead / _node_crypto: server and load generator on the node:crypto prototypes in bench/ (node-aead.ts, node-crypto.ts, node-hpke.ts); every other psimbols row runs the project's code as it is",
+      cpu: "server process.cpuUsage() (user + system, all threads) over the window / completed requests",
+      seconds: Math.round((Date.now() - t0) / 1000),
+      // Other work on the machine skews req/s far more than CPU per request: judge a run by these.
+      loadavg_1min_start: round(load0, 2),
+      loadavg_1min_end: round(loadavg()[0]!, 2),
+    },
+  };
+  console.log(`\npsimbols bench — ${results.machine}\n${results.date}\n`);
+  console.log(table(cases));
+  console.log("\ntargets:");
+  for (const [k, v] of Object.entries(results.targets)) console.log(`  ${k.padEnd(24)} ${String(v.value).padStart(8)}  ${v.target.padEnd(8)} ${v.met === null ? "n/a" : v.met ? "met" : "MISSED"}`);
+  if (PROFILE) {
+    for (const f of ["psimbols_memory", "psimbols_memory_node_aead", "psimbols_memory_4k", "psimbols_memory_node_aead_4k", "handshake_psimbols", "handshake_psimbols_node_crypto"]) {
+      try {
+        const p = JSON.parse(readFileSync(`${profDir}${f}.cpuprofile`, "utf8"));
+        console.log(`\n${formatSummary(summarise(p, 20), `profile ${f}`)}`);
+      } catch {
+        // not run
+      }
+    }
+  }
+  if (OUT) {
+    writeFileSync(OUT, JSON.stringify(results, null, 2) + "\n");
+    log(`wrote ${OUT} (${results.setup.seconds} s)`);
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -7,7 +7,6 @@
  * WebCrypto's promise and thread-pool hop. Node only; installed by client/node.ts.
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
-import { isUtf8 } from "node:buffer";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import type { TrafficKey } from "../shared/channel.js";
 
@@ -46,8 +45,7 @@ export function nodeTrafficKey(raw: Uint8Array): TrafficKey {
       } catch {
         throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
       }
-      if (!isUtf8(pt)) throw new PsimbolsError(ErrorCode.badRequest, "inner payload is not UTF-8");
-      return pt.toString("utf8");
+      return pt;
     },
   };
 }

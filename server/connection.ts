@@ -14,7 +14,7 @@ import type { WebSocket } from "ws";
 import { CloseCode, ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { b64u, fromB64u, wipe } from "../shared/encoding.js";
 import { randomBytes } from "../shared/crypto.js";
-import { FrameKind, type BindingKeys, deriveBinding, openFrame, sealFrame } from "../shared/channel.js";
+import { FrameKind, type BindingKeys, deriveBinding, innerText, openFrameBytes, sealFrame } from "../shared/channel.js";
 import {
   type ClientFrame,
   type Hello,
@@ -248,15 +248,21 @@ export class Connection {
       this.#ctx.stats.requests.unauthorised++;
       return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
     }
-    let text: string;
+    let plaintext: Uint8Array;
     try {
-      text = await openFrame(b.keys.c2s, FrameKind.request, f.seq, f.channel, f.request);
+      plaintext = await openFrameBytes(b.keys.c2s, FrameKind.request, f.seq, f.channel, f.request);
     } catch (e) {
       this.#ctx.stats.requests.unauthorised++;
       return this.#sendError(e instanceof PsimbolsError ? e : new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
     }
     // Consumed once authenticated, whatever comes next: a refused frame never becomes valid later.
     b.lastSeq = f.seq;
+    let text: string;
+    try {
+      text = innerText(plaintext);
+    } catch (e) {
+      return this.#sendError(e as PsimbolsError, where);
+    }
     if (this.#inFlight >= this.#ctx.config.limits.inFlightPerConnection) {
       this.#ctx.stats.requests.tooMany++;
       return this.#sendError(new PsimbolsError(ErrorCode.tooMany, "too many requests in flight on this connection"), where);

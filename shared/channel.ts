@@ -33,8 +33,8 @@ export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 export interface TrafficKey {
   /** Returns base64url(ciphertext || tag). */
   seal(nonce: Uint8Array, aad: string, plaintext: string): Promise<string> | string;
-  /** @throws PsimbolsError `unauthorised` (does not authenticate) or `bad_request` (malformed). */
-  open(nonce: Uint8Array, aad: string, ciphertext: string): Promise<string> | string;
+  /** The authenticated plaintext bytes. @throws PsimbolsError `unauthorised` (does not authenticate) or `bad_request` (malformed base64url). */
+  open(nonce: Uint8Array, aad: string, ciphertext: string): Promise<Uint8Array> | Uint8Array;
 }
 export type TrafficKeyFactory = (raw: Uint8Array) => Promise<TrafficKey> | TrafficKey;
 
@@ -63,11 +63,7 @@ export async function webCryptoTrafficKey(raw: Uint8Array): Promise<TrafficKey> 
       } catch {
         throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
       }
-      try {
-        return fromUtf8(new Uint8Array(pt));
-      } catch {
-        throw new PsimbolsError(ErrorCode.badRequest, "inner payload is not UTF-8");
-      }
+      return new Uint8Array(pt);
     },
   };
 }
@@ -120,5 +116,19 @@ export async function sealFrame(key: TrafficKey, kind: FrameKind, seq: number, c
  *   code as an unknown channel, so a failure tells an outsider nothing more).
  */
 export async function openFrame(key: TrafficKey, kind: FrameKind, seq: number, channel: string, ciphertext: string): Promise<string> {
+  return innerText(await key.open(frameNonce(kind, seq), channel, ciphertext));
+}
+
+/** The authenticated plaintext bytes of a frame (a receiver that must consume the seq before parsing uses this). */
+export async function openFrameBytes(key: TrafficKey, kind: FrameKind, seq: number, channel: string, ciphertext: string): Promise<Uint8Array> {
   return key.open(frameNonce(kind, seq), channel, ciphertext);
+}
+
+/** Strict UTF-8 of an inner payload. @throws PsimbolsError `bad_request`. */
+export function innerText(plaintext: Uint8Array): string {
+  try {
+    return fromUtf8(plaintext);
+  } catch {
+    throw new PsimbolsError(ErrorCode.badRequest, "inner payload is not UTF-8");
+  }
 }

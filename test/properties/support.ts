@@ -1,0 +1,64 @@
+/**
+ * Shared pieces of the property tests (fast-check).
+ *
+ * Every property has a fixed number of runs sized for the normal test command
+ * (`bin/test_psimbols.sh`, the whole property set in well under a minute on two
+ * cores). A long run multiplies them:
+ *
+ *   npx tsc -p tsconfig.json && PSIMBOLS_FUZZ_FACTOR=100 npm run fuzz
+ *
+ * `PSIMBOLS_FUZZ_SEED` replays one run (fast-check prints the seed and the
+ * path of a failing case).
+ */
+import fc from "fast-check";
+import { Broker, createLogger } from "../../server/index.js";
+import { type SigningKey, generateSigningKey } from "../../shared/crypto.js";
+import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
+
+const factor = Number(process.env.PSIMBOLS_FUZZ_FACTOR ?? 1);
+if (!(factor > 0)) throw new RangeError(`PSIMBOLS_FUZZ_FACTOR expected a positive number, got ${process.env.PSIMBOLS_FUZZ_FACTOR}`);
+const seed = process.env.PSIMBOLS_FUZZ_SEED === undefined ? undefined : Number(process.env.PSIMBOLS_FUZZ_SEED);
+
+/** fast-check parameters: `n` runs (times PSIMBOLS_FUZZ_FACTOR), the seed if one is given. */
+export function params<T>(n: number, extra: fc.Parameters<T> = {}): fc.Parameters<T> {
+  return { numRuns: Math.max(1, Math.round(n * factor)), ...(seed === undefined ? {} : { seed }), ...extra };
+}
+
+/** Runs `f`; returns the PsimbolsError it threw, or undefined. Any other throw fails the property. */
+export async function psimbolsError(f: () => unknown): Promise<PsimbolsError | undefined> {
+  try {
+    await f();
+    return undefined;
+  } catch (e) {
+    if (e instanceof PsimbolsError) return e;
+    throw new Error(`expected a PsimbolsError or no error, got ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`, { cause: e });
+  }
+}
+
+/** Synchronous {@link psimbolsError}. */
+export function psimbolsErrorSync(f: () => unknown): PsimbolsError | undefined {
+  try {
+    f();
+    return undefined;
+  } catch (e) {
+    if (e instanceof PsimbolsError) return e;
+    throw new Error(`expected a PsimbolsError or no error, got ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`, { cause: e });
+  }
+}
+
+export const documentedCodes: ReadonlySet<string> = new Set(Object.values(ErrorCode));
+
+/** An in-process broker on an ephemeral port, with limits that stay out of the way of the properties. */
+export async function inProcessBroker(): Promise<{ broker: Broker; url: string; serverKey: SigningKey }> {
+  const serverKey = await generateSigningKey();
+  const broker = await Broker.start({
+    config: {
+      port: 0,
+      dataDir: "/nonexistent",
+      limits: { hellosPerAddress: 1_000_000, hellosPerSecond: 1_000_000, handshakesPerIdentityPerMinute: 1_000_000 },
+    },
+    serverKey,
+    logger: createLogger({ level: "error", json: true }),
+  });
+  return { broker, url: `ws://127.0.0.1:${broker.port}/`, serverKey };
+}

@@ -767,8 +767,12 @@ export class Client {
     const reason = closeReason(code);
     const e = err(ErrorCode.connectionLost, `the connection closed (${code} ${reason})`);
     this.#o.log.info("socket closed", { code, reason });
-    if (!isTerminalClose(code)) this.#emitError(e);
-    this.#disconnect(code, reason, { reconnect: !isTerminalClose(code), error: e });
+    // Close codes are not authenticated: once this client has had a channel, a code alone
+    // (an injected 4004/4005 on ws://) never ends it. `replaced`/`revoked` end it only as
+    // authenticated notices, which a resume also delivers (PROTOCOL.md §6.5 step 5).
+    const terminal = isTerminalClose(code) && !this.#everReady;
+    if (!terminal) this.#emitError(e);
+    this.#disconnect(code, reason, { reconnect: !terminal, error: e });
   }
 
   #onDeadline(conn: Conn, what: string): void {

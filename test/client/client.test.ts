@@ -104,6 +104,19 @@ t("resumes after a dropped socket without a new handshake", async () => {
   proxy.close();
 });
 
+t("an unauthenticated terminal close code (4005 injected on the wire) does not end a client: it resumes", async () => {
+  const proxy = await startProxy(broker.port);
+  const c = await connect(proxy.url, { key: await generateSigningKey(), knownServers: noFile() });
+  const id = c.channel!.id;
+  const resumed = new Promise<void>((r) => c.on("resumed", () => r()));
+  proxy.inject(new Uint8Array([0x88, 0x02, 0x0f, 0xa5])); // a server close frame, code 4005, from an on-path attacker
+  await Promise.race([resumed, new Promise((_, reject) => setTimeout(() => reject(new Error(`no resume; state ${c.state}`)), 10_000))]);
+  assert.equal(await c.request("echo", "still here"), "still here");
+  assert.is(c.channel!.id, id);
+  await c.close();
+  proxy.close();
+});
+
 t("after close, requests fail with `closed`", async () => {
   const c = await connect(broker.url, { key: await generateSigningKey(), knownServers: noFile() });
   await c.close();

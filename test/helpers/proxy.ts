@@ -11,6 +11,8 @@ export interface Proxy {
   cut(): void;
   /** Sends new connections to another port from now on. */
   retarget(port: number): void;
+  /** Writes `bytes` to every client side (as if the server sent them), then cuts the connections. */
+  inject(bytes: Uint8Array): void;
   close(): void;
 }
 
@@ -45,6 +47,12 @@ export async function startProxy(targetPort: number, targetHost = "127.0.0.1"): 
     cut,
     retarget(p: number) {
       port_ = p;
+    },
+    inject(bytes: Uint8Array) {
+      for (const [down, up] of pairs) {
+        up.unpipe(down);
+        down.end(bytes);
+      }
     },
     close() {
       cut();

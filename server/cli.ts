@@ -83,6 +83,7 @@ export function program(): Command {
     .option("--handshake-timeout <ms>", "time allowed to complete a handshake", int("--handshake-timeout"))
     .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
     .option("--hellos-per-address <n>", "hellos and resumes per address per 10 s", int("--hellos-per-address"))
+    .option("--ping-interval <ms>", "WebSocket ping interval; a peer that misses a pong is cut off", int("--ping-interval"))
     .option("--redis <url>", "share state with other nodes through Redis (needs PSIMBOLS_WRAP_KEY)")
     .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
     .option("--node <name>", "this node's name in logs, metrics and channel records")
@@ -97,6 +98,7 @@ export function program(): Command {
       if (o.handshakeTimeout !== undefined) limits.handshakeTimeoutMs = o.handshakeTimeout;
       if (o.maxConnectionsPerAddress !== undefined) limits.connectionsPerAddress = o.maxConnectionsPerAddress;
       if (o.hellosPerAddress !== undefined) limits.hellosPerAddress = o.hellosPerAddress;
+      if (o.pingInterval !== undefined) limits.pingIntervalMs = o.pingInterval;
       // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json for a closed service.
       // (The default file is also read by an open service when it exists: it names the operators.)
       const defaultKeys = join(o.dataDir, "keys.json");

@@ -247,3 +247,29 @@ e("pushes expiring then expired, and afterwards requests get unauthorised", asyn
 });
 
 e.run();
+
+// ---------------------------------------------------------------- liveness
+const l = suite("liveness");
+let pinging: RunningBroker;
+l.before(async () => {
+  pinging = await startBroker(["--ping-interval", "300"]);
+});
+l.after(async () => {
+  await pinging.stop();
+});
+
+l("a peer that stops answering pings is cut off, and one that answers stays", async () => {
+  const silent = await Raw.open(pinging.url, { autoPong: false });
+  const lively = await Raw.open(pinging.url);
+  const ch = await handshake(lively, await generateSigningKey());
+  await handshake(silent, await generateSigningKey());
+  const started = Date.now();
+  const closed = await silent.closed;
+  assert.is(closed.code, 1006); // terminated without a close frame: the peer is presumed gone
+  assert.ok(Date.now() - started < 2000, `cut off after ${Date.now() - started} ms`);
+  await new Promise((r) => setTimeout(r, 700)); // more ping rounds
+  assert.equal(await call(lively, ch, "echo", "alive"), { data: "alive" });
+  lively.close();
+});
+
+l.run();

@@ -519,15 +519,7 @@ async function main(): Promise<void> {
     const prof = PROFILE ? `${profDir}psimbols_memory${suffix}.cpuprofile` : undefined;
     await run(`psimbols_memory${suffix}`, () => msgCase(env, "psimbols", size, prof ? { profile: prof } : {}), into, "psimbols_memory");
     await run(`psimbols_redis${suffix}`, () => msgCase(env, "psimbols", size, { store: "redis" }), into, "psimbols_redis");
-    if (VARIANTS && SERVER_AEAD !== "node") {
-      const profN = PROFILE ? `${profDir}psimbols_memory_node_aead${suffix}.cpuprofile` : undefined;
-      await run(
-        `psimbols_memory_node_aead${suffix}`,
-        () => msgCase(env, "psimbols", size, { serverAead: "node", clientAead: "node", ...(profN ? { profile: profN } : {}) }),
-        into,
-        "psimbols_memory_node_aead",
-      );
-    }
+    // (The former *_node_aead rows are gone: channel frames run on node:crypto in the project's own code now.)
   }
   cases.cases_4k = k4;
   await run("handshake_mtls", () => hsCase(env, "mtls"));

@@ -237,6 +237,7 @@ export class Connection {
     const nonceS = randomBytes(SERVER_NONCE_BYTES);
     this.#resumeLastPush = f.last_push;
     const keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS);
+    wipe(rec.key); // the binding keeps only its traffic keys (records from the store are copies)
     this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, timers: [] });
     this.#send({ type: "resumed", source: this.#ctx.config.source, channel: rec.id, nonce: b64u(nonceS) });
   }

@@ -55,7 +55,8 @@ export interface BrokerContext {
   readonly hellosPerAddress: FixedWindow;
   readonly hellosTotal: FixedWindow;
   readonly stats: Stats;
-  index(conn: Connection, channel: string, on: boolean): void;
+  /** Indexes (or un-indexes) a bound socket by its channel and identity, for events. */
+  index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
   observeLatency(seconds: number): void;
 }
@@ -90,6 +91,7 @@ export class Broker {
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<Connection>();
   readonly #byChannel = new Map<string, Set<Connection>>();
+  readonly #byIdentity = new Map<string, Set<Connection>>();
   readonly #perAddress = new Counter();
   /** Raw TCP sockets per peer address (before and after the upgrade; a proxy counts as one peer). */
   readonly #sockets = new Counter();
@@ -140,7 +142,7 @@ export class Broker {
     registerOperatorOps(this, o.registry);
     this.store.onEvent((e) => {
       if (e.kind === "push") {
-        for (const conn of this.#connections) if (conn.bound?.identity === e.identity) conn.onPush(e.seq, e.data, e.channel);
+        for (const conn of this.#byIdentity.get(e.identity) ?? []) conn.onPush(e.seq, e.data, e.channel);
         return;
       }
       for (const conn of this.#byChannel.get(e.channel) ?? []) {
@@ -317,15 +319,9 @@ export class Broker {
     }
   }
 
-  #index(conn: Connection, channel: string, on: boolean): void {
-    let set = this.#byChannel.get(channel);
-    if (on) {
-      if (!set) this.#byChannel.set(channel, (set = new Set()));
-      set.add(conn);
-    } else if (set) {
-      set.delete(conn);
-      if (set.size === 0) this.#byChannel.delete(channel);
-    }
+  #index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void {
+    setIndex(this.#byChannel, channel.id, conn, on);
+    if (channel.identity !== "") setIndex(this.#byIdentity, channel.identity, conn, on);
   }
 
   #registerMetrics(): void {
@@ -352,6 +348,18 @@ export class Broker {
     counter("psimbols_notices_total", "Notices pushed", [], () => [[{}, s.notices]]);
     counter("psimbols_pushes_total", "Application pushes sent", [], () => [[{}, s.pushes]]);
     counter("psimbols_store_errors_total", "Failed store calls", [], () => [[{}, s.storeErrors]]);
+  }
+}
+
+/** Adds `conn` under `key` (or removes it, dropping empty sets). */
+function setIndex(index: Map<string, Set<Connection>>, key: string, conn: Connection, on: boolean): void {
+  let set = index.get(key);
+  if (on) {
+    if (!set) index.set(key, (set = new Set()));
+    set.add(conn);
+  } else if (set) {
+    set.delete(conn);
+    if (set.size === 0) index.delete(key);
   }
 }
 

@@ -296,7 +296,7 @@ export class Connection {
     const fromSeq = this.#resumeLastPush;
     this.#lastPush = fromSeq ?? (await this.#store(() => store.lastPush(rec.identity)));
     if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
-    this.#ctx.index(this, rec.id, true);
+    this.#ctx.index(this, rec, true);
     this.#schedule(b);
     clearTimeout(this.#handshakeTimer);
     await this.#store(() => store.bind(rec.id, rec.identity, b.id));
@@ -480,12 +480,12 @@ export class Connection {
     const prev = this.#binding;
     if (prev) {
       this.#clearTimers(prev);
-      this.#ctx.index(this, prev.channel.id, false);
+      this.#ctx.index(this, prev.channel, false);
     }
     this.#binding = b;
     if (b.active) {
       clearTimeout(this.#handshakeTimer);
-      this.#ctx.index(this, b.channel.id, true);
+      this.#ctx.index(this, b.channel, true);
       this.#schedule(b);
     }
   }
@@ -613,7 +613,7 @@ export class Connection {
     for (const b of [this.#binding, this.#old]) {
       if (!b) continue;
       this.#clearTimers(b);
-      this.#ctx.index(this, b.channel.id, false);
+      this.#ctx.index(this, b.channel, false);
     }
     for (const identity of this.#watched) this.#ctx.store.unwatch(identity);
     this.#watched.clear();

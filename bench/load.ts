@@ -10,11 +10,12 @@
  *         certificate), closing, and starting again
  *   idle  opens `n` connections (psimbols: each with a bound channel) and keeps them
  *
- * The psimbols side is a lean client over the project's own shared/ code:
- * createHello / answerChallenge / openGrant (shared/handshake.ts, with
- * @hpke/core), deriveBinding and sealFrame / openFrame (shared/channel.ts, or
- * the node:crypto prototype bench/node-aead.ts when `aead` is "node"), frames
- * decoded by shared/frames.ts. As client/connection.ts does, it allocates,
+ * The psimbols side is a lean client over the project's own shared/ code, on
+ * the engines the Node entry (client/node.ts) installs: createHello /
+ * answerChallenge / openGrant (shared/handshake.ts), deriveBinding and
+ * sealFrame / sealBinaryFrame / openFrame (shared/channel.ts), frames decoded
+ * by shared/frames.ts. With `binary` it offers the `binary` feature, as the
+ * project's clients do by default (PROTOCOL.md §4.11). As client/connection.ts does, it allocates,
  * seals and writes requests on one chain per socket (rising `seq` on the
  * wire) and processes inbound frames strictly in order on another.
  *
@@ -27,10 +28,9 @@ import { connect as netConnect } from "node:net";
 import { WebSocket } from "ws";
 import { KeyType, type SigningKey, generateSigningKey } from "../shared/crypto.js";
 import { fromUtf8, wipe } from "../shared/encoding.js";
-import { type ServerFrame, decodeInnerResponse, decodeServerFrame } from "../shared/frames.js";
+import { Feature, type ServerFrame, decodeInnerResponse, decodeServerBinary, decodeServerFrame } from "../shared/frames.js";
 import { answerChallenge, createHello, openGrant } from "../shared/handshake.js";
-import * as webAead from "../shared/channel.js";
-import * as nodeAead from "./node-aead.js";
+import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealBinaryFrame, sealFrame } from "../shared/channel.js";
 // The project's Node client entry: whatever it installs for Node (crypto engines) applies here too.
 import "../client/node.js";
 
@@ -51,8 +51,8 @@ export interface LoadConfig {
   n: number;
   /** Source addresses to spread sockets over (127.0.0.x). */
   addresses: string[];
-  /** Client AES-GCM engine for psimbols. */
-  aead: "webcrypto" | "node";
+  /** psimbols: offer the `binary` feature (binary channel frames). */
+  binary: boolean;
 }
 
 /** What `report` returns. */
@@ -165,17 +165,12 @@ function startJsonConn(ws: WebSocket, data: string): void {
 
 // ------------------------------------------------------------------ psimbols lean client
 
-interface Aead {
-  deriveBinding(channelKey: Uint8Array, channel: string, nonceC: Uint8Array, nonceS: Uint8Array): Promise<unknown>;
-  sealFrame(key: unknown, kind: 1 | 2 | 3, seq: number, channel: string, plaintext: string): Promise<string>;
-  openFrame(key: unknown, kind: 1 | 2 | 3, seq: number, channel: string, ciphertext: string): Promise<string>;
-}
-const aead = (cfg.aead === "node" ? nodeAead : webAead) as unknown as Aead;
-
 interface Bound {
   ws: WebSocket;
   channel: string;
-  keys: { c2s: unknown; s2c: unknown };
+  keys: BindingKeys;
+  /** The server agreed on binary channel frames. */
+  binary: boolean;
 }
 
 /** A FIFO of a socket's text messages, for the four handshake frames. */
@@ -216,7 +211,7 @@ function expectFrame<T extends ServerFrame["type"]>(text: string, type: T): Extr
 async function psHandshake(ws: WebSocket, identity: SigningKey): Promise<Bound> {
   const box = inbox(ws);
   try {
-    const h = await createHello(identity);
+    const h = await createHello(identity, { features: cfg.binary ? [Feature.binary] : [] });
     ws.send(fromUtf8(h.bytes));
     const challenge = expectFrame(await box.next(), "challenge");
     const { proof, state } = await answerChallenge(h, challenge, (k) => {
@@ -225,9 +220,9 @@ async function psHandshake(ws: WebSocket, identity: SigningKey): Promise<Bound> 
     ws.send(JSON.stringify(proof));
     const est = expectFrame(await box.next(), "established");
     const { grant, channelKey } = await openGrant(state, est);
-    const keys = (await aead.deriveBinding(channelKey, grant.channel, h.nonceC, state.nonceS)) as Bound["keys"];
+    const keys = await deriveBinding(channelKey, grant.channel, h.nonceC, state.nonceS);
     wipe(channelKey);
-    return { ws, channel: grant.channel, keys };
+    return { ws, channel: grant.channel, keys, binary: state.features.includes(Feature.binary) };
   } finally {
     box.detach();
   }
@@ -245,17 +240,18 @@ function startPsimbolsConn(b: Bound, data: string): void {
     out = out
       .then(async () => {
         const seq = nextSeq++;
-        const request = await aead.sealFrame(b.keys.c2s, 1, seq, b.channel, inner);
+        const frame = b.binary
+          ? await sealBinaryFrame(b.keys, FrameKind.request, seq, inner)
+          : JSON.stringify({ type: "request", channel: b.channel, seq, request: await sealFrame(b.keys.c2s, FrameKind.request, seq, b.channel, inner) });
         pending.set(seq, t0);
-        b.ws.send(JSON.stringify({ type: "request", channel: b.channel, seq, request }));
+        b.ws.send(frame);
       })
       .catch(fail);
   };
-  b.ws.on("message", (raw: Buffer) => {
-    const text = raw.toString("utf8");
+  b.ws.on("message", (raw: Buffer, isBinary: boolean) => {
     inb = inb
       .then(async () => {
-        const f = decodeServerFrame(text);
+        const f = isBinary ? decodeServerBinary(raw) : decodeServerFrame(raw.toString("utf8"));
         if (f.type === "push") return; // notices: none expected within a run
         if (f.type !== "response") {
           if (f.type === "error" && f.seq !== undefined) pending.delete(f.seq);
@@ -264,7 +260,7 @@ function startPsimbolsConn(b: Bound, data: string): void {
         }
         const t0 = pending.get(f.seq);
         pending.delete(f.seq);
-        const r = decodeInnerResponse(await aead.openFrame(b.keys.s2c, 2, f.seq, f.channel, f.response));
+        const r = decodeInnerResponse(await openFrame(b.keys.s2c, FrameKind.response, f.seq, f.channel, f.response));
         if (t0 === undefined || !("data" in r) || (r.data as string).length !== data.length) fail(new Error("bad echo"));
         else record(t0);
         issue();

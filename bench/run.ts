@@ -16,13 +16,9 @@
  *   --profile          also profile the server over each psimbols window (V8 CPU profiler, the
  *                      same .cpuprofile as node --cpu-prof, but only the measured window); writes
  *                      $TMPDIR/psimbols-bench-profiles/*.cpuprofile and prints the top frames
- *   --no-variants      skip the node:crypto prototype rows (*_node_aead, *_node_crypto): the server
- *                      on bench/node-aead.ts, node-crypto.ts and node-hpke.ts (swapped in for
- *                      shared/channel.js, crypto.js and hpke.js by bench/hooks.ts), the load
- *                      generator's client crypto on the same prototypes
- *   --server-aead node run every psimbols server on the node:crypto AES-GCM prototype (bench/node-aead.ts)
- *   --server-crypto node  ... and on the node:crypto handshake prototype (bench/node-crypto.ts, bench/node-hpke.ts)
- *   --client-aead node run every psimbols load generator on the node:crypto prototype
+ *   --no-variants      skip the rows that run psimbols with JSON channel frames (*_json): the
+ *                      protocol's default encoding, which the project's clients replace by binary
+ *                      frames (PROTOCOL.md §4.11) whenever the server agrees
  *   --window MS        length of each measured window (default 8000; --quick 2000)
  *   --out FILE         where to write the JSON (default bench/results.json)
  */
@@ -51,9 +47,6 @@ const QUICK = flag("--quick");
 const PROFILE = flag("--profile");
 const ONLY = option("--only")?.split(",");
 const VARIANTS = !flag("--no-variants");
-const SERVER_AEAD = option("--server-aead") ?? "webcrypto";
-const SERVER_CRYPTO = option("--server-crypto") ?? "webcrypto";
-const CLIENT_AEAD = (option("--client-aead") ?? "webcrypto") as LoadConfig["aead"];
 const OUT = option("--out") ?? (QUICK ? undefined : `${ROOT}bench/results.json`);
 
 const WARMUP_MS = QUICK ? 1000 : 3000;
@@ -159,24 +152,13 @@ interface ServerUsage {
 }
 
 async function startServer(cfg: ServerConfig, env: Record<string, string> = {}): Promise<{ child: Child; port: number; fingerprint?: string }> {
-  const ps = cfg.kind === "psimbols";
-  const aead = ps ? (env.PSIMBOLS_BENCH_AEAD ?? SERVER_AEAD) : "webcrypto";
-  const crypto = ps ? (env.PSIMBOLS_BENCH_CRYPTO ?? SERVER_CRYPTO) : "webcrypto";
-  const vars = { BENCH_SERVER: JSON.stringify(cfg), ...env, PSIMBOLS_BENCH_AEAD: aead, PSIMBOLS_BENCH_CRYPTO: crypto };
-  const child = new Child(`server:${cfg.kind}`, "server.js", SERVER_CORE, vars, [
-    "--expose-gc",
-    "--import",
-    `${DIST}hooks.js`,
-  ]);
+  const child = new Child(`server:${cfg.kind}`, "server.js", SERVER_CORE, { BENCH_SERVER: JSON.stringify(cfg), ...env }, ["--expose-gc"]);
   const ready = (await child.wait("ready", 30_000)).ready as { port: number; fingerprint?: string };
   return { child, port: ready.port, ...(ready.fingerprint ? { fingerprint: ready.fingerprint } : {}) };
 }
 
 function startLoad(cfg: LoadConfig): Child {
-  // The node:crypto rows run the client's handshake crypto on the same prototypes as the server.
-  const node = cfg.aead === "node";
-  const env = { BENCH_LOAD: JSON.stringify(cfg), PSIMBOLS_BENCH_CRYPTO: node ? "node" : "webcrypto", PSIMBOLS_BENCH_AEAD: "webcrypto" };
-  return new Child(`load:${cfg.kind}`, "load.js", LOAD_CORE, env, node ? ["--import", `${DIST}hooks.js`] : []);
+  return new Child(`load:${cfg.kind}`, "load.js", LOAD_CORE, { BENCH_LOAD: JSON.stringify(cfg) });
 }
 
 // ------------------------------------------------------------------ Redis
@@ -263,19 +245,13 @@ function serverCfg(kind: "ws" | "wss" | "psimbols", env: Env, store: "memory" | 
   return { kind };
 }
 
-/** Server environment of a variant: "node" puts both node:crypto prototypes (AES-GCM and handshake) in. */
-function protoEnv(variant: string | undefined): Record<string, string> {
-  return variant === "node" ? { PSIMBOLS_BENCH_AEAD: "node", PSIMBOLS_BENCH_CRYPTO: "node" } : {};
-}
-
 async function msgCase(
   env: Env,
   kind: "ws" | "wss" | "psimbols",
   size: number,
-  o: { store?: "memory" | "redis"; serverAead?: string; clientAead?: LoadConfig["aead"]; profile?: string } = {},
+  o: { store?: "memory" | "redis"; binary?: boolean; profile?: string } = {},
 ): Promise<MsgResult> {
-  const srvEnv: Record<string, string> = { PSIMBOLS_WRAP_KEY: env.wrapKey, ...protoEnv(o.serverAead) };
-  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store), srvEnv);
+  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store), { PSIMBOLS_WRAP_KEY: env.wrapKey });
   const load = startLoad({
     mode: "msg",
     kind,
@@ -287,7 +263,7 @@ async function msgCase(
     size,
     n: 0,
     addresses: ADDRESSES,
-    aead: o.clientAead ?? CLIENT_AEAD,
+    binary: o.binary ?? true,
   });
   try {
     await load.wait("ready");
@@ -311,10 +287,10 @@ async function msgCase(
   }
 }
 
-async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string; serverAead?: string; clientAead?: LoadConfig["aead"] } = {}): Promise<HsResult> {
+async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string } = {}): Promise<HsResult> {
   const cfg: ServerConfig =
     kind === "mtls" ? { kind, tls: { key: env.pki.serverKey, cert: env.pki.serverCert, ca: env.pki.ca } } : { kind, store: "memory" };
-  const { child: server, port, fingerprint } = await startServer(cfg, protoEnv(o.serverAead));
+  const { child: server, port, fingerprint } = await startServer(cfg);
   const load = startLoad({
     mode: "hs",
     kind,
@@ -326,7 +302,7 @@ async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string
     size: 0,
     n: 0,
     addresses: ADDRESSES,
-    aead: o.clientAead ?? CLIENT_AEAD,
+    binary: true,
   });
   try {
     await load.wait("ready");
@@ -360,8 +336,8 @@ interface IdleResult {
   externalKib: number;
 }
 
-async function idleCase(env: Env, kind: "ws" | "psimbols", o: { serverAead?: string; clientAead?: LoadConfig["aead"] } = {}): Promise<IdleResult> {
-  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env), protoEnv(o.serverAead));
+async function idleCase(env: Env, kind: "ws" | "psimbols"): Promise<IdleResult> {
+  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env));
   const load = startLoad({
     mode: "idle",
     kind,
@@ -372,7 +348,7 @@ async function idleCase(env: Env, kind: "ws" | "psimbols", o: { serverAead?: str
     size: 0,
     n: IDLE_CONNS,
     addresses: ADDRESSES,
-    aead: o.clientAead ?? CLIENT_AEAD,
+    binary: true,
   });
   try {
     await load.wait("ready");
@@ -409,8 +385,7 @@ function table(c: Record<string, unknown>): string {
     wss: "ws_plain",
     psimbols_memory: "wss",
     psimbols_redis: "psimbols_memory",
-    psimbols_memory_node_aead: "wss",
-    psimbols_redis_node_aead: "psimbols_memory_node_aead",
+    psimbols_memory_json: "wss",
   };
   for (const [sizeName, set] of [["256 B", c], ["4 KiB", c.cases_4k]] as const) {
     const s = (set ?? {}) as Record<string, MsgResult | undefined>;
@@ -423,7 +398,7 @@ function table(c: Record<string, unknown>): string {
   }
   const hs = c as Record<string, HsResult | undefined>;
   const hsRows: string[][] = [["handshakes", "per s", "p50 ms", "p99 ms", "CPU µs/hs", "baseline", "per-s ratio", "CPU ratio"]];
-  for (const [name, b] of [["handshake_mtls", ""], ["handshake_psimbols", "handshake_mtls"], ["handshake_psimbols_node_crypto", "handshake_mtls"], ["handshake_mtls_ed25519", "handshake_mtls"]] as const) {
+  for (const [name, b] of [["handshake_mtls", ""], ["handshake_psimbols", "handshake_mtls"]] as const) {
     const r = hs[name];
     if (!r || typeof r.per_s !== "number") continue;
     const bl = b ? hs[b] : undefined;
@@ -433,9 +408,6 @@ function table(c: Record<string, unknown>): string {
   const m = c as Record<string, number | undefined>;
   if (typeof m.rss_per_conn_kib_ws === "number") memRows.push(["ws (rss_per_conn_kib_ws)", String(m.rss_per_conn_kib_ws), "", ""]);
   if (typeof m.rss_per_conn_kib === "number") memRows.push(["psimbols, bound channel (rss_per_conn_kib)", String(m.rss_per_conn_kib), "ws", ratio(m.rss_per_conn_kib, m.rss_per_conn_kib_ws)]);
-  if (typeof m.rss_per_conn_kib_node_crypto === "number") {
-    memRows.push(["psimbols, node:crypto prototypes", String(m.rss_per_conn_kib_node_crypto), "ws", ratio(m.rss_per_conn_kib_node_crypto, m.rss_per_conn_kib_ws)]);
-  }
   return [rows, hsRows, memRows].map(fmt).join("\n\n");
 }
 
@@ -519,16 +491,15 @@ async function main(): Promise<void> {
     const prof = PROFILE ? `${profDir}psimbols_memory${suffix}.cpuprofile` : undefined;
     await run(`psimbols_memory${suffix}`, () => msgCase(env, "psimbols", size, prof ? { profile: prof } : {}), into, "psimbols_memory");
     await run(`psimbols_redis${suffix}`, () => msgCase(env, "psimbols", size, { store: "redis" }), into, "psimbols_redis");
-    // (The former *_node_aead rows are gone: channel frames run on node:crypto in the project's own code now.)
+    if (VARIANTS) {
+      const profJ = PROFILE ? `${profDir}psimbols_memory_json${suffix}.cpuprofile` : undefined;
+      await run(`psimbols_memory_json${suffix}`, () => msgCase(env, "psimbols", size, { binary: false, ...(profJ ? { profile: profJ } : {}) }), into, "psimbols_memory_json");
+    }
   }
   cases.cases_4k = k4;
   await run("handshake_mtls", () => hsCase(env, "mtls"));
   const profH = PROFILE ? `${profDir}handshake_psimbols.cpuprofile` : undefined;
   await run("handshake_psimbols", () => hsCase(env, "psimbols", profH ? { profile: profH } : {}));
-  if (VARIANTS) {
-    const profHN = PROFILE ? `${profDir}handshake_psimbols_node_crypto.cpuprofile` : undefined;
-    await run("handshake_psimbols_node_crypto", () => hsCase(env, "psimbols", { serverAead: "node", clientAead: "node", ...(profHN ? { profile: profHN } : {}) }));
-  }
   await run("rss_per_conn_kib_ws", async () => {
     const r = await idleCase(env, "ws");
     cases.rss_detail_ws = r;
@@ -539,13 +510,6 @@ async function main(): Promise<void> {
     cases.rss_detail_psimbols = r;
     return r.kib;
   });
-  if (VARIANTS) {
-    await run("rss_per_conn_kib_node_crypto", async () => {
-      const r = await idleCase(env, "psimbols", { serverAead: "node", clientAead: "node" });
-      cases.rss_detail_psimbols_node_crypto = r;
-      return r.kib;
-    });
-  }
   redis?.stop();
 
   const results = {
@@ -564,11 +528,8 @@ async function main(): Promise<void> {
       payload: "256 (cases) or 4096 (cases_4k) characters of request data, echoed back",
       idle_connections: IDLE_CONNS,
       tls: `TLS 1.3, ${env.pki.algorithm} certificates`,
-      server_aead: SERVER_AEAD,
-      server_crypto: SERVER_CRYPTO,
-      client_aead: CLIENT_AEAD,
-      variants:
-        "rows ending _node_aead / _node_crypto: server and load generator on the node:crypto prototypes in bench/ (node-aead.ts, node-crypto.ts, node-hpke.ts); every other psimbols row runs the project's code as it is",
+      frames:
+        "psimbols rows use binary channel frames (the `binary` feature, PROTOCOL.md §4.11), as the project's clients do by default; rows ending _json use JSON channel frames (the protocol's default without the feature)",
       cpu: "server process.cpuUsage() (user + system, all threads) over the window / completed requests",
       seconds: Math.round((Date.now() - t0) / 1000),
       // Other work on the machine skews req/s far more than CPU per request: judge a run by these.
@@ -581,7 +542,7 @@ async function main(): Promise<void> {
   console.log("\ntargets:");
   for (const [k, v] of Object.entries(results.targets)) console.log(`  ${k.padEnd(24)} ${String(v.value).padStart(8)}  ${v.target.padEnd(8)} ${v.met === null ? "n/a" : v.met ? "met" : "MISSED"}`);
   if (PROFILE) {
-    for (const f of ["psimbols_memory", "psimbols_memory_node_aead", "psimbols_memory_4k", "psimbols_memory_node_aead_4k", "handshake_psimbols", "handshake_psimbols_node_crypto"]) {
+    for (const f of ["psimbols_memory", "psimbols_memory_json", "psimbols_memory_4k", "psimbols_memory_json_4k", "handshake_psimbols"]) {
       try {
         const p = JSON.parse(readFileSync(`${profDir}${f}.cpuprofile`, "utf8"));
         console.log(`\n${formatSummary(summarise(p, 20), `profile ${f}`)}`);

@@ -134,7 +134,7 @@ async function startPsimbols(cfg: ServerConfig): Promise<{ port: number; info: R
   });
   return {
     port: broker.port,
-    info: { fingerprint: serverKey.public.fingerprint, aead: process.env.PSIMBOLS_BENCH_AEAD ?? "webcrypto" },
+    info: { fingerprint: serverKey.public.fingerprint },
     close: async () => {
       await broker.close();
       rmSync(dataDir, { recursive: true, force: true });

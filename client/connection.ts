@@ -22,6 +22,7 @@ import {
   type ErrorFrame,
   type Established,
   type InnerPush,
+  Feature,
   type KemType,
   MAX_FRAME_BYTES,
   MAX_SEQ,
@@ -34,11 +35,12 @@ import {
   type ServerFrame,
   decodeInnerPush,
   decodeInnerResponse,
+  decodeServerBinary,
   decodeServerFrame,
   wireErrorCode,
 } from "../shared/frames.js";
 import { type ClientHello, type ClientProof, answerChallenge, createHello, openGrant } from "../shared/handshake.js";
-import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealFrame } from "../shared/channel.js";
+import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealBinaryFrame, sealFrame } from "../shared/channel.js";
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 
@@ -97,7 +99,9 @@ export interface WebSocketLike {
   onmessage: ((event: any) => void) | null;
   onclose: ((event: any) => void) | null;
   onerror: ((event: any) => void) | null;
-  send(data: string): void;
+  /** Set to "arraybuffer" so binary frames arrive as ArrayBuffer (browser) or ArrayBuffer/Buffer (ws). */
+  binaryType?: string;
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
 /** A WebSocket constructor: `new (url) => socket`. */
@@ -148,7 +152,11 @@ export interface ConnectOptions {
   channelTypes?: string[];
   /** Ephemeral KEM of the handshake. Default `X25519`. */
   kem?: KemType;
-  /** Features offered in the hello. Default none. */
+  /**
+   * Features offered in the hello and in every resume. Default `["binary"]`:
+   * channel frames travel as compact binary messages when the server agrees
+   * (PROTOCOL.md §4.11). `[]` keeps every frame JSON text.
+   */
   features?: string[];
   /** Reconnect after a transient drop (true, false, or tuning). Default true. */
   reconnect?: boolean | ReconnectOptions;
@@ -313,6 +321,8 @@ interface Binding {
   /** Highest push seq accepted; pushes at or below it are replays and dropped. */
   lastPush: number;
   readonly pending: Map<number, PendingRequest>;
+  /** The `binary` feature was agreed for this binding: requests go as binary frames (§4.11). */
+  readonly binary: boolean;
 }
 
 interface Handshake {
@@ -453,7 +463,7 @@ function resolveOptions(url: unknown, o: ConnectOptions): Resolved {
   const hello: Resolved["hello"] = {
     ...(o.channelTypes ? { channelTypes: o.channelTypes } : {}),
     ...(o.kem ? { kem: o.kem } : {}),
-    ...(o.features ? { features: o.features } : {}),
+    features: o.features ?? [Feature.binary],
   };
   return {
     key: key as SigningKey,
@@ -680,6 +690,8 @@ export class Client {
     let ws: WebSocketLike;
     try {
       ws = new this.#o.WebSocket(this.url);
+      // Browsers deliver binary frames as Blobs by default; ws as Buffers (already bytes).
+      if (ws.binaryType === "blob") ws.binaryType = "arraybuffer";
     } catch (cause) {
       const e = err(ErrorCode.connectionLost, "cannot open a WebSocket to the server URL", cause);
       if (!this.#everReady) return this.#disconnect(CloseCode.normal.code, "connect failed", { reconnect: false, error: e });
@@ -731,7 +743,15 @@ export class Client {
     if (conn !== this.#conn) return;
     conn.lastRecv = now();
     if (typeof data !== "string") {
-      return this.#inbound(conn, () => this.#drop(conn, CloseCode.unsupportedData, err(ErrorCode.protocol, "the server sent a binary frame")));
+      const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : undefined;
+      // Binary frames only on a socket whose binding agreed on them (§4.11).
+      if (!bytes || ![...conn.bindings.values()].some((b) => b.binary)) {
+        return this.#inbound(conn, () => this.#drop(conn, CloseCode.unsupportedData, err(ErrorCode.protocol, "the server sent a binary frame")));
+      }
+      if (bytes.length > MAX_FRAME_BYTES) {
+        return this.#inbound(conn, () => this.#drop(conn, CloseCode.tooBig, err(ErrorCode.protocol, "the server sent a frame over the size limit")));
+      }
+      return this.#inbound(conn, () => this.#onBinary(conn, bytes));
     }
     if (data.length > MAX_FRAME_BYTES) {
       // UTF-16 length ≤ UTF-8 length, so this never rejects a frame within the limit
@@ -754,10 +774,10 @@ export class Client {
       .catch((e: unknown) => this.#drop(conn, CloseCode.badRequest, asProtocol(e, "internal error while sending a frame")));
   }
 
-  #write(conn: Conn, text: string): void {
+  #write(conn: Conn, data: string | Uint8Array): void {
     if (!conn.alive) return;
     try {
-      conn.ws.send(text);
+      conn.ws.send(data);
     } catch (cause) {
       this.#drop(conn, CloseCode.goingAway, err(ErrorCode.connectionLost, "the socket refused a frame", cause));
     }
@@ -922,6 +942,16 @@ export class Client {
     }
   }
 
+  async #onBinary(conn: Conn, bytes: Uint8Array): Promise<void> {
+    let f: ResponseFrame | PushFrame;
+    try {
+      f = decodeServerBinary(bytes);
+    } catch (e) {
+      return this.#drop(conn, CloseCode.badRequest, asProtocol(e, "the server sent a malformed frame"));
+    }
+    return f.type === "response" ? this.#onResponse(conn, f) : this.#onPush(conn, f);
+  }
+
   #unexpected(conn: Conn, what: string): void {
     this.#drop(conn, CloseCode.badRequest, err(ErrorCode.protocol, `the server sent an unexpected ${what} frame`));
   }
@@ -1012,6 +1042,7 @@ export class Client {
       return this.#handshakeFailed(conn, hs, asProtocol(e, "the grant is invalid"));
     }
     if (conn.hs !== hs || !conn.alive) return wipe(channelKey);
+    const features = hs.proof.features;
     // forward secrecy (§5.4): the ephemeral KEM key goes with the handshake state
     conn.hs = undefined;
     hs.hello = hs.proof = undefined;
@@ -1028,7 +1059,7 @@ export class Client {
     const old = conn.current;
     const clash = conn.bindings.get(ch.id);
     if (clash) this.#abandonBinding(conn, clash, err(ErrorCode.protocol, "the server reused a channel id"));
-    const b = this.#bind(conn, keys);
+    const b = this.#bind(conn, keys, features);
     if (old && old !== b) this.#retireIfIdle(conn, old);
     this.#stats.handshakes++;
     this.#attempt = 0;
@@ -1122,7 +1153,14 @@ export class Client {
     conn.resume = nonce;
     conn.deadline = setTimeout(() => this.#onDeadline(conn, "resuming"), this.#o.handshakeTimeoutMs);
     // last_push: the server sends the application pushes kept since then (§7.2).
-    const resume = { type: "resume", channel: ch.id, nonce: b64u(nonce), ...(this.#lastPushId > 0 ? { last_push: this.#lastPushId } : {}) };
+    const features = this.#o.hello.features ?? [];
+    const resume = {
+      type: "resume",
+      channel: ch.id,
+      nonce: b64u(nonce),
+      ...(this.#lastPushId > 0 ? { last_push: this.#lastPushId } : {}),
+      ...(features.length > 0 ? { features } : {}),
+    };
     this.#outbound(conn, () => this.#write(conn, JSON.stringify(resume)));
   }
 
@@ -1130,12 +1168,16 @@ export class Client {
     const nonce = conn.resume;
     const ch = this.#channel;
     if (!nonce || !ch || f.channel !== ch.id) return this.#unexpected(conn, "resumed");
+    const features = f.features ?? [];
+    if (!features.every((x) => this.#o.hello.features?.includes(x))) {
+      return this.#drop(conn, CloseCode.badRequest, err(ErrorCode.protocol, "server chose a feature that was not offered"));
+    }
     conn.resume = undefined;
     clearTimeout(conn.deadline);
     conn.deadline = undefined;
     const keys = await deriveBinding(ch.key, ch.id, nonce, fromB64u(f.nonce, "nonce"));
     if (conn !== this.#conn || this.#channel !== ch) return;
-    this.#bind(conn, keys);
+    this.#bind(conn, keys, features);
     this.#stats.resumes++;
     this.#attempt = 0;
     this.#o.log.info("channel resumed", { channel: ch.id });
@@ -1153,8 +1195,8 @@ export class Client {
 
   // ---------------------------------------------------------------- channel
 
-  #bind(conn: Conn, keys: BindingKeys): Binding {
-    const b: Binding = { keys, nextSeq: 1, lastPush: 0, pending: new Map() };
+  #bind(conn: Conn, keys: BindingKeys, features: readonly string[]): Binding {
+    const b: Binding = { keys, nextSeq: 1, lastPush: 0, pending: new Map(), binary: features.includes(Feature.binary) };
     conn.bindings.set(keys.channel, b);
     conn.current = b;
     conn.gated = false;
@@ -1236,14 +1278,16 @@ export class Client {
     if (conn !== this.#conn || !this.#canSend(conn)) return this.#wait(req);
     const b = conn.current!;
     const seq = b.nextSeq++;
-    const sealed = await sealFrame(b.keys.c2s, FrameKind.request, seq, b.keys.channel, req.payload);
+    const frame = b.binary
+      ? await sealBinaryFrame(b.keys, FrameKind.request, seq, req.payload)
+      : JSON.stringify({ type: "request", channel: b.keys.channel, seq, request: await sealFrame(b.keys.c2s, FrameKind.request, seq, b.keys.channel, req.payload) });
     if (!conn.alive) return this.#wait(req); // never written: safe to send again later
     // Written even if it timed out meanwhile: seq stays gapless and the late response is ignored.
     if (!req.settled) {
       req.where = { binding: b, seq };
       b.pending.set(seq, req);
     }
-    this.#write(conn, JSON.stringify({ type: "request", channel: b.keys.channel, seq, request: sealed }));
+    this.#write(conn, frame);
     if (seq >= MAX_SEQ - RENEW_SEQ_MARGIN && b === conn.current && !conn.hs && conn.alive) {
       void this.#startHandshake(conn, true); // rebind well before the per-binding cap (§6.4)
     }

@@ -13,6 +13,15 @@ import type { TrafficKey } from "../shared/channel.js";
 const TAG_BYTES = 16;
 const B64URL = /^[A-Za-z0-9_-]*$/;
 const UNAUTHORISED = "unknown channel or bad ciphertext";
+const EMPTY = new Uint8Array(0);
+
+/** Strict base64url as shared/encoding.ts (alphabet, no padding, canonical trailing bits), on Buffer's native codec. */
+function fromText(ciphertext: string): Buffer {
+  if (ciphertext.length % 4 === 1 || !B64URL.test(ciphertext)) throw new PsimbolsError(ErrorCode.badRequest, '"ciphertext" expected base64url without padding');
+  const ct = Buffer.from(ciphertext, "base64url");
+  if (ct.toString("base64url") !== ciphertext) throw new PsimbolsError(ErrorCode.badRequest, '"ciphertext" expected canonical base64url');
+  return ct;
+}
 
 /** A TrafficKey on node:crypto; `raw` is copied into a KeyObject (the caller may wipe it). */
 export function nodeTrafficKey(raw: Uint8Array): TrafficKey {
@@ -22,19 +31,28 @@ export function nodeTrafficKey(raw: Uint8Array): TrafficKey {
   let aadBytes = Buffer.alloc(0);
   // A binding's AAD is its channel id, the same for every frame: encode it once.
   const aadOf = (aad: string): Buffer => (aad === aadText ? aadBytes : ((aadText = aad), (aadBytes = Buffer.from(aad, "utf8"))));
+  /** `prefix || ciphertext || tag`, written once into one buffer. */
+  const encrypt = (nonce: Uint8Array, aad: string, plaintext: string, prefix: Uint8Array): Buffer => {
+    const c = createCipheriv("aes-256-gcm", key, nonce, { authTagLength: TAG_BYTES });
+    c.setAAD(aadOf(aad));
+    const body = c.update(plaintext, "utf8");
+    const fin = c.final();
+    const out = Buffer.allocUnsafe(prefix.length + body.length + fin.length + TAG_BYTES);
+    out.set(prefix, 0);
+    body.copy(out, prefix.length);
+    fin.copy(out, prefix.length + body.length);
+    c.getAuthTag().copy(out, prefix.length + body.length + fin.length);
+    return out;
+  };
   return {
     seal(nonce, aad, plaintext) {
-      const c = createCipheriv("aes-256-gcm", key, nonce, { authTagLength: TAG_BYTES });
-      c.setAAD(aadOf(aad));
-      const body = c.update(plaintext, "utf8");
-      const fin = c.final();
-      return Buffer.concat([body, fin, c.getAuthTag()]).toString("base64url");
+      return encrypt(nonce, aad, plaintext, EMPTY).toString("base64url");
+    },
+    sealBinary(nonce, aad, plaintext, header) {
+      return encrypt(nonce, aad, plaintext, header);
     },
     open(nonce, aad, ciphertext) {
-      // Strict base64url as shared/encoding.ts: alphabet, no padding, canonical trailing bits.
-      if (ciphertext.length % 4 === 1 || !B64URL.test(ciphertext)) throw new PsimbolsError(ErrorCode.badRequest, '"ciphertext" expected base64url without padding');
-      const ct = Buffer.from(ciphertext, "base64url");
-      if (ct.toString("base64url") !== ciphertext) throw new PsimbolsError(ErrorCode.badRequest, '"ciphertext" expected canonical base64url');
+      const ct = typeof ciphertext === "string" ? fromText(ciphertext) : Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.byteLength);
       if (ct.length < TAG_BYTES) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
       let pt: Buffer;
       try {

@@ -8,7 +8,7 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
 import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
-import { ChannelType, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
+import { ChannelType, Feature, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
@@ -18,6 +18,9 @@ import type { KeyRegistry } from "./registry.js";
 import { registerOperatorOps } from "./operator.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
+
+/** Features this node offers (PROTOCOL.md §4.11); a hello or resume gets the intersection. */
+export const SERVER_FEATURES: readonly string[] = Object.freeze([Feature.binary]);
 
 /** What a request handler knows about its caller. */
 export interface HandlerContext {
@@ -117,7 +120,7 @@ export class Broker {
       log: this.log,
       store: this.store,
       registry: o.registry,
-      offer: { key: o.serverKey, source: this.config.source, features: [] },
+      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES },
       handlers: this.#handlers,
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
       hellosTotal: new FixedWindow(limits.hellosPerSecond, 1000),
@@ -310,7 +313,7 @@ export class Broker {
           channel_types: [ChannelType.aes256gcm],
           kems: kemTypes,
           key_types: keyTypes,
-          features: [],
+          features: SERVER_FEATURES,
           service: this.config.closed ? "closed" : "open",
         });
       default:

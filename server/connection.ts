@@ -14,9 +14,10 @@ import type { WebSocket } from "ws";
 import { CloseCode, ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { b64u, fromB64u, wipe } from "../shared/encoding.js";
 import { randomBytes } from "../shared/crypto.js";
-import { FrameKind, type BindingKeys, deriveBinding, innerText, openFrameBytes, sealFrame } from "../shared/channel.js";
+import { FrameKind, type BindingKeys, deriveBinding, innerText, openFrameBytes, sealBinaryFrame, sealFrame } from "../shared/channel.js";
 import {
   type ClientFrame,
+  Feature,
   type Hello,
   type InnerPush,
   type InnerResponse,
@@ -27,6 +28,7 @@ import {
   type Resume,
   SERVER_NONCE_BYTES,
   type ServerFrame,
+  decodeClientBinary,
   decodeClientFrame,
   decodeInnerRequest,
   errorFrame,
@@ -49,6 +51,8 @@ interface Binding {
   active: boolean;
   /** Set once the channel is retired; requests then get `unauthorised`. */
   dead: RetireReason | undefined;
+  /** The `binary` feature was agreed for this binding: responses and pushes go as binary frames (§4.11). */
+  binary: boolean;
   timers: ReturnType<typeof setTimeout>[];
 }
 
@@ -119,8 +123,19 @@ export class Connection {
   }
 
   async #onMessage(data: Buffer, isBinary: boolean): Promise<void> {
-    if (isBinary) throw new PsimbolsError(ErrorCode.badRequest, "binary frames are not accepted", { close: CloseCode.unsupportedData });
     let frame: ClientFrame;
+    if (isBinary) {
+      // Binary frames are requests of a binding that agreed on the `binary` feature (§4.11).
+      if (!this.#binding?.binary && !this.#old?.binary) {
+        throw new PsimbolsError(ErrorCode.badRequest, "binary frames are not accepted without the binary feature", { close: CloseCode.unsupportedData });
+      }
+      try {
+        frame = decodeClientBinary(data);
+      } catch (e) {
+        throw withClose(e, CloseCode.badRequest);
+      }
+      return this.#onRequest(frame);
+    }
     try {
       frame = decodeClientFrame(data.toString("utf8"));
     } catch (e) {
@@ -218,7 +233,8 @@ export class Connection {
       this.#old = previous;
       if (previous.channel.id !== replaced) this.#selfRetired.delete(previous.channel.id);
     }
-    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, timers: [] });
+    const binary = p.features.includes(Feature.binary);
+    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, timers: [], binary });
     wipe(key);
     this.#ctx.stats.handshakes.established++;
     this.#log.info(renewal ? "channel renewed" : "channel established", { identity, channel: rec.id, replaced });
@@ -238,8 +254,11 @@ export class Connection {
     this.#resumeLastPush = f.last_push;
     const keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS);
     wipe(rec.key); // the binding keeps only its traffic keys (records from the store are copies)
-    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, timers: [] });
-    this.#send({ type: "resumed", source: this.#ctx.config.source, channel: rec.id, nonce: b64u(nonceS) });
+    // Features of this binding: what the resume asks for and this node offers (§4.11).
+    const features = f.features?.filter((x) => this.#ctx.offer.features?.includes(x));
+    const binary = features?.includes(Feature.binary) ?? false;
+    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, timers: [], binary });
+    this.#send({ type: "resumed", source: this.#ctx.config.source, channel: rec.id, nonce: b64u(nonceS), ...(features ? { features } : {}) });
   }
 
   async #onRequest(f: RequestFrame): Promise<void> {
@@ -340,6 +359,7 @@ export class Connection {
       this.#log.error("handler result is not JSON", { error: e instanceof Error ? e.message : String(e) });
       out = JSON.stringify({ error: { code: ErrorCode.internal, message: "the handler failed" } });
     }
+    if (b.binary) return this.#write(await sealBinaryFrame(b.keys, FrameKind.response, seq, out));
     const response = await sealFrame(b.keys.s2c, FrameKind.response, seq, b.channel.id, out);
     this.#send({ type: "response", source: this.#ctx.config.source, channel: b.channel.id, seq, response });
   }
@@ -525,6 +545,7 @@ export class Connection {
   async #sendPush(b: Binding, inner: InnerPush): Promise<void> {
     if (b.pushSeq >= MAX_SEQ) return this.close(CloseCode.tooMany, "push limit of this binding reached; resume");
     const seq = ++b.pushSeq;
+    if (b.binary) return this.#write(await sealBinaryFrame(b.keys, FrameKind.push, seq, JSON.stringify(inner)));
     const push = await sealFrame(b.keys.s2c, FrameKind.push, seq, b.channel.id, JSON.stringify(inner));
     this.#send({ type: "push", source: this.#ctx.config.source, channel: b.channel.id, seq, push });
   }
@@ -562,6 +583,11 @@ export class Connection {
   }
 
   #send(frame: ServerFrame): void {
+    this.#write(JSON.stringify(frame));
+  }
+
+  /** Writes a JSON frame's text or a binary channel frame (§4.11). */
+  #write(data: string | Uint8Array): void {
     if (this.#closed) return;
     if (this.#ws.bufferedAmount > this.#ctx.config.limits.sendBufferBytes) {
       this.#log.warn("slow consumer cut off", { buffered: this.#ws.bufferedAmount });
@@ -569,7 +595,7 @@ export class Connection {
       return;
     }
     this.#cork();
-    this.#ws.send(JSON.stringify(frame));
+    this.#ws.send(data);
   }
 
   /**

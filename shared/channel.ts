@@ -12,9 +12,9 @@
  * rising counter (both s2c key). So no (key, nonce) pair repeats: see §6.3.
  */
 import { ErrorCode, PsimbolsError } from "./errors.js";
-import { b64u, fromB64u, fromUtf8, lp, utf8, wipe } from "./encoding.js";
+import { b64u, concat, fromB64u, fromUtf8, lp, utf8, wipe } from "./encoding.js";
 import { aesKey, hkdf, subtle } from "./crypto.js";
-import { MAX_SEQ } from "./frames.js";
+import { type Ciphertext, MAX_SEQ, encodeBinaryHeader } from "./frames.js";
 
 export const LABEL_C2S = "psimbols/1 c2s";
 export const LABEL_S2C = "psimbols/1 s2c";
@@ -31,16 +31,24 @@ export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
  * the Node entry points install with {@link useTrafficKeys}).
  */
 export interface TrafficKey {
-  /** Returns base64url(ciphertext || tag). */
+  /** Returns base64url(ciphertext || tag), for a JSON frame. */
   seal(nonce: Uint8Array, aad: string, plaintext: string): Promise<string> | string;
-  /** The authenticated plaintext bytes. @throws PsimbolsError `unauthorised` (does not authenticate) or `bad_request` (malformed base64url). */
-  open(nonce: Uint8Array, aad: string, ciphertext: string): Promise<Uint8Array> | Uint8Array;
+  /** Returns `header || ciphertext || tag` in one buffer, for a binary frame (PROTOCOL.md §4.11). */
+  sealBinary(nonce: Uint8Array, aad: string, plaintext: string, header: Uint8Array): Promise<Uint8Array> | Uint8Array;
+  /**
+   * The authenticated plaintext bytes of `ciphertext || tag`, given as base64url
+   * text (JSON frame) or bytes (binary frame).
+   * @throws PsimbolsError `unauthorised` (does not authenticate) or `bad_request` (malformed base64url).
+   */
+  open(nonce: Uint8Array, aad: string, ciphertext: Ciphertext): Promise<Uint8Array> | Uint8Array;
 }
 export type TrafficKeyFactory = (raw: Uint8Array) => Promise<TrafficKey> | TrafficKey;
 
 /** One binding's traffic keys. */
 export interface BindingKeys {
   readonly channel: string;
+  /** The channel id's 16 raw bytes, as a binary frame carries them (§4.11). */
+  readonly channelBytes: Uint8Array;
   readonly c2s: TrafficKey;
   readonly s2c: TrafficKey;
 }
@@ -50,13 +58,17 @@ const UNAUTHORISED = "unknown channel or bad ciphertext";
 /** The WebCrypto engine: a non-extractable AES-GCM CryptoKey. */
 export async function webCryptoTrafficKey(raw: Uint8Array): Promise<TrafficKey> {
   const key = await aesKey(raw);
+  const encrypt = async (nonce: Uint8Array, aad: string, plaintext: string) =>
+    new Uint8Array(await subtle().encrypt({ name: "AES-GCM", iv: nonce as BufferSource, additionalData: utf8(aad) as BufferSource }, key, utf8(plaintext) as BufferSource));
   return {
     async seal(nonce, aad, plaintext) {
-      const ct = await subtle().encrypt({ name: "AES-GCM", iv: nonce as BufferSource, additionalData: utf8(aad) as BufferSource }, key, utf8(plaintext) as BufferSource);
-      return b64u(new Uint8Array(ct));
+      return b64u(await encrypt(nonce, aad, plaintext));
+    },
+    async sealBinary(nonce, aad, plaintext, header) {
+      return concat(header, await encrypt(nonce, aad, plaintext));
     },
     async open(nonce, aad, ciphertext) {
-      const ct = fromB64u(ciphertext, "ciphertext");
+      const ct = typeof ciphertext === "string" ? fromB64u(ciphertext, "ciphertext") : ciphertext;
       let pt: ArrayBuffer;
       try {
         pt = await subtle().decrypt({ name: "AES-GCM", iv: nonce as BufferSource, additionalData: utf8(aad) as BufferSource }, key, ct as BufferSource);
@@ -91,7 +103,7 @@ export async function deriveTrafficKeys(channelKey: Uint8Array, channel: string,
 /** Derives a binding's keys; raw bytes are wiped once imported. */
 export async function deriveBinding(channelKey: Uint8Array, channel: string, nonceC: Uint8Array, nonceS: Uint8Array): Promise<BindingKeys> {
   const raw = await deriveTrafficKeys(channelKey, channel, nonceC, nonceS);
-  const keys = { channel, c2s: await trafficKey(raw.c2s), s2c: await trafficKey(raw.s2c) };
+  const keys = { channel, channelBytes: fromB64u(channel, "channel"), c2s: await trafficKey(raw.c2s), s2c: await trafficKey(raw.s2c) };
   wipe(raw.c2s, raw.s2c);
   return keys;
 }
@@ -99,9 +111,13 @@ export async function deriveBinding(channelKey: Uint8Array, channel: string, non
 /** The 12-byte AES-GCM nonce of a frame. */
 export function frameNonce(kind: FrameKind, seq: number): Uint8Array {
   if (!Number.isSafeInteger(seq) || seq < 1 || seq > MAX_SEQ) throw new RangeError(`seq out of range`);
+  // seq < 2^32, so the uint64 is four zero bytes and a uint32 (no BigInt on the per-frame path).
   const n = new Uint8Array(12);
   n[0] = kind;
-  new DataView(n.buffer).setBigUint64(4, BigInt(seq), false);
+  n[8] = seq >>> 24;
+  n[9] = (seq >>> 16) & 0xff;
+  n[10] = (seq >>> 8) & 0xff;
+  n[11] = seq & 0xff;
   return n;
 }
 
@@ -111,16 +127,25 @@ export async function sealFrame(key: TrafficKey, kind: FrameKind, seq: number, c
 }
 
 /**
+ * Encrypts one inner payload into a whole binary channel frame (PROTOCOL.md
+ * §4.11), under the binding's key for the direction `kind` travels.
+ */
+export function sealBinaryFrame(keys: BindingKeys, kind: FrameKind, seq: number, plaintext: string): Promise<Uint8Array> | Uint8Array {
+  const key = kind === FrameKind.request ? keys.c2s : keys.s2c;
+  return key.sealBinary(frameNonce(kind, seq), keys.channel, plaintext, encodeBinaryHeader(kind, keys.channelBytes, seq));
+}
+
+/**
  * Decrypts one inner payload.
  * @throws PsimbolsError `unauthorised` when it does not authenticate (the same
  *   code as an unknown channel, so a failure tells an outsider nothing more).
  */
-export async function openFrame(key: TrafficKey, kind: FrameKind, seq: number, channel: string, ciphertext: string): Promise<string> {
+export async function openFrame(key: TrafficKey, kind: FrameKind, seq: number, channel: string, ciphertext: Ciphertext): Promise<string> {
   return innerText(await key.open(frameNonce(kind, seq), channel, ciphertext));
 }
 
 /** The authenticated plaintext bytes of a frame (a receiver that must consume the seq before parsing uses this). */
-export async function openFrameBytes(key: TrafficKey, kind: FrameKind, seq: number, channel: string, ciphertext: string): Promise<Uint8Array> {
+export async function openFrameBytes(key: TrafficKey, kind: FrameKind, seq: number, channel: string, ciphertext: Ciphertext): Promise<Uint8Array> {
   return key.open(frameNonce(kind, seq), channel, ciphertext);
 }
 

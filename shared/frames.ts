@@ -5,7 +5,7 @@
  * Receivers ignore fields they do not know (new fields may be added beside).
  */
 import { ErrorCode, PsimbolsError, badField, describe, isErrorCode } from "./errors.js";
-import { fromB64u } from "./encoding.js";
+import { b64u, fromB64u } from "./encoding.js";
 
 export const PROTOCOL_VERSION = 1;
 /** Largest WebSocket message either side accepts (bytes). PROTOCOL.md §11. */
@@ -23,6 +23,17 @@ export const MAX_SIGNATURE_BYTES = 512;
 export const MAX_SEQ = 2 ** 24;
 /** Channel ids are 16 random bytes, base64url: 22 characters. */
 export const CHANNEL_ID_CHARS = 22;
+export const CHANNEL_ID_BYTES = 16;
+
+/**
+ * Features a hello (or a resume) may offer. PROTOCOL.md §4.11.
+ * `binary`: request, response and push frames of the binding may travel as
+ * WebSocket binary messages in the layout of {@link encodeBinaryHeader}.
+ */
+export const Feature = { binary: "binary" } as const;
+export type Feature = (typeof Feature)[keyof typeof Feature];
+/** Bytes before the ciphertext in a binary channel frame: kind, channel id, seq. */
+export const BINARY_HEADER_BYTES = 1 + CHANNEL_ID_BYTES + 4;
 
 /** Channel types. `AES` is the original design's alias for `AES-256-GCM`. */
 export const ChannelType = { aes256gcm: "AES-256-GCM" } as const;
@@ -88,25 +99,32 @@ export interface Established {
   source: string;
   response: string;
 }
+/**
+ * Channel frames carry their ciphertext as base64url text (a JSON frame) or as
+ * the raw bytes (a binary frame, §4.11); both open the same way.
+ */
+export type Ciphertext = string | Uint8Array;
 export interface RequestFrame {
   type: "request";
   channel: string;
   seq: number;
-  request: string;
+  request: Ciphertext;
 }
 export interface ResponseFrame {
   type: "response";
-  source: string;
+  /** Absent in a binary frame. */
+  source?: string;
   channel: string;
   seq: number;
-  response: string;
+  response: Ciphertext;
 }
 export interface PushFrame {
   type: "push";
-  source: string;
+  /** Absent in a binary frame. */
+  source?: string;
   channel: string;
   seq: number;
-  push: string;
+  push: Ciphertext;
 }
 export interface Resume {
   type: "resume";
@@ -114,12 +132,16 @@ export interface Resume {
   nonce: string;
   /** Highest application push `id` the client has seen; the server sends what came after (§7.2). */
   last_push?: number;
+  /** Features wanted for this binding (§4.11); absent means none. */
+  features?: string[];
 }
 export interface Resumed {
   type: "resumed";
   source: string;
   channel: string;
   nonce: string;
+  /** The features of this binding: a subset of the resume's. */
+  features?: string[];
 }
 export interface ErrorFrame {
   type: "error";
@@ -263,6 +285,7 @@ export function decodeClientFrame(text: string): ClientFrame {
     case FrameType.resume: {
       const r: Resume = { type: "resume", channel: channelId(o), nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES) };
       if (o.last_push !== undefined) r.last_push = int(o, "last_push", 0, Number.MAX_SAFE_INTEGER);
+      if (o.features !== undefined) r.features = features(o);
       return r;
     }
     default:
@@ -306,13 +329,16 @@ export function decodeServerFrame(text: string): ServerFrame {
         seq: int(o, "seq", 1, MAX_SEQ),
         push: ciphertext(o, "push"),
       };
-    case FrameType.resumed:
-      return {
+    case FrameType.resumed: {
+      const r: Resumed = {
         type: "resumed",
         source: str(o, "source", 2048),
         channel: channelId(o),
         nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES),
       };
+      if (o.features !== undefined) r.features = features(o);
+      return r;
+    }
     case FrameType.error: {
       const e = obj(o.error, "error");
       const f: ErrorFrame = { type: "error", error: { code: str(e, "code", MAX_TOKEN_CHARS, "error.code"), message: str(e, "message", 1024, "error.message") } };
@@ -323,6 +349,47 @@ export function decodeServerFrame(text: string): ServerFrame {
     default:
       throw new PsimbolsError(ErrorCode.badRequest, `"type" is not a server frame type`);
   }
+}
+
+// ---- binary channel frames (PROTOCOL.md §4.11) ----
+
+/** The byte that opens a binary channel frame; the same number as the frame's nonce kind (§6.3). */
+const BINARY_KIND = { request: 1, response: 2, push: 3 } as const;
+
+/**
+ * The 21-byte header of a binary channel frame:
+ * `kind (1) || channel id (16 raw bytes) || uint32_be(seq)`; the ciphertext
+ * (with its tag) follows.
+ */
+export function encodeBinaryHeader(kind: 1 | 2 | 3, channel: Uint8Array, seq: number): Uint8Array {
+  if (channel.length !== CHANNEL_ID_BYTES) throw new RangeError(`channel id expected ${CHANNEL_ID_BYTES} bytes`);
+  const h = new Uint8Array(BINARY_HEADER_BYTES);
+  h[0] = kind;
+  h.set(channel, 1);
+  new DataView(h.buffer).setUint32(1 + CHANNEL_ID_BYTES, seq, false);
+  return h;
+}
+
+/** Splits a binary channel frame into its parts. @throws PsimbolsError `bad_request`. */
+function decodeBinary(bytes: Uint8Array, accept: readonly ("request" | "response" | "push")[]): { type: "request" | "response" | "push"; channel: string; seq: number; ct: Uint8Array } {
+  if (bytes.length < BINARY_HEADER_BYTES + 16) throw badField("frame", `binary frame of at least ${BINARY_HEADER_BYTES + 16} bytes`);
+  const type = accept.find((t) => BINARY_KIND[t] === bytes[0]);
+  if (!type) throw new PsimbolsError(ErrorCode.badRequest, `binary frame kind is not one this side accepts`);
+  const seq = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1 + CHANNEL_ID_BYTES, false);
+  if (seq < 1 || seq > MAX_SEQ) throw badField("seq", `integer in 1..${MAX_SEQ}`);
+  return { type, channel: b64u(bytes.subarray(1, 1 + CHANNEL_ID_BYTES)), seq, ct: bytes.subarray(BINARY_HEADER_BYTES) };
+}
+
+/** Decodes a binary frame sent by a client (a request). @throws PsimbolsError `bad_request`. */
+export function decodeClientBinary(bytes: Uint8Array): RequestFrame {
+  const f = decodeBinary(bytes, ["request"]);
+  return { type: "request", channel: f.channel, seq: f.seq, request: f.ct };
+}
+
+/** Decodes a binary frame sent by a server (a response or a push). @throws PsimbolsError `bad_request`. */
+export function decodeServerBinary(bytes: Uint8Array): ResponseFrame | PushFrame {
+  const f = decodeBinary(bytes, ["response", "push"]);
+  return f.type === "response" ? { type: "response", channel: f.channel, seq: f.seq, response: f.ct } : { type: "push", channel: f.channel, seq: f.seq, push: f.ct };
 }
 
 /** Decodes the grant inside `established.response`. */

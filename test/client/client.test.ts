@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { ErrorCode } from "../../shared/errors.js";
 import { FileKnownServers, connect } from "../../client/node.js";
+import { WebSocket } from "ws";
 import { type RunningBroker, startBroker, tempDir } from "../helpers/broker.js";
 import { startProxy } from "../helpers/proxy.js";
 
@@ -28,6 +29,62 @@ t("connects with a pinned server key and makes requests", async () => {
   assert.equal(await c.request("echo", { hi: 1 }), { hi: 1 });
   assert.is(c.channel?.serverKey, broker.fingerprint);
   await c.close();
+});
+
+/** The `ws` WebSocket, counting what the client writes and reads as text and as binary frames. */
+function countingSocket() {
+  const seen = { sentText: 0, sentBinary: 0, gotText: 0, gotBinary: 0 };
+  class Counting extends WebSocket {
+    constructor(url: string) {
+      super(url);
+      this.on("message", (_d, isBinary) => void (isBinary ? seen.gotBinary++ : seen.gotText++));
+    }
+    override send(data: any, ...rest: any[]): void {
+      if (typeof data === "string") seen.sentText++;
+      else seen.sentBinary++;
+      (super.send as (...a: unknown[]) => void)(data, ...rest);
+    }
+  }
+  return { seen, WebSocket: Counting };
+}
+
+t("offers binary frames by default: once agreed, every request, response and push is binary, also after a resume", async () => {
+  const { seen, WebSocket: WS } = countingSocket();
+  const proxy = await startProxy(broker.port);
+  const c = await connect(proxy.url, { key: await generateSigningKey(), knownServers: noFile(), WebSocket: WS });
+  try {
+    const text0 = seen.sentText; // hello and proof
+    for (let i = 0; i < 5; i++) assert.equal(await c.request("echo", i), i);
+    assert.is(seen.sentText, text0);
+    assert.is(seen.sentBinary, 5);
+    assert.is(seen.gotBinary, 5);
+    proxy.cut();
+    await new Promise<void>((r) => {
+      const off = c.on("resumed", () => (off(), r()));
+    });
+    assert.equal(await c.request("echo", "after resume"), "after resume");
+    assert.is(c.stats.resumes, 1);
+    // The resume frame is text; everything after it (the client's activating ping included) is binary.
+    assert.is(seen.sentText, text0 + 1);
+    assert.ok(seen.sentBinary >= 6);
+    assert.is(seen.gotBinary, seen.sentBinary);
+  } finally {
+    await c.close();
+    proxy.close();
+  }
+});
+
+t("features: [] keeps every frame JSON text", async () => {
+  const { seen, WebSocket: WS } = countingSocket();
+  const c = await connect(broker.url, { key: await generateSigningKey(), knownServers: noFile(), WebSocket: WS, features: [] });
+  try {
+    for (let i = 0; i < 3; i++) assert.equal(await c.request("echo", i), i);
+    assert.is(seen.sentBinary, 0);
+    assert.is(seen.gotBinary, 0);
+    assert.ok(seen.sentText >= 5);
+  } finally {
+    await c.close();
+  }
 });
 
 t("refuses a server whose key differs from the pinned one, loudly and without retrying", async () => {

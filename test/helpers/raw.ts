@@ -5,8 +5,8 @@
 import WebSocket from "ws";
 import { type SigningKey, randomBytes } from "../../shared/crypto.js";
 import { b64u, fromB64u, fromUtf8 } from "../../shared/encoding.js";
-import { type BindingKeys, FrameKind, deriveBinding, deriveTrafficKeys, openFrame, sealFrame } from "../../shared/channel.js";
-import { type Challenge, type Established, type Grant, decodeServerFrame } from "../../shared/frames.js";
+import { type BindingKeys, FrameKind, deriveBinding, deriveTrafficKeys, openFrame, sealBinaryFrame, sealFrame } from "../../shared/channel.js";
+import { type Challenge, type Established, type Grant, decodeServerBinary, decodeServerFrame } from "../../shared/frames.js";
 import { type HelloOptions, answerChallenge, createHello, openGrant } from "../../shared/handshake.js";
 
 export type Frame = Record<string, any>;
@@ -19,8 +19,18 @@ export class Raw {
 
   private constructor(ws: WebSocket) {
     this.ws = ws;
-    ws.on("message", (d) => {
-      const f = JSON.parse(d.toString()) as Frame;
+    ws.on("message", (d: Buffer, isBinary) => {
+      // A binary channel frame (§4.11) is decoded into the fields of its JSON form, plus `binary: true`;
+      // one that does not decode is kept as `{type: "undecodable", bytes}`.
+      let f: Frame;
+      if (!isBinary) f = JSON.parse(d.toString()) as Frame;
+      else {
+        try {
+          f = { ...decodeServerBinary(new Uint8Array(d)), binary: true };
+        } catch {
+          f = { type: "undecodable", bytes: new Uint8Array(d) };
+        }
+      }
       const w = this.#waiters.shift();
       if (w) w(f);
       else this.frames.push(f);
@@ -36,8 +46,9 @@ export class Raw {
     });
   }
 
+  /** Sends a string as text, bytes as a binary message, anything else as JSON text. */
   send(frame: unknown): void {
-    this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+    this.ws.send(typeof frame === "string" || frame instanceof Uint8Array ? frame : JSON.stringify(frame));
   }
 
   /** The next frame, or rejects after `ms` (or when the socket closes). */
@@ -101,10 +112,10 @@ export async function rawChannel(grant: Grant, channelKey: Uint8Array, nonceC: U
   return { grant, channelKey, keys, rawKeys, seq: 0, pushSeq: 0 };
 }
 
-/** Resumes `ch` on a fresh raw socket (without sending the activating request). */
-export async function resume(raw: Raw, ch: RawChannel): Promise<Frame> {
+/** Resumes `ch` on a fresh raw socket (without sending the activating request), asking for `features` if given. */
+export async function resume(raw: Raw, ch: RawChannel, features?: string[]): Promise<Frame> {
   const nonceC = randomBytes(32);
-  raw.send({ type: "resume", channel: ch.grant.channel, nonce: b64u(nonceC) });
+  raw.send({ type: "resume", channel: ch.grant.channel, nonce: b64u(nonceC), ...(features ? { features } : {}) });
   const f = await raw.next();
   if (f.type === "resumed") {
     Object.assign(ch, await rawChannel(ch.grant, ch.channelKey, nonceC, fromB64u(f.nonce, "nonce")));
@@ -116,6 +127,11 @@ export async function resume(raw: Raw, ch: RawChannel): Promise<Frame> {
 export async function requestFrame(ch: RawChannel, op: string, data?: unknown, seq = ++ch.seq): Promise<Frame> {
   const request = await sealFrame(ch.keys.c2s, FrameKind.request, seq, ch.grant.channel, JSON.stringify({ op, data }));
   return { type: "request", channel: ch.grant.channel, seq, request };
+}
+
+/** The binary request frame for `op` (PROTOCOL.md §4.11; does not send it). */
+export async function binaryRequestFrame(ch: RawChannel, op: string, data?: unknown, seq = ++ch.seq): Promise<Uint8Array> {
+  return sealBinaryFrame(ch.keys, FrameKind.request, seq, JSON.stringify({ op, data }));
 }
 
 /** Sends a request and returns the decrypted inner response, or the outer error frame. */

@@ -23,9 +23,9 @@ import { type SigningKey, KeyType, generateSigningKey, randomBytes, sha256, sign
 import { b64u, concat, fromB64u, fromUtf8, lp } from "../../shared/encoding.js";
 import { CloseCode, ErrorCode } from "../../shared/errors.js";
 import { FrameKind, deriveBinding, frameNonce, openFrame, sealFrame } from "../../shared/channel.js";
-import { type Challenge, type Established, MAX_FRAME_BYTES, MAX_SEQ, decodeServerFrame } from "../../shared/frames.js";
+import { type Challenge, type Established, Feature, MAX_FRAME_BYTES, MAX_SEQ, decodeServerFrame } from "../../shared/frames.js";
 import { type ClientHello, LABEL_CLIENT_SIG, LABEL_SERVER_SIG, answerChallenge, createHello, openGrant } from "../../shared/handshake.js";
-import { type Frame, Raw, type RawChannel, call, handshake, openPush, rawChannel, readResponse, requestFrame, resume } from "../helpers/raw.js";
+import { type Frame, Raw, type RawChannel, binaryRequestFrame, call, handshake, openPush, rawChannel, readResponse, requestFrame, resume } from "../helpers/raw.js";
 import { aesKey } from "../../shared/crypto.js";
 import { type Ctx, type Expect, type Outcome, type Row, TIGHT, alignWindow, sleep, within } from "./env.js";
 
@@ -812,6 +812,64 @@ export const rows: Row[] = [
       const f = await requestFrame(p.ch, "whoami");
       p.raw.send({ ...f, channel: x.victim.ch.grant.channel });
       return x.outcome(p.raw);
+    },
+  },
+  {
+    name: "a binary request moved onto the victim's channel id gets unauthorised and the victim is untouched",
+    sent: "the attacker's valid binary request (§4.11) with the channel bytes = the victim's channel id",
+    broker: "main",
+    expect: UNAUTHORISED,
+    changes: { established: 1 },
+    run: async (x) => {
+      const raw = await x.open();
+      const ch = await handshake(raw, await generateSigningKey(), { features: [Feature.binary] });
+      const f = new Uint8Array(await binaryRequestFrame(ch, "whoami"));
+      f.set(fromB64u(x.victim.ch.grant.channel, "channel"), 1);
+      raw.send(f);
+      return x.outcome(raw);
+    },
+  },
+  {
+    name: "a binary request replayed on the same connection gets unauthorised",
+    sent: "binary request n, then the same bytes again",
+    broker: "main",
+    expect: UNAUTHORISED,
+    changes: { established: 1 },
+    run: async (x) => {
+      const raw = await x.open();
+      const ch = await handshake(raw, await generateSigningKey(), { features: [Feature.binary] });
+      const f = await binaryRequestFrame(ch, "echo", "once");
+      raw.send(f);
+      assert.equal(await readResponse(raw, ch), { data: "once" });
+      raw.send(f);
+      return x.outcome(raw);
+    },
+  },
+  {
+    name: "a binary request on a binding without the binary feature gets bad_request and close 1003",
+    sent: "a well-formed binary request after a handshake that did not offer `binary`",
+    broker: "main",
+    expect: { reply: "error", error: ErrorCode.badRequest, close: C.binary },
+    changes: { established: 1 },
+    run: async (x) => {
+      const p = await x.peer();
+      p.raw.send(await binaryRequestFrame(p.ch, "echo", 1));
+      return x.outcome(p.raw);
+    },
+  },
+  {
+    name: "a binary response frame (kind 2) sent by a client gets bad_request and close 4000",
+    sent: "a binary request with its first byte set to 2",
+    broker: "main",
+    expect: BAD,
+    changes: { established: 1 },
+    run: async (x) => {
+      const raw = await x.open();
+      const ch = await handshake(raw, await generateSigningKey(), { features: [Feature.binary] });
+      const f = new Uint8Array(await binaryRequestFrame(ch, "echo", 1));
+      f[0] = 2;
+      raw.send(f);
+      return x.outcome(raw);
     },
   },
   {

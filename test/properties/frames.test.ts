@@ -11,14 +11,18 @@ import fc from "fast-check";
 import { b64u } from "../../shared/encoding.js";
 import { ErrorCode } from "../../shared/errors.js";
 import {
+  BINARY_HEADER_BYTES,
   CHANNEL_ID_CHARS,
   MAX_SEQ,
+  decodeClientBinary,
   decodeClientFrame,
   decodeGrant,
   decodeInnerPush,
   decodeInnerRequest,
   decodeInnerResponse,
+  decodeServerBinary,
   decodeServerFrame,
+  encodeBinaryHeader,
   wireErrorCode,
 } from "../../shared/frames.js";
 import { documentedCodes, params, psimbolsErrorSync } from "./support.js";
@@ -238,6 +242,55 @@ test("a decoded grant always carries a 32-byte key, a 22-character channel id an
       if (e) assert.is(e.code, ErrorCode.badRequest);
     }),
     params(2000),
+  );
+});
+
+// ------------------------------------------------------------------ binary channel frames (§4.11)
+
+test("binary frames: header || ciphertext decodes to its kind, channel, seq and ciphertext, on the right side only", () => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom(1, 2, 3),
+      fc.uint8Array({ minLength: 16, maxLength: 16 }),
+      fc.integer({ min: 1, max: MAX_SEQ }),
+      fc.uint8Array({ minLength: 16, maxLength: 200 }),
+      (kind: 1 | 2 | 3, id, seq, ct) => {
+        const frame = new Uint8Array([...encodeBinaryHeader(kind, id, seq), ...ct]);
+        assert.is(frame.length, BINARY_HEADER_BYTES + ct.length);
+        const client = psimbolsErrorSync(() => decodeClientBinary(frame));
+        const server = psimbolsErrorSync(() => decodeServerBinary(frame));
+        const f = kind === 1 ? decodeClientBinary(frame) : decodeServerBinary(frame);
+        assert.is(f.channel, b64u(id));
+        assert.is(f.seq, seq);
+        const body = f.type === "request" ? f.request : f.type === "response" ? f.response : f.push;
+        assert.equal([...(body as Uint8Array)], [...ct]);
+        assert.is(f.type, kind === 1 ? "request" : kind === 2 ? "response" : "push");
+        // the other side's decoder refuses it
+        assert.is((kind === 1 ? server : client)?.code, ErrorCode.badRequest);
+      },
+    ),
+    params(500),
+  );
+});
+
+test("binary frames: any bytes decode to a frame or bad_request; short frames, other kinds and seqs outside 1..MAX_SEQ are refused", () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 80 }), (bytes) => {
+      for (const decode of [decodeClientBinary, decodeServerBinary]) {
+        let f: ReturnType<typeof decodeServerBinary> | ReturnType<typeof decodeClientBinary> | undefined;
+        const e = psimbolsErrorSync(() => (f = decode(bytes)));
+        if (e) {
+          assert.is(e.code, ErrorCode.badRequest);
+          continue;
+        }
+        const seq = new DataView(bytes.buffer, bytes.byteOffset).getUint32(17, false);
+        assert.ok(bytes.length >= BINARY_HEADER_BYTES + 16);
+        assert.ok(seq >= 1 && seq <= MAX_SEQ);
+        assert.is(f!.seq, seq);
+        assert.ok([1, 2, 3].includes(bytes[0]!));
+      }
+    }),
+    params(3000),
   );
 });
 

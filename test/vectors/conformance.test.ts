@@ -33,14 +33,16 @@ import {
   type ClientProof,
   type PendingHandshake,
 } from "../../shared/handshake.js";
-import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, openFrame, sealFrame, trafficKey } from "../../shared/channel.js";
+import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, openFrame, sealBinaryFrame, sealFrame, trafficKey } from "../../shared/channel.js";
 import {
   MAX_SEQ,
+  decodeClientBinary,
   decodeClientFrame,
   decodeGrant,
   decodeInnerPush,
   decodeInnerRequest,
   decodeInnerResponse,
+  decodeServerBinary,
   decodeServerFrame,
   type Challenge,
   type Established,
@@ -359,6 +361,23 @@ for (const t of V.transcripts) {
         assert.is(JSON.stringify(inner), pt, what);
       }
     });
+
+    test(`${t.name}, ${b.name}: the binary form of each frame (§4.11) seals to the exact bytes, decodes and opens`, async () => {
+      const keys = { channel: b.channel, channelBytes: fromB64u(b.channel, "channel"), c2s: await trafficKey(unhex(b.c2s)), s2c: await trafficKey(unhex(b.s2c)) };
+      for (const f of b.frames) {
+        const what = `${f.kind} ${f.seq}`;
+        const sealed = await sealBinaryFrame(keys, frameKind(f.kind), f.seq, f.plaintext);
+        assert.is(hex(sealed), f.binary, what);
+        const outer = f.kind === "request" ? decodeClientBinary(unhex(f.binary)) : decodeServerBinary(unhex(f.binary));
+        assert.is(outer.type, f.kind, what);
+        assert.is(outer.seq, f.seq, what);
+        assert.is(outer.channel, b.channel, what);
+        const wire = (outer.type === "request" ? outer.request : outer.type === "response" ? outer.response : outer.push) as Uint8Array;
+        assert.is(hex(wire), f.ciphertext, what);
+        const pt = await openFrame(f.kind === "request" ? keys.c2s : keys.s2c, frameKind(f.kind), f.seq, b.channel, wire);
+        assert.is(pt, f.plaintext, what);
+      }
+    });
   }
 }
 
@@ -372,6 +391,12 @@ test("the handshake binding's traffic keys differ from every resumed binding's",
 for (const v of V.negative.frames) {
   (v.known_issue ? test.skip : test)(`refuses a ${v.side === "client" ? "client" : "server"} frame: ${v.description}${v.known_issue ? ` (KNOWN ISSUE: ${v.known_issue})` : ""}`, () =>
     throwsCode(() => (v.side === "client" ? decodeClientFrame(v.text) : decodeServerFrame(v.text)), ErrorCode.badRequest, v.description),
+  );
+}
+
+for (const v of V.negative.binary_frames) {
+  test(`refuses a binary ${v.side} frame: ${v.description}`, () =>
+    throwsCode(() => (v.side === "client" ? decodeClientBinary(unhex(v.hex)) : decodeServerBinary(unhex(v.hex))), ErrorCode.badRequest, v.description),
   );
 }
 

@@ -37,7 +37,7 @@ import {
   verifyProof,
 } from "../../shared/handshake.js";
 import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, sealFrame, trafficKey } from "../../shared/channel.js";
-import { decodeClientFrame, decodeServerFrame, MAX_SEQ, type Challenge, type Grant, type Hello, type KemType } from "../../shared/frames.js";
+import { decodeClientFrame, decodeServerFrame, encodeBinaryHeader, MAX_SEQ, type Challenge, type Grant, type Hello, type KemType } from "../../shared/frames.js";
 import { hpkeSuite } from "../../shared/hpke.js";
 
 // ===================================================================== types
@@ -173,11 +173,15 @@ export interface ChannelFrameVector {
   ciphertext: Hex;
   /** The exact outer frame. */
   frame: string;
+  /** The same frame as a binary message (the `binary` feature, PROTOCOL.md §4.11): kind || channel id || uint32_be(seq) || ciphertext. */
+  binary: Hex;
 }
 
 export interface NegativeVectors {
   /** Frames a decoder must reject with `bad_request`. */
   frames: { description: string; side: "client" | "server"; text: string; error: "bad_request"; known_issue?: string }[];
+  /** Binary channel frames (§4.11) a decoder must reject with `bad_request`. */
+  binary_frames: { description: string; side: "client" | "server"; hex: Hex; error: "bad_request" }[];
   /** Hellos that decode but that the server must refuse, with the code of its error frame. */
   hellos: { description: string; text: string; error: "unsupported" | "bad_request"; known_issue?: string }[];
   /** Wire public keys that must not import. */
@@ -325,9 +329,9 @@ const TRANSCRIPTS: TranscriptSpec[] = [
     kem: "P-256",
     // `AES` is the original design's alias; DES is never chosen.
     channel_types: ["DES", "AES"],
-    // Feature names are placeholders: v1 defines none; the server here supports one of them.
-    hello_features: ["x-vector-b", "x-vector-a"],
-    server_features: ["x-vector-a", "x-vector-c"],
+    // `binary` (§4.11) and placeholders: the challenge lists what both sides support, in the hello's order.
+    hello_features: ["x-vector-b", "binary", "x-vector-a"],
+    server_features: ["x-vector-a", "binary", "x-vector-c"],
     seed: 0x11,
     ttl: 600,
     valid_until: "2030-06-01T12:10:00.000Z",
@@ -530,7 +534,9 @@ async function bindingVector(b: ChannelScript, channelKey: Uint8Array, channel: 
         : kind === "response"
           ? { type: "response", source: SOURCE, channel, seq, response: ct }
           : { type: "push", source: SOURCE, channel, seq, push: ct };
-    frames.push({ kind, seq, nonce: hex(frameNonce(k, seq)), plaintext, ciphertext: hex(fromB64u(ct, "ciphertext")), frame: JSON.stringify(outer) });
+    const ctBytes = fromB64u(ct, "ciphertext");
+    const binary = concat(encodeBinaryHeader(k, fromB64u(channel, "channel"), seq), ctBytes);
+    frames.push({ kind, seq, nonce: hex(frameNonce(k, seq)), plaintext, ciphertext: hex(ctBytes), frame: JSON.stringify(outer), binary: hex(binary) });
   };
   for (const s of b.steps) {
     if ("request" in s) {
@@ -656,6 +662,24 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
       { description: "push without push field", side: "server", text: JSON.stringify({ type: "push", source: SOURCE, channel: ch, seq: 1 }), error: "bad_request" },
       { description: "error frame without error object", side: "server", text: '{"type":"error","code":"unauthorised"}', error: "bad_request" },
     ],
+    binary_frames: (() => {
+      const good = unhex(req1.binary);
+      const patched = (i: number, v: number) => hex(good.map((x, j) => (j === i ? v : x)));
+      const withSeq = (seq: number) => {
+        const b = good.slice();
+        new DataView(b.buffer).setUint32(17, seq, false);
+        return hex(b);
+      };
+      return [
+        { description: "shorter than the 21-byte header and a 16-byte tag", side: "client", hex: hex(good.slice(0, 36)), error: "bad_request" },
+        { description: "kind 0", side: "client", hex: patched(0, 0), error: "bad_request" },
+        { description: "kind 4", side: "client", hex: patched(0, 4), error: "bad_request" },
+        { description: "a response (kind 2) sent by a client", side: "client", hex: patched(0, 2), error: "bad_request" },
+        { description: "a request (kind 1) sent by a server", side: "server", hex: req1.binary, error: "bad_request" },
+        { description: "seq 0", side: "client", hex: withSeq(0), error: "bad_request" },
+        { description: "seq MAX_SEQ + 1", side: "client", hex: withSeq(MAX_SEQ + 1), error: "bad_request" },
+      ];
+    })(),
     hellos: [
       { description: "version 2", text: withHello({ version: 2 }), error: "unsupported" },
       { description: "only weak channel types offered", text: withHello({ channel_types: ["DES", "3DES", "AES-256-CBC", "AES-128-ECB"] }), error: "unsupported" },

@@ -272,6 +272,14 @@ const TERMINAL_ERRORS: ReadonlySet<ErrorCode> = new Set([
   ErrorCode.unsupported,
   ErrorCode.forbidden,
 ]);
+/**
+ * Once this client has had a channel, `protocol`, `unsupported` and `forbidden`
+ * from a handshake are believed only this many times in a row: they arrive
+ * unauthenticated (an outer `error` frame, or a challenge that fails to
+ * verify), so one injected frame on `ws://` must not stop a working client
+ * for good (SECURITY.md W9). A server key mismatch is always final.
+ */
+const MAX_HANDSHAKE_REFUSALS = 5;
 
 // ------------------------------------------------------------------ internal types
 
@@ -1094,7 +1102,9 @@ export class Client {
     clearTimeout(conn.deadline);
     conn.deadline = undefined;
     hs.done.reject(e);
-    if (!this.#everReady || TERMINAL_ERRORS.has(e.code)) {
+    const refusal = TERMINAL_ERRORS.has(e.code);
+    const final = !this.#everReady || e.code === ErrorCode.serverKeyMismatch || (refusal && this.#renewAttempt + 1 >= MAX_HANDSHAKE_REFUSALS);
+    if (final) {
       const close = e.code === ErrorCode.protocol ? CloseCode.badRequest : CloseCode.normal;
       this.#o.log.warn(e.message, { code: e.code });
       return this.#disconnect(close.code, close.reason, { reconnect: false, error: e });
@@ -1103,9 +1113,14 @@ export class Client {
     conn.gated = false;
     const delay = backoffDelay(this.#renewAttempt++, Math.random(), this.#backoff());
     if (conn.current) {
+      // The channel still serves: keep the socket (and what is in flight on it); renew later.
       this.#setState(ClientState.ready);
       this.#flush(conn);
       if (this.#o.renew) this.#renewAt(now() + delay);
+    } else if (this.#o.reconnect) {
+      // Retry on a fresh socket, through the reconnect backoff: on this one the server may still
+      // hold the failed attempt's hello, and its challenge would meet the next hello (W9).
+      this.#disconnect(CloseCode.normal.code, CloseCode.normal.reason, { reconnect: true, error: e });
     } else {
       conn.retry = setTimeout(() => {
         if (conn === this.#conn && !conn.hs) void this.#startHandshake(conn, false);

@@ -174,6 +174,43 @@ t("an unauthenticated terminal close code (4005 injected on the wire) does not e
   proxy.close();
 });
 
+/** An unmasked WebSocket text frame, as a server (or an on-path attacker) would write it. */
+function textFrame(text: string): Uint8Array {
+  const body = Buffer.from(text, "utf8");
+  const head = body.length < 126 ? [0x81, body.length] : [0x81, 126, body.length >> 8, body.length & 0xff];
+  return new Uint8Array([...head, ...body]);
+}
+
+for (const code of ["forbidden", "unsupported"]) {
+  t(`an injected \`${code}\` error during a renewal does not end a client that had a channel (W9)`, async () => {
+    const proxy = await startProxy(broker.port);
+    const c = await connect(proxy.url, { key: await generateSigningKey(), knownServers: noFile(), renew: false, reconnect: { baseMs: 20, maxMs: 200 } });
+    try {
+      assert.equal(await c.request("echo", 1), 1);
+      // The renewal's hello reaches the server; its challenge is held on the wire while an
+      // on-path attacker slips an outer error frame in front of it.
+      proxy.hold();
+      const renewal = c.renew();
+      await new Promise((r) => setTimeout(r, 200));
+      proxy.slip(textFrame(JSON.stringify({ type: "error", error: { code, message: "injected" } })));
+      const e = await renewal.then(() => undefined, (x: unknown) => x as { code?: string });
+      assert.is(e?.code, code);
+      proxy.release();
+      // The client is not closed, still serves, and renews once the wire is clean again.
+      const last = () => c.request("echo", "still here", { timeoutMs: 5000 });
+      assert.equal(await last().catch((x: { code?: string }) => (x.code === ErrorCode.connectionLost ? last() : Promise.reject(x))), "still here");
+      assert.is.not(c.state, "closed");
+      const before = c.stats.handshakes;
+      await c.renew();
+      assert.is(c.stats.handshakes, before + 1);
+      assert.equal(await c.request("echo", "renewed"), "renewed");
+    } finally {
+      await c.close();
+      proxy.close();
+    }
+  });
+}
+
 t("after close, requests fail with `closed`", async () => {
   const c = await connect(broker.url, { key: await generateSigningKey(), knownServers: noFile() });
   await c.close();

@@ -13,6 +13,12 @@ export interface Proxy {
   retarget(port: number): void;
   /** Writes `bytes` to every client side (as if the server sent them), then cuts the connections. */
   inject(bytes: Uint8Array): void;
+  /** Holds what servers send (buffered, in order) until {@link release}; clients' data still flows. */
+  hold(): void;
+  /** Writes `bytes` to every client side now, ahead of anything held; the connections stay. */
+  slip(bytes: Uint8Array): void;
+  /** Sends what was held, then lets server data flow again. */
+  release(): void;
   close(): void;
 }
 
@@ -23,7 +29,8 @@ export async function startProxy(targetPort: number, targetHost = "127.0.0.1"): 
     const up = createConnection(port_, targetHost);
     const pair: [Socket, Socket] = [down, up];
     pairs.add(pair);
-    down.pipe(up).pipe(down);
+    down.pipe(up);
+    up.pipe(down);
     const end = () => {
       pairs.delete(pair);
       down.destroy();
@@ -53,6 +60,19 @@ export async function startProxy(targetPort: number, targetHost = "127.0.0.1"): 
         up.unpipe(down);
         down.end(bytes);
       }
+    },
+    hold() {
+      // unpipe stops the flow; data from the server then waits in `up`'s buffer, in order.
+      for (const [down, up] of pairs) {
+        up.unpipe(down);
+        up.pause();
+      }
+    },
+    slip(bytes: Uint8Array) {
+      for (const [down] of pairs) down.write(bytes);
+    },
+    release() {
+      for (const [down, up] of pairs) up.pipe(down);
     },
     close() {
       cut();

@@ -12,7 +12,7 @@ import { ChannelType, Feature, PROTOCOL_VERSION, kemTypes } from "../shared/fram
 import type { ServerOffer } from "../shared/handshake.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
-import { Counter, FixedWindow } from "./limits.js";
+import { Counter, FixedWindow, limitKey } from "./limits.js";
 import { createLogger, type Logger } from "./log.js";
 import type { KeyRegistry } from "./registry.js";
 import { registerOperatorOps } from "./operator.js";
@@ -128,7 +128,7 @@ export class Broker {
       index: (conn, channel, on) => this.#index(conn, channel, on),
       closed: (conn) => {
         this.#connections.delete(conn);
-        this.#perAddress.dec(conn.address);
+        this.#perAddress.dec(limitKey(conn.address));
       },
       observeLatency: (s) => self.#latency.observe(s),
     };
@@ -165,10 +165,10 @@ export class Broker {
     this.#http.headersTimeout = limits.handshakeTimeoutMs;
     this.#http.requestTimeout = limits.handshakeTimeoutMs;
     this.#http.on("connection", (socket) => {
-      const address = socket.remoteAddress ?? "unknown";
+      const key = limitKey(socket.remoteAddress ?? "unknown");
       // Behind a trusted proxy every socket comes from the proxy: the limit applies per X-Forwarded-For at the upgrade.
-      if (this.#sockets.inc(address) > limits.connectionsPerAddress * 2 && !this.config.trustProxy) socket.destroy();
-      socket.once("close", () => this.#sockets.dec(address));
+      if (this.#sockets.inc(key) > limits.connectionsPerAddress * 2 && !this.config.trustProxy) socket.destroy();
+      socket.once("close", () => this.#sockets.dec(key));
     });
     this.#http.on("upgrade", (req, socket, head) => this.#onUpgrade(req, socket, head));
   }
@@ -273,12 +273,13 @@ export class Broker {
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const address = clientAddress(req, this.config.trustProxy);
     if (this.#closing) return reject(socket, 503, "Service Unavailable");
-    if (this.#perAddress.get(address) >= this.config.limits.connectionsPerAddress) {
-      this.log.warn("connection refused: too many from one address", { component: "broker", address });
+    const key = limitKey(address);
+    if (this.#perAddress.get(key) >= this.config.limits.connectionsPerAddress) {
+      this.log.warn("connection refused: too many from one address", { component: "broker", address, counted_as: key });
       return reject(socket, 429, "Too Many Requests");
     }
     this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      this.#perAddress.inc(address);
+      this.#perAddress.inc(key);
       this.#connections.add(new Connection(ws, address, this.#ctx));
     });
   }

@@ -37,6 +37,7 @@ import { type PendingHandshake, acceptHello, sealGrant, verifyProof } from "../s
 import type { BrokerContext, HandlerContext } from "./broker.js";
 import type { ChannelRecord, RetireReason } from "./store/store.js";
 import type { Logger } from "./log.js";
+import { limitKey } from "./limits.js";
 
 /** One binding of a channel to this socket (PROTOCOL.md §6.1). */
 interface Binding {
@@ -551,7 +552,7 @@ export class Connection {
   }
 
   #checkHelloRate(): void {
-    if (!this.#ctx.hellosPerAddress.take(this.address) || !this.#ctx.hellosTotal.take("*")) {
+    if (!this.#ctx.hellosPerAddress.take(limitKey(this.address)) || !this.#ctx.hellosTotal.take("*")) {
       this.#ctx.stats.handshakes.rateLimited++;
       throw new PsimbolsError(ErrorCode.tooMany, "too many handshakes; slow down", { close: CloseCode.tooMany });
     }

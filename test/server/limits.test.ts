@@ -1,0 +1,79 @@
+/**
+ * Per-address limits count IPv6 clients by their /64 (SECURITY.md W11):
+ * the key function, then a real broker behind a trusted proxy header.
+ */
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import WebSocket from "ws";
+import { limitKey } from "../../server/limits.js";
+import { type RunningBroker, startBroker } from "../helpers/broker.js";
+
+const k = suite("limitKey");
+
+const cases: [string, string][] = [
+  ["127.0.0.1", "127.0.0.1"],
+  ["10.1.2.3", "10.1.2.3"],
+  ["::ffff:10.1.2.3", "10.1.2.3"],
+  ["::FFFF:10.1.2.3", "10.1.2.3"],
+  ["2001:db8:1:2::1", "2001:db8:1:2::/64"],
+  ["2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"],
+  ["2001:0db8:0001:0002:0:0:0:1", "2001:db8:1:2::/64"],
+  ["2001:DB8:1:2::abcd", "2001:db8:1:2::/64"],
+  ["2001:db8::1", "2001:db8:0:0::/64"],
+  ["2001:db8::1:2:3:4", "2001:db8:0:0::/64"],
+  ["::1", "0:0:0:0::/64"],
+  ["::", "0:0:0:0::/64"],
+  ["fe80::1%eth0", "fe80:0:0:0::/64"],
+  ["64:ff9b::1.2.3.4", "64:ff9b:0:0::/64"],
+  ["unknown", "unknown"],
+  ["not an address", "not an address"],
+];
+for (const [input, want] of cases) {
+  k(`${input} counts as ${want}`, () => assert.is(limitKey(input), want));
+}
+
+k("two addresses of one /64 share a key; neighbouring /64s do not", () => {
+  assert.is(limitKey("2001:db8:a:b::1"), limitKey("2001:db8:a:b:1234:5678:9abc:def0"));
+  assert.is.not(limitKey("2001:db8:a:b::1"), limitKey("2001:db8:a:c::1"));
+});
+
+const b = suite("per-address limits by /64, on a real broker");
+let broker: RunningBroker;
+b.before(async () => {
+  broker = await startBroker(["--trust-proxy", "--max-connections-per-address", "2"]);
+});
+b.after(async () => {
+  await broker.stop();
+});
+
+/** Opens a WebSocket claiming `address` through the trusted X-Forwarded-For; resolves open, or the HTTP status of the refusal. */
+function open(address: string): Promise<WebSocket | number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(broker.url, { headers: { "x-forwarded-for": address } });
+    ws.once("open", () => resolve(ws));
+    ws.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0));
+    ws.once("error", reject);
+  });
+}
+
+b("a third connection from the same /64 gets 429; another /64 and IPv4 are not affected", async () => {
+  const a1 = await open("2001:db8:7:7::1");
+  const a2 = await open("2001:db8:7:7:ffff::2");
+  assert.instance(a1, WebSocket);
+  assert.instance(a2, WebSocket);
+  assert.is(await open("2001:db8:7:7::3"), 429);
+  const other = await open("2001:db8:7:8::1");
+  assert.instance(other, WebSocket);
+  const v4 = await open("192.0.2.1");
+  assert.instance(v4, WebSocket);
+  // Closing one of the /64's sockets frees a place for it.
+  (a1 as WebSocket).close();
+  await new Promise((r) => (a1 as WebSocket).once("close", r));
+  await new Promise((r) => setTimeout(r, 100));
+  const a3 = await open("2001:db8:7:7::3");
+  assert.instance(a3, WebSocket);
+  for (const ws of [a2, other, v4, a3]) (ws as WebSocket).close();
+});
+
+k.run();
+b.run();

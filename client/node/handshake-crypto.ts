@@ -40,8 +40,16 @@ import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 
 const fallback = webCryptoHandshake;
 
-/** A plain Uint8Array view of a Buffer's bytes (callers compare with Uint8Arrays). */
-const bytes = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+/**
+ * A plain Uint8Array copy of a Buffer's bytes: small Buffers (Buffer.concat,
+ * Buffer.from) are views into Node's shared 8 KiB pool, which must not leave
+ * this module (`.buffer` would expose the whole pool).
+ */
+const bytes = (b: Buffer): Uint8Array => {
+  const u = new Uint8Array(b.length);
+  u.set(b);
+  return u;
+};
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
 // ------------------------------------------------------------------ Ed25519
@@ -274,7 +282,18 @@ export function openFirst(aead: HpkeAeadId, key: Buffer, baseNonce: Buffer, ciph
     const d = createDecipheriv(HPKE_AEADS[aead].cipher, key, baseNonce, { authTagLength: NT });
     d.setAAD(aad);
     d.setAuthTag(ct.subarray(ct.length - NT));
-    return bytes(Buffer.concat([d.update(ct.subarray(0, ct.length - NT)), d.final()]));
+    // The plaintext (the grant, with the channel key) goes into its own array; Node's pieces are wiped.
+    const body = d.update(ct.subarray(0, ct.length - NT));
+    try {
+      const fin = d.final();
+      const out = new Uint8Array(body.length + fin.length);
+      out.set(body);
+      out.set(fin, body.length);
+      wipe(fin);
+      return out;
+    } finally {
+      wipe(body);
+    }
   } finally {
     wipe(key);
   }

@@ -226,6 +226,21 @@ test("HPKE: a sender context seals one message only, on both engines", async () 
   }
 });
 
+test("node:crypto outputs are arrays of their own, not views into Node's shared Buffer pool (which .buffer would expose)", async () => {
+  const own = (u: Uint8Array, what: string) => assert.ok(u.byteOffset === 0 && u.buffer.byteLength === u.length, what);
+  const pair = await node.hpke.generateKeyPair(KemType.x25519);
+  own(pair.publicKey, "KEM public key");
+  own((await node.hpke.deriveKeyPair(KemType.x25519, randomBytes(32))).publicKey, "derived KEM public key");
+  const s = await node.hpke.createSender(await node.hpke.importPublicKey(KemType.x25519, pair.publicKey), new Uint8Array(0));
+  own(s.enc, "enc");
+  const ct = await s.seal(utf8("grant"), new Uint8Array(0));
+  own(ct, "ciphertext");
+  own(await pair.open(s.enc, new Uint8Array(0), new Uint8Array(0), ct), "opened plaintext");
+  own(await node.sha256(utf8("x")), "sha256");
+  own(await node.hkdf(utf8("x"), utf8("s"), utf8("i"), 42), "hkdf");
+  own(await node.sign(await generateSigningKey(), utf8("m")), "signature");
+});
+
 const keys: Partial<Record<KeyType, SigningKey>> = {};
 async function signingKey(t: KeyType): Promise<SigningKey> {
   return (keys[t] ??= await generateSigningKey(t));

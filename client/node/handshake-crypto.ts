@@ -91,10 +91,15 @@ function publicObject(key: PublicKey): KeyObject {
   return k;
 }
 
-/** The KeyObject of a WebCrypto private key, or undefined for a key of another WebCrypto provider. */
+/**
+ * The KeyObject of a WebCrypto private key, or undefined for a key of another
+ * WebCrypto provider or one WebCrypto would not sign with (no "sign" usage):
+ * those go to the default engine, which signs or refuses as before.
+ */
 function privateObject(k: CryptoKey): KeyObject | undefined {
   let o = privateObjects.get(k);
   if (!o) {
+    if (k.type !== "private" || !k.usages.includes("sign")) return undefined;
     try {
       o = KeyObject.from(k);
     } catch {

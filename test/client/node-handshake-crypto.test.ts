@@ -286,6 +286,21 @@ test("signatures: both engines give the same verdict on malformed signatures (wr
   }
 });
 
+test("signatures: neither engine signs with a public key posing as the private one", async () => {
+  const k = await signingKey(KeyType.ed25519);
+  const pair = (await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"])) as CryptoKeyPair;
+  const posing: SigningKey = { public: k.public, privateKey: pair.publicKey };
+  for (const [name, e] of engines) {
+    let err: unknown;
+    try {
+      await e.sign(posing, utf8("m"));
+    } catch (x) {
+      err = x;
+    }
+    assert.is((err as Error | undefined)?.name, "InvalidAccessError", name);
+  }
+});
+
 // ------------------------------------------------------------- rejections
 
 const ED25519_PREFIX = unhex("302a300506032b6570032100");

@@ -1,12 +1,13 @@
 /**
  * `node --import ./dist/bench/hooks.js`: module hooks of the bench server.
- * With `PSIMBOLS_BENCH_AEAD=node` and/or `PSIMBOLS_BENCH_CRYPTO=node`, imports
- * of shared/ modules resolve to the node:crypto prototypes in bench/ (see
- * resolve-hooks.ts), so the unmodified broker runs on them. Nothing is
- * swapped without the variables.
+ * With `PSIMBOLS_BENCH_AEAD=node`, imports of shared/channel.js resolve to the
+ * node:crypto prototype in bench/ (see resolve-hooks.ts), so the unmodified
+ * broker runs on it. Nothing is swapped without the variable.
+ * (`PSIMBOLS_BENCH_CRYPTO` swaps nothing any more: the handshake runs on
+ * node:crypto in the project's own code, client/node/handshake-crypto.ts.)
  */
 import { register } from "node:module";
 
-if (process.env.PSIMBOLS_BENCH_AEAD === "node" || process.env.PSIMBOLS_BENCH_CRYPTO === "node") {
+if (process.env.PSIMBOLS_BENCH_AEAD === "node") {
   register("./resolve-hooks.js", import.meta.url);
 }

@@ -3,8 +3,8 @@
  * redirects shared/ modules to their node:crypto prototypes, except when the
  * prototype itself imports the original.
  *   PSIMBOLS_BENCH_AEAD=node    shared/channel.js → bench/node-aead.js
- *   PSIMBOLS_BENCH_CRYPTO=node  shared/crypto.js  → bench/node-crypto.js,
- *                               shared/hpke.js    → bench/node-hpke.js
+ * (The handshake's node:crypto engine is the project's own now:
+ * client/node/handshake-crypto.ts, installed by client/node.ts.)
  */
 interface ResolveContext {
   parentURL?: string | undefined;
@@ -18,10 +18,6 @@ type NextResolve = (specifier: string, context?: ResolveContext) => Promise<Reso
 
 const redirects = new Map<string, string>();
 if (process.env.PSIMBOLS_BENCH_AEAD === "node") redirects.set("/shared/channel.js", new URL("./node-aead.js", import.meta.url).href);
-if (process.env.PSIMBOLS_BENCH_CRYPTO === "node") {
-  redirects.set("/shared/crypto.js", new URL("./node-crypto.js", import.meta.url).href);
-  redirects.set("/shared/hpke.js", new URL("./node-hpke.js", import.meta.url).href);
-}
 
 export async function resolve(specifier: string, context: ResolveContext, next: NextResolve): Promise<ResolveResult> {
   const r = await next(specifier, context);

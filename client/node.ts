@@ -9,13 +9,16 @@ import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { WebSocket } from "ws";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
-import { KeyType, type SigningKey, generateSigningKey, importPkcs8, keyTypes, subtle } from "../shared/crypto.js";
+import { KeyType, type SigningKey, generateSigningKey, importPkcs8, keyTypes, subtle, useHandshakeCrypto } from "../shared/crypto.js";
 import { type Client, type ConnectOptions, type KnownServers, connect as coreConnect } from "./connection.js";
 import { useTrafficKeys } from "../shared/channel.js";
 import { nodeTrafficKey } from "./node-aead.js";
+import { nodeHandshakeCrypto } from "./node/handshake-crypto.js";
 
 // On Node, channel frames use node:crypto (same bytes, much cheaper than WebCrypto per frame).
 useTrafficKeys(nodeTrafficKey);
+// ... and so does the handshake (hashes, HKDF, Ed25519, X25519 HPKE; ECDSA, RSA and P-256 stay on WebCrypto).
+useHandshakeCrypto(nodeHandshakeCrypto);
 
 export * from "./index.js";
 

@@ -1,4 +1,6 @@
 /** Server-side API of psimbols: run a broker node in your own process. */
+// Installs the node:crypto engines for traffic keys and the handshake (same bytes as WebCrypto, less CPU).
+import "../client/node.js";
 export { Broker, type BrokerOptions, type HttpHook, type Handler, type HandlerContext, type Stats } from "./broker.js";
 export { resolveConfig, defaultLimits, type BrokerConfig, type Limits } from "./config.js";
 export { MemoryStore } from "./store/memory-store.js";

@@ -1,9 +1,19 @@
 /**
- * Signature keys, fingerprints and randomness on the WebCrypto API
- * (docs/PROTOCOL.md §3). The one place that reaches `crypto.subtle`.
+ * Signature keys, fingerprints, hashes and randomness (docs/PROTOCOL.md §3).
+ * The one place in shared/ that reaches `crypto.subtle`.
+ *
+ * The handshake's primitives (SHA-256, HKDF, SPKI import, sign, verify and
+ * HPKE) run on the installed {@link HandshakeCrypto} engine. The default,
+ * {@link webCryptoHandshake}, is WebCrypto and `@hpke/core` and runs
+ * everywhere; Node entry points install node:crypto's
+ * (client/node/handshake-crypto.ts), the same bytes without WebCrypto's
+ * promise and thread-pool hop per call. The checks on keys that do not
+ * depend on the provider (canonical SPKI, small-order Ed25519 points) run
+ * here, before and after the engine, whichever is installed.
  */
 import { ErrorCode, PsimbolsError, badField } from "./errors.js";
 import { b64, b64u, ctEqual, fromB64u } from "./encoding.js";
+import { type HpkeEngine, webCryptoHpke } from "./hpke.js";
 
 /** The one guarded accessor for WebCrypto; a runtime without it fails here, loudly. */
 export function subtle(): SubtleCrypto {
@@ -50,11 +60,19 @@ export function isKeyType(x: unknown): x is KeyType {
   return typeof x === "string" && (keyTypes as readonly string[]).includes(x);
 }
 
-/** A verified-importable public key: its type, its SPKI DER and its WebCrypto handle. */
+/**
+ * The handle of an imported public key inside the engine that imported it: a
+ * WebCrypto CryptoKey with the default engine, the engine's own object
+ * otherwise (node:crypto: a KeyObject). Only engines look inside; an engine
+ * given another engine's handle imports the key again from its SPKI.
+ */
+export type KeyHandle = CryptoKey | object;
+
+/** A verified-importable public key: its type, its SPKI DER and the engine's handle. */
 export interface PublicKey {
   readonly type: KeyType;
   readonly spki: Uint8Array;
-  readonly key: CryptoKey;
+  readonly key: KeyHandle;
   readonly fingerprint: string;
 }
 
@@ -66,11 +84,12 @@ export interface SigningKey {
 
 /** `SHA256:` + base64 (no padding) of SHA-256(SPKI DER). PROTOCOL.md §3.2. */
 export async function fingerprint(spki: Uint8Array): Promise<string> {
-  return "SHA256:" + b64(new Uint8Array(await subtle().digest("SHA-256", spki as BufferSource)));
+  return "SHA256:" + b64(await engine.sha256(spki));
 }
 
+/** SHA-256, on the installed engine. */
 export async function sha256(data: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await subtle().digest("SHA-256", data as BufferSource));
+  return engine.sha256(data);
 }
 
 /**
@@ -128,11 +147,34 @@ function hasSmallOrder(point: Uint8Array): boolean {
   return ED25519_SMALL_ORDER.includes(hex);
 }
 
-/** Imports SPKI DER bytes of a known type; see {@link importPublicKey}. */
+/**
+ * Imports SPKI DER bytes of a known type; see {@link importPublicKey}.
+ * Whichever engine is installed, the SPKI must be canonical and an Ed25519
+ * point must not be of small order: those checks are made here, around the
+ * engine's import.
+ */
 export async function importSpki(type: KeyType, spki: Uint8Array, field = "public_key"): Promise<PublicKey> {
   if (!hasPrefix(type, spki)) {
     throw new PsimbolsError(ErrorCode.badRequest, `"${field}.data" is not a canonical ${type} SubjectPublicKeyInfo`);
   }
+  const key = await engine.importSpki(type, spki, field);
+  if (type === KeyType.ed25519 && hasSmallOrder(spki.subarray(12))) {
+    // A small-order point verifies a signature (R = identity, S = 0) over every message.
+    throw new PsimbolsError(ErrorCode.badRequest, `"${field}" is a small-order Ed25519 point`);
+  }
+  return { type, spki, key, fingerprint: await fingerprint(spki) };
+}
+
+/** CryptoKeys made by {@link webImportSpki}; another handle is imported again (see {@link webVerifyKey}). */
+const webPublicKeys = new WeakSet<object>();
+const webReimported = new WeakMap<PublicKey, CryptoKey>();
+
+/**
+ * The default engine's SPKI import: WebCrypto's import, then the checks that
+ * need the provider's view of the key (the SPKI is what the key re-exports
+ * to; RSA modulus and exponent).
+ */
+async function webImportSpki(type: KeyType, spki: Uint8Array, field: string): Promise<CryptoKey> {
   let key: CryptoKey;
   try {
     key = await subtle().importKey("spki", spki as BufferSource, ALGOS[type].importParams, true, ["verify"]);
@@ -156,11 +198,19 @@ export async function importSpki(type: KeyType, spki: Uint8Array, field = "publi
     const small = e.every((b, i) => (i === e.length - 1 ? b < 3 : b === 0));
     if (even || small) throw new PsimbolsError(ErrorCode.badRequest, `"${field}" RSA public exponent must be odd and at least 3`);
   }
-  if (type === KeyType.ed25519 && hasSmallOrder(spki.subarray(12))) {
-    // A small-order point verifies a signature (R = identity, S = 0) over every message.
-    throw new PsimbolsError(ErrorCode.badRequest, `"${field}" is a small-order Ed25519 point`);
+  webPublicKeys.add(key);
+  return key;
+}
+
+/** The CryptoKey of `key`: its own handle when the default engine made it, else imported again from its SPKI. */
+async function webVerifyKey(key: PublicKey): Promise<CryptoKey> {
+  if (webPublicKeys.has(key.key)) return key.key as CryptoKey;
+  let k = webReimported.get(key);
+  if (!k) {
+    k = await subtle().importKey("spki", key.spki as BufferSource, ALGOS[key.type].importParams, true, ["verify"]);
+    webReimported.set(key, k);
   }
-  return { type, spki, key, fingerprint: await fingerprint(spki) };
+  return k;
 }
 
 /**
@@ -199,26 +249,23 @@ export async function generateSigningKey(type: KeyType = KeyType.ed25519, extrac
   return { public: await importSpki(type, spki), privateKey: pair.privateKey };
 }
 
+/** Signs `message` with the identity or server key, on the installed engine. */
 export async function sign(key: SigningKey, message: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await subtle().sign(ALGOS[key.public.type].signParams, key.privateKey, message as BufferSource));
+  return engine.sign(key, message);
 }
 
-/** Verifies a signature; any failure inside WebCrypto counts as "does not verify". */
+/** Verifies a signature on the installed engine; any failure inside the engine counts as "does not verify". */
 export async function verify(key: PublicKey, signature: Uint8Array, message: Uint8Array): Promise<boolean> {
   try {
-    return await subtle().verify(ALGOS[key.type].signParams, key.key, signature as BufferSource, message as BufferSource);
+    return (await engine.verify(key, signature, message)) === true;
   } catch {
     return false;
   }
 }
 
-/** HKDF-SHA256 (RFC 5869) extract-and-expand to `length` bytes. */
+/** HKDF-SHA256 (RFC 5869) extract-and-expand to `length` bytes, on the installed engine. */
 export async function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Promise<Uint8Array> {
-  const s = subtle();
-  const base = await s.importKey("raw", ikm as BufferSource, "HKDF", false, ["deriveBits"]);
-  return new Uint8Array(
-    await s.deriveBits({ name: "HKDF", hash: "SHA-256", salt: salt as BufferSource, info: info as BufferSource }, base, length * 8),
-  );
+  return engine.hkdf(ikm, salt, info, length);
 }
 
 /** Imports 32 raw bytes as a non-extractable AES-256-GCM key. */
@@ -229,4 +276,73 @@ export async function aesKey(raw: Uint8Array): Promise<CryptoKey> {
 /** Wire form `{type, data}` of a public key. */
 export function wirePublicKey(k: PublicKey): { type: KeyType; data: string } {
   return { type: k.type, data: b64u(k.spki) };
+}
+
+// ------------------------------------------------------------------ engines
+
+/**
+ * The primitives of the handshake (PROTOCOL.md §3, §5) behind one interface,
+ * as shared/channel.ts does for traffic keys with `TrafficKey`. Every engine
+ * gives the same bytes for the same inputs (Ed25519 signatures included:
+ * they are deterministic), verifies what the others sign, and refuses every
+ * key the default refuses, with the same code and message. An engine may
+ * hand any case it does not speed up (ECDSA P-256, RSA, the P-256 KEM) to
+ * {@link webCryptoHandshake}. Synchronous results are allowed.
+ */
+export interface HandshakeCrypto {
+  /** For diagnostics: "webcrypto", "node:crypto". */
+  readonly name: string;
+  sha256(data: Uint8Array): Promise<Uint8Array> | Uint8Array;
+  /** HKDF-SHA256 (RFC 5869), extract and expand, to `length` bytes. */
+  hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Promise<Uint8Array> | Uint8Array;
+  /**
+   * Imports SPKI DER of `type` for verifying. {@link importSpki} has already
+   * checked the canonical DER prefix of Ed25519 and P-256 keys, and checks
+   * small-order Ed25519 points afterwards; the engine refuses everything
+   * else the default refuses (invalid or non-canonical keys, RSA outside
+   * 2048..4096 bits or with an even or small exponent) with the default's
+   * PsimbolsError.
+   */
+  importSpki(type: KeyType, spki: Uint8Array, field: string): Promise<KeyHandle> | KeyHandle;
+  /** Signs with a key from {@link importPkcs8} or {@link generateSigningKey} (a WebCrypto private key). */
+  sign(key: SigningKey, message: Uint8Array): Promise<Uint8Array> | Uint8Array;
+  /** Verifies with a key from {@link importSpki}, whichever engine imported it. */
+  verify(key: PublicKey, signature: Uint8Array, message: Uint8Array): Promise<boolean> | boolean;
+  /** HPKE base mode for the grant (shared/hpke.ts). */
+  readonly hpke: HpkeEngine;
+}
+
+/** The default engine: WebCrypto (`crypto.subtle`) and `@hpke/core`, in browsers and in Node. */
+export const webCryptoHandshake: HandshakeCrypto = {
+  name: "webcrypto",
+  async sha256(data) {
+    return new Uint8Array(await subtle().digest("SHA-256", data as BufferSource));
+  },
+  async hkdf(ikm, salt, info, length) {
+    const s = subtle();
+    const base = await s.importKey("raw", ikm as BufferSource, "HKDF", false, ["deriveBits"]);
+    return new Uint8Array(
+      await s.deriveBits({ name: "HKDF", hash: "SHA-256", salt: salt as BufferSource, info: info as BufferSource }, base, length * 8),
+    );
+  },
+  importSpki: webImportSpki,
+  async sign(key, message) {
+    return new Uint8Array(await subtle().sign(ALGOS[key.public.type].signParams, key.privateKey, message as BufferSource));
+  },
+  async verify(key, signature, message) {
+    return subtle().verify(ALGOS[key.type].signParams, await webVerifyKey(key), signature as BufferSource, message as BufferSource);
+  },
+  hpke: webCryptoHpke,
+};
+
+let engine: HandshakeCrypto = webCryptoHandshake;
+
+/** Installs the engine for the handshake's primitives from now on (Node entry points install node:crypto's). */
+export function useHandshakeCrypto(e: HandshakeCrypto): void {
+  engine = e;
+}
+
+/** The installed engine (the handshake reaches HPKE through its `hpke`). */
+export function handshakeCrypto(): HandshakeCrypto {
+  return engine;
 }

@@ -12,12 +12,12 @@
  *   grant AAD     LP(LABEL_GRANT_AAD)  || SHA-256(T_chal || LP(sig_s) || LP(sig_c))
  * The hello is signed as the exact bytes on the wire, never re-serialised.
  */
-import type { SenderContext } from "@hpke/core";
 import { ErrorCode, PsimbolsError } from "./errors.js";
 import { b64u, concat, fromB64u, fromUtf8, lp, utf8, wipe } from "./encoding.js";
 import {
   type PublicKey,
   type SigningKey,
+  handshakeCrypto,
   importPublicKey,
   randomBytes,
   sha256,
@@ -39,7 +39,7 @@ import {
   decodeGrant,
   kemTypes,
 } from "./frames.js";
-import { hpkeSuite, importKemPublic } from "./hpke.js";
+import { type HpkeSender, type KemKeyPair, type KemPublicKey, KEM_PUBLIC_BYTES } from "./hpke.js";
 
 export const LABEL_INFO = "psimbols/1 hpke info";
 export const LABEL_SERVER_SIG = "psimbols/1 server signature";
@@ -52,6 +52,52 @@ function transcriptInfo(helloBytes: Uint8Array, c: Omit<Challenge, "enc" | "sign
   return lp(helloBytes, c.source, serverSpki, c.channel_type, fromB64u(c.nonce, "nonce"), c.features.join(","));
 }
 const signInput = async (label: string, t: Uint8Array) => concat(lp(label), await sha256(t));
+
+/**
+ * Encodings of the X25519 points of small order (RFC 7748 §6.1: their DH
+ * output is all zeros for every private key), bit 255 ignored as X25519
+ * does: libsodium's blocklist. Refused here, before any engine runs, as
+ * well as by the engines' own all-zero check (RFC 9180 §7.1.4).
+ */
+const X25519_LOW_ORDER: readonly string[] = [
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+  "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+];
+
+function x25519LowOrder(raw: Uint8Array): boolean {
+  let hex = "";
+  raw.forEach((b, i) => (hex += (i === 31 ? b & 0x7f : b).toString(16).padStart(2, "0")));
+  return X25519_LOW_ORDER.includes(hex);
+}
+
+/** Imports a client's ephemeral public key on the installed engine, mapping every failure to `bad_request`. */
+async function importKemPublic(kem: KemType, raw: Uint8Array): Promise<KemPublicKey> {
+  if (raw.length !== KEM_PUBLIC_BYTES[kem]) {
+    throw new PsimbolsError(ErrorCode.badRequest, `"kem.data" expected ${KEM_PUBLIC_BYTES[kem]} bytes for ${kem}`);
+  }
+  try {
+    return await handshakeCrypto().hpke.importPublicKey(kem, raw);
+  } catch (cause) {
+    throw new PsimbolsError(ErrorCode.badRequest, `"kem.data" is not a valid ${kem} public key`, { cause });
+  }
+}
+
+/** SetupBaseS to the client's ephemeral key on the installed engine; an unusable key is `bad_request`. */
+async function hpkeSender(pk: KemPublicKey, info: Uint8Array, ekm?: Uint8Array): Promise<HpkeSender> {
+  const unusable = (cause?: unknown) => new PsimbolsError(ErrorCode.badRequest, `"kem.data" is not a usable ${pk.kem} public key`, { cause });
+  // A low-order or otherwise unusable ephemeral key (RFC 9180 §7.1.4: DH output all zero).
+  if (pk.kem === KemType.x25519 && x25519LowOrder(pk.raw)) throw unusable();
+  try {
+    return await handshakeCrypto().hpke.createSender(pk, info, ekm);
+  } catch (cause) {
+    throw unusable(cause);
+  }
+}
 
 // ------------------------------------------------------------------ server
 
@@ -72,7 +118,7 @@ export interface PendingHandshake {
   readonly nonceS: Uint8Array;
   readonly tChal: Uint8Array;
   readonly serverSig: Uint8Array;
-  readonly sender: SenderContext;
+  readonly sender: HpkeSender;
 }
 
 /** Picks the first offered channel type the server accepts, or throws `unsupported`. */
@@ -112,18 +158,8 @@ export async function acceptHello(
   const core = { source: offer.source, server_key: pub, channel_type: channelType, nonce: b64u(nonceS), features };
   const tInfo = transcriptInfo(helloBytes, core, offer.key.public.spki);
   const info = await sha256(concat(lp(LABEL_INFO), tInfo));
-  let sender: SenderContext;
-  try {
-    sender = await hpkeSuite(kem).createSenderContext({
-      recipientPublicKey: kemPub,
-      info: info as Uint8Array<ArrayBuffer>,
-      ...(fixed ? { ekm: fixed.ekm as Uint8Array<ArrayBuffer> } : {}),
-    });
-  } catch (cause) {
-    // A low-order or otherwise unusable ephemeral key (RFC 9180 §7.1.4: DH output all zero).
-    throw new PsimbolsError(ErrorCode.badRequest, `"kem.data" is not a usable ${kem} public key`, { cause });
-  }
-  const enc = new Uint8Array(sender.enc);
+  const sender = await hpkeSender(kemPub, info, fixed?.ekm);
+  const enc = sender.enc;
   const tChal = concat(tInfo, lp(enc));
   const serverSig = await sign(offer.key, await signInput(LABEL_SERVER_SIG, tChal));
   const challenge: Challenge = { type: "challenge", ...core, enc: b64u(enc), signature: b64u(serverSig) };
@@ -138,7 +174,13 @@ export async function verifyProof(p: PendingHandshake, signature: Uint8Array): P
 /** Seals the grant for a verified proof into the `established` frame. */
 export async function sealGrant(p: PendingHandshake, proofSig: Uint8Array, grant: Grant, source: string): Promise<Established> {
   const aad = concat(lp(LABEL_GRANT_AAD), await sha256(concat(p.tChal, lp(p.serverSig), lp(proofSig))));
-  const ct = new Uint8Array(await p.sender.seal(utf8(JSON.stringify(grant)) as Uint8Array<ArrayBuffer>, aad as Uint8Array<ArrayBuffer>));
+  const pt = utf8(JSON.stringify(grant));
+  let ct: Uint8Array;
+  try {
+    ct = await p.sender.seal(pt, aad);
+  } finally {
+    wipe(pt); // the grant carries the channel key
+  }
   return { type: "established", source, response: b64u(ct) };
 }
 
@@ -159,7 +201,8 @@ export interface ClientHello {
   readonly hello: Hello;
   readonly nonceC: Uint8Array;
   readonly kem: KemType;
-  readonly kemPair: CryptoKeyPair;
+  /** The ephemeral KEM key pair; dropped with this state once the grant is open (forward secrecy). */
+  readonly kemPair: KemKeyPair;
 }
 
 /** Client state after sending the proof. */
@@ -176,15 +219,15 @@ export interface ClientProof {
 /** Builds a hello with a fresh ephemeral KEM key. Returns the exact bytes to send. */
 export async function createHello(identity: SigningKey, o: HelloOptions = {}): Promise<ClientHello> {
   const kem = o.kem ?? KemType.x25519;
-  const suite = hpkeSuite(kem);
-  const kemPair = o.fixed ? await suite.kem.deriveKeyPair(o.fixed.kemIkm as Uint8Array<ArrayBuffer>) : await suite.kem.generateKeyPair();
+  const hpke = handshakeCrypto().hpke;
+  const kemPair = o.fixed ? await hpke.deriveKeyPair(kem, o.fixed.kemIkm) : await hpke.generateKeyPair(kem);
   const nonceC = o.fixed?.nonceC ?? randomBytes(CLIENT_NONCE_BYTES);
   const hello: Hello = {
     type: "hello",
     version: PROTOCOL_VERSION,
     public_key: wirePublicKey(identity.public),
     channel_types: [...(o.channelTypes ?? [CT.aes256gcm])],
-    kem: { type: kem, data: b64u(new Uint8Array(await suite.kem.serializePublicKey(kemPair.publicKey))) },
+    kem: { type: kem, data: b64u(kemPair.publicKey) },
     nonce: b64u(nonceC),
     features: [...(o.features ?? [])],
   };
@@ -229,12 +272,7 @@ export async function answerChallenge(
 export async function openGrant(p: ClientProof, e: Established): Promise<{ grant: Grant; channelKey: Uint8Array }> {
   let pt: Uint8Array;
   try {
-    const ctx = await hpkeSuite(p.hello.kem).createRecipientContext({
-      recipientKey: p.hello.kemPair,
-      enc: p.enc as Uint8Array<ArrayBuffer>,
-      info: p.info as Uint8Array<ArrayBuffer>,
-    });
-    pt = new Uint8Array(await ctx.open(fromB64u(e.response, "response") as Uint8Array<ArrayBuffer>, p.aad as Uint8Array<ArrayBuffer>));
+    pt = await p.hello.kemPair.open(p.enc, p.info, p.aad, fromB64u(e.response, "response"));
   } catch (cause) {
     throw new PsimbolsError(ErrorCode.protocol, "grant does not open under the handshake's HPKE context", { cause });
   }

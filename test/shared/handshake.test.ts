@@ -4,10 +4,9 @@ import { generateSigningKey, KeyType, type KeyType as KT } from "../../shared/cr
 import { acceptHello, answerChallenge, createHello, sealGrant, verifyProof } from "../../shared/handshake.js";
 import { decodeClientFrame, decodeServerFrame, type Hello, type Challenge, type Established, type Grant } from "../../shared/frames.js";
 import { b64u, fromB64u, fromUtf8 } from "../../shared/encoding.js";
-import { randomBytes } from "../../shared/crypto.js";
+import { handshakeCrypto, randomBytes } from "../../shared/crypto.js";
 import { openGrant } from "../../shared/handshake.js";
 import { ErrorCode } from "../../shared/errors.js";
-import { hpkeSuite } from "../../shared/hpke.js";
 
 const source = "ws://127.0.0.1:9393/";
 
@@ -71,7 +70,7 @@ test("forward secrecy: both long-term private keys and every frame do not open t
   // A later attacker holds the identity key and the server key and recorded every frame, so it can
   // recompute the whole transcript (answerChallenge with the real identity key gives the same AAD and
   // info) — but the client's ephemeral KEM key is gone: any other key fails to open the grant.
-  const replay = await answerChallenge({ ...h, kemPair: await hpkeSuite("X25519").kem.generateKeyPair() }, challenge, () => {});
+  const replay = await answerChallenge({ ...h, kemPair: await handshakeCrypto().hpke.generateKeyPair("X25519") }, challenge, () => {});
   assert.equal(replay.state.aad, state.aad);
   try {
     await openGrant(replay.state, est);

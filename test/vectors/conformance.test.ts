@@ -5,9 +5,11 @@
  * shared/: recomputing from the fixed inputs gives exactly the stored frames,
  * the intermediate values are recomputed from the spec's formulas (not from
  * shared/'s private helpers), stored frames open and decode, and the negative
- * vectors fail with the documented code. The last test runs this whole file
- * again in a child process with @peculiar/webcrypto as the WebCrypto provider
- * (a second implementation of every primitive).
+ * vectors fail with the documented code. The last tests run this whole file
+ * again in child processes: with @peculiar/webcrypto as the WebCrypto provider
+ * (a second implementation of every primitive), and with the node:crypto
+ * handshake engine installed (client/node/handshake-crypto.ts, as on every
+ * Node server and client).
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -17,7 +19,18 @@ import { Crypto as PeculiarCrypto } from "@peculiar/webcrypto";
 import { fileURLToPath } from "node:url";
 import { b64u, concat, fromB64u, fromUtf8, lp, utf8 } from "../../shared/encoding.js";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
-import { fingerprint, importPkcs8, importPublicKey, importSpki, sha256, subtle, verify, type SigningKey } from "../../shared/crypto.js";
+import {
+  fingerprint,
+  handshakeCrypto,
+  importPkcs8,
+  importPublicKey,
+  importSpki,
+  sha256,
+  subtle,
+  useHandshakeCrypto,
+  verify,
+  type SigningKey,
+} from "../../shared/crypto.js";
 import {
   LABEL_CLIENT_SIG,
   LABEL_GRANT_AAD,
@@ -51,6 +64,7 @@ import {
 } from "../../shared/frames.js";
 import { hpkeSuite } from "../../shared/hpke.js";
 import { generate, serialise, type ChannelFrameVector, type TranscriptVector, type VectorFile } from "./generate.js";
+import { nodeHandshakeCrypto } from "../../client/node/handshake-crypto.js";
 
 /**
  * `PSIMBOLS_WEBCRYPTO=peculiar` runs this whole file with @peculiar/webcrypto as
@@ -66,18 +80,24 @@ if (PROVIDER === "peculiar") {
 }
 
 /**
+ * `PSIMBOLS_HANDSHAKE_CRYPTO=node` runs this whole file with the node:crypto
+ * handshake engine installed (the parent run starts it in a child process).
+ */
+const ENGINE = process.env.PSIMBOLS_HANDSHAKE_CRYPTO;
+if (ENGINE === "node") {
+  if (PROVIDER !== undefined) throw new Error("PSIMBOLS_HANDSHAKE_CRYPTO=node runs on Node's own WebCrypto only");
+  useHandshakeCrypto(nodeHandshakeCrypto);
+} else if (ENGINE !== undefined) {
+  throw new Error(`PSIMBOLS_HANDSHAKE_CRYPTO: unknown engine ${JSON.stringify(ENGINE)}; expected "node"`);
+}
+
+/**
  * Negative vectors that fail only on a given provider, because shared/ leaves a
  * check to the provider that this provider does not make. Keyed by description.
  */
 const PROVIDER_ISSUES: Record<string, Record<string, string>> = {
-  peculiar: {
-    "an ECDSA-P256 SPKI labelled Ed25519":
-      "@peculiar/webcrypto imports a P-256 SPKI as Ed25519 (it takes the x-coordinate); shared/crypto.ts importSpki should check the SPKI's OID itself",
-    "raw 32-byte Ed25519 key instead of SPKI":
-      "@peculiar/webcrypto accepts the 32 raw key bytes as an SPKI, giving the same key a second fingerprint; shared/crypto.ts importSpki should require the canonical SPKI",
-    "P-256 kem key not on the curve":
-      "@peculiar/webcrypto imports the bad point and @hpke/core fails later with EncapError, which shared/handshake.ts acceptHello lets escape",
-  },
+  // (none left: importSpki checks the canonical SPKI prefix itself, and every KEM failure is bad_request)
+  peculiar: {},
 };
 function providerIssue(description: string): string | undefined {
   return PROVIDER === undefined ? undefined : PROVIDER_ISSUES[PROVIDER]?.[description];
@@ -544,7 +564,21 @@ test("flipping any byte of a request or push ciphertext makes it fail with unaut
   }
 });
 
-// ------------------------------------------- differential: @peculiar/webcrypto
+// ------------------------------------------- differential: @peculiar/webcrypto, node:crypto engine
+
+/** Runs this file again in a child process with `env`; asserts every test there passed (and, with `noSkips`, that none was skipped). */
+async function rerun(env: Record<string, string>, what: string, noSkips = false): Promise<void> {
+  const { execFile } = await import("node:child_process");
+  const self = fileURLToPath(import.meta.url);
+  const r = await new Promise<{ code: number; out: string }>((resolve) => {
+    execFile(process.execPath, [self], { env: { ...process.env, ...env, FORCE_COLOR: "0" }, maxBuffer: 1 << 24 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
+    );
+  });
+  assert.is(r.code, 0, `conformance ${what} failed:\n${r.out}`);
+  assert.match(r.out, /Passed:\s+\d+/);
+  if (noSkips) assert.match(r.out, /Skipped:\s+0\b/, `conformance ${what}: a test was skipped`);
+}
 
 if (PROVIDER === "peculiar") {
   test("runs on @peculiar/webcrypto: shared/ reaches this provider's SubtleCrypto", async () => {
@@ -556,18 +590,20 @@ if (PROVIDER === "peculiar") {
     assert.not.ok((await hpkeSuite("X25519").kem.generateKeyPair()).privateKey instanceof NodeCryptoKey, "X25519 key");
     assert.not.ok((await hpkeSuite("P-256").kem.generateKeyPair()).privateKey instanceof NodeCryptoKey, "P-256 key");
   });
-} else {
-  test("the same vectors pass with @peculiar/webcrypto as globalThis.crypto (all of Ed25519, X25519, P-256, ECDSA, RSA-PSS, HKDF, AES-GCM; child process)", async () => {
-    const { execFile } = await import("node:child_process");
-    const self = fileURLToPath(import.meta.url);
-    const r = await new Promise<{ code: number; out: string }>((resolve) => {
-      execFile(process.execPath, [self], { env: { ...process.env, PSIMBOLS_WEBCRYPTO: "peculiar", FORCE_COLOR: "0" }, maxBuffer: 1 << 24 }, (err, stdout, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
-      );
-    });
-    assert.is(r.code, 0, `conformance on @peculiar/webcrypto failed:\n${r.out}`);
-    assert.match(r.out, /Passed:\s+\d+/);
+} else if (ENGINE === "node") {
+  test("runs on the node:crypto handshake engine", () => {
+    assert.is(handshakeCrypto(), nodeHandshakeCrypto);
   });
+} else {
+  test("runs on the default (WebCrypto) handshake engine", () => {
+    assert.is(handshakeCrypto().name, "webcrypto");
+  });
+  test("the same vectors pass with @peculiar/webcrypto as globalThis.crypto (all of Ed25519, X25519, P-256, ECDSA, RSA-PSS, HKDF, AES-GCM; child process)", () =>
+    rerun({ PSIMBOLS_WEBCRYPTO: "peculiar" }, "on @peculiar/webcrypto", true),
+  );
+  test("the same vectors pass with the node:crypto handshake engine installed (child process)", () =>
+    rerun({ PSIMBOLS_HANDSHAKE_CRYPTO: "node" }, "on the node:crypto handshake engine", true),
+  );
 }
 
 test.run();

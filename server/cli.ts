@@ -4,7 +4,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { createPublicKey } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type KeyType, KeyType as KT, type PublicKey, importSpki, wirePublicKey } from "../shared/crypto.js";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
@@ -99,10 +99,9 @@ export function program(): Command {
       if (o.maxConnectionsPerAddress !== undefined) limits.connectionsPerAddress = o.maxConnectionsPerAddress;
       if (o.hellosPerAddress !== undefined) limits.hellosPerAddress = o.hellosPerAddress;
       if (o.pingInterval !== undefined) limits.pingIntervalMs = o.pingInterval;
-      // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json for a closed service.
-      // (The default file is also read by an open service when it exists: it names the operators.)
-      const defaultKeys = join(o.dataDir, "keys.json");
-      const keysFile: string | undefined = o.keys ?? (!o.redis && (o.closed || existsSync(defaultKeys)) ? defaultKeys : undefined);
+      // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json, watched even
+      // while missing, so operators and blocked keys added later take effect without a restart.
+      const keysFile: string | undefined = o.keys ?? (!o.redis ? join(o.dataDir, "keys.json") : undefined);
       const config = resolveConfig({
         port: o.port,
         host: o.host,
@@ -286,12 +285,14 @@ export function program(): Command {
     }
   };
   where(keys.command("add"))
-    .description("register a key (from a private or public PEM file)")
-    .argument("<keyfile>")
+    .description("register a key (from a private or public PEM file); --role blocked refuses it (a fingerprint is enough)")
+    .argument("<keyfile>", "a PEM file, or with --role blocked a fingerprint SHA256:…")
     .addOption(new Option("--role <role>", "role").choices(Object.values(Role)).default(Role.client))
     .option("--comment <text>", "a note for operators", "")
     .action(async (keyfile: string, o: { file: string; redis?: string; role: Role; comment: string }) => {
-      const pub = await loadPublicKey(keyfile);
+      const byFingerprint = /^SHA256:[A-Za-z0-9+/]{43}$/.test(keyfile);
+      if (byFingerprint && o.role !== Role.blocked) throw new PsimbolsError(ErrorCode.badRequest, `a ${o.role} key needs its public key (a PEM file); only --role blocked takes a fingerprint`);
+      const pub = byFingerprint ? { fingerprint: keyfile } : await loadPublicKey(keyfile);
       const k = await withRegistry(o, async (r) => (r ? r.add(pub, o) : addKey(o.file, pub, o)));
       console.log(`added ${k.fingerprint} (${k.role}) to ${o.redis ? "redis" : o.file}`);
     });
@@ -301,7 +302,7 @@ export function program(): Command {
     .action(async (o: { file: string; redis?: string; json?: boolean }) => {
       const list = await withRegistry(o, async (r) => (r ? r.list() : readKeysFile(o.file)));
       if (o.json) return console.log(JSON.stringify(list, null, 2));
-      for (const k of list) console.log(`${k.fingerprint}  ${k.public_key.type}  ${k.role}  ${k.comment}`);
+      for (const k of list) console.log(`${k.fingerprint}  ${k.public_key?.type ?? "-"}  ${k.role}  ${k.comment}`);
       if (list.length === 0) console.error(`no keys registered in ${o.redis ? "redis" : o.file}`);
     });
   where(keys.command("remove"))
@@ -318,7 +319,7 @@ export function program(): Command {
 const HINTS: Partial<Record<ErrorCode, string>> = {
   server_key_mismatch: "the server's key differs from the pinned or known one; if the server key was rotated on purpose, remove its line from the known-servers file",
   connection_lost: "is the broker running at that URL? start one with `psimbols serve`",
-  forbidden: "this is a closed service: ask its operator to run `psimbols keys add` with your public key",
+  forbidden: "the service refused this key: a closed service serves only registered keys (ask its operator to run `psimbols keys add` with your public key), and any service refuses keys its operator blocked",
   unsupported: "the server does not accept what this client offered",
   too_many: "rate limited: wait a little and try again",
   unavailable: "the broker's store is down: try again shortly",

@@ -38,6 +38,7 @@ import type { BrokerContext, HandlerContext } from "./broker.js";
 import type { ChannelRecord, RetireReason } from "./store/store.js";
 import type { Logger } from "./log.js";
 import { limitKey } from "./limits.js";
+import { Role } from "./registry.js";
 
 /** One binding of a channel to this socket (PROTOCOL.md §6.1). */
 interface Binding {
@@ -183,10 +184,13 @@ export class Connection {
     }
     const identity = p.identity.fingerprint;
     const { config, store, registry } = this.#ctx;
-    if (config.closed && !(await registry?.lookup(identity))) {
+    const registered = registry ? await this.#store(() => registry.lookup(identity)) : undefined;
+    if (registered?.role === Role.blocked || (config.closed && !registered)) {
+      // Both after a valid proof only: to anyone else, blocked, unregistered and registered keys look alike.
+      const blocked = registered?.role === Role.blocked;
       this.#ctx.stats.handshakes.forbidden++;
-      this.#log.info("handshake forbidden: key not registered", { identity });
-      throw new PsimbolsError(ErrorCode.forbidden, "this key is not registered with the service", { close: CloseCode.forbidden });
+      this.#log.info(blocked ? "handshake forbidden: key blocked" : "handshake forbidden: key not registered", { identity });
+      throw new PsimbolsError(ErrorCode.forbidden, blocked ? "this key is blocked by the service" : "this key is not registered with the service", { close: CloseCode.forbidden });
     }
     // Counted only after a valid proof, so hellos carrying someone else's key cannot lock them out.
     const n = await this.#store(() => store.hit(`hs:${identity}`, 60_000));

@@ -1,22 +1,26 @@
 /**
- * Registered keys of a closed service: a JSON file managed by
- * `psimbols keys add|list|remove`, re-read by a running broker when it changes.
+ * Registered keys: a JSON file managed by `psimbols keys add|list|remove`,
+ * re-read by a running broker when it changes (or a Redis hash, below). A
+ * closed service serves only registered keys; any service serves the
+ * `operator` role's operations only to operators and refuses `blocked` keys.
  *
  * File format (version 1):
  *   {"version":1,"keys":[{"fingerprint":"SHA256:…","public_key":{"type","data"},
- *                         "role":"client"|"operator","comment":"…","added":"RFC 3339"}]}
+ *                         "role":"client"|"operator"|"blocked","comment":"…","added":"RFC 3339"}]}
+ * A `blocked` entry may name its key by fingerprint alone (no `public_key`).
  */
 import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { Redis } from "ioredis";
 import type { PublicKey } from "../shared/crypto.js";
 import { wirePublicKey } from "../shared/crypto.js";
 
-export const Role = { client: "client", operator: "operator" } as const;
+export const Role = { client: "client", operator: "operator", blocked: "blocked" } as const;
 export type Role = (typeof Role)[keyof typeof Role];
 
 export interface RegisteredKey {
   fingerprint: string;
-  public_key: { type: string; data: string };
+  /** Absent only for a `blocked` entry made from a fingerprint. */
+  public_key?: { type: string; data: string };
   role: Role;
   comment: string;
   added: string;
@@ -53,7 +57,8 @@ export function readKeysFile(path: string): RegisteredKey[] {
     if (typeof k?.fingerprint !== "string" || !k.fingerprint.startsWith("SHA256:")) {
       throw new Error(`keys file ${path}: keys[${i}].fingerprint expected "SHA256:…"`);
     }
-    if (k.role !== Role.client && k.role !== Role.operator) throw new Error(`keys file ${path}: keys[${i}].role expected client or operator`);
+    if (!Object.values(Role).includes(k.role)) throw new Error(`keys file ${path}: keys[${i}].role expected ${Object.values(Role).join(", ")}`);
+    if (k.public_key === undefined && k.role !== Role.blocked) throw new Error(`keys file ${path}: keys[${i}].public_key is required unless the role is blocked`);
   }
   return f.keys;
 }
@@ -64,19 +69,24 @@ function writeKeysFile(path: string, keys: RegisteredKey[]): void {
   renameSync(tmp, path);
 }
 
+/** A key to register: a public key, or (for `blocked` only) a bare fingerprint. */
+export type KeyRef = PublicKey | { fingerprint: string };
+
 /** Adds (or updates the role and comment of) a key. @returns the entry written. */
-export function addKey(path: string, key: PublicKey, options: { role?: Role; comment?: string } = {}): RegisteredKey {
-  const keys = readKeysFile(path).filter((k) => k.fingerprint !== key.fingerprint);
+export function addKey(path: string, key: KeyRef, options: { role?: Role; comment?: string } = {}): RegisteredKey {
   const entry = entryFor(key, options);
+  const keys = readKeysFile(path).filter((k) => k.fingerprint !== key.fingerprint);
   writeKeysFile(path, [...keys, entry]);
   return entry;
 }
 
-function entryFor(key: PublicKey, options: { role?: Role; comment?: string }): RegisteredKey {
+function entryFor(key: KeyRef, options: { role?: Role; comment?: string }): RegisteredKey {
+  const role = options.role ?? Role.client;
+  if (!("spki" in key) && role !== Role.blocked) throw new Error(`a ${role} key needs its public key (a PEM file), not a fingerprint`);
   return {
     fingerprint: key.fingerprint,
-    public_key: wirePublicKey(key),
-    role: options.role ?? Role.client,
+    ...("spki" in key ? { public_key: wirePublicKey(key) } : {}),
+    role,
     comment: options.comment ?? "",
     added: new Date().toISOString(),
   };
@@ -142,7 +152,7 @@ export class RedisRegistry implements KeyRegistry {
     const v = await this.#redis.hget(this.#key, fingerprint);
     return v ? (JSON.parse(v) as RegisteredKey) : undefined;
   }
-  async add(key: PublicKey, options: { role?: Role; comment?: string } = {}): Promise<RegisteredKey> {
+  async add(key: KeyRef, options: { role?: Role; comment?: string } = {}): Promise<RegisteredKey> {
     const entry = entryFor(key, options);
     await this.#redis.hset(this.#key, key.fingerprint, JSON.stringify(entry));
     return entry;

@@ -1,6 +1,7 @@
 /**
  * Closed service: registered and unregistered keys look alike until a valid
  * proof; `forbidden` only then. Keys added or removed take effect without a restart.
+ * Blocked keys (any service, SECURITY.md W12): refused the same way, by fingerprint.
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
@@ -95,3 +96,63 @@ t("keys added and removed take effect without a restart", async () => {
 });
 
 t.run();
+
+// ---------------------------------------------------------------- blocked keys on an open service
+const b = suite("blocked keys (open service)");
+let open: RunningBroker;
+let openKeys: string;
+b.before(async () => {
+  openKeys = join(tempDir(), "keys.json");
+  open = await startBroker(["--keys", openKeys, "--hellos-per-address", "1000"]);
+});
+b.after(async () => {
+  await open.stop();
+});
+
+b("a key blocked by fingerprint gets forbidden after a valid proof (close 4008) without a restart; others and its own channel are untouched until revoked", async () => {
+  const stolen = await generateSigningKey();
+  const other = await generateSigningKey();
+  // Before the block: a channel for the key, which stays until the operator revokes it.
+  const before = await Raw.open(open.url);
+  const ch = await handshake(before, stolen);
+  const added = await runCli(["keys", "add", stolen.public.fingerprint, "--role", "blocked", "--comment", "stolen laptop", "--file", openKeys]);
+  assert.is(added.code, 0, added.stderr);
+  assert.match(added.stdout, "(blocked)");
+  const list = await runCli(["keys", "list", "--file", openKeys]);
+  assert.match(list.stdout, `${stolen.public.fingerprint}  -  blocked  stolen laptop`);
+  await new Promise((r) => setTimeout(r, 1100)); // the registry re-reads at most once a second
+  // The hello of a blocked key looks like any other: a challenge.
+  const raw = await Raw.open(open.url);
+  const h = await createHello(stolen);
+  raw.send(fromUtf8(h.bytes));
+  const c = decodeServerFrame(JSON.stringify(await raw.next())) as Challenge;
+  assert.is(c.type, "challenge");
+  raw.send((await answerChallenge(h, c, () => {})).proof);
+  const e = await raw.next();
+  assert.is(e.error.code, "forbidden");
+  assert.is(e.error.message, "this key is blocked by the service");
+  assert.is((await raw.closed).code, CloseCode.forbidden.code);
+  // Another key is served; the blocked key's existing channel still answers (block, then revoke).
+  const o = await Raw.open(open.url);
+  assert.equal(await call(o, await handshake(o, other), "echo", 1), { data: 1 });
+  assert.equal(await call(before, ch, "echo", 2), { data: 2 });
+  // Unblocking takes effect too.
+  assert.is((await runCli(["keys", "remove", stolen.public.fingerprint, "--file", openKeys])).code, 0);
+  await new Promise((r) => setTimeout(r, 1100));
+  const again = await Raw.open(open.url);
+  assert.equal(await call(again, await handshake(again, stolen), "echo", 3), { data: 3 });
+  for (const r of [before, o, again]) r.close();
+});
+
+b("only the blocked role takes a bare fingerprint: a client or operator entry needs the public key", async () => {
+  const fp = (await generateSigningKey()).public.fingerprint;
+  for (const role of ["client", "operator"]) {
+    const r = await runCli(["keys", "add", fp, "--role", role, "--file", openKeys]);
+    assert.is(r.code, 1);
+    assert.match(r.stderr, "needs its public key");
+  }
+  const list = await runCli(["keys", "list", "--file", openKeys, "--json"]);
+  assert.not.match(list.stdout, fp);
+});
+
+b.run();

@@ -16,6 +16,7 @@ import { Counter, FixedWindow } from "./limits.js";
 import { createLogger, type Logger } from "./log.js";
 import type { KeyRegistry } from "./registry.js";
 import { registerOperatorOps } from "./operator.js";
+import { Schedule } from "./schedule.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
 
@@ -55,6 +56,8 @@ export interface BrokerContext {
   readonly hellosPerAddress: FixedWindow;
   readonly hellosTotal: FixedWindow;
   readonly stats: Stats;
+  /** The deadlines (expiring, expired) of every binding on this node, on one timer. */
+  readonly schedule: Schedule<Connection>;
   /** Indexes (or un-indexes) a bound socket by its channel and identity, for events. */
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
@@ -92,6 +95,7 @@ export class Broker {
   readonly #connections = new Set<Connection>();
   readonly #byChannel = new Map<string, Set<Connection>>();
   readonly #byIdentity = new Map<string, Set<Connection>>();
+  readonly #schedule: Schedule<Connection>;
   readonly #perAddress = new Counter();
   /** Raw TCP sockets per peer address (before and after the upgrade; a proxy counts as one peer). */
   readonly #sockets = new Counter();
@@ -112,6 +116,9 @@ export class Broker {
     this.#httpHook = o.http;
     const { limits } = this.config;
     const self = this;
+    this.#schedule = new Schedule<Connection>((conn, slot) => conn.onDue(slot), {
+      onError: (e) => this.log.error("deadline failed", { component: "broker", error: e instanceof Error ? e.stack : String(e) }),
+    });
     this.#ctx = {
       config: this.config,
       log: this.log,
@@ -122,6 +129,7 @@ export class Broker {
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
       hellosTotal: new FixedWindow(limits.hellosPerSecond, 1000),
       stats: this.stats,
+      schedule: this.#schedule,
       index: (conn, channel, on) => this.#index(conn, channel, on),
       closed: (conn) => {
         this.#connections.delete(conn);
@@ -255,6 +263,7 @@ export class Broker {
     if (this.#closing) return;
     this.#closing = true;
     clearInterval(this.#pinger);
+    this.#schedule.close();
     const httpClosed = new Promise<void>((r) => this.#http.close(() => r()));
     await Promise.all([...this.#connections].map((c) => c.shutdown()));
     const deadline = Date.now() + 3000;

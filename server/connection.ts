@@ -35,6 +35,7 @@ import { type PendingHandshake, acceptHello, sealGrant, verifyProof } from "../s
 import type { BrokerContext, HandlerContext } from "./broker.js";
 import type { ChannelRecord, RetireReason } from "./store/store.js";
 import type { Logger } from "./log.js";
+import type { Slot } from "./schedule.js";
 
 /** One binding of a channel to this socket (PROTOCOL.md §6.1). */
 interface Binding {
@@ -49,7 +50,10 @@ interface Binding {
   active: boolean;
   /** Set once the channel is retired; requests then get `unauthorised`. */
   dead: RetireReason | undefined;
-  timers: ReturnType<typeof setTimeout>[];
+  /** Its next deadline in the broker's schedule: the `expiring` notice, then the expiry. */
+  due: Slot<Connection> | undefined;
+  /** The `expiring` deadline is behind it (or there is none): the next one is the expiry. */
+  warned: boolean;
 }
 
 const UNAUTHORISED = "unknown channel or bad ciphertext";
@@ -218,7 +222,7 @@ export class Connection {
       this.#old = previous;
       if (previous.channel.id !== replaced) this.#selfRetired.delete(previous.channel.id);
     }
-    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, timers: [] });
+    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, due: undefined, warned: false });
     wipe(key);
     this.#ctx.stats.handshakes.established++;
     this.#log.info(renewal ? "channel renewed" : "channel established", { identity, channel: rec.id, replaced });
@@ -238,7 +242,7 @@ export class Connection {
     this.#resumeLastPush = f.last_push;
     const keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS);
     wipe(rec.key); // the binding keeps only its traffic keys (records from the store are copies)
-    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, timers: [] });
+    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, due: undefined, warned: false });
     this.#send({ type: "resumed", source: this.#ctx.config.source, channel: rec.id, nonce: b64u(nonceS) });
   }
 
@@ -497,23 +501,34 @@ export class Connection {
     }
   }
 
+  /** Puts the binding's deadlines in the broker's schedule: `expiring` (if it is still ahead), then the expiry. */
   #schedule(b: Binding): void {
+    this.#clearTimers(b);
     const { expiringBefore } = this.#ctx.config;
-    const left = b.channel.validUntil - Date.now();
-    b.timers = [];
-    if (expiringBefore > 0 && left > expiringBefore * 1000) {
-      later(b, left - expiringBefore * 1000, () => void this.#notice(b, "expiring", new Date(b.channel.validUntil).toISOString()));
+    const warnAt = b.channel.validUntil - expiringBefore * 1000;
+    b.warned = !(expiringBefore > 0 && warnAt > Date.now());
+    b.due = this.#ctx.schedule.add(b.warned ? b.channel.validUntil : warnAt, this);
+  }
+
+  /** The broker's schedule: a deadline of this socket's binding is due. */
+  onDue(slot: Slot<Connection>): void {
+    const b = this.#binding;
+    if (!b || b.due !== slot) return; // a deadline of a binding that has gone since
+    b.due = undefined;
+    if (!b.warned) {
+      b.warned = true;
+      b.due = this.#ctx.schedule.add(b.channel.validUntil, this);
+      void this.#notice(b, "expiring", new Date(b.channel.validUntil).toISOString());
+      return;
     }
-    later(b, Math.max(0, left), () => {
-      if (b.dead) return;
-      b.dead = "expired";
-      void this.#notice(b, "expired");
-    });
+    if (b.dead) return;
+    b.dead = "expired";
+    void this.#notice(b, "expired");
   }
 
   #clearTimers(b: Binding): void {
-    for (const t of b.timers) clearTimeout(t);
-    b.timers = [];
+    this.#ctx.schedule.cancel(b.due);
+    b.due = undefined;
   }
 
   async #notice(b: Binding, notice: NoticeKind, validUntil?: string): Promise<void> {
@@ -624,21 +639,6 @@ export class Connection {
 /** A stand-in record for a resume of an unknown channel: a random key, no identity; never stored. */
 function phantom(id: string, node: string): ChannelRecord {
   return { id, identity: "", key: randomBytes(32), type: "AES-256-GCM", validUntil: Date.now() + 60_000, ttl: 60, node };
-}
-
-/** Largest delay setTimeout takes (2^31 − 1 ms, about 24.8 days); longer ones would fire at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** Runs `f` after `ms` on `b`'s timer list, in steps a timer can hold (channels may live a year). */
-function later(b: Binding, ms: number, f: () => void): void {
-  const step = Math.min(ms, MAX_TIMER_MS);
-  const t = setTimeout(() => {
-    b.timers = b.timers.filter((x) => x !== t);
-    if (ms > step) later(b, ms - step, f);
-    else f();
-  }, step);
-  t.unref?.();
-  b.timers.push(t);
 }
 
 function withClose(e: unknown, close: CloseCode): unknown {

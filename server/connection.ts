@@ -37,10 +37,13 @@ import type { ChannelRecord, RetireReason } from "./store/store.js";
 import type { Logger } from "./log.js";
 import type { Slot } from "./schedule.js";
 
+/** What a binding keeps of its channel record: no key (the binding has its traffic keys). */
+type BoundChannel = Pick<ChannelRecord, "id" | "identity" | "validUntil" | "node">;
+
 /** One binding of a channel to this socket (PROTOCOL.md §6.1). */
 interface Binding {
   readonly id: string;
-  readonly channel: ChannelRecord;
+  readonly channel: BoundChannel;
   readonly keys: BindingKeys;
   /** Highest request seq accepted (replay rule, §6.4). */
   lastSeq: number;
@@ -58,34 +61,40 @@ interface Binding {
 
 const UNAUTHORISED = "unknown channel or bad ciphertext";
 
+/** A settled promise to start the per-socket chains from (one for all sockets, not one each). */
+const SETTLED: Promise<void> = Promise.resolve();
+
+/** The Connection of a socket, for the socket listeners shared by all connections. */
+const CONNECTION = Symbol("psimbols.connection");
+type Wired = WebSocket & { [CONNECTION]: Connection };
+
 export class Connection {
   readonly id: string;
   readonly address: string;
   readonly #ws: WebSocket;
   readonly #ctx: BrokerContext;
-  readonly #log: Logger;
-  #queue: Promise<void> = Promise.resolve();
+  #queue: Promise<void> = SETTLED;
   #queued = 0;
   #lastFrameAt = 0;
   #pending: PendingHandshake | undefined;
   #binding: Binding | undefined;
   /** The binding a renewal replaced, kept until its in-flight requests are answered. */
   #old: Binding | undefined;
-  /** Channels this socket retired itself (renewal, close): no notice back to it. */
-  #selfRetired = new Set<string>();
+  /** Channels this socket retired itself (renewal, close): no notice back to it. Made on first use. */
+  #selfRetired: Set<string> | undefined;
   #inFlight = 0;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   /** A cork is held on the socket until the next tick (see #cork). */
   #corked = false;
-  /** Identities this socket asked the store to watch; unwatched at teardown. */
-  #watched = new Set<string>();
+  /** Identities this socket asked the store to watch (one, as a rule); unwatched at teardown. */
+  #watched: string[] | undefined;
   /** Highest application push seq of this socket's identity already handled (§7.2). */
   #lastPush = 0;
   /** `last_push` of the resume frame, until the resume activates. */
   #resumeLastPush: number | undefined;
   /** Application pushes go out one at a time, in seq order. */
-  #pushChain: Promise<void> = Promise.resolve();
+  #pushChain: Promise<void> = SETTLED;
   alive = true;
 
   constructor(ws: WebSocket, address: string, ctx: BrokerContext) {
@@ -93,12 +102,34 @@ export class Connection {
     this.address = address;
     this.#ctx = ctx;
     this.id = b64u(randomBytes(9));
-    this.#log = ctx.log.child({ component: "connection", conn: this.id });
     this.#armHandshakeTimer();
-    ws.on("message", (data, isBinary) => this.#enqueue(data as Buffer, isBinary));
-    ws.on("pong", () => (this.alive = true));
-    ws.on("close", (code) => this.#teardown(code));
-    ws.on("error", (err) => this.#log.debug("socket error", { error: err.message }));
+    (ws as Wired)[CONNECTION] = this;
+    const on = Connection.#on;
+    ws.on("message", on.message);
+    ws.on("pong", on.pong);
+    ws.on("close", on.close);
+    ws.on("error", on.error);
+  }
+
+  /** Socket listeners, the same functions for every socket (no closures kept per socket); `this` is the socket. */
+  static readonly #on = {
+    message(this: WebSocket, data: unknown, isBinary: boolean): void {
+      (this as Wired)[CONNECTION].#enqueue(data as Buffer, isBinary);
+    },
+    pong(this: WebSocket): void {
+      (this as Wired)[CONNECTION].alive = true;
+    },
+    close(this: WebSocket, code: number): void {
+      (this as Wired)[CONNECTION].#teardown(code);
+    },
+    error(this: WebSocket, err: Error): void {
+      (this as Wired)[CONNECTION].#log.debug("socket error", { error: err.message });
+    },
+  };
+
+  /** A child logger is made per log line, not kept per socket (a few hundred bytes per idle socket). */
+  get #log(): Logger {
+    return this.#ctx.log.child({ component: "connection", conn: this.id });
   }
 
   /** Identity fingerprint and channel id of the current binding, if any. */
@@ -185,7 +216,7 @@ export class Connection {
     const key = randomBytes(32);
     const now = Date.now();
     const rec: ChannelRecord = {
-      id: b64u(randomBytes(16)),
+      id: channelId(),
       identity,
       key,
       type: "AES-256-GCM",
@@ -196,7 +227,7 @@ export class Connection {
     const previous = this.#binding;
     // Renewal: same identity, so activation retires the previous channel; no notice back to us.
     const renewal = previous?.channel.identity === identity;
-    if (previous && renewal) this.#selfRetired.add(previous.channel.id);
+    if (previous && renewal) (this.#selfRetired ??= new Set()).add(previous.channel.id);
     const keys = await deriveBinding(key, rec.id, p.nonceC, p.nonceS);
     // Sealed before the channel is written and indexed: from #install to #send below nothing
     // awaits, so no notice for the new channel (a `replaced` from a concurrent handshake of the
@@ -212,7 +243,7 @@ export class Connection {
       replaced = await this.#store(() => store.activate(rec));
       this.#lastPush = lastPush;
     } catch (e) {
-      if (previous) this.#selfRetired.delete(previous.channel.id);
+      if (previous) this.#selfRetired?.delete(previous.channel.id);
       throw e;
     }
     if (previous) {
@@ -220,9 +251,9 @@ export class Connection {
       previous.dead ??= "replaced";
       this.#retireOld();
       this.#old = previous;
-      if (previous.channel.id !== replaced) this.#selfRetired.delete(previous.channel.id);
+      if (previous.channel.id !== replaced) this.#selfRetired?.delete(previous.channel.id);
     }
-    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, due: undefined, warned: false });
+    this.#install({ id: b64u(randomBytes(9)), channel: bound(rec), keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, due: undefined, warned: false });
     wipe(key);
     this.#ctx.stats.handshakes.established++;
     this.#log.info(renewal ? "channel renewed" : "channel established", { identity, channel: rec.id, replaced });
@@ -242,7 +273,7 @@ export class Connection {
     this.#resumeLastPush = f.last_push;
     const keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS);
     wipe(rec.key); // the binding keeps only its traffic keys (records from the store are copies)
-    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, due: undefined, warned: false });
+    this.#install({ id: b64u(randomBytes(9)), channel: bound(rec), keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, due: undefined, warned: false });
     this.#send({ type: "resumed", source: this.#ctx.config.source, channel: rec.id, nonce: b64u(nonceS) });
   }
 
@@ -302,7 +333,7 @@ export class Connection {
     if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
     this.#ctx.index(this, rec, true);
     this.#schedule(b);
-    clearTimeout(this.#handshakeTimer);
+    this.#disarmHandshakeTimer();
     await this.#store(() => store.bind(rec.id, rec.identity, b.id));
     this.#ctx.stats.resumes.ok++;
     this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
@@ -316,7 +347,7 @@ export class Connection {
       const req = decodeInnerRequest(text);
       const ctx: HandlerContext = { identity: b.channel.identity, channel: b.channel.id, connection: this.id, node: this.#ctx.config.node };
       if (req.op === "channel.close") {
-        this.#selfRetired.add(b.channel.id);
+        (this.#selfRetired ??= new Set()).add(b.channel.id);
         b.dead = "closed";
         await this.#store(() => this.#ctx.store.retire(b.channel.id, "closed"));
         inner = { data: { closed: true } };
@@ -355,7 +386,7 @@ export class Connection {
     for (const b of [this.#binding, this.#old]) {
       if (!b || b.channel.id !== channel) continue;
       b.dead ??= reason;
-      if (b !== this.#binding || this.#selfRetired.delete(channel)) continue;
+      if (b !== this.#binding || this.#selfRetired?.delete(channel)) continue;
       this.#clearTimers(b);
       void this.#notice(b, reason).then(() => this.#terminalClose(reason));
     }
@@ -488,7 +519,7 @@ export class Connection {
     }
     this.#binding = b;
     if (b.active) {
-      clearTimeout(this.#handshakeTimer);
+      this.#disarmHandshakeTimer();
       this.#ctx.index(this, b.channel, true);
       this.#schedule(b);
     }
@@ -563,8 +594,9 @@ export class Connection {
   }
 
   #watch(identity: string): void {
-    if (this.#watched.has(identity)) return;
-    this.#watched.add(identity);
+    if (this.#watched?.includes(identity)) return;
+    if (this.#watched) this.#watched.push(identity);
+    else this.#watched = [identity];
     this.#ctx.store.watch(identity);
   }
 
@@ -574,6 +606,11 @@ export class Connection {
       if (this.#pending || !this.#binding?.active) this.close(CloseCode.handshakeTimeout);
     }, this.#ctx.config.limits.handshakeTimeoutMs);
     this.#handshakeTimer.unref?.();
+  }
+
+  #disarmHandshakeTimer(): void {
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
   }
 
   #send(frame: ServerFrame): void {
@@ -623,15 +660,15 @@ export class Connection {
 
   #teardown(code: number): void {
     this.#closed = true;
-    clearTimeout(this.#handshakeTimer);
+    this.#disarmHandshakeTimer();
     this.#pending = undefined;
     for (const b of [this.#binding, this.#old]) {
       if (!b) continue;
       this.#clearTimers(b);
       this.#ctx.index(this, b.channel, false);
     }
-    for (const identity of this.#watched) this.#ctx.store.unwatch(identity);
-    this.#watched.clear();
+    for (const identity of this.#watched ?? []) this.#ctx.store.unwatch(identity);
+    this.#watched = undefined;
     this.#ctx.closed(this, code);
   }
 }
@@ -639,6 +676,16 @@ export class Connection {
 /** A stand-in record for a resume of an unknown channel: a random key, no identity; never stored. */
 function phantom(id: string, node: string): ChannelRecord {
   return { id, identity: "", key: randomBytes(32), type: "AES-256-GCM", validUntil: Date.now() + 60_000, ttl: 60, node };
+}
+
+/** A fresh channel id: base64url of 16 random bytes, as one flat string (b64u's would be a slice of a padded one). */
+function channelId(): string {
+  return Buffer.from(randomBytes(16)).toString("base64url");
+}
+
+/** What a binding keeps of a record (a fresh object: the record, and its key, can go). */
+function bound(rec: ChannelRecord): BoundChannel {
+  return { id: rec.id, identity: rec.identity, validUntil: rec.validUntil, node: rec.node };
 }
 
 function withClose(e: unknown, close: CloseCode): unknown {

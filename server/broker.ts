@@ -93,8 +93,9 @@ export class Broker {
   readonly #http: Server;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<Connection>();
-  readonly #byChannel = new Map<string, Set<Connection>>();
-  readonly #byIdentity = new Map<string, Set<Connection>>();
+  /** Sockets bound per channel id and per identity: one socket as itself, several in a Set (rare). */
+  readonly #byChannel = new Map<string, Connection | Set<Connection>>();
+  readonly #byIdentity = new Map<string, Connection | Set<Connection>>();
   readonly #schedule: Schedule<Connection>;
   readonly #perAddress = new Counter();
   /** Raw TCP sockets per peer address (before and after the upgrade; a proxy counts as one peer). */
@@ -150,10 +151,10 @@ export class Broker {
     registerOperatorOps(this, o.registry);
     this.store.onEvent((e) => {
       if (e.kind === "push") {
-        for (const conn of this.#byIdentity.get(e.identity) ?? []) conn.onPush(e.seq, e.data, e.channel);
+        for (const conn of members(this.#byIdentity.get(e.identity))) conn.onPush(e.seq, e.data, e.channel);
         return;
       }
-      for (const conn of this.#byChannel.get(e.channel) ?? []) {
+      for (const conn of members(this.#byChannel.get(e.channel))) {
         if (e.kind === "retired") conn.onRetired(e.channel, e.reason);
         else conn.onRebound(e.channel, e.binding);
       }
@@ -163,17 +164,25 @@ export class Broker {
       this.log.info("store events resumed; re-checking bound channels", { component: "broker" });
       for (const conn of this.#connections) conn.resync();
     });
-    this.#wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false });
+    // clientTracking off: the broker has its own set of sockets (ws's would add a Set entry and a
+    // close listener per socket).
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false, clientTracking: false });
     this.#http = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => void this.#onHttp(req, res));
     // Slowloris before the upgrade: the request head must arrive within the handshake time,
     // and raw TCP connections count against the per-address limit from their first byte.
     this.#http.headersTimeout = limits.handshakeTimeoutMs;
     this.#http.requestTimeout = limits.handshakeTimeoutMs;
+    // One listener for every socket (no closure kept per socket): the peer address read at
+    // "connection" is cached by the socket, so it reads the same at "close".
+    const sockets = this.#sockets;
+    const onSocketClose = function (this: Duplex & { remoteAddress?: string }): void {
+      sockets.dec(this.remoteAddress ?? "unknown");
+    };
     this.#http.on("connection", (socket) => {
       const address = socket.remoteAddress ?? "unknown";
       // Behind a trusted proxy every socket comes from the proxy: the limit applies per X-Forwarded-For at the upgrade.
       if (this.#sockets.inc(address) > limits.connectionsPerAddress * 2 && !this.config.trustProxy) socket.destroy();
-      socket.once("close", () => this.#sockets.dec(address));
+      socket.on("close", onSocketClose); // "close" comes once: no once() wrapper either
     });
     this.#http.on("upgrade", (req, socket, head) => this.#onUpgrade(req, socket, head));
   }
@@ -360,16 +369,24 @@ export class Broker {
   }
 }
 
-/** Adds `conn` under `key` (or removes it, dropping empty sets). */
-function setIndex(index: Map<string, Set<Connection>>, key: string, conn: Connection, on: boolean): void {
-  let set = index.get(key);
+/** Adds `conn` under `key` (or removes it): a lone socket is kept as itself, a Set only while there are several. */
+function setIndex(index: Map<string, Connection | Set<Connection>>, key: string, conn: Connection, on: boolean): void {
+  const v = index.get(key);
   if (on) {
-    if (!set) index.set(key, (set = new Set()));
-    set.add(conn);
-  } else if (set) {
-    set.delete(conn);
-    if (set.size === 0) index.delete(key);
+    if (v === undefined) index.set(key, conn);
+    else if (v instanceof Set) v.add(conn);
+    else if (v !== conn) index.set(key, new Set([v, conn]));
+  } else if (v === conn) {
+    index.delete(key);
+  } else if (v instanceof Set) {
+    v.delete(conn);
+    if (v.size === 1) index.set(key, v.values().next().value!);
   }
+}
+
+/** The sockets under one index entry. */
+function members(v: Connection | Set<Connection> | undefined): Iterable<Connection> {
+  return v === undefined ? [] : v instanceof Set ? v : [v];
 }
 
 /** The peer's address; behind a trusted proxy, the last X-Forwarded-For entry (the one the proxy added). */

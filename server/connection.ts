@@ -666,6 +666,7 @@ export class Connection {
       if (!b) continue;
       this.#clearTimers(b);
       this.#ctx.index(this, b.channel, false);
+      wipeKeys(b.keys); // closed: nothing is sealed or opened for this socket any more
     }
     for (const identity of this.#watched ?? []) this.#ctx.store.unwatch(identity);
     this.#watched = undefined;
@@ -676,6 +677,12 @@ export class Connection {
 /** A stand-in record for a resume of an unknown channel: a random key, no identity; never stored. */
 function phantom(id: string, node: string): ChannelRecord {
   return { id, identity: "", key: randomBytes(32), type: "AES-256-GCM", validUntil: Date.now() + 60_000, ttl: 60, node };
+}
+
+/** Zeroes a finished binding's traffic keys where the engine can (node:crypto keys can; CryptoKeys cannot). */
+function wipeKeys(keys: BindingKeys): void {
+  (keys.c2s as { wipe?(): void }).wipe?.();
+  (keys.s2c as { wipe?(): void }).wipe?.();
 }
 
 /** A fresh channel id: base64url of 16 random bytes, as one flat string (b64u's would be a slice of a padded one). */

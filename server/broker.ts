@@ -58,7 +58,7 @@ export interface BrokerContext {
   readonly stats: Stats;
   /** The deadlines (expiring, expired) of every binding on this node, on one timer. */
   readonly schedule: Schedule<Connection>;
-  /** Indexes (or un-indexes) a bound socket by its channel and identity, for events. */
+  /** Indexes (or un-indexes) a bound socket by its channel's identity, for store events. */
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
   observeLatency(seconds: number): void;
@@ -93,8 +93,11 @@ export class Broker {
   readonly #http: Server;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<Connection>();
-  /** Sockets bound per channel id and per identity: one socket as itself, several in a Set (rare). */
-  readonly #byChannel = new Map<string, Connection | Set<Connection>>();
+  /**
+   * Bound sockets per identity: one socket as itself, several in a Set (rare). Channel events
+   * (retired, rebound) go to the sockets of the channel's identity too: each socket matches
+   * the channel id against its own bindings, so no second index per channel is kept.
+   */
   readonly #byIdentity = new Map<string, Connection | Set<Connection>>();
   readonly #schedule: Schedule<Connection>;
   readonly #perAddress = new Counter();
@@ -154,7 +157,7 @@ export class Broker {
         for (const conn of members(this.#byIdentity.get(e.identity))) conn.onPush(e.seq, e.data, e.channel);
         return;
       }
-      for (const conn of members(this.#byChannel.get(e.channel))) {
+      for (const conn of members(this.#byIdentity.get(e.identity))) {
         if (e.kind === "retired") conn.onRetired(e.channel, e.reason);
         else conn.onRebound(e.channel, e.binding);
       }
@@ -338,7 +341,6 @@ export class Broker {
   }
 
   #index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void {
-    setIndex(this.#byChannel, channel.id, conn, on);
     if (channel.identity !== "") setIndex(this.#byIdentity, channel.identity, conn, on);
   }
 

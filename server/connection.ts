@@ -42,7 +42,8 @@ type BoundChannel = Pick<ChannelRecord, "id" | "identity" | "validUntil" | "node
 
 /** One binding of a channel to this socket (PROTOCOL.md §6.1). */
 interface Binding {
-  readonly id: string;
+  /** Set for a resume (the store records which binding owns the channel, §6.5); a handshake's binding needs none. */
+  readonly id: string | undefined;
   readonly channel: BoundChannel;
   readonly keys: BindingKeys;
   /** Highest request seq accepted (replay rule, §6.4). */
@@ -87,8 +88,8 @@ export class Connection {
   #closed = false;
   /** A cork is held on the socket until the next tick (see #cork). */
   #corked = false;
-  /** Identities this socket asked the store to watch (one, as a rule); unwatched at teardown. */
-  #watched: string[] | undefined;
+  /** Identities this socket asked the store to watch (one, as a rule: kept as the string itself); unwatched at teardown. */
+  #watched: string | string[] | undefined;
   /** Highest application push seq of this socket's identity already handled (§7.2). */
   #lastPush = 0;
   /** `last_push` of the resume frame, until the resume activates. */
@@ -253,7 +254,7 @@ export class Connection {
       this.#old = previous;
       if (previous.channel.id !== replaced) this.#selfRetired?.delete(previous.channel.id);
     }
-    this.#install({ id: b64u(randomBytes(9)), channel: bound(rec), keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, due: undefined, warned: false });
+    this.#install({ id: undefined, channel: bound(rec), keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, due: undefined, warned: false });
     wipe(key);
     this.#ctx.stats.handshakes.established++;
     this.#log.info(renewal ? "channel renewed" : "channel established", { identity, channel: rec.id, replaced });
@@ -334,7 +335,7 @@ export class Connection {
     this.#ctx.index(this, rec, true);
     this.#schedule(b);
     this.#disarmHandshakeTimer();
-    await this.#store(() => store.bind(rec.id, rec.identity, b.id));
+    await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
     this.#ctx.stats.resumes.ok++;
     this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
     return true;
@@ -594,9 +595,9 @@ export class Connection {
   }
 
   #watch(identity: string): void {
-    if (this.#watched?.includes(identity)) return;
-    if (this.#watched) this.#watched.push(identity);
-    else this.#watched = [identity];
+    const w = this.#watched;
+    if (w === identity || (Array.isArray(w) && w.includes(identity))) return;
+    this.#watched = w === undefined ? identity : Array.isArray(w) ? [...w, identity] : [w, identity];
     this.#ctx.store.watch(identity);
   }
 
@@ -668,7 +669,8 @@ export class Connection {
       this.#ctx.index(this, b.channel, false);
       wipeKeys(b.keys); // closed: nothing is sealed or opened for this socket any more
     }
-    for (const identity of this.#watched ?? []) this.#ctx.store.unwatch(identity);
+    const w = this.#watched;
+    for (const identity of w === undefined ? [] : Array.isArray(w) ? w : [w]) this.#ctx.store.unwatch(identity);
     this.#watched = undefined;
     this.#ctx.closed(this, code);
   }

@@ -334,7 +334,7 @@ export class Connection {
     if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
     this.#ctx.index(this, rec, true);
     this.#schedule(b);
-    this.#disarmHandshakeTimer();
+    this.#handshakeOver();
     await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
     this.#ctx.stats.resumes.ok++;
     this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
@@ -520,7 +520,7 @@ export class Connection {
     }
     this.#binding = b;
     if (b.active) {
-      this.#disarmHandshakeTimer();
+      this.#handshakeOver();
       this.#ctx.index(this, b.channel, true);
       this.#schedule(b);
     }
@@ -612,6 +612,19 @@ export class Connection {
   #disarmHandshakeTimer(): void {
     clearTimeout(this.#handshakeTimer);
     this.#handshakeTimer = undefined;
+  }
+
+  /**
+   * Bound: drops what only the handshake needed. Besides the timer, the ws
+   * receiver's list of pending chunks (grown to 16 slots by the handshake
+   * frames, ~140 bytes an idle socket keeps for nothing) loses its storage
+   * when it is empty, as it is between frames. `_receiver._buffers` is ws's
+   * (8.x, undocumented, as `_socket` in #cork); if it is not there, nothing happens.
+   */
+  #handshakeOver(): void {
+    this.#disarmHandshakeTimer();
+    const r = (this.#ws as unknown as { _receiver?: { _buffers?: unknown } })._receiver;
+    if (Array.isArray(r?._buffers) && r._buffers.length === 0) r._buffers.length = 0;
   }
 
   #send(frame: ServerFrame): void {

@@ -54,6 +54,9 @@ const MEASURE_MS = Number(option("--window") ?? (QUICK ? 2000 : 8000));
 const CONNS = 100;
 const INFLIGHT = 8;
 const IDLE_CONNS = QUICK ? 1000 : 10_000;
+/** The idle case opens its connections in steps of this many, after two steps of warm-up. */
+const IDLE_STEPS = 5;
+const IDLE_WARMUP_STEPS = 2;
 /** Source addresses for the sockets (all of 127.0.0.0/8 is local on Linux). */
 const ADDRESSES = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"];
 
@@ -327,17 +330,49 @@ async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string
 }
 
 interface IdleResult {
+  /** RSS per idle connection, KiB: the least-squares slope of RSS over the measured steps. */
   kib: number;
+  /** Connections in the measured steps (the warm-up ones not counted). */
   n: number;
-  rssBefore: number;
-  rssAfter: number;
-  /** V8 heap and off-heap (ArrayBuffers, native handles) growth per connection, KiB. */
+  /** The same from a single pair of samples, before any connection and after all (the method before issue 7's fix: one-time costs of the first connections included). */
+  kibFromZero: number;
+  /** V8 heap used and off-heap (ArrayBuffers, native handles) per connection, KiB (slopes too). */
   heapKib: number;
   externalKib: number;
+  /** [connections held, RSS bytes, heapUsed bytes] after full GCs: before any, after the warm-up, after each step. */
+  points: [number, number, number][];
 }
 
+type Mem = { rss: number; heapUsed: number; external: number };
+
+/** Least-squares slope of y over x. */
+function slope(xs: number[], ys: number[]): number {
+  const n = xs.length;
+  const mx = xs.reduce((a, b) => a + b, 0) / n;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  for (let i = 0; i < n; i++) {
+    sxy += (xs[i]! - mx) * (ys[i]! - my);
+    sxx += (xs[i]! - mx) ** 2;
+  }
+  return sxy / sxx;
+}
+
+/**
+ * Memory per idle connection (psimbols: each with a bound channel, each its own
+ * identity). The first connections of a process carry one-time costs that are
+ * no connection's: JIT code, the young generation growing to its working size
+ * (16 to 32 MB, for ws as for psimbols), the crypto thread pool and OpenSSL
+ * state of the first handshakes (some 15 MB for psimbols). Divided by 10,000 they
+ * read as 2-4 KiB "per connection", and a single pair of samples swings by
+ * ±1 KiB from one run to the next. So: two warm-up steps first, not counted;
+ * then IDLE_CONNS more in IDLE_STEPS steps, RSS sampled after full GCs (and a
+ * settling second) after each, and the per-connection figure is the slope.
+ */
 async function idleCase(env: Env, kind: "ws" | "psimbols"): Promise<IdleResult> {
   const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env));
+  const step = Math.round(IDLE_CONNS / IDLE_STEPS);
   const load = startLoad({
     mode: "idle",
     kind,
@@ -346,25 +381,36 @@ async function idleCase(env: Env, kind: "ws" | "psimbols"): Promise<IdleResult> 
     conns: CONNS,
     inflight: 0,
     size: 0,
-    n: IDLE_CONNS,
+    n: step, // each "start" opens this many more
     addresses: ADDRESSES,
     binary: true,
   });
   try {
     await load.wait("ready");
-    const m0 = (await server.ask({ cmd: "mem" }, "mem")).mem as { rss: number; heapUsed: number; external: number };
-    const started = (await load.ask({ cmd: "start" }, "started", 300_000)).started as { held: number };
-    await sleep(2000);
-    const m1 = (await server.ask({ cmd: "mem" }, "mem")).mem as { rss: number; heapUsed: number; external: number };
+    const mem = async (): Promise<Mem> => (await server.ask({ cmd: "mem" }, "mem")).mem as Mem;
+    const points: [number, number, number][] = [];
+    const m0 = await mem();
+    points.push([0, m0.rss, m0.heapUsed]);
+    const measured: { held: number; m: Mem }[] = [];
+    for (let i = 0; i < IDLE_WARMUP_STEPS + IDLE_STEPS; i++) {
+      const { held } = (await load.ask({ cmd: "start" }, "started", 300_000)).started as { held: number };
+      if (held !== step * (i + 1)) throw new Error(`idle: ${held} connections held, expected ${step * (i + 1)}`);
+      await sleep(1000);
+      const m = await mem();
+      points.push([held, m.rss, m.heapUsed]);
+      if (i >= IDLE_WARMUP_STEPS - 1) measured.push({ held, m });
+    }
     if (process.env.BENCH_HEAPSNAPSHOT) await server.ask({ cmd: "heapsnapshot", path: `${process.env.BENCH_HEAPSNAPSHOT}-${kind}.heapsnapshot` }, "heapsnapshot", 300_000);
-    const per = (a: number, b: number) => round((b - a) / started.held / 1024);
+    const xs = measured.map((p) => p.held);
+    const per = (f: (m: Mem) => number) => round(slope(xs, measured.map((p) => f(p.m))) / 1024);
+    const last = measured[measured.length - 1]!;
     return {
-      kib: per(m0.rss, m1.rss),
-      n: started.held,
-      rssBefore: m0.rss,
-      rssAfter: m1.rss,
-      heapKib: per(m0.heapUsed, m1.heapUsed),
-      externalKib: per(m0.external, m1.external),
+      kib: per((m) => m.rss),
+      n: last.held - measured[0]!.held,
+      kibFromZero: round((last.m.rss - m0.rss) / last.held / 1024),
+      heapKib: per((m) => m.heapUsed),
+      externalKib: per((m) => m.external),
+      points,
     };
   } finally {
     await load.stop({ cmd: "stop" });
@@ -526,7 +572,7 @@ async function main(): Promise<void> {
       connections: CONNS,
       in_flight_per_connection: INFLIGHT,
       payload: "256 (cases) or 4096 (cases_4k) characters of request data, echoed back",
-      idle_connections: IDLE_CONNS,
+      idle_connections: `${IDLE_CONNS} in ${IDLE_STEPS} steps after ${IDLE_WARMUP_STEPS} warm-up steps of ${Math.round(IDLE_CONNS / IDLE_STEPS)}; RSS per connection = least-squares slope over the steps, after full GCs`,
       tls: `TLS 1.3, ${env.pki.algorithm} certificates`,
       frames:
         "psimbols rows use binary channel frames (the `binary` feature, PROTOCOL.md §4.11), as the project's clients do by default; rows ending _json use JSON channel frames (the protocol's default without the feature)",

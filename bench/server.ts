@@ -24,7 +24,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Session } from "node:inspector/promises";
-import { writeHeapSnapshot } from "node:v8";
+import { getHeapSpaceStatistics, writeHeapSnapshot } from "node:v8";
 import type { AddressInfo } from "node:net";
 import { WebSocketServer } from "ws";
 import { Broker, createLogger, loadOrCreateServerKey } from "../server/index.js";
@@ -161,7 +161,8 @@ async function main(): Promise<void> {
             await new Promise((r) => setTimeout(r, 50));
           }
           const mem = process.memoryUsage();
-          return send({ mem: { rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external } });
+          const spaces = Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, { size: s.space_size, used: s.space_used_size }]));
+          return send({ mem: { rss: mem.rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external, arrayBuffers: mem.arrayBuffers, spaces } });
         }
         case "profile":
           if (m.on) {

@@ -1,14 +1,16 @@
 /**
  * The node:crypto engine for channel traffic keys (shared/channel.ts
- * TrafficKey): the same AES-256-GCM, nonces, AAD and base64url text as the
- * WebCrypto engine, byte for byte (test/client/node-aead.test.ts checks both
- * ways), but synchronous on the calling thread, with Buffer's native base64url
- * codec. Measured in bench/ (issue 7): the per-frame cost is a fraction of
- * WebCrypto's promise and thread-pool hop. Node only; installed by client/node.ts.
+ * TrafficKey): the same AES-256-GCM, nonces, AAD and bytes as the WebCrypto
+ * engine, for JSON frames (base64url text) and binary frames alike
+ * (test/client/node-aead.test.ts checks both ways), but synchronous on the
+ * calling thread, with Buffer's native base64url codec. Measured in bench/
+ * (issue 7): the per-frame cost is a fraction of WebCrypto's promise and
+ * thread-pool hop. Node only; installed by client/node.ts.
  */
-import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
+import { createCipheriv, createDecipheriv } from "node:crypto";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import type { TrafficKey } from "../shared/channel.js";
+import type { Ciphertext } from "../shared/frames.js";
 
 const TAG_BYTES = 16;
 const B64URL = /^[A-Za-z0-9_-]*$/;
@@ -23,18 +25,89 @@ function fromText(ciphertext: string): Buffer {
   return ct;
 }
 
-/** A TrafficKey on node:crypto; `raw` is copied into a KeyObject (the caller may wipe it). */
-export function nodeTrafficKey(raw: Uint8Array): TrafficKey {
-  if (raw.length !== 32) throw new RangeError(`"raw" expected 32 bytes, got ${raw.length}`);
-  const key: KeyObject = createSecretKey(Buffer.from(raw));
-  let aadText = "";
-  let aadBytes = Buffer.alloc(0);
-  // A binding's AAD is its channel id, the same for every frame: encode it once.
-  const aadOf = (aad: string): Buffer => (aad === aadText ? aadBytes : ((aadText = aad), (aadBytes = Buffer.from(aad, "utf8"))));
+/** Where a key's words are put together for one cipher init, zeroed right after (calls are synchronous). */
+const scratchWords = new Int32Array(8);
+const scratch = new Uint8Array(scratchWords.buffer);
+
+/**
+ * A TrafficKey on node:crypto. The 32 key bytes are kept as eight int32 words
+ * in the object itself (`raw` is copied; the caller may wipe it), put together
+ * in a scratch buffer only for the moment node:crypto copies them into a
+ * cipher. A server holds two of these per bound socket: a KeyObject (handle,
+ * native key data) or a Uint8Array of its own (ArrayBuffer, backing store)
+ * costs several hundred bytes, these words 64 (issue 7). `wipe()` zeroes them
+ * once the binding is over; a wiped key refuses to seal or open.
+ */
+export class NodeTrafficKey implements TrafficKey {
+  #w0: number;
+  #w1: number;
+  #w2: number;
+  #w3: number;
+  #w4: number;
+  #w5: number;
+  #w6: number;
+  #w7: number;
+  #wiped = false;
+
+  constructor(raw: Uint8Array) {
+    if (raw.length !== 32) throw new RangeError(`"raw" expected 32 bytes, got ${raw.length}`);
+    scratch.set(raw);
+    const w = scratchWords;
+    this.#w0 = w[0]!;
+    this.#w1 = w[1]!;
+    this.#w2 = w[2]!;
+    this.#w3 = w[3]!;
+    this.#w4 = w[4]!;
+    this.#w5 = w[5]!;
+    this.#w6 = w[6]!;
+    this.#w7 = w[7]!;
+    scratch.fill(0);
+  }
+
+  seal(nonce: Uint8Array, aad: string, plaintext: string): string {
+    return this.#encrypt(nonce, aad, plaintext, EMPTY).toString("base64url");
+  }
+
+  sealBinary(nonce: Uint8Array, aad: string, plaintext: string, header: Uint8Array): Uint8Array {
+    return this.#encrypt(nonce, aad, plaintext, header);
+  }
+
+  open(nonce: Uint8Array, aad: string, ciphertext: Ciphertext): Uint8Array {
+    const ct = typeof ciphertext === "string" ? fromText(ciphertext) : Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.byteLength);
+    if (ct.length < TAG_BYTES || this.#wiped) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
+    let pt: Buffer;
+    try {
+      let d;
+      try {
+        d = createDecipheriv("aes-256-gcm", this.#bytes(), nonce, { authTagLength: TAG_BYTES });
+      } finally {
+        scratch.fill(0);
+      }
+      d.setAAD(Buffer.from(aad, "utf8"));
+      d.setAuthTag(ct.subarray(ct.length - TAG_BYTES));
+      pt = Buffer.concat([d.update(ct.subarray(0, ct.length - TAG_BYTES)), d.final()]);
+    } catch {
+      throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
+    }
+    return pt;
+  }
+
+  /** Zeroes the key; from now on `seal` throws and `open` answers `unauthorised`. */
+  wipe(): void {
+    this.#wiped = true;
+    this.#w0 = this.#w1 = this.#w2 = this.#w3 = this.#w4 = this.#w5 = this.#w6 = this.#w7 = 0;
+  }
+
   /** `prefix || ciphertext || tag`, written once into one buffer. */
-  const encrypt = (nonce: Uint8Array, aad: string, plaintext: string, prefix: Uint8Array): Buffer => {
-    const c = createCipheriv("aes-256-gcm", key, nonce, { authTagLength: TAG_BYTES });
-    c.setAAD(aadOf(aad));
+  #encrypt(nonce: Uint8Array, aad: string, plaintext: string, prefix: Uint8Array): Buffer {
+    if (this.#wiped) throw new Error("this traffic key was wiped");
+    let c;
+    try {
+      c = createCipheriv("aes-256-gcm", this.#bytes(), nonce, { authTagLength: TAG_BYTES });
+    } finally {
+      scratch.fill(0);
+    }
+    c.setAAD(Buffer.from(aad, "utf8"));
     const body = c.update(plaintext, "utf8");
     const fin = c.final();
     const out = Buffer.allocUnsafe(prefix.length + body.length + fin.length + TAG_BYTES);
@@ -43,27 +116,24 @@ export function nodeTrafficKey(raw: Uint8Array): TrafficKey {
     fin.copy(out, prefix.length + body.length);
     c.getAuthTag().copy(out, prefix.length + body.length + fin.length);
     return out;
-  };
-  return {
-    seal(nonce, aad, plaintext) {
-      return encrypt(nonce, aad, plaintext, EMPTY).toString("base64url");
-    },
-    sealBinary(nonce, aad, plaintext, header) {
-      return encrypt(nonce, aad, plaintext, header);
-    },
-    open(nonce, aad, ciphertext) {
-      const ct = typeof ciphertext === "string" ? fromText(ciphertext) : Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.byteLength);
-      if (ct.length < TAG_BYTES) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
-      let pt: Buffer;
-      try {
-        const d = createDecipheriv("aes-256-gcm", key, nonce, { authTagLength: TAG_BYTES });
-        d.setAAD(aadOf(aad));
-        d.setAuthTag(ct.subarray(ct.length - TAG_BYTES));
-        pt = Buffer.concat([d.update(ct.subarray(0, ct.length - TAG_BYTES)), d.final()]);
-      } catch {
-        throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
-      }
-      return pt;
-    },
-  };
+  }
+
+  /** The key bytes, in the scratch buffer: the caller zeroes it once node:crypto has them. */
+  #bytes(): Uint8Array {
+    const w = scratchWords;
+    w[0] = this.#w0;
+    w[1] = this.#w1;
+    w[2] = this.#w2;
+    w[3] = this.#w3;
+    w[4] = this.#w4;
+    w[5] = this.#w5;
+    w[6] = this.#w6;
+    w[7] = this.#w7;
+    return scratch;
+  }
+}
+
+/** The factory the Node entry points install (shared/channel.ts useTrafficKeys). */
+export function nodeTrafficKey(raw: Uint8Array): TrafficKey {
+  return new NodeTrafficKey(raw);
 }

@@ -16,6 +16,7 @@ import { Counter, FixedWindow, limitKey } from "./limits.js";
 import { createLogger, type Logger } from "./log.js";
 import type { KeyRegistry } from "./registry.js";
 import { registerOperatorOps } from "./operator.js";
+import { Schedule } from "./schedule.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
 
@@ -58,7 +59,9 @@ export interface BrokerContext {
   readonly hellosPerAddress: FixedWindow;
   readonly hellosTotal: FixedWindow;
   readonly stats: Stats;
-  /** Indexes (or un-indexes) a bound socket by its channel and identity, for events. */
+  /** The deadlines (expiring, expired) of every binding on this node, on one timer. */
+  readonly schedule: Schedule<Connection>;
+  /** Indexes (or un-indexes) a bound socket by its channel's identity, for store events. */
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
   observeLatency(seconds: number): void;
@@ -93,8 +96,13 @@ export class Broker {
   readonly #http: Server;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<Connection>();
-  readonly #byChannel = new Map<string, Set<Connection>>();
-  readonly #byIdentity = new Map<string, Set<Connection>>();
+  /**
+   * Bound sockets per identity: one socket as itself, several in a Set (rare). Channel events
+   * (retired, rebound) go to the sockets of the channel's identity too: each socket matches
+   * the channel id against its own bindings, so no second index per channel is kept.
+   */
+  readonly #byIdentity = new Map<string, Connection | Set<Connection>>();
+  readonly #schedule: Schedule<Connection>;
   readonly #perAddress = new Counter();
   /** Raw TCP sockets per peer address (before and after the upgrade; a proxy counts as one peer). */
   readonly #sockets = new Counter();
@@ -115,6 +123,9 @@ export class Broker {
     this.#httpHook = o.http;
     const { limits } = this.config;
     const self = this;
+    this.#schedule = new Schedule<Connection>((conn, slot) => conn.onDue(slot), {
+      onError: (e) => this.log.error("deadline failed", { component: "broker", error: e instanceof Error ? e.stack : String(e) }),
+    });
     this.#ctx = {
       config: this.config,
       log: this.log,
@@ -125,6 +136,7 @@ export class Broker {
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
       hellosTotal: new FixedWindow(limits.hellosPerSecond, 1000),
       stats: this.stats,
+      schedule: this.#schedule,
       index: (conn, channel, on) => this.#index(conn, channel, on),
       closed: (conn) => {
         this.#connections.delete(conn);
@@ -145,10 +157,10 @@ export class Broker {
     registerOperatorOps(this, o.registry);
     this.store.onEvent((e) => {
       if (e.kind === "push") {
-        for (const conn of this.#byIdentity.get(e.identity) ?? []) conn.onPush(e.seq, e.data, e.channel);
+        for (const conn of members(this.#byIdentity.get(e.identity))) conn.onPush(e.seq, e.data, e.channel);
         return;
       }
-      for (const conn of this.#byChannel.get(e.channel) ?? []) {
+      for (const conn of members(this.#byIdentity.get(e.identity))) {
         if (e.kind === "retired") conn.onRetired(e.channel, e.reason);
         else conn.onRebound(e.channel, e.binding);
       }
@@ -158,17 +170,25 @@ export class Broker {
       this.log.info("store events resumed; re-checking bound channels", { component: "broker" });
       for (const conn of this.#connections) conn.resync();
     });
-    this.#wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false });
+    // clientTracking off: the broker has its own set of sockets (ws's would add a Set entry and a
+    // close listener per socket).
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false, clientTracking: false });
     this.#http = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => void this.#onHttp(req, res));
     // Slowloris before the upgrade: the request head must arrive within the handshake time,
     // and raw TCP connections count against the per-address limit from their first byte.
     this.#http.headersTimeout = limits.handshakeTimeoutMs;
     this.#http.requestTimeout = limits.handshakeTimeoutMs;
+    // One listener for every socket (no closure kept per socket): the peer address read at
+    // "connection" is cached by the socket, so it reads the same at "close".
+    const sockets = this.#sockets;
+    const onSocketClose = function (this: Duplex & { remoteAddress?: string }): void {
+      sockets.dec(limitKey(this.remoteAddress ?? "unknown"));
+    };
     this.#http.on("connection", (socket) => {
       const key = limitKey(socket.remoteAddress ?? "unknown");
       // Behind a trusted proxy every socket comes from the proxy: the limit applies per X-Forwarded-For at the upgrade.
       if (this.#sockets.inc(key) > limits.connectionsPerAddress * 2 && !this.config.trustProxy) socket.destroy();
-      socket.once("close", () => this.#sockets.dec(key));
+      socket.on("close", onSocketClose); // "close" comes once: no once() wrapper either
     });
     this.#http.on("upgrade", (req, socket, head) => this.#onUpgrade(req, socket, head));
   }
@@ -258,6 +278,7 @@ export class Broker {
     if (this.#closing) return;
     this.#closing = true;
     clearInterval(this.#pinger);
+    this.#schedule.close();
     const httpClosed = new Promise<void>((r) => this.#http.close(() => r()));
     await Promise.all([...this.#connections].map((c) => c.shutdown()));
     const deadline = Date.now() + 3000;
@@ -324,7 +345,6 @@ export class Broker {
   }
 
   #index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void {
-    setIndex(this.#byChannel, channel.id, conn, on);
     if (channel.identity !== "") setIndex(this.#byIdentity, channel.identity, conn, on);
   }
 
@@ -355,16 +375,24 @@ export class Broker {
   }
 }
 
-/** Adds `conn` under `key` (or removes it, dropping empty sets). */
-function setIndex(index: Map<string, Set<Connection>>, key: string, conn: Connection, on: boolean): void {
-  let set = index.get(key);
+/** Adds `conn` under `key` (or removes it): a lone socket is kept as itself, a Set only while there are several. */
+function setIndex(index: Map<string, Connection | Set<Connection>>, key: string, conn: Connection, on: boolean): void {
+  const v = index.get(key);
   if (on) {
-    if (!set) index.set(key, (set = new Set()));
-    set.add(conn);
-  } else if (set) {
-    set.delete(conn);
-    if (set.size === 0) index.delete(key);
+    if (v === undefined) index.set(key, conn);
+    else if (v instanceof Set) v.add(conn);
+    else if (v !== conn) index.set(key, new Set([v, conn]));
+  } else if (v === conn) {
+    index.delete(key);
+  } else if (v instanceof Set) {
+    v.delete(conn);
+    if (v.size === 1) index.set(key, v.values().next().value!);
   }
+}
+
+/** The sockets under one index entry. */
+function members(v: Connection | Set<Connection> | undefined): Iterable<Connection> {
+  return v === undefined ? [] : v instanceof Set ? v : [v];
 }
 
 /** The peer's address; behind a trusted proxy, the last X-Forwarded-For entry (the one the proxy added). */

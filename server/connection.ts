@@ -39,11 +39,17 @@ import type { ChannelRecord, RetireReason } from "./store/store.js";
 import type { Logger } from "./log.js";
 import { limitKey } from "./limits.js";
 import { Role } from "./registry.js";
+import type { Slot } from "./schedule.js";
+
+/** What a binding keeps of its channel record: no key (the binding has its traffic keys). */
+type BoundChannel = Pick<ChannelRecord, "id" | "identity" | "validUntil" | "node">;
+
 
 /** One binding of a channel to this socket (PROTOCOL.md §6.1). */
 interface Binding {
-  readonly id: string;
-  readonly channel: ChannelRecord;
+  /** Set for a resume (the store records which binding owns the channel, §6.5); a handshake's binding needs none. */
+  readonly id: string | undefined;
+  readonly channel: BoundChannel;
   readonly keys: BindingKeys;
   /** Highest request seq accepted (replay rule, §6.4). */
   lastSeq: number;
@@ -55,39 +61,48 @@ interface Binding {
   dead: RetireReason | undefined;
   /** The `binary` feature was agreed for this binding: responses and pushes go as binary frames (§4.11). */
   binary: boolean;
-  timers: ReturnType<typeof setTimeout>[];
+  /** Its next deadline in the broker's schedule: the `expiring` notice, then the expiry. */
+  due: Slot<Connection> | undefined;
+  /** The `expiring` deadline is behind it (or there is none): the next one is the expiry. */
+  warned: boolean;
 }
 
 const UNAUTHORISED = "unknown channel or bad ciphertext";
+
+/** A settled promise to start the per-socket chains from (one for all sockets, not one each). */
+const SETTLED: Promise<void> = Promise.resolve();
+
+/** The Connection of a socket, for the socket listeners shared by all connections. */
+const CONNECTION = Symbol("psimbols.connection");
+type Wired = WebSocket & { [CONNECTION]: Connection };
 
 export class Connection {
   readonly id: string;
   readonly address: string;
   readonly #ws: WebSocket;
   readonly #ctx: BrokerContext;
-  readonly #log: Logger;
-  #queue: Promise<void> = Promise.resolve();
+  #queue: Promise<void> = SETTLED;
   #queued = 0;
   #lastFrameAt = 0;
   #pending: PendingHandshake | undefined;
   #binding: Binding | undefined;
   /** The binding a renewal replaced, kept until its in-flight requests are answered. */
   #old: Binding | undefined;
-  /** Channels this socket retired itself (renewal, close): no notice back to it. */
-  #selfRetired = new Set<string>();
+  /** Channels this socket retired itself (renewal, close): no notice back to it. Made on first use. */
+  #selfRetired: Set<string> | undefined;
   #inFlight = 0;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   /** A cork is held on the socket until the next tick (see #cork). */
   #corked = false;
-  /** Identities this socket asked the store to watch; unwatched at teardown. */
-  #watched = new Set<string>();
+  /** Identities this socket asked the store to watch (one, as a rule: kept as the string itself); unwatched at teardown. */
+  #watched: string | string[] | undefined;
   /** Highest application push seq of this socket's identity already handled (§7.2). */
   #lastPush = 0;
   /** `last_push` of the resume frame, until the resume activates. */
   #resumeLastPush: number | undefined;
   /** Application pushes go out one at a time, in seq order. */
-  #pushChain: Promise<void> = Promise.resolve();
+  #pushChain: Promise<void> = SETTLED;
   alive = true;
 
   constructor(ws: WebSocket, address: string, ctx: BrokerContext) {
@@ -95,12 +110,34 @@ export class Connection {
     this.address = address;
     this.#ctx = ctx;
     this.id = b64u(randomBytes(9));
-    this.#log = ctx.log.child({ component: "connection", conn: this.id });
     this.#armHandshakeTimer();
-    ws.on("message", (data, isBinary) => this.#enqueue(data as Buffer, isBinary));
-    ws.on("pong", () => (this.alive = true));
-    ws.on("close", (code) => this.#teardown(code));
-    ws.on("error", (err) => this.#log.debug("socket error", { error: err.message }));
+    (ws as Wired)[CONNECTION] = this;
+    const on = Connection.#on;
+    ws.on("message", on.message);
+    ws.on("pong", on.pong);
+    ws.on("close", on.close);
+    ws.on("error", on.error);
+  }
+
+  /** Socket listeners, the same functions for every socket (no closures kept per socket); `this` is the socket. */
+  static readonly #on = {
+    message(this: WebSocket, data: unknown, isBinary: boolean): void {
+      (this as Wired)[CONNECTION].#enqueue(data as Buffer, isBinary);
+    },
+    pong(this: WebSocket): void {
+      (this as Wired)[CONNECTION].alive = true;
+    },
+    close(this: WebSocket, code: number): void {
+      (this as Wired)[CONNECTION].#teardown(code);
+    },
+    error(this: WebSocket, err: Error): void {
+      (this as Wired)[CONNECTION].#log.debug("socket error", { error: err.message });
+    },
+  };
+
+  /** A child logger is made per log line, not kept per socket (a few hundred bytes per idle socket). */
+  get #log(): Logger {
+    return this.#ctx.log.child({ component: "connection", conn: this.id });
   }
 
   /** Identity fingerprint and channel id of the current binding, if any. */
@@ -201,7 +238,7 @@ export class Connection {
     const key = randomBytes(32);
     const now = Date.now();
     const rec: ChannelRecord = {
-      id: b64u(randomBytes(16)),
+      id: channelId(),
       identity,
       key,
       type: "AES-256-GCM",
@@ -212,7 +249,7 @@ export class Connection {
     const previous = this.#binding;
     // Renewal: same identity, so activation retires the previous channel; no notice back to us.
     const renewal = previous?.channel.identity === identity;
-    if (previous && renewal) this.#selfRetired.add(previous.channel.id);
+    if (previous && renewal) (this.#selfRetired ??= new Set()).add(previous.channel.id);
     const keys = await deriveBinding(key, rec.id, p.nonceC, p.nonceS);
     // Sealed before the channel is written and indexed: from #install to #send below nothing
     // awaits, so no notice for the new channel (a `replaced` from a concurrent handshake of the
@@ -228,7 +265,7 @@ export class Connection {
       replaced = await this.#store(() => store.activate(rec));
       this.#lastPush = lastPush;
     } catch (e) {
-      if (previous) this.#selfRetired.delete(previous.channel.id);
+      if (previous) this.#selfRetired?.delete(previous.channel.id);
       throw e;
     }
     if (previous) {
@@ -236,10 +273,10 @@ export class Connection {
       previous.dead ??= "replaced";
       this.#retireOld();
       this.#old = previous;
-      if (previous.channel.id !== replaced) this.#selfRetired.delete(previous.channel.id);
+      if (previous.channel.id !== replaced) this.#selfRetired?.delete(previous.channel.id);
     }
     const binary = p.features.includes(Feature.binary);
-    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, timers: [], binary });
+    this.#install({ id: undefined, channel: bound(rec), keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, due: undefined, warned: false, binary });
     wipe(key);
     this.#ctx.stats.handshakes.established++;
     this.#log.info(renewal ? "channel renewed" : "channel established", { identity, channel: rec.id, replaced });
@@ -262,7 +299,7 @@ export class Connection {
     // Features of this binding: what the resume asks for and this node offers (§4.11).
     const features = f.features?.filter((x) => this.#ctx.offer.features?.includes(x));
     const binary = features?.includes(Feature.binary) ?? false;
-    this.#install({ id: b64u(randomBytes(9)), channel: rec, keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, timers: [], binary });
+    this.#install({ id: b64u(randomBytes(9)), channel: bound(rec), keys, lastSeq: 0, pushSeq: 0, active: false, dead: undefined, due: undefined, warned: false, binary });
     this.#send({ type: "resumed", source: this.#ctx.config.source, channel: rec.id, nonce: b64u(nonceS), ...(features ? { features } : {}) });
   }
 
@@ -322,8 +359,8 @@ export class Connection {
     if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
     this.#ctx.index(this, rec, true);
     this.#schedule(b);
-    clearTimeout(this.#handshakeTimer);
-    await this.#store(() => store.bind(rec.id, rec.identity, b.id));
+    this.#handshakeOver();
+    await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
     this.#ctx.stats.resumes.ok++;
     this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
     return true;
@@ -336,7 +373,7 @@ export class Connection {
       const req = decodeInnerRequest(text);
       const ctx: HandlerContext = { identity: b.channel.identity, channel: b.channel.id, connection: this.id, node: this.#ctx.config.node };
       if (req.op === "channel.close") {
-        this.#selfRetired.add(b.channel.id);
+        (this.#selfRetired ??= new Set()).add(b.channel.id);
         b.dead = "closed";
         await this.#store(() => this.#ctx.store.retire(b.channel.id, "closed"));
         inner = { data: { closed: true } };
@@ -376,7 +413,7 @@ export class Connection {
     for (const b of [this.#binding, this.#old]) {
       if (!b || b.channel.id !== channel) continue;
       b.dead ??= reason;
-      if (b !== this.#binding || this.#selfRetired.delete(channel)) continue;
+      if (b !== this.#binding || this.#selfRetired?.delete(channel)) continue;
       this.#clearTimers(b);
       void this.#notice(b, reason).then(() => this.#terminalClose(reason));
     }
@@ -509,7 +546,7 @@ export class Connection {
     }
     this.#binding = b;
     if (b.active) {
-      clearTimeout(this.#handshakeTimer);
+      this.#handshakeOver();
       this.#ctx.index(this, b.channel, true);
       this.#schedule(b);
     }
@@ -522,23 +559,34 @@ export class Connection {
     }
   }
 
+  /** Puts the binding's deadlines in the broker's schedule: `expiring` (if it is still ahead), then the expiry. */
   #schedule(b: Binding): void {
+    this.#clearTimers(b);
     const { expiringBefore } = this.#ctx.config;
-    const left = b.channel.validUntil - Date.now();
-    b.timers = [];
-    if (expiringBefore > 0 && left > expiringBefore * 1000) {
-      later(b, left - expiringBefore * 1000, () => void this.#notice(b, "expiring", new Date(b.channel.validUntil).toISOString()));
+    const warnAt = b.channel.validUntil - expiringBefore * 1000;
+    b.warned = !(expiringBefore > 0 && warnAt > Date.now());
+    b.due = this.#ctx.schedule.add(b.warned ? b.channel.validUntil : warnAt, this);
+  }
+
+  /** The broker's schedule: a deadline of this socket's binding is due. */
+  onDue(slot: Slot<Connection>): void {
+    const b = this.#binding;
+    if (!b || b.due !== slot) return; // a deadline of a binding that has gone since
+    b.due = undefined;
+    if (!b.warned) {
+      b.warned = true;
+      b.due = this.#ctx.schedule.add(b.channel.validUntil, this);
+      void this.#notice(b, "expiring", new Date(b.channel.validUntil).toISOString());
+      return;
     }
-    later(b, Math.max(0, left), () => {
-      if (b.dead) return;
-      b.dead = "expired";
-      void this.#notice(b, "expired");
-    });
+    if (b.dead) return;
+    b.dead = "expired";
+    void this.#notice(b, "expired");
   }
 
   #clearTimers(b: Binding): void {
-    for (const t of b.timers) clearTimeout(t);
-    b.timers = [];
+    this.#ctx.schedule.cancel(b.due);
+    b.due = undefined;
   }
 
   async #notice(b: Binding, notice: NoticeKind, validUntil?: string): Promise<void> {
@@ -574,8 +622,9 @@ export class Connection {
   }
 
   #watch(identity: string): void {
-    if (this.#watched.has(identity)) return;
-    this.#watched.add(identity);
+    const w = this.#watched;
+    if (w === identity || (Array.isArray(w) && w.includes(identity))) return;
+    this.#watched = w === undefined ? identity : Array.isArray(w) ? [...w, identity] : [w, identity];
     this.#ctx.store.watch(identity);
   }
 
@@ -585,6 +634,24 @@ export class Connection {
       if (this.#pending || !this.#binding?.active) this.close(CloseCode.handshakeTimeout);
     }, this.#ctx.config.limits.handshakeTimeoutMs);
     this.#handshakeTimer.unref?.();
+  }
+
+  #disarmHandshakeTimer(): void {
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
+  }
+
+  /**
+   * Bound: drops what only the handshake needed. Besides the timer, the ws
+   * receiver's list of pending chunks (grown to 16 slots by the handshake
+   * frames, ~140 bytes an idle socket keeps for nothing) loses its storage
+   * when it is empty, as it is between frames. `_receiver._buffers` is ws's
+   * (8.x, undocumented, as `_socket` in #cork); if it is not there, nothing happens.
+   */
+  #handshakeOver(): void {
+    this.#disarmHandshakeTimer();
+    const r = (this.#ws as unknown as { _receiver?: { _buffers?: unknown } })._receiver;
+    if (Array.isArray(r?._buffers) && r._buffers.length === 0) r._buffers.length = 0;
   }
 
   #send(frame: ServerFrame): void {
@@ -639,15 +706,17 @@ export class Connection {
 
   #teardown(code: number): void {
     this.#closed = true;
-    clearTimeout(this.#handshakeTimer);
+    this.#disarmHandshakeTimer();
     this.#pending = undefined;
     for (const b of [this.#binding, this.#old]) {
       if (!b) continue;
       this.#clearTimers(b);
       this.#ctx.index(this, b.channel, false);
+      wipeKeys(b.keys); // closed: nothing is sealed or opened for this socket any more
     }
-    for (const identity of this.#watched) this.#ctx.store.unwatch(identity);
-    this.#watched.clear();
+    const w = this.#watched;
+    for (const identity of w === undefined ? [] : Array.isArray(w) ? w : [w]) this.#ctx.store.unwatch(identity);
+    this.#watched = undefined;
     this.#ctx.closed(this, code);
   }
 }
@@ -657,19 +726,20 @@ function phantom(id: string, node: string): ChannelRecord {
   return { id, identity: "", key: randomBytes(32), type: "AES-256-GCM", validUntil: Date.now() + 60_000, ttl: 60, node };
 }
 
-/** Largest delay setTimeout takes (2^31 − 1 ms, about 24.8 days); longer ones would fire at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Zeroes a finished binding's traffic keys where the engine can (node:crypto keys can; CryptoKeys cannot). */
+function wipeKeys(keys: BindingKeys): void {
+  keys.c2s.wipe?.();
+  keys.s2c.wipe?.();
+}
 
-/** Runs `f` after `ms` on `b`'s timer list, in steps a timer can hold (channels may live a year). */
-function later(b: Binding, ms: number, f: () => void): void {
-  const step = Math.min(ms, MAX_TIMER_MS);
-  const t = setTimeout(() => {
-    b.timers = b.timers.filter((x) => x !== t);
-    if (ms > step) later(b, ms - step, f);
-    else f();
-  }, step);
-  t.unref?.();
-  b.timers.push(t);
+/** A fresh channel id: base64url of 16 random bytes, as one flat string (b64u's would be a slice of a padded one). */
+function channelId(): string {
+  return Buffer.from(randomBytes(16)).toString("base64url");
+}
+
+/** What a binding keeps of a record (a fresh object: the record, and its key, can go). */
+function bound(rec: ChannelRecord): BoundChannel {
+  return { id: rec.id, identity: rec.identity, validUntil: rec.validUntil, node: rec.node };
 }
 
 function withClose(e: unknown, close: CloseCode): unknown {

@@ -41,6 +41,8 @@ export interface TrafficKey {
    * @throws PsimbolsError `unauthorised` (does not authenticate) or `bad_request` (malformed base64url).
    */
   open(nonce: Uint8Array, aad: string, ciphertext: Ciphertext): Promise<Uint8Array> | Uint8Array;
+  /** Zeroes the key where the engine can (node:crypto's can; a CryptoKey cannot): it then seals and opens nothing. */
+  wipe?(): void;
 }
 export type TrafficKeyFactory = (raw: Uint8Array) => Promise<TrafficKey> | TrafficKey;
 

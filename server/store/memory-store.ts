@@ -17,6 +17,14 @@ interface Entry {
   readonly expires: number;
 }
 
+/**
+ * A channel record as this store keeps it: the key as a one-byte string of its
+ * 32 bytes (48 heap bytes; a Uint8Array of its own costs some 400 with its
+ * ArrayBuffer and native backing store, per bound channel: issue 7). Like the
+ * Uint8Array copies before it, it is never wiped: records leave as copies.
+ */
+type Kept = Omit<ChannelRecord, "key"> & { readonly key: string };
+
 /** The push window of one identity. `seq` is the last number given out. */
 interface Pushes {
   seq: number;
@@ -26,9 +34,10 @@ interface Pushes {
 }
 
 export class MemoryStore implements Store {
-  #channels = new Map<string, ChannelRecord>();
+  #channels = new Map<string, Kept>();
   #active = new Map<string, string>();
-  #counters = new Map<string, { window: number; windowMs: number; count: number }>();
+  /** `hit` counters per window length: the counts of the current fixed window (all keys share it). */
+  #counters = new Map<number, { window: number; counts: Map<string, number> }>();
   #pushes = new Map<string, Pushes>();
   #handlers: ((e: StoreEvent) => void)[] = [];
   #resyncHandlers: (() => void)[] = [];
@@ -53,8 +62,8 @@ export class MemoryStore implements Store {
     // Synchronous from read to write: concurrent activations cannot both see the same previous channel.
     const active = this.#active.get(rec.identity);
     const prev = active !== undefined ? this.#live(active) : undefined;
-    const { retired: _, ...fresh } = rec;
-    this.#channels.set(rec.id, { ...fresh, key: rec.key.slice() }); // the store owns its copy of the key
+    // The store owns its copy of the key; `retired` of the argument is not kept.
+    this.#channels.set(rec.id, { id: rec.id, identity: rec.identity, key: packKey(rec.key), type: rec.type, validUntil: rec.validUntil, ttl: rec.ttl, node: rec.node });
     this.#active.set(rec.identity, rec.id);
     if (prev && prev.id !== rec.id) {
       this.#channels.set(prev.id, { ...prev, retired: "replaced" });
@@ -129,12 +138,15 @@ export class MemoryStore implements Store {
 
   async hit(key: string, windowMs: number): Promise<number> {
     const window = Math.floor(this.#now() / windowMs);
-    const c = this.#counters.get(key);
-    if (!c || c.window !== window) {
-      this.#counters.set(key, { window, windowMs, count: 1 });
-      return 1;
+    let c = this.#counters.get(windowMs);
+    if (!c) this.#counters.set(windowMs, (c = { window, counts: new Map() }));
+    else if (c.window !== window) {
+      c.window = window;
+      c.counts.clear();
     }
-    return ++c.count;
+    const n = (c.counts.get(key) ?? 0) + 1;
+    c.counts.set(key, n);
+    return n;
   }
 
   watch(identity: string): void {
@@ -158,7 +170,7 @@ export class MemoryStore implements Store {
   }
 
   /** The record, tombstone or not, unless expired (then dropped). */
-  #record(id: string): ChannelRecord | undefined {
+  #record(id: string): Kept | undefined {
     const c = this.#channels.get(id);
     if (c && c.validUntil <= this.#now()) {
       this.#drop(c);
@@ -168,12 +180,12 @@ export class MemoryStore implements Store {
   }
 
   /** The record if it is live: known, not expired, not retired. */
-  #live(id: string): ChannelRecord | undefined {
+  #live(id: string): Kept | undefined {
     const c = this.#record(id);
     return c && !c.retired ? c : undefined;
   }
 
-  #drop(c: ChannelRecord): void {
+  #drop(c: Kept): void {
     this.#channels.delete(c.id);
     if (this.#active.get(c.identity) === c.id) this.#active.delete(c.identity);
   }
@@ -181,7 +193,7 @@ export class MemoryStore implements Store {
   #purge(): void {
     const now = this.#now();
     for (const c of this.#channels.values()) if (c.validUntil <= now) this.#drop(c);
-    for (const [k, v] of this.#counters) if (v.window < Math.floor(now / v.windowMs)) this.#counters.delete(k);
+    for (const [windowMs, c] of this.#counters) if (c.window < Math.floor(now / windowMs)) this.#counters.delete(windowMs);
     for (const [k, p] of this.#pushes) {
       dropExpired(p, now);
       if (p.entries.length === 0 && p.forgetAt <= now) this.#pushes.delete(k);
@@ -198,8 +210,18 @@ export class MemoryStore implements Store {
 }
 
 /** Records leave the store as copies: a caller that wipes its key cannot corrupt the store. */
-function copy(c: ChannelRecord): ChannelRecord {
-  return { ...c, key: c.key.slice() };
+function copy(c: Kept): ChannelRecord {
+  return { ...c, key: unpackKey(c.key) };
+}
+
+function packKey(key: Uint8Array): string {
+  return String.fromCharCode(...key);
+}
+
+function unpackKey(s: string): Uint8Array {
+  const key = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) key[i] = s.charCodeAt(i);
+  return key;
 }
 
 /** Drops the entries past their age (always the oldest ones). */

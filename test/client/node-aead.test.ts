@@ -9,7 +9,7 @@ import fc from "fast-check";
 import { FrameKind, frameNonce, innerText, webCryptoTrafficKey } from "../../shared/channel.js";
 import { randomBytes } from "../../shared/crypto.js";
 import { b64u, fromB64u } from "../../shared/encoding.js";
-import { nodeTrafficKey } from "../../client/node-aead.js";
+import { NodeTrafficKey, nodeTrafficKey } from "../../client/node-aead.js";
 
 const code = async (f: () => unknown) => {
   try {
@@ -87,6 +87,19 @@ test("both engines refuse a flipped bit, another nonce, another AAD and a cut ta
 
 test("a key must be 32 bytes", () => {
   assert.throws(() => nodeTrafficKey(new Uint8Array(16)), /32 bytes/);
+});
+
+test("a wiped key seals nothing and opens nothing (unauthorised), even what it sealed before", async () => {
+  const raw = randomBytes(32);
+  const key = new NodeTrafficKey(raw);
+  raw.fill(0); // the key has its own copy
+  const nonce = frameNonce(FrameKind.push, 3);
+  const ct = key.seal(nonce, "chan", "hello");
+  assert.is(innerText(key.open(nonce, "chan", ct)), "hello");
+  key.wipe();
+  key.wipe();
+  assert.throws(() => key.seal(nonce, "chan", "hello"), /wiped/);
+  assert.is(await code(() => key.open(nonce, "chan", ct)), "unauthorised");
 });
 
 test.run();

@@ -1336,8 +1336,9 @@ export const limitRows: Row[] = [
     broker: "tight",
     expect: { reply: "error", error: ErrorCode.tooMany, close: C.tooMany },
     run: async (x) => {
-      const raw = await x.open();
+      // Aligned first: the wait may outlast the tight broker's 1.5 s handshake timeout of an open socket.
       await alignWindow(10_000, 3_000);
+      const raw = await x.open();
       for (let i = 0; i < TIGHT.hellosPerAddress; i++) {
         const { o } = await helloObject();
         o.channel_types = ["DES"];

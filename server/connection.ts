@@ -158,7 +158,10 @@ export class Connection {
     this.#queue = this.#queue
       .then(() => (this.#closed ? undefined : this.#onMessage(data, isBinary)))
       .catch((e: unknown) => this.#fail(e))
-      .finally(() => this.#queued--);
+      .finally(() => {
+        // Nothing queued: an idle socket keeps no promise of its own, only the shared settled one.
+        if (--this.#queued === 0) this.#queue = SETTLED;
+      });
   }
 
   async #onMessage(data: Buffer, isBinary: boolean): Promise<void> {

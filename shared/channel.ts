@@ -49,8 +49,11 @@ export type TrafficKeyFactory = (raw: Uint8Array) => Promise<TrafficKey> | Traff
 /** One binding's traffic keys. */
 export interface BindingKeys {
   readonly channel: string;
-  /** The channel id's 16 raw bytes, as a binary frame carries them (§4.11). */
-  readonly channelBytes: Uint8Array;
+  /**
+   * The channel id's 16 raw bytes, as a binary frame carries them (§4.11):
+   * decoded on the first binary frame and kept (an idle binding holds none).
+   */
+  channelBytes?: Uint8Array;
   readonly c2s: TrafficKey;
   readonly s2c: TrafficKey;
 }
@@ -105,7 +108,7 @@ export async function deriveTrafficKeys(channelKey: Uint8Array, channel: string,
 /** Derives a binding's keys; raw bytes are wiped once imported. */
 export async function deriveBinding(channelKey: Uint8Array, channel: string, nonceC: Uint8Array, nonceS: Uint8Array): Promise<BindingKeys> {
   const raw = await deriveTrafficKeys(channelKey, channel, nonceC, nonceS);
-  const keys = { channel, channelBytes: fromB64u(channel, "channel"), c2s: await trafficKey(raw.c2s), s2c: await trafficKey(raw.s2c) };
+  const keys: BindingKeys = { channel, c2s: await trafficKey(raw.c2s), s2c: await trafficKey(raw.s2c) };
   wipe(raw.c2s, raw.s2c);
   return keys;
 }
@@ -134,6 +137,7 @@ export async function sealFrame(key: TrafficKey, kind: FrameKind, seq: number, c
  */
 export function sealBinaryFrame(keys: BindingKeys, kind: FrameKind, seq: number, plaintext: string): Promise<Uint8Array> | Uint8Array {
   const key = kind === FrameKind.request ? keys.c2s : keys.s2c;
+  keys.channelBytes ??= fromB64u(keys.channel, "channel");
   return key.sealBinary(frameNonce(kind, seq), keys.channel, plaintext, encodeBinaryHeader(kind, keys.channelBytes, seq));
 }
 

@@ -383,7 +383,7 @@ for (const t of V.transcripts) {
     });
 
     test(`${t.name}, ${b.name}: the binary form of each frame (§4.11) seals to the exact bytes, decodes and opens`, async () => {
-      const keys = { channel: b.channel, channelBytes: fromB64u(b.channel, "channel"), c2s: await trafficKey(unhex(b.c2s)), s2c: await trafficKey(unhex(b.s2c)) };
+      const keys = { channel: b.channel, c2s: await trafficKey(unhex(b.c2s)), s2c: await trafficKey(unhex(b.s2c)) };
       for (const f of b.frames) {
         const what = `${f.kind} ${f.seq}`;
         const sealed = await sealBinaryFrame(keys, frameKind(f.kind), f.seq, f.plaintext);

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { ErrorCode } from "../../shared/errors.js";
 import { FileKnownServers, connect } from "../../client/node.js";
-import { WebSocket } from "ws";
+import { WebSocket, WebSocketServer } from "ws";
 import { type RunningBroker, startBroker, tempDir } from "../helpers/broker.js";
 import { startProxy } from "../helpers/proxy.js";
 
@@ -210,6 +210,61 @@ for (const code of ["forbidden", "unsupported"]) {
     }
   });
 }
+
+/**
+ * A WebSocket relay in front of the broker, as an on-path attacker on ws:// would be: every
+ * message passes as it is (text as text, binary as binary) unless `rewrite` changes a text one.
+ */
+async function startRelay(target: string, rewrite: (text: string) => string) {
+  const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
+  await new Promise((r) => wss.once("listening", r));
+  const pairs = new Set<[WebSocket, WebSocket]>();
+  wss.on("connection", (down) => {
+    const up = new WebSocket(target);
+    const pending: [Buffer, boolean][] = [];
+    pairs.add([down, up]);
+    down.on("message", (d: Buffer, isBinary) => (up.readyState === 1 ? up.send(d, { binary: isBinary }) : pending.push([d, isBinary])));
+    up.on("open", () => pending.splice(0).forEach(([d, b]) => up.send(d, { binary: b })));
+    up.on("message", (d: Buffer, isBinary) => down.send(isBinary ? d : rewrite(d.toString("utf8")), { binary: isBinary }));
+    const end = () => (down.terminate(), up.terminate());
+    down.on("close", end);
+    up.on("close", end);
+  });
+  const port = (wss.address() as { port: number }).port;
+  return {
+    url: `ws://127.0.0.1:${port}/`,
+    cut: () => pairs.forEach(([d, u]) => (d.terminate(), u.terminate())),
+    close: () => (pairs.forEach(([d, u]) => (d.terminate(), u.terminate())), wss.close()),
+  };
+}
+
+t("a `resumed` that lists a feature the client did not ask for is refused (protocol); the client then resumes cleanly", async () => {
+  let tamper = true;
+  const relay = await startRelay(broker.url, (text) => {
+    const f = JSON.parse(text) as { type: string; features?: string[] };
+    if (!tamper || f.type !== "resumed") return text;
+    tamper = false;
+    return JSON.stringify({ ...f, features: [...(f.features ?? []), "x-not-offered"] });
+  });
+  const c = await connect(relay.url, { key: await generateSigningKey(), knownServers: noFile(), reconnect: { baseMs: 20, maxMs: 100 } });
+  const errors: { code: string; message: string }[] = [];
+  c.on("error", (e) => errors.push({ code: e.code, message: e.message }));
+  try {
+    assert.equal(await c.request("echo", 1), 1);
+    const resumed = new Promise<void>((r) => {
+      const off = c.on("resumed", () => (off(), r()));
+    });
+    relay.cut();
+    await resumed;
+    assert.is(tamper, false, "the relay never saw a resumed frame");
+    assert.ok(errors.some((e) => e.code === ErrorCode.protocol && e.message.includes("not offered")), JSON.stringify(errors));
+    assert.is(c.stats.resumes, 1, "the tampered resume must not count");
+    assert.equal(await c.request("echo", "after"), "after");
+  } finally {
+    await c.close();
+    relay.close();
+  }
+});
 
 t("after close, requests fail with `closed`", async () => {
   const c = await connect(broker.url, { key: await generateSigningKey(), knownServers: noFile() });

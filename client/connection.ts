@@ -99,7 +99,7 @@ export interface WebSocketLike {
   onmessage: ((event: any) => void) | null;
   onclose: ((event: any) => void) | null;
   onerror: ((event: any) => void) | null;
-  /** Set to "arraybuffer" so binary frames arrive as ArrayBuffer (browser) or ArrayBuffer/Buffer (ws). */
+  /** Where it is "blob" (browsers) the client sets "arraybuffer", so binary frames arrive as bytes; ws delivers Buffers. */
   binaryType?: string;
   send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;

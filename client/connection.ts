@@ -369,6 +369,8 @@ interface Conn {
   liveness: Timer | undefined;
   lastRecv: number;
   lastPing: number;
+  /** A binding on this socket agreed on binary frames (§4.11): the server may send them here. */
+  binary: boolean;
 }
 
 interface Channel {
@@ -723,6 +725,7 @@ export class Client {
       liveness: undefined,
       lastRecv: now(),
       lastPing: 0,
+      binary: false,
     };
     this.#conn = conn;
     ws.onopen = () => this.#onOpen(conn);
@@ -753,7 +756,7 @@ export class Client {
     if (typeof data !== "string") {
       const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : undefined;
       // Binary frames only on a socket whose binding agreed on them (§4.11).
-      if (!bytes || ![...conn.bindings.values()].some((b) => b.binary)) {
+      if (!bytes || !conn.binary) {
         return this.#inbound(conn, () => this.#drop(conn, CloseCode.unsupportedData, err(ErrorCode.protocol, "the server sent a binary frame")));
       }
       if (bytes.length > MAX_FRAME_BYTES) {
@@ -1212,6 +1215,7 @@ export class Client {
 
   #bind(conn: Conn, keys: BindingKeys, features: readonly string[]): Binding {
     const b: Binding = { keys, nextSeq: 1, lastPush: 0, pending: new Map(), binary: features.includes(Feature.binary) };
+    conn.binary ||= b.binary;
     conn.bindings.set(keys.channel, b);
     conn.current = b;
     conn.gated = false;

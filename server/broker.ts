@@ -8,7 +8,7 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
 import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
-import { ChannelType, Feature, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
+import { ChannelType, Feature, type NodeStats, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
@@ -38,15 +38,8 @@ export interface HandlerContext {
  */
 export type Handler = (data: unknown, ctx: HandlerContext) => unknown;
 
-/** Counters of one node (also exported at /metrics). */
-export interface Stats {
-  handshakes: { started: number; established: number; rejected: number; forbidden: number; rateLimited: number };
-  resumes: { ok: number; rejected: number };
-  requests: { ok: number; failed: number; unauthorised: number; tooMany: number };
-  notices: number;
-  pushes: number;
-  storeErrors: number;
-}
+/** Counters of one node (also exported at /metrics; the wire shape of `admin.channels`' stats). */
+export type Stats = NodeStats;
 
 /** What a Connection may use of its broker. */
 export interface BrokerContext {

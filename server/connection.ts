@@ -404,9 +404,7 @@ export class Connection {
       this.#log.error("handler result is not JSON", { error: e instanceof Error ? e.message : String(e) });
       out = JSON.stringify({ error: { code: ErrorCode.internal, message: "the handler failed" } });
     }
-    if (b.binary) return this.#write(await sealBinaryFrame(b.keys, FrameKind.response, seq, out));
-    const response = await sealFrame(b.keys.s2c, FrameKind.response, seq, b.channel.id, out);
-    this.#send({ type: "response", source: this.#ctx.config.source, channel: b.channel.id, seq, response });
+    await this.#sendSealed(b, "response", seq, out);
   }
 
   // ------------------------------------------------------------ from the broker
@@ -600,10 +598,17 @@ export class Connection {
 
   async #sendPush(b: Binding, inner: InnerPush): Promise<void> {
     if (b.pushSeq >= MAX_SEQ) return this.close(CloseCode.tooMany, "push limit of this binding reached; resume");
-    const seq = ++b.pushSeq;
-    if (b.binary) return this.#write(await sealBinaryFrame(b.keys, FrameKind.push, seq, JSON.stringify(inner)));
-    const push = await sealFrame(b.keys.s2c, FrameKind.push, seq, b.channel.id, JSON.stringify(inner));
-    this.#send({ type: "push", source: this.#ctx.config.source, channel: b.channel.id, seq, push });
+    await this.#sendSealed(b, "push", ++b.pushSeq, JSON.stringify(inner));
+  }
+
+  /** Seals an inner payload under `b`'s s2c key and writes it: a binary frame where `b` agreed on it (§4.11), else JSON. */
+  async #sendSealed(b: Binding, type: "response" | "push", seq: number, text: string): Promise<void> {
+    const kind = type === "response" ? FrameKind.response : FrameKind.push;
+    if (b.binary) return this.#write(await sealBinaryFrame(b.keys, kind, seq, text));
+    const ct = await sealFrame(b.keys.s2c, kind, seq, b.channel.id, text);
+    const { source } = this.#ctx.config;
+    const channel = b.channel.id;
+    this.#send(type === "response" ? { type, source, channel, seq, response: ct } : { type, source, channel, seq, push: ct });
   }
 
   #checkHelloRate(): void {

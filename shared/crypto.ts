@@ -141,10 +141,15 @@ const ED25519_SMALL_ORDER: readonly string[] = [
   "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
 ];
 
-function hasSmallOrder(point: Uint8Array): boolean {
+/**
+ * Whether a 32-byte Curve25519 point encoding is in `list` (hex, bit 255
+ * cleared), whatever its bit 255: the small-order blocklists of Ed25519 (here)
+ * and X25519 (shared/handshake.ts) are matched the same way.
+ */
+export function inPointList(point: Uint8Array, list: readonly string[]): boolean {
   let hex = "";
   point.forEach((b, i) => (hex += (i === 31 ? b & 0x7f : b).toString(16).padStart(2, "0")));
-  return ED25519_SMALL_ORDER.includes(hex);
+  return list.includes(hex);
 }
 
 /**
@@ -158,7 +163,7 @@ export async function importSpki(type: KeyType, spki: Uint8Array, field = "publi
     throw new PsimbolsError(ErrorCode.badRequest, `"${field}.data" is not a canonical ${type} SubjectPublicKeyInfo`);
   }
   const key = await engine.importSpki(type, spki, field);
-  if (type === KeyType.ed25519 && hasSmallOrder(spki.subarray(12))) {
+  if (type === KeyType.ed25519 && inPointList(spki.subarray(12), ED25519_SMALL_ORDER)) {
     // A small-order point verifies a signature (R = identity, S = 0) over every message.
     throw new PsimbolsError(ErrorCode.badRequest, `"${field}" is a small-order Ed25519 point`);
   }

@@ -170,6 +170,16 @@ export type InnerResponse = { data: unknown } | { error: { code: string; message
 /** Inner push: a notice or an application message. PROTOCOL.md §7. */
 export type InnerPush = { notice: NoticeKind; valid_until?: string; reason?: string } | { message: unknown; id?: number };
 
+/** Counters of one broker node, as /metrics exports them and the `admin.channels` operation returns them. */
+export interface NodeStats {
+  handshakes: { started: number; established: number; rejected: number; forbidden: number; rateLimited: number };
+  resumes: { ok: number; rejected: number };
+  requests: { ok: number; failed: number; unauthorised: number; tooMany: number };
+  notices: number;
+  pushes: number;
+  storeErrors: number;
+}
+
 export const NoticeKind = {
   expiring: "expiring",
   expired: "expired",
@@ -353,8 +363,8 @@ export function decodeServerFrame(text: string): ServerFrame {
 
 // ---- binary channel frames (PROTOCOL.md §4.11) ----
 
-/** The byte that opens a binary channel frame; the same number as the frame's nonce kind (§6.3). */
-const BINARY_KIND = { request: 1, response: 2, push: 3 } as const;
+/** Frame types by the byte that opens a binary channel frame: the same number as the frame's nonce kind (§6.3). */
+const BINARY_TYPES = [undefined, "request", "response", "push"] as const;
 
 /**
  * The 21-byte header of a binary channel frame:
@@ -373,8 +383,8 @@ export function encodeBinaryHeader(kind: 1 | 2 | 3, channel: Uint8Array, seq: nu
 /** Splits a binary channel frame into its parts. @throws PsimbolsError `bad_request`. */
 function decodeBinary(bytes: Uint8Array, accept: readonly ("request" | "response" | "push")[]): { type: "request" | "response" | "push"; channel: string; seq: number; ct: Uint8Array } {
   if (bytes.length < BINARY_HEADER_BYTES + 16) throw badField("frame", `binary frame of at least ${BINARY_HEADER_BYTES + 16} bytes`);
-  const type = accept.find((t) => BINARY_KIND[t] === bytes[0]);
-  if (!type) throw new PsimbolsError(ErrorCode.badRequest, `binary frame kind is not one this side accepts`);
+  const type = BINARY_TYPES[bytes[0]!];
+  if (!type || !accept.includes(type)) throw new PsimbolsError(ErrorCode.badRequest, `binary frame kind is not one this side accepts`);
   const seq = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1 + CHANNEL_ID_BYTES, false);
   if (seq < 1 || seq > MAX_SEQ) throw badField("seq", `integer in 1..${MAX_SEQ}`);
   return { type, channel: b64u(bytes.subarray(1, 1 + CHANNEL_ID_BYTES)), seq, ct: bytes.subarray(BINARY_HEADER_BYTES) };

@@ -19,6 +19,7 @@ import {
   type SigningKey,
   handshakeCrypto,
   importPublicKey,
+  inPointList,
   randomBytes,
   sha256,
   sign,
@@ -69,12 +70,6 @@ const X25519_LOW_ORDER: readonly string[] = [
   "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
 ];
 
-function x25519LowOrder(raw: Uint8Array): boolean {
-  let hex = "";
-  raw.forEach((b, i) => (hex += (i === 31 ? b & 0x7f : b).toString(16).padStart(2, "0")));
-  return X25519_LOW_ORDER.includes(hex);
-}
-
 /** Imports a client's ephemeral public key on the installed engine, mapping every failure to `bad_request`. */
 async function importKemPublic(kem: KemType, raw: Uint8Array): Promise<KemPublicKey> {
   if (raw.length !== KEM_PUBLIC_BYTES[kem]) {
@@ -91,7 +86,7 @@ async function importKemPublic(kem: KemType, raw: Uint8Array): Promise<KemPublic
 async function hpkeSender(pk: KemPublicKey, info: Uint8Array, ekm?: Uint8Array): Promise<HpkeSender> {
   const unusable = (cause?: unknown) => new PsimbolsError(ErrorCode.badRequest, `"kem.data" is not a usable ${pk.kem} public key`, { cause });
   // A low-order or otherwise unusable ephemeral key (RFC 9180 §7.1.4: DH output all zero).
-  if (pk.kem === KemType.x25519 && x25519LowOrder(pk.raw)) throw unusable();
+  if (pk.kem === KemType.x25519 && inPointList(pk.raw, X25519_LOW_ORDER)) throw unusable();
   try {
     return await handshakeCrypto().hpke.createSender(pk, info, ekm);
   } catch (cause) {

@@ -24,6 +24,7 @@ import {
   publicKeyPem,
   sameOriginUrl,
 } from "../browser.js";
+import type { NodeStats } from "../../shared/frames.js";
 
 /** IndexedDB name of the console's key, apart from any key an app on the same origin keeps. */
 const KEY_NAME = "console";
@@ -38,14 +39,7 @@ const SOON_S = 60;
 
 // ------------------------------------------------------------------ admin.channels, decoded
 
-interface Stats {
-  handshakes: { started: number; established: number; rejected: number; forbidden: number; rateLimited: number };
-  resumes: { ok: number; rejected: number };
-  requests: { ok: number; failed: number; unauthorised: number; tooMany: number };
-  notices: number;
-  pushes: number;
-  storeErrors: number;
-}
+type Stats = NodeStats;
 
 /** A socket this node holds for a channel. */
 interface Socket {

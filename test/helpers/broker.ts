@@ -77,6 +77,21 @@ export async function startBroker(args: string[] = [], options: { dataDir?: stri
 }
 
 /** Runs the CLI to completion. */
+/**
+ * A new keys file registering a fresh operator key (`keygen`, then `keys add --role operator`, through
+ * the CLI). @throws when either command fails, with its stderr.
+ */
+export async function operatorKeys(): Promise<{ keyFile: string; keysFile: string }> {
+  const dir = tempDir();
+  const keyFile = join(dir, "operator.pem");
+  const keysFile = join(dir, "keys.json");
+  for (const args of [["keygen", "-o", keyFile], ["keys", "add", keyFile, "--role", "operator", "--file", keysFile]]) {
+    const r = await runCli(args);
+    if (r.code !== 0) throw new Error(`psimbols ${args.join(" ")} failed (${r.code}): ${r.stderr}`);
+  }
+  return { keyFile, keysFile };
+}
+
 export async function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";

@@ -24,7 +24,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { type SigningKey, generateSigningKey } from "../../shared/crypto.js";
 import { loadKey } from "../../client/node.js";
-import { ROOT, type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
+import { ROOT, type RunningBroker, operatorKeys, startBroker, tempDir } from "../helpers/broker.js";
 import { type Frame, Raw, type RawChannel, call, handshake } from "../helpers/raw.js";
 
 /** The broker configurations rows run against. */
@@ -213,13 +213,7 @@ export class Env {
   }
 
   async start(): Promise<void> {
-    const dir = tempDir("psimbols-hostile-");
-    const opFile = join(dir, "operator.pem");
-    const keys = join(dir, "keys.json");
-    const gen = await runCli(["keygen", "-o", opFile]);
-    assert.is(gen.code, 0, gen.stderr);
-    const add = await runCli(["keys", "add", opFile, "--role", "operator", "--file", keys]);
-    assert.is(add.code, 0, add.stderr);
+    const { keyFile: opFile, keysFile: keys } = await operatorKeys();
     this.#operatorKey = await loadKey(opFile);
     // Warnings are part of what rows observe (the slow-consumer row reads the cut from the log).
     this.broker =

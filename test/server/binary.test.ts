@@ -6,24 +6,20 @@
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { join } from "node:path";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { CloseCode } from "../../shared/errors.js";
 import { BINARY_HEADER_BYTES, Feature, MAX_SEQ } from "../../shared/frames.js";
 import { loadKey } from "../../client/node.js";
-import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
+import { type RunningBroker, operatorKeys, startBroker } from "../helpers/broker.js";
 import { Raw, type RawChannel, binaryRequestFrame, call, handshake, openPush, readResponse, requestFrame, resume } from "../helpers/raw.js";
 
 const t = suite("binary channel frames");
 let broker: RunningBroker;
 let operatorKeyFile: string;
 t.before(async () => {
-  const dir = tempDir();
-  operatorKeyFile = join(dir, "operator.pem");
-  const keys = join(dir, "keys.json");
-  assert.is((await runCli(["keygen", "-o", operatorKeyFile])).code, 0);
-  assert.is((await runCli(["keys", "add", operatorKeyFile, "--role", "operator", "--file", keys])).code, 0);
-  broker = await startBroker(["--keys", keys, "--hellos-per-address", "1000"]);
+  const op = await operatorKeys();
+  operatorKeyFile = op.keyFile;
+  broker = await startBroker(["--keys", op.keysFile, "--hellos-per-address", "1000"]);
 });
 t.after(async () => {
   await broker.stop();

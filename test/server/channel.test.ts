@@ -4,12 +4,11 @@
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { join } from "node:path";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { b64u, fromB64u } from "../../shared/encoding.js";
 import { CloseCode } from "../../shared/errors.js";
 import { loadKey } from "../../client/node.js";
-import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
+import { type RunningBroker, operatorKeys, startBroker } from "../helpers/broker.js";
 import { Raw, call, handshake, openPush, readResponse, requestFrame, resume } from "../helpers/raw.js";
 
 // ---------------------------------------------------------------- messages
@@ -17,12 +16,9 @@ const m = suite("channel messages");
 let broker: RunningBroker;
 let operatorKeyFile: string;
 m.before(async () => {
-  const dir = tempDir();
-  operatorKeyFile = join(dir, "operator.pem");
-  const keys = join(dir, "keys.json");
-  assert.is((await runCli(["keygen", "-o", operatorKeyFile])).code, 0);
-  assert.is((await runCli(["keys", "add", operatorKeyFile, "--role", "operator", "--file", keys])).code, 0);
-  broker = await startBroker(["--keys", keys, "--hellos-per-address", "1000"]);
+  const op = await operatorKeys();
+  operatorKeyFile = op.keyFile;
+  broker = await startBroker(["--keys", op.keysFile, "--hellos-per-address", "1000"]);
 });
 m.after(async () => {
   await broker.stop();

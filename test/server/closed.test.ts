@@ -11,7 +11,7 @@ import { fromB64u, fromUtf8 } from "../../shared/encoding.js";
 import { CloseCode } from "../../shared/errors.js";
 import { answerChallenge, createHello } from "../../shared/handshake.js";
 import { decodeServerFrame, type Challenge } from "../../shared/frames.js";
-import { loadKey } from "../../client/node.js";
+import { connect, loadKey } from "../../client/node.js";
 import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { Raw, call, handshake } from "../helpers/raw.js";
 
@@ -93,6 +93,33 @@ t("keys added and removed take effect without a restart", async () => {
   const { raw: r2, c, h } = await challengeFor(late);
   r2.send((await answerChallenge(h, c, () => {})).proof);
   assert.is((await r2.next()).error.code, "forbidden");
+});
+
+t("a client whose key is removed is refused on each renewal and stops after five refusals in a row (MAX_HANDSHAKE_REFUSALS)", async () => {
+  const file = join(dir, "leaving.pem");
+  assert.is((await runCli(["keygen", "-o", file])).code, 0);
+  assert.is((await runCli(["keys", "add", file, "--file", keys])).code, 0);
+  await new Promise((r) => setTimeout(r, 1100)); // the registry re-reads at most once a second
+  const c = await connect(broker.url, { key: await loadKey(file), serverKey: broker.fingerprint, renew: false, reconnect: { baseMs: 10, maxMs: 50 } });
+  const closed = new Promise<{ code?: string }>((r) => c.on("close", (e) => r({ code: e.error?.code })));
+  assert.equal(await c.request("echo", 1), 1);
+  assert.is((await runCli(["keys", "remove", (await loadKey(file)).public.fingerprint, "--file", keys])).code, 0);
+  await new Promise((r) => setTimeout(r, 1100));
+  const codes: string[] = [];
+  for (let i = 1; i <= 5; i++) {
+    // The node closes the socket after `forbidden` (4008); below the limit the client resumes its channel.
+    if (i > 1) {
+      await new Promise<void>((r) => {
+        const off = c.on("resumed", () => (off(), r()));
+      });
+      assert.is.not(c.state, "closed", `closed after ${i - 1} refusals`);
+    }
+    codes.push(await c.renew().then(() => "renewed", (e: { code: string }) => e.code));
+  }
+  assert.equal(codes, Array(5).fill("forbidden"));
+  const end = await Promise.race([closed, new Promise<undefined>((r) => setTimeout(() => r(undefined), 3000))]);
+  assert.is(end?.code, "forbidden", "the client did not stop after the fifth refusal");
+  assert.is(c.state, "closed");
 });
 
 t.run();

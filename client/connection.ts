@@ -25,6 +25,7 @@ import {
   Feature,
   type KemType,
   MAX_FRAME_BYTES,
+  MAX_INNER_BYTES,
   MAX_SEQ,
   MAX_TOKEN_CHARS,
   type NoticeKind,
@@ -262,8 +263,6 @@ const CLOSE_REQUEST_TIMEOUT_MS = 5_000;
 const CLOSE_WAIT_MS = 1_000;
 /** setTimeout's limit (2^31 − 1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** Largest inner request: base64url of plaintext + 16-byte tag, plus the frame's envelope, fits MAX_FRAME_BYTES. */
-const MAX_REQUEST_BYTES = Math.floor(((MAX_FRAME_BYTES - 256) * 3) / 4) - 16;
 const SERVER_KEY_FORMAT = /^SHA256:[A-Za-z0-9+/]{43}$/;
 /** Handshake failures after which reconnecting cannot help. */
 const TERMINAL_ERRORS: ReadonlySet<ErrorCode> = new Set([
@@ -620,8 +619,8 @@ export class Client {
     } catch (e) {
       return Promise.reject(e instanceof PsimbolsError ? e : err(ErrorCode.badRequest, `"data" is not JSON-serialisable`, e));
     }
-    if (utf8(payload).length > MAX_REQUEST_BYTES) {
-      return Promise.reject(err(ErrorCode.badRequest, `request too large: at most ${MAX_REQUEST_BYTES} bytes of JSON`));
+    if (utf8(payload).length > MAX_INNER_BYTES) {
+      return Promise.reject(err(ErrorCode.badRequest, `request too large: at most ${MAX_INNER_BYTES} bytes of JSON`));
     }
     return this.#submit(op, payload, timeoutMs, false);
   }

@@ -85,7 +85,14 @@ export class NodeTrafficKey implements TrafficKey {
       }
       d.setAAD(Buffer.from(aad, "utf8"));
       d.setAuthTag(ct.subarray(ct.length - TAG_BYTES));
-      pt = Buffer.concat([d.update(ct.subarray(0, ct.length - TAG_BYTES)), d.final()]);
+      // GCM's final() outputs nothing; it only checks the tag. One buffer of its own, no concat.
+      pt = d.update(ct.subarray(0, ct.length - TAG_BYTES));
+      try {
+        d.final();
+      } catch (e) {
+        pt.fill(0);
+        throw e;
+      }
     } catch {
       throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
     }

@@ -9,7 +9,7 @@ import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { WebSocket } from "ws";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
-import { KeyType, type SigningKey, generateSigningKey, importPkcs8, keyTypes, subtle, useHandshakeCrypto } from "../shared/crypto.js";
+import { KeyType, type SigningKey, generateSigningKey, importPkcs8, isKeyType, keyTypes, subtle, useHandshakeCrypto } from "../shared/crypto.js";
 import { type Client, type ConnectOptions, type KnownServers, connect as coreConnect } from "./connection.js";
 import { useTrafficKeys } from "../shared/channel.js";
 import { nodeTrafficKey } from "./node-aead.js";
@@ -140,7 +140,7 @@ export interface GenerateKeyFileOptions {
  *   `unsupported` for an unknown type.
  */
 export async function generateKeyFile(type: KeyType, path: string, options: GenerateKeyFileOptions = {}): Promise<SigningKey> {
-  if (!keyTypes.includes(type)) throw new PsimbolsError(ErrorCode.unsupported, `key type not supported; accepted: ${keyTypes.join(", ")}`);
+  if (!isKeyType(type)) throw new PsimbolsError(ErrorCode.unsupported, `key type not supported; accepted: ${keyTypes.join(", ")}`);
   const extractable = await generateSigningKey(type, true);
   const der = new Uint8Array(await subtle().exportKey("pkcs8", extractable.privateKey));
   const b64 = Buffer.from(der).toString("base64");

@@ -8,7 +8,7 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
 import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
-import { ChannelType, Feature, type NodeStats, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
+import { ChannelType, Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
@@ -19,6 +19,9 @@ import { registerOperatorOps } from "./operator.js";
 import { Schedule } from "./schedule.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
+
+/** Largest push message (UTF-8 bytes of its JSON): room for the `{"message":…,"id":N}` wrapper within MAX_INNER_BYTES. */
+export const MAX_PUSH_BYTES = MAX_INNER_BYTES - 64;
 
 /** Features this node offers (PROTOCOL.md §4.11); a hello or resume gets the intersection. */
 export const SERVER_FEATURES: readonly string[] = Object.freeze([Feature.binary]);
@@ -115,7 +118,6 @@ export class Broker {
     this.#serverKey = o.serverKey;
     this.#httpHook = o.http;
     const { limits } = this.config;
-    const self = this;
     this.#schedule = new Schedule<Connection>((conn, slot) => conn.onDue(slot), {
       onError: (e) => this.log.error("deadline failed", { component: "broker", error: e instanceof Error ? e.stack : String(e) }),
     });
@@ -135,7 +137,7 @@ export class Broker {
         this.#connections.delete(conn);
         this.#perAddress.dec(limitKey(conn.address));
       },
-      observeLatency: (s) => self.#latency.observe(s),
+      observeLatency: (s) => this.#latency.observe(s),
     };
     this.#latency = new Histogram({
       name: "psimbols_request_seconds",
@@ -240,7 +242,8 @@ export class Broker {
       identity = rec.identity;
     }
     const data = JSON.stringify(message ?? null);
-    if (data.length > this.config.limits.maxFrameBytes / 2) throw new RangeError(`push data larger than ${this.config.limits.maxFrameBytes / 2} bytes`);
+    // The inner push wraps it as {"message":…,"id":N}; sealed, that must fit the client's frame limit.
+    if (Buffer.byteLength(data) > MAX_PUSH_BYTES) throw new RangeError(`push data larger than ${MAX_PUSH_BYTES} bytes of JSON`);
     return this.store.push(identity, data, this.config.pushWindow, target.channel);
   }
 
@@ -344,8 +347,8 @@ export class Broker {
   #registerMetrics(): void {
     const s = this.stats;
     const r = [this.#metrics];
+    const self = this; // prom-client calls collect() with the metric as `this`
     new Gauge({ name: "psimbols_connections", help: "Open WebSocket connections", registers: r, collect() { this.set(self.#connections.size); } });
-    const self = this;
     const counter = (name: string, help: string, labelNames: string[], read: () => [Record<string, string>, number][]) =>
       new PromCounter({
         name,

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { type KeyType, KeyType as KT, type PublicKey, importSpki, wirePublicKey } from "../shared/crypto.js";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { connect, generateKeyFile, keyTypeOf, loadKey } from "../client/node.js";
-import { Broker } from "./broker.js";
+import { Broker, MAX_PUSH_BYTES } from "./broker.js";
 import { defaultDataDir, resolveConfig } from "./config.js";
 import { createLogger } from "./log.js";
 import { FileRegistry, type KeyRegistry, RedisRegistry, Role, addKey, readKeysFile, removeKey } from "./registry.js";
@@ -260,6 +260,8 @@ export function program(): Command {
       } catch {
         throw new PsimbolsError(ErrorCode.badRequest, "the message is not valid JSON");
       }
+      // The same bound as Broker.push (with --redis the store is written directly).
+      if (Buffer.byteLength(JSON.stringify(message)) > MAX_PUSH_BYTES) throw new PsimbolsError(ErrorCode.badRequest, `the message is larger than ${MAX_PUSH_BYTES} bytes of JSON`);
       const t = targetOf(o);
       const seq = await admin(
         o,

@@ -21,6 +21,7 @@ import {
   type Hello,
   type InnerPush,
   type InnerResponse,
+  MAX_INNER_BYTES,
   MAX_SEQ,
   type NoticeKind,
   type Proof,
@@ -269,6 +270,8 @@ export class Connection {
       this.#lastPush = lastPush;
     } catch (e) {
       if (previous) this.#selfRetired?.delete(previous.channel.id);
+      wipe(key);
+      wipeKeys(keys);
       throw e;
     }
     if (previous) {
@@ -404,6 +407,11 @@ export class Connection {
       this.#log.error("handler result is not JSON", { error: e instanceof Error ? e.message : String(e) });
       out = JSON.stringify({ error: { code: ErrorCode.internal, message: "the handler failed" } });
     }
+    if (Buffer.byteLength(out) > MAX_INNER_BYTES) {
+      // Sealed, it would pass the frame limit, and the client would close the socket (1009).
+      this.#log.error("handler result too large", { bytes: Buffer.byteLength(out), limit: MAX_INNER_BYTES });
+      out = JSON.stringify({ error: { code: ErrorCode.internal, message: `the response is larger than ${MAX_INNER_BYTES} bytes` } });
+    }
     await this.#sendSealed(b, "response", seq, out);
   }
 
@@ -529,7 +537,8 @@ export class Connection {
     const b = this.#binding;
     if (!b || !b.active || b.dead || this.#closed || (channel !== undefined && channel !== b.channel.id)) return;
     this.#ctx.stats.pushes++;
-    await this.#sendPush(b, { message: JSON.parse(data) as unknown, id: seq });
+    // `data` is JSON text the broker made (Broker.push): wrapped as it is, not parsed and made again per socket.
+    await this.#sendPush(b, `{"message":${data},"id":${seq}}`);
   }
 
   /** After a `replaced`/`revoked` notice the client must not come back on its own (terminal codes). */
@@ -593,12 +602,14 @@ export class Connection {
   async #notice(b: Binding, notice: NoticeKind, validUntil?: string): Promise<void> {
     if (this.#closed) return;
     this.#ctx.stats.notices++;
-    await this.#sendPush(b, validUntil ? { notice, valid_until: validUntil } : { notice });
+    const inner: InnerPush = validUntil ? { notice, valid_until: validUntil } : { notice };
+    await this.#sendPush(b, JSON.stringify(inner));
   }
 
-  async #sendPush(b: Binding, inner: InnerPush): Promise<void> {
+  /** Sends the JSON text of an inner push (§7). */
+  async #sendPush(b: Binding, inner: string): Promise<void> {
     if (b.pushSeq >= MAX_SEQ) return this.close(CloseCode.tooMany, "push limit of this binding reached; resume");
-    await this.#sendSealed(b, "push", ++b.pushSeq, JSON.stringify(inner));
+    await this.#sendSealed(b, "push", ++b.pushSeq, inner);
   }
 
   /** Seals an inner payload under `b`'s s2c key and writes it: a binary frame where `b` agreed on it (§4.11), else JSON. */

@@ -108,9 +108,11 @@ export async function deriveTrafficKeys(channelKey: Uint8Array, channel: string,
 /** Derives a binding's keys; raw bytes are wiped once imported. */
 export async function deriveBinding(channelKey: Uint8Array, channel: string, nonceC: Uint8Array, nonceS: Uint8Array): Promise<BindingKeys> {
   const raw = await deriveTrafficKeys(channelKey, channel, nonceC, nonceS);
-  const keys: BindingKeys = { channel, c2s: await trafficKey(raw.c2s), s2c: await trafficKey(raw.s2c) };
-  wipe(raw.c2s, raw.s2c);
-  return keys;
+  try {
+    return { channel, c2s: await trafficKey(raw.c2s), s2c: await trafficKey(raw.s2c) };
+  } finally {
+    wipe(raw.c2s, raw.s2c);
+  }
 }
 
 /** The 12-byte AES-GCM nonce of a frame. */

@@ -10,6 +10,12 @@ import { b64u, fromB64u } from "./encoding.js";
 export const PROTOCOL_VERSION = 1;
 /** Largest WebSocket message either side accepts (bytes). PROTOCOL.md §11. */
 export const MAX_FRAME_BYTES = 64 * 1024;
+/**
+ * Largest inner payload (UTF-8 bytes of its JSON) either side seals: the JSON
+ * frame around it (base64url of payload and tag, plus the envelope) then fits
+ * MAX_FRAME_BYTES. PROTOCOL.md §11.
+ */
+export const MAX_INNER_BYTES = Math.floor(((MAX_FRAME_BYTES - 256) * 3) / 4) - 16;
 /** Client and server nonces: at least 16 bytes, at most 64. PROTOCOL.md §5.1. */
 export const MIN_NONCE_BYTES = 16;
 export const MAX_NONCE_BYTES = 64;

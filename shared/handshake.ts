@@ -271,7 +271,11 @@ export async function openGrant(p: ClientProof, e: Established): Promise<{ grant
   } catch (cause) {
     throw new PsimbolsError(ErrorCode.protocol, "grant does not open under the handshake's HPKE context", { cause });
   }
-  const grant = decodeGrant(fromUtf8(pt));
-  wipe(pt);
+  let grant: Grant;
+  try {
+    grant = decodeGrant(fromUtf8(pt));
+  } finally {
+    wipe(pt);
+  }
   return { grant, channelKey: fromB64u(grant.key.data, "key.data") };
 }

@@ -1,12 +1,19 @@
 /**
  * Per-address limits count IPv6 clients by their /64 (SECURITY.md W11):
  * the key function, then a real broker behind a trusted proxy header.
+ * Size limits on what the node seals (responses, pushes): nothing it sends
+ * may pass the client's frame limit.
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import WebSocket from "ws";
 import { limitKey } from "../../server/limits.js";
 import { type RunningBroker, startBroker } from "../helpers/broker.js";
+import { generateSigningKey } from "../../shared/crypto.js";
+import { MAX_INNER_BYTES } from "../../shared/frames.js";
+import { connect } from "../../client/node.js";
+import { MAX_PUSH_BYTES } from "../../server/broker.js";
+import { inProcessBroker } from "../properties/support.js";
 
 const k = suite("limitKey");
 
@@ -77,3 +84,51 @@ b("a third connection from the same /64 gets 429; another /64 and IPv4 are not a
 
 k.run();
 b.run();
+
+const z = suite("size limits on what the node seals");
+
+z("a response over MAX_INNER_BYTES becomes an `internal` error for that request; one at the limit passes; the socket stays", async () => {
+  const { broker, url, serverKey } = await inProcessBroker();
+  broker.handle("big", (n) => "x".repeat(n as number));
+  for (const features of [undefined, []]) {
+    const c = await connect(url, { key: await generateSigningKey(), serverKey: serverKey.public.fingerprint, knownServersFile: false, ...(features ? { features } : {}) });
+    try {
+      // {"data":"xx…"} is the string plus 11 bytes.
+      assert.is(((await c.request("big", MAX_INNER_BYTES - 11)) as string).length, MAX_INNER_BYTES - 11);
+      const e = await c.request("big", MAX_INNER_BYTES - 10).then(() => undefined, (x: { code: string; message: string }) => x);
+      assert.is(e?.code, "internal");
+      assert.match(e!.message, `larger than ${MAX_INNER_BYTES} bytes`);
+      assert.equal(await c.request("echo", 1), 1);
+      assert.is(c.stats.reconnects, 0);
+    } finally {
+      await c.close();
+    }
+  }
+  await broker.close();
+});
+
+z("a push is measured in UTF-8 bytes: over MAX_PUSH_BYTES is refused, at the limit it reaches the client", async () => {
+  const { broker, url, serverKey } = await inProcessBroker();
+  const key = await generateSigningKey();
+  const c = await connect(url, { key, serverKey: serverKey.public.fingerprint, knownServersFile: false });
+  try {
+    const got: unknown[] = [];
+    c.on("push", (m) => got.push(m));
+    // 2-byte characters: under the limit counted in characters, over it in bytes.
+    await broker.push({ identity: key.public.fingerprint }, "é".repeat(MAX_PUSH_BYTES / 2)).then(
+      () => assert.unreachable("an oversized push was accepted"),
+      (e: Error) => assert.match(e.message, `larger than ${MAX_PUSH_BYTES} bytes`),
+    );
+    const atLimit = "x".repeat(MAX_PUSH_BYTES - 2); // plus its quotes
+    await broker.push({ identity: key.public.fingerprint }, atLimit);
+    const deadline = Date.now() + 3000;
+    while (got.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(got, [atLimit]);
+    assert.is(c.stats.reconnects, 0);
+  } finally {
+    await c.close();
+    await broker.close();
+  }
+});
+
+z.run();

@@ -14,6 +14,7 @@ import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/bro
 import { startRedis } from "../helpers/redis.js";
 import { startProxy, type Proxy } from "../helpers/proxy.js";
 import { freePort } from "../../server/cluster/net.js";
+import { MAX_PUSH_BYTES } from "../../server/broker.js";
 import { Raw, call, handshake, openPush, readResponse, requestFrame, resume } from "../helpers/raw.js";
 
 const t = suite("several nodes on one Redis");
@@ -166,6 +167,10 @@ t("the CLI lists, pushes to and revokes channels through Redis", async () => {
   assert.not.match(list.stdout, ch.grant.key.data);
   const pushed = await runCli(["push", '{"from":"cli"}', "--identity", key.public.fingerprint, "--redis", redis.url], env);
   assert.is(pushed.code, 0, pushed.stderr);
+  // Written straight to the store, it keeps Broker.push's bound (UTF-8 bytes, so 2-byte characters).
+  const tooBig = await runCli(["push", JSON.stringify("é".repeat(MAX_PUSH_BYTES / 2)), "--identity", key.public.fingerprint, "--redis", redis.url], env);
+  assert.is(tooBig.code, 1);
+  assert.match(tooBig.stderr, `larger than ${MAX_PUSH_BYTES} bytes`);
   const p = await openPush(ch, await raw.next(2000));
   assert.equal(p, { message: { from: "cli" }, id: JSON.parse(pushed.stdout).seq });
   const revoked = await runCli(["channels", "revoke", "--channel", ch.grant.channel, "--redis", redis.url], env);

@@ -1303,6 +1303,22 @@ async function readInner(ch: RawChannel, f: Frame): Promise<Frame> {
 
 export const limitRows: Row[] = [
   {
+    name: `raw TCP connections from one address beyond ${2 * TIGHT.connectionsPerAddress} (twice the connection limit) are dropped before any HTTP; the first ones stay open`,
+    sent: `${2 * TIGHT.connectionsPerAddress + 1} TCP connections from one address, none sending a byte`,
+    broker: "tight",
+    expect: { http: 0 },
+    run: async (x) => {
+      const held = [];
+      for (let i = 0; i < 2 * TIGHT.connectionsPerAddress; i++) held.push(await rawTcp(x, x.address));
+      const extra = await rawTcp(x, x.address);
+      const bytes = await within(extra.closed, 2000, "the extra connection is dropped");
+      // The ones within the bound are still open: none closed in the meantime.
+      const early = await Promise.race([Promise.any(held.map((h) => h.closed.then(() => true))), sleep(200).then(() => false)]);
+      assert.not.ok(early, "a connection within the bound was closed");
+      return { reply: null, error: null, close: null, http: bytes.length === 0 ? 0 : -1 };
+    },
+  },
+  {
     name: `the ${TIGHT.connectionsPerAddress + 1}th connection from one address is refused with HTTP 429; other addresses are served`,
     sent: `${TIGHT.connectionsPerAddress + 1} WebSocket upgrades from one address`,
     broker: "tight",

@@ -7,7 +7,7 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import WebSocket from "ws";
-import { limitKey } from "../../server/limits.js";
+import { Counter, FixedWindow, limitKey } from "../../server/limits.js";
 import { type RunningBroker, startBroker } from "../helpers/broker.js";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { MAX_INNER_BYTES } from "../../shared/frames.js";
@@ -42,6 +42,30 @@ for (const [input, want] of cases) {
 k("two addresses of one /64 share a key; neighbouring /64s do not", () => {
   assert.is(limitKey("2001:db8:a:b::1"), limitKey("2001:db8:a:b:1234:5678:9abc:def0"));
   assert.is.not(limitKey("2001:db8:a:b::1"), limitKey("2001:db8:a:c::1"));
+});
+
+k("FixedWindow: `limit` takes per key per window, refusals past it, a fresh count in the next window (the hello limits, per address and per node)", () => {
+  let now = 10_000;
+  const w = new FixedWindow(3, 1000, () => now);
+  assert.equal([1, 2, 3, 4, 5].map(() => w.take("a")), [true, true, true, false, false]);
+  assert.ok(w.take("b"), "another key has its own count");
+  now += 999; // 10 999: same window
+  assert.not.ok(w.take("a"));
+  now += 1; // 11 000: the next window
+  assert.equal([1, 2, 3, 4].map(() => w.take("a")), [true, true, true, false]);
+});
+
+k("Counter: counts up and down per key, never below zero, and forgets a key at zero", () => {
+  const c = new Counter();
+  assert.is(c.inc("a"), 1);
+  assert.is(c.inc("a"), 2);
+  c.dec("a");
+  assert.is(c.get("a"), 1);
+  c.dec("a");
+  c.dec("a");
+  assert.is(c.get("a"), 0);
+  assert.is(c.inc("a"), 1, "a key at zero starts again from zero");
+  assert.is(c.get("b"), 0);
 });
 
 const b = suite("per-address limits by /64, on a real broker");

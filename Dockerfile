@@ -15,7 +15,9 @@ COPY tsconfig.json tsconfig.base.json tsconfig.browser.json ./
 COPY bin ./bin
 COPY shared ./shared
 COPY client ./client
+COPY node ./node
 COPY server ./server
+COPY cli ./cli
 RUN npm run build
 
 # ---- runtime: production dependencies and dist/ only, as a non-root user
@@ -30,7 +32,9 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error \
  && chown node:node /data /keys
 COPY --from=build /app/dist/shared ./dist/shared
 COPY --from=build /app/dist/client ./dist/client
+COPY --from=build /app/dist/node ./dist/node
 COPY --from=build /app/dist/server ./dist/server
+COPY --from=build /app/dist/cli ./dist/cli
 COPY --from=build /app/dist/browser ./dist/browser
 COPY bin/psimbols.js ./bin/psimbols.js
 RUN chmod 0755 bin/psimbols.js && ln -s /app/bin/psimbols.js /usr/local/bin/psimbols

@@ -11,7 +11,7 @@
  *   idle  opens `n` connections (psimbols: each with a bound channel) and keeps them
  *
  * The psimbols side is a lean client over the project's own shared/ code, on
- * the engines the Node entry (client/node.ts) installs: createHello /
+ * the Node engines (node/engines.ts useNodeCrypto, as the Node client selects them): createHello /
  * answerChallenge / openGrant (shared/handshake.ts), deriveBinding and
  * sealFrame / sealBinaryFrame / openFrame (shared/channel.ts), frames decoded
  * by shared/frames.ts. With `binary` it offers the `binary` feature, as the
@@ -31,8 +31,10 @@ import { fromUtf8, wipe } from "../shared/encoding.js";
 import { Feature, type ServerFrame, decodeInnerResponse, decodeServerBinary, decodeServerFrame } from "../shared/frames.js";
 import { answerChallenge, createHello, openGrant } from "../shared/handshake.js";
 import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealBinaryFrame, sealFrame } from "../shared/channel.js";
-// The project's Node client entry: whatever it installs for Node (crypto engines) applies here too.
-import "../client/node.js";
+import { useNodeCrypto } from "../node/engines.js";
+
+// The engines the project's Node client selects in connect().
+useNodeCrypto();
 
 /** What the orchestrator asks this child to do. */
 export interface LoadConfig {

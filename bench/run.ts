@@ -33,7 +33,7 @@ import { makePki, type Pki } from "./certs.js";
 import type { LoadConfig, LoadReport } from "./load.js";
 import type { ServerConfig } from "./server.js";
 import { formatSummary, summarise } from "./profile.js";
-import { freePort } from "../server/cluster/net.js";
+import { freePort } from "../cli/cluster/net.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DIST = fileURLToPath(new URL("./", import.meta.url));

@@ -3,6 +3,7 @@
  * `GET /healthz`, `GET /readyz`, `GET /metrics` and `GET /.well-known/psimbols`.
  * Application code registers request handlers by `op` and pushes messages.
  */
+import { useNodeCrypto } from "../node/engines.js";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
@@ -188,8 +189,12 @@ export class Broker {
     this.#http.on("upgrade", (req, socket, head) => this.#onUpgrade(req, socket, head));
   }
 
-  /** Creates a broker and starts listening. */
+  /**
+   * Creates a broker and starts listening. Selects the node:crypto engines
+   * for the handshake and channel frames ({@link useNodeCrypto}) first.
+   */
   static async start(o: BrokerOptions): Promise<Broker> {
+    useNodeCrypto();
     const b = new Broker(o);
     await new Promise<void>((resolve, reject) => {
       b.#http.once("error", reject);

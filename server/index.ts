@@ -1,6 +1,4 @@
 /** Server-side API of psimbols: run a broker node in your own process. */
-// Installs the node:crypto engines for traffic keys and the handshake (same bytes as WebCrypto, less CPU).
-import "../client/node.js";
 export { Broker, type BrokerOptions, type HttpHook, type Handler, type HandlerContext, type Stats } from "./broker.js";
 export { resolveConfig, defaultLimits, type BrokerConfig, type Limits } from "./config.js";
 export { MemoryStore } from "./store/memory-store.js";
@@ -8,3 +6,5 @@ export type { Store, StoreEvent, ChannelRecord, RetireReason } from "./store/sto
 export { FileRegistry, type KeyRegistry, type RegisteredKey, Role } from "./registry.js";
 export { loadOrCreateServerKey } from "./server-key.js";
 export { createLogger } from "./log.js";
+export { useNodeCrypto } from "../node/engines.js";
+export { generateKeyFile, loadKey, loadPublicKey } from "../node/key-files.js";

@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { KeyType, type SigningKey } from "../shared/crypto.js";
-import { generateKeyFile, loadKey } from "../client/node.js";
+import { generateKeyFile, loadKey } from "../node/key-files.js";
 import type { Logger } from "./log.js";
 
 export const SERVER_KEY_FILE = "server-key.pem";

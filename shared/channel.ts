@@ -27,8 +27,8 @@ export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
  * One direction of one binding: an AES-256-GCM key behind the one interface
  * the channel code uses. Two engines give the same bytes on the wire: WebCrypto
  * (the default, everywhere, keys non-extractable) and node:crypto
- * (client/node-aead.ts, synchronous and several times cheaper per frame, which
- * the Node entry points install with {@link useTrafficKeys}).
+ * (node/aead.ts, synchronous and several times cheaper per frame, which
+ * node/engines.ts installs with {@link useTrafficKeys}).
  */
 export interface TrafficKey {
   /** Returns base64url(ciphertext || tag), for a JSON frame. */
@@ -87,7 +87,7 @@ export async function webCryptoTrafficKey(raw: Uint8Array): Promise<TrafficKey> 
 
 let makeTrafficKey: TrafficKeyFactory = webCryptoTrafficKey;
 
-/** Installs the engine for traffic keys made from now on (Node entry points install node:crypto). */
+/** Installs the engine for traffic keys made from now on (the Node entry points select node:crypto: node/engines.ts). */
 export function useTrafficKeys(factory: TrafficKeyFactory): void {
   makeTrafficKey = factory;
 }

@@ -6,7 +6,7 @@
  * HPKE) run on the installed {@link HandshakeCrypto} engine. The default,
  * {@link webCryptoHandshake}, is WebCrypto and `@hpke/core` and runs
  * everywhere; Node entry points install node:crypto's
- * (client/node/handshake-crypto.ts), the same bytes without WebCrypto's
+ * (node/handshake-crypto.ts), the same bytes without WebCrypto's
  * promise and thread-pool hop per call. The checks on keys that do not
  * depend on the provider (canonical SPKI, small-order Ed25519 points) run
  * here, before and after the engine, whichever is installed.

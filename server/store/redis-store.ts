@@ -43,12 +43,10 @@
  */
 import { createHash } from "node:crypto";
 import { Redis, type RedisOptions } from "ioredis";
-import winston from "winston";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
-import type { Logger } from "../log.js";
 import { fromUtf8, utf8 } from "../../shared/encoding.js";
 import { PUSH_SEQ_TTL_MS, checkAfter, checkPush } from "./memory-store.js";
-import type { ChannelRecord, KeptPush, PushWindow, RetireReason, Store, StoreEvent } from "./store.js";
+import { type ChannelRecord, type KeptPush, type PushWindow, type RetireReason, type Store, type StoreEvent, type StoreLogger, silentStoreLogger } from "./store.js";
 import { KeyWrapper, WRAP_OVERHEAD_BYTES, checkWrapKey } from "./wrap.js";
 
 /** Options of {@link RedisStore}. */
@@ -62,7 +60,7 @@ export interface RedisStoreOptions {
   /** This node's name, for logs and the Redis client name. */
   node?: string;
   /** Parent logger; a child named `store.redis` is used. Default: silent. */
-  logger?: Logger;
+  logger?: StoreLogger;
   /** Timeout of every command, ms. Default 2000. */
   commandTimeoutMs?: number;
   /** Timeout of {@link RedisStore.ping}, ms. Default 1000. */
@@ -274,7 +272,7 @@ export class RedisStore implements Store {
   readonly #sub: Redis;
   readonly #prefix: string;
   readonly #wrapper: Promise<KeyWrapper>;
-  readonly #log: Logger;
+  readonly #log: StoreLogger;
   readonly #now: () => number;
   readonly #pingTimeoutMs: number;
   readonly #connectTimeoutMs: number;
@@ -320,7 +318,7 @@ export class RedisStore implements Store {
     this.#maxPushBytes = positive("maxPushBytes", options.maxPushBytes, 1 << 20);
     this.#now = options.now ?? Date.now;
     const node = options.node ?? "";
-    this.#log = (options.logger ?? silentLogger()).child({ component: "store.redis", ...(node ? { node } : {}) });
+    this.#log = (options.logger ?? silentStoreLogger).child({ component: "store.redis", ...(node ? { node } : {}) });
 
     const raw = new Uint8Array(options.wrapKey);
     this.#wrapper = KeyWrapper.create(raw).finally(() => raw.fill(0));
@@ -901,7 +899,7 @@ async function quit(c: Redis): Promise<void> {
   }
 }
 
-function safely(log: Logger, what: string, fn: () => void): void {
+function safely(log: StoreLogger, what: string, fn: () => void): void {
   try {
     fn();
   } catch (e) {
@@ -918,6 +916,3 @@ function errMessage(e: unknown): string {
   return e instanceof Error ? e.message.slice(0, 200) : "";
 }
 
-function silentLogger(): Logger {
-  return winston.createLogger({ silent: true });
-}

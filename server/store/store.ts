@@ -51,6 +51,27 @@ export type StoreEvent =
   /** An application push for `identity` (all its channels), or for one `channel` of it. */
   | { kind: "push"; identity: string; channel?: string; seq: number; data: string };
 
+/**
+ * What a store logs through: the level methods and `child` of a winston
+ * logger (server/log.ts), so the store depends on no logging package.
+ */
+export interface StoreLogger {
+  error(message: string, meta?: Record<string, unknown>): unknown;
+  warn(message: string, meta?: Record<string, unknown>): unknown;
+  info(message: string, meta?: Record<string, unknown>): unknown;
+  debug(message: string, meta?: Record<string, unknown>): unknown;
+  child(meta: Record<string, unknown>): StoreLogger;
+}
+
+/** A logger that drops everything (a store's default). */
+export const silentStoreLogger: StoreLogger = {
+  error: () => undefined,
+  warn: () => undefined,
+  info: () => undefined,
+  debug: () => undefined,
+  child: () => silentStoreLogger,
+};
+
 export interface Store {
   /**
    * Atomically writes `rec`, makes it the active channel of its identity and

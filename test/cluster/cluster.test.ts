@@ -1,5 +1,5 @@
 /**
- * The cluster from local processes (server/cluster/local-cluster.ts): three
+ * The cluster from local processes (cli/cluster/local-cluster.ts): three
  * nodes + Redis + HAProxy on deploy/haproxy.cfg. A client connected through
  * the balancer loses its node to SIGKILL and resumes its channel on another
  * node with no new handshake — by its own count and by every node's /metrics.
@@ -8,7 +8,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { type Client, connect } from "../../client/node.js";
-import { type Cluster, type ClusterNode, startCluster } from "../../server/cluster/local-cluster.js";
+import { type Cluster, type ClusterNode, startCluster } from "../../cli/cluster/local-cluster.js";
 import { RedisStore } from "../../server/store/redis-store.js";
 import { parseWrapKey } from "../../server/store/wrap.js";
 

@@ -4,7 +4,7 @@
  * `bin/test_psimbols.sh` installs redis-server through apt when it is missing.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { answersPing, findOnPath, freePort } from "../../server/cluster/net.js";
+import { answersPing, findOnPath, freePort } from "../../cli/cluster/net.js";
 
 /** A running test Redis. */
 export interface TestRedis {

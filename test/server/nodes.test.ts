@@ -13,7 +13,7 @@ import { connect, type Client, loadKey } from "../../client/node.js";
 import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { startRedis } from "../helpers/redis.js";
 import { startProxy, type Proxy } from "../helpers/proxy.js";
-import { freePort } from "../../server/cluster/net.js";
+import { freePort } from "../../cli/cluster/net.js";
 import { MAX_PUSH_BYTES } from "../../server/broker.js";
 import { Raw, call, handshake, openPush, readResponse, requestFrame, resume } from "../helpers/raw.js";
 

@@ -8,7 +8,7 @@
  * vectors fail with the documented code. The last tests run this whole file
  * again in child processes: with @peculiar/webcrypto as the WebCrypto provider
  * (a second implementation of every primitive), and with the node:crypto
- * handshake engine installed (client/node/handshake-crypto.ts, as on every
+ * handshake engine installed (node/handshake-crypto.ts, as on every
  * Node server and client).
  */
 import { test } from "uvu";
@@ -64,7 +64,7 @@ import {
 } from "../../shared/frames.js";
 import { hpkeSuite } from "../../shared/hpke.js";
 import { generate, serialise, type ChannelFrameVector, type TranscriptVector, type VectorFile } from "./generate.js";
-import { nodeHandshakeCrypto } from "../../client/node/handshake-crypto.js";
+import { nodeHandshakeCrypto } from "../../node/handshake-crypto.js";
 
 /**
  * `PSIMBOLS_WEBCRYPTO=peculiar` runs this whole file with @peculiar/webcrypto as

@@ -9,7 +9,7 @@ import fc from "fast-check";
 import { FrameKind, frameNonce, innerText, webCryptoTrafficKey } from "../../shared/channel.js";
 import { randomBytes } from "../../shared/crypto.js";
 import { b64u, fromB64u } from "../../shared/encoding.js";
-import { NodeTrafficKey, nodeTrafficKey } from "../../client/node-aead.js";
+import { NodeTrafficKey, nodeTrafficKey } from "../../node/aead.js";
 
 const code = async (f: () => unknown) => {
   try {

@@ -1,5 +1,5 @@
 /**
- * The node:crypto handshake engine (client/node/handshake-crypto.ts):
+ * The node:crypto handshake engine (node/handshake-crypto.ts):
  * RFC 9180's published vectors for its HPKE code, and the engine against the
  * default one (WebCrypto and @hpke/core): the same bytes from the same
  * inputs, each opens and verifies what the other sealed and signed, and both
@@ -37,7 +37,7 @@ import {
   openFirst,
   sealFirst,
   x25519PrivateKey,
-} from "../../client/node/handshake-crypto.js";
+} from "../../node/handshake-crypto.js";
 import { createPublicKey } from "node:crypto";
 
 const web = webCryptoHandshake;
@@ -482,21 +482,21 @@ test("a handshake with the client on one engine and the server on the other comp
 
 // ------------------------------------------------------------- installation
 
-test("the Node entry points install the node:crypto engine (client/node, server/index, server/cli); shared/ alone keeps the default", () => {
+test("importing a module installs no engine; Broker.start and the Node connect select node:crypto explicitly", () => {
   assert.is(handshakeCrypto(), web, "this file installs nothing");
   const dist = fileURLToPath(new URL("../../", import.meta.url));
-  const probe = (entry: string) =>
-    execFileSync(
-      process.execPath,
-      [
-        "--input-type=module",
-        "-e",
-        `await import(${JSON.stringify(`${dist}${entry}`)}); const { handshakeCrypto } = await import(${JSON.stringify(`${dist}shared/crypto.js`)}); console.log(handshakeCrypto().name);`,
-      ],
-      { encoding: "utf8" },
-    ).trim();
-  for (const entry of ["client/node.js", "server/index.js", "server/cli.js"]) assert.is(probe(entry), "node:crypto", entry);
-  assert.is(probe("shared/handshake.js"), "webcrypto", "shared/handshake.js");
+  const probe = (script: string) =>
+    execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env: { ...process.env, PSIMBOLS_LOG_LEVEL: "error" } }).trim();
+  const engine = `const { handshakeCrypto } = await import(${JSON.stringify(`${dist}shared/crypto.js`)}); const { trafficKey } = await import(${JSON.stringify(`${dist}shared/channel.js`)});`;
+  const show = `console.log(handshakeCrypto().name, (await trafficKey(new Uint8Array(32))).constructor.name);`;
+  for (const entry of ["client/node.js", "server/index.js", "cli/main.js", "node/key-files.js"]) {
+    assert.is(probe(`await import(${JSON.stringify(`${dist}${entry}`)}); ${engine} ${show}`), "webcrypto Object", entry);
+  }
+  const started = probe(
+    `const { Broker } = await import(${JSON.stringify(`${dist}server/index.js`)}); const { generateSigningKey } = await import(${JSON.stringify(`${dist}shared/crypto.js`)}); ${engine}` +
+      ` const b = await Broker.start({ serverKey: await generateSigningKey(), config: { port: 0 } }); ${show} await b.close();`,
+  );
+  assert.is(started, "node:crypto NodeTrafficKey", "after Broker.start");
 });
 
 test.run();

@@ -21,7 +21,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { KeyType } from "../../shared/crypto.js";
-import { generateKeyFile, loadKey } from "../../client/node.js";
+import { generateKeyFile, loadKey } from "../../node/key-files.js";
 import { answersPing, findOnPath, freePort } from "./net.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
@@ -271,7 +271,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const logLevel = options.logLevel ?? process.env.PSIMBOLS_LOG_LEVEL ?? "warn";
 
   const [redisBin, haproxyBin] = [await ensureProgram("redis-server", "redis-server", say), await ensureProgram("haproxy", "haproxy", say)];
-  if (!existsSync(CLI) || !existsSync(join(ROOT, "dist", "server", "cli.js"))) {
+  if (!existsSync(CLI) || !existsSync(join(ROOT, "dist", "cli", "main.js"))) {
     throw new Error("psimbols is not built\nhint: run `npm run build` first");
   }
   const lbPort = options.port || (await freePort());

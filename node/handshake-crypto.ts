@@ -3,7 +3,7 @@
  * HandshakeCrypto): SHA-256, HKDF, Ed25519 import, sign and verify, and HPKE
  * base mode with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and AES-256-GCM
  * (RFC 9180), all synchronous on the calling thread. Node only; installed by
- * client/node.ts.
+ * node/engines.ts.
  *
  * Why: each WebCrypto call is a promise, a WebIDL normalisation and a hop to
  * libuv's thread pool and back, and `@hpke/core` makes many of them per seal
@@ -33,10 +33,10 @@ import {
   sign as nodeSign,
   verify as nodeVerify,
 } from "node:crypto";
-import { type HandshakeCrypto, type KeyHandle, KeyType, type PublicKey, type SigningKey, webCryptoHandshake } from "../../shared/crypto.js";
-import { type HpkeEngine, type HpkeSender, type KemKeyPair, type KemPublicKey, sealOnce } from "../../shared/hpke.js";
-import { KemType } from "../../shared/frames.js";
-import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
+import { type HandshakeCrypto, type KeyHandle, KeyType, type PublicKey, type SigningKey, webCryptoHandshake } from "../shared/crypto.js";
+import { type HpkeEngine, type HpkeSender, type KemKeyPair, type KemPublicKey, sealOnce } from "../shared/hpke.js";
+import { KemType } from "../shared/frames.js";
+import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 
 const fallback = webCryptoHandshake;
 
@@ -350,7 +350,7 @@ const nodeHpke: HpkeEngine = {
 
 // ------------------------------------------------------------------ the engine
 
-/** The node:crypto engine; client/node.ts installs it with useHandshakeCrypto. */
+/** The node:crypto engine; node/engines.ts installs it with useHandshakeCrypto. */
 export const nodeHandshakeCrypto: HandshakeCrypto = {
   name: "node:crypto",
   sha256: (data) => bytes(createHash("sha256").update(data).digest()),

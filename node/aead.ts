@@ -2,10 +2,10 @@
  * The node:crypto engine for channel traffic keys (shared/channel.ts
  * TrafficKey): the same AES-256-GCM, nonces, AAD and bytes as the WebCrypto
  * engine, for JSON frames (base64url text) and binary frames alike
- * (test/client/node-aead.test.ts checks both ways), but synchronous on the
+ * (test/node/aead.test.ts checks both ways), but synchronous on the
  * calling thread, with Buffer's native base64url codec. Measured in bench/
  * (issue 7): the per-frame cost is a fraction of WebCrypto's promise and
- * thread-pool hop. Node only; installed by client/node.ts.
+ * thread-pool hop. Node only; installed by node/engines.ts.
  */
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";

@@ -1,0 +1,102 @@
+/**
+ * `serve`: run a broker node.
+ */
+import type { Command } from "commander";
+import { join } from "node:path";
+import { loadKey } from "../node/key-files.js";
+import { Broker } from "../server/broker.js";
+import { defaultDataDir, resolveConfig } from "../server/config.js";
+import { createLogger } from "../server/log.js";
+import { FileRegistry, type KeyRegistry, RedisRegistry } from "../server/registry.js";
+import { RedisStore } from "../server/store/redis-store.js";
+import type { Store } from "../server/store/store.js";
+import { parseWrapKey } from "../server/store/wrap.js";
+import { loadOrCreateServerKey } from "../server/server-key.js";
+import { consoleHook } from "../server/console.js";
+import { int } from "./options.js";
+
+/** Adds `serve` to `p`. */
+export function serveCommand(p: Command): void {
+  p.command("serve")
+    .description("run a broker node")
+    .option("--port <n>", "port for WebSocket and HTTP", int("--port"), 9393)
+    .option("--host <addr>", "address to listen on", "127.0.0.1")
+    .option("--source <url>", "URL clients use to reach this node (the `source` of server frames)")
+    .option("--data-dir <dir>", "holds the server key", defaultDataDir())
+    .option("--closed", "closed service: only registered keys get a channel")
+    .option("--keys <file>", "registered keys file (see `psimbols keys`)")
+    .option("--channel-ttl <seconds>", "channel lifetime", int("--channel-ttl"), 3600)
+    .option("--expiring-before <seconds>", "push `expiring` this long before expiry", int("--expiring-before"))
+    .option("--handshake-timeout <ms>", "time allowed to complete a handshake", int("--handshake-timeout"))
+    .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
+    .option("--hellos-per-address <n>", "hellos and resumes per address per 10 s", int("--hellos-per-address"))
+    .option("--ping-interval <ms>", "WebSocket ping interval; a peer that misses a pong is cut off", int("--ping-interval"))
+    .option("--redis <url>", "share state with other nodes through Redis (needs PSIMBOLS_WRAP_KEY)")
+    .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
+    .option("--node <name>", "this node's name in logs, metrics and channel records")
+    .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
+    .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
+    .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
+    .option("--no-console", "do not serve the web console at /console/")
+    .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
+    .action(async (o) => {
+      const log = createLogger({ level: o.logLevel });
+      const limits: Record<string, number> = {};
+      if (o.handshakeTimeout !== undefined) limits.handshakeTimeoutMs = o.handshakeTimeout;
+      if (o.maxConnectionsPerAddress !== undefined) limits.connectionsPerAddress = o.maxConnectionsPerAddress;
+      if (o.hellosPerAddress !== undefined) limits.hellosPerAddress = o.hellosPerAddress;
+      if (o.pingInterval !== undefined) limits.pingIntervalMs = o.pingInterval;
+      // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json, watched even
+      // while missing, so operators and blocked keys added later take effect without a restart.
+      const keysFile: string | undefined = o.keys ?? (!o.redis ? join(o.dataDir, "keys.json") : undefined);
+      const config = resolveConfig({
+        port: o.port,
+        host: o.host,
+        source: o.source,
+        dataDir: o.dataDir,
+        closed: o.closed === true,
+        keysFile,
+        channelTtl: o.channelTtl,
+        expiringBefore: o.expiringBefore,
+        trustProxy: o.trustProxy === true,
+        pushWindow: { count: o.pushWindowCount, ageMs: o.pushWindowAge * 1000 },
+        ...(o.node ? { node: o.node } : {}),
+        limits,
+      });
+      const serverKey = o.serverKeyFile ? await loadKey(o.serverKeyFile) : await loadOrCreateServerKey(config.dataDir, log);
+      let store: Store | undefined;
+      let registry: KeyRegistry | undefined = keysFile ? new FileRegistry(keysFile) : undefined;
+      if (o.redis) {
+        const wrapKey = parseWrapKey(process.env.PSIMBOLS_WRAP_KEY, "PSIMBOLS_WRAP_KEY");
+        store = new RedisStore({ url: o.redis, wrapKey, node: config.node, logger: log });
+        wrapKey.fill(0);
+        if (!keysFile) registry = new RedisRegistry(o.redis);
+      }
+      const broker = await Broker.start({
+        config,
+        serverKey,
+        registry,
+        logger: log,
+        ...(store ? { store } : {}),
+        ...(o.console ? { http: consoleHook() } : {}),
+      });
+      // Printed on stdout as well, so a person (or a test) can pin it.
+      console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
+      if (o.console) {
+        const page = new URL("console/", broker.config.source.replace(/^ws/i, "http")).href;
+        console.log(`web console: ${page} (operators only; --no-console turns it off)`);
+      }
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info("stopping", { component: "cli", signal });
+        void broker.close().then(() => process.exit(0));
+      };
+      // One bad request must never take the node down: log what escaped, keep serving.
+      process.on("unhandledRejection", (e) => log.error("unhandled rejection", { component: "cli", error: e instanceof Error ? e.stack : String(e) }));
+      process.on("SIGTERM", () => stop("SIGTERM"));
+      process.on("SIGINT", () => stop("SIGINT"));
+    });
+
+}

@@ -427,6 +427,8 @@ export async function deleteStoredKey(name: string = DEFAULT_KEY_NAME): Promise<
 const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
 /** localStorage key prefix of {@link LocalStorageKnownServers}; the URL follows. */
 export const KNOWN_SERVERS_PREFIX = "psimbols.known_server ";
+/** localStorage key prefix of the next keys (PROTOCOL.md §5.6) of {@link LocalStorageKnownServers}; the URL follows. */
+export const KNOWN_SERVERS_NEXT_PREFIX = "psimbols.known_server_next ";
 
 /**
  * {@link KnownServers} in the origin's localStorage (so per origin, as the
@@ -462,17 +464,45 @@ export class LocalStorageKnownServers implements KnownServers {
     return v;
   }
 
-  /** Records (or replaces) the fingerprint of `url`. */
+  /** Records (or replaces) the fingerprint of `url`, forgetting its next key. */
   set(url: string, fingerprint: string): void {
     if (typeof url !== "string" || url.length === 0) throw new PsimbolsError(ErrorCode.badRequest, `"url" expected a non-empty string`);
     if (!FINGERPRINT.test(fingerprint)) throw new PsimbolsError(ErrorCode.badRequest, `"fingerprint" expected "SHA256:" + 43 base64 characters`);
     this.#storage.setItem(this.#prefix + url, fingerprint);
+    this.#storage.removeItem(this.#nextKey(url));
   }
 
-  /** Forgets `url` (after a legitimate server key rotation). @returns whether it was known. */
+  /**
+   * The next key recorded for `url` from the server key's rotation statement (§5.6).
+   * @throws PsimbolsError `bad_request` when the entry is not a fingerprint.
+   */
+  getNext(url: string): string | undefined {
+    const v = this.#storage.getItem(this.#nextKey(url));
+    if (v === null) return undefined;
+    if (!FINGERPRINT.test(v)) throw new PsimbolsError(ErrorCode.badRequest, `localStorage "${this.#nextKey(url)}": expected "SHA256:" + 43 base64 characters`);
+    return v;
+  }
+
+  /** Records the next key of `url` beside its current one (§5.6). */
+  setNext(url: string, fingerprint: string): void {
+    if (typeof url !== "string" || url.length === 0) throw new PsimbolsError(ErrorCode.badRequest, `"url" expected a non-empty string`);
+    if (!FINGERPRINT.test(fingerprint)) throw new PsimbolsError(ErrorCode.badRequest, `"fingerprint" expected "SHA256:" + 43 base64 characters`);
+    this.#storage.setItem(this.#nextKey(url), fingerprint);
+  }
+
+  /** The next key's entry prefix: {@link KNOWN_SERVERS_NEXT_PREFIX} for the default prefix, else the prefix trimmed + "_next ". */
+  get #nextPrefix(): string {
+    return `${this.#prefix.trimEnd()}_next `;
+  }
+  #nextKey(url: string): string {
+    return this.#nextPrefix + url;
+  }
+
+  /** Forgets `url` and its next key (after an emergency server key replacement). @returns whether it was known. */
   delete(url: string): boolean {
     const had = this.#storage.getItem(this.#prefix + url) !== null;
     this.#storage.removeItem(this.#prefix + url);
+    this.#storage.removeItem(this.#nextKey(url));
     return had;
   }
 
@@ -481,7 +511,7 @@ export class LocalStorageKnownServers implements KnownServers {
     const out: [string, string][] = [];
     for (let i = 0; i < this.#storage.length; i++) {
       const k = this.#storage.key(i);
-      if (k !== null && k.startsWith(this.#prefix)) out.push([k.slice(this.#prefix.length), this.#storage.getItem(k) ?? ""]);
+      if (k !== null && k.startsWith(this.#prefix) && !k.startsWith(this.#nextPrefix)) out.push([k.slice(this.#prefix.length), this.#storage.getItem(k) ?? ""]);
     }
     return out;
   }

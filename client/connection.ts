@@ -72,18 +72,38 @@ export type ClientState = (typeof ClientState)[keyof typeof ClientState];
 export interface KnownServers {
   /** The fingerprint recorded for `url`, or undefined when the server is new. */
   get(url: string): Promise<string | undefined> | string | undefined;
-  /** Records `fingerprint` for `url`; called once the first handshake with it succeeded. */
+  /**
+   * Records `fingerprint` for `url`; called once the first handshake with it
+   * succeeded, and when the server switched to the next key recorded for it.
+   * Forgets the next key recorded for `url`, if any.
+   */
   set(url: string, fingerprint: string): Promise<void> | void;
+  /**
+   * The next server key recorded for `url` from a verified rotation statement
+   * (PROTOCOL.md §5.6). A store without `getNext`/`setNext` cannot follow a
+   * server key rotation: its clients get `server_key_mismatch` at the switch.
+   */
+  getNext?(url: string): Promise<string | undefined> | string | undefined;
+  /** Records the next server key of `url`, beside its current one (§5.6). */
+  setNext?(url: string, fingerprint: string): Promise<void> | void;
 }
 
 /** A {@link KnownServers} in memory: the default, one per client, so reconnects stay pinned. */
 export class MemoryKnownServers implements KnownServers {
   readonly #map = new Map<string, string>();
+  readonly #next = new Map<string, string>();
   get(url: string): string | undefined {
     return this.#map.get(url);
   }
   set(url: string, fingerprint: string): void {
     this.#map.set(url, fingerprint);
+    this.#next.delete(url);
+  }
+  getNext(url: string): string | undefined {
+    return this.#next.get(url);
+  }
+  setNext(url: string, fingerprint: string): void {
+    this.#next.set(url, fingerprint);
   }
 }
 
@@ -132,9 +152,13 @@ export interface ConnectOptions {
   /**
    * The server's key fingerprint (`SHA256:...`), pinned. Any other key is a
    * hard failure (`server_key_mismatch`) and the client does not reconnect.
-   * When absent, {@link ConnectOptions.knownServers} decides.
+   * When absent, {@link ConnectOptions.knownServers} decides. A list is a pin
+   * set: any of its keys is accepted (pin the current and the next key of a
+   * rotation, PROTOCOL.md §5.6). A next key that the pinned key announces
+   * (§5.6) is accepted too, for the life of this client: persist it from the
+   * `serverKey` event.
    */
-  serverKey?: string;
+  serverKey?: string | readonly string[];
   /** Trust-on-first-use store, used when `serverKey` is absent. Default: in memory, per client. */
   knownServers?: KnownServers;
   /** WebSocket constructor. Default `globalThis.WebSocket` (psimbols/node passes `ws`'s). */
@@ -159,6 +183,11 @@ export interface ConnectOptions {
    * (PROTOCOL.md §4.11). `[]` keeps every frame JSON text.
    */
   features?: string[];
+  /**
+   * Offer `server-key-next` in every hello and follow the server key rotations
+   * the pinned key announces (PROTOCOL.md §5.6). Default true.
+   */
+  followServerKey?: boolean;
   /** Reconnect after a transient drop (true, false, or tuning). Default true. */
   reconnect?: boolean | ReconnectOptions;
   /**
@@ -235,10 +264,30 @@ export interface ClientEvents {
   notice: [notice: NoticeEvent];
   /** An application message pushed by the server. */
   push: [message: unknown];
+  /**
+   * The server's key announced a successor (`next` set), or the server switched
+   * to the successor this client had recorded (`rotated` true). PROTOCOL.md §5.6.
+   */
+  serverKey: [event: ServerKeyEvent];
   /** A non-fatal diagnostic (dropped frame, failed renewal, socket drop). */
   error: [error: PsimbolsError];
   /** The client closed for good. */
   close: [event: CloseEvent];
+}
+
+/** Payload of the `serverKey` event. */
+export interface ServerKeyEvent {
+  readonly url: string;
+  /** The server key of this handshake. */
+  readonly current: string;
+  /** The successor it announced, when it did. */
+  readonly next?: string;
+  /** Earliest time of the switch the statement names (RFC 3339). */
+  readonly notBefore?: string;
+  /** This handshake switched to a recorded successor (the former key is no longer accepted). */
+  readonly rotated: boolean;
+  /** The key this client accepted before, when `rotated`. */
+  readonly previous?: string;
 }
 
 // ------------------------------------------------------------------ constants
@@ -341,8 +390,10 @@ interface Handshake {
   hello: ClientHello | undefined;
   proof: ClientProof | undefined;
   serverKey: string | undefined;
-  /** The server key was new to the known-servers store: record it after success. */
+  /** The server key was new to the known-servers store (or its recorded next key): record it after success. */
   learnt: boolean;
+  /** The known-servers store's next key for this URL when the handshake started. */
+  knownNext: string | undefined;
 }
 
 interface Conn {
@@ -383,8 +434,9 @@ interface Channel {
 
 interface Resolved {
   readonly key: SigningKey;
-  readonly serverKey: string | undefined;
+  readonly serverKeys: readonly string[] | undefined;
   readonly knownServers: KnownServers;
+  readonly followServerKey: boolean;
   readonly WebSocket: WebSocketCtor;
   readonly requestTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
@@ -439,9 +491,11 @@ function resolveOptions(url: unknown, o: ConnectOptions): Resolved {
   if (!key || typeof key !== "object" || !key.public || !key.privateKey) {
     throw err(ErrorCode.badRequest, `"options.key" expected a SigningKey (see generateSigningKey, importPkcs8, or loadKey in psimbols/node)`);
   }
-  if (o.serverKey !== undefined && (typeof o.serverKey !== "string" || !SERVER_KEY_FORMAT.test(o.serverKey))) {
-    throw err(ErrorCode.badRequest, `"options.serverKey" expected a fingerprint "SHA256:" + 43 base64 characters`);
+  const pins: readonly unknown[] | undefined = o.serverKey === undefined ? undefined : Array.isArray(o.serverKey) ? o.serverKey : [o.serverKey];
+  if (pins !== undefined && (pins.length === 0 || !pins.every((p) => typeof p === "string" && SERVER_KEY_FORMAT.test(p)))) {
+    throw err(ErrorCode.badRequest, `"options.serverKey" expected a fingerprint "SHA256:" + 43 base64 characters, or a non-empty list of them`);
   }
+  if (o.followServerKey !== undefined && typeof o.followServerKey !== "boolean") throw err(ErrorCode.badRequest, `"options.followServerKey" expected boolean`);
   if (o.knownServers !== undefined && (typeof o.knownServers?.get !== "function" || typeof o.knownServers?.set !== "function")) {
     throw err(ErrorCode.badRequest, `"options.knownServers" expected an object with get(url) and set(url, fingerprint)`);
   }
@@ -476,8 +530,9 @@ function resolveOptions(url: unknown, o: ConnectOptions): Resolved {
   };
   return {
     key: key as SigningKey,
-    serverKey: o.serverKey,
+    serverKeys: pins as readonly string[] | undefined,
     knownServers: o.knownServers ?? new MemoryKnownServers(),
+    followServerKey: o.followServerKey ?? true,
     WebSocket: WS,
     requestTimeoutMs: positive("requestTimeoutMs", o.requestTimeoutMs, DEFAULTS.requestTimeoutMs),
     handshakeTimeoutMs: positive("handshakeTimeoutMs", o.handshakeTimeoutMs, DEFAULTS.handshakeTimeoutMs),
@@ -525,8 +580,12 @@ export class Client {
   #state: ClientState = ClientState.connecting;
   #conn: Conn | undefined;
   #channel: Channel | undefined;
-  /** Fingerprint of the server key accepted by this client's first handshake. */
+  /** Fingerprint of the server key accepted by this client's last handshake. */
   #pinned: string | undefined;
+  /** The successor `#pinned` announced (§5.6): accepted in its place. */
+  #pinnedNext: string | undefined;
+  /** The key this client rotated away from: a node still presenting it has not switched yet (retryable). */
+  #retired: string | undefined;
   readonly #queue: PendingRequest[] = [];
   readonly #stats = { handshakes: 0, resumes: 0, reconnects: 0 };
   /** The trust-on-first-use write in progress, if any. */
@@ -971,14 +1030,16 @@ export class Client {
   /** Starts a handshake on `conn`, or joins the one running. Resolves when established. */
   #startHandshake(conn: Conn, renewal: boolean): Promise<void> {
     if (conn.hs) return conn.hs.done.promise;
-    const hs: Handshake = { renewal, done: deferred(), step: "hello", hello: undefined, proof: undefined, serverKey: undefined, learnt: false };
+    const hs: Handshake = { renewal, done: deferred(), step: "hello", hello: undefined, proof: undefined, serverKey: undefined, learnt: false, knownNext: undefined };
     conn.hs = hs;
     clearTimeout(conn.retry);
     conn.retry = undefined;
     this.#setState(renewal ? ClientState.renewing : ClientState.handshaking);
     clearTimeout(conn.deadline);
     conn.deadline = setTimeout(() => this.#onDeadline(conn, "handshaking"), this.#o.handshakeTimeoutMs);
-    createHello(this.#o.key, this.#o.hello).then(
+    // server-key-next goes in the hello only, never in a resume (it is no binding feature)
+    const hello = this.#o.followServerKey ? { ...this.#o.hello, features: [...(this.#o.hello.features ?? []), Feature.serverKeyNext] } : this.#o.hello;
+    createHello(this.#o.key, hello).then(
       (h) => {
         if (conn.hs !== hs || !conn.alive) return;
         hs.hello = h;
@@ -1012,28 +1073,39 @@ export class Client {
     });
   }
 
-  /** Server key check (§5.3): pinned fingerprint, else known-servers store, else trust on first use. */
+  /**
+   * Server key check (§5.3, §5.6): the pinned fingerprints, else the
+   * known-servers store, else trust on first use; in each case the next key
+   * that the accepted key announced is accepted too.
+   */
   async #checkServerKey(hs: Handshake, key: PublicKey): Promise<void> {
     const got = key.fingerprint;
     const mismatch = (expected: string, where: string) =>
-      err(
-        ErrorCode.serverKeyMismatch,
-        `SERVER KEY MISMATCH for ${this.url}: expected ${expected} (${where}), but the server presented ${got}. ` +
-          `Someone may be intercepting the connection, or the server key was replaced. Not connecting; ` +
-          `if the new key is legitimate, update ${where}.`,
-      );
-    if (this.#o.serverKey !== undefined) {
-      if (got !== this.#o.serverKey) throw mismatch(this.#o.serverKey, "the serverKey option");
+      got === this.#retired
+        ? // a node of the service has not switched to the new key yet: refuse it, and try again later
+          err(ErrorCode.unavailable, `the server at ${this.url} presented the server key this client rotated away from (${got}); not connecting to it`)
+        : err(
+            ErrorCode.serverKeyMismatch,
+            `SERVER KEY MISMATCH for ${this.url}: expected ${expected} (${where}), but the server presented ${got}. ` +
+              `Someone may be intercepting the connection, or the server key was replaced. Not connecting; ` +
+              `if the new key is legitimate, update ${where}.`,
+          );
+    const next = this.#pinnedNext;
+    if (this.#o.serverKeys !== undefined) {
+      if (!this.#o.serverKeys.includes(got) && got !== next) throw mismatch(this.#o.serverKeys.join(" or "), "the serverKey option");
     } else {
       let known: string | undefined;
+      let knownNext: string | undefined;
       try {
         known = await this.#o.knownServers.get(this.url);
+        knownNext = this.#o.followServerKey ? await this.#o.knownServers.getNext?.(this.url) : undefined;
       } catch (cause) {
         throw err(ErrorCode.unavailable, "the known-servers store could not be read", cause);
       }
-      if (known !== undefined && got !== known) throw mismatch(known, "the known-servers store");
-      if (this.#pinned !== undefined && got !== this.#pinned) throw mismatch(this.#pinned, "the key this client accepted earlier");
-      hs.learnt = known === undefined;
+      if (known !== undefined && got !== known && got !== knownNext && got !== next) throw mismatch(known, "the known-servers store");
+      if (this.#pinned !== undefined && got !== this.#pinned && got !== next && got !== knownNext) throw mismatch(this.#pinned, "the key this client accepted earlier");
+      hs.learnt = known !== got;
+      hs.knownNext = knownNext;
     }
     hs.serverKey = got;
   }
@@ -1053,6 +1125,7 @@ export class Client {
     }
     if (conn.hs !== hs || !conn.alive) return wipe(channelKey);
     const features = hs.proof.features;
+    const nextKey = this.#o.followServerKey ? hs.proof.nextKey : undefined;
     // forward secrecy (§5.4): the ephemeral KEM key goes with the handshake state
     conn.hs = undefined;
     hs.hello = hs.proof = undefined;
@@ -1060,8 +1133,31 @@ export class Client {
     conn.deadline = undefined;
 
     const serverKey = hs.serverKey;
-    if (hs.learnt) this.#remember(serverKey);
-    this.#pinned ??= serverKey;
+    const previous = this.#pinned;
+    // a switch seen by this client, or (a fresh client) to the next key its store recorded
+    const rotated = previous !== undefined ? serverKey !== previous : hs.knownNext === serverKey;
+    if (rotated && previous !== undefined) {
+      this.#retired = previous;
+      this.#o.log.warn("the server switched to the next key its former key announced", { url: this.url, previous, fingerprint: serverKey });
+    }
+    const announced = nextKey !== undefined && nextKey.fingerprint !== this.#pinnedNext;
+    this.#pinned = serverKey;
+    // A successor is kept until another statement replaces it or the switch happens.
+    if (nextKey) this.#pinnedNext = nextKey.fingerprint;
+    else if (rotated) this.#pinnedNext = undefined;
+    if (this.#o.serverKeys === undefined) {
+      if (hs.learnt) this.#remember(serverKey, !previous && hs.knownNext !== serverKey ? "first" : "rotated");
+      if (nextKey && nextKey.fingerprint !== hs.knownNext) this.#rememberNext(nextKey.fingerprint);
+    }
+    if (rotated || announced) {
+      this.#events.emit("serverKey", {
+        url: this.url,
+        current: serverKey,
+        rotated,
+        ...(nextKey ? { next: nextKey.fingerprint, notBefore: nextKey.notBefore } : {}),
+        ...(rotated && previous !== undefined ? { previous } : {}),
+      });
+    }
     this.#dropChannel();
     const ch: Channel = { id: grant.channel, key: channelKey, validUntil: grant.valid_until, ttl: grant.ttl, serverKey };
     this.#channel = ch;
@@ -1084,11 +1180,24 @@ export class Client {
     this.#flush(conn);
   }
 
-  #remember(fingerprint: string): void {
-    this.#o.log.info("trusting the server key on first use", { url: this.url, fingerprint });
+  #remember(fingerprint: string, why: "first" | "rotated"): void {
+    if (why === "first") this.#o.log.info("trusting the server key on first use", { url: this.url, fingerprint });
     // close() waits for this write, so a short-lived client (the CLI) never exits before it lands.
-    this.#remembering = Promise.resolve()
+    this.#remembering = this.#remembering
       .then(() => this.#o.knownServers.set(this.url, fingerprint))
+      .catch((cause: unknown) => this.#emitError(err(ErrorCode.unavailable, "the known-servers store could not be written", cause)));
+  }
+
+  /** Records the successor the server's key announced (§5.6), beside the current key. */
+  #rememberNext(fingerprint: string): void {
+    const store = this.#o.knownServers;
+    if (!store.setNext) {
+      this.#o.log.warn("the known-servers store cannot record the next server key (no setNext): this client will not follow the rotation", { url: this.url });
+      return;
+    }
+    this.#o.log.info("the server key announced its successor", { url: this.url, next: fingerprint });
+    this.#remembering = this.#remembering
+      .then(() => store.setNext?.(this.url, fingerprint))
       .catch((cause: unknown) => this.#emitError(err(ErrorCode.unavailable, "the known-servers store could not be written", cause)));
   }
 

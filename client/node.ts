@@ -28,7 +28,9 @@ export function defaultKnownServersPath(): string {
 const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
 
 /**
- * {@link KnownServers} over a text file, one server a line: `<url> <fingerprint>`.
+ * {@link KnownServers} over a text file, one server a line:
+ * `<url> <fingerprint>`, or `<url> <fingerprint> next=<fingerprint>` once the
+ * server's key announced its successor (PROTOCOL.md §5.6).
  * Blank lines and lines starting with `#` are ignored. The file is read on
  * every lookup (so edits apply at once) and created with mode 0600 in a
  * directory of mode 0700.
@@ -47,33 +49,47 @@ export class FileKnownServers implements KnownServers {
    * @throws PsimbolsError `bad_request` naming the line of a malformed entry.
    */
   async get(url: string): Promise<string | undefined> {
-    return (await this.#read()).get(url);
+    return (await this.#read()).get(url)?.current;
   }
 
-  /** Records (or replaces) the fingerprint of `url`. */
+  /** The next key recorded for `url` (§5.6). @throws as {@link get}. */
+  async getNext(url: string): Promise<string | undefined> {
+    return (await this.#read()).get(url)?.next;
+  }
+
+  /** Records (or replaces) the fingerprint of `url`, forgetting its next key. */
   async set(url: string, fingerprint: string): Promise<void> {
-    if (typeof url !== "string" || url.length === 0 || /\s/.test(url)) {
-      throw new PsimbolsError(ErrorCode.badRequest, `"url" expected a non-empty string without whitespace`);
-    }
-    if (!FINGERPRINT.test(fingerprint)) throw new PsimbolsError(ErrorCode.badRequest, `"fingerprint" expected "SHA256:" + 43 base64 characters`);
-    const entries = await this.#read();
-    const known = entries.get(url);
-    if (known === fingerprint) return;
-    await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
+    checkEntry(url, fingerprint);
+    const known = (await this.#read()).get(url);
+    if (known?.current === fingerprint && known.next === undefined) return;
     if (known === undefined) {
+      await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
       // O_APPEND: concurrent writers of short lines do not interleave
       await writeFile(this.path, `${url} ${fingerprint}\n`, { flag: "a", mode: 0o600 });
       return;
     }
+    await this.#rewrite(url, `${url} ${fingerprint}`);
+  }
+
+  /** Records the next key of `url` beside its current one (§5.6); a no-op when `url` is not known. */
+  async setNext(url: string, fingerprint: string): Promise<void> {
+    checkEntry(url, fingerprint);
+    const known = (await this.#read()).get(url);
+    if (known === undefined || known.next === fingerprint || known.current === fingerprint) return;
+    await this.#rewrite(url, `${url} ${known.current} next=${fingerprint}`);
+  }
+
+  /** Replaces the line of `url` atomically (write a temporary file, rename). */
+  async #rewrite(url: string, line: string): Promise<void> {
     const text = await readFile(this.path, "utf8");
-    const lines = text.split("\n").map((l) => (l.trim().split(/\s+/)[0] === url && !l.trim().startsWith("#") ? `${url} ${fingerprint}` : l));
+    const lines = text.split("\n").map((l) => (l.trim().split(/\s+/)[0] === url && !l.trim().startsWith("#") ? line : l));
     const tmp = `${this.path}.${process.pid}.tmp`;
     await writeFile(tmp, lines.join("\n"), { mode: 0o600 });
     await chmod(tmp, 0o600);
     await rename(tmp, this.path);
   }
 
-  async #read(): Promise<Map<string, string>> {
+  async #read(): Promise<Map<string, { current: string; next?: string }>> {
     let text: string;
     try {
       text = await readFile(this.path, "utf8");
@@ -81,19 +97,28 @@ export class FileKnownServers implements KnownServers {
       if ((cause as NodeJS.ErrnoException).code === "ENOENT") return new Map();
       throw new PsimbolsError(ErrorCode.unavailable, `cannot read the known-servers file ${this.path}`, { cause });
     }
-    const out = new Map<string, string>();
+    const out = new Map<string, { current: string; next?: string }>();
     text.split("\n").forEach((raw, i) => {
       const line = raw.trim();
       if (line === "" || line.startsWith("#")) return;
       const parts = line.split(/\s+/);
-      const [url, fp] = parts;
-      if (parts.length !== 2 || url === undefined || fp === undefined || !FINGERPRINT.test(fp)) {
-        throw new PsimbolsError(ErrorCode.badRequest, `${this.path}:${i + 1}: expected "<url> SHA256:<fingerprint>"`);
-      }
-      out.set(url, fp);
+      const [url, fp, nextPart] = parts;
+      const next = nextPart?.startsWith(NEXT_PREFIX) ? nextPart.slice(NEXT_PREFIX.length) : undefined;
+      const ok = url !== undefined && fp !== undefined && FINGERPRINT.test(fp) && (parts.length === 2 || (parts.length === 3 && next !== undefined && FINGERPRINT.test(next)));
+      if (!ok) throw new PsimbolsError(ErrorCode.badRequest, `${this.path}:${i + 1}: expected "<url> SHA256:<fingerprint>" with an optional "next=SHA256:<fingerprint>"`);
+      out.set(url, next === undefined ? { current: fp } : { current: fp, next });
     });
     return out;
   }
+}
+
+const NEXT_PREFIX = "next=";
+
+function checkEntry(url: string, fingerprint: string): void {
+  if (typeof url !== "string" || url.length === 0 || /\s/.test(url)) {
+    throw new PsimbolsError(ErrorCode.badRequest, `"url" expected a non-empty string without whitespace`);
+  }
+  if (!FINGERPRINT.test(fingerprint)) throw new PsimbolsError(ErrorCode.badRequest, `"fingerprint" expected "SHA256:" + 43 base64 characters`);
 }
 
 // ------------------------------------------------------------------ connect

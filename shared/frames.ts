@@ -36,7 +36,15 @@ export const CHANNEL_ID_BYTES = 16;
  * `binary`: request, response and push frames of the binding may travel as
  * WebSocket binary messages in the layout of {@link encodeBinaryHeader}.
  */
-export const Feature = { binary: "binary" } as const;
+export const Feature = {
+  binary: "binary",
+  /**
+   * `server-key-next` (PROTOCOL.md §5.6): the challenge carries `next_key`, the
+   * current server key's statement naming its successor, inside the transcript.
+   * Chosen only when the server has a next key; never a binding feature.
+   */
+  serverKeyNext: "server-key-next",
+} as const;
 export type Feature = (typeof Feature)[keyof typeof Feature];
 /** Bytes before the ciphertext in a binary channel frame: kind, channel id, seq. */
 export const BINARY_HEADER_BYTES = 1 + CHANNEL_ID_BYTES + 4;
@@ -94,6 +102,15 @@ export interface Challenge {
   nonce: string;
   enc: string;
   features: string[];
+  signature: string;
+  /** With the `server-key-next` feature only (PROTOCOL.md §5.6). */
+  next_key?: NextKeyWire;
+}
+/** The rotation statement `next_key` of a challenge (PROTOCOL.md §5.6). */
+export interface NextKeyWire {
+  key: WireKey;
+  /** RFC 3339 UTC, the exact string that was signed. */
+  not_before: string;
   signature: string;
 }
 export interface Proof {
@@ -267,6 +284,20 @@ function ciphertext(o: Obj, k: string): string {
   return s;
 }
 
+/** RFC 3339 UTC with a `Z`, as `not_before` must be (PROTOCOL.md §5.6). */
+export const RFC3339_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
+/** Decodes a challenge's `next_key` (shape only; shared/server-key-next.ts verifies it). */
+export function decodeNextKey(x: unknown): NextKeyWire {
+  const o = obj(x, "next_key");
+  const k = obj(o.key, "next_key.key");
+  const key = { type: str(k, "type", MAX_TOKEN_CHARS, "next_key.key.type"), data: str(k, "data", 2048, "next_key.key.data") };
+  const notBefore = str(o, "not_before", 40, "next_key.not_before");
+  if (!RFC3339_UTC.test(notBefore) || Number.isNaN(Date.parse(notBefore))) throw badField("next_key.not_before", "RFC 3339 UTC time");
+  const sig = str(o, "signature", Math.ceil((MAX_SIGNATURE_BYTES * 4) / 3) + 4, "next_key.signature");
+  if (fromB64u(sig, "next_key.signature", MAX_SIGNATURE_BYTES).length < 1) throw badField("next_key.signature", "at least 1 byte");
+  return { key, not_before: notBefore, signature: sig };
+}
+
 /** Parses the JSON text of one frame into an object with a string `type`. */
 export function parseJson(text: string): Obj {
   let v: unknown;
@@ -316,7 +347,7 @@ export function decodeServerFrame(text: string): ServerFrame {
     case FrameType.challenge: {
       const ct = str(o, "channel_type", MAX_TOKEN_CHARS);
       if (ct !== ChannelType.aes256gcm) throw badField("channel_type", ChannelType.aes256gcm);
-      return {
+      const c: Challenge = {
         type: "challenge",
         source: str(o, "source", 2048),
         server_key: wireKey(o, "server_key"),
@@ -326,6 +357,8 @@ export function decodeServerFrame(text: string): ServerFrame {
         features: features(o),
         signature: b64Field(o, "signature", 1, MAX_SIGNATURE_BYTES),
       };
+      if (o.next_key !== undefined) c.next_key = decodeNextKey(o.next_key);
+      return c;
     }
     case FrameType.established:
       return { type: "established", source: str(o, "source", 2048), response: ciphertext(o, "response") };

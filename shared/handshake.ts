@@ -5,6 +5,7 @@
  * Transcript (PROTOCOL.md §5.2), with LP the length prefix of encoding.ts:
  *   T_info = LP(hello bytes as sent) || LP(source) || LP(server SPKI) || LP(channel_type)
  *            || LP(server nonce) || LP(features joined by ",")
+ *            [|| LP(next SPKI) || LP(not_before) || LP(statement sig)   with server-key-next, §5.6]
  *   info   = SHA-256(LP(LABEL_INFO) || T_info)                  HPKE info
  *   T_chal = T_info || LP(enc)
  *   server signs  LP(LABEL_SERVER_SIG) || SHA-256(T_chal)
@@ -38,8 +39,11 @@ import {
   SERVER_NONCE_BYTES,
   ChannelType as CT,
   decodeGrant,
+  Feature,
   kemTypes,
+  type NextKeyWire,
 } from "./frames.js";
+import { type NextKey, nextKeyTranscript, verifyNextKey } from "./server-key-next.js";
 import { type HpkeSender, type KemKeyPair, type KemPublicKey, KEM_PUBLIC_BYTES } from "./hpke.js";
 
 export const LABEL_INFO = "psimbols/1 hpke info";
@@ -50,7 +54,9 @@ export const LABEL_GRANT_AAD = "psimbols/1 grant";
 export const CLIENT_NONCE_BYTES = 32;
 
 function transcriptInfo(helloBytes: Uint8Array, c: Omit<Challenge, "enc" | "signature" | "type">, serverSpki: Uint8Array): Uint8Array {
-  return lp(helloBytes, c.source, serverSpki, c.channel_type, fromB64u(c.nonce, "nonce"), c.features.join(","));
+  const t = lp(helloBytes, c.source, serverSpki, c.channel_type, fromB64u(c.nonce, "nonce"), c.features.join(","));
+  // §5.6: with server-key-next chosen, the statement is part of the transcript too
+  return c.next_key && c.features.includes(Feature.serverKeyNext) ? concat(t, nextKeyTranscript(c.next_key)) : t;
 }
 const signInput = async (label: string, t: Uint8Array) => concat(lp(label), await sha256(t));
 
@@ -98,8 +104,14 @@ async function hpkeSender(pk: KemPublicKey, info: Uint8Array, ekm?: Uint8Array):
 
 /** What the server offers. */
 export interface ServerOffer {
-  readonly key: SigningKey;
+  /** The current server key (replaced in place when a node promotes its next key). */
+  key: SigningKey;
   source: string;
+  /**
+   * The current key's statement naming its successor (§5.6), carried to clients
+   * that offer `server-key-next`; signed for this offer's key and source.
+   */
+  next?: NextKeyWire | undefined;
   /** Features the server supports; the challenge carries the intersection with the hello's. */
   features?: readonly string[];
 }
@@ -148,15 +160,19 @@ export async function acceptHello(
   const nonceC = fromB64u(hello.nonce, "nonce");
   const nonceS = fixed?.nonceS ?? randomBytes(SERVER_NONCE_BYTES);
   const serverFeatures = offer.features ?? [];
-  const features = hello.features.filter((f) => serverFeatures.includes(f));
-  const pub = wirePublicKey(offer.key.public);
-  const core = { source: offer.source, server_key: pub, channel_type: channelType, nonce: b64u(nonceS), features };
-  const tInfo = transcriptInfo(helloBytes, core, offer.key.public.spki);
+  // Read once: a promotion may replace the offer's key and statement between awaits.
+  const key = offer.key;
+  const next = offer.next;
+  const features = hello.features.filter((f) => serverFeatures.includes(f) || (f === Feature.serverKeyNext && next !== undefined));
+  const pub = wirePublicKey(key.public);
+  const core: Omit<Challenge, "enc" | "signature" | "type"> = { source: offer.source, server_key: pub, channel_type: channelType, nonce: b64u(nonceS), features };
+  if (next && features.includes(Feature.serverKeyNext)) core.next_key = next;
+  const tInfo = transcriptInfo(helloBytes, core, key.public.spki);
   const info = await sha256(concat(lp(LABEL_INFO), tInfo));
   const sender = await hpkeSender(kemPub, info, fixed?.ekm);
   const enc = sender.enc;
   const tChal = concat(tInfo, lp(enc));
-  const serverSig = await sign(offer.key, await signInput(LABEL_SERVER_SIG, tChal));
+  const serverSig = await sign(key, await signInput(LABEL_SERVER_SIG, tChal));
   const challenge: Challenge = { type: "challenge", ...core, enc: b64u(enc), signature: b64u(serverSig) };
   return { challenge, pending: { identity, channelType, features, nonceC, nonceS, tChal, serverSig, sender } };
 }
@@ -206,6 +222,8 @@ export interface ClientProof {
   readonly nonceS: Uint8Array;
   readonly serverKey: PublicKey;
   readonly features: string[];
+  /** The successor key the server's verified statement named (§5.6), when it sent one. */
+  readonly nextKey: NextKey | undefined;
   readonly aad: Uint8Array;
   readonly enc: Uint8Array;
   readonly info: Uint8Array;
@@ -247,6 +265,8 @@ export async function answerChallenge(
   if (!c.features.every((f) => h.hello.features.includes(f))) {
     throw new PsimbolsError(ErrorCode.protocol, "server chose a feature that was not offered");
   }
+  const withNext = c.features.includes(Feature.serverKeyNext);
+  if (withNext && !c.next_key) throw new PsimbolsError(ErrorCode.protocol, "server chose server-key-next without a next_key statement");
   const tInfo = transcriptInfo(h.bytes, c, serverKey.spki);
   const enc = fromB64u(c.enc, "enc");
   const tChal = concat(tInfo, lp(enc));
@@ -254,12 +274,14 @@ export async function answerChallenge(
   if (!(await verify(serverKey, serverSig, await signInput(LABEL_SERVER_SIG, tChal)))) {
     throw new PsimbolsError(ErrorCode.protocol, "server signature over the challenge does not verify");
   }
+  // §5.6: the statement is checked only once the transcript that carries it verified
+  const nextKey = withNext && c.next_key ? await verifyNextKey(serverKey, c.source, c.next_key) : undefined;
   const sigC = await sign(h.identity, await signInput(LABEL_CLIENT_SIG, concat(tChal, lp(serverSig))));
   const aad = concat(lp(LABEL_GRANT_AAD), await sha256(concat(tChal, lp(serverSig), lp(sigC))));
   const info = await sha256(concat(lp(LABEL_INFO), tInfo));
   return {
     proof: { type: "proof", signature: b64u(sigC) },
-    state: { hello: h, nonceS: fromB64u(c.nonce, "nonce"), serverKey, features: c.features, aad, enc, info },
+    state: { hello: h, nonceS: fromB64u(c.nonce, "nonce"), serverKey, features: c.features, nextKey, aad, enc, info },
   };
 }
 

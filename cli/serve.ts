@@ -3,7 +3,6 @@
  */
 import type { Command } from "commander";
 import { join } from "node:path";
-import { loadKey } from "../node/key-files.js";
 import { Broker } from "../server/broker.js";
 import { defaultDataDir, resolveConfig } from "../server/config.js";
 import { createLogger } from "../server/log.js";
@@ -11,7 +10,7 @@ import { FileRegistry, type KeyRegistry, RedisRegistry } from "../server/registr
 import { RedisStore } from "../server/store/redis-store.js";
 import type { Store } from "../server/store/store.js";
 import { parseWrapKey } from "../server/store/wrap.js";
-import { loadOrCreateServerKey } from "../server/server-key.js";
+import { SERVER_KEY_FILE, loadOrCreateServerKey, loadServerKeySet, watchServerKeys } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
 import { int } from "./options.js";
 
@@ -33,6 +32,7 @@ export function serveCommand(p: Command): void {
     .option("--ping-interval <ms>", "WebSocket ping interval; a peer that misses a pong is cut off", int("--ping-interval"))
     .option("--redis <url>", "share state with other nodes through Redis (needs PSIMBOLS_WRAP_KEY)")
     .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
+    .option("--server-key-poll <ms>", "how often to look for a next or promoted server key (`psimbols server-key`)", int("--server-key-poll"), 5000)
     .option("--node <name>", "this node's name in logs, metrics and channel records")
     .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
@@ -63,7 +63,11 @@ export function serveCommand(p: Command): void {
         ...(o.node ? { node: o.node } : {}),
         limits,
       });
-      const serverKey = o.serverKeyFile ? await loadKey(o.serverKeyFile) : await loadOrCreateServerKey(config.dataDir, log);
+      const serverKeyFile: string = o.serverKeyFile ?? join(config.dataDir, SERVER_KEY_FILE);
+      if (!o.serverKeyFile) await loadOrCreateServerKey(config.dataDir, log);
+      // the current key, and during a rollover the next one (PROTOCOL.md §5.6)
+      const keySet = await loadServerKeySet(serverKeyFile);
+      const serverKey = keySet.current;
       let store: Store | undefined;
       let registry: KeyRegistry | undefined = keysFile ? new FileRegistry(keysFile) : undefined;
       if (o.redis) {
@@ -75,6 +79,7 @@ export function serveCommand(p: Command): void {
       const broker = await Broker.start({
         config,
         serverKey,
+        ...(keySet.next ? { serverKeyNext: keySet.next } : {}),
         registry,
         logger: log,
         ...(store ? { store } : {}),
@@ -86,10 +91,13 @@ export function serveCommand(p: Command): void {
         const page = new URL("console/", broker.config.source.replace(/^ws/i, "http")).href;
         console.log(`web console: ${page} (operators only; --no-console turns it off)`);
       }
+      if (keySet.next) console.log(`next server key ${keySet.next.key.public.fingerprint} not before ${keySet.next.notBefore}`);
+      const unwatch = watchServerKeys(serverKeyFile, o.serverKeyPoll, (set) => broker.setServerKeys(set), log);
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
+        unwatch();
         log.info("stopping", { component: "cli", signal });
         void broker.close().then(() => process.exit(0));
       };

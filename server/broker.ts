@@ -11,6 +11,8 @@ import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client"
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
 import { ChannelType, Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
+import { signNextKey } from "../shared/server-key-next.js";
+import type { ServerKeySet } from "./server-key.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
 import { Counter, FixedWindow, limitKey } from "./limits.js";
@@ -70,6 +72,8 @@ export type HttpHook = (req: IncomingMessage, res: ServerResponse, path: string)
 export interface BrokerOptions {
   config?: Parameters<typeof resolveConfig>[0];
   serverKey: SigningKey;
+  /** The next server key during a rollover (PROTOCOL.md §5.6); see {@link Broker.setServerKeys}. */
+  serverKeyNext?: ServerKeySet["next"];
   store?: Store;
   registry?: KeyRegistry;
   logger?: Logger;
@@ -106,7 +110,8 @@ export class Broker {
   readonly #ctx: BrokerContext;
   readonly #metrics = new Registry();
   readonly #latency: Histogram;
-  readonly #serverKey: SigningKey;
+  #serverKey: SigningKey;
+  #serverKeyNext: ServerKeySet["next"];
   readonly #httpHook: HttpHook | undefined;
   #pinger: ReturnType<typeof setInterval> | undefined;
   #closing = false;
@@ -205,6 +210,7 @@ export class Broker {
       b.config.source = resolveConfig({ host: b.config.host, port: b.port }).source;
       b.#ctx.offer.source = b.config.source;
     }
+    if (o.serverKeyNext) await b.setServerKeys({ current: o.serverKey, next: o.serverKeyNext });
     b.#pinger = setInterval(() => {
       for (const c of b.#connections) c.heartbeat();
     }, b.config.limits.pingIntervalMs);
@@ -217,6 +223,33 @@ export class Broker {
       service: b.config.closed ? "closed" : "open",
     });
     return b;
+  }
+
+  /**
+   * Replaces the keys this node presents (PROTOCOL.md §5.6): with a next key,
+   * every challenge to a client that offers `server-key-next` carries the
+   * current key's statement naming it; a new current key (a promotion) takes
+   * over from the next hello on. Channels already granted are unaffected.
+   */
+  async setServerKeys(set: ServerKeySet): Promise<void> {
+    const next = set.next ? await signNextKey(set.current, set.next.key.public, this.config.source, set.next.notBefore) : undefined;
+    const promoted = set.current.public.fingerprint !== this.#serverKey.public.fingerprint;
+    // one synchronous swap: a hello sees the old pair or the new one
+    this.#serverKey = set.current;
+    this.#serverKeyNext = set.next;
+    this.#ctx.offer.key = set.current;
+    this.#ctx.offer.next = next;
+    this.log.info(promoted ? "server key changed" : "server key rotation state loaded", {
+      component: "server-key",
+      fingerprint: set.current.public.fingerprint,
+      ...(set.next ? { next: set.next.key.public.fingerprint, not_before: set.next.notBefore } : {}),
+    });
+  }
+
+  /** Fingerprints of the keys this node presents. */
+  get serverKeys(): { current: string; next?: string; notBefore?: string } {
+    const n = this.#serverKeyNext;
+    return { current: this.#serverKey.public.fingerprint, ...(n ? { next: n.key.public.fingerprint, notBefore: n.notBefore } : {}) };
   }
 
   /** The port actually bound (useful with port 0). */
@@ -333,6 +366,9 @@ export class Broker {
           source: this.config.source,
           server_key: wirePublicKey(this.#serverKey.public),
           fingerprint: this.#serverKey.public.fingerprint,
+          ...(this.#serverKeyNext
+            ? { next_server_key: { fingerprint: this.#serverKeyNext.key.public.fingerprint, not_before: this.#serverKeyNext.notBefore } }
+            : {}),
           channel_types: [ChannelType.aes256gcm],
           kems: kemTypes,
           key_types: keyTypes,

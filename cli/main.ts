@@ -10,6 +10,7 @@ import { clientCommands } from "./client.js";
 import { keysCommands } from "./keys.js";
 import { operatorCommands } from "./operate.js";
 import { serveCommand } from "./serve.js";
+import { serverKeyCommands } from "./server-key.js";
 
 /** The command tree. */
 export function program(): Command {
@@ -20,11 +21,12 @@ export function program(): Command {
   serveCommand(p);
   operatorCommands(p);
   keysCommands(p);
+  serverKeyCommands(p);
   return p;
 }
 
 const HINTS: Partial<Record<ErrorCode, string>> = {
-  server_key_mismatch: "the server's key differs from the pinned or known one; if the server key was rotated on purpose, remove its line from the known-servers file",
+  server_key_mismatch: "the server's key differs from the pinned or known one; a rotation announced in advance (`psimbols server-key next`) is followed by clients that connected during it; otherwise, if the key was replaced on purpose, remove its line from the known-servers file",
   connection_lost: "is the broker running at that URL? start one with `psimbols serve`",
   forbidden: "the service refused this key: a closed service serves only registered keys (ask its operator to run `psimbols keys add` with your public key), and any service refuses keys its operator blocked",
   unsupported: "the server does not accept what this client offered",

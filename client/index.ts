@@ -19,6 +19,7 @@ export {
   type CloseEvent,
   type ConnectOptions,
   type EstablishedEvent,
+  type ServerKeyEvent,
   type KnownServers,
   type Logger,
   type NoticeEvent,

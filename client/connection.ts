@@ -1092,7 +1092,8 @@ export class Client {
           );
     const next = this.#pinnedNext;
     if (this.#o.serverKeys !== undefined) {
-      if (!this.#o.serverKeys.includes(got) && got !== next) throw mismatch(this.#o.serverKeys.join(" or "), "the serverKey option");
+      // #pinned: a successor this client followed from a pinned key (it is not in the option's list)
+      if (!this.#o.serverKeys.includes(got) && got !== next && got !== this.#pinned) throw mismatch(this.#o.serverKeys.join(" or "), "the serverKey option");
     } else {
       let known: string | undefined;
       let knownNext: string | undefined;

@@ -173,8 +173,18 @@ export interface InnerRequest {
   data?: unknown;
 }
 export type InnerResponse = { data: unknown } | { error: { code: string; message: string } };
-/** Inner push: a notice or an application message. PROTOCOL.md §7. */
-export type InnerPush = { notice: NoticeKind; valid_until?: string; reason?: string } | { message: unknown; id?: number };
+/** Inner push: a notice or an application message (its `id` is required). PROTOCOL.md §7. */
+export type InnerPush = { notice: NoticeKind; valid_until?: string; reason?: string } | { message: unknown; id: number };
+
+/**
+ * The inner payload of an application push (PROTOCOL.md §7.2): `{"message":M,"id":N}`,
+ * `messageJson` the JSON text of M. The broker seals exactly this text; the test
+ * vectors are made with it too.
+ */
+export function applicationPushText(messageJson: string, id: number): string {
+  if (!Number.isSafeInteger(id) || id < 1) throw new RangeError("push id expected a positive integer");
+  return `{"message":${messageJson},"id":${id}}`;
+}
 
 /** Counters of one broker node, as /metrics exports them and the `admin.channels` operation returns them. */
 export interface NodeStats {
@@ -448,7 +458,7 @@ export function decodeInnerPush(text: string): InnerPush {
     return p;
   }
   if (!("message" in o)) throw badField("push", "object with notice or message", describe(o));
-  return o.id === undefined ? { message: o.message } : { message: o.message, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
+  return { message: o.message, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
 }
 
 function JSONparse(text: string): unknown {

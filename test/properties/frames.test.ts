@@ -204,6 +204,17 @@ test("decode ∘ encode is stable: a decoded frame re-encodes to text that decod
   );
 });
 
+test("an application push without a top-level integer id ≥ 1 is refused with bad_request", () => {
+  fc.assert(
+    fc.property(fc.jsonValue({ maxDepth: 2 }), fc.oneof(fc.constant(undefined), fc.constant(0), fc.constant(-1), fc.constant(1.5), fc.string(), fc.constant(null)), (message, id) => {
+      const t = JSON.stringify(id === undefined ? { message } : { message, id });
+      assert.is(psimbolsErrorSync(() => decodeInnerPush(t))?.code, ErrorCode.badRequest, t);
+      assert.equal(decodeInnerPush(JSON.stringify({ message, id: 7 })), JSON.parse(JSON.stringify({ message, id: 7 })));
+    }),
+    params(500),
+  );
+});
+
 test("the inner decoders (grant, request, response, push) never throw anything but bad_request", () => {
   const inner = fc.oneof(
     fc.string({ maxLength: 100 }),

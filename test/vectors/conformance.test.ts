@@ -49,6 +49,7 @@ import {
 import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, openFrame, sealBinaryFrame, sealFrame, trafficKey } from "../../shared/channel.js";
 import {
   MAX_SEQ,
+  applicationPushText,
   decodeClientBinary,
   decodeClientFrame,
   decodeGrant,
@@ -492,6 +493,51 @@ test("decoding then re-encoding every vector frame is stable and loses nothing",
     assert.is(again, JSON.stringify(once), text.slice(0, 40));
   }
   for (const t of V.transcripts) assert.is(JSON.stringify(decodeGrant(t.intermediate.grant_plaintext)), t.intermediate.grant_plaintext);
+});
+
+// ------------------------------------------------------- payload shapes, spec examples
+
+test("every application push of the vectors is what the broker seals: {\"message\":M,\"id\":N}, which the client's decoder accepts (§7.2)", () => {
+  let n = 0;
+  for (const t of V.transcripts) {
+    for (const b of t.bindings) {
+      for (const f of b.frames.filter((x) => x.kind === "push" && !("notice" in (JSON.parse(x.plaintext) as object)))) {
+        const p = decodeInnerPush(f.plaintext);
+        assert.ok("message" in p && typeof p.id === "number", `${t.name} push ${f.seq}: an application push carries a top-level id`);
+        if (!("message" in p)) continue;
+        assert.is(applicationPushText(JSON.stringify(p.message), p.id), f.plaintext, `${t.name} push ${f.seq}`);
+        n++;
+      }
+    }
+  }
+  assert.ok(n > 0, "the vectors hold an application push");
+});
+
+test("the client's push decoder refuses an application push without a top-level id (the shape push 1 had before issue 11)", async () => {
+  await throwsCode(() => decodeInnerPush('{"message":{"text":"application push","id":7}}'), ErrorCode.badRequest, "id inside the message");
+  await throwsCode(() => decodeInnerPush('{"message":1}'), ErrorCode.badRequest, "no id");
+  await throwsCode(() => decodeInnerPush('{"message":1,"id":0}'), ErrorCode.badRequest, "id 0");
+});
+
+test("the binary values in PROTOCOL.md's JSON examples are those of the vectors (no stale example)", () => {
+  const spec = readFileSync(new URL("../../../docs/PROTOCOL.md", import.meta.url), "utf8");
+  const vectors = readFileSync(new URL("../../../test/vectors/v1.json", import.meta.url), "utf8");
+  const blocks = [...spec.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  assert.ok(blocks.length >= 10, `found ${blocks.length} JSON examples`);
+  const fields = new Set(["nonce", "enc", "signature", "request", "response", "push", "data", "channel"]);
+  let checked = 0;
+  const walk = (x: unknown): void => {
+    if (Array.isArray(x)) return x.forEach(walk);
+    if (typeof x !== "object" || x === null) return;
+    for (const [k, v] of Object.entries(x)) {
+      if (typeof v === "string" && fields.has(k) && v.length >= 22 && !v.endsWith("…")) {
+        assert.ok(vectors.includes(`"${v}"`) || vectors.includes(`\\"${v}\\"`), `PROTOCOL.md example ${k} ${v.slice(0, 24)}… is not in the vectors`);
+        checked++;
+      } else walk(v);
+    }
+  };
+  for (const b of blocks) walk(JSON.parse(b));
+  assert.ok(checked >= 15, `checked ${checked} values`);
 });
 
 test("every base64url field of every vector frame is canonical", () => {

@@ -37,7 +37,17 @@ import {
   verifyProof,
 } from "../../shared/handshake.js";
 import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, sealFrame, trafficKey } from "../../shared/channel.js";
-import { decodeClientFrame, decodeServerFrame, encodeBinaryHeader, MAX_SEQ, type Challenge, type Grant, type Hello, type KemType } from "../../shared/frames.js";
+import {
+  applicationPushText,
+  decodeClientFrame,
+  decodeServerFrame,
+  encodeBinaryHeader,
+  MAX_SEQ,
+  type Challenge,
+  type Grant,
+  type Hello,
+  type KemType,
+} from "../../shared/frames.js";
 import { hpkeSuite } from "../../shared/hpke.js";
 
 // ===================================================================== types
@@ -270,8 +280,11 @@ interface ChannelScript {
   via: "handshake" | "resume";
   /** For `resume`: the client's and server's nonces. */
   nonces?: { c: Uint8Array; s: Uint8Array };
-  /** Timeline of frames: a request and its response, or a push. */
-  steps: ({ request: number; op: string; data?: unknown; response: unknown } | { push: number; payload: unknown })[];
+  /**
+   * Timeline of frames: a request and its response, a notice push (`payload` is the inner push),
+   * or an application push (`message` and its `id`, wrapped as the broker wraps them, §7.2).
+   */
+  steps: ({ request: number; op: string; data?: unknown; response: unknown } | { push: number; payload: unknown } | { push: number; message: unknown; id: number })[];
 }
 
 interface TranscriptSpec {
@@ -306,7 +319,7 @@ const TRANSCRIPTS: TranscriptSpec[] = [
         steps: [
           { request: 1, op: "echo", data: { hello: "world", n: [1, 2, 3] }, response: { data: { hello: "world", n: [1, 2, 3] } } },
           { request: 2, op: "ping", response: { data: { pong: true, time: "2030-01-01T00:00:01.000Z" } } },
-          { push: 1, payload: { message: { text: "application push", id: 7 } } },
+          { push: 1, message: { text: "application push" }, id: 7 },
           { request: 3, op: "no.such.op", data: null, response: { error: { code: "not_found", message: "no handler for this op" } } },
           { push: 2, payload: { notice: "expiring", valid_until: "2030-01-01T01:00:00.000Z" } },
         ],
@@ -524,8 +537,8 @@ async function bindingVector(b: ChannelScript, channelKey: Uint8Array, channel: 
   const c2s = await trafficKey(raw.c2s);
   const s2c = await trafficKey(raw.s2c);
   const frames: ChannelFrameVector[] = [];
-  const add = async (kind: ChannelFrameVector["kind"], seq: number, payload: unknown) => {
-    const plaintext = JSON.stringify(payload);
+  /** Seals `plaintext`, the inner payload's exact JSON text. */
+  const add = async (kind: ChannelFrameVector["kind"], seq: number, plaintext: string) => {
     const k = kind === "request" ? FrameKind.request : kind === "response" ? FrameKind.response : FrameKind.push;
     const ct = await sealFrame(kind === "request" ? c2s : s2c, k, seq, channel, plaintext);
     const outer =
@@ -540,9 +553,12 @@ async function bindingVector(b: ChannelScript, channelKey: Uint8Array, channel: 
   };
   for (const s of b.steps) {
     if ("request" in s) {
-      await add("request", s.request, s.data === undefined ? { op: s.op } : { op: s.op, data: s.data });
-      await add("response", s.request, s.response);
-    } else await add("push", s.push, s.payload);
+      await add("request", s.request, JSON.stringify(s.data === undefined ? { op: s.op } : { op: s.op, data: s.data }));
+      await add("response", s.request, JSON.stringify(s.response));
+    } else if ("message" in s) {
+      // the broker's own wrapping (server/connection.ts), not a re-creation of it
+      await add("push", s.push, applicationPushText(JSON.stringify(s.message), s.id));
+    } else await add("push", s.push, JSON.stringify(s.payload));
   }
   return {
     name: b.name,

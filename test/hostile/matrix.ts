@@ -416,6 +416,12 @@ export const rows: Row[] = [
   ),
   helloRow("a hello whose `features` is a string gets bad_request and close 4000", '`features: "x"`', (o) => (o.features = "x"), BAD),
   helloRow("a feature name containing a comma gets bad_request and close 4000 (features are joined by commas in T_info)", '`features: ["a,b"]`', (o) => (o.features = ["a,b"]), BAD),
+  helloRow(
+    "a hello naming a feature twice gets bad_request and close 4000 (a feature list names each feature once, so the choice stays a subset)",
+    '`features: ["binary","binary"]`',
+    (o) => (o.features = [Feature.binary, Feature.binary]),
+    BAD,
+  ),
   {
     name: "unknown members of a hello, even 10 000 levels deep, are ignored (the exact bytes are signed, nothing re-serialises them)",
     sent: "a valid hello plus `x: [[[…]]]` 10 000 deep",

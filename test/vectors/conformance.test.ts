@@ -18,7 +18,7 @@ import { createHash } from "node:crypto";
 import { Crypto as PeculiarCrypto } from "@peculiar/webcrypto";
 import { fileURLToPath } from "node:url";
 import { b64u, concat, fromB64u, fromUtf8, lp, utf8 } from "../../shared/encoding.js";
-import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
+import { ErrorCode, PsimbolsError, asProtocol } from "../../shared/errors.js";
 import {
   fingerprint,
   handshakeCrypto,
@@ -64,7 +64,7 @@ import {
   type KemType,
 } from "../../shared/frames.js";
 import { hpkeSuite } from "../../shared/hpke.js";
-import { generate, serialise, type ChannelFrameVector, type TranscriptVector, type VectorFile } from "./generate.js";
+import { generate, serialise, type ChannelFrameVector, type Side, type TranscriptVector, type VectorFile } from "./generate.js";
 import { nodeHandshakeCrypto } from "../../client/node/handshake-crypto.js";
 
 /**
@@ -409,15 +409,36 @@ test("the handshake binding's traffic keys differ from every resumed binding's",
 
 // ------------------------------------------------------- negative vectors
 
+/**
+ * Runs `fn`, the receiving side of a frame sent by `side`, and reports a refusal as the reference
+ * receivers do (PROTOCOL.md §4, §9): a server answers with the decoder's code (`bad_request`); a
+ * client reports what a server sent as `protocol`, through asProtocol, the mapping
+ * client/connection.ts applies to every server frame it cannot use.
+ */
+async function received<T>(side: Side, fn: () => T | Promise<T>): Promise<T> {
+  if (side === "client") return fn();
+  try {
+    return await fn();
+  } catch (e) {
+    throw asProtocol(e, "the server sent a frame the client refuses");
+  }
+}
+
+test("§14: a refused client frame is bad_request, a refused server frame protocol, in every negative frame vector", () => {
+  for (const v of [...V.negative.frames, ...V.negative.binary_frames]) {
+    assert.is(v.error, v.side === "client" ? ErrorCode.badRequest : ErrorCode.protocol, v.description);
+  }
+});
+
 for (const v of V.negative.frames) {
-  (v.known_issue ? test.skip : test)(`refuses a ${v.side === "client" ? "client" : "server"} frame: ${v.description}${v.known_issue ? ` (KNOWN ISSUE: ${v.known_issue})` : ""}`, () =>
-    throwsCode(() => (v.side === "client" ? decodeClientFrame(v.text) : decodeServerFrame(v.text)), ErrorCode.badRequest, v.description),
+  (v.known_issue ? test.skip : test)(`refuses a ${v.side} frame with ${v.error}: ${v.description}${v.known_issue ? ` (KNOWN ISSUE: ${v.known_issue})` : ""}`, () =>
+    throwsCode(() => received(v.side, () => (v.side === "client" ? decodeClientFrame(v.text) : decodeServerFrame(v.text))), v.error as ErrorCode, v.description),
   );
 }
 
 for (const v of V.negative.binary_frames) {
-  test(`refuses a binary ${v.side} frame: ${v.description}`, () =>
-    throwsCode(() => (v.side === "client" ? decodeClientBinary(unhex(v.hex)) : decodeServerBinary(unhex(v.hex))), ErrorCode.badRequest, v.description),
+  test(`refuses a binary ${v.side} frame with ${v.error}: ${v.description}`, () =>
+    throwsCode(() => received(v.side, () => (v.side === "client" ? decodeClientBinary(unhex(v.hex)) : decodeServerBinary(unhex(v.hex)))), v.error as ErrorCode, v.description),
   );
 }
 
@@ -445,25 +466,35 @@ test("channel frames that must not open fail with unauthorised and the one messa
   }
 });
 
-test("the client refuses tampered and foreign challenges with protocol", async () => {
+test("a client without a pinned key refuses tampered and foreign challenges with `error`", async () => {
   for (const v of V.negative.challenges) {
     const t = transcript(v.transcript);
     const h = await clientHello(t);
-    await throwsCode(() => answerChallenge(h, decodeServerFrame(v.challenge) as Challenge, () => {}), v.error as ErrorCode, v.description);
+    await throwsCode(() => received("server", () => answerChallenge(h, decodeServerFrame(v.challenge) as Challenge, () => {})), v.error as ErrorCode, v.description);
   }
 });
 
-test("proofs over another transcript do not verify", async () => {
+test("a client that pinned the transcript's server key refuses the same challenges with `error_pinned` (the pin is checked first)", async () => {
+  for (const v of V.negative.challenges) {
+    const t = transcript(v.transcript);
+    const h = await clientHello(t);
+    await throwsCode(() => received("server", () => answerChallenge(h, decodeServerFrame(v.challenge) as Challenge, pinned(t))), v.error_pinned as ErrorCode, v.description);
+  }
+  assert.ok(V.negative.challenges.some((v) => v.error_pinned === ErrorCode.serverKeyMismatch), "a vector shows the pin failing first");
+});
+
+test("proofs over another transcript do not verify (the server answers unauthorised)", async () => {
   for (const v of V.negative.proofs) {
+    assert.is(v.error, ErrorCode.unauthorised, v.description);
     const { pending } = await serverChallenge(transcript(v.transcript), v.hello);
     assert.not.ok(await verifyProof(pending, unhex(v.signature)), v.description);
   }
 });
 
-test("the client refuses tampered and foreign established frames with protocol", async () => {
+test("the client refuses tampered and foreign established frames, and grants that break §5.4, with protocol", async () => {
   for (const v of V.negative.established) {
     const p = await clientProof(transcript(v.transcript));
-    await throwsCode(() => openGrant(p, decodeServerFrame(v.established) as Established), v.error as ErrorCode, v.description);
+    await throwsCode(() => received("server", () => openGrant(p, decodeServerFrame(v.established) as Established)), v.error as ErrorCode, v.description);
   }
 });
 

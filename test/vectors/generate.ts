@@ -187,22 +187,43 @@ export interface ChannelFrameVector {
   binary: Hex;
 }
 
+/**
+ * `side` names the sender of a frame. A `client` frame is received by a server: a refusal is
+ * `bad_request`, sent back in an `error` frame before close 4000. A `server` frame is received by a
+ * client: a refusal is `protocol`, reported to the application, and the client closes with 4000
+ * (PROTOCOL.md §4, §9).
+ */
+export type Side = "client" | "server";
+/** The code a receiver reports when it refuses a frame of `side` (see {@link Side}). */
+export type RefusalCode = "bad_request" | "protocol";
+
 export interface NegativeVectors {
-  /** Frames a decoder must reject with `bad_request`. */
-  frames: { description: string; side: "client" | "server"; text: string; error: "bad_request"; known_issue?: string }[];
-  /** Binary channel frames (§4.11) a decoder must reject with `bad_request`. */
-  binary_frames: { description: string; side: "client" | "server"; hex: Hex; error: "bad_request" }[];
+  /** Frames a receiver must refuse: `bad_request` from a server, `protocol` from a client. */
+  frames: { description: string; side: Side; text: string; error: RefusalCode; known_issue?: string }[];
+  /** Binary channel frames (§4.11) a receiver must refuse, with the same codes as `frames`. */
+  binary_frames: { description: string; side: Side; hex: Hex; error: RefusalCode }[];
   /** Hellos that decode but that the server must refuse, with the code of its error frame. */
   hellos: { description: string; text: string; error: "unsupported" | "bad_request"; known_issue?: string }[];
   /** Wire public keys that must not import. */
   public_keys: { description: string; key: { type: string; data: string }; error: "unsupported" | "bad_request"; known_issue?: string }[];
   /** Channel frames that must not open (`unauthorised`). */
   channel: { description: string; key: Hex; kind: "request" | "response" | "push"; seq: number; channel: string; ciphertext: B64u; error: "unauthorised" }[];
-  /** Challenges the client of `transcript` must refuse (`protocol`). */
-  challenges: { description: string; transcript: string; challenge: string; error: "protocol" }[];
-  /** Proofs that must not verify: `proof` against the server state of `hello` in `transcript`. */
-  proofs: { description: string; transcript: string; hello: string; signature: Hex }[];
-  /** `established` frames the client of `transcript` must refuse (`protocol`). */
+  /**
+   * Challenges the client of `transcript` must refuse. `error` is the code of a client with no
+   * key pinned or known for the service (it would learn the key on first use); `error_pinned` of a
+   * client that pinned the transcript's `inputs.server_key` (PROTOCOL.md §5.2: the pin is checked
+   * first, so a challenge carrying another server key fails with `server_key_mismatch`).
+   */
+  challenges: { description: string; transcript: string; challenge: string; error: "protocol"; error_pinned: "protocol" | "server_key_mismatch" }[];
+  /**
+   * Proofs that must not verify: `signature` against the server state of `hello` in `transcript`.
+   * The server answers `unauthorised` and closes with 4000 (PROTOCOL.md §5.2).
+   */
+  proofs: { description: string; transcript: string; hello: string; signature: Hex; error: "unauthorised" }[];
+  /**
+   * `established` frames the client of `transcript` must refuse (`protocol`): tampered or foreign
+   * ones, and grants sealed correctly whose content breaks PROTOCOL.md §5.4.
+   */
   established: { description: string; transcript: string; established: string; error: "protocol" }[];
 }
 
@@ -615,13 +636,44 @@ async function signatureVectors(resign?: Map<string, Hex>): Promise<SignatureVec
   ];
 }
 
-function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]): NegativeVectors {
+/**
+ * `established` frames for the handshake of `t` whose grant is sealed correctly (the client opens
+ * it) but breaks a constraint of PROTOCOL.md §5.4. Each is sealed by a fresh server context, as the
+ * client's context opens only the first seal.
+ */
+async function badGrants(t: TranscriptVector): Promise<{ description: string; established: string }[]> {
+  const server = await signingKey(t.inputs.server_key);
+  const sigC = unhex(t.intermediate.client_signature);
+  const good = t.inputs.grant;
+  const bad: [string, unknown][] = [
+    ["grant key of 16 bytes", { ...good, key: { ...good.key, data: b64u(run(0xa0, 16)) } }],
+    ["grant key type AES (the alias is for offers only)", { ...good, key: { ...good.key, type: "AES" } }],
+    ["grant ttl 0", { ...good, ttl: 0 }],
+    ["grant ttl 1.5", { ...good, ttl: 1.5 }],
+    ["grant without ttl", { channel: good.channel, key: good.key, valid_until: good.valid_until }],
+    ["grant channel of 21 characters", { ...good, channel: good.channel.slice(0, 21) }],
+    ["grant valid_until that is not a time", { ...good, valid_until: "tomorrow" }],
+  ];
+  const out: { description: string; established: string }[] = [];
+  for (const [description, grant] of bad) {
+    const hello = decodeClientFrame(t.frames.hello) as Hello;
+    const offer = { key: server, source: t.inputs.source, features: t.inputs.server_features };
+    const { pending } = await acceptHello(utf8(t.frames.hello), hello, offer, { nonceS: unhex(t.inputs.nonce_s), ekm: unhex(t.inputs.ekm) });
+    out.push({ description, established: JSON.stringify(await sealGrant(pending, sigC, grant as Grant, t.inputs.source)) });
+  }
+  return out;
+}
+
+async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]): Promise<NegativeVectors> {
   const t1 = ts.find((t) => t.name === "ed25519-x25519")!;
   const t2 = ts.find((t) => t.name === "ed25519-p256kem")!;
   const hb = t1.bindings.find((b) => b.via === "handshake")!;
   const rb = t1.bindings.find((b) => b.via === "resume")!;
   const req1 = hb.frames.find((f) => f.kind === "request" && f.seq === 1)!;
   const resp1 = hb.frames.find((f) => f.kind === "response" && f.seq === 1)!;
+  const push1 = hb.frames.find((f) => f.kind === "push" && f.seq === 1)!;
+  const resume = JSON.parse(rb.resume!) as Record<string, unknown>;
+  const resumed = JSON.parse(rb.resumed!) as Record<string, unknown>;
   const ch = hb.channel;
   const ct = unhex(req1.ciphertext);
   const hello = JSON.parse(t1.frames.hello) as Record<string, unknown>;
@@ -652,7 +704,12 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         text: withHello({ nonce: nonce16.slice(0, -1) + "B" }),
         error: "bad_request",
       },
-      { description: "hello with 17 channel types", side: "client", text: withHello({ channel_types: Array(17).fill("AES-256-GCM") }), error: "bad_request" },
+      {
+        description: "hello with 17 channel types",
+        side: "client",
+        text: withHello({ channel_types: ["AES-256-GCM", ...Array.from({ length: 16 }, (_, i) => `x-type-${i}`)] }),
+        error: "bad_request",
+      },
       { description: "hello with an empty channel type", side: "client", text: withHello({ channel_types: [""] }), error: "bad_request" },
       { description: "hello public_key without data", side: "client", text: withHello({ public_key: { type: "Ed25519" } }), error: "bad_request" },
       {
@@ -661,6 +718,7 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         text: withHello({ features: ["a,b"] }),
         error: "bad_request",
       },
+      { description: "hello naming a feature twice (PROTOCOL.md §4: a list names each feature once)", side: "client", text: withHello({ features: ["binary", "binary"] }), error: "bad_request" },
       { description: "request seq 0", side: "client", text: req({ seq: 0 }), error: "bad_request" },
       { description: "request seq MAX_SEQ + 1", side: "client", text: req({ seq: MAX_SEQ + 1 }), error: "bad_request" },
       { description: "request seq 1.5", side: "client", text: req({ seq: 1.5 }), error: "bad_request" },
@@ -670,13 +728,23 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
       { description: "request ciphertext shorter than the 16-byte tag", side: "client", text: req({ request: b64u(ct.slice(0, 15)) }), error: "bad_request" },
       { description: "proof with an empty signature", side: "client", text: '{"type":"proof","signature":""}', error: "bad_request" },
       { description: "resume nonce of 8 bytes", side: "client", text: JSON.stringify({ type: "resume", channel: ch, nonce: b64u(run(0, 8)) }), error: "bad_request" },
-      { description: "a client frame sent by a server", side: "server", text: t1.frames.hello, error: "bad_request" },
-      { description: "challenge naming the alias AES instead of AES-256-GCM", side: "server", text: withChal({ channel_type: "AES" }), error: "bad_request" },
-      { description: "challenge choosing DES", side: "server", text: withChal({ channel_type: "DES" }), error: "bad_request" },
-      { description: "challenge without signature", side: "server", text: withChal({ signature: undefined }), error: "bad_request" },
-      { description: "response seq 0", side: "server", text: JSON.stringify({ ...JSON.parse(resp1.frame), seq: 0 }), error: "bad_request" },
-      { description: "push without push field", side: "server", text: JSON.stringify({ type: "push", source: SOURCE, channel: ch, seq: 1 }), error: "bad_request" },
-      { description: "error frame without error object", side: "server", text: '{"type":"error","code":"unauthorised"}', error: "bad_request" },
+      { description: "resume naming a feature twice", side: "client", text: JSON.stringify({ ...resume, features: ["binary", "binary"] }), error: "bad_request" },
+      { description: "a client frame sent by a server", side: "server", text: t1.frames.hello, error: "protocol" },
+      { description: "challenge naming the alias AES instead of AES-256-GCM", side: "server", text: withChal({ channel_type: "AES" }), error: "protocol" },
+      { description: "challenge choosing DES", side: "server", text: withChal({ channel_type: "DES" }), error: "protocol" },
+      { description: "challenge without signature", side: "server", text: withChal({ signature: undefined }), error: "protocol" },
+      { description: "challenge without source", side: "server", text: withChal({ source: undefined }), error: "protocol" },
+      { description: "challenge nonce of 16 bytes (server nonces are exactly 32)", side: "server", text: withChal({ nonce: b64u(run(0x40, 16)) }), error: "protocol" },
+      { description: "challenge nonce of 33 bytes", side: "server", text: withChal({ nonce: b64u(run(0x40, 33)) }), error: "protocol" },
+      { description: "challenge naming a feature twice", side: "server", text: withChal({ features: ["binary", "binary"] }), error: "protocol" },
+      { description: "response seq 0", side: "server", text: JSON.stringify({ ...JSON.parse(resp1.frame), seq: 0 }), error: "protocol" },
+      { description: "response without source", side: "server", text: JSON.stringify({ ...JSON.parse(resp1.frame), source: undefined }), error: "protocol" },
+      { description: "push without push field", side: "server", text: JSON.stringify({ type: "push", source: SOURCE, channel: ch, seq: 1 }), error: "protocol" },
+      { description: "push without source", side: "server", text: JSON.stringify({ ...JSON.parse(push1.frame), source: undefined }), error: "protocol" },
+      { description: "resumed without source", side: "server", text: JSON.stringify({ ...resumed, source: undefined }), error: "protocol" },
+      { description: "resumed nonce of 16 bytes (server nonces are exactly 32)", side: "server", text: JSON.stringify({ ...resumed, nonce: b64u(run(0xe0, 16)) }), error: "protocol" },
+      { description: "resumed naming a feature twice", side: "server", text: JSON.stringify({ ...resumed, features: ["binary", "binary"] }), error: "protocol" },
+      { description: "error frame without error object", side: "server", text: '{"type":"error","code":"unauthorised"}', error: "protocol" },
     ],
     binary_frames: (() => {
       const good = unhex(req1.binary);
@@ -691,7 +759,8 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         { description: "kind 0", side: "client", hex: patched(0, 0), error: "bad_request" },
         { description: "kind 4", side: "client", hex: patched(0, 4), error: "bad_request" },
         { description: "a response (kind 2) sent by a client", side: "client", hex: patched(0, 2), error: "bad_request" },
-        { description: "a request (kind 1) sent by a server", side: "server", hex: req1.binary, error: "bad_request" },
+        { description: "a request (kind 1) sent by a server", side: "server", hex: req1.binary, error: "protocol" },
+        { description: "a response shorter than the 21-byte header and a 16-byte tag", side: "server", hex: resp1.binary.slice(0, 72), error: "protocol" },
         { description: "seq 0", side: "client", hex: withSeq(0), error: "bad_request" },
         { description: "seq MAX_SEQ + 1", side: "client", hex: withSeq(MAX_SEQ + 1), error: "bad_request" },
       ];
@@ -758,28 +827,38 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
       },
     ],
     challenges: [
-      { description: "server nonce replaced", transcript: t1.name, challenge: withChal({ nonce: b64u(run(0x99, 32)) }), error: "protocol" },
-      { description: "enc replaced", transcript: t1.name, challenge: withChal({ enc: b64u(run(0x99, 32)) }), error: "protocol" },
-      { description: "source replaced", transcript: t1.name, challenge: withChal({ source: "wss://evil.example/" }), error: "protocol" },
-      { description: "server_key replaced by another valid key", transcript: t1.name, challenge: withChal({ server_key: { type: "Ed25519", data: edSpki } }), error: "protocol" },
-      { description: "signature bit flipped", transcript: t1.name, challenge: withChal({ signature: b64u(flip(unhex(t1.intermediate.server_signature), 0)) }), error: "protocol" },
+      { description: "server nonce replaced", transcript: t1.name, challenge: withChal({ nonce: b64u(run(0x99, 32)) }), error: "protocol", error_pinned: "protocol" },
+      { description: "enc replaced", transcript: t1.name, challenge: withChal({ enc: b64u(run(0x99, 32)) }), error: "protocol", error_pinned: "protocol" },
+      { description: "source replaced", transcript: t1.name, challenge: withChal({ source: "wss://evil.example/" }), error: "protocol", error_pinned: "protocol" },
+      {
+        // Without a pin the client checks the signature against the key the challenge names; with one, the pin fails first (§5.2 step 1).
+        description: "server_key replaced by another valid key",
+        transcript: t1.name,
+        challenge: withChal({ server_key: { type: "Ed25519", data: edSpki } }),
+        error: "protocol",
+        error_pinned: "server_key_mismatch",
+      },
+      { description: "signature bit flipped", transcript: t1.name, challenge: withChal({ signature: b64u(flip(unhex(t1.intermediate.server_signature), 0)) }), error: "protocol", error_pinned: "protocol" },
       {
         description: "chosen features stripped (downgrade)",
         transcript: t2.name,
         challenge: JSON.stringify({ ...(JSON.parse(t2.frames.challenge) as object), features: [] }),
         error: "protocol",
+        error_pinned: "protocol",
       },
       {
         description: "a feature chosen that the hello did not offer",
         transcript: t2.name,
         challenge: JSON.stringify({ ...(JSON.parse(t2.frames.challenge) as object), features: ["x-vector-a", "x-vector-c"] }),
         error: "protocol",
+        error_pinned: "protocol",
       },
       {
         description: "challenge of another handshake (same server and choices)",
         transcript: t1.name,
         challenge: ts.find((t) => t.name === "p256-identity")!.frames.challenge,
         error: "protocol",
+        error_pinned: "protocol",
       },
     ],
     proofs: [
@@ -788,14 +867,16 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         transcript: t1.name,
         hello: t1.frames.hello.replace('"hello",', '"hello", '),
         signature: t1.intermediate.client_signature,
+        error: "unauthorised",
       },
       {
         description: "channel_types changed in transit (downgrade): the proof covers the hello as sent",
         transcript: t2.name,
         hello: t2.frames.hello.replace('["DES","AES"]', '["AES"]'),
         signature: t2.intermediate.client_signature,
+        error: "unauthorised",
       },
-      { description: "proof of another handshake by the same identity", transcript: t2.name, hello: t2.frames.hello, signature: t1.intermediate.client_signature },
+      { description: "proof of another handshake by the same identity", transcript: t2.name, hello: t2.frames.hello, signature: t1.intermediate.client_signature, error: "unauthorised" },
     ],
     established: [
       {
@@ -805,6 +886,7 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         error: "protocol",
       },
       { description: "established of another handshake", transcript: t1.name, established: ts.find((t) => t.name === "p256-identity")!.frames.established, error: "protocol" },
+      ...(await badGrants(t1)).map((g) => ({ ...g, transcript: t1.name, error: "protocol" as const })),
     ],
   };
 }
@@ -849,7 +931,7 @@ export async function generate(): Promise<VectorFile> {
     ],
     signatures: await signatureVectors(),
     transcripts,
-    negative: negativeVectors(keys, transcripts),
+    negative: await negativeVectors(keys, transcripts),
   };
 }
 

@@ -224,6 +224,10 @@ function str(o: Obj, k: string, max = 4096, field = k): string {
   if (v.length > max) throw badField(field, `at most ${max} characters`);
   return v;
 }
+/**
+ * An integer member, taken by its value (PROTOCOL.md §2.1): any JSON number that
+ * denotes an integer in min..max passes, whatever its form (`1`, `1.0`, `1e0`).
+ */
 function int(o: Obj, k: string, min: number, max: number, field = k): number {
   const v = o[k];
   if (typeof v !== "number" || !Number.isSafeInteger(v)) throw badField(field, "integer", v);

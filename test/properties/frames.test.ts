@@ -3,8 +3,8 @@
  * decoding is validation. On any input a decoder returns a typed frame or
  * throws `bad_request` (never anything else); a valid frame decodes to exactly
  * its known fields, unknown members change nothing, a wrong type in any field
- * is refused, and decode ∘ encode is stable. A feature list names each
- * feature once, server nonces are 32 bytes.
+ * is refused, and decode ∘ encode is stable. Integers are taken by value, a
+ * feature list names each feature once, server nonces are 32 bytes.
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -202,6 +202,27 @@ test("decode ∘ encode is stable: a decoded frame re-encodes to text that decod
       assert.equal(decodeServerFrame(JSON.stringify(ds)), ds);
     }),
     params(1000),
+  );
+});
+
+test("an integer member is taken by its value: respelt as 1.0, 1e0, 10e-1 or 1.000 it decodes to the same frame, and n.5 is refused", () => {
+  const spellings = (n: number) => [`${n}.0`, `${n}e0`, `${n}E+0`, `${n * 10}e-1`, `${n}.000`];
+  const ints = (f: Obj) => ["version", "seq", "last_push"].filter((k) => typeof f[k] === "number");
+  fc.assert(
+    fc.property(fc.oneof(clientFrame.map((f) => ["client", f] as const), serverFrame.map((f) => ["server", f] as const)), fc.nat(), fc.nat(), ([side, f], pickK, pickS) => {
+      const keys = ints(f);
+      fc.pre(keys.length > 0);
+      const k = keys[pickK % keys.length]!;
+      const decode = side === "client" ? decodeClientFrame : decodeServerFrame;
+      const canonical = JSON.stringify(f);
+      const n = f[k] as number;
+      const from = `"${k}":${n}`;
+      assert.ok(canonical.includes(from), canonical);
+      const spelt = spellings(n)[pickS % 5]!;
+      assert.equal(decode(canonical.replace(from, `"${k}":${spelt}`)), decode(canonical), `${k} as ${spelt}`);
+      assert.is(psimbolsErrorSync(() => decode(canonical.replace(from, `"${k}":${n}.5`)))?.code, ErrorCode.badRequest, `${k} as ${n}.5`);
+    }),
+    params(2000),
   );
 });
 

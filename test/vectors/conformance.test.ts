@@ -442,6 +442,13 @@ for (const v of V.negative.binary_frames) {
   );
 }
 
+for (const v of V.accepted_frames) {
+  test(`accepts a ${v.side} frame: ${v.description}`, () => {
+    const got = v.side === "client" ? decodeClientFrame(v.text) : decodeServerFrame(v.text);
+    assert.equal(got, v.decoded);
+  });
+}
+
 for (const v of V.negative.hellos) {
   const issue = v.known_issue ?? providerIssue(v.description);
   (issue ? test.skip : test)(`the server refuses a hello with ${v.error}: ${v.description}${issue ? ` (KNOWN ISSUE: ${issue})` : ""}`, async () => {
@@ -526,7 +533,76 @@ test("decoding then re-encoding every vector frame is stable and loses nothing",
   for (const t of V.transcripts) assert.is(JSON.stringify(decodeGrant(t.intermediate.grant_plaintext)), t.intermediate.grant_plaintext);
 });
 
-// ------------------------------------------------------- payload shapes, spec examples
+// ------------------------------------------------- canonical serialisation (§2.4), payload shapes
+
+/** Member order of each frame and payload, transcribed from PROTOCOL.md §2.4 (not from shared/). */
+const FRAME_MEMBERS: Record<string, readonly string[]> = {
+  hello: ["type", "version", "public_key", "channel_types", "kem", "nonce", "features"],
+  challenge: ["type", "source", "server_key", "channel_type", "nonce", "features", "enc", "signature"],
+  proof: ["type", "signature"],
+  established: ["type", "source", "response"],
+  request: ["type", "channel", "seq", "request"],
+  response: ["type", "source", "channel", "seq", "response"],
+  push: ["type", "source", "channel", "seq", "push"],
+  resume: ["type", "channel", "nonce", "last_push", "features"],
+  resumed: ["type", "source", "channel", "nonce", "features"],
+  error: ["type", "error", "seq", "channel"],
+};
+/** Members written even when empty (§2.4): `features` of hello and challenge. */
+const ALWAYS: Record<string, readonly string[]> = { hello: ["features"], challenge: ["features"] };
+const NESTED_MEMBERS: Record<string, readonly string[]> = {
+  public_key: ["type", "data"],
+  server_key: ["type", "data"],
+  kem: ["type", "data"],
+  key: ["type", "data"],
+  error: ["code", "message"],
+};
+const GRANT_MEMBERS = ["channel", "key", "valid_until", "ttl"];
+const REQUEST_MEMBERS = ["op", "data"];
+const RESPONSE_MEMBERS = ["data", "error"];
+const NOTICE_MEMBERS = ["notice", "valid_until", "reason"];
+const MESSAGE_MEMBERS = ["message", "id"];
+
+/**
+ * `o` rebuilt with its members in `order` (nested keys and error objects too), then serialised as
+ * §2.4 says: no whitespace, ECMAScript JSON.stringify escaping, integers as plain digits.
+ * Application values (`data`, `message`) are kept as they are. Throws on a member not in `order`.
+ */
+function canonical(o: Record<string, unknown>, order: readonly string[], what: string): string {
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(o)) if (!order.includes(k)) throw new Error(`${what}: member ${k} is not in the canonical order`);
+  for (const k of order) {
+    if (!(k in o)) continue;
+    const v = o[k];
+    const nested = NESTED_MEMBERS[k];
+    out[k] = nested && typeof v === "object" && v !== null ? JSON.parse(canonical(v as Record<string, unknown>, nested, `${what}.${k}`)) : v;
+  }
+  return JSON.stringify(out);
+}
+
+test("every frame of the vectors is in the canonical serialisation of §2.4 (member order, features always in hello and challenge)", () => {
+  for (const { text } of allFrames()) {
+    const o = JSON.parse(text) as Record<string, unknown>;
+    const type = String(o.type);
+    assert.ok(FRAME_MEMBERS[type], `unknown frame type ${type}`);
+    assert.is(canonical(o, FRAME_MEMBERS[type]!, type), text, `${type}: ${text.slice(0, 60)}`);
+    for (const k of ALWAYS[type] ?? []) assert.ok(k in o, `${type} without ${k}`);
+  }
+});
+
+test("every sealed payload of the vectors (grant, requests, responses, pushes) is in the canonical serialisation of §2.4", () => {
+  for (const t of V.transcripts) {
+    const g = t.intermediate.grant_plaintext;
+    assert.is(canonical(JSON.parse(g) as Record<string, unknown>, GRANT_MEMBERS, "grant"), g, t.name);
+    for (const b of t.bindings) {
+      for (const f of b.frames) {
+        const o = JSON.parse(f.plaintext) as Record<string, unknown>;
+        const order = f.kind === "request" ? REQUEST_MEMBERS : f.kind === "response" ? RESPONSE_MEMBERS : "notice" in o ? NOTICE_MEMBERS : MESSAGE_MEMBERS;
+        assert.is(canonical(o, order, `${f.kind} ${f.seq}`), f.plaintext, `${t.name}, ${b.name}, ${f.kind} ${f.seq}`);
+      }
+    }
+  }
+});
 
 test("every application push of the vectors is what the broker seals: {\"message\":M,\"id\":N}, which the client's decoder accepts (§7.2)", () => {
   let n = 0;

@@ -72,6 +72,7 @@ export interface VectorFile {
   lp: LpVector[];
   signatures: SignatureVector[];
   transcripts: TranscriptVector[];
+  accepted_frames: AcceptedFrameVector[];
   negative: NegativeVectors;
 }
 
@@ -196,6 +197,15 @@ export interface ChannelFrameVector {
 export type Side = "client" | "server";
 /** The code a receiver reports when it refuses a frame of `side` (see {@link Side}). */
 export type RefusalCode = "bad_request" | "protocol";
+
+/** A frame a receiver must accept, and what it means (PROTOCOL.md §2.1, §4). */
+export interface AcceptedFrameVector {
+  description: string;
+  side: Side;
+  text: string;
+  /** The frame as the receiver must understand it: its known members, with defaults filled in. */
+  decoded: Record<string, unknown>;
+}
 
 export interface NegativeVectors {
   /** Frames a receiver must refuse: `bad_request` from a server, `protocol` from a client. */
@@ -664,6 +674,41 @@ async function badGrants(t: TranscriptVector): Promise<{ description: string; es
   return out;
 }
 
+/** Frames a receiver must accept (PROTOCOL.md §2.1, §4): other spellings of vector frames, and what they mean. */
+function acceptedFrames(ts: TranscriptVector[]): AcceptedFrameVector[] {
+  const t1 = ts.find((t) => t.name === "ed25519-x25519")!;
+  const hb = t1.bindings.find((b) => b.via === "handshake")!;
+  const req1 = hb.frames.find((f) => f.kind === "request" && f.seq === 1)!.frame;
+  const resp1 = hb.frames.find((f) => f.kind === "response" && f.seq === 1)!.frame;
+  const push1 = hb.frames.find((f) => f.kind === "push" && f.seq === 1)!.frame;
+  const hello = t1.frames.hello;
+  const variant = (canonical: string, from: string, to: string): string => {
+    if (!canonical.includes(from)) throw new Error(`accepted frame: ${from} not in ${canonical.slice(0, 40)}`);
+    return canonical.replace(from, to);
+  };
+  const parsed = (text: string) => JSON.parse(text) as Record<string, unknown>;
+  return [
+    { description: "hello version written 1.0: an integer is taken by its value", side: "client", text: variant(hello, '"version":1,', '"version":1.0,'), decoded: parsed(hello) },
+    { description: "hello version written 1e0", side: "client", text: variant(hello, '"version":1,', '"version":1e0,'), decoded: parsed(hello) },
+    { description: "request seq written 10E-1", side: "client", text: variant(req1, '"seq":1,', '"seq":10E-1,'), decoded: parsed(req1) },
+    { description: "response seq written 1.000", side: "server", text: variant(resp1, '"seq":1,', '"seq":1.000,'), decoded: parsed(resp1) },
+    { description: "hello without features: absent means []", side: "client", text: variant(hello, ',"features":[]', ""), decoded: parsed(hello) },
+    {
+      description: "hello offering one channel type twice: allowed, the server picks the first it accepts",
+      side: "client",
+      text: variant(hello, '"channel_types":["AES-256-GCM"]', '"channel_types":["AES-256-GCM","AES-256-GCM"]'),
+      decoded: { ...parsed(hello), channel_types: ["AES-256-GCM", "AES-256-GCM"] },
+    },
+    {
+      description: "hello with whitespace and an unknown member: both ignored (the bytes are still what is signed)",
+      side: "client",
+      text: variant(hello, '{"type":"hello",', '{ "type" : "hello",\n  "x-unknown": {"a": [1, 2]},\n  '),
+      decoded: parsed(hello),
+    },
+    { description: "push with an unknown member", side: "server", text: variant(push1, '{"type":"push",', '{"type":"push","x-unknown":true,'), decoded: parsed(push1) },
+  ];
+}
+
 async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]): Promise<NegativeVectors> {
   const t1 = ts.find((t) => t.name === "ed25519-x25519")!;
   const t2 = ts.find((t) => t.name === "ed25519-p256kem")!;
@@ -931,6 +976,7 @@ export async function generate(): Promise<VectorFile> {
     ],
     signatures: await signatureVectors(),
     transcripts,
+    accepted_frames: acceptedFrames(transcripts),
     negative: await negativeVectors(keys, transcripts),
   };
 }

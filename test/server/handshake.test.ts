@@ -161,6 +161,36 @@ t("a second hello while one is pending is a protocol violation", async () => {
   assert.is((await raw.closed).code, CloseCode.badRequest.code);
 });
 
+t("whoami answers {identity, channel, node}: the proven key's fingerprint and the channel id (PROTOCOL.md §6.2)", async () => {
+  const raw = await Raw.open(broker.url);
+  const id = await generateSigningKey();
+  const ch = await handshake(raw, id);
+  const who = await call(raw, ch, "whoami");
+  assert.equal(Object.keys(who.data), ["identity", "channel", "node"]);
+  assert.is(who.data.identity, id.public.fingerprint);
+  assert.is(who.data.channel, ch.grant.channel);
+  assert.type(who.data.node, "string");
+  raw.close();
+});
+
+t("an admin.* operation from an identity without the operator role is forbidden and changes nothing (PROTOCOL.md §6.6)", async () => {
+  const raw = await Raw.open(broker.url);
+  const id = await generateSigningKey();
+  const ch = await handshake(raw, id);
+  for (const [op, data] of [
+    ["admin.revoke", { identity: id.public.fingerprint }],
+    ["admin.push", { identity: id.public.fingerprint, message: "x" }],
+    ["admin.channels", undefined],
+  ] as const) {
+    const r = await call(raw, ch, op, data);
+    assert.is(r.error?.code, "forbidden", op);
+  }
+  // the channel is not revoked, and nothing was pushed
+  assert.equal(await call(raw, ch, "echo", "still"), { data: "still" });
+  assert.ok(await raw.silent(200), "a push arrived");
+  raw.close();
+});
+
 t("integers are taken by value: a hello with version 1e0 completes over its exact bytes, a request with seq 1.0 is answered, seq 2.5 is bad_request", async () => {
   const raw = await Raw.open(broker.url);
   const sent = await createHello(await generateSigningKey());

@@ -1031,7 +1031,8 @@ export class Client {
     clearTimeout(conn.deadline);
     conn.deadline = setTimeout(() => this.#onDeadline(conn, "handshaking"), this.#o.handshakeTimeoutMs);
     // server-key-next goes in the hello only, never in a resume (it is no binding feature)
-    const hello = this.#o.followServerKey ? { ...this.#o.hello, features: [...(this.#o.hello.features ?? []), Feature.serverKeyNext] } : this.#o.hello;
+    const base = this.#o.hello.features ?? [];
+    const hello = this.#o.followServerKey && !base.includes(Feature.serverKeyNext) ? { ...this.#o.hello, features: [...base, Feature.serverKeyNext] } : this.#o.hello;
     createHello(this.#o.key, hello).then(
       (h) => {
         if (conn.hs !== hs || !conn.alive) return;

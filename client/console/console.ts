@@ -468,6 +468,7 @@ async function doConnect(): Promise<void> {
     $("dash").hidden = false;
     $("disconnect").hidden = false;
     $("where").textContent = `${url}  ·  server ${c.channel?.serverKey ?? ""}  ·  as ${key.public.fingerprint}`;
+    void showServerKeyRotation(url);
     setStatus("connected as operator", "ready");
     log("ok", "connect", `connected to ${url} (node ${first.node}); server key ${c.channel?.serverKey ?? "?"}`);
     render(first);
@@ -480,7 +481,31 @@ async function doConnect(): Promise<void> {
   }
 }
 
+/**
+ * Shows a server key rollover (PROTOCOL.md §5.6) from the node's
+ * `/.well-known/psimbols`: the next key and its not-before time. Best effort:
+ * informational, the client's own handshake is what checks keys.
+ */
+async function showServerKeyRotation(url: string): Promise<void> {
+  try {
+    const res = await fetch(new URL(".well-known/psimbols", url.replace(/^ws/i, "http")), { cache: "no-store" });
+    const wk = (await res.json()) as { next_server_key?: { fingerprint?: unknown; not_before?: unknown } };
+    const n = wk.next_server_key;
+    if (n && typeof n.fingerprint === "string" && typeof n.not_before === "string") {
+      $("where").textContent += `  ·  next server key ${n.fingerprint} (not before ${n.not_before})`;
+      log("info", "server-key", `server key rollover under way: next ${n.fingerprint}, not before ${n.not_before}`);
+    }
+  } catch {
+    // no well-known (a proxy in front): nothing to show
+  }
+}
+
 function wireClient(c: Client, url: string): void {
+  c.on("serverKey", (e) => {
+    if (client !== c) return;
+    if (e.rotated) log("warn", "server-key", `the broker switched to its next server key ${e.current} (was ${e.previous ?? "?"})`);
+    else if (e.next) log("info", "server-key", `the server key announced its successor ${e.next}, not before ${e.notBefore ?? "?"}`);
+  });
   c.on("state", (next) => {
     if (client !== c) return;
     if (next === "ready") setStatus("connected as operator", "ready");

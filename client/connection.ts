@@ -384,6 +384,8 @@ interface Binding {
 interface Handshake {
   /** Started while a channel was usable. */
   readonly renewal: boolean;
+  /** This handshake moves the identity to this key (§5.7). */
+  moveTo?: SigningKey | undefined;
   readonly done: Deferred<void>;
   step: "hello" | "proof";
   /** Ephemeral state: dropped as soon as the grant is opened (forward secrecy, §5.4). */
@@ -579,6 +581,10 @@ export class Client {
   #pinnedNext: string | undefined;
   /** The key this client rotated away from: a node still presenting it has not switched yet (retryable). */
   #retired: string | undefined;
+  /** A move asked by {@link Client.moveIdentity}, for the next handshake. */
+  #moveTo: SigningKey | undefined;
+  /** The identity key: the option's, until {@link Client.moveIdentity} moves it (§5.7). */
+  #key: SigningKey;
   readonly #queue: PendingRequest[] = [];
   readonly #stats = { handshakes: 0, resumes: 0, reconnects: 0 };
   /** The trust-on-first-use write in progress, if any. */
@@ -602,6 +608,7 @@ export class Client {
   private constructor(url: string, o: Resolved) {
     this.url = url;
     this.#o = o;
+    this.#key = this.#o.key;
     this.#events = new Emitter<ClientEvents>((e, event) =>
       o.log.warn("an event listener threw", { event: String(event), error: e instanceof Error ? e.name : typeof e }),
     );
@@ -684,6 +691,36 @@ export class Client {
    *   socket is open (a reconnect resumes the channel instead); otherwise the
    *   error that failed the handshake.
    */
+  /** Fingerprint of the identity key this client proves (changed by {@link Client.moveIdentity}). */
+  get identity(): string {
+    return this.#key.public.fingerprint;
+  }
+
+  /**
+   * Moves this client's identity to `newKey` in one handshake that proves
+   * both keys (PROTOCOL.md §5.7): the service moves the registration (role and
+   * comment) and the kept pushes to the new key, and ends the old identity's
+   * other channels with a `revoked` notice. From then on the client is
+   * `newKey`; keep it, and drop the old key.
+   * @throws PsimbolsError `forbidden` (the old or new key is blocked, the old
+   *   one is unknown to a closed service, or the new one is registered
+   *   already), `unsupported` (the server does not move identities),
+   *   `too_many` while another handshake runs; otherwise as {@link renew}.
+   */
+  async moveIdentity(newKey: SigningKey): Promise<void> {
+    if (!newKey || typeof newKey !== "object" || !newKey.public || !newKey.privateKey) throw err(ErrorCode.badRequest, `"newKey" expected a SigningKey`);
+    if (newKey.public.fingerprint === this.#key.public.fingerprint) throw err(ErrorCode.badRequest, `"newKey" is the client's identity key already`);
+    const conn = this.#conn;
+    if (conn?.hs) throw err(ErrorCode.tooMany, "a handshake is running; move the identity once it is done");
+    this.#moveTo = newKey;
+    try {
+      await this.renew();
+    } finally {
+      this.#moveTo = undefined;
+    }
+    if (this.#key !== newKey) throw err(ErrorCode.protocol, "the handshake did not move the identity");
+  }
+
   renew(): Promise<void> {
     if (this.#state === ClientState.closed || this.#closeCalled) return Promise.reject(err(ErrorCode.closed, "the client is closed"));
     const conn = this.#conn;
@@ -1033,7 +1070,8 @@ export class Client {
     // server-key-next goes in the hello only, never in a resume (it is no binding feature)
     const base = this.#o.hello.features ?? [];
     const hello = this.#o.followServerKey && !base.includes(Feature.serverKeyNext) ? { ...this.#o.hello, features: [...base, Feature.serverKeyNext] } : this.#o.hello;
-    createHello(this.#o.key, hello).then(
+    hs.moveTo = this.#moveTo;
+    createHello(this.#key, hs.moveTo ? { ...hello, moveTo: hs.moveTo } : hello).then(
       (h) => {
         if (conn.hs !== hs || !conn.alive) return;
         hs.hello = h;
@@ -1127,6 +1165,11 @@ export class Client {
     clearTimeout(conn.deadline);
     conn.deadline = undefined;
 
+    if (hs.moveTo) {
+      this.#o.log.info("identity moved", { from: this.#key.public.fingerprint, to: hs.moveTo.public.fingerprint });
+      this.#key = hs.moveTo;
+      this.#lastPushId = 0; // the new identity's pushes are numbered afresh
+    }
     const serverKey = hs.serverKey;
     const previous = this.#pinned;
     // a switch seen by this client, or (a fresh client) to the next key its store recorded

@@ -132,7 +132,8 @@ export class Broker {
       log: this.log,
       store: this.store,
       registry: o.registry,
-      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES },
+      // moves: identity key rotation (PROTOCOL.md §5.7) is offered to every hello that asks
+      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES, moves: true },
       handlers: this.#handlers,
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
       hellosTotal: new FixedWindow(limits.hellosPerSecond, 1000),

@@ -35,7 +35,8 @@ import {
   decodeInnerRequest,
   errorFrame,
 } from "../shared/frames.js";
-import { type PendingHandshake, acceptHello, sealGrant, verifyProof } from "../shared/handshake.js";
+import { type PendingHandshake, acceptHello, sealGrant, verifyMoveProof, verifyProof } from "../shared/handshake.js";
+import { checkMove, moveIdentity } from "./identity-move.js";
 import type { BrokerContext, HandlerContext } from "./broker.js";
 import type { ChannelRecord, RetireReason } from "./store/store.js";
 import type { Logger } from "./log.js";
@@ -224,9 +225,28 @@ export class Connection {
       this.#ctx.stats.handshakes.rejected++;
       throw new PsimbolsError(ErrorCode.unauthorised, "proof does not verify", { close: CloseCode.badRequest });
     }
-    const identity = p.identity.fingerprint;
+    // §5.7: an identity move needs the new key's signature over the same transcript as well
+    if ((proof.move_signature !== undefined) !== (p.moveTo !== undefined)) {
+      throw new PsimbolsError(ErrorCode.badRequest, `"move_signature" goes with an identity-move hello only`, { close: CloseCode.badRequest });
+    }
+    if (p.moveTo && !(await verifyMoveProof(p, fromB64u(proof.move_signature, "move_signature")))) {
+      this.#ctx.stats.handshakes.rejected++;
+      throw new PsimbolsError(ErrorCode.unauthorised, "proof does not verify", { close: CloseCode.badRequest });
+    }
+    let identity = p.identity.fingerprint;
     const { config, store, registry } = this.#ctx;
     const registered = registry ? await this.#store(() => registry.lookup(identity)) : undefined;
+    if (p.moveTo) {
+      const moveTo = p.moveTo;
+      const target = registry ? await this.#store(() => registry.lookup(moveTo.fingerprint)) : undefined;
+      try {
+        checkMove(config, registered, target);
+      } catch (e) {
+        this.#ctx.stats.handshakes.forbidden++;
+        this.#log.info("identity move forbidden", { identity, to: moveTo.fingerprint });
+        throw e;
+      }
+    }
     if (registered?.role === Role.blocked || (config.closed && !registered)) {
       // Both after a valid proof only: to anyone else, blocked, unregistered and registered keys look alike.
       const blocked = registered?.role === Role.blocked;
@@ -239,6 +259,15 @@ export class Connection {
     if (n > config.limits.handshakesPerIdentityPerMinute) {
       this.#ctx.stats.handshakes.rejected++;
       throw new PsimbolsError(ErrorCode.tooMany, "too many handshakes for this key; slow down", { close: CloseCode.tooMany });
+    }
+    if (p.moveTo) {
+      const from = p.identity;
+      const to = p.moveTo;
+      // this socket's own channel of the old identity ends with the move, without a notice to itself
+      if (this.#binding) (this.#selfRetired ??= new Set()).add(this.#binding.channel.id);
+      const moved = await this.#store(() => moveIdentity(config, store, registry, from, to));
+      identity = to.fingerprint;
+      this.#log.info("identity moved", { identity: from.fingerprint, to: identity, role: moved.registered?.role, pushes: moved.pushes, retired: moved.retired.length });
     }
     const key = randomBytes(32);
     const now = Date.now();

@@ -24,6 +24,9 @@ export interface RegisteredKey {
   role: Role;
   comment: string;
   added: string;
+  /** Set by an identity move (§5.7): the key this registration moved from, and when. */
+  moved_from?: string;
+  moved?: string;
 }
 
 interface KeysFile {
@@ -34,6 +37,29 @@ interface KeysFile {
 /** Who may get a channel, and with which role. */
 export interface KeyRegistry {
   lookup(fingerprint: string): Promise<RegisteredKey | undefined>;
+  /**
+   * Moves the registration of `from` (role, comment, date added) to the key
+   * `to` (PROTOCOL.md §5.7). @returns the entry now registered, or undefined
+   * when `from` was not registered.
+   */
+  move?(from: string, to: PublicKey): Promise<RegisteredKey | undefined>;
+}
+
+/** The entry of `to` that takes over `old` (a move keeps role, comment and the date added). */
+function movedEntry(old: RegisteredKey, to: PublicKey): RegisteredKey {
+  return { ...old, fingerprint: to.fingerprint, public_key: wirePublicKey(to), moved_from: old.fingerprint, moved: new Date().toISOString() };
+}
+
+/** Moves a registration in a keys file (§5.7). @returns the new entry, or undefined when `from` is not there. */
+export function moveKey(path: string, from: string, to: PublicKey): RegisteredKey | undefined {
+  const keys = readKeysFile(path);
+  const i = keys.findIndex((k) => k.fingerprint === from);
+  if (i < 0) return undefined;
+  if (keys.some((k) => k.fingerprint === to.fingerprint)) throw new Error(`${to.fingerprint} is already registered`);
+  const entry = movedEntry(keys[i]!, to);
+  keys[i] = entry;
+  writeKeysFile(path, keys);
+  return entry;
 }
 
 /** Reads a keys file; a missing file is an empty list. @throws Error naming the file when malformed. */
@@ -115,6 +141,11 @@ export class FileRegistry implements KeyRegistry {
     if (Date.now() - this.#checked >= 1000) this.#reload(false);
     return this.#byFp.get(fingerprint);
   }
+  async move(from: string, to: PublicKey): Promise<RegisteredKey | undefined> {
+    const entry = moveKey(this.path, from, to);
+    this.#reload(true);
+    return entry;
+  }
   #reload(strict: boolean): void {
     this.#checked = Date.now();
     let stamp = "missing";
@@ -159,6 +190,18 @@ export class RedisRegistry implements KeyRegistry {
   }
   async remove(fingerprint: string): Promise<boolean> {
     return (await this.#redis.hdel(this.#key, fingerprint)) === 1;
+  }
+  async move(from: string, to: PublicKey): Promise<RegisteredKey | undefined> {
+    const old = await this.lookup(from);
+    if (!old) return undefined;
+    const entry = movedEntry(old, to);
+    // HSETNX then HDEL in one transaction: the new key never takes over another registration
+    const r = await this.#redis.multi().hsetnx(this.#key, to.fingerprint, JSON.stringify(entry)).hdel(this.#key, from).exec();
+    if (!r || r[0]?.[1] !== 1) {
+      if (r?.[1]?.[1] === 1) await this.#redis.hset(this.#key, from, JSON.stringify(old)); // put the old one back
+      throw new Error(`${to.fingerprint} is already registered`);
+    }
+    return entry;
   }
   async list(): Promise<RegisteredKey[]> {
     return Object.values(await this.#redis.hgetall(this.#key)).map((v) => JSON.parse(v) as RegisteredKey);

@@ -45,6 +45,12 @@ export const Feature = {
    * Chosen only when the server has a next key; never a binding feature.
    */
   serverKeyNext: "server-key-next",
+  /**
+   * `identity-move` (PROTOCOL.md §5.7): the hello names a new identity key in
+   * `move_to` and the proof carries that key's signature too; the service moves
+   * the identity's registration and kept pushes to it. A hello feature only.
+   */
+  identityMove: "identity-move",
 } as const;
 export type Feature = (typeof Feature)[keyof typeof Feature];
 /** Bytes before the ciphertext in a binary channel frame: kind, channel id, seq. */
@@ -94,6 +100,8 @@ export interface Hello {
   kem: WireKey;
   nonce: string;
   features: string[];
+  /** With `identity-move` only: the identity key to move to (PROTOCOL.md §5.7). */
+  move_to?: WireKey;
 }
 export interface Challenge {
   type: "challenge";
@@ -117,6 +125,8 @@ export interface NextKeyWire {
 export interface Proof {
   type: "proof";
   signature: string;
+  /** With `identity-move` only: the new key's signature (PROTOCOL.md §5.7). */
+  move_signature?: string;
 }
 export interface Established {
   type: "established";
@@ -334,8 +344,8 @@ export function parseJson(text: string): Obj {
 export function decodeClientFrame(text: string): ClientFrame {
   const o = parseJson(text);
   switch (o.type) {
-    case FrameType.hello:
-      return {
+    case FrameType.hello: {
+      const h: Hello = {
         type: "hello",
         version: int(o, "version", 0, 255),
         public_key: wireKey(o, "public_key"),
@@ -344,8 +354,14 @@ export function decodeClientFrame(text: string): ClientFrame {
         nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES),
         features: features(o),
       };
-    case FrameType.proof:
-      return { type: "proof", signature: b64Field(o, "signature", 1, MAX_SIGNATURE_BYTES) };
+      if (o.move_to !== undefined) h.move_to = wireKey(o, "move_to");
+      return h;
+    }
+    case FrameType.proof: {
+      const p: Proof = { type: "proof", signature: b64Field(o, "signature", 1, MAX_SIGNATURE_BYTES) };
+      if (o.move_signature !== undefined) p.move_signature = b64Field(o, "move_signature", 1, MAX_SIGNATURE_BYTES);
+      return p;
+    }
     case FrameType.request:
       return { type: "request", channel: channelId(o), seq: int(o, "seq", 1, MAX_SEQ), request: ciphertext(o, "request") };
     case FrameType.resume: {

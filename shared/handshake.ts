@@ -44,6 +44,7 @@ import {
   type NextKeyWire,
 } from "./frames.js";
 import { type NextKey, nextKeyTranscript, verifyNextKey } from "./server-key-next.js";
+import { signMove, verifyMove } from "./identity-move.js";
 import { type HpkeSender, type KemKeyPair, type KemPublicKey, KEM_PUBLIC_BYTES } from "./hpke.js";
 
 export const LABEL_INFO = "psimbols/1 hpke info";
@@ -112,6 +113,8 @@ export interface ServerOffer {
    * that offer `server-key-next`; signed for this offer's key and source.
    */
   next?: NextKeyWire | undefined;
+  /** The server moves identities (§5.7): `identity-move` is chosen for a hello that asks. */
+  moves?: boolean;
   /** Features the server supports; the challenge carries the intersection with the hello's. */
   features?: readonly string[];
 }
@@ -126,6 +129,8 @@ export interface PendingHandshake {
   readonly tChal: Uint8Array;
   readonly serverSig: Uint8Array;
   readonly sender: HpkeSender;
+  /** The identity key the hello asks to move to (§5.7); its signature comes with the proof. */
+  readonly moveTo?: PublicKey | undefined;
 }
 
 /** Picks the first offered channel type the server accepts, or throws `unsupported`. */
@@ -157,13 +162,22 @@ export async function acceptHello(
   if (!kemTypes.includes(kem)) throw new PsimbolsError(ErrorCode.unsupported, `kem.type not supported; accepted: ${kemTypes.join(", ")}`);
   const kemPub = await importKemPublic(kem, fromB64u(hello.kem.data, "kem.data", 256));
   const identity = await importPublicKey(hello.public_key);
+  // §5.7: move_to and identity-move come together, or not at all
+  const asksMove = hello.features.includes(Feature.identityMove);
+  if (asksMove !== (hello.move_to !== undefined)) {
+    throw new PsimbolsError(ErrorCode.badRequest, `"move_to" and the identity-move feature go together`);
+  }
+  const moveTo = hello.move_to ? await importPublicKey(hello.move_to, "move_to") : undefined;
+  if (moveTo && moveTo.fingerprint === identity.fingerprint) throw new PsimbolsError(ErrorCode.badRequest, `"move_to" is the hello's own public_key`);
   const nonceC = fromB64u(hello.nonce, "nonce");
   const nonceS = fixed?.nonceS ?? randomBytes(SERVER_NONCE_BYTES);
   const serverFeatures = offer.features ?? [];
   // Read once: a promotion may replace the offer's key and statement between awaits.
   const key = offer.key;
   const next = offer.next;
-  const features = hello.features.filter((f) => serverFeatures.includes(f) || (f === Feature.serverKeyNext && next !== undefined));
+  const features = hello.features.filter(
+    (f) => serverFeatures.includes(f) || (f === Feature.serverKeyNext && next !== undefined) || (f === Feature.identityMove && offer.moves === true),
+  );
   const pub = wirePublicKey(key.public);
   const core: Omit<Challenge, "enc" | "signature" | "type"> = { source: offer.source, server_key: pub, channel_type: channelType, nonce: b64u(nonceS), features };
   if (next && features.includes(Feature.serverKeyNext)) core.next_key = next;
@@ -174,12 +188,18 @@ export async function acceptHello(
   const tChal = concat(tInfo, lp(enc));
   const serverSig = await sign(key, await signInput(LABEL_SERVER_SIG, tChal));
   const challenge: Challenge = { type: "challenge", ...core, enc: b64u(enc), signature: b64u(serverSig) };
-  return { challenge, pending: { identity, channelType, features, nonceC, nonceS, tChal, serverSig, sender } };
+  const movable = moveTo && features.includes(Feature.identityMove) ? moveTo : undefined;
+  return { challenge, pending: { identity, channelType, features, nonceC, nonceS, tChal, serverSig, sender, moveTo: movable } };
 }
 
 /** True when `signature` is the identity key's signature over this handshake's transcript. */
 export async function verifyProof(p: PendingHandshake, signature: Uint8Array): Promise<boolean> {
   return verify(p.identity, signature, await signInput(LABEL_CLIENT_SIG, concat(p.tChal, lp(p.serverSig))));
+}
+
+/** True when `signature` is the new key's signature over this handshake (§5.7); false when no move was asked. */
+export async function verifyMoveProof(p: PendingHandshake, signature: Uint8Array): Promise<boolean> {
+  return p.moveTo !== undefined && verifyMove(p.moveTo, p.tChal, p.serverSig, signature);
 }
 
 /** Seals the grant for a verified proof into the `established` frame. */
@@ -201,6 +221,8 @@ export interface HelloOptions {
   channelTypes?: readonly string[];
   kem?: KemType;
   features?: readonly string[];
+  /** Move the identity to this key in this handshake (§5.7): the hello names it, the proof carries its signature. */
+  moveTo?: SigningKey;
   /** Test vectors only: fixed client nonce and ephemeral key material. */
   fixed?: { nonceC: Uint8Array; kemIkm: Uint8Array };
 }
@@ -214,6 +236,8 @@ export interface ClientHello {
   readonly kem: KemType;
   /** The ephemeral KEM key pair; dropped with this state once the grant is open (forward secrecy). */
   readonly kemPair: KemKeyPair;
+  /** The key this handshake moves the identity to (§5.7). */
+  readonly moveTo?: SigningKey | undefined;
 }
 
 /** Client state after sending the proof. */
@@ -234,6 +258,7 @@ export async function createHello(identity: SigningKey, o: HelloOptions = {}): P
   const kem = o.kem ?? KemType.x25519;
   const hpke = handshakeCrypto().hpke;
   const features = [...(o.features ?? [])];
+  if (o.moveTo && !features.includes(Feature.identityMove)) features.push(Feature.identityMove);
   // A server refuses a hello that names a feature twice (PROTOCOL.md §4): say so here, before sending it.
   if (new Set(features).size !== features.length) throw new PsimbolsError(ErrorCode.badRequest, `"features" names a feature more than once`);
   const kemPair = o.fixed ? await hpke.deriveKeyPair(kem, o.fixed.kemIkm) : await hpke.generateKeyPair(kem);
@@ -247,7 +272,8 @@ export async function createHello(identity: SigningKey, o: HelloOptions = {}): P
     nonce: b64u(nonceC),
     features,
   };
-  return { identity, bytes: utf8(JSON.stringify(hello)), hello, nonceC, kem, kemPair };
+  if (o.moveTo) hello.move_to = wirePublicKey(o.moveTo.public);
+  return { identity, bytes: utf8(JSON.stringify(hello)), hello, nonceC, kem, kemPair, moveTo: o.moveTo };
 }
 
 /**
@@ -259,7 +285,7 @@ export async function answerChallenge(
   h: ClientHello,
   c: Challenge,
   checkServerKey: (key: PublicKey) => void | Promise<void>,
-): Promise<{ proof: { type: "proof"; signature: string }; state: ClientProof }> {
+): Promise<{ proof: { type: "proof"; signature: string; move_signature?: string }; state: ClientProof }> {
   const serverKey = await importPublicKey(c.server_key, "server_key");
   await checkServerKey(serverKey);
   if (!h.hello.channel_types.some((t) => channelTypeFor(t) === c.channel_type)) {
@@ -267,6 +293,9 @@ export async function answerChallenge(
   }
   if (!c.features.every((f) => h.hello.features.includes(f))) {
     throw new PsimbolsError(ErrorCode.protocol, "server chose a feature that was not offered");
+  }
+  if (h.moveTo && !c.features.includes(Feature.identityMove)) {
+    throw new PsimbolsError(ErrorCode.unsupported, "the server does not move identities (it did not choose identity-move)");
   }
   const withNext = c.features.includes(Feature.serverKeyNext);
   if (withNext && !c.next_key) throw new PsimbolsError(ErrorCode.protocol, "server chose server-key-next without a next_key statement");
@@ -282,8 +311,9 @@ export async function answerChallenge(
   const sigC = await sign(h.identity, await signInput(LABEL_CLIENT_SIG, concat(tChal, lp(serverSig))));
   const aad = concat(lp(LABEL_GRANT_AAD), await sha256(concat(tChal, lp(serverSig), lp(sigC))));
   const info = await sha256(concat(lp(LABEL_INFO), tInfo));
+  const moveSig = h.moveTo ? await signMove(h.moveTo, tChal, serverSig) : undefined;
   return {
-    proof: { type: "proof", signature: b64u(sigC) },
+    proof: { type: "proof", signature: b64u(sigC), ...(moveSig ? { move_signature: b64u(moveSig) } : {}) },
     state: { hello: h, nonceS: fromB64u(c.nonce, "nonce"), serverKey, features: c.features, nextKey, aad, enc, info },
   };
 }

@@ -5,7 +5,8 @@
 import { type Command, Option } from "commander";
 import { join } from "node:path";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
-import { loadPublicKey } from "../node/key-files.js";
+import { loadKey, loadPublicKey } from "../node/key-files.js";
+import { connect } from "../client/node.js";
 import { defaultDataDir } from "../server/config.js";
 import { RedisRegistry, Role, addKey, readKeysFile, removeKey } from "../server/registry.js";
 
@@ -44,6 +45,30 @@ export function keysCommands(p: Command): void {
       if (o.json) return console.log(JSON.stringify(list, null, 2));
       for (const k of list) console.log(`${k.fingerprint}  ${k.public_key?.type ?? "-"}  ${k.role}  ${k.comment}`);
       if (list.length === 0) console.error(`no keys registered in ${o.redis ? "redis" : o.file}`);
+    });
+  keys
+    .command("rotate")
+    .description("move your identity from one key to another in one handshake proving both (PROTOCOL.md §5.7): the service keeps your registration and kept pushes")
+    .argument("<old>", "the current identity key (PKCS#8 PEM)")
+    .argument("<new>", "the new identity key (PKCS#8 PEM; `psimbols keygen -o new.pem`)")
+    .requiredOption("--url <url>", "broker URL, e.g. wss://broker.example/")
+    .option("--server-key <fingerprint>", "pin the server key (otherwise the known-servers file)")
+    .option("--known-servers <file>", "known-servers file")
+    .action(async (oldFile: string, newFile: string, o: { url: string; serverKey?: string; knownServers?: string }) => {
+      const [oldKey, newKey] = [await loadKey(oldFile), await loadKey(newFile)];
+      const client = await connect(o.url, {
+        key: oldKey,
+        ...(o.serverKey ? { serverKey: o.serverKey } : {}),
+        ...(o.knownServers ? { knownServersFile: o.knownServers } : {}),
+        reconnect: false,
+        renew: false,
+      });
+      try {
+        await client.moveIdentity(newKey);
+        console.log(`moved ${oldKey.public.fingerprint} to ${client.identity}; use ${newFile} from now on`);
+      } finally {
+        await client.close().catch(() => {});
+      }
     });
   where(keys.command("remove"))
     .description("unregister a key by fingerprint")

@@ -1315,7 +1315,85 @@ export const rows: Row[] = [
       return { reply: null, error: err ? String(err.error.code) : null, close: closed.code };
     },
   },
+
+  // ---------------------------------------------------------------- identity moves (PROTOCOL.md §5.7; issue 15)
+  frameRow(
+    "a hello with `move_to` but without the identity-move feature gets bad_request and close 4000",
+    "a valid hello plus `move_to` (a fresh key), `features` without identity-move",
+    async () => ({ ...(await helloObject()).o, move_to: wirePublicKey((await generateSigningKey()).public) }),
+    BAD,
+  ),
+  frameRow(
+    "a hello with the identity-move feature but no `move_to` gets bad_request and close 4000",
+    "a valid hello with `features: [identity-move]`, no `move_to`",
+    async () => ({ ...(await helloObject()).o, features: [Feature.identityMove] }),
+    BAD,
+  ),
+  frameRow(
+    "a hello moving to its own `public_key` gets bad_request and close 4000",
+    "`move_to` equal to `public_key`, with identity-move",
+    async () => {
+      const { o } = await helloObject();
+      return { ...o, features: [Feature.identityMove], move_to: o.public_key };
+    },
+    BAD,
+  ),
+  frameRow(
+    "a hello whose `move_to` is a string gets bad_request and close 4000",
+    "`move_to: \"SHA256:…\"`, with identity-move",
+    async () => ({ ...(await helloObject()).o, features: [Feature.identityMove], move_to: "SHA256:" + "A".repeat(43) }),
+    BAD,
+  ),
+  moveRow(
+    "a move of the victim's identity whose move signature is made by another key gets unauthorised and close 4000; nothing moves",
+    "hello as the victim with `move_to` K, proof signed by the victim, `move_signature` by a key other than K",
+    "forged",
+    BAD_PROOF,
+  ),
+  moveRow(
+    "a move proof without `move_signature` gets bad_request and close 4000; nothing moves",
+    "hello as the victim with `move_to`, proof with the victim's signature only",
+    "stripped",
+    BAD,
+  ),
+  moveRow(
+    "a `move_signature` in the proof of a plain hello gets bad_request and close 4000",
+    "plain hello as the victim, proof plus a `move_signature`",
+    "unasked",
+    BAD,
+  ),
+  moveRow(
+    "a move of the victim's identity to the attacker's key, proven by the attacker's keys only, gets unauthorised and close 4000",
+    "hello with the victim's `public_key` and `move_to` the attacker's key; proof and move signature by the attacker",
+    "hijack",
+    BAD_PROOF,
+  ),
 ];
+
+/** A move attempt on a fresh socket (PROTOCOL.md §5.7); nothing may change, the harness checks the victim. */
+function moveRow(name: string, sent: string, how: "forged" | "stripped" | "unasked" | "hijack", expect: Expect): Row {
+  return {
+    name,
+    sent,
+    broker: "main",
+    expect,
+    run: async (x) => {
+      const target = await generateSigningKey();
+      const other = await generateSigningKey();
+      const raw = await x.open();
+      // hijack: the hello names the victim, but every signature comes from the attacker's key
+      const from = how === "hijack" ? ({ public: x.victim.key.public, privateKey: other.privateKey } as SigningKey) : x.victim.key;
+      const moveTo = how === "forged" ? ({ public: target.public, privateKey: other.privateKey } as SigningKey) : how === "hijack" ? other : target;
+      const h = await createHello(from, how === "unasked" ? {} : { moveTo });
+      raw.send(fromUtf8(h.bytes));
+      const c = decodeServerFrame(JSON.stringify(await raw.next())) as Challenge;
+      const { proof } = await answerChallenge(h, c, () => {});
+      if (how === "stripped") delete proof.move_signature;
+      raw.send(how === "unasked" ? { ...proof, move_signature: b64u(randomBytes(64)) } : proof);
+      return x.outcome(raw);
+    },
+  };
+}
 
 /** Decrypts a response frame to its inner object. */
 async function readInner(ch: RawChannel, f: Frame): Promise<Frame> {

@@ -35,6 +35,7 @@ import {
   type Grant,
   type Hello,
   KemType,
+  MAX_KEM_PUBLIC_BYTES,
   PROTOCOL_VERSION,
   SERVER_NONCE_BYTES,
   ChannelType as CT,
@@ -160,7 +161,7 @@ export async function acceptHello(
   const channelType = chooseChannelType(hello.channel_types);
   const kem = hello.kem.type as KemType;
   if (!kemTypes.includes(kem)) throw new PsimbolsError(ErrorCode.unsupported, `kem.type not supported; accepted: ${kemTypes.join(", ")}`);
-  const kemPub = await importKemPublic(kem, fromB64u(hello.kem.data, "kem.data", 256));
+  const kemPub = await importKemPublic(kem, fromB64u(hello.kem.data, "kem.data", MAX_KEM_PUBLIC_BYTES));
   const identity = await importPublicKey(hello.public_key);
   // §5.7: move_to and identity-move come together, or not at all
   const asksMove = hello.features.includes(Feature.identityMove);

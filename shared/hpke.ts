@@ -1,13 +1,14 @@
 /**
  * HPKE (RFC 9180) base mode for the handshake grant. PROTOCOL.md §5.3.
- * Suites: DHKEM(X25519, HKDF-SHA256) or DHKEM(P-256, HKDF-SHA256), with
- * HKDF-SHA256 and AES-256-GCM.
+ * Suites: DHKEM(X25519, HKDF-SHA256), DHKEM(P-256, HKDF-SHA256) or X-Wing
+ * (ML-KEM-768 + X25519, `@hpke/hybridkem-x-wing`), with HKDF-SHA256 and AES-256-GCM.
  *
  * The handshake reaches HPKE through {@link HpkeEngine}, the HPKE part of the
  * installed handshake-crypto engine (shared/crypto.ts `useHandshakeCrypto`).
  * {@link webCryptoHpke}, the default, is `@hpke/core` on the runtime's WebCrypto.
  */
 import { Aes256Gcm, CipherSuite, DhkemP256HkdfSha256, DhkemX25519HkdfSha256, HkdfSha256 } from "@hpke/core";
+import { XWing } from "@hpke/hybridkem-x-wing";
 import { KemType } from "./frames.js";
 import { ErrorCode, PsimbolsError } from "./errors.js";
 
@@ -19,7 +20,7 @@ const suites = new Map<KemType, CipherSuite>();
 export function hpkeSuite(kem: KemType): CipherSuite {
   let s = suites.get(kem);
   if (!s) {
-    const k = kem === KemType.x25519 ? new DhkemX25519HkdfSha256() : new DhkemP256HkdfSha256();
+    const k = kem === KemType.x25519 ? new DhkemX25519HkdfSha256() : kem === KemType.xwing ? new XWing() : new DhkemP256HkdfSha256();
     s = new CipherSuite({ kem: k, kdf: new HkdfSha256(), aead: new Aes256Gcm() });
     suites.set(kem, s);
   }
@@ -27,7 +28,7 @@ export function hpkeSuite(kem: KemType): CipherSuite {
 }
 
 /** Public key length of each KEM (RFC 9180 §7.1 Npk). */
-export const KEM_PUBLIC_BYTES: Record<KemType, number> = { X25519: 32, "P-256": 65 };
+export const KEM_PUBLIC_BYTES: Record<KemType, number> = { X25519: 32, "P-256": 65, "X-Wing": 1216 };
 
 // ------------------------------------------------------------------ engine
 

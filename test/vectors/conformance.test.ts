@@ -61,7 +61,6 @@ import {
   type Challenge,
   type Established,
   type Hello,
-  type KemType,
 } from "../../shared/frames.js";
 import { hpkeSuite } from "../../shared/hpke.js";
 import { generate, serialise, type ChannelFrameVector, type Side, type TranscriptVector, type VectorFile } from "./generate.js";
@@ -198,7 +197,7 @@ test("spec labels, HPKE suite ids and MAX_SEQ match the vectors", () => {
     c2s: LABEL_C2S,
     s2c: LABEL_S2C,
   });
-  for (const kem of ["X25519", "P-256"] as KemType[]) {
+  for (const kem of ["X25519", "P-256"] as const) {
     const s = hpkeSuite(kem);
     assert.equal({ kem_id: s.kem.id, kdf_id: s.kdf.id, aead_id: s.aead.id }, V.hpke_suites[kem], kem);
   }

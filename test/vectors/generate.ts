@@ -65,7 +65,7 @@ export interface VectorFile {
   /** The spec labels, exactly as fed to LP (PROTOCOL.md §5.2, §6.1). */
   labels: { hpke_info: string; server_signature: string; client_signature: string; grant_aad: string; c2s: string; s2c: string };
   /** RFC 9180 algorithm ids of the HPKE suite per `kem.type` (PROTOCOL.md §5.3). */
-  hpke_suites: Record<KemType, { kem_id: number; kdf_id: number; aead_id: number }>;
+  hpke_suites: Record<"X25519" | "P-256", { kem_id: number; kdf_id: number; aead_id: number }>;
   max_seq: number;
   keys: Record<string, KeyVector>;
   base64url: { valid: { hex: Hex; text: string }[]; invalid: { text: string; why: string }[] };

@@ -3,7 +3,8 @@
  * nodes, Redis and HAProxy. `server-key next` on the shared key file makes
  * every node announce the next key; pinned clients (known_servers file, the
  * browser's localStorage store, an explicit pin) record it; after `promote`
- * they accept the new key without one `server_key_mismatch`, while a client
+ * they accept the new key without one `server_key_mismatch` (one of them also
+ * resumes on another node when its node is killed mid-rollover), while a client
  * that was offline through the whole rollover fails loudly.
  */
 import { suite } from "uvu";
@@ -24,7 +25,7 @@ let dir: string;
 t.before(async () => {
   dir = tempDir();
   try {
-    cluster = await startCluster({ nodes: 3, nodeArgs: ["--hellos-per-address", "1000", "--server-key-poll", "100"] });
+    cluster = await startCluster({ nodes: 4, nodeArgs: ["--hellos-per-address", "1000", "--server-key-poll", "100"] }); // three stay after one is killed
   } catch (e) {
     console.error(e);
     throw e;
@@ -71,7 +72,7 @@ async function wellKnown(port: number): Promise<WellKnown> {
 async function allNodes(current: string, next: string | undefined): Promise<void> {
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const states = await Promise.all(cluster.nodes.map((n) => wellKnown(n.port)));
+    const states = await Promise.all(cluster.nodes.filter((n) => n.alive()).map((n) => wellKnown(n.port)));
     if (states.every((s) => s.fingerprint === current && s.next_server_key?.fingerprint === next)) return;
     if (Date.now() > deadline) assert.unreachable(`nodes did not reach ${current}/${next}: ${JSON.stringify(states)}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -143,6 +144,12 @@ t("a pinned client follows a rotation across the cluster; one offline through it
   assert.is(storage.getItem(`psimbols.known_server ${cluster.url}`), old);
   assert.is(events.length, 3);
   assert.ok(events.every((e) => e.next === next && !e.rotated && e.current === old && e.notBefore === set.next!.notBefore));
+  // Reconnecting during the rollover: the file client's node dies; it resumes its channel on another node.
+  const home = ((await fileClient.request("whoami")) as { node: string }).node;
+  const resumed = new Promise<void>((resolve) => fileClient.on("resumed", () => resolve()));
+  await cluster.nodes.find((n) => n.name === home)!.kill("SIGKILL");
+  await resumed;
+  assert.is.not(((await fileClient.request("whoami")) as { node: string }).node, home);
   // A client that reconnects during the rollover, from the same file, learns nothing new and keeps both.
   const again = await connectFile("a", await generateSigningKey());
   await again.close();

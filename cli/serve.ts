@@ -14,6 +14,7 @@ import { parseWrapKey } from "../server/store/wrap.js";
 import { loadOrCreateServerKey } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
 import { int } from "./options.js";
+import type { KemType } from "../shared/frames.js";
 
 /** Adds `serve` to `p`. */
 export function serveCommand(p: Command): void {
@@ -39,6 +40,7 @@ export function serveCommand(p: Command): void {
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
     .option("--no-console", "do not serve the web console at /console/")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
+    .option("--kems <list>", "KEM types accepted in a hello, comma-separated (default all: X25519,P-256,X-Wing)")
     .action(async (o) => {
       const log = createLogger({ level: o.logLevel });
       const limits: Record<string, number> = {};
@@ -61,6 +63,7 @@ export function serveCommand(p: Command): void {
         trustProxy: o.trustProxy === true,
         pushWindow: { count: o.pushWindowCount, ageMs: o.pushWindowAge * 1000 },
         ...(o.node ? { node: o.node } : {}),
+        ...(o.kems !== undefined ? { kems: String(o.kems).split(",") as KemType[] } : {}),
         limits,
       });
       const serverKey = o.serverKeyFile ? await loadKey(o.serverKeyFile) : await loadOrCreateServerKey(config.dataDir, log);

@@ -120,29 +120,42 @@ export async function xwingEncap(pk: Uint8Array, eseed?: Uint8Array): Promise<{ 
   }
 }
 
-/** Draft §5.5 Decapsulate: the shared secret. ML-KEM's implicit rejection gives a wrong secret, not a throw, for a forged ctM. */
-export async function xwingDecap(enc: Uint8Array, sk: Uint8Array): Promise<Buffer> {
+/** Decapsulate with an expanded key: ML-KEM's implicit rejection gives a wrong secret, not a throw, for a forged ctM. */
+function decapExpanded(ml: MlKemInterface, enc: Uint8Array, k: { skM: Uint8Array; skX: KeyObject; pk: Uint8Array }): Buffer {
   if (enc.length !== XWING_ENC_BYTES) throw new RangeError("an X-Wing ciphertext is 1120 bytes");
+  const ctX = enc.subarray(CT_M);
+  const ssM = ml.decap(enc.subarray(0, CT_M), k.skM);
+  const ssX = x25519(k.skX, ctX);
+  const shared = combiner(ssM, ssX, ctX, k.pk.subarray(PK_M));
+  wipe(ssM, ssX);
+  return shared;
+}
+
+/** Draft §5.5 Decapsulate: the shared secret from `enc` and the 32-byte private key. */
+export async function xwingDecap(enc: Uint8Array, sk: Uint8Array): Promise<Buffer> {
   const ml = await mlKem768();
-  const { skM, skX, pk } = expand(ml, sk);
+  const k = expand(ml, sk);
   try {
-    const ctX = enc.subarray(CT_M);
-    const ssM = ml.decap(enc.subarray(0, CT_M), skM);
-    const ssX = x25519(skX, ctX);
-    const shared = combiner(ssM, ssX, ctX, pk.subarray(PK_M));
-    wipe(ssM, ssX);
-    return shared;
+    return decapExpanded(ml, enc, k);
   } finally {
-    wipe(skM);
+    wipe(k.skM);
   }
 }
 
-function pair(sk: Uint8Array, publicKey: Uint8Array): KemKeyPair {
+/**
+ * A key pair from its seed, expanded once: the handshake's open then skips a
+ * second ML-KEM key generation. The expanded key lives as long as the pair,
+ * which the client drops once the grant is open (forward secrecy, §5.3).
+ */
+async function pair(sk: Uint8Array): Promise<KemKeyPair> {
+  const ml = await mlKem768();
+  const k = expand(ml, sk);
+  wipe(sk);
   return {
     kem: KemType.xwing,
-    publicKey,
-    async open(enc, info, aad, ciphertext) {
-      const { key, baseNonce } = keyScheduleBase(await xwingDecap(enc, sk), info, AEAD, KEM_XWING);
+    publicKey: k.pk,
+    open(enc, info, aad, ciphertext) {
+      const { key, baseNonce } = keyScheduleBase(decapExpanded(ml, enc, k), info, AEAD, KEM_XWING);
       return openFirst(AEAD, key, baseNonce, ciphertext, aad);
     },
   };
@@ -150,14 +163,12 @@ function pair(sk: Uint8Array, publicKey: Uint8Array): KemKeyPair {
 
 /** The X-Wing part of the node:crypto HPKE engine (shared/hpke.ts HpkeEngine), asynchronous only while ML-KEM loads. */
 export const xwingHpke = {
-  async generateKeyPair(): Promise<KemKeyPair> {
-    const sk = bytes(randomBytes(32));
-    return pair(sk, await xwingPublicKey(sk));
+  generateKeyPair(): Promise<KemKeyPair> {
+    return pair(bytes(randomBytes(32)));
   },
   /** RFC 9180 DeriveKeyPair as draft-ietf-hpke-pq gives it for X-Wing: sk = SHAKE256(ikm, 32). */
-  async deriveKeyPair(ikm: Uint8Array): Promise<KemKeyPair> {
-    const sk = bytes(shake256(ikm, 32));
-    return pair(sk, await xwingPublicKey(sk));
+  deriveKeyPair(ikm: Uint8Array): Promise<KemKeyPair> {
+    return pair(bytes(shake256(ikm, 32)));
   },
   importPublicKey(raw: Uint8Array): KemPublicKey {
     // Any 1216 bytes import, as with @hpke/hybridkem-x-wing; the ML-KEM modulus check runs at Encap.

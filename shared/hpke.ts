@@ -10,8 +10,8 @@
  *
  * X-Wing's code (`@hpke/hybridkem-x-wing`, with ML-KEM-768 and a JavaScript
  * X25519) is imported on first use only (issue 15): a client that never asks
- * for X-Wing never loads it, and the browser bundle keeps it in a chunk of
- * its own (bin/build-browser.mjs).
+ * for X-Wing never loads it, and the browser bundle imports it from
+ * `xwing.js`, a bundle of its own (bin/build-browser.mjs).
  */
 import { Aes256Gcm, CipherSuite, DhkemP256HkdfSha256, DhkemX25519HkdfSha256, HkdfSha256 } from "@hpke/core";
 import { KemType } from "./frames.js";

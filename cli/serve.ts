@@ -31,6 +31,10 @@ export function serveCommand(p: Command): void {
     .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
     .option("--hellos-per-address <n>", "hellos and resumes per address per 10 s", int("--hellos-per-address"))
     .option("--ping-interval <ms>", "WebSocket ping interval; a peer that misses a pong is cut off", int("--ping-interval"))
+    .option("--hellos-per-second <n>", "hellos per second on this node, shared fairly among addresses", int("--hellos-per-second"))
+    .option("--resumes-per-address <n>", "resumes per address per 10 s (a budget apart from hellos)", int("--resumes-per-address"))
+    .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
+    .option("--store-loss-bound <seconds>", "longest time bound channels are served without reaching the store; then every socket is closed with 4009 (default 15)", int("--store-loss-bound"))
     .option("--redis <url>", "share state with other nodes through Redis (needs PSIMBOLS_WRAP_KEY)")
     .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
     .option("--node <name>", "this node's name in logs, metrics and channel records")
@@ -46,6 +50,10 @@ export function serveCommand(p: Command): void {
       if (o.maxConnectionsPerAddress !== undefined) limits.connectionsPerAddress = o.maxConnectionsPerAddress;
       if (o.hellosPerAddress !== undefined) limits.hellosPerAddress = o.hellosPerAddress;
       if (o.pingInterval !== undefined) limits.pingIntervalMs = o.pingInterval;
+      if (o.hellosPerSecond !== undefined) limits.hellosPerSecond = o.hellosPerSecond;
+      if (o.resumesPerAddress !== undefined) limits.resumesPerAddress = o.resumesPerAddress;
+      if (o.resumesPerSecond !== undefined) limits.resumesPerSecond = o.resumesPerSecond;
+      if (o.storeLossBound !== undefined) limits.storeLossBoundMs = o.storeLossBound * 1000;
       // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json, watched even
       // while missing, so operators and blocked keys added later take effect without a restart.
       const keysFile: string | undefined = o.keys ?? (!o.redis ? join(o.dataDir, "keys.json") : undefined);

@@ -13,6 +13,9 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { Broker } from "../../server/broker.js";
+import { resolveConfig } from "../../server/config.js";
+import { StoreWatch } from "../../server/store-watch.js";
+import type { Store } from "../../server/store/store.js";
 import { createLogger } from "../../server/log.js";
 import { RedisStore } from "../../server/store/redis-store.js";
 import { type SigningKey, generateSigningKey, randomBytes } from "../../shared/crypto.js";
@@ -187,3 +190,71 @@ t("serves until the bound, then closes with 4009; a revoked channel is served no
 });
 
 t.run();
+
+// ------------------------------------------------------------------ the watch alone, on a fake clock
+
+const w = suite("StoreWatch: when the store counts as lost");
+
+/** A store whose ping the test settles by hand (only ping is used by the watch). */
+function manualStore(): { store: Store; pings: { resolve(): void; reject(): void }[] } {
+  const pings: { resolve(): void; reject(): void }[] = [];
+  const store = { ping: () => new Promise<void>((resolve, reject) => pings.push({ resolve, reject: () => reject(new Error("down")) })) } as unknown as Store;
+  return { store, pings };
+}
+
+w("counts the silence from when the last answered ping was sent, fires onLost once past the bound, onBack once after", async () => {
+  let now = 0;
+  const lost: number[] = [];
+  const back: number[] = [];
+  const { store, pings } = manualStore();
+  const watch = new StoreWatch(store, { boundMs: 3000, intervalMs: 1_000_000, now: () => now, onLost: (ms) => lost.push(ms), onBack: (ms) => back.push(ms) });
+  watch.start();
+  let round = watch.check(); // ping sent at 0
+  now = 400;
+  pings.shift()!.resolve();
+  await round;
+  assert.is(watch.lastOk, 0, "the send time counts, not the answer's");
+  now = 1000;
+  round = watch.check(); // sent at 1000, never answered
+  now = 2000;
+  await watch.check(); // one still out: no second ping
+  assert.is(pings.length, 1, "one ping at a time");
+  now = 3000;
+  await watch.check();
+  assert.is(watch.lost, false, "3000 ms of silence is within the bound");
+  now = 3001;
+  await watch.check();
+  assert.ok(watch.lost);
+  assert.equal(lost, [3001]);
+  now = 5000;
+  await watch.check();
+  assert.equal(lost, [3001], "told once per loss");
+  pings.shift()!.reject();
+  await round;
+  now = 6000;
+  round = watch.check();
+  now = 6100;
+  pings.shift()!.resolve();
+  await round;
+  assert.is(watch.lost, false);
+  assert.equal(back, [6100 - 3001]);
+  watch.stop();
+});
+
+w("a stopped watch never calls onLost", async () => {
+  let now = 0;
+  let lost = 0;
+  const { store } = manualStore();
+  const watch = new StoreWatch(store, { boundMs: 1000, now: () => now, onLost: () => lost++, onBack: () => {} });
+  now = 10_000;
+  await Promise.race([watch.check(), sleep(20)]);
+  assert.is(lost, 0);
+});
+
+w("the bound is a setting that fails fast: below 1 s it names store-loss-bound", () => {
+  assert.throws(() => resolveConfig({ limits: { storeLossBoundMs: 999 } }), /store-loss-bound/);
+  assert.is(resolveConfig({}).limits.storeLossBoundMs, 15_000, "default 15 s");
+  assert.throws(() => new StoreWatch(manualStore().store, { boundMs: 0, onLost: () => {}, onBack: () => {} }), (e: unknown) => e instanceof RangeError);
+});
+
+w.run();

@@ -60,7 +60,7 @@ export interface BrokerContext {
   /** Resumes have a budget of their own (a resume costs no signature): per address, and in total. */
   readonly resumesPerAddress: FixedWindow;
   readonly resumesTotal: FairWindow;
-  /** True while the store is unreachable for longer than the store-loss bound (§10, 4009). */
+  /** True while the store is unreachable for longer than the store-loss bound (PROTOCOL.md §11.2, close 4009). */
   storeLost(): boolean;
   readonly stats: Stats;
   /** The deadlines (expiring, expired) of every binding on this node, on one timer. */
@@ -388,6 +388,7 @@ export class Broker {
     const r = [this.#metrics];
     const self = this; // prom-client calls collect() with the metric as `this`
     new Gauge({ name: "psimbols_connections", help: "Open WebSocket connections", registers: r, collect() { this.set(self.#connections.size); } });
+    new Gauge({ name: "psimbols_store_lost", help: "1 while the store is unreachable past the store-loss bound", registers: r, collect() { this.set(self.#storeWatch.lost ? 1 : 0); } });
     const counter = (name: string, help: string, labelNames: string[], read: () => [Record<string, string>, number][]) =>
       new PromCounter({
         name,

@@ -160,6 +160,8 @@ t("serves until the bound, then closes with 4009; a revoked channel is served no
   assert.ok(lastOk - revokedAt <= BOUND_MS + SLACK_MS, `the revoked channel was served ${lastOk - revokedAt} ms after its revocation (bound ${BOUND_MS} ms + ${SLACK_MS} ms)`);
   assert.is(closeCode, CloseCode.storeLost.code, "every socket on A is closed with 4009 (reconnect)");
   assert.is(await ready(urlA), 503, "A is out of the balancer's rotation");
+  const metrics = async () => (await (await fetch(urlA.replace(/^ws/, "http") + "metrics")).text()).match(/^psimbols_store_lost (\d)/m)?.[1];
+  assert.is(await metrics(), "1", "the loss is visible at /metrics");
 
   // While lost, A takes no channel: a hello and a resume get `unavailable` and 4009, before any work.
   const started = a.stats.handshakes.started;
@@ -182,6 +184,7 @@ t("serves until the bound, then closes with 4009; a revoked channel is served no
   const back = Date.now() - healedAt;
   assert.is(keptClient.channel!.id, kept, "the same channel, no new handshake");
   assert.equal(await keptClient.request("echo", 2), 2);
+  assert.is(await metrics(), "0");
   const deadline = Date.now() + 10_000;
   while (!notices.includes("revoked") && Date.now() < deadline) await sleep(50);
   assert.ok(notices.includes("revoked"), `the revoked client got the revoked notice (notices: ${notices.join(",")})`);

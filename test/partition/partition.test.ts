@@ -268,13 +268,13 @@ function defineSuite(): void {
   });
 
   t("a slow, lossy link between the clients and HAProxy: requests slow down, none is lost for good, and a revocation still ends service at once", async () => {
-    // netem where the kernel has it; else tbf: a 16 kbit/s link (below what the clients send) whose queue
+    // netem where the kernel has it; else tbf: a 32 kbit/s link (about what the clients send) whose queue
     // adds up to 400 ms and drops beyond it.
     await sleep(2000);
     const before = events.filter((e) => e.ev === "ok" && e.t > Date.now() - 2000).map((e) => e.ms!);
     const shapes: [string, string[]][] = [
       ["netem delay 100ms 20ms loss 3%", ["netem", "delay", "100ms", "20ms", "loss", "3%"]],
-      ["tbf 16 kbit/s, 400 ms queue", ["tbf", "rate", "16kbit", "burst", "1600", "latency", "400ms"]],
+      ["tbf 32 kbit/s, 400 ms queue", ["tbf", "rate", "32kbit", "burst", "1600", "latency", "400ms"]],
     ];
     let used: string | undefined;
     for (const [name, args] of shapes) {

@@ -29,7 +29,7 @@ export function serveCommand(p: Command): void {
     .option("--expiring-before <seconds>", "push `expiring` this long before expiry", int("--expiring-before"))
     .option("--handshake-timeout <ms>", "time allowed to complete a handshake", int("--handshake-timeout"))
     .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
-    .option("--hellos-per-address <n>", "hellos and resumes per address per 10 s", int("--hellos-per-address"))
+    .option("--hellos-per-address <n>", "hellos per address per 10 s", int("--hellos-per-address"))
     .option("--ping-interval <ms>", "WebSocket ping interval; a peer that misses a pong is cut off", int("--ping-interval"))
     .option("--hellos-per-second <n>", "hellos per second on this node, shared fairly among addresses", int("--hellos-per-second"))
     .option("--resumes-per-address <n>", "resumes per address per 10 s (a budget apart from hellos)", int("--resumes-per-address"))

@@ -71,7 +71,8 @@ export const defaultLimits: Limits = {
   hellosPerAddress: 20,
   hellosWindowMs: 10_000,
   hellosPerSecond: 200,
-  resumesPerAddress: 60,
+  // Generous: resumes are cheap, many clients may share one address (NAT), and the node's fair shares bound floods.
+  resumesPerAddress: 300,
   resumesPerSecond: 1000,
   storeLossBoundMs: 15_000,
   handshakesPerIdentityPerMinute: 30,

@@ -109,9 +109,9 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
   integer("port", c.port, 0, 65535);
   integer("channel-ttl", c.channelTtl, 2, 366 * 86400);
   integer("expiring-before", c.expiringBefore, 0, c.channelTtl - 1);
-  for (const [k, v] of Object.entries(c.limits)) integer(k, v, 1, 2 ** 31);
   // Below the store's ping timeout (1 s) one slow answer would count as a loss.
   integer("store-loss-bound (ms)", c.limits.storeLossBoundMs, 1000, 2 ** 31);
+  for (const [k, v] of Object.entries(c.limits)) integer(k, v, 1, 2 ** 31);
   integer("push-window-count", c.pushWindow.count, 1, 1_000_000);
   integer("push-window-age", c.pushWindow.ageMs, 1000, 30 * 86400_000);
   return c;

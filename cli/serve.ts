@@ -14,6 +14,10 @@ import { parseWrapKey } from "../server/store/wrap.js";
 import { loadOrCreateServerKey } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
 import { int } from "./options.js";
+import { dirname } from "node:path";
+import { EVENT_DEFAULTS, Events, secretsFromEnv } from "../server/app/events.js";
+import { ApiServer, parseListen } from "../server/api/server.js";
+import { FileTokenStore, RedisTokenStore } from "../server/api/tokens.js";
 
 /** Adds `serve` to `p`. */
 export function serveCommand(p: Command): void {
@@ -38,6 +42,12 @@ export function serveCommand(p: Command): void {
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
     .option("--no-console", "do not serve the web console at /console/")
+    // ---- applications (docs/BACKEND.md): lifecycle events, server API
+    .option("--no-events-stream", "with --redis: do not append lifecycle events to the Redis Stream <prefix>events")
+    .option("--events-max-len <n>", "approximate length bound of the events stream (XADD MAXLEN ~)", int("--events-max-len"), EVENT_DEFAULTS.streamMaxLen)
+    .option("--events-url <url>", "also POST every lifecycle event here (signed with PSIMBOLS_UPSTREAM_SECRET, at least once)")
+    .option("--events-queue <n>", "events waiting per destination before new ones are dropped (counted in /metrics)", int("--events-queue"), EVENT_DEFAULTS.queue)
+    .option("--api-listen <host:port>", "serve the server API for backends on this address (off by default; never the client port)")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
     .action(async (o) => {
       const log = createLogger({ level: o.logLevel });
@@ -72,11 +82,23 @@ export function serveCommand(p: Command): void {
         wrapKey.fill(0);
         if (!keysFile) registry = new RedisRegistry(o.redis);
       }
+      const api = o.apiListen ? parseListen(o.apiListen) : undefined;
+      const events =
+        (o.redis && o.eventsStream) || o.eventsUrl
+          ? new Events({
+              node: config.node,
+              logger: log,
+              queue: o.eventsQueue,
+              ...(o.redis && o.eventsStream ? { stream: { url: o.redis, maxLen: o.eventsMaxLen } } : {}),
+              ...(o.eventsUrl ? { webhook: { url: o.eventsUrl, secrets: secretsFromEnv(process.env.PSIMBOLS_UPSTREAM_SECRET) } } : {}),
+            })
+          : undefined;
       const broker = await Broker.start({
         config,
         serverKey,
         registry,
         logger: log,
+        ...(events ? { events } : {}),
         ...(store ? { store } : {}),
         ...(o.console ? { http: consoleHook() } : {}),
       });
@@ -86,12 +108,25 @@ export function serveCommand(p: Command): void {
         const page = new URL("console/", broker.config.source.replace(/^ws/i, "http")).href;
         console.log(`web console: ${page} (operators only; --no-console turns it off)`);
       }
+      events?.register(broker.metrics);
+      let apiServer: ApiServer | undefined;
+      if (api) {
+        if (api.port === broker.port && api.port !== 0) throw new Error("setting api-listen: the server API must not share the client port");
+        // Tokens live where the keys live: beside the keys file, or in Redis for a cluster.
+        const tokens = keysFile ? new FileTokenStore(join(dirname(keysFile), "api-tokens.json")) : new RedisTokenStore(o.redis);
+        apiServer = await ApiServer.start({ broker, registry, tokens, logger: log, ...api });
+        console.log(`server API listening on ${apiServer.url}`);
+      }
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
         log.info("stopping", { component: "cli", signal });
-        void broker.close().then(() => process.exit(0));
+        void (async () => {
+          await apiServer?.close();
+          await broker.close();
+          await events?.close();
+        })().then(() => process.exit(0));
       };
       // One bad request must never take the node down: log what escaped, keep serving.
       process.on("unhandledRejection", (e) => log.error("unhandled rejection", { component: "cli", error: e instanceof Error ? e.stack : String(e) }));

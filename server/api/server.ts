@@ -113,7 +113,10 @@ export class ApiServer {
     this.#routes = routes(o.broker, o.registry);
     this.#failures = new Failures(o.failuresPerAddress ?? API_DEFAULTS.failuresPerAddress, o.failureWindowMs ?? API_DEFAULTS.failureWindowMs);
     this.#maxBody = o.maxBodyBytes ?? API_DEFAULTS.maxBodyBytes;
-    this.#calls = new PromCounter({ name: "psimbols_api_requests_total", help: "Server API calls by HTTP status", labelNames: ["status"], registers: [o.broker.metrics] });
+    const name = "psimbols_api_requests_total";
+    this.#calls =
+      (o.broker.metrics.getSingleMetric(name) as PromCounter<"status"> | undefined) ??
+      new PromCounter({ name, help: "Server API calls by HTTP status", labelNames: ["status"], registers: [o.broker.metrics] });
     this.#http = createServer((req, res) => void this.#onRequest(req, res));
     this.#http.headersTimeout = API_DEFAULTS.requestTimeoutMs;
     this.#http.requestTimeout = API_DEFAULTS.requestTimeoutMs;

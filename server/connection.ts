@@ -367,14 +367,18 @@ export class Connection {
     this.#watch(rec.identity);
     const fromSeq = this.#resumeLastPush;
     this.#lastPush = fromSeq ?? (await this.#store(() => store.lastPush(rec.identity)));
-    if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
     this.#ctx.index(this, rec, true);
     this.#schedule(b);
     this.#handshakeOver();
-    await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
-    this.#ctx.stats.resumes.ok++;
-    this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
-    this.#ctx.events.emit(EventType.resumed, rec.identity, { channel: rec.id, node: this.#ctx.config.node });
+    try {
+      await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
+      this.#ctx.stats.resumes.ok++;
+      this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
+      this.#ctx.events.emit(EventType.resumed, rec.identity, { channel: rec.id, node: this.#ctx.config.node });
+    } finally {
+      // After the takeover is recorded (and reported): the missed pushes' events follow `channel.resumed`.
+      if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
+    }
     return true;
   }
 

@@ -22,9 +22,10 @@ import { type BrokerEvent, EVENT_DEFAULTS, Events, backoffMs, parseEventsUrl, se
 import { WebhookSecret, verifyWebhook } from "../../../server/app/signature.js";
 import { startRedis, type TestRedis } from "../../helpers/redis.js";
 import { Raw, handshake, call, rawChannel } from "../../helpers/raw.js";
+import { runCli, startBroker } from "../../helpers/broker.js";
 
 const t = suite("lifecycle events: Redis Stream and webhook");
-const log = createLogger({ level: "error" });
+const log = createLogger({ level: process.env.TEST_LOG ?? "error" });
 const wrapKey = randomBytes(32).toString("base64url");
 const secretText = WebhookSecret.generate();
 const secrets = [WebhookSecret.parse(secretText)];
@@ -298,6 +299,28 @@ t("settings: backoff is full jitter under the cap; secrets and the events URL fa
   assert.throws(() => parseEventsUrl("http://user:hunter2@[::1"), (e: Error) => e.message.includes("events-url") && !e.message.includes("hunter2"));
   assert.throws(() => new Events({ node: "x", webhook: { url: "http://127.0.0.1:1/", secrets: [] } }), /PSIMBOLS_UPSTREAM_SECRET/);
   assert.throws(() => new Events({ node: "x", queue: 0 }), /events-queue/);
+});
+
+t("psimbols serve --events-url: refused at start without PSIMBOLS_UPSTREAM_SECRET; with it, the node POSTs signed events", async () => {
+  const env = { PSIMBOLS_UPSTREAM_SECRET: "" };
+  const refused = await runCli(["serve", "--port", "0", "--events-url", hook.url, "--data-dir", (await import("../../helpers/broker.js")).tempDir()], env);
+  assert.is(refused.code, 1);
+  assert.match(refused.stderr, /--events-url needs PSIMBOLS_UPSTREAM_SECRET/);
+  const bad = await runCli(["serve", "--port", "0", "--events-url", "ftp://x/", "--data-dir", (await import("../../helpers/broker.js")).tempDir()], { PSIMBOLS_UPSTREAM_SECRET: secretText });
+  assert.is(bad.code, 1);
+  assert.match(bad.stderr, /setting events-url/);
+  const node = await startBroker(["--events-url", hook.url, "--node", "proc"], { env: { PSIMBOLS_UPSTREAM_SECRET: secretText } });
+  try {
+    const key = await generateSigningKey();
+    const c = await connect(node.url, { key, serverKey: node.fingerprint, reconnect: false, renew: false });
+    await c.close();
+    const mine = () => hook.attempts.filter((a) => a.status === 204 && (JSON.parse(a.body) as BrokerEvent).identity === key.public.fingerprint);
+    const got = await until(async () => mine(), (a) => a.length >= 2);
+    assert.equal(got.map((a) => [(JSON.parse(a.body) as BrokerEvent).type, (JSON.parse(a.body) as BrokerEvent).node]), [["channel.established", "proc"], ["channel.closed", "proc"]]);
+    for (const a of got) assert.ok(verifyWebhook(secrets, a.headers, a.body));
+  } finally {
+    await node.stop();
+  }
 });
 
 t.run();

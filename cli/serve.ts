@@ -102,20 +102,27 @@ export function serveCommand(p: Command): void {
         ...(store ? { store } : {}),
         ...(o.console ? { http: consoleHook() } : {}),
       });
-      // Printed on stdout as well, so a person (or a test) can pin it.
-      console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
-      if (o.console) {
-        const page = new URL("console/", broker.config.source.replace(/^ws/i, "http")).href;
-        console.log(`web console: ${page} (operators only; --no-console turns it off)`);
-      }
+      // Before the listening line: once it is printed, the whole node is up.
       events?.register(broker.metrics);
       let apiServer: ApiServer | undefined;
       if (api) {
         if (api.port === broker.port && api.port !== 0) throw new Error("setting api-listen: the server API must not share the client port");
         // Tokens live where the keys live: beside the keys file, or in Redis for a cluster.
         const tokens = keysFile ? new FileTokenStore(join(dirname(keysFile), "api-tokens.json")) : new RedisTokenStore(o.redis);
-        apiServer = await ApiServer.start({ broker, registry, tokens, logger: log, ...api });
+        try {
+          apiServer = await ApiServer.start({ broker, registry, tokens, logger: log, ...api });
+        } catch (e) {
+          // The node must not run half-started: stop it, then report (exit code 1).
+          await Promise.all([broker.close(), events?.close(0), tokens.close()]);
+          throw new Error(`setting api-listen: cannot listen on ${o.apiListen}: ${e instanceof Error ? e.message : String(e)}`);
+        }
         console.log(`server API listening on ${apiServer.url}`);
+      }
+      // Printed on stdout as well, so a person (or a test) can pin it.
+      console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
+      if (o.console) {
+        const page = new URL("console/", broker.config.source.replace(/^ws/i, "http")).href;
+        console.log(`web console: ${page} (operators only; --no-console turns it off)`);
       }
       let stopping = false;
       const stop = (signal: string) => {

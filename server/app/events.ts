@@ -196,9 +196,11 @@ abstract class Outbox {
           this.#attempt = 0;
           continue;
         }
+        if (this.#closed) break;
         const wait = backoffMs(this.#attempt++, this.#retry.base, this.#retry.max);
         await new Promise<void>((r) => {
           const t = setTimeout(r, wait);
+          t.unref(); // a retry pending never keeps a stopping process alive
           this.#wake = () => (clearTimeout(t), r());
         });
         this.#wake = undefined;

@@ -18,6 +18,10 @@ import { createLogger } from "../../../server/log.js";
 import { ApiServer, parseListen } from "../../../server/api/server.js";
 import { FileTokenStore, newToken, verifyToken } from "../../../server/api/tokens.js";
 import { runCli, tempDir } from "../../helpers/broker.js";
+import { startRedis } from "../../helpers/redis.js";
+import { RedisStore } from "../../../server/store/redis-store.js";
+import { parseWrapKey } from "../../../server/store/wrap.js";
+import { randomBytes } from "node:crypto";
 
 const t = suite("server API");
 const log = createLogger({ level: "error" });
@@ -250,6 +254,32 @@ t("an unknown path is 404, a known path with another method 405; a node without 
     assert.equal([r.status, r.json!.error.code], [501, "unsupported"]);
   } finally {
     await bare.close();
+  }
+});
+
+t("the store down: push, revoke and channels answer 503 unavailable, and the node keeps serving the API", async () => {
+  const redis = await startRedis();
+  const store = new RedisStore({ url: redis.url, wrapKey: parseWrapKey(randomBytes(32).toString("base64url")), node: "r" });
+  const node = await Broker.start({ config: { port: 0, node: "r" }, serverKey, store, logger: log });
+  const down = await ApiServer.start({ broker: node, tokens: new FileTokenStore(tokensFile), host: "127.0.0.1", port: 0, logger: log });
+  try {
+    assert.is((await call(down.url, "POST", "/v1/push", { token, body: { identity: "SHA256:" + "B".repeat(43), message: 1 } })).status, 200);
+    redis.kill();
+    for (const [method, path, body] of [
+      ["POST", "/v1/push", { identity: "SHA256:" + "B".repeat(43), message: 2 }],
+      ["POST", "/v1/push", { channel: "c", message: 2 }],
+      ["POST", "/v1/revoke", { identity: "SHA256:" + "B".repeat(43) }],
+      ["GET", "/v1/channels", undefined],
+    ] as const) {
+      const r = await call(down.url, method, path, { token, ...(body ? { body } : {}) });
+      assert.equal([r.status, r.json!.error.code], [503, "unavailable"], `${method} ${path}`);
+      assert.not.match(r.json!.error.message, /127\.0\.0\.1|ECONN|redis:/i, "the store's address or error leaks");
+    }
+    assert.is((await call(down.url, "GET", "/v1/stats", { token })).status, 200, "the API itself went down with the store");
+  } finally {
+    await down.close();
+    await node.close().catch(() => undefined);
+    await redis.stop();
   }
 });
 

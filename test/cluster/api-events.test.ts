@@ -8,7 +8,7 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { Redis } from "ioredis";
-import { generateSigningKey } from "../../shared/crypto.js";
+import { generateSigningKey, wirePublicKey } from "../../shared/crypto.js";
 import { CloseCode } from "../../shared/errors.js";
 import { type Client, connect } from "../../client/node.js";
 import { type Cluster, type ClusterNode, startCluster } from "../../cli/cluster/local-cluster.js";
@@ -87,6 +87,25 @@ t("a push and a revoke through node A's API reach a client that HAProxy put on n
     const r = await fetch(new URL("v1/stats", apiOf(n)), { headers: { authorization: "Bearer psat_0000000000000000_" + "A".repeat(43) } });
     assert.is(r.status, 401, n.name);
   }
+});
+
+t("keys added through one node's API are seen by every node (Redis registry) and refused at once when blocked", async () => {
+  const member = await generateSigningKey();
+  const [a, b] = cluster.nodes;
+  const added = await api(a!, "v1/keys", { public_key: wirePublicKey(member.public), role: "blocked", comment: "via node A" });
+  assert.is(added.status, 201);
+  const listed = await fetch(new URL("v1/keys", apiOf(b!)), { headers: { authorization: `Bearer ${token}` } });
+  const keys = ((await listed.json()) as { keys: { fingerprint: string; role: string }[] }).keys;
+  assert.ok(keys.some((k) => k.fingerprint === member.public.fingerprint && k.role === "blocked"), "node B does not see the key");
+  const refused = await connect(cluster.url, { key: member, serverKey: cluster.fingerprint, reconnect: false }).then(
+    () => "connected",
+    (e: { code?: string }) => e.code,
+  );
+  assert.is(refused, "forbidden");
+  const removed = await api(b!, "v1/keys/remove", { fingerprint: member.public.fingerprint });
+  assert.equal([removed.status, removed.json], [200, { removed: member.public.fingerprint }]);
+  const c = await connect(cluster.url, { key: member, serverKey: cluster.fingerprint, reconnect: false });
+  await c.close();
 });
 
 t("the events of one identity are in the stream in order across a kill -9 of its node, read with a consumer group", async () => {

@@ -89,6 +89,23 @@ t("a push and a revoke through node A's API reach a client that HAProxy put on n
   }
 });
 
+t("a token created and revoked with --redis works, then is refused, on every node at once", async () => {
+  const created = await runCli(["api-token", "create", "--redis", cluster.redis.url, "--comment", "short-lived"]);
+  assert.is(created.code, 0, created.stderr);
+  const other = created.stdout.trim();
+  const stats = (n: ClusterNode) => fetch(new URL("v1/stats", apiOf(n)), { headers: { authorization: `Bearer ${other}` } }).then((r) => r.status);
+  assert.equal(await Promise.all(cluster.nodes.map(stats)), cluster.nodes.map(() => 200));
+  const listed = await runCli(["api-token", "list", "--redis", cluster.redis.url, "--json"]);
+  const ids = (JSON.parse(listed.stdout) as { id: string }[]).map((x) => x.id);
+  assert.ok(ids.includes(other.slice(5, 21)) && ids.includes(token.slice(5, 21)));
+  assert.not.ok(listed.stdout.includes(other.slice(22)), "list printed a token");
+  const revoked = await runCli(["api-token", "revoke", other.slice(5, 21), "--redis", cluster.redis.url]);
+  assert.is(revoked.code, 0, revoked.stderr);
+  assert.equal(await Promise.all(cluster.nodes.map(stats)), cluster.nodes.map(() => 401));
+  const kept = await fetch(new URL("v1/stats", apiOf(cluster.nodes[0]!)), { headers: { authorization: `Bearer ${token}` } });
+  assert.is(kept.status, 200, "the other token was revoked too");
+});
+
 t("keys added through one node's API are seen by every node (Redis registry) and refused at once when blocked", async () => {
   const member = await generateSigningKey();
   const [a, b] = cluster.nodes;

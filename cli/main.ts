@@ -1,11 +1,12 @@
 /**
  * The `psimbols` command. Each command group lives in a file of its own:
  * client.ts (keygen, fingerprint, call), serve.ts, operate.ts (channels,
- * push), keys.ts. Errors print `error: …` and, where it helps, `hint: …`,
+ * push), keys.ts, api-token.ts, server-key.ts. Errors print `error: …` and, where it helps, `hint: …`,
  * and exit non-zero.
  */
 import { Command } from "commander";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { apiTokenCommands } from "./api-token.js";
 import { clientCommands } from "./client.js";
 import { keysCommands } from "./keys.js";
 import { operatorCommands } from "./operate.js";
@@ -22,6 +23,7 @@ export function program(): Command {
   operatorCommands(p);
   keysCommands(p);
   serverKeyCommands(p);
+  apiTokenCommands(p);
   return p;
 }
 

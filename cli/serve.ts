@@ -14,6 +14,7 @@ import { parseWrapKey } from "../server/store/wrap.js";
 import { loadOrCreateServerKey } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
 import { int } from "./options.js";
+import { SECRET_ENV, createAppCalls } from "../server/app/setup.js";
 
 /** Adds `serve` to `p`. */
 export function serveCommand(p: Command): void {
@@ -38,6 +39,12 @@ export function serveCommand(p: Command): void {
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
     .option("--no-console", "do not serve the web console at /console/")
+    // Calls to the application (issue 12, docs/BACKEND.md); signed with PSIMBOLS_UPSTREAM_SECRET.
+    .option("--upstream <[prefix=]url>", "send ops no built-in handles to this HTTP upstream (repeatable; PREFIX=URL routes by op prefix, the longest wins)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option("--upstream-timeout <ms>", "whole-request timeout of upstream calls", int("--upstream-timeout"))
+    .option("--upstream-max-in-flight <n>", "requests in flight from this node to each upstream", int("--upstream-max-in-flight"))
+    .option("--authorize <url>", "ask this HTTP hook after each valid proof and at each renewal (fails closed)")
+    .option("--authorize-timeout <ms>", "timeout of authorize calls", int("--authorize-timeout"))
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
     .action(async (o) => {
       const log = createLogger({ level: o.logLevel });
@@ -72,6 +79,15 @@ export function serveCommand(p: Command): void {
         wrapKey.fill(0);
         if (!keysFile) registry = new RedisRegistry(o.redis);
       }
+      const app = createAppCalls({
+        upstreams: o.upstream,
+        authorize: o.authorize,
+        secret: process.env[SECRET_ENV],
+        upstreamTimeoutMs: o.upstreamTimeout,
+        upstreamMaxInFlight: o.upstreamMaxInFlight,
+        authorizeTimeoutMs: o.authorizeTimeout,
+        log,
+      });
       const broker = await Broker.start({
         config,
         serverKey,
@@ -79,6 +95,8 @@ export function serveCommand(p: Command): void {
         logger: log,
         ...(store ? { store } : {}),
         ...(o.console ? { http: consoleHook() } : {}),
+        ...(app.upstream ? { upstream: app.upstream } : {}),
+        ...(app.authorize ? { authorize: app.authorize } : {}),
       });
       // Printed on stdout as well, so a person (or a test) can pin it.
       console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);

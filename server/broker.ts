@@ -20,6 +20,8 @@ import { registerOperatorOps } from "./operator.js";
 import { Schedule } from "./schedule.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
+import type { Authorizer } from "./app/authorize.js";
+import type { Upstream } from "./app/upstream.js";
 
 /** Largest push message (UTF-8 bytes of its JSON): room for the `{"message":…,"id":N}` wrapper within MAX_INNER_BYTES. */
 export const MAX_PUSH_BYTES = MAX_INNER_BYTES - 64;
@@ -34,6 +36,14 @@ export interface HandlerContext {
   channel: string;
   connection: string;
   node: string;
+  /** The request's op. */
+  op: string;
+  /** Unique per request (channel, connection, seq): the upstream's `webhook-id` (docs/BACKEND.md). */
+  requestId: string;
+  /** The identity's public key in wire form, on nodes with an upstream or an authorize hook. */
+  publicKey: { type: string; data: string } | undefined;
+  /** The authorize hook's `info` for this channel, as JSON text. */
+  info: string | undefined;
 }
 
 /**
@@ -62,6 +72,9 @@ export interface BrokerContext {
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
   observeLatency(seconds: number): void;
+  /** Calls to the application (issue 12): upstream routes for ops no handler takes, and the authorize hook. */
+  readonly upstream: Upstream | undefined;
+  readonly authorize: Authorizer | undefined;
 }
 
 /** Serves extra HTTP paths (the web console); returns false for paths it does not own. */
@@ -75,6 +88,10 @@ export interface BrokerOptions {
   logger?: Logger;
   /** Extra HTTP routes, tried before the 404. */
   http?: HttpHook;
+  /** Ops no handler takes go to this upstream (server/app/upstream.ts). Closed with the broker. */
+  upstream?: Upstream;
+  /** Asked after each valid proof, before the channel is written (server/app/authorize.ts). */
+  authorize?: Authorizer;
 }
 
 export class Broker {
@@ -108,6 +125,7 @@ export class Broker {
   readonly #latency: Histogram;
   readonly #serverKey: SigningKey;
   readonly #httpHook: HttpHook | undefined;
+  readonly #upstream: Upstream | undefined;
   #pinger: ReturnType<typeof setInterval> | undefined;
   #closing = false;
 
@@ -139,7 +157,10 @@ export class Broker {
         this.#perAddress.dec(limitKey(conn.address));
       },
       observeLatency: (s) => this.#latency.observe(s),
+      upstream: o.upstream,
+      authorize: o.authorize,
     };
+    this.#upstream = o.upstream;
     this.#latency = new Histogram({
       name: "psimbols_request_seconds",
       help: "Request handling time on the server",
@@ -147,6 +168,8 @@ export class Broker {
       registers: [this.#metrics],
     });
     this.#registerMetrics();
+    o.upstream?.registerMetrics(this.#metrics);
+    o.authorize?.registerMetrics(this.#metrics);
     this.handle("echo", (data) => data);
     this.handle("ping", () => ({ pong: true, time: new Date().toISOString() }));
     this.handle("whoami", (_data, ctx) => ({ identity: ctx.identity, channel: ctx.channel, node: ctx.node }));
@@ -289,6 +312,8 @@ export class Broker {
     this.#http.closeAllConnections?.();
     await httpClosed;
     await this.store.close();
+    await this.#upstream?.close();
+    await this.#ctx.authorize?.close();
     this.log.info("broker stopped", { component: "broker" });
   }
 

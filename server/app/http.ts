@@ -97,6 +97,8 @@ export class AppClient {
         throw new CallError(CallFailure.refused, "no connection to the application", { cause });
       }
       const { statusCode, body } = res;
+      // Destroying an unread body emits an abort error: without a listener it would end the process.
+      body.on("error", ignore);
       if (statusCode !== 200) {
         body.destroy();
         throw new CallError(CallFailure.status, `the application answered HTTP ${statusCode}`);
@@ -108,20 +110,23 @@ export class AppClient {
       }
       const chunks: Buffer[] = [];
       let size = 0;
-      try {
-        for await (const chunk of body) {
-          size += (chunk as Buffer).length;
+      // Listeners, not for-await: leaving a for-await over a destroyed body can wait for ever.
+      await new Promise<void>((resolve, reject) => {
+        body.on("data", (chunk: Buffer) => {
+          size += chunk.length;
           if (size > call.maxBytes) {
+            reject(new CallError(CallFailure.tooLarge, `the answer is larger than ${call.maxBytes} bytes`));
             body.destroy();
-            throw new CallError(CallFailure.tooLarge, `the answer is larger than ${call.maxBytes} bytes`);
+            return;
           }
-          chunks.push(chunk as Buffer);
-        }
-      } catch (cause) {
-        if (cause instanceof CallError) throw cause;
-        if (abort.signal.aborted) throw new CallError(CallFailure.timeout, "no answer within the timeout", { cause });
-        throw new CallError(CallFailure.refused, "the connection to the application broke", { cause });
-      }
+          chunks.push(chunk);
+        });
+        body.on("end", () => resolve());
+        body.on("error", (cause) => {
+          if (abort.signal.aborted) reject(new CallError(CallFailure.timeout, "no answer within the timeout", { cause }));
+          else reject(new CallError(CallFailure.refused, "the connection to the application broke", { cause }));
+        });
+      });
       return chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8");
     } finally {
       clearTimeout(timer);
@@ -134,6 +139,8 @@ export class AppClient {
     await this.#agent.destroy().catch(() => {});
   }
 }
+
+function ignore(): void {}
 
 /** Parses a JSON object answer. @throws CallError(bad_body). */
 export function parseAnswer(text: string): Record<string, unknown> {

@@ -57,10 +57,28 @@ export interface Call {
 
 const USER_AGENT = "psimbols";
 
-/** Signed JSON POSTs over one undici Agent (a pool per origin). */
+/** One call in flight, for the deadline sweep. */
+interface Pending {
+  readonly deadline: number;
+  abort: ((err?: Error) => void) | undefined;
+  fail(e: CallError): void;
+}
+
+/** How often calls past their deadline are looked for (a call ends at most this much after it). */
+const SWEEP_MS = 50;
+
+/**
+ * Signed JSON POSTs over one undici Agent (a pool per origin). Calls go
+ * through undici's `dispatch` with handler callbacks, not `request`: no
+ * Readable body stream and no AbortSignal per call (the forwarding bench,
+ * issue 12 item 9, halved the broker's CPU per forwarded request with it).
+ * The whole-call timeout is one sweep over the calls in flight.
+ */
 export class AppClient {
   readonly #agent: Agent;
   readonly #secrets: readonly WebhookSecret[];
+  readonly #pending = new Set<Pending>();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(o: AppClientOptions) {
     if (o.secrets.length === 0) throw new RangeError('"secrets" expected at least one secret');
@@ -73,74 +91,124 @@ export class AppClient {
    * POSTs `call.body`, signed, and returns the 200 answer's text.
    * @throws CallError for anything else (never another error).
    */
-  async post(call: Call): Promise<string> {
+  post(call: Call): Promise<string> {
     const headers = {
       ...signWebhook(this.#secrets, call.id, call.body),
       "content-type": "application/json",
       "user-agent": USER_AGENT,
     };
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), call.timeoutMs);
-    try {
-      let res;
-      try {
-        res = await this.#agent.request({
-          origin: call.url.origin,
-          path: call.url.pathname + call.url.search,
-          method: "POST",
-          headers,
-          body: call.body,
-          signal: abort.signal,
-        });
-      } catch (cause) {
-        if (abort.signal.aborted) throw new CallError(CallFailure.timeout, "no answer within the timeout", { cause });
-        throw new CallError(CallFailure.refused, "no connection to the application", { cause });
-      }
-      const { statusCode, body } = res;
-      // Destroying an unread body emits an abort error: without a listener it would end the process.
-      body.on("error", ignore);
-      if (statusCode !== 200) {
-        body.destroy();
-        throw new CallError(CallFailure.status, `the application answered HTTP ${statusCode}`);
-      }
-      const declared = Number(res.headers["content-length"]);
-      if (Number.isFinite(declared) && declared > call.maxBytes) {
-        body.destroy();
-        throw new CallError(CallFailure.tooLarge, `the answer is larger than ${call.maxBytes} bytes`);
-      }
+    return new Promise<string>((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
-      // Listeners, not for-await: leaving a for-await over a destroyed body can wait for ever.
-      await new Promise<void>((resolve, reject) => {
-        body.on("data", (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > call.maxBytes) {
-            reject(new CallError(CallFailure.tooLarge, `the answer is larger than ${call.maxBytes} bytes`));
-            body.destroy();
-            return;
-          }
-          chunks.push(chunk);
-        });
-        body.on("end", () => resolve());
-        body.on("error", (cause) => {
-          if (abort.signal.aborted) reject(new CallError(CallFailure.timeout, "no answer within the timeout", { cause }));
-          else reject(new CallError(CallFailure.refused, "the connection to the application broke", { cause }));
-        });
-      });
-      return chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8");
-    } finally {
-      clearTimeout(timer);
-    }
+      let settled = false;
+      const p: Pending = {
+        deadline: Date.now() + call.timeoutMs,
+        abort: undefined,
+        fail: (e) => {
+          if (settled) return;
+          settled = true;
+          this.#pending.delete(p);
+          reject(e);
+          p.abort?.(e); // undici then calls onError, which finds the call settled
+        },
+      };
+      const done = (text: string): void => {
+        if (settled) return;
+        settled = true;
+        this.#pending.delete(p);
+        resolve(text);
+      };
+      this.#track(p);
+      try {
+        this.#agent.dispatch(
+          {
+            origin: call.url.origin,
+            path: call.url.pathname + call.url.search,
+            method: "POST",
+            headers,
+            body: call.body,
+            headersTimeout: call.timeoutMs,
+            bodyTimeout: call.timeoutMs,
+          },
+          {
+            onConnect: (abort) => {
+              p.abort = abort;
+              if (settled) abort(); // the deadline passed while it waited for a pooled connection
+            },
+            onHeaders: (status, raw) => {
+              if (status !== 200) {
+                p.fail(new CallError(CallFailure.status, `the application answered HTTP ${status}`));
+                return false;
+              }
+              const declared = contentLength(raw);
+              if (declared !== undefined && declared > call.maxBytes) {
+                p.fail(new CallError(CallFailure.tooLarge, `the answer is larger than ${call.maxBytes} bytes`));
+                return false;
+              }
+              return true;
+            },
+            onData: (chunk) => {
+              size += chunk.length;
+              if (size > call.maxBytes) {
+                p.fail(new CallError(CallFailure.tooLarge, `the answer is larger than ${call.maxBytes} bytes`));
+                return false;
+              }
+              chunks.push(chunk);
+              return true;
+            },
+            onComplete: () => done(chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8")),
+            onError: (cause) => p.fail(classify(cause)),
+          },
+        );
+      } catch (cause) {
+        p.fail(classify(cause));
+      }
+    });
   }
 
   /** Closes the pools (calls in flight are aborted). */
   async close(): Promise<void> {
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
     if (this.#agent.destroyed) return;
     await this.#agent.destroy().catch(() => {});
   }
+
+  #track(p: Pending): void {
+    this.#pending.add(p);
+    if (this.#sweeper) return;
+    this.#sweeper = setInterval(() => {
+      const now = Date.now();
+      for (const q of this.#pending) if (q.deadline <= now) q.fail(new CallError(CallFailure.timeout, "no answer within the timeout"));
+      if (this.#pending.size === 0) {
+        clearInterval(this.#sweeper);
+        this.#sweeper = undefined;
+      }
+    }, SWEEP_MS);
+    this.#sweeper.unref();
+  }
 }
 
-function ignore(): void {}
+/** An undici failure as a CallError: its timeouts are `timeout`, anything else `refused`. */
+function classify(cause: unknown): CallError {
+  if (cause instanceof CallError) return cause;
+  const code = (cause as { code?: unknown } | null)?.code;
+  if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") return new CallError(CallFailure.timeout, "no answer within the timeout", { cause });
+  return new CallError(CallFailure.refused, "no connection to the application, or it broke", { cause });
+}
+
+/** The Content-Length of raw undici headers (name, value, name, value, ...), if one is declared. */
+function contentLength(raw: Buffer[] | string[] | null): number | undefined {
+  if (!raw) return undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toString();
+    if (name.length === 14 && name.toLowerCase() === "content-length") {
+      const n = Number(raw[i + 1]!.toString());
+      return Number.isFinite(n) ? n : undefined;
+    }
+  }
+  return undefined;
+}
 
 /** Parses a JSON object answer. @throws CallError(bad_body). */
 export function parseAnswer(text: string): Record<string, unknown> {

@@ -14,7 +14,9 @@ import { CloseCode } from "../../../shared/errors.js";
 import { type Challenge, decodeServerFrame } from "../../../shared/frames.js";
 import { answerChallenge, createHello } from "../../../shared/handshake.js";
 import { WebhookSecret, verifyWebhook } from "../../../server/app/signature.js";
-import { type RunningBroker, startBroker } from "../../helpers/broker.js";
+import { join } from "node:path";
+import { loadKey } from "../../../node/key-files.js";
+import { type RunningBroker, runCli, startBroker, tempDir } from "../../helpers/broker.js";
 import { type Frame, Raw, call, handshake, resume } from "../../helpers/raw.js";
 import { type TestRedis, startRedis } from "../../helpers/redis.js";
 import { AppServer, json } from "../../helpers/app-server.js";
@@ -188,6 +190,44 @@ t("renewal while the hook is down: unavailable, the current channel keeps servin
   assert.equal(await call(raw, ch, "echo", "on"), { data: "on" });
   assert.is(await db.hget(`psimbols:ch:${ch.grant.channel}`, "retired"), null);
   raw.close();
+});
+
+t("renewal while the hook is slow: unavailable after the timeout, the current channel keeps serving", async () => {
+  const me = await generateSigningKey();
+  const raw = await Raw.open(broker.url);
+  const ch = await handshake(raw, me);
+  decide.set(me.public.fingerprint, async (res) => (await sleep(1000), json(res, { allow: false })));
+  const started = Date.now();
+  assert.is((await prove(raw, me)).error?.code, "unavailable");
+  assert.ok(Date.now() - started < 1000, "waited past the authorize timeout");
+  assert.equal(await call(raw, ch, "echo", "on"), { data: "on" });
+  assert.is(await db.hget(`psimbols:ch:${ch.grant.channel}`, "retired"), null);
+  raw.close();
+});
+
+t("with --closed both must allow: an unregistered key is refused without asking the hook, a registered one the hook refuses is refused", async () => {
+  const dir = tempDir();
+  const keys = join(dir, "keys.json");
+  assert.is((await runCli(["keygen", "-o", join(dir, "member.pem")])).code, 0);
+  assert.is((await runCli(["keys", "add", join(dir, "member.pem"), "--file", keys])).code, 0);
+  const member = await loadKey(join(dir, "member.pem"));
+  const b = await startBroker(["--closed", "--keys", keys, "--authorize", app.url("/auth"), "--hellos-per-address", "1000"], { env });
+  try {
+    const stranger = await generateSigningKey();
+    const asked = () => app.to("/auth").filter((r) => r.json.identity.fingerprint === stranger.public.fingerprint).length;
+    let raw = await Raw.open(b.url);
+    assert.is((await prove(raw, stranger)).error?.code, "forbidden");
+    assert.is(asked(), 0, "the hook was asked about an unregistered key");
+    raw = await Raw.open(b.url);
+    await handshake(raw, member); // registered, and the hook allows
+    raw.close();
+    decide.set(member.public.fingerprint, (res) => json(res, { allow: false }));
+    raw = await Raw.open(b.url);
+    const f = await prove(raw, member);
+    assert.equal(f.error, { code: "forbidden", message: "this key is not registered with the service" });
+  } finally {
+    await b.stop();
+  }
 });
 
 t.run();

@@ -306,6 +306,8 @@ export class Connection {
     const publicKey = wirePublicKey(identity);
     if (!authorize) return { ttl: undefined, app: { publicKey } };
     const d = await authorize.decide({ identity, address: this.address, renewal, node: config.node, ttl: config.channelTtl });
+    // The socket may have closed while the application thought (handshake timeout, the peer left): write nothing for it.
+    if (this.#closed) throw new PsimbolsError(ErrorCode.unavailable, "the connection closed during the handshake");
     if (!d.allow) {
       this.#ctx.stats.handshakes.forbidden++;
       this.#log.info("handshake forbidden by the application", { identity: identity.fingerprint, renewal });

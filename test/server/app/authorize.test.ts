@@ -205,6 +205,32 @@ t("renewal while the hook is slow: unavailable after the timeout, the current ch
   raw.close();
 });
 
+t("a hook slower than the handshake timeout: the socket closes with 4001 and the late allow writes no channel", async () => {
+  const b = await startBroker(["--redis", redis.url, "--authorize", app.url("/auth"), "--authorize-timeout", "3000", "--handshake-timeout", "800"], { env });
+  try {
+    const me = await generateSigningKey();
+    let answered = false;
+    decide.set(me.public.fingerprint, async (res) => {
+      await sleep(1500);
+      json(res, { allow: true });
+      answered = true;
+    });
+    const before = await channelKeys();
+    const raw = await Raw.open(b.url);
+    const h = await createHello(me);
+    raw.send(fromUtf8(h.bytes));
+    const c = decodeServerFrame(JSON.stringify(await raw.next())) as Challenge;
+    raw.send((await answerChallenge(h, c, () => {})).proof);
+    assert.is((await raw.closed).code, CloseCode.handshakeTimeout.code);
+    while (!answered) await sleep(50);
+    await sleep(200);
+    assert.equal(await channelKeys(), before);
+    assert.is(await db.get(`psimbols:active:${me.public.fingerprint}`), null);
+  } finally {
+    await b.stop();
+  }
+});
+
 t("with --closed both must allow: an unregistered key is refused without asking the hook, a registered one the hook refuses is refused", async () => {
   const dir = tempDir();
   const keys = join(dir, "keys.json");

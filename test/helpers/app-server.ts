@@ -60,6 +60,14 @@ export class AppServer {
     return this.requests.filter((r) => r.path === path);
   }
 
+  /** Lets the process exit while the server (and its open connections) are still there. */
+  unref(): this {
+    this.#server.unref();
+    for (const s of this.#sockets) s.unref();
+    this.#server.on("connection", (s: Socket) => s.unref());
+    return this;
+  }
+
   async close(): Promise<void> {
     for (const s of this.#sockets) s.destroy();
     await new Promise<void>((r) => this.#server.close(() => r()));

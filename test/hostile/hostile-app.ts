@@ -40,7 +40,9 @@ let started: Promise<AppServer> | undefined;
 
 /** The server, started once per test process. */
 export function hostileApp(): Promise<AppServer> {
+  // Unref'd: the matrix's suites end on their own; the server must not keep the process alive.
   return (started ??= AppServer.start().then((app) => {
+    app.unref();
     app.on("/rpc", (r, res) => {
       const answer = upstreamAnswers[String(r.json?.op)];
       if (answer) answer(r, res);

@@ -170,10 +170,11 @@ function startLoad(cfg: LoadConfig): Child {
  * psimbols_memory, but the op is one the node forwards (`fwd.echo`) over
  * undici's keep-alive pool to bench/upstream.ts, on the load generator's core.
  * The broker's CPU per request minus that of the in-process `echo`
- * (psimbols_memory, same run) is what forwarding adds.
+ * (psimbols_memory, same run) is what forwarding adds. BENCH_UPSTREAM_CORE
+ * pins the upstream elsewhere (a taskset list, e.g. `0,1`).
  */
 async function forwardedCase(env: Env, size: number, o: { profile?: string } = {}): Promise<MsgResult> {
-  const upstream = new Child("upstream", "upstream.js", LOAD_CORE, {});
+  const upstream = new Child("upstream", "upstream.js", process.env.BENCH_UPSTREAM_CORE ?? LOAD_CORE, {});
   try {
     const { port } = (await upstream.wait("ready", 30_000)).ready as { port: number };
     return await msgCase(env, "psimbols", size, { upstream: `http://127.0.0.1:${port}/`, op: "fwd.echo", ...o });

@@ -348,7 +348,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     say(`redis on ${redisUrl}`);
 
     // The example backend, when asked for: the nodes forward to it and ask it (issue 12).
-    const app = options.app ? await startApp(dir, options.app === true ? {} : options.app, echo, say) : undefined;
+    const app = options.app ? await startApp(dir, options.app === true ? {} : options.app, redisUrl, echo, say) : undefined;
     if (app) started.push(app);
     const appArgs = app ? ["--upstream", `${app.url}/rpc`, "--authorize", `${app.url}/authorize`] : [];
 
@@ -418,10 +418,11 @@ const APP_START_MS = 10_000;
 
 /**
  * Starts examples/backend-python/app.py on a free port with a signing secret
- * kept in `dir`/app-secret (reused, like the server key).
+ * kept in `dir`/app-secret (reused, like the server key), reading the
+ * cluster's events stream from `redisUrl`.
  * @throws Error when python3 is missing or the example does not start.
  */
-async function startApp(dir: string, o: { allow?: string[] }, echo: boolean, say: (m: string) => void): Promise<ClusterProcess & { url: string; secret: string }> {
+async function startApp(dir: string, o: { allow?: string[] }, redisUrl: string, echo: boolean, say: (m: string) => void): Promise<ClusterProcess & { url: string; secret: string }> {
   const python = findOnPath("python3");
   if (!python) throw new Error("--app runs examples/backend-python/app.py, and python3 is not on PATH\nhint: install python3 (apt-get install python3)");
   const secretFile = join(dir, "app-secret");
@@ -431,7 +432,8 @@ async function startApp(dir: string, o: { allow?: string[] }, echo: boolean, say
     writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
   }
   const port = await freePort();
-  const env = { ...process.env, PSIMBOLS_UPSTREAM_SECRET: secret, APP_HOST: "127.0.0.1", APP_PORT: String(port), APP_ALLOW: o.allow?.join(",") || "*" };
+  // APP_REDIS_URL: it also reads the nodes' lifecycle events from the cluster's Redis stream.
+  const env = { ...process.env, PSIMBOLS_UPSTREAM_SECRET: secret, APP_HOST: "127.0.0.1", APP_PORT: String(port), APP_ALLOW: o.allow?.join(",") || "*", APP_REDIS_URL: redisUrl };
   const p = launch("app", python, [join(ROOT, "examples", "backend-python", "app.py")], { env, echo });
   for (const deadline = Date.now() + APP_START_MS; !p.output().includes("backend listening on"); await sleep(25)) {
     if (!p.alive()) throw new Error(`the example backend exited with ${exitText(p)}:\n${p.output()}`);

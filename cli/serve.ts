@@ -15,6 +15,7 @@ import { loadOrCreateServerKey } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
 import { int } from "./options.js";
 import { SECRET_ENV, createAppCalls } from "../server/app/setup.js";
+import type { KemType } from "../shared/frames.js";
 
 /** Adds `serve` to `p`. */
 export function serveCommand(p: Command): void {
@@ -50,6 +51,7 @@ export function serveCommand(p: Command): void {
     .option("--authorize <url>", "ask this HTTP hook after each valid proof and at each renewal (fails closed)")
     .option("--authorize-timeout <ms>", "timeout of authorize calls", int("--authorize-timeout"))
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
+    .option("--kems <list>", "KEM types accepted in a hello, comma-separated (default all: X25519,P-256,X-Wing)")
     .action(async (o) => {
       const log = createLogger({ level: o.logLevel });
       const limits: Record<string, number> = {};
@@ -76,6 +78,7 @@ export function serveCommand(p: Command): void {
         trustProxy: o.trustProxy === true,
         pushWindow: { count: o.pushWindowCount, ageMs: o.pushWindowAge * 1000 },
         ...(o.node ? { node: o.node } : {}),
+        ...(o.kems !== undefined ? { kems: String(o.kems).split(",") as KemType[] } : {}),
         limits,
       });
       const serverKey = o.serverKeyFile ? await loadKey(o.serverKeyFile) : await loadOrCreateServerKey(config.dataDir, log);

@@ -10,7 +10,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
 import { CloseCode } from "../shared/errors.js";
-import { ChannelType, Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
+import { ChannelType, Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
@@ -153,7 +153,7 @@ export class Broker {
       log: this.log,
       store: this.store,
       registry: o.registry,
-      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES },
+      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES, kems: this.config.kems },
       handlers: this.#handlers,
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
       hellosTotal: new FairWindow(limits.hellosPerSecond, 1000),
@@ -377,7 +377,7 @@ export class Broker {
           server_key: wirePublicKey(this.#serverKey.public),
           fingerprint: this.#serverKey.public.fingerprint,
           channel_types: [ChannelType.aes256gcm],
-          kems: kemTypes,
+          kems: this.config.kems,
           key_types: keyTypes,
           features: SERVER_FEATURES,
           service: this.config.closed ? "closed" : "open",

@@ -10,8 +10,14 @@
 // Every call is verified as Standard Webhooks 1.0 says. Settings:
 // PSIMBOLS_UPSTREAM_SECRET ("whsec_...", two space-separated during a rotation),
 // APP_ALLOW (default "*"), APP_HOST / APP_PORT (default 127.0.0.1:8080; 0 = any free port).
+// With APP_REDIS_URL it also reads the broker's lifecycle events from the Redis
+// stream (APP_EVENTS_STREAM, default psimbols:events) in the consumer group
+// APP_EVENTS_GROUP (default backend-node) as APP_EVENTS_CONSUMER (default the
+// host name), and answers app.events with the caller's latest ones.
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { createServer } from "node:http";
+import { connect } from "node:net";
+import { hostname } from "node:os";
 
 const TOLERANCE_S = 300; // refuse timestamps more than 5 minutes away
 const MAX_BODY = 1024 * 1024;
@@ -28,6 +34,9 @@ const allow = new Set((process.env.APP_ALLOW ?? "*").split(",").map((s) => s.tri
 const stores = new Map();
 /** webhook-id -> {at, answer}: a repeated id is answered once. */
 const seen = new Map();
+/** fingerprint -> its latest lifecycle events (from the Redis stream). */
+const events = new Map();
+const EVENTS_KEPT = 50;
 
 /** True when the headers carry a valid, fresh signature of `body` (a Buffer). */
 export function verify(headers, body, now = Math.floor(Date.now() / 1000)) {
@@ -56,6 +65,8 @@ function rpc(req) {
     case "kv.get":
       if (typeof data.key !== "string") return { error: { code: "bad_request", message: "kv.get needs {key: string}" } };
       return { data: { value: store.get(data.key) ?? null, identity: who } };
+    case "app.events":
+      return { data: events.get(who) ?? [] };
     case "app.whoami":
       return { data: { identity: who, channel: req.channel, node: req.node, info: req.info } };
     default:
@@ -96,6 +107,116 @@ const server = createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 60_000; // longer than the broker's idle pool timeout
+
+// ---------------------------------------------------------------- events reader
+// The broker appends every lifecycle event to a Redis Stream (docs/BACKEND.md "Events"):
+// XADD psimbols:events ... type <type> identity <fingerprint> event <JSON>. A consumer
+// group reads it across all nodes and after restarts (unacknowledged entries come again).
+
+/** Just enough RESP2 over node:net for XGROUP, XREADGROUP and XACK: one command at a time. */
+function redisClient(url) {
+  const u = new URL(url);
+  const sock = connect(Number(u.port || 6379), u.hostname || "127.0.0.1");
+  let buf = Buffer.alloc(0);
+  let waiting;
+  const parse = (i) => {
+    const end = buf.indexOf("\r\n", i);
+    if (end < 0) return undefined;
+    const kind = String.fromCharCode(buf[i]);
+    const line = buf.toString("utf8", i + 1, end);
+    if (kind === "+") return [line, end + 2];
+    if (kind === "-") return [new Error(line), end + 2];
+    if (kind === ":") return [Number(line), end + 2];
+    if (kind === "$") {
+      const n = Number(line);
+      if (n < 0) return [null, end + 2];
+      if (buf.length < end + 2 + n + 2) return undefined;
+      return [buf.toString("utf8", end + 2, end + 2 + n), end + 2 + n + 2];
+    }
+    if (kind === "*") {
+      const n = Number(line);
+      if (n < 0) return [null, end + 2];
+      const out = [];
+      let j = end + 2;
+      for (let k = 0; k < n; k++) {
+        const r = parse(j);
+        if (!r) return undefined;
+        out.push(r[0]);
+        j = r[1];
+      }
+      return [out, j];
+    }
+    throw new Error("unexpected reply from redis");
+  };
+  sock.on("data", (d) => {
+    buf = Buffer.concat([buf, d]);
+    const r = parse(0);
+    if (!r || !waiting) return;
+    buf = buf.subarray(r[1]);
+    const w = waiting;
+    waiting = undefined;
+    r[0] instanceof Error ? w.reject(r[0]) : w.resolve(r[0]);
+  });
+  const fail = (e) => {
+    if (waiting) waiting.reject(e);
+    waiting = undefined;
+  };
+  sock.on("error", fail);
+  sock.on("close", () => fail(new Error("redis closed the connection")));
+  const call = (...args) =>
+    new Promise((resolve, reject) => {
+      waiting = { resolve, reject };
+      sock.write(`*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(String(a))}\r\n${a}\r\n`).join(""));
+    });
+  const ready = new Promise((resolve, reject) => (sock.once("connect", resolve), sock.once("error", reject)));
+  return { ready, call, close: () => sock.destroy() };
+}
+
+async function readEvents(url, stream, group, consumer) {
+  for (let backoff = 200; ; backoff = Math.min(backoff * 2, 10_000)) {
+    const r = redisClient(url);
+    try {
+      await r.ready;
+      if (u.password) await r.call("AUTH", decodeURIComponent(u.password));
+      await r.call("XGROUP", "CREATE", stream, group, "0", "MKSTREAM").catch((e) => {
+        if (!String(e.message).includes("BUSYGROUP")) throw e;
+      });
+      backoff = 200;
+      let start = "0"; // first what this consumer read before but did not acknowledge, then new entries
+      for (;;) {
+        const reply = await r.call("XREADGROUP", "GROUP", group, consumer, "COUNT", 100, "BLOCK", 5000, "STREAMS", stream, start);
+        const entries = reply ? reply[0][1] : [];
+        if (start === "0" && entries.length === 0) {
+          start = ">";
+          continue;
+        }
+        for (const [entryId, flat] of entries) {
+          if (flat) {
+            const f = {};
+            for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i]] = flat[i + 1];
+            const ev = JSON.parse(f.event);
+            const kept = events.get(f.identity) ?? [];
+            kept.push({ id: ev.id, type: ev.type, time: ev.time, node: ev.node, data: ev.data ?? {} });
+            if (kept.length > EVENTS_KEPT) kept.shift();
+            events.set(f.identity, kept);
+          }
+          await r.call("XACK", stream, group, entryId);
+        }
+      }
+    } catch (e) {
+      console.error(`backend: events reader: ${e.message}; again in ${backoff / 1000} s`);
+      r.close();
+      await new Promise((res) => setTimeout(res, backoff));
+    }
+  }
+}
+const u = process.env.APP_REDIS_URL ? new URL(process.env.APP_REDIS_URL) : undefined;
+if (u) {
+  const stream = process.env.APP_EVENTS_STREAM ?? "psimbols:events";
+  const group = process.env.APP_EVENTS_GROUP ?? "backend-node";
+  void readEvents(u.href, stream, group, process.env.APP_EVENTS_CONSUMER ?? hostname());
+  console.log(`backend reading events from ${stream} (group ${group})`);
+}
 
 const host = process.env.APP_HOST ?? "127.0.0.1";
 server.listen(Number(process.env.APP_PORT ?? 8080), host, () => {

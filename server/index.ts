@@ -14,3 +14,6 @@ export { Upstream, type UpstreamOptions, type UpstreamRoute, parseUpstreamRoute 
 export { Authorizer, type AuthorizerOptions, type Decision } from "./app/authorize.js";
 export { AppClient, CallError, CallFailure } from "./app/http.js";
 export { WebhookSecret, signWebhook, verifyWebhook } from "./app/signature.js";
+export { Events, EventType, noEvents, type BrokerEvent, type EventSink, type EventsOptions } from "./app/events.js";
+export { ApiServer, type ApiOptions } from "./api/server.js";
+export { FileTokenStore, RedisTokenStore, newToken, type TokenStore } from "./api/tokens.js";

@@ -2,8 +2,8 @@
  * Issue 12's "done when", upstream half: a three-node local cluster behind
  * HAProxy whose nodes forward to the Python example backend (`npm run
  * cluster -- --app`): a client calls kv.put/kv.get through the balancer, the
- * backend sees its verified fingerprint on every node, and a key off the
- * allow-list gets `forbidden`.
+ * backend sees its verified fingerprint on every node, reads the nodes'
+ * lifecycle events from the stream, and a key off the allow-list gets `forbidden`.
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
@@ -49,6 +49,20 @@ if (!PYTHON) {
     assert.equal([...nodes].sort(), ["node1", "node2", "node3"]);
     const c = await connect(cluster.url, { key: me, serverKey: cluster.fingerprint, reconnect: false });
     for (let i = 0; i < 6; i++) assert.equal(await c.request("kv.get", { key: `k${i}` }), { value: i, identity: me.public.fingerprint });
+    await c.close();
+  });
+
+  t("the backend reads the nodes' lifecycle events from the Redis stream: the client's own, in order", async () => {
+    const c = await connect(cluster.url, { key: me, serverKey: cluster.fingerprint, reconnect: false });
+    let got: { type: string; node: string; data: { channel?: string } }[] = [];
+    // The six connections above each established and then closed a channel; this one established one more.
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) {
+      got = (await c.request("app.events", null)) as typeof got;
+      if (got.filter((e) => e.type === "channel.established").length >= 7) break;
+    }
+    const established = got.filter((e) => e.type === "channel.established");
+    assert.ok(established.length >= 7, JSON.stringify(got.map((e) => e.type)));
+    assert.equal(new Set(established.map((e) => e.node)).size, 3, "events from every node");
     await c.close();
   });
 

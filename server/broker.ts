@@ -25,6 +25,8 @@ import { type EventSink, EventType, noEvents } from "./app/events.js";
 import { StoreWatch } from "./store-watch.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
+import type { Authorizer } from "./app/authorize.js";
+import type { Upstream } from "./app/upstream.js";
 
 /** Largest push message (UTF-8 bytes of its JSON): room for the `{"message":…,"id":N}` wrapper within MAX_INNER_BYTES. */
 export const MAX_PUSH_BYTES = MAX_INNER_BYTES - 64;
@@ -39,6 +41,14 @@ export interface HandlerContext {
   channel: string;
   connection: string;
   node: string;
+  /** The request's op. */
+  op: string;
+  /** Unique per request (channel, connection, seq): the upstream's `webhook-id` (docs/BACKEND.md). */
+  requestId: string;
+  /** The identity's public key in wire form, on nodes with an upstream or an authorize hook. */
+  publicKey: { type: string; data: string } | undefined;
+  /** The authorize hook's `info` for this channel, as JSON text. */
+  info: string | undefined;
 }
 
 /**
@@ -72,6 +82,9 @@ export interface BrokerContext {
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
   observeLatency(seconds: number): void;
+  /** Calls to the application (issue 12): upstream routes for ops no handler takes, and the authorize hook. */
+  readonly upstream: Upstream | undefined;
+  readonly authorize: Authorizer | undefined;
   /** Lifecycle events for applications (server/app/events.ts); never blocks. */
   readonly events: EventSink;
 }
@@ -89,6 +102,10 @@ export interface BrokerOptions {
   logger?: Logger;
   /** Extra HTTP routes, tried before the 404. */
   http?: HttpHook;
+  /** Ops no handler takes go to this upstream (server/app/upstream.ts). Closed with the broker. */
+  upstream?: Upstream;
+  /** Asked after each valid proof, before the channel is written (server/app/authorize.ts). */
+  authorize?: Authorizer;
   /** Where lifecycle events go (server/app/events.ts). Default: nowhere. */
   events?: EventSink;
 }
@@ -125,6 +142,7 @@ export class Broker {
   #serverKey: SigningKey;
   #serverKeyNext: ServerKeySet["next"];
   readonly #httpHook: HttpHook | undefined;
+  readonly #upstream: Upstream | undefined;
   readonly #events: EventSink;
   #pinger: ReturnType<typeof setInterval> | undefined;
   readonly #storeWatch: StoreWatch;
@@ -163,8 +181,11 @@ export class Broker {
         this.#perAddress.dec(limitKey(conn.address));
       },
       observeLatency: (s) => this.#latency.observe(s),
+      upstream: o.upstream,
+      authorize: o.authorize,
       events: this.#events,
     };
+    this.#upstream = o.upstream;
     this.#storeWatch = new StoreWatch(this.store, {
       boundMs: limits.storeLossBoundMs,
       onLost: (silentMs) => this.#onStoreLost(silentMs),
@@ -177,6 +198,8 @@ export class Broker {
       registers: [this.#metrics],
     });
     this.#registerMetrics();
+    o.upstream?.registerMetrics(this.#metrics);
+    o.authorize?.registerMetrics(this.#metrics);
     this.handle("echo", (data) => data);
     this.handle("ping", () => ({ pong: true, time: new Date().toISOString() }));
     this.handle("whoami", (_data, ctx) => ({ identity: ctx.identity, channel: ctx.channel, node: ctx.node }));
@@ -364,6 +387,8 @@ export class Broker {
     this.#http.closeAllConnections?.();
     await httpClosed;
     await this.store.close();
+    await this.#upstream?.close();
+    await this.#ctx.authorize?.close();
     this.log.info("broker stopped", { component: "broker" });
   }
 

@@ -51,10 +51,11 @@ export function serveCommand(p: Command): void {
       // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json, watched even
       // while missing, so operators and blocked keys added later take effect without a restart.
       const keysFile: string | undefined = o.keys ?? (!o.redis ? join(o.dataDir, "keys.json") : undefined);
-      // An explicit --keys FILE that is not there is a typo until proven otherwise: a closed service
-      // would start and refuse everyone. (The default file may be missing: it is watched.)
+      // An explicit --keys FILE that is not there is a typo until proven otherwise for a closed service,
+      // which would start and refuse everyone. (An open service watches it for operator and blocked keys.)
       if (o.keys !== undefined && !existsSync(o.keys)) {
-        throw new CliError(`the keys file ${o.keys} (--keys) does not exist`, `create it with \`psimbols keys add KEYFILE --file ${o.keys}\`, or check the path`);
+        if (o.closed) throw new CliError(`the keys file ${o.keys} (--keys) does not exist`, `create it with \`psimbols keys add KEYFILE --file ${o.keys}\`, or check the path`);
+        log.info("keys file does not exist yet: no operator or blocked keys until it is created (it is watched)", { component: "cli", keys_file: o.keys });
       }
       const config = resolveConfig({
         port: o.port,

@@ -140,6 +140,17 @@ t("serve --closed --keys FILE fails fast when FILE does not exist", async () => 
   assert.not.ok(existsSync(missing));
 });
 
+t("an open service with a --keys FILE not there yet starts, and watches it", async () => {
+  const missing = join(tempDir(), "later.json");
+  const b = await startBroker(["--keys", missing], { env: { PSIMBOLS_LOG_LEVEL: "info" } });
+  try {
+    assert.match(b.output(), "keys file does not exist yet");
+    assert.not.ok(existsSync(missing));
+  } finally {
+    await b.stop();
+  }
+});
+
 t("a closed service with no registered keys starts, with a warning", async () => {
   const b = await startBroker(["--closed"]);
   try {

@@ -4,7 +4,6 @@
 import type { Command } from "commander";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { loadKey } from "../node/key-files.js";
 import { Broker } from "../server/broker.js";
 import { defaultDataDir, resolveConfig } from "../server/config.js";
 import { createLogger } from "../server/log.js";
@@ -13,6 +12,7 @@ import { RedisStore } from "../server/store/redis-store.js";
 import type { Store } from "../server/store/store.js";
 import { loadOrCreateServerKey } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
+import { loadIdentityKey } from "./client.js";
 import { CliError, WRAP_KEY_WAYS, wrapKeyFrom } from "./errors.js";
 import { int } from "./options.js";
 
@@ -71,7 +71,7 @@ export function serveCommand(p: Command): void {
         ...(o.node ? { node: o.node } : {}),
         limits,
       });
-      const serverKey = o.serverKeyFile ? await loadKey(o.serverKeyFile) : await loadOrCreateServerKey(config.dataDir, log);
+      const serverKey = o.serverKeyFile ? await loadIdentityKey(o.serverKeyFile, "--server-key-file") : await loadOrCreateServerKey(config.dataDir, log);
       let store: Store | undefined;
       const fileRegistry = keysFile ? new FileRegistry(keysFile, { logger: log }) : undefined;
       let registry: KeyRegistry | undefined = fileRegistry;

@@ -102,6 +102,10 @@ t("a key file of an unsupported type (X25519) gets a local hint, not one about t
   assert.match(r.stderr, "error: " + x + " is a key of type x25519");
   assert.match(r.stderr, "hint: --key takes a PKCS#8 PEM private key of type Ed25519, ECDSA P-256 or RSA");
   assert.not.match(r.stderr, /server/i);
+  const served = await cli(["serve", "--port", "0", "--data-dir", tempDir(), "--server-key-file", x], join(dir, "home"));
+  assert.is(served.code, 1);
+  assert.match(served.stderr, "hint: --server-key-file takes a PKCS#8 PEM private key");
+  assert.not.match(served.stderr, "the server does not accept");
 });
 
 t("keys add --file DIR/keys.json creates a missing DIR, private to its owner", async () => {

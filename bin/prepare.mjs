@@ -16,7 +16,13 @@ if (process.env.npm_command === "exec") {
   if (built) process.exit(0);
   console.error("psimbols: not built yet, building once (about half a minute) ...");
 }
-const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
+let tsc;
+try {
+  tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
+} catch {
+  console.error("error: psimbols cannot be built: its dev dependencies are not installed\nhint: run `npm install` in the psimbols folder");
+  process.exit(1);
+}
 for (const args of [[tsc, "-p", "tsconfig.json"], [`${root}bin/build-browser.mjs`]]) {
   const r = spawnSync(process.execPath, args, { cwd: root, stdio: "inherit" });
   if (r.status !== 0) process.exit(r.status ?? 1);

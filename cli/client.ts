@@ -8,6 +8,7 @@ import { connect, defaultKnownServersPath } from "../client/node.js";
 import { generateKeyFile, loadKey, loadPublicKey, publicKeyPath } from "../node/key-files.js";
 import { required, withHint } from "./errors.js";
 import { int } from "./options.js";
+import { KemType, kemTypes } from "../shared/frames.js";
 
 const KEY_TYPES: Record<string, KeyType> = { ed25519: KT.ed25519, p256: KT.p256, rsa: KT.rsa };
 
@@ -47,7 +48,8 @@ export function clientCommands(p: Command): void {
     .option("--server-key <fingerprint>", "pin the server key (otherwise trust on first use, kept in the known-servers file)")
     .option("--known-servers <file>", "known-servers file")
     .option("--timeout <ms>", "request timeout", int("--timeout"), 10_000)
-    .action(async (url: string, op: string, json: string, o: { key?: string; serverKey?: string; knownServers?: string; timeout: number }) => {
+    .addOption(new Option("--kem <type>", "ephemeral KEM of the handshake (X-Wing: post-quantum hybrid, issue 15)").choices(kemTypes).default(KemType.x25519))
+    .action(async (url: string, op: string, json: string, o: { key?: string; serverKey?: string; knownServers?: string; timeout: number; kem: KemType }) => {
       const keyFile = required(o.key, "--key <file>");
       let data: unknown;
       try {
@@ -66,6 +68,7 @@ export function clientCommands(p: Command): void {
           // As SSH does: say once that a key was learnt, and where it went (stderr, so stdout stays the response).
           onServerKeyLearnt: (l) => console.error(`psimbols: learnt the key of ${l.url}: ${l.fingerprint}\npsimbols: recorded in ${l.path}; a different key from this server will be refused`),
           requestTimeoutMs: o.timeout,
+          kem: o.kem,
           reconnect: false,
           renew: false,
         });

@@ -15,6 +15,7 @@ import { consoleHook } from "../server/console.js";
 import { loadIdentityKey } from "./client.js";
 import { CliError, WRAP_KEY_WAYS, wrapKeyFrom } from "./errors.js";
 import { int } from "./options.js";
+import type { KemType } from "../shared/frames.js";
 
 /** Adds `serve` to `p`. */
 export function serveCommand(p: Command): void {
@@ -30,7 +31,7 @@ export function serveCommand(p: Command): void {
     .option("--expiring-before <seconds>", "push `expiring` this long before expiry", int("--expiring-before"))
     .option("--handshake-timeout <ms>", "time allowed to complete a handshake", int("--handshake-timeout"))
     .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
-    .option("--hellos-per-address <n>", "hellos and resumes per address per 10 s", int("--hellos-per-address"))
+    .option("--hellos-per-address <n>", "hellos per address per 10 s", int("--hellos-per-address"))
     .option("--ping-interval <ms>", "WebSocket ping interval; a peer that misses a pong is cut off", int("--ping-interval"))
     .option("--redis <url>", "share state with other nodes through Redis (needs the wrap key: PSIMBOLS_WRAP_KEY or --wrap-key-file)")
     .option("--wrap-key-file <file>", "with --redis: the key-wrapping key shared by all nodes (instead of PSIMBOLS_WRAP_KEY)")
@@ -39,8 +40,13 @@ export function serveCommand(p: Command): void {
     .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
+    .option("--hellos-per-second <n>", "hellos per second on this node, shared fairly among addresses", int("--hellos-per-second"))
+    .option("--resumes-per-address <n>", "resumes per address per 10 s (a budget apart from hellos)", int("--resumes-per-address"))
+    .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
+    .option("--store-loss-bound <seconds>", "longest time bound channels are served without reaching the store; then every socket is closed with 4009 (default 15)", int("--store-loss-bound"))
     .option("--no-console", "do not serve the web console at /console/")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
+    .option("--kems <list>", "KEM types accepted in a hello, comma-separated (default all: X25519,P-256,X-Wing)")
     .action(async (o) => {
       const log = createLogger({ level: o.logLevel });
       const limits: Record<string, number> = {};
@@ -48,6 +54,10 @@ export function serveCommand(p: Command): void {
       if (o.maxConnectionsPerAddress !== undefined) limits.connectionsPerAddress = o.maxConnectionsPerAddress;
       if (o.hellosPerAddress !== undefined) limits.hellosPerAddress = o.hellosPerAddress;
       if (o.pingInterval !== undefined) limits.pingIntervalMs = o.pingInterval;
+      if (o.hellosPerSecond !== undefined) limits.hellosPerSecond = o.hellosPerSecond;
+      if (o.resumesPerAddress !== undefined) limits.resumesPerAddress = o.resumesPerAddress;
+      if (o.resumesPerSecond !== undefined) limits.resumesPerSecond = o.resumesPerSecond;
+      if (o.storeLossBound !== undefined) limits.storeLossBoundMs = o.storeLossBound * 1000;
       // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json, watched even
       // while missing, so operators and blocked keys added later take effect without a restart.
       const keysFile: string | undefined = o.keys ?? (!o.redis ? join(o.dataDir, "keys.json") : undefined);
@@ -69,6 +79,7 @@ export function serveCommand(p: Command): void {
         trustProxy: o.trustProxy === true,
         pushWindow: { count: o.pushWindowCount, ageMs: o.pushWindowAge * 1000 },
         ...(o.node ? { node: o.node } : {}),
+        ...(o.kems !== undefined ? { kems: String(o.kems).split(",") as KemType[] } : {}),
         limits,
       });
       const serverKey = o.serverKeyFile ? await loadIdentityKey(o.serverKeyFile, "--server-key-file") : await loadOrCreateServerKey(config.dataDir, log);

@@ -1,12 +1,13 @@
 /**
  * The `psimbols` command. Each command group lives in a file of its own:
  * client.ts (keygen, fingerprint, call), serve.ts, operate.ts (channels,
- * push), keys.ts. Errors print `error: …` and, where it helps, `hint: …`,
+ * push), keys.ts, api-token.ts. Errors print `error: …` and, where it helps, `hint: …`,
  * and exit non-zero.
  */
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { apiTokenCommands } from "./api-token.js";
 import { clientCommands } from "./client.js";
 import { hintOf } from "./errors.js";
 import { keysCommands } from "./keys.js";
@@ -32,6 +33,7 @@ export function program(): Command {
   serveCommand(p);
   operatorCommands(p);
   keysCommands(p);
+  apiTokenCommands(p);
   return p;
 }
 

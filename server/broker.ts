@@ -19,6 +19,7 @@ import { createLogger, type Logger } from "./log.js";
 import type { KeyRegistry } from "./registry.js";
 import { registerOperatorOps } from "./operator.js";
 import { Schedule } from "./schedule.js";
+import { type EventSink, EventType, noEvents } from "./app/events.js";
 import { StoreWatch } from "./store-watch.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
@@ -69,6 +70,8 @@ export interface BrokerContext {
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
   observeLatency(seconds: number): void;
+  /** Lifecycle events for applications (server/app/events.ts); never blocks. */
+  readonly events: EventSink;
 }
 
 /** Serves extra HTTP paths (the web console); returns false for paths it does not own. */
@@ -82,6 +85,8 @@ export interface BrokerOptions {
   logger?: Logger;
   /** Extra HTTP routes, tried before the 404. */
   http?: HttpHook;
+  /** Where lifecycle events go (server/app/events.ts). Default: nowhere. */
+  events?: EventSink;
 }
 
 export class Broker {
@@ -115,6 +120,7 @@ export class Broker {
   readonly #latency: Histogram;
   readonly #serverKey: SigningKey;
   readonly #httpHook: HttpHook | undefined;
+  readonly #events: EventSink;
   #pinger: ReturnType<typeof setInterval> | undefined;
   readonly #storeWatch: StoreWatch;
   #closing = false;
@@ -126,6 +132,7 @@ export class Broker {
     this.store = o.store ?? new MemoryStore();
     this.#serverKey = o.serverKey;
     this.#httpHook = o.http;
+    this.#events = o.events ?? noEvents;
     const { limits } = this.config;
     this.#schedule = new Schedule<Connection>((conn, slot) => conn.onDue(slot), {
       onError: (e) => this.log.error("deadline failed", { component: "broker", error: e instanceof Error ? e.stack : String(e) }),
@@ -150,6 +157,7 @@ export class Broker {
         this.#perAddress.dec(limitKey(conn.address));
       },
       observeLatency: (s) => this.#latency.observe(s),
+      events: this.#events,
     };
     this.#storeWatch = new StoreWatch(this.store, {
       boundMs: limits.storeLossBoundMs,
@@ -271,9 +279,24 @@ export class Broker {
 
   /** Revokes a channel, or the active channel of an identity. @returns the revoked channel ids. */
   async revoke(target: { identity?: string; channel?: string }): Promise<string[]> {
-    if (target.channel !== undefined) return (await this.store.retire(target.channel, "revoked")) ? [target.channel] : [];
-    if (target.identity !== undefined) return this.store.retireIdentity(target.identity, "revoked");
+    if (target.channel !== undefined) {
+      const rec = await this.store.getChannel(target.channel); // its identity, for the event
+      rec?.key.fill(0); // a copy: only its identity is needed
+      if (!rec || rec.retired || !(await this.store.retire(target.channel, "revoked"))) return [];
+      this.#events.emit(EventType.revoked, rec.identity, { channel: target.channel });
+      return [target.channel];
+    }
+    if (target.identity !== undefined) {
+      const ids = await this.store.retireIdentity(target.identity, "revoked");
+      for (const channel of ids) this.#events.emit(EventType.revoked, target.identity, { channel });
+      return ids;
+    }
     throw new RangeError("revoke needs a channel or an identity");
+  }
+
+  /** The node's Prometheus registry (/metrics): events and the server API add their metrics to it. */
+  get metrics(): Registry {
+    return this.#metrics;
   }
 
   /** Open sockets on this node. */

@@ -42,6 +42,7 @@ import type { Logger } from "./log.js";
 import { limitKey } from "./limits.js";
 import { Role } from "./registry.js";
 import type { Slot } from "./schedule.js";
+import { EventType } from "./app/events.js";
 
 /** What a binding keeps of its channel record: no key (the binding has its traffic keys). */
 type BoundChannel = Pick<ChannelRecord, "id" | "identity" | "validUntil" | "node">;
@@ -288,6 +289,10 @@ export class Connection {
     wipe(key);
     this.#ctx.stats.handshakes.established++;
     this.#log.info(renewal ? "channel renewed" : "channel established", { identity, channel: rec.id, replaced });
+    const validUntil = new Date(rec.validUntil).toISOString();
+    if (renewal) this.#ctx.events.emit(EventType.renewed, identity, { channel: rec.id, previous: previous.channel.id, valid_until: validUntil });
+    else this.#ctx.events.emit(EventType.established, identity, { channel: rec.id, valid_until: validUntil, replaced });
+    if (replaced !== undefined && !(renewal && replaced === previous.channel.id)) this.#ctx.events.emit(EventType.replaced, identity, { channel: replaced, by: rec.id });
     this.#send(established);
   }
 
@@ -365,13 +370,18 @@ export class Connection {
     this.#watch(rec.identity);
     const fromSeq = this.#resumeLastPush;
     this.#lastPush = fromSeq ?? (await this.#store(() => store.lastPush(rec.identity)));
-    if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
     this.#ctx.index(this, rec, true);
     this.#schedule(b);
     this.#handshakeOver();
-    await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
-    this.#ctx.stats.resumes.ok++;
-    this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
+    try {
+      await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
+      this.#ctx.stats.resumes.ok++;
+      this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
+      this.#ctx.events.emit(EventType.resumed, rec.identity, { channel: rec.id, node: this.#ctx.config.node });
+    } finally {
+      // After the takeover is recorded (and reported): the missed pushes' events follow `channel.resumed`.
+      if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
+    }
     return true;
   }
 
@@ -384,7 +394,7 @@ export class Connection {
       if (req.op === "channel.close") {
         (this.#selfRetired ??= new Set()).add(b.channel.id);
         b.dead = "closed";
-        await this.#store(() => this.#ctx.store.retire(b.channel.id, "closed"));
+        if (await this.#store(() => this.#ctx.store.retire(b.channel.id, "closed"))) this.#ctx.events.emit(EventType.closed, b.channel.identity, { channel: b.channel.id });
         inner = { data: { closed: true } };
       } else {
         const handler = this.#ctx.handlers.get(req.op);
@@ -528,7 +538,10 @@ export class Connection {
     const identity = b.channel.identity;
     const kept = await this.#ctx.store.pushesSince(identity, this.#lastPush);
     if (kept === "gap") {
+      const after = this.#lastPush;
       this.#lastPush = await this.#ctx.store.lastPush(identity);
+      // Pushes after..newest fell out of the window before this channel got them.
+      this.#ctx.events.emit(EventType.pushDropped, identity, { channel: b.channel.id, after, newest: this.#lastPush });
       await this.#notice(b, "pushes_lost");
       return;
     }
@@ -540,6 +553,7 @@ export class Connection {
     const b = this.#binding;
     if (!b || !b.active || b.dead || this.#closed || (channel !== undefined && channel !== b.channel.id)) return;
     this.#ctx.stats.pushes++;
+    this.#ctx.events.emit(EventType.pushDelivered, b.channel.identity, { channel: b.channel.id, seq });
     // `data` is JSON text the broker made (Broker.push): wrapped as it is, not parsed and made again per socket.
     await this.#sendPush(b, applicationPushText(data, seq));
   }
@@ -594,6 +608,7 @@ export class Connection {
     }
     if (b.dead) return;
     b.dead = "expired";
+    this.#ctx.events.emit(EventType.expired, b.channel.identity, { channel: b.channel.id });
     void this.#notice(b, "expired");
   }
 

@@ -46,7 +46,7 @@ if (npmPresent) {
   });
 
   t("the tarball holds the built library, the CLI and the spec, and no tests, bench or source maps", () => {
-    for (const f of ["bin/psimbols.js", "dist/cli/main.js", "dist/client/node.js", "dist/client/node.d.ts", "dist/server/index.js", "dist/node/key-files.js", "dist/browser/psimbols.js", "dist/browser/psimbols.d.ts", "dist/browser/console.html", "docs/PROTOCOL.md", "README.md", "package.json"]) {
+    for (const f of ["bin/psimbols.js", "dist/cli/main.js", "dist/client/node.js", "dist/client/node.d.ts", "dist/server/index.js", "dist/node/key-files.js", "dist/browser/psimbols.js", "dist/browser/psimbols.d.ts", "dist/browser/console.html", "docs/PROTOCOL.md", "docs/BACKEND.md", "README.md", "package.json"]) {
       assert.ok(files.includes(f), `${f} missing from the tarball`);
     }
     const unwanted = files.filter((f) => /^(dist\/)?(test|bench|examples)\/|\.map$|\.ts$(?<!\.d\.ts)|tsbuildinfo|^bin\/test_|^deploy\//.test(f));

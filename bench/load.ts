@@ -55,6 +55,8 @@ export interface LoadConfig {
   addresses: string[];
   /** psimbols: offer the `binary` feature (binary channel frames). */
   binary: boolean;
+  /** psimbols msg: the op requested (default `echo`; the forwarded case asks an op the node sends to its upstream). */
+  op?: string;
   /** psimbols handshakes: the ephemeral KEM (default X25519; `X-Wing` for issue 15's rows). */
   kem?: KemType;
 }
@@ -233,7 +235,7 @@ async function psHandshake(ws: WebSocket, identity: SigningKey): Promise<Bound> 
 }
 
 function startPsimbolsConn(b: Bound, data: string): void {
-  const inner = JSON.stringify({ op: "echo", data });
+  const inner = JSON.stringify({ op: cfg.op ?? "echo", data });
   let nextSeq = 1;
   const pending = new Map<number, bigint>();
   let out: Promise<void> = Promise.resolve();

@@ -4,19 +4,31 @@
  * push), keys.ts, api-token.ts, server-key.ts. Errors print `error: …` and, where it helps, `hint: …`,
  * and exit non-zero.
  */
+import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { apiTokenCommands } from "./api-token.js";
 import { clientCommands } from "./client.js";
+import { hintOf } from "./errors.js";
 import { keysCommands } from "./keys.js";
 import { operatorCommands } from "./operate.js";
 import { serveCommand } from "./serve.js";
 import { serverKeyCommands } from "./server-key.js";
 
+/** The package's version, from its package.json (two levels up from dist/cli/). */
+export function version(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+  } catch {
+    return "unknown";
+  }
+}
+
 /** The command tree. */
 export function program(): Command {
   const p = new Command("psimbols")
     .description("Secure channel broker: a key pair and a URL are all a client needs.")
+    .version(version(), "-V, --version", "print the version")
     .showHelpAfterError("(add --help for usage)");
   clientCommands(p);
   serveCommand(p);
@@ -33,7 +45,7 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   forbidden: "the service refused this key: a closed service serves only registered keys (ask its operator to run `psimbols keys add` with your public key), and any service refuses keys its operator blocked",
   unsupported: "the server does not accept what this client offered",
   too_many: "rate limited: wait a little and try again",
-  unavailable: "the broker's store is down: try again shortly",
+  unavailable: "the broker answered that its store (Redis) is down: try again shortly",
 };
 
 /** Runs the CLI; never throws. */
@@ -43,10 +55,12 @@ export async function main(argv: string[]): Promise<void> {
   } catch (e) {
     if (e instanceof PsimbolsError) {
       console.error(`error: ${e.message} (${e.code})`);
-      const hint = HINTS[e.code];
+      const hint = hintOf(e) ?? HINTS[e.code];
       if (hint) console.error(`hint: ${hint}`);
     } else {
       console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
+      const hint = hintOf(e);
+      if (hint) console.error(`hint: ${hint}`);
     }
     process.exitCode = 1;
   }

@@ -10,7 +10,8 @@
  * A `blocked` entry may name its key by fingerprint alone (no `public_key`).
  */
 import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { createRedis, parseRedisAddress } from "./store/redis-address.js";
 import type { PublicKey } from "../shared/crypto.js";
 import { wirePublicKey } from "../shared/crypto.js";
 
@@ -144,9 +145,19 @@ export class FileRegistry implements KeyRegistry {
 export class RedisRegistry implements KeyRegistry {
   readonly #redis: Redis;
   readonly #key: string;
+  readonly #wait: { replicas: number; ms: number } | undefined;
+  /** @param url a Redis address, Sentinel form included (server/store/redis-address.ts). */
   constructor(url: string, prefix = "psimbols:") {
-    this.#redis = new Redis(url, { lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: 1, commandTimeout: 2000 });
+    const address = parseRedisAddress(url);
+    this.#redis = createRedis(address, { lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: 1, commandTimeout: 2000 });
+    this.#wait = address.kind === "sentinel" && address.waitReplicas > 0 ? { replicas: address.waitReplicas, ms: address.waitMs } : undefined;
     this.#key = `${prefix}keys`;
+  }
+  /** Sentinel form: an added or removed key is acknowledged once replicas have it (a failover cannot undo a removal). */
+  async #replicated(): Promise<void> {
+    if (!this.#wait) return;
+    const acked = await this.#redis.wait(this.#wait.replicas, this.#wait.ms);
+    if (acked < this.#wait.replicas) throw new Error(`key registry write not confirmed by ${this.#wait.replicas} replica(s) in ${this.#wait.ms} ms; run it again`);
   }
   async lookup(fingerprint: string): Promise<RegisteredKey | undefined> {
     const v = await this.#redis.hget(this.#key, fingerprint);
@@ -155,10 +166,13 @@ export class RedisRegistry implements KeyRegistry {
   async add(key: KeyRef, options: { role?: Role; comment?: string } = {}): Promise<RegisteredKey> {
     const entry = entryFor(key, options);
     await this.#redis.hset(this.#key, key.fingerprint, JSON.stringify(entry));
+    await this.#replicated();
     return entry;
   }
   async remove(fingerprint: string): Promise<boolean> {
-    return (await this.#redis.hdel(this.#key, fingerprint)) === 1;
+    const removed = (await this.#redis.hdel(this.#key, fingerprint)) === 1;
+    await this.#replicated();
+    return removed;
   }
   async list(): Promise<RegisteredKey[]> {
     return Object.values(await this.#redis.hgetall(this.#key)).map((v) => JSON.parse(v) as RegisteredKey);

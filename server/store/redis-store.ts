@@ -42,16 +42,21 @@
  * {@link StoreUnavailableError} (code `unavailable`).
  */
 import { createHash } from "node:crypto";
-import { Redis, type RedisOptions } from "ioredis";
+import type { Redis, RedisOptions } from "ioredis";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { fromUtf8, utf8 } from "../../shared/encoding.js";
 import { PUSH_SEQ_TTL_MS, checkAfter, checkPush } from "./memory-store.js";
 import { type ChannelRecord, type KeptPush, type PushWindow, type RetireReason, type Store, type StoreEvent, type StoreLogger, silentStoreLogger } from "./store.js";
 import { KeyWrapper, WRAP_OVERHEAD_BYTES, checkWrapKey } from "./wrap.js";
+import { type RedisAddress, createRedis, parseRedisAddress } from "./redis-address.js";
 
 /** Options of {@link RedisStore}. */
 export interface RedisStoreOptions {
-  /** `redis://[user:password@]host:port[/db]` or `rediss://...`. Never logged. */
+  /**
+   * `redis://[user:password@]host:port[/db]`, `rediss://...`, or a Sentinel
+   * setup `redis+sentinel://host:26379,host2:26379/mastername` (see
+   * server/store/redis-address.ts). Never logged.
+   */
   url: string;
   /** 32-byte key-wrapping key (see `parseWrapKey`). Copied; the caller may wipe it. */
   wrapKey: Uint8Array;
@@ -294,6 +299,8 @@ export class RedisStore implements Store {
   /** Pushes of this node per identity, run one at a time; `last` is the seq the previous one got. */
   readonly #pushQueues = new Map<string, { tail: Promise<void>; last: number | undefined; waiting: number }>();
   #closed = false;
+  /** Sentinel form: replicas a push or retirement must reach before it is acknowledged (Redis WAIT). */
+  readonly #wait: { replicas: number; ms: number } | undefined;
 
   /**
    * Connects (in the background) and returns at once; calls made before the
@@ -301,9 +308,9 @@ export class RedisStore implements Store {
    * @throws TypeError / RangeError for a malformed option (the message names the option, never its value).
    */
   constructor(options: RedisStoreOptions) {
-    if (typeof options?.url !== "string" || !/^rediss?:\/\//.test(options.url)) {
-      throw new TypeError('"url" expected a redis:// or rediss:// URL');
-    }
+    if (typeof options?.url !== "string") throw new TypeError('"url" expected a redis://, rediss:// or redis+sentinel:// address');
+    const address: RedisAddress = parseRedisAddress(options.url);
+    this.#wait = address.kind === "sentinel" && address.waitReplicas > 0 ? { replicas: address.waitReplicas, ms: address.waitMs } : undefined;
     checkWrapKey(options.wrapKey);
     const prefix = options.prefix ?? "psimbols:";
     if (typeof prefix !== "string") throw new TypeError(`"prefix" expected string, got ${typeof prefix}`);
@@ -340,11 +347,11 @@ export class RedisStore implements Store {
       disconnectTimeout: 200,
       ...(/^[\x21-\x7e]{1,64}$/.test(node) ? { connectionName: `psimbols:${node}` } : {}),
     };
-    this.#cmd = new Redis(options.url, common);
+    this.#cmd = createRedis(address, common);
     // The subscriber resubscribes from #watched itself on every `ready`:
     // ioredis's autoResubscribe only restores subscriptions acknowledged before
     // the drop, so a watch() made while Redis was down would be lost.
-    this.#sub = new Redis(options.url, { ...common, autoResubscribe: false });
+    this.#sub = createRedis(address, { ...common, autoResubscribe: false });
 
     this.#cmdFirstReady = new Promise((resolve) => this.#cmd.once("ready", resolve));
     this.#subFirstReady = new Promise((resolve) => this.#sub.once("ready", resolve));
@@ -394,6 +401,7 @@ export class RedisStore implements Store {
     return this.#run("retire", async () => {
       await this.#barrier();
       const identity = await this.#eval(RETIRE, [this.#chKey(id)], [id, reason, this.#prefix]);
+      await this.#replicated("retire");
       return typeof identity === "string";
     });
   }
@@ -404,6 +412,7 @@ export class RedisStore implements Store {
     return this.#run("retireIdentity", async () => {
       await this.#barrier();
       const ids = await this.#eval(RETIRE_IDENTITY, [this.#activeKey(identity)], [identity, reason, this.#prefix, this.#evKey(identity)]);
+      await this.#replicated("retireIdentity");
       return Array.isArray(ids) ? ids.filter((x): x is string => typeof x === "string") : [];
     });
   }
@@ -458,7 +467,11 @@ export class RedisStore implements Store {
     checkPush(identity, data, window, channel);
     const bytes = utf8(data);
     if (bytes.length > this.#maxPushBytes) throw new RangeError(`"data" expected at most ${this.#maxPushBytes} bytes`);
-    return this.#run("push", () => this.#queuePush(identity, (last) => this.#pushOnce(identity, bytes, window, channel, last)));
+    return this.#run("push", async () => {
+      const seq = await this.#queuePush(identity, (last) => this.#pushOnce(identity, bytes, window, channel, last));
+      await this.#replicated("push");
+      return seq;
+    });
   }
 
   async pushesSince(identity: string, after: number): Promise<KeptPush[] | "gap"> {
@@ -675,6 +688,23 @@ export class RedisStore implements Store {
         c.disconnect(true);
       }
       throw e;
+    }
+  }
+
+  /**
+   * Sentinel form: waits (Redis WAIT) until the writes of this connection so
+   * far reached the configured replicas, so a failover right after cannot
+   * lose a push or retirement the caller saw acknowledged.
+   * @throws StoreUnavailableError when too few replicas confirm in time (the
+   * write may have landed on the master: retrying a retirement is harmless,
+   * retrying a push may deliver it twice).
+   */
+  async #replicated(op: string): Promise<void> {
+    if (!this.#wait) return;
+    const acked = await this.#cmd.wait(this.#wait.replicas, this.#wait.ms);
+    if (acked < this.#wait.replicas) {
+      this.#log.warn("write not confirmed by enough replicas", { op, acked, wanted: this.#wait.replicas });
+      throw new StoreUnavailableError(`${op}: not confirmed by ${this.#wait.replicas} replica(s) in ${this.#wait.ms} ms`);
     }
   }
 

@@ -31,7 +31,7 @@ export function serveCommand(p: Command): void {
     .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
     .option("--hellos-per-address <n>", "hellos and resumes per address per 10 s", int("--hellos-per-address"))
     .option("--ping-interval <ms>", "WebSocket ping interval; a peer that misses a pong is cut off", int("--ping-interval"))
-    .option("--redis <url>", "share state with other nodes through Redis (needs PSIMBOLS_WRAP_KEY): redis://host:port, or Sentinel: redis+sentinel://host1:26379,host2:26379/mastername")
+    .option("--redis <url>", "share state with other nodes through Redis (needs PSIMBOLS_WRAP_KEY): redis://host:port, or Sentinel: redis+sentinel://host1:26379,host2:26379/mastername; default $PSIMBOLS_REDIS", process.env.PSIMBOLS_REDIS || undefined)
     .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
     .option("--node <name>", "this node's name in logs, metrics and channel records (default: hostname:pid, unique per container)")
     .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")

@@ -163,8 +163,6 @@ export function createRedis(address: string | RedisAddress, options: RedisOption
     // Ask the sentinels again soon after a master vanishes: they promote within seconds.
     sentinelRetryStrategy: (attempt: number) => Math.min(attempt * 100, 1000),
     failoverDetector: true,
-    // Only the sentinels' own list is used: one that answers for a master elsewhere is not learnt.
-    updateSentinels: false,
     // A master that came back as a replica answers writes with READONLY: find the real one.
     reconnectOnError: (e: Error) => (e.message.startsWith("READONLY") ? 1 : false),
   });

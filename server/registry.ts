@@ -151,13 +151,22 @@ export class RedisRegistry implements KeyRegistry {
     const address = parseRedisAddress(url);
     this.#redis = createRedis(address, { lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: 1, commandTimeout: 2000 });
     this.#wait = address.kind === "sentinel" && address.waitReplicas > 0 ? { replicas: address.waitReplicas, ms: address.waitMs } : undefined;
+    // Failures reach the caller through the command that failed; without a listener ioredis prints each reconnect attempt.
+    this.#redis.on("error", () => {});
     this.#key = `${prefix}keys`;
   }
   /** Sentinel form: an added or removed key is acknowledged once replicas have it (a failover cannot undo a removal). */
   async #replicated(): Promise<void> {
     if (!this.#wait) return;
-    const acked = await this.#redis.wait(this.#wait.replicas, this.#wait.ms);
-    if (acked < this.#wait.replicas) throw new Error(`key registry write not confirmed by ${this.#wait.replicas} replica(s) in ${this.#wait.ms} ms; run it again`);
+    // Only replicas that are connected now can confirm: a master left without one
+    // (after a failover, until the old master returns as a replica) has nothing a
+    // failover could promote over it, and waiting for replicas that do not exist
+    // would only stop every write.
+    const role = (await this.#redis.call("ROLE")) as [string, unknown, unknown[]?];
+    const want = Math.min(this.#wait.replicas, Array.isArray(role[2]) ? role[2].length : 0);
+    if (want === 0) return;
+    const acked = await this.#redis.wait(want, this.#wait.ms);
+    if (acked < want) throw new Error(`key registry write not confirmed by ${want} replica(s) in ${this.#wait.ms} ms; run it again`);
   }
   async lookup(fingerprint: string): Promise<RegisteredKey | undefined> {
     const v = await this.#redis.hget(this.#key, fingerprint);

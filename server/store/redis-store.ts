@@ -299,6 +299,8 @@ export class RedisStore implements Store {
   /** Pushes of this node per identity, run one at a time; `last` is the seq the previous one got. */
   readonly #pushQueues = new Map<string, { tail: Promise<void>; last: number | undefined; waiting: number }>();
   #closed = false;
+  /** A resync waits for the command connection's next `ready`. */
+  #resyncWaiting = false;
   /** Sentinel form: replicas a push or retirement must reach before it is acknowledged (Redis WAIT). */
   readonly #wait: { replicas: number; ms: number } | undefined;
 
@@ -693,18 +695,26 @@ export class RedisStore implements Store {
 
   /**
    * Sentinel form: waits (Redis WAIT) until the writes of this connection so
-   * far reached the configured replicas, so a failover right after cannot
-   * lose a push or retirement the caller saw acknowledged.
+   * far reached the configured replicas (or every connected replica, when
+   * fewer are connected), so a failover right after cannot lose a push or
+   * retirement the caller saw acknowledged.
    * @throws StoreUnavailableError when too few replicas confirm in time (the
    * write may have landed on the master: retrying a retirement is harmless,
    * retrying a push may deliver it twice).
    */
   async #replicated(op: string): Promise<void> {
     if (!this.#wait) return;
-    const acked = await this.#cmd.wait(this.#wait.replicas, this.#wait.ms);
-    if (acked < this.#wait.replicas) {
-      this.#log.warn("write not confirmed by enough replicas", { op, acked, wanted: this.#wait.replicas });
-      throw new StoreUnavailableError(`${op}: not confirmed by ${this.#wait.replicas} replica(s) in ${this.#wait.ms} ms`);
+    // Only replicas that are connected now can confirm: a master left without one
+    // (after a failover, until the old master returns as a replica) has nothing a
+    // failover could promote over it, and waiting for replicas that do not exist
+    // would only stop every write.
+    const role = (await this.#cmd.call("ROLE")) as [string, unknown, unknown[]?];
+    const want = Math.min(this.#wait.replicas, Array.isArray(role[2]) ? role[2].length : 0);
+    if (want === 0) return;
+    const acked = await this.#cmd.wait(want, this.#wait.ms);
+    if (acked < want) {
+      this.#log.warn("write not confirmed by enough replicas", { op, acked, wanted: want });
+      throw new StoreUnavailableError(`${op}: not confirmed by ${want} replica(s) in ${this.#wait.ms} ms`);
     }
   }
 
@@ -765,7 +775,26 @@ export class RedisStore implements Store {
     void done.then(() => {
       if (this.#closed) return;
       this.#log.info("event connection restored; resync requested", { watched: this.#watched.size });
+      this.#resync();
+    });
+  }
+
+  /**
+   * Runs the resync handlers once the command connection is up too: after a
+   * failover the event connection may reach the new master before the
+   * command connection does, and a re-check that fails there would leave an
+   * event missed during the switch (a revocation) unnoticed.
+   */
+  #resync(): void {
+    if (this.#cmd.status === "ready") {
       for (const h of this.#resyncHandlers) safely(this.#log, "resync", () => h());
+      return;
+    }
+    if (this.#resyncWaiting) return;
+    this.#resyncWaiting = true;
+    this.#cmd.once("ready", () => {
+      this.#resyncWaiting = false;
+      if (!this.#closed) this.#resync();
     });
   }
 

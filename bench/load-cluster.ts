@@ -231,8 +231,12 @@ async function runOnce(nodes: number, o: Options): Promise<ClusterLoadFigures> {
     const pending: Promise<void>[] = [];
     const TICK = 10;
     let credit = { req: 0, push: 0, revoke: 0 };
-    for (let now = Date.now(); now < end; now = Date.now()) {
-      credit = { req: credit.req + (o.rate * TICK) / 1000, push: credit.push + (o.pushRate * TICK) / 1000, revoke: credit.revoke + (o.revokeRate * TICK) / 1000 };
+    // Open loop: what is due follows the clock, so a late tick sends more, not less.
+    let last = Date.now();
+    for (let now = last; now < end; now = Date.now()) {
+      const dt = (now - last) / 1000;
+      last = now;
+      credit = { req: credit.req + o.rate * dt, push: credit.push + o.pushRate * dt, revoke: credit.revoke + o.revokeRate * dt };
       const pool = live();
       for (; credit.req >= 1; credit.req--) {
         const h = pool[Math.floor(Math.random() * pool.length)]!;

@@ -321,7 +321,8 @@ export class RedisStore implements Store {
     this.#pingTimeoutMs = positive("pingTimeoutMs", options.pingTimeoutMs, 1000);
     this.#connectTimeoutMs = positive("connectTimeoutMs", options.connectTimeoutMs, 2000);
     const retryBaseMs = positive("retryBaseMs", options.retryBaseMs, 50);
-    const retryMaxMs = positive("retryMaxMs", options.retryMaxMs, 2000);
+    // Under Sentinel the master moves: after a failover, reach the new one within half a second.
+    const retryMaxMs = positive("retryMaxMs", options.retryMaxMs, address.kind === "sentinel" ? 500 : 2000);
     this.#listLimit = positive("listLimit", options.listLimit, 10_000);
     this.#pushSeqTtlMs = positive("pushSeqTtlMs", options.pushSeqTtlMs, PUSH_SEQ_TTL_MS);
     this.#maxPushBytes = positive("maxPushBytes", options.maxPushBytes, 1 << 20);

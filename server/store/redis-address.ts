@@ -142,9 +142,9 @@ export function isRedisAddress(address: string): boolean {
 /**
  * An `ioredis` client for `address` with `options` (timeouts, retry
  * strategy, offline queue...). For a Sentinel address the client asks the
- * sentinels for the master, listens for their `+switch-master` (ioredis's
- * failover detector) to drop a demoted master at once, and reconnects to
- * the new master when one it talks to turns read-only.
+ * sentinels for the master on every (re)connection, checks that it is
+ * one (ROLE), and reconnects when the one it talks to turns read-only (a
+ * demoted master that came back as a replica).
  */
 export function createRedis(address: string | RedisAddress, options: RedisOptions = {}): Redis {
   const a = typeof address === "string" ? parseRedisAddress(address) : address;
@@ -162,7 +162,11 @@ export function createRedis(address: string | RedisAddress, options: RedisOption
     ...(a.tls ? { tls: {}, enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
     // Ask the sentinels again soon after a master vanishes: they promote within seconds.
     sentinelRetryStrategy: (attempt: number) => Math.min(attempt * 100, 1000),
-    failoverDetector: true,
+    // Not ioredis's failover detector: under load it was seen to leave a
+    // command connection ended (status "end", no more reconnects) after a
+    // failover. The master's death closes the socket anyway, and each
+    // reconnect asks the sentinels afresh.
+    failoverDetector: false,
     // A master that came back as a replica answers writes with READONLY: find the real one.
     reconnectOnError: (e: Error) => (e.message.startsWith("READONLY") ? 1 : false),
   });

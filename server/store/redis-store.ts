@@ -844,6 +844,15 @@ export class RedisStore implements Store {
       if (!down && !this.#closed) this.#log.warn(`${name} connection lost`);
       down = true;
     });
+    // Reconnecting never stops: should ioredis ever give up on a connection
+    // (status "end") while the store is open, start it again.
+    c.on("end", () => {
+      if (this.#closed) return;
+      this.#log.warn(`${name} connection ended; connecting again`);
+      setTimeout(() => {
+        if (!this.#closed && c.status === "end") c.connect().catch(() => {});
+      }, 500).unref();
+    });
   }
 }
 

@@ -95,7 +95,14 @@ t("SIGKILL of the Redis master under load: figures, and the guarantees hold", as
   const sentinel = cluster.sentinel!;
   const wrapKey = parseWrapKey(cluster.wrapKey);
   // The application and the operator reach the store as `psimbols push|channels revoke --redis` do.
-  const app = new RedisStore({ url: sentinel.url, wrapKey });
+  const debugLog = {
+    child: () => debugLog,
+    error: (m: string, meta?: unknown) => step(`app store: ${m} ${JSON.stringify(meta ?? {})}`),
+    warn: (m: string, meta?: unknown) => step(`app store: ${m} ${JSON.stringify(meta ?? {})}`),
+    info: (m: string, meta?: unknown) => step(`app store: ${m} ${JSON.stringify(meta ?? {})}`),
+    debug: () => undefined,
+  };
+  const app = new RedisStore({ url: sentinel.url, wrapKey, ...(process.env.PSIMBOLS_TEST_DEBUG ? { logger: debugLog } : {}) });
   const clients: Tracked[] = [];
   let kill = 0;
   try {
@@ -200,7 +207,8 @@ t("SIGKILL of the Redis master under load: figures, and the guarantees hold", as
             tr.revoked = true;
             revokeAcked.push(Date.now());
             return;
-          } catch {
+          } catch (e) {
+            step(`revoke: ${(e as Error).message} ${((e as Error).cause as Error | undefined)?.message ?? ""}`);
             await sleep(100);
           }
         }
@@ -258,7 +266,7 @@ t("SIGKILL of the Redis master under load: figures, and the guarantees hold", as
     for (const [id, tr] of push.acked) {
       if (!tr.pushes.has(id)) console.log(`    lost push ${id}: acknowledged ${push.ackedAt.get(id)! - kill} ms after the kill; client got ${[...tr.pushes].sort((a, b) => a - b).join(",")}`);
     }
-    if (process.env.PSIMBOLS_TEST_DEBUG) for (const p of [...sentinel.sentinels, ...cluster.nodes]) console.log(`--- ${p.name}\n${p.output().slice(-3000)}`);
+
 
     assert.equal(req.failed, [], "a request failed during the failover");
     assert.is(req.ok, req.sent);
@@ -277,6 +285,7 @@ t("SIGKILL of the Redis master under load: figures, and the guarantees hold", as
     for (const c of late) assert.equal(await c.request("echo", { late: 1 }), { late: 1 });
     await Promise.all(late.map((c) => c.close()));
   } finally {
+    if (process.env.PSIMBOLS_TEST_DEBUG) for (const p of [...sentinel.sentinels, ...cluster.nodes]) console.log(`--- ${p.name}\n${p.output().slice(-3000)}`);
     await Promise.allSettled(clients.map((tr) => tr.client.close()));
     await app.close();
   }

@@ -29,7 +29,7 @@ export function serveCommand(p: Command): void {
     .option("--expiring-before <seconds>", "push `expiring` this long before expiry", int("--expiring-before"))
     .option("--handshake-timeout <ms>", "time allowed to complete a handshake", int("--handshake-timeout"))
     .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
-    .option("--hellos-per-address <n>", "hellos and resumes per address per 10 s", int("--hellos-per-address"))
+    .option("--hellos-per-address <n>", "hellos per address per 10 s", int("--hellos-per-address"))
     .option("--ping-interval <ms>", "WebSocket ping interval; a peer that misses a pong is cut off", int("--ping-interval"))
     .option("--redis <url>", "share state with other nodes through Redis (needs PSIMBOLS_WRAP_KEY): redis://host:port, or Sentinel: redis+sentinel://host1:26379,host2:26379/mastername; default $PSIMBOLS_REDIS", process.env.PSIMBOLS_REDIS || undefined)
     .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
@@ -37,6 +37,10 @@ export function serveCommand(p: Command): void {
     .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
+    .option("--hellos-per-second <n>", "hellos per second on this node, shared fairly among addresses", int("--hellos-per-second"))
+    .option("--resumes-per-address <n>", "resumes per address per 10 s (a budget apart from hellos)", int("--resumes-per-address"))
+    .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
+    .option("--store-loss-bound <seconds>", "longest time bound channels are served without reaching the store; then every socket is closed with 4009 (default 15)", int("--store-loss-bound"))
     .option("--no-console", "do not serve the web console at /console/")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
     .action(async (o) => {
@@ -46,6 +50,10 @@ export function serveCommand(p: Command): void {
       if (o.maxConnectionsPerAddress !== undefined) limits.connectionsPerAddress = o.maxConnectionsPerAddress;
       if (o.hellosPerAddress !== undefined) limits.hellosPerAddress = o.hellosPerAddress;
       if (o.pingInterval !== undefined) limits.pingIntervalMs = o.pingInterval;
+      if (o.hellosPerSecond !== undefined) limits.hellosPerSecond = o.hellosPerSecond;
+      if (o.resumesPerAddress !== undefined) limits.resumesPerAddress = o.resumesPerAddress;
+      if (o.resumesPerSecond !== undefined) limits.resumesPerSecond = o.resumesPerSecond;
+      if (o.storeLossBound !== undefined) limits.storeLossBoundMs = o.storeLossBound * 1000;
       // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json, watched even
       // while missing, so operators and blocked keys added later take effect without a restart.
       const keysFile: string | undefined = o.keys ?? (!o.redis ? join(o.dataDir, "keys.json") : undefined);

@@ -9,15 +9,17 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
 import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
+import { CloseCode } from "../shared/errors.js";
 import { ChannelType, Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
-import { Counter, FixedWindow, limitKey } from "./limits.js";
+import { Counter, FairWindow, FixedWindow, limitKey } from "./limits.js";
 import { createLogger, type Logger } from "./log.js";
 import type { KeyRegistry } from "./registry.js";
 import { registerOperatorOps } from "./operator.js";
 import { Schedule } from "./schedule.js";
+import { StoreWatch } from "./store-watch.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
 
@@ -54,7 +56,12 @@ export interface BrokerContext {
   readonly offer: ServerOffer;
   readonly handlers: ReadonlyMap<string, Handler>;
   readonly hellosPerAddress: FixedWindow;
-  readonly hellosTotal: FixedWindow;
+  readonly hellosTotal: FairWindow;
+  /** Resumes have a budget of their own (a resume costs no signature): per address, and in total. */
+  readonly resumesPerAddress: FixedWindow;
+  readonly resumesTotal: FairWindow;
+  /** True while the store is unreachable for longer than the store-loss bound (PROTOCOL.md §11.2, close 4009). */
+  storeLost(): boolean;
   readonly stats: Stats;
   /** The deadlines (expiring, expired) of every binding on this node, on one timer. */
   readonly schedule: Schedule<Connection>;
@@ -109,6 +116,7 @@ export class Broker {
   readonly #serverKey: SigningKey;
   readonly #httpHook: HttpHook | undefined;
   #pinger: ReturnType<typeof setInterval> | undefined;
+  readonly #storeWatch: StoreWatch;
   #closing = false;
 
   private constructor(o: BrokerOptions) {
@@ -130,7 +138,10 @@ export class Broker {
       offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES },
       handlers: this.#handlers,
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
-      hellosTotal: new FixedWindow(limits.hellosPerSecond, 1000),
+      hellosTotal: new FairWindow(limits.hellosPerSecond, 1000),
+      resumesPerAddress: new FixedWindow(limits.resumesPerAddress, limits.hellosWindowMs),
+      resumesTotal: new FairWindow(limits.resumesPerSecond, 1000),
+      storeLost: () => this.#storeWatch.lost,
       stats: this.stats,
       schedule: this.#schedule,
       index: (conn, channel, on) => this.#index(conn, channel, on),
@@ -140,6 +151,11 @@ export class Broker {
       },
       observeLatency: (s) => this.#latency.observe(s),
     };
+    this.#storeWatch = new StoreWatch(this.store, {
+      boundMs: limits.storeLossBoundMs,
+      onLost: (silentMs) => this.#onStoreLost(silentMs),
+      onBack: (lostMs) => this.log.warn("store reachable again; taking clients", { component: "broker", lost_ms: lostMs }),
+    });
     this.#latency = new Histogram({
       name: "psimbols_request_seconds",
       help: "Request handling time on the server",
@@ -209,6 +225,7 @@ export class Broker {
       for (const c of b.#connections) c.heartbeat();
     }, b.config.limits.pingIntervalMs);
     b.#pinger.unref();
+    b.#storeWatch.start();
     b.log.info("broker listening", {
       component: "broker",
       url: `ws://${b.config.host}:${b.port}/`,
@@ -279,6 +296,7 @@ export class Broker {
     if (this.#closing) return;
     this.#closing = true;
     clearInterval(this.#pinger);
+    this.#storeWatch.stop();
     this.#schedule.close();
     const httpClosed = new Promise<void>((r) => this.#http.close(() => r()));
     await Promise.all([...this.#connections].map((c) => c.shutdown()));
@@ -345,6 +363,22 @@ export class Broker {
     }
   }
 
+  /**
+   * The store has not answered for longer than the store-loss bound: this node
+   * can no longer hear revocations, so every socket is closed with 4009 (the
+   * client reconnects, through the balancer, to a node that can check).
+   */
+  #onStoreLost(silentMs: number): void {
+    if (this.#closing) return;
+    this.log.warn("store unreachable past the store-loss bound; closing every socket (4009)", {
+      component: "broker",
+      silent_ms: silentMs,
+      bound_ms: this.config.limits.storeLossBoundMs,
+      sockets: this.#connections.size,
+    });
+    for (const c of this.#connections) c.close(CloseCode.storeLost);
+  }
+
   #index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void {
     if (channel.identity !== "") setIndex(this.#byIdentity, channel.identity, conn, on);
   }
@@ -354,6 +388,7 @@ export class Broker {
     const r = [this.#metrics];
     const self = this; // prom-client calls collect() with the metric as `this`
     new Gauge({ name: "psimbols_connections", help: "Open WebSocket connections", registers: r, collect() { this.set(self.#connections.size); } });
+    new Gauge({ name: "psimbols_store_lost", help: "1 while the store is unreachable past the store-loss bound", registers: r, collect() { this.set(self.#storeWatch.lost ? 1 : 0); } });
     const counter = (name: string, help: string, labelNames: string[], read: () => [Record<string, string>, number][]) =>
       new PromCounter({
         name,

@@ -14,11 +14,21 @@ export interface Limits {
   handshakeTimeoutMs: number;
   /** Open connections per client address (more get HTTP 429 on upgrade). */
   connectionsPerAddress: number;
-  /** Hellos and resumes per client address per window. */
+  /** Hellos per client address per window. */
   hellosPerAddress: number;
   hellosWindowMs: number;
-  /** Hellos and resumes per second on this node, from all addresses. */
+  /** Hellos per second on this node, from all addresses, shared fairly among them (PROTOCOL.md §11.1). */
   hellosPerSecond: number;
+  /** Resumes per client address per window (`hellosWindowMs`): their own budget, apart from hellos. */
+  resumesPerAddress: number;
+  /** Resumes per second on this node, from all addresses, shared fairly among them (§11.1). */
+  resumesPerSecond: number;
+  /**
+   * The longest this node serves its bound channels without reaching the
+   * store (it cannot hear revocations meanwhile): past it every socket is
+   * closed with 4009 and hellos and resumes are refused until the store answers.
+   */
+  storeLossBoundMs: number;
   /** Proven handshakes per identity per minute (counted after the proof verifies). */
   handshakesPerIdentityPerMinute: number;
   /** Requests being handled per connection. */
@@ -61,6 +71,10 @@ export const defaultLimits: Limits = {
   hellosPerAddress: 20,
   hellosWindowMs: 10_000,
   hellosPerSecond: 200,
+  // Generous: resumes are cheap, many clients may share one address (NAT), and the node's fair shares bound floods.
+  resumesPerAddress: 300,
+  resumesPerSecond: 1000,
+  storeLossBoundMs: 15_000,
   handshakesPerIdentityPerMinute: 30,
   inFlightPerConnection: 64,
   queuedFramesPerConnection: 256,
@@ -95,6 +109,8 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
   integer("port", c.port, 0, 65535);
   integer("channel-ttl", c.channelTtl, 2, 366 * 86400);
   integer("expiring-before", c.expiringBefore, 0, c.channelTtl - 1);
+  // Below the store's ping timeout (1 s) one slow answer would count as a loss.
+  integer("store-loss-bound (ms)", c.limits.storeLossBoundMs, 1000, 2 ** 31);
   for (const [k, v] of Object.entries(c.limits)) integer(k, v, 1, 2 ** 31);
   integer("push-window-count", c.pushWindow.count, 1, 1_000_000);
   integer("push-window-age", c.pushWindow.ageMs, 1000, 30 * 86400_000);

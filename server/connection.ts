@@ -199,6 +199,7 @@ export class Connection {
 
   async #onHello(bytes: Uint8Array, hello: Hello): Promise<void> {
     if (this.#pending) throw new PsimbolsError(ErrorCode.badRequest, "a handshake is already pending on this connection", { close: CloseCode.badRequest });
+    this.#checkStore();
     this.#checkHelloRate();
     this.#ctx.stats.handshakes.started++;
     let r: Awaited<ReturnType<typeof acceptHello>>;
@@ -294,7 +295,8 @@ export class Connection {
     if (this.#pending || this.#binding) {
       throw new PsimbolsError(ErrorCode.badRequest, "resume is only accepted on a fresh connection", { close: CloseCode.badRequest });
     }
-    this.#checkHelloRate();
+    this.#checkStore();
+    this.#checkResumeRate();
     // An unknown or expired channel is answered like a known one, with keys nobody holds, so that to
     // an outsider unknown, expired and retired channels look the same (DESIGN.md §7): the first
     // request fails with `unauthorised` either way; only the channel's holder learns more (§6.5).
@@ -623,10 +625,28 @@ export class Connection {
     this.#send(type === "response" ? { type, source, channel, seq, response: ct } : { type, source, channel, seq, push: ct });
   }
 
+  /** Past the store-loss bound this node takes no channel: the client should go to a node that can check it. */
+  #checkStore(): void {
+    if (this.#ctx.storeLost()) {
+      throw new PsimbolsError(ErrorCode.unavailable, "this node cannot reach the service's store; try another node", { close: CloseCode.storeLost });
+    }
+  }
+
+  /** Hellos: the per-address window, then the node's budget, shared fairly among addresses (§11.1). */
   #checkHelloRate(): void {
-    if (!this.#ctx.hellosPerAddress.take(limitKey(this.address)) || !this.#ctx.hellosTotal.take("*")) {
+    const key = limitKey(this.address);
+    if (!this.#ctx.hellosPerAddress.take(key) || !this.#ctx.hellosTotal.take(key)) {
       this.#ctx.stats.handshakes.rateLimited++;
       throw new PsimbolsError(ErrorCode.tooMany, "too many handshakes; slow down", { close: CloseCode.tooMany });
+    }
+  }
+
+  /** Resumes: a budget of their own (no signature to pay for), per address and in fair shares of the node's (§11.1). */
+  #checkResumeRate(): void {
+    const key = limitKey(this.address);
+    if (!this.#ctx.resumesPerAddress.take(key) || !this.#ctx.resumesTotal.take(key)) {
+      this.#ctx.stats.handshakes.rateLimited++;
+      throw new PsimbolsError(ErrorCode.tooMany, "too many resumes; slow down", { close: CloseCode.tooMany });
     }
   }
 

@@ -1389,19 +1389,25 @@ export const limitRows: Row[] = [
     },
   },
   {
-    name: "resumes count against the per-address hello limit: the 6th gets too_many and close 4002",
-    sent: `${TIGHT.hellosPerAddress} resumes of unknown channels (each \`resumed\`) then one more, a socket each (within the connection limit)`,
+    name: `resumes have a per-address budget of their own: the ${TIGHT.resumesPerAddress + 1}th gets too_many and close 4002, while a hello is still challenged`,
+    sent: `${TIGHT.resumesPerAddress} resumes of unknown channels (each \`resumed\`), a hello (challenged), then one more resume, a socket each (within the connection limit)`,
     broker: "tight",
     expect: { reply: "error", error: ErrorCode.tooMany, close: C.tooMany },
     run: async (x) => {
       await alignWindow(10_000, 3_000);
-      for (let i = 0; i < TIGHT.hellosPerAddress; i++) {
+      for (let i = 0; i < TIGHT.resumesPerAddress; i++) {
         const r = await x.open();
         r.send({ type: "resume", channel: someChannel(), nonce: b64u(randomBytes(32)) });
         assert.is((await r.next()).type, "resumed");
         r.close();
         await r.closed;
       }
+      // The resumes used none of the hello budget (PROTOCOL.md §11.1).
+      const h = await x.open();
+      h.send(fromUtf8((await createHello(await generateSigningKey())).bytes));
+      assert.is((await h.next()).type, "challenge");
+      h.close();
+      await h.closed;
       const raw = await x.open();
       raw.send({ type: "resume", channel: someChannel(), nonce: b64u(randomBytes(32)) });
       return x.outcome(raw);

@@ -77,6 +77,19 @@ storeContract("redis through sentinel", async () => {
 });
 
 const w = suite("redis through sentinel: the replica wait");
+// The last suite of the file: its end stops the servers (their output pipes would keep this process alive).
+w.after(async () => {
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((r) => {
+          if (c.exitCode !== null || c.signalCode !== null) return r();
+          c.once("exit", () => r());
+          c.kill("SIGKILL");
+        }),
+    ),
+  );
+});
 
 w("a push and a revocation are on the replica when they are acknowledged", async () => {
   const set = await sentinels();

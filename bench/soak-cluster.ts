@@ -154,6 +154,7 @@ export async function soakCluster(argv: string[]): Promise<number> {
     }
   });
   const acked = new Map<number, C>();
+  const ackedAt = new Map<number, number>();
   let pushRefused = 0;
   const pusher = (async () => {
     for (let n = 1; running; n++) {
@@ -161,6 +162,7 @@ export async function soakCluster(argv: string[]): Promise<number> {
       try {
         await app.push(c.identity, JSON.stringify({ n }), { count: 1000, ageMs: 3_600_000 });
         acked.set(n, c);
+        ackedAt.set(n, Date.now());
       } catch {
         pushRefused++;
       }
@@ -231,7 +233,15 @@ export async function soakCluster(argv: string[]): Promise<number> {
   const settled = counts.ok + counts.mismatched + [...counts.errors.values()].reduce((a, b) => a + b, 0);
   const lostRequests = counts.issued - settled;
   for (const until = Date.now() + 15_000; [...acked].some(([n, c]) => !c.pushes.has(n)) && Date.now() < until; ) await sleep(200);
-  const lostPushes = [...acked].filter(([n, c]) => !c.pushes.has(n)).length;
+  const lost = [...acked].filter(([n, c]) => !c.pushes.has(n));
+  const lostPushes = lost.length;
+  if (lostPushes > 0) {
+    // Where they fell: acknowledgement time (s into the run) → count, and how many clients.
+    const byTime = new Map<number, number>();
+    for (const [n] of lost) bump(byTime as unknown as Map<string, number>, String(Math.floor((ackedAt.get(n)! - t0) / 5000) * 5) as never);
+    console.log(`  lost pushes by acknowledgement time (s): ${fmt(byTime as unknown as Map<string, number>)}; clients: ${new Set(lost.map(([, c]) => c.identity)).size}`);
+    for (const [n, c] of lost.slice(0, 5)) console.log(`    lost ${n}: client got up to ${Math.max(0, ...[...c.pushes].filter((x) => x < n))} below it and ${[...c.pushes].filter((x) => x > n).length} above it`);
+  }
 
   console.log("");
   console.log(`soak --cluster finished after ${((Date.now() - t0) / 60_000).toFixed(1)} min`);

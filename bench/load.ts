@@ -28,7 +28,7 @@ import { connect as netConnect } from "node:net";
 import { WebSocket } from "ws";
 import { KeyType, type SigningKey, generateSigningKey } from "../shared/crypto.js";
 import { fromUtf8, wipe } from "../shared/encoding.js";
-import { Feature, type ServerFrame, decodeInnerResponse, decodeServerBinary, decodeServerFrame } from "../shared/frames.js";
+import { Feature, type KemType, type ServerFrame, decodeInnerResponse, decodeServerBinary, decodeServerFrame } from "../shared/frames.js";
 import { answerChallenge, createHello, openGrant } from "../shared/handshake.js";
 import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealBinaryFrame, sealFrame } from "../shared/channel.js";
 import { useNodeCrypto } from "../node/engines.js";
@@ -55,6 +55,10 @@ export interface LoadConfig {
   addresses: string[];
   /** psimbols: offer the `binary` feature (binary channel frames). */
   binary: boolean;
+  /** psimbols msg: the op requested (default `echo`; the forwarded case asks an op the node sends to its upstream). */
+  op?: string;
+  /** psimbols handshakes: the ephemeral KEM (default X25519; `X-Wing` for issue 15's rows). */
+  kem?: KemType;
 }
 
 /** What `report` returns. */
@@ -213,7 +217,7 @@ function expectFrame<T extends ServerFrame["type"]>(text: string, type: T): Extr
 async function psHandshake(ws: WebSocket, identity: SigningKey): Promise<Bound> {
   const box = inbox(ws);
   try {
-    const h = await createHello(identity, { features: cfg.binary ? [Feature.binary] : [] });
+    const h = await createHello(identity, { features: cfg.binary ? [Feature.binary] : [], ...(cfg.kem ? { kem: cfg.kem } : {}) });
     ws.send(fromUtf8(h.bytes));
     const challenge = expectFrame(await box.next(), "challenge");
     const { proof, state } = await answerChallenge(h, challenge, (k) => {
@@ -231,7 +235,7 @@ async function psHandshake(ws: WebSocket, identity: SigningKey): Promise<Bound> 
 }
 
 function startPsimbolsConn(b: Bound, data: string): void {
-  const inner = JSON.stringify({ op: "echo", data });
+  const inner = JSON.stringify({ op: cfg.op ?? "echo", data });
   let nextSeq = 1;
   const pending = new Map<number, bigint>();
   let out: Promise<void> = Promise.resolve();

@@ -12,7 +12,8 @@
  *
  * Options:
  *   --quick            short windows (smoke test; results are not written unless --out is given)
- *   --only a,b         run only these cases (names as in results.json, plus `*_4k`)
+ *   --only a,b         run only these cases (names as in results.json, plus `*_4k`);
+ *                      `--only psimbols_memory,psimbols_forwarded` gives forward_added_cpu_us (issue 12)
  *   --profile          also profile the server over each psimbols window (V8 CPU profiler, the
  *                      same .cpuprofile as node --cpu-prof, but only the measured window); writes
  *                      $TMPDIR/psimbols-bench-profiles/*.cpuprofile and prints the top frames
@@ -34,6 +35,11 @@ import type { LoadConfig, LoadReport } from "./load.js";
 import type { ServerConfig } from "./server.js";
 import { formatSummary, summarise } from "./profile.js";
 import { freePort } from "../cli/cluster/net.js";
+import { generateSigningKey } from "../shared/crypto.js";
+import { b64u, fromB64u } from "../shared/encoding.js";
+import { Feature, KemType, kemTypes } from "../shared/frames.js";
+import { type ClientHello, acceptHello, answerChallenge, createHello, sealGrant, verifyProof } from "../shared/handshake.js";
+import { useNodeCrypto } from "../node/engines.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DIST = fileURLToPath(new URL("./", import.meta.url));
@@ -164,6 +170,24 @@ function startLoad(cfg: LoadConfig): Child {
   return new Child(`load:${cfg.kind}`, "load.js", LOAD_CORE, { BENCH_LOAD: JSON.stringify(cfg) });
 }
 
+/**
+ * Requests forwarded to a local upstream (issue 12 item 9): the same load as
+ * psimbols_memory, but the op is one the node forwards (`fwd.echo`) over
+ * undici's keep-alive pool to bench/upstream.ts, on the load generator's core.
+ * The broker's CPU per request minus that of the in-process `echo`
+ * (psimbols_memory, same run) is what forwarding adds. BENCH_UPSTREAM_CORE
+ * pins the upstream elsewhere (a taskset list, e.g. `0,1`).
+ */
+async function forwardedCase(env: Env, size: number, o: { profile?: string } = {}): Promise<MsgResult> {
+  const upstream = new Child("upstream", "upstream.js", process.env.BENCH_UPSTREAM_CORE ?? LOAD_CORE, {});
+  try {
+    const { port } = (await upstream.wait("ready", 30_000)).ready as { port: number };
+    return await msgCase(env, "psimbols", size, { upstream: `http://127.0.0.1:${port}/`, op: "fwd.echo", ...o });
+  } finally {
+    await upstream.stop({ cmd: "exit" });
+  }
+}
+
 // ------------------------------------------------------------------ Redis
 
 
@@ -242,7 +266,8 @@ async function window(server: Child, load: Child, profilePath?: string): Promise
   return { rep: r.report as LoadReport, cpuUs: b.user - a.user + (b.system - a.system) };
 }
 
-function serverCfg(kind: "ws" | "wss" | "psimbols", env: Env, store: "memory" | "redis" = "memory"): ServerConfig {
+function serverCfg(kind: "ws" | "wss" | "psimbols", env: Env, store: "memory" | "redis" = "memory", upstream?: string): ServerConfig {
+  if (kind === "psimbols" && upstream) return { kind, store, upstream };
   if (kind === "wss") return { kind, tls: { key: env.pki.serverKey, cert: env.pki.serverCert, ca: env.pki.ca } };
   if (kind === "psimbols") return { kind, store, ...(store === "redis" ? { redisUrl: env.redisUrl! } : {}) };
   return { kind };
@@ -252,9 +277,9 @@ async function msgCase(
   env: Env,
   kind: "ws" | "wss" | "psimbols",
   size: number,
-  o: { store?: "memory" | "redis"; binary?: boolean; profile?: string } = {},
+  o: { store?: "memory" | "redis"; binary?: boolean; profile?: string; upstream?: string; op?: string } = {},
 ): Promise<MsgResult> {
-  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store), { PSIMBOLS_WRAP_KEY: env.wrapKey });
+  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store, o.upstream), { PSIMBOLS_WRAP_KEY: env.wrapKey });
   const load = startLoad({
     mode: "msg",
     kind,
@@ -267,6 +292,7 @@ async function msgCase(
     n: 0,
     addresses: ADDRESSES,
     binary: o.binary ?? true,
+    ...(o.op ? { op: o.op } : {}),
   });
   try {
     await load.wait("ready");
@@ -290,7 +316,7 @@ async function msgCase(
   }
 }
 
-async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string } = {}): Promise<HsResult> {
+async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string; kem?: KemType } = {}): Promise<HsResult> {
   const cfg: ServerConfig =
     kind === "mtls" ? { kind, tls: { key: env.pki.serverKey, cert: env.pki.serverCert, ca: env.pki.ca } } : { kind, store: "memory" };
   const { child: server, port, fingerprint } = await startServer(cfg);
@@ -306,6 +332,7 @@ async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string
     n: 0,
     addresses: ADDRESSES,
     binary: true,
+    ...(o.kem ? { kem: o.kem } : {}),
   });
   try {
     await load.wait("ready");
@@ -327,6 +354,67 @@ async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string
     await load.stop({ cmd: "stop" });
     await server.stop({ cmd: "exit" });
   }
+}
+
+/** Bytes of the four handshake frames per KEM (Ed25519 identity and server key, no features): issue 15. */
+async function handshakeFrameBytes(): Promise<Record<string, Record<string, number>>> {
+  useNodeCrypto();
+  const server = await generateSigningKey();
+  const out: Record<string, Record<string, number>> = {};
+  for (const kem of kemTypes) {
+    const h = await createHello(await generateSigningKey(), { kem, features: [Feature.binary] });
+    const { challenge, pending } = await acceptHello(h.bytes, h.hello, { key: server, source: "ws://127.0.0.1:9393/", features: [Feature.binary] });
+    const { proof } = await answerChallenge(h, challenge, () => {});
+    const sig = fromB64u(proof.signature, "signature");
+    const grant = { channel: "AAAAAAAAAAAAAAAAAAAAAA", key: { type: "AES-256-GCM" as const, data: b64u(new Uint8Array(32)) }, valid_until: "2030-01-01T00:00:00.000Z", ttl: 3600 };
+    const est = await sealGrant(pending, sig, grant, "ws://127.0.0.1:9393/");
+    const size = (o: unknown) => new TextEncoder().encode(JSON.stringify(o)).length;
+    out[kem] = { hello: h.bytes.length, challenge: size(challenge), proof: size(proof), established: size(est) };
+  }
+  return out;
+}
+
+/**
+ * The server's share of one handshake per KEM, in this process on the node:crypto engine (as a
+ * broker runs it): acceptHello (KEM import, Encap, key schedule, signature) plus verifyProof and
+ * sealGrant, CPU µs per handshake over a fixed count, no sockets. Issue 15: X-Wing against X25519
+ * without the load generator and socket noise of the handshake rows.
+ */
+async function serverCpuByKem(): Promise<Record<string, number>> {
+  useNodeCrypto();
+  const server = await generateSigningKey();
+  const id = await generateSigningKey();
+  const source = "ws://127.0.0.1:9393/";
+  const grant = { channel: "AAAAAAAAAAAAAAAAAAAAAA", key: { type: "AES-256-GCM" as const, data: b64u(new Uint8Array(32)) }, valid_until: "2030-01-01T00:00:00.000Z", ttl: 3600 };
+  const out: Record<string, number> = {};
+  const N = QUICK ? 50 : 300;
+  for (const kem of kemTypes) {
+    // client work first, outside the measured part
+    const prepared: ClientHello[] = [];
+    for (let i = 0; i < N + 20; i++) prepared.push(await createHello(id, { kem }));
+    const one = async (h: ClientHello) => {
+      const { challenge, pending } = await acceptHello(h.bytes, h.hello, { key: server, source });
+      const { proof } = await answerChallenge(h, challenge, () => {});
+      return { pending, sig: fromB64u(proof.signature, "signature") };
+    };
+    for (const h of prepared.slice(N)) await one(h); // warm-up
+    let cpu = 0;
+    for (const h of prepared.slice(0, N)) {
+      const t0 = process.cpuUsage();
+      const { challenge, pending } = await acceptHello(h.bytes, h.hello, { key: server, source });
+      let t = process.cpuUsage(t0);
+      cpu += t.user + t.system;
+      const { proof } = await answerChallenge(h, challenge, () => {});
+      const sig = fromB64u(proof.signature, "signature");
+      const t1 = process.cpuUsage();
+      await verifyProof(pending, sig);
+      await sealGrant(pending, sig, grant, source);
+      t = process.cpuUsage(t1);
+      cpu += t.user + t.system;
+    }
+    out[kem] = round(cpu / N);
+  }
+  return out;
 }
 
 interface IdleResult {
@@ -432,6 +520,7 @@ function table(c: Record<string, unknown>): string {
     psimbols_memory: "wss",
     psimbols_redis: "psimbols_memory",
     psimbols_memory_json: "wss",
+    psimbols_forwarded: "psimbols_memory",
   };
   for (const [sizeName, set] of [["256 B", c], ["4 KiB", c.cases_4k]] as const) {
     const s = (set ?? {}) as Record<string, MsgResult | undefined>;
@@ -444,7 +533,7 @@ function table(c: Record<string, unknown>): string {
   }
   const hs = c as Record<string, HsResult | undefined>;
   const hsRows: string[][] = [["handshakes", "per s", "p50 ms", "p99 ms", "CPU µs/hs", "baseline", "per-s ratio", "CPU ratio"]];
-  for (const [name, b] of [["handshake_mtls", ""], ["handshake_psimbols", "handshake_mtls"]] as const) {
+  for (const [name, b] of [["handshake_mtls", ""], ["handshake_psimbols", "handshake_mtls"], ["handshake_psimbols_xwing", "handshake_psimbols"]] as const) {
     const r = hs[name];
     if (!r || typeof r.per_s !== "number") continue;
     const bl = b ? hs[b] : undefined;
@@ -478,6 +567,8 @@ function targets(c: Record<string, any>): Record<string, { value: number | null;
   add("handshake_cpu_vs_mtls", q(c.handshake_psimbols?.cpu_us, c.handshake_mtls?.cpu_us), "<= 1.0", (v) => v <= 1);
   add("rss_per_conn_kib", c.rss_per_conn_kib, "<= 16", (v) => v <= 16);
   add("rss_vs_ws", q(c.rss_per_conn_kib, c.rss_per_conn_kib_ws), "<= 1.5", (v) => v <= 1.5);
+  // Issue 12: what forwarding to an upstream adds to the broker's CPU per request, µs.
+  add("forward_added_cpu_us", c.psimbols_forwarded?.cpu_us_per_req !== undefined && c.psimbols_memory?.cpu_us_per_req !== undefined ? c.psimbols_forwarded.cpu_us_per_req - c.psimbols_memory.cpu_us_per_req : undefined, "<= 15", (v) => v <= 15);
   const k = c.cases_4k ?? {};
   add("memory_rps_vs_wss_4k", q(k.psimbols_memory?.rps, k.wss?.rps), ">= 0.8", (v) => v >= 0.8);
   add("memory_cpu_vs_wss_4k", q(k.psimbols_memory?.cpu_us_per_req, k.wss?.cpu_us_per_req), "<= 1.25", (v) => v <= 1.25);
@@ -537,6 +628,10 @@ async function main(): Promise<void> {
     const prof = PROFILE ? `${profDir}psimbols_memory${suffix}.cpuprofile` : undefined;
     await run(`psimbols_memory${suffix}`, () => msgCase(env, "psimbols", size, prof ? { profile: prof } : {}), into, "psimbols_memory");
     await run(`psimbols_redis${suffix}`, () => msgCase(env, "psimbols", size, { store: "redis" }), into, "psimbols_redis");
+    if (size === 256) {
+      const profF = PROFILE ? `${profDir}psimbols_forwarded.cpuprofile` : undefined;
+      await run("psimbols_forwarded", () => forwardedCase(env, size, profF ? { profile: profF } : {}));
+    }
     if (VARIANTS) {
       const profJ = PROFILE ? `${profDir}psimbols_memory_json${suffix}.cpuprofile` : undefined;
       await run(`psimbols_memory_json${suffix}`, () => msgCase(env, "psimbols", size, { binary: false, ...(profJ ? { profile: profJ } : {}) }), into, "psimbols_memory_json");
@@ -546,6 +641,11 @@ async function main(): Promise<void> {
   await run("handshake_mtls", () => hsCase(env, "mtls"));
   const profH = PROFILE ? `${profDir}handshake_psimbols.cpuprofile` : undefined;
   await run("handshake_psimbols", () => hsCase(env, "psimbols", profH ? { profile: profH } : {}));
+  // Issue 15: the same handshakes with the post-quantum hybrid KEM, and the frame sizes of both
+  const profX = PROFILE ? `${profDir}handshake_psimbols_xwing.cpuprofile` : undefined;
+  await run("handshake_psimbols_xwing", () => hsCase(env, "psimbols", { kem: KemType.xwing, ...(profX ? { profile: profX } : {}) }));
+  await run("handshake_frame_bytes", () => handshakeFrameBytes());
+  await run("handshake_server_cpu_us_by_kem", () => serverCpuByKem());
   await run("rss_per_conn_kib_ws", async () => {
     const r = await idleCase(env, "ws");
     cases.rss_detail_ws = r;
@@ -588,7 +688,7 @@ async function main(): Promise<void> {
   console.log("\ntargets:");
   for (const [k, v] of Object.entries(results.targets)) console.log(`  ${k.padEnd(24)} ${String(v.value).padStart(8)}  ${v.target.padEnd(8)} ${v.met === null ? "n/a" : v.met ? "met" : "MISSED"}`);
   if (PROFILE) {
-    for (const f of ["psimbols_memory", "psimbols_memory_json", "psimbols_memory_4k", "psimbols_memory_json_4k", "handshake_psimbols"]) {
+    for (const f of ["psimbols_memory", "psimbols_forwarded", "psimbols_memory_json", "psimbols_memory_4k", "psimbols_memory_json_4k", "handshake_psimbols"]) {
       try {
         const p = JSON.parse(readFileSync(`${profDir}${f}.cpuprofile`, "utf8"));
         console.log(`\n${formatSummary(summarise(p, 20), `profile ${f}`)}`);

@@ -14,6 +14,12 @@ import { parseWrapKey } from "../server/store/wrap.js";
 import { loadOrCreateServerKey } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
 import { int } from "./options.js";
+import { SECRET_ENV, createAppCalls } from "../server/app/setup.js";
+import { dirname } from "node:path";
+import { EVENT_DEFAULTS, Events, secretsFromEnv } from "../server/app/events.js";
+import { ApiServer, parseListen } from "../server/api/server.js";
+import { FileTokenStore, RedisTokenStore } from "../server/api/tokens.js";
+import type { KemType } from "../shared/frames.js";
 
 /** Adds `serve` to `p`. */
 export function serveCommand(p: Command): void {
@@ -42,7 +48,20 @@ export function serveCommand(p: Command): void {
     .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
     .option("--store-loss-bound <seconds>", "longest time bound channels are served without reaching the store; then every socket is closed with 4009 (default 15)", int("--store-loss-bound"))
     .option("--no-console", "do not serve the web console at /console/")
+    // Calls to the application (issue 12, docs/BACKEND.md); signed with PSIMBOLS_UPSTREAM_SECRET.
+    .option("--upstream <[prefix=]url>", "send ops no built-in handles to this HTTP upstream (repeatable; PREFIX=URL routes by op prefix, the longest wins)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option("--upstream-timeout <ms>", "whole-request timeout of upstream calls", int("--upstream-timeout"))
+    .option("--upstream-max-in-flight <n>", "requests in flight from this node to each upstream", int("--upstream-max-in-flight"))
+    .option("--authorize <url>", "ask this HTTP hook after each valid proof and at each renewal (fails closed)")
+    .option("--authorize-timeout <ms>", "timeout of authorize calls", int("--authorize-timeout"))
+    // ---- applications (docs/BACKEND.md): lifecycle events, server API
+    .option("--no-events-stream", "with --redis: do not append lifecycle events to the Redis Stream <prefix>events")
+    .option("--events-max-len <n>", "approximate length bound of the events stream (XADD MAXLEN ~)", int("--events-max-len"), EVENT_DEFAULTS.streamMaxLen)
+    .option("--events-url <url>", "also POST every lifecycle event here (signed with PSIMBOLS_UPSTREAM_SECRET, at least once)")
+    .option("--events-queue <n>", "events waiting per destination before new ones are dropped (counted in /metrics)", int("--events-queue"), EVENT_DEFAULTS.queue)
+    .option("--api-listen <host:port>", "serve the server API for backends on this address (off by default; never the client port)")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
+    .option("--kems <list>", "KEM types accepted in a hello, comma-separated (default all: X25519,P-256,X-Wing)")
     .action(async (o) => {
       const log = createLogger({ level: o.logLevel });
       const limits: Record<string, number> = {};
@@ -69,6 +88,7 @@ export function serveCommand(p: Command): void {
         trustProxy: o.trustProxy === true,
         pushWindow: { count: o.pushWindowCount, ageMs: o.pushWindowAge * 1000 },
         ...(o.node ? { node: o.node } : {}),
+        ...(o.kems !== undefined ? { kems: String(o.kems).split(",") as KemType[] } : {}),
         limits,
       });
       const serverKey = o.serverKeyFile ? await loadKey(o.serverKeyFile) : await loadOrCreateServerKey(config.dataDir, log);
@@ -80,14 +100,53 @@ export function serveCommand(p: Command): void {
         wrapKey.fill(0);
         if (!keysFile) registry = new RedisRegistry(o.redis);
       }
+      const app = createAppCalls({
+        upstreams: o.upstream,
+        authorize: o.authorize,
+        secret: process.env[SECRET_ENV],
+        upstreamTimeoutMs: o.upstreamTimeout,
+        upstreamMaxInFlight: o.upstreamMaxInFlight,
+        authorizeTimeoutMs: o.authorizeTimeout,
+        log,
+      });
+      const api = o.apiListen ? parseListen(o.apiListen) : undefined;
+      const events =
+        (o.redis && o.eventsStream) || o.eventsUrl
+          ? new Events({
+              node: config.node,
+              logger: log,
+              queue: o.eventsQueue,
+              ...(o.redis && o.eventsStream ? { stream: { url: o.redis, maxLen: o.eventsMaxLen } } : {}),
+              ...(o.eventsUrl ? { webhook: { url: o.eventsUrl, secrets: secretsFromEnv(process.env.PSIMBOLS_UPSTREAM_SECRET) } } : {}),
+            })
+          : undefined;
       const broker = await Broker.start({
         config,
         serverKey,
         registry,
         logger: log,
+        ...(events ? { events } : {}),
         ...(store ? { store } : {}),
         ...(o.console ? { http: consoleHook() } : {}),
+        ...(app.upstream ? { upstream: app.upstream } : {}),
+        ...(app.authorize ? { authorize: app.authorize } : {}),
       });
+      // Before the listening line: once it is printed, the whole node is up.
+      events?.register(broker.metrics);
+      let apiServer: ApiServer | undefined;
+      if (api) {
+        if (api.port === broker.port && api.port !== 0) throw new Error("setting api-listen: the server API must not share the client port");
+        // Tokens live where the keys live: beside the keys file, or in Redis for a cluster.
+        const tokens = keysFile ? new FileTokenStore(join(dirname(keysFile), "api-tokens.json")) : new RedisTokenStore(o.redis);
+        try {
+          apiServer = await ApiServer.start({ broker, registry, tokens, logger: log, ...api });
+        } catch (e) {
+          // The node must not run half-started: stop it, then report (exit code 1).
+          await Promise.all([broker.close(), events?.close(0), tokens.close()]);
+          throw new Error(`setting api-listen: cannot listen on ${o.apiListen}: ${e instanceof Error ? e.message : String(e)}`);
+        }
+        console.log(`server API listening on ${apiServer.url}`);
+      }
       // Printed on stdout as well, so a person (or a test) can pin it.
       console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
       if (o.console) {
@@ -99,7 +158,11 @@ export function serveCommand(p: Command): void {
         if (stopping) return;
         stopping = true;
         log.info("stopping", { component: "cli", signal });
-        void broker.close().then(() => process.exit(0));
+        void (async () => {
+          await apiServer?.close();
+          await broker.close();
+          await events?.close();
+        })().then(() => process.exit(0));
       };
       // One bad request must never take the node down: log what escaped, keep serving.
       process.on("unhandledRejection", (e) => log.error("unhandled rejection", { component: "cli", error: e instanceof Error ? e.stack : String(e) }));

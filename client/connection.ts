@@ -151,7 +151,7 @@ export interface ConnectOptions {
   maxQueuedRequests?: number;
   /** Channel types offered, in preference order. Default `["AES-256-GCM"]`. */
   channelTypes?: string[];
-  /** Ephemeral KEM of the handshake. Default `X25519`. */
+  /** Ephemeral KEM of the handshake. Default `X25519`; `X-Wing` for the post-quantum hybrid (PROTOCOL.md §5.3.1), never replaced by another on `unsupported`. */
   kem?: KemType;
   /**
    * Features offered in the hello and in every resume. Default `["binary"]`:

@@ -10,7 +10,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
 import { CloseCode } from "../shared/errors.js";
-import { ChannelType, Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
+import { ChannelType, Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
@@ -19,9 +19,12 @@ import { createLogger, type Logger } from "./log.js";
 import type { KeyRegistry } from "./registry.js";
 import { registerOperatorOps } from "./operator.js";
 import { Schedule } from "./schedule.js";
+import { type EventSink, EventType, noEvents } from "./app/events.js";
 import { StoreWatch } from "./store-watch.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
+import type { Authorizer } from "./app/authorize.js";
+import type { Upstream } from "./app/upstream.js";
 
 /** Largest push message (UTF-8 bytes of its JSON): room for the `{"message":…,"id":N}` wrapper within MAX_INNER_BYTES. */
 export const MAX_PUSH_BYTES = MAX_INNER_BYTES - 64;
@@ -36,6 +39,14 @@ export interface HandlerContext {
   channel: string;
   connection: string;
   node: string;
+  /** The request's op. */
+  op: string;
+  /** Unique per request (channel, connection, seq): the upstream's `webhook-id` (docs/BACKEND.md). */
+  requestId: string;
+  /** The identity's public key in wire form, on nodes with an upstream or an authorize hook. */
+  publicKey: { type: string; data: string } | undefined;
+  /** The authorize hook's `info` for this channel, as JSON text. */
+  info: string | undefined;
 }
 
 /**
@@ -69,6 +80,11 @@ export interface BrokerContext {
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
   observeLatency(seconds: number): void;
+  /** Calls to the application (issue 12): upstream routes for ops no handler takes, and the authorize hook. */
+  readonly upstream: Upstream | undefined;
+  readonly authorize: Authorizer | undefined;
+  /** Lifecycle events for applications (server/app/events.ts); never blocks. */
+  readonly events: EventSink;
 }
 
 /** Serves extra HTTP paths (the web console); returns false for paths it does not own. */
@@ -82,6 +98,12 @@ export interface BrokerOptions {
   logger?: Logger;
   /** Extra HTTP routes, tried before the 404. */
   http?: HttpHook;
+  /** Ops no handler takes go to this upstream (server/app/upstream.ts). Closed with the broker. */
+  upstream?: Upstream;
+  /** Asked after each valid proof, before the channel is written (server/app/authorize.ts). */
+  authorize?: Authorizer;
+  /** Where lifecycle events go (server/app/events.ts). Default: nowhere. */
+  events?: EventSink;
 }
 
 export class Broker {
@@ -115,6 +137,8 @@ export class Broker {
   readonly #latency: Histogram;
   readonly #serverKey: SigningKey;
   readonly #httpHook: HttpHook | undefined;
+  readonly #upstream: Upstream | undefined;
+  readonly #events: EventSink;
   #pinger: ReturnType<typeof setInterval> | undefined;
   readonly #storeWatch: StoreWatch;
   #closing = false;
@@ -126,6 +150,7 @@ export class Broker {
     this.store = o.store ?? new MemoryStore();
     this.#serverKey = o.serverKey;
     this.#httpHook = o.http;
+    this.#events = o.events ?? noEvents;
     const { limits } = this.config;
     this.#schedule = new Schedule<Connection>((conn, slot) => conn.onDue(slot), {
       onError: (e) => this.log.error("deadline failed", { component: "broker", error: e instanceof Error ? e.stack : String(e) }),
@@ -135,7 +160,7 @@ export class Broker {
       log: this.log,
       store: this.store,
       registry: o.registry,
-      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES },
+      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES, kems: this.config.kems },
       handlers: this.#handlers,
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
       hellosTotal: new FairWindow(limits.hellosPerSecond, 1000),
@@ -150,7 +175,11 @@ export class Broker {
         this.#perAddress.dec(limitKey(conn.address));
       },
       observeLatency: (s) => this.#latency.observe(s),
+      upstream: o.upstream,
+      authorize: o.authorize,
+      events: this.#events,
     };
+    this.#upstream = o.upstream;
     this.#storeWatch = new StoreWatch(this.store, {
       boundMs: limits.storeLossBoundMs,
       onLost: (silentMs) => this.#onStoreLost(silentMs),
@@ -163,6 +192,8 @@ export class Broker {
       registers: [this.#metrics],
     });
     this.#registerMetrics();
+    o.upstream?.registerMetrics(this.#metrics);
+    o.authorize?.registerMetrics(this.#metrics);
     this.handle("echo", (data) => data);
     this.handle("ping", () => ({ pong: true, time: new Date().toISOString() }));
     this.handle("whoami", (_data, ctx) => ({ identity: ctx.identity, channel: ctx.channel, node: ctx.node }));
@@ -271,9 +302,24 @@ export class Broker {
 
   /** Revokes a channel, or the active channel of an identity. @returns the revoked channel ids. */
   async revoke(target: { identity?: string; channel?: string }): Promise<string[]> {
-    if (target.channel !== undefined) return (await this.store.retire(target.channel, "revoked")) ? [target.channel] : [];
-    if (target.identity !== undefined) return this.store.retireIdentity(target.identity, "revoked");
+    if (target.channel !== undefined) {
+      const rec = await this.store.getChannel(target.channel); // its identity, for the event
+      rec?.key.fill(0); // a copy: only its identity is needed
+      if (!rec || rec.retired || !(await this.store.retire(target.channel, "revoked"))) return [];
+      this.#events.emit(EventType.revoked, rec.identity, { channel: target.channel });
+      return [target.channel];
+    }
+    if (target.identity !== undefined) {
+      const ids = await this.store.retireIdentity(target.identity, "revoked");
+      for (const channel of ids) this.#events.emit(EventType.revoked, target.identity, { channel });
+      return ids;
+    }
     throw new RangeError("revoke needs a channel or an identity");
+  }
+
+  /** The node's Prometheus registry (/metrics): events and the server API add their metrics to it. */
+  get metrics(): Registry {
+    return this.#metrics;
   }
 
   /** Open sockets on this node. */
@@ -307,6 +353,8 @@ export class Broker {
     this.#http.closeAllConnections?.();
     await httpClosed;
     await this.store.close();
+    await this.#upstream?.close();
+    await this.#ctx.authorize?.close();
     this.log.info("broker stopped", { component: "broker" });
   }
 
@@ -352,7 +400,7 @@ export class Broker {
           server_key: wirePublicKey(this.#serverKey.public),
           fingerprint: this.#serverKey.public.fingerprint,
           channel_types: [ChannelType.aes256gcm],
-          kems: kemTypes,
+          kems: this.config.kems,
           key_types: keyTypes,
           features: SERVER_FEATURES,
           service: this.config.closed ? "closed" : "open",

@@ -5,7 +5,7 @@
  */
 import { homedir, hostname } from "node:os";
 import { join } from "node:path";
-import { MAX_FRAME_BYTES } from "../shared/frames.js";
+import { type KemType, MAX_FRAME_BYTES, kemTypes } from "../shared/frames.js";
 
 export interface Limits {
   /** Largest WebSocket message accepted (bytes); larger closes with 1009. */
@@ -61,6 +61,8 @@ export interface BrokerConfig {
   trustProxy: boolean;
   /** Application pushes kept per identity for clients that are away (count and age). */
   pushWindow: { count: number; ageMs: number };
+  /** KEM types accepted in a hello (PROTOCOL.md §5.3): default all, X-Wing included (issue 15). */
+  kems: readonly KemType[];
   limits: Limits;
 }
 
@@ -104,8 +106,10 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
     node: input.node ?? `${hostname()}:${process.pid}`,
     trustProxy: input.trustProxy ?? false,
     pushWindow: { count: 1000, ageMs: 3600_000, ...input.pushWindow },
+    kems: input.kems ?? kemTypes,
     limits: { ...defaultLimits, ...input.limits },
   };
+  kemList(c.kems);
   integer("port", c.port, 0, 65535);
   integer("channel-ttl", c.channelTtl, 2, 366 * 86400);
   integer("expiring-before", c.expiringBefore, 0, c.channelTtl - 1);
@@ -121,4 +125,10 @@ function integer(name: string, v: unknown, min: number, max: number): void {
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max) {
     throw new Error(`setting ${name}: expected an integer in ${min}..${max}, got ${String(v)}`);
   }
+}
+
+/** `kems`: a non-empty list of known KEM types, each once. */
+function kemList(v: unknown): void {
+  const ok = Array.isArray(v) && v.length > 0 && v.every((k, i) => kemTypes.includes(k as KemType) && v.indexOf(k) === i);
+  if (!ok) throw new Error(`setting kems: expected a non-empty list of distinct KEM types from ${kemTypes.join(", ")}, got ${JSON.stringify(v)}`);
 }

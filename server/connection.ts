@@ -13,7 +13,7 @@
 import type { WebSocket } from "ws";
 import { CloseCode, ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { b64u, fromB64u, wipe } from "../shared/encoding.js";
-import { randomBytes } from "../shared/crypto.js";
+import { randomBytes, wirePublicKey } from "../shared/crypto.js";
 import { FrameKind, type BindingKeys, deriveBinding, innerText, openFrameBytes, sealBinaryFrame, sealFrame } from "../shared/channel.js";
 import {
   type ClientFrame,
@@ -42,9 +42,10 @@ import type { Logger } from "./log.js";
 import { limitKey } from "./limits.js";
 import { Role } from "./registry.js";
 import type { Slot } from "./schedule.js";
+import { EventType } from "./app/events.js";
 
 /** What a binding keeps of its channel record: no key (the binding has its traffic keys). */
-type BoundChannel = Pick<ChannelRecord, "id" | "identity" | "validUntil" | "node">;
+type BoundChannel = Pick<ChannelRecord, "id" | "identity" | "validUntil" | "node" | "app">;
 
 
 /** One binding of a channel to this socket (PROTOCOL.md §6.1). */
@@ -241,20 +242,24 @@ export class Connection {
       this.#ctx.stats.handshakes.rejected++;
       throw new PsimbolsError(ErrorCode.tooMany, "too many handshakes for this key; slow down", { close: CloseCode.tooMany });
     }
+    const previous = this.#binding;
+    // Renewal: same identity, so activation retires the previous channel; no notice back to us.
+    const renewal = previous?.channel.identity === identity;
+    // The application's say (issue 12): after the proof and the limits, before the channel is written.
+    const app = await this.#authorize(p.identity, renewal, previous);
     const key = randomBytes(32);
     const now = Date.now();
+    const ttl = app?.ttl ?? config.channelTtl;
     const rec: ChannelRecord = {
       id: channelId(),
       identity,
       key,
       type: "AES-256-GCM",
-      validUntil: now + config.channelTtl * 1000,
-      ttl: config.channelTtl,
+      validUntil: now + ttl * 1000,
+      ttl,
       node: config.node,
+      ...(app ? { app: app.app } : {}),
     };
-    const previous = this.#binding;
-    // Renewal: same identity, so activation retires the previous channel; no notice back to us.
-    const renewal = previous?.channel.identity === identity;
     if (previous && renewal) (this.#selfRetired ??= new Set()).add(previous.channel.id);
     const keys = await deriveBinding(key, rec.id, p.nonceC, p.nonceS);
     // Sealed before the channel is written and indexed: from #install to #send below nothing
@@ -288,7 +293,38 @@ export class Connection {
     wipe(key);
     this.#ctx.stats.handshakes.established++;
     this.#log.info(renewal ? "channel renewed" : "channel established", { identity, channel: rec.id, replaced });
+    const validUntil = new Date(rec.validUntil).toISOString();
+    if (renewal) this.#ctx.events.emit(EventType.renewed, identity, { channel: rec.id, previous: previous.channel.id, valid_until: validUntil });
+    else this.#ctx.events.emit(EventType.established, identity, { channel: rec.id, valid_until: validUntil, replaced });
+    if (replaced !== undefined && !(renewal && replaced === previous.channel.id)) this.#ctx.events.emit(EventType.replaced, identity, { channel: replaced, by: rec.id });
     this.#send(established);
+  }
+
+  /**
+   * Asks the authorize hook, where there is one (server/app/authorize.ts). A refusal is
+   * `forbidden` exactly as a closed service's; at a renewal it also revokes the current
+   * channel, so the application ends the access there. No hook and no upstream: nothing to keep.
+   * @throws PsimbolsError `forbidden` (close 4008) or `unavailable` (the hook gave no answer).
+   */
+  async #authorize(identity: PendingHandshake["identity"], renewal: boolean, previous: Binding | undefined): Promise<{ ttl: number | undefined; app: NonNullable<ChannelRecord["app"]> } | undefined> {
+    const { authorize, upstream, config } = this.#ctx;
+    if (!authorize && !upstream) return undefined;
+    const publicKey = wirePublicKey(identity);
+    if (!authorize) return { ttl: undefined, app: { publicKey } };
+    const d = await authorize.decide({ identity, address: this.address, renewal, node: config.node, ttl: config.channelTtl });
+    // The socket may have closed while the application thought (handshake timeout, the peer left): write nothing for it.
+    if (this.#closed) throw new PsimbolsError(ErrorCode.unavailable, "the connection closed during the handshake");
+    if (!d.allow) {
+      this.#ctx.stats.handshakes.forbidden++;
+      this.#log.info("handshake forbidden by the application", { identity: identity.fingerprint, renewal });
+      if (renewal && previous && !previous.dead) {
+        previous.dead = "revoked";
+        (this.#selfRetired ??= new Set()).add(previous.channel.id);
+        await this.#store(() => this.#ctx.store.retire(previous.channel.id, "revoked"));
+      }
+      throw new PsimbolsError(ErrorCode.forbidden, "this key is not registered with the service", { close: CloseCode.forbidden });
+    }
+    return { ttl: d.ttl, app: d.info === undefined ? { publicKey } : { publicKey, info: d.info } };
   }
 
   async #onResume(f: Resume): Promise<void> {
@@ -365,13 +401,18 @@ export class Connection {
     this.#watch(rec.identity);
     const fromSeq = this.#resumeLastPush;
     this.#lastPush = fromSeq ?? (await this.#store(() => store.lastPush(rec.identity)));
-    if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
     this.#ctx.index(this, rec, true);
     this.#schedule(b);
     this.#handshakeOver();
-    await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
-    this.#ctx.stats.resumes.ok++;
-    this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
+    try {
+      await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
+      this.#ctx.stats.resumes.ok++;
+      this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
+      this.#ctx.events.emit(EventType.resumed, rec.identity, { channel: rec.id, node: this.#ctx.config.node });
+    } finally {
+      // After the takeover is recorded (and reported): the missed pushes' events follow `channel.resumed`.
+      if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
+    }
     return true;
   }
 
@@ -380,14 +421,23 @@ export class Connection {
     const started = process.hrtime.bigint();
     try {
       const req = decodeInnerRequest(text);
-      const ctx: HandlerContext = { identity: b.channel.identity, channel: b.channel.id, connection: this.id, node: this.#ctx.config.node };
+      const ctx: HandlerContext = {
+        identity: b.channel.identity,
+        channel: b.channel.id,
+        connection: this.id,
+        node: this.#ctx.config.node,
+        op: req.op,
+        requestId: `req_${b.channel.id}.${this.id}.${seq}`,
+        publicKey: b.channel.app?.publicKey,
+        info: b.channel.app?.info,
+      };
       if (req.op === "channel.close") {
         (this.#selfRetired ??= new Set()).add(b.channel.id);
         b.dead = "closed";
-        await this.#store(() => this.#ctx.store.retire(b.channel.id, "closed"));
+        if (await this.#store(() => this.#ctx.store.retire(b.channel.id, "closed"))) this.#ctx.events.emit(EventType.closed, b.channel.identity, { channel: b.channel.id });
         inner = { data: { closed: true } };
       } else {
-        const handler = this.#ctx.handlers.get(req.op);
+        const handler = this.#ctx.handlers.get(req.op) ?? this.#ctx.upstream?.route(req.op);
         if (!handler) throw new PsimbolsError(ErrorCode.notFound, "no handler for this op");
         inner = { data: (await handler(req.data, ctx)) ?? null };
       }
@@ -528,7 +578,10 @@ export class Connection {
     const identity = b.channel.identity;
     const kept = await this.#ctx.store.pushesSince(identity, this.#lastPush);
     if (kept === "gap") {
+      const after = this.#lastPush;
       this.#lastPush = await this.#ctx.store.lastPush(identity);
+      // Pushes after..newest fell out of the window before this channel got them.
+      this.#ctx.events.emit(EventType.pushDropped, identity, { channel: b.channel.id, after, newest: this.#lastPush });
       await this.#notice(b, "pushes_lost");
       return;
     }
@@ -540,6 +593,7 @@ export class Connection {
     const b = this.#binding;
     if (!b || !b.active || b.dead || this.#closed || (channel !== undefined && channel !== b.channel.id)) return;
     this.#ctx.stats.pushes++;
+    this.#ctx.events.emit(EventType.pushDelivered, b.channel.identity, { channel: b.channel.id, seq });
     // `data` is JSON text the broker made (Broker.push): wrapped as it is, not parsed and made again per socket.
     await this.#sendPush(b, applicationPushText(data, seq));
   }
@@ -594,6 +648,7 @@ export class Connection {
     }
     if (b.dead) return;
     b.dead = "expired";
+    this.#ctx.events.emit(EventType.expired, b.channel.identity, { channel: b.channel.id });
     void this.#notice(b, "expired");
   }
 
@@ -779,7 +834,9 @@ function channelId(): string {
 
 /** What a binding keeps of a record (a fresh object: the record, and its key, can go). */
 function bound(rec: ChannelRecord): BoundChannel {
-  return { id: rec.id, identity: rec.identity, validUntil: rec.validUntil, node: rec.node };
+  return rec.app
+    ? { id: rec.id, identity: rec.identity, validUntil: rec.validUntil, node: rec.node, app: rec.app }
+    : { id: rec.id, identity: rec.identity, validUntil: rec.validUntil, node: rec.node };
 }
 
 function withClose(e: unknown, close: CloseCode): unknown {

@@ -414,6 +414,22 @@ export const rows: Row[] = [
     (o) => (o.kem = { type: "P-256", data: b64u(concat(new Uint8Array([4]), randomBytes(64))) }),
     BAD,
   ),
+  // X-Wing (issue 15, PROTOCOL.md §5.3.1): ML-KEM-768's 1184-byte encapsulation key || a 32-byte X25519 share
+  helloRow("an X-Wing KEM key of 1215 bytes gets bad_request and close 4000", "`kem: {type: X-Wing, data: 1215 random bytes}`", (o) => (o.kem = { type: "X-Wing", data: b64u(randomBytes(1215)) }), BAD),
+  helloRow("an X25519-sized key labelled X-Wing gets bad_request and close 4000", "`kem: {type: X-Wing, data: 32 bytes}`", (o) => (o.kem = { type: "X-Wing", data: (o.kem as Obj).data }), BAD),
+  helloRow("an X-Wing KEM key past the longest KEM key gets bad_request and close 4000, before any KEM work", "`kem: {type: X-Wing, data: 1500 random bytes}`", (o) => (o.kem = { type: "X-Wing", data: b64u(randomBytes(1500)) }), BAD),
+  helloRow(
+    "an X-Wing KEM key whose ML-KEM part fails FIPS 203's modulus check gets bad_request and close 4000",
+    "`kem.data`: 1184 bytes 0xff (coefficients 4095 ≥ q) || 32 random bytes",
+    (o) => (o.kem = { type: "X-Wing", data: b64u(concat(new Uint8Array(1184).fill(0xff), randomBytes(32))) }),
+    BAD,
+  ),
+  helloRow(
+    "an X-Wing KEM key whose X25519 share is of low order gets bad_request and close 4000",
+    "`kem.data`: 1184 zero bytes (a valid ML-KEM key) || 32 zero bytes",
+    (o) => (o.kem = { type: "X-Wing", data: b64u(new Uint8Array(1216)) }),
+    BAD,
+  ),
   helloRow("a hello whose `features` is a string gets bad_request and close 4000", '`features: "x"`', (o) => (o.features = "x"), BAD),
   helloRow("a feature name containing a comma gets bad_request and close 4000 (features are joined by commas in T_info)", '`features: ["a,b"]`', (o) => (o.features = ["a,b"]), BAD),
   helloRow(

@@ -52,6 +52,8 @@ export interface ClusterOptions {
    * removed by stop().
    */
   dir?: string;
+  /** Redis's port on 127.0.0.1. Default 0: a free port. */
+  redisPort?: number;
   /** Extra `psimbols serve` arguments for every node. */
   nodeArgs?: string[];
   /** Extra environment for the nodes. */
@@ -361,7 +363,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       sentinel = await startSentinelSet(redisBin, dir, (name, command, args) => launch(name, command, args, { echo }), started);
       say(`redis master :${sentinel.master.port}, replica :${sentinel.replica.port}, sentinels ${sentinel.sentinels.map((x) => `:${x.port}`).join(" ")}`);
     }
-    const redisPort = sentinel?.master.port ?? (await freePort());
+    const redisPort = sentinel?.master.port ?? (options.redisPort || (await freePort()));
     const redis = sentinel?.master ?? launch(
       "redis",
       redisBin,
@@ -492,7 +494,7 @@ async function startApp(dir: string, o: { allow?: string[] }, redisUrl: string, 
 
 // ------------------------------------------------------------------ CLI
 
-const USAGE = `usage: npm run cluster -- [--nodes N] [--port P] [--host ADDR] [--dir DIR] [--log-level LEVEL] [--sentinel] [--tls] [--tls-port P] [--app [--app-allow FPS]] [-- serve options...]
+const USAGE = `usage: npm run cluster -- [--nodes N] [--port P] [--host ADDR] [--redis-port R] [--dir DIR] [--log-level LEVEL] [--sentinel] [--tls] [--tls-port P] [--app [--app-allow FPS]] [-- serve options...]
 
 Starts the docker-compose topology from local processes: its own redis-server,
 N psimbols nodes sharing one server key and one wrap key, and HAProxy (Debian's
@@ -501,6 +503,7 @@ haproxy package) with deploy/haproxy.cfg in front. Ctrl-C stops everything.
   --nodes N         broker nodes (default 3)
   --port P          balancer port (default 9393; 0 for any free port)
   --host ADDR       balancer address (default 127.0.0.1)
+  --redis-port R    Redis's port on 127.0.0.1 (default: a free port)
   --dir DIR         keep server-key.pem, wrap-key and haproxy.cfg here, and reuse
                     them next time (default: a temporary directory, removed on exit)
   --log-level L     nodes' log level (default info)
@@ -522,6 +525,7 @@ async function main(argv: string[]): Promise<void> {
       nodes: { type: "string", short: "n" },
       port: { type: "string", short: "p" },
       host: { type: "string" },
+      "redis-port": { type: "string" },
       dir: { type: "string" },
       "log-level": { type: "string" },
       sentinel: { type: "boolean" },
@@ -551,6 +555,7 @@ async function main(argv: string[]): Promise<void> {
   if (values.dir !== undefined) options.dir = values.dir;
   if (values.sentinel) options.sentinel = true;
   if (values.tls || values["tls-port"] !== undefined) options.tlsPort = int(values["tls-port"], 9443, "--tls-port");
+  if (values["redis-port"] !== undefined) options.redisPort = int(values["redis-port"], 0, "--redis-port");
   if (values.app) options.app = values["app-allow"] ? { allow: values["app-allow"].split(",").map((x) => x.trim()) } : true;
   else if (values["app-allow"] !== undefined) throw new Error("--app-allow needs --app");
 
@@ -608,8 +613,11 @@ async function main(argv: string[]): Promise<void> {
       `  haproxy.cfg  ${cluster.haproxy.config}`,
       ...(cluster.app ? [`  app          ${cluster.app.url} (examples/backend-python; secret in ${join(cluster.dir, "app-secret")})`] : []),
       "",
-      `try: psimbols keygen -o me.pem && psimbols call ${cluster.url} whoami --key me.pem --server-key ${cluster.fingerprint}`,
-      ...(cluster.app ? [`     psimbols call ${cluster.url} kv.put '{"key":"colour","value":"teal"}' --key me.pem --server-key ${cluster.fingerprint}`] : []),
+      `try: npx psimbols keygen -o me.pem && npx psimbols call ${cluster.url} whoami --key me.pem --server-key ${cluster.fingerprint}`,
+      ...(cluster.app ? [`     npx psimbols call ${cluster.url} kv.put '{"key":"colour","value":"teal"}' --key me.pem --server-key ${cluster.fingerprint}`] : []),
+      "operate it from another shell (commands that write Redis need the wrap key):",
+      `  export PSIMBOLS_WRAP_KEY=$(cat ${join(cluster.dir, "wrap-key")})`,
+      `  npx psimbols channels list --redis ${cluster.redis.url}          # or: --wrap-key-file ${join(cluster.dir, "wrap-key")}`,
       "Ctrl-C stops everything.",
       "",
     ].join("\n"),

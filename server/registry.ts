@@ -15,6 +15,7 @@ import type { Redis } from "ioredis";
 import { createRedis, parseRedisAddress } from "./store/redis-address.js";
 import type { PublicKey } from "../shared/crypto.js";
 import { wirePublicKey } from "../shared/crypto.js";
+import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 
 export const Role = { client: "client", operator: "operator", blocked: "blocked" } as const;
 export type Role = (typeof Role)[keyof typeof Role];
@@ -194,7 +195,7 @@ export class RedisRegistry implements KeyRegistry {
     const want = Math.min(this.#wait.replicas, Array.isArray(role[2]) ? role[2].length : 0);
     if (want === 0) return;
     const acked = await this.#redis.wait(want, this.#wait.ms);
-    if (acked < want) throw new Error(`key registry write not confirmed by ${want} replica(s) in ${this.#wait.ms} ms; run it again`);
+    if (acked < want) throw new PsimbolsError(ErrorCode.unavailable, `key registry write not confirmed by ${want} replica(s) in ${this.#wait.ms} ms; run it again`);
   }
   async lookup(fingerprint: string): Promise<RegisteredKey | undefined> {
     const v = await this.#redis.hget(this.#key, fingerprint);

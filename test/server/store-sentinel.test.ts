@@ -19,6 +19,7 @@ import { findOnPath } from "../../cli/cluster/net.js";
 import { type Launched, type SentinelSet, startSentinelSet } from "../../cli/cluster/sentinel.js";
 import { ErrorCode } from "../../shared/errors.js";
 import { RedisStore } from "../../server/store/redis-store.js";
+import { RedisRegistry } from "../../server/registry.js";
 import { WIDE, identity, record, storeContract } from "./store-contract.js";
 
 const dir = mkdtempSync(join(tmpdir(), "psimbols-sentinel-"));
@@ -111,7 +112,7 @@ w("a push and a revocation are on the replica when they are acknowledged", async
   }
 });
 
-w("a stalled replica: push and revoke fail with `unavailable` within wait_ms, saying so; they work again when it answers", async () => {
+w("a stalled replica: push, revoke and a registry removal fail with `unavailable` within wait_ms, saying so; they work again when it answers", async () => {
   const set = await sentinels();
   const p = prefix();
   const store = new RedisStore({ url: `${set.url}?wait_ms=300`, wrapKey: randomBytes(32), prefix: p });
@@ -138,6 +139,17 @@ w("a stalled replica: push and revoke fail with `unavailable` within wait_ms, sa
     }
     assert.is((e as { code?: string }).code, ErrorCode.unavailable);
     assert.match((e as Error).message, /retireIdentity: not confirmed/);
+    // The key registry too: a removed key is acknowledged only once a replica has the removal.
+    const registry = new RedisRegistry(`${set.url}?wait_ms=300`, p);
+    e = undefined;
+    try {
+      await registry.remove(identity());
+    } catch (x) {
+      e = x;
+    }
+    await registry.close();
+    assert.is((e as { code?: string }).code, ErrorCode.unavailable);
+    assert.match((e as Error).message, /key registry write not confirmed by 1 replica\(s\) in 300 ms/);
     // The master took both (the caller was told it may have): a retry of the revocation is harmless.
     assert.is(await store.lastPush(who), 1);
     assert.is((await store.getChannel(rec.id))?.retired, "revoked");

@@ -222,7 +222,7 @@ async function psHandshake(ws: WebSocket, identity: SigningKey): Promise<Bound> 
     ws.send(JSON.stringify(proof));
     const est = expectFrame(await box.next(), "established");
     const { grant, channelKey } = await openGrant(state, est);
-    const keys = await deriveBinding(channelKey, grant.channel, h.nonceC, state.nonceS);
+    const keys = await deriveBinding(channelKey, grant.channel, h.nonceC, state.nonceS, grant.key.type);
     wipe(channelKey);
     return { ws, channel: grant.channel, keys, binary: state.features.includes(Feature.binary) };
   } finally {

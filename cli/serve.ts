@@ -13,7 +13,7 @@ import type { Store } from "../server/store/store.js";
 import { parseWrapKey } from "../server/store/wrap.js";
 import { loadOrCreateServerKey } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
-import { int } from "./options.js";
+import { channelTypeList, int } from "./options.js";
 
 /** Adds `serve` to `p`. */
 export function serveCommand(p: Command): void {
@@ -37,6 +37,7 @@ export function serveCommand(p: Command): void {
     .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
+    .option("--channel-types <list>", "channel types granted, comma-separated (default: AES-256-GCM,ChaCha20-Poly1305; the client's order picks)", channelTypeList("--channel-types"))
     .option("--no-console", "do not serve the web console at /console/")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
     .action(async (o) => {
@@ -61,6 +62,7 @@ export function serveCommand(p: Command): void {
         trustProxy: o.trustProxy === true,
         pushWindow: { count: o.pushWindowCount, ageMs: o.pushWindowAge * 1000 },
         ...(o.node ? { node: o.node } : {}),
+        ...(o.channelTypes ? { channelTypes: o.channelTypes } : {}),
         limits,
       });
       const serverKey = o.serverKeyFile ? await loadKey(o.serverKeyFile) : await loadOrCreateServerKey(config.dataDir, log);

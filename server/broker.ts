@@ -9,7 +9,7 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
 import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
-import { ChannelType, Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
+import { Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
@@ -127,7 +127,7 @@ export class Broker {
       log: this.log,
       store: this.store,
       registry: o.registry,
-      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES },
+      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES, channelTypes: this.config.channelTypes },
       handlers: this.#handlers,
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
       hellosTotal: new FixedWindow(limits.hellosPerSecond, 1000),
@@ -333,7 +333,7 @@ export class Broker {
           source: this.config.source,
           server_key: wirePublicKey(this.#serverKey.public),
           fingerprint: this.#serverKey.public.fingerprint,
-          channel_types: [ChannelType.aes256gcm],
+          channel_types: this.config.channelTypes,
           kems: kemTypes,
           key_types: keyTypes,
           features: SERVER_FEATURES,

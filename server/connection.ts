@@ -21,8 +21,8 @@ import {
   type Hello,
   type InnerPush,
   type InnerResponse,
+  type ChannelType,
   MAX_INNER_BYTES,
-  MAX_SEQ,
   type NoticeKind,
   type Proof,
   type RequestFrame,
@@ -245,7 +245,7 @@ export class Connection {
       id: channelId(),
       identity,
       key,
-      type: "AES-256-GCM",
+      type: p.channelType,
       validUntil: now + config.channelTtl * 1000,
       ttl: config.channelTtl,
       node: config.node,
@@ -254,7 +254,7 @@ export class Connection {
     // Renewal: same identity, so activation retires the previous channel; no notice back to us.
     const renewal = previous?.channel.identity === identity;
     if (previous && renewal) (this.#selfRetired ??= new Set()).add(previous.channel.id);
-    const keys = await deriveBinding(key, rec.id, p.nonceC, p.nonceS);
+    const keys = await deriveBinding(key, rec.id, p.nonceC, p.nonceS, rec.type);
     // Sealed before the channel is written and indexed: from #install to #send below nothing
     // awaits, so no notice for the new channel (a `replaced` from a concurrent handshake of the
     // same key) can reach the client before the `established` that grants it.
@@ -297,11 +297,16 @@ export class Connection {
     // An unknown or expired channel is answered like a known one, with keys nobody holds, so that to
     // an outsider unknown, expired and retired channels look the same (DESIGN.md §7): the first
     // request fails with `unauthorised` either way; only the channel's holder learns more (§6.5).
-    const rec = (await this.#store(() => this.#ctx.store.getChannel(f.channel))) ?? phantom(f.channel, this.#ctx.config.node);
+    const rec = (await this.#store(() => this.#ctx.store.getChannel(f.channel))) ?? phantom(f.channel, this.#ctx.config.node, this.#ctx.config.channelTypes[0]!);
     const nonceS = randomBytes(SERVER_NONCE_BYTES);
     this.#resumeLastPush = f.last_push;
-    const keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS);
-    wipe(rec.key); // the binding keeps only its traffic keys (records from the store are copies)
+    // The channel's own type, whatever this node would choose today (§6.5).
+    let keys: BindingKeys;
+    try {
+      keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS, rec.type);
+    } finally {
+      wipe(rec.key); // the binding keeps only its traffic keys (records from the store are copies)
+    }
     // Features of this binding: what the resume asks for and this node offers (§4.11).
     const features = f.features?.filter((x) => this.#ctx.offer.features?.includes(x));
     const binary = features?.includes(Feature.binary) ?? false;
@@ -312,6 +317,10 @@ export class Connection {
   async #onRequest(f: RequestFrame): Promise<void> {
     const b = this.#binding?.channel.id === f.channel ? this.#binding : this.#old?.channel.id === f.channel ? this.#old : undefined;
     const where = { seq: f.seq, channel: f.channel };
+    // Past the binding's cap (§6.4: 2^24 for AES-256-GCM, 2^32 − 1 for ChaCha20-Poly1305): a protocol violation, as a seq past the wire's.
+    if (b && f.seq > b.keys.maxSeq) {
+      throw new PsimbolsError(ErrorCode.badRequest, `"seq" expected integer in 1..${b.keys.maxSeq} for ${b.keys.type}`, { close: CloseCode.badRequest });
+    }
     if (!b || b.dead || b.channel.validUntil <= Date.now() || f.seq <= b.lastSeq) {
       this.#ctx.stats.requests.unauthorised++;
       return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
@@ -608,7 +617,7 @@ export class Connection {
 
   /** Sends the JSON text of an inner push (§7). */
   async #sendPush(b: Binding, inner: string): Promise<void> {
-    if (b.pushSeq >= MAX_SEQ) return this.close(CloseCode.tooMany, "push limit of this binding reached; resume");
+    if (b.pushSeq >= b.keys.maxSeq) return this.close(CloseCode.tooMany, "push limit of this binding reached; resume");
     await this.#sendSealed(b, "push", ++b.pushSeq, inner);
   }
 
@@ -741,8 +750,8 @@ export class Connection {
 }
 
 /** A stand-in record for a resume of an unknown channel: a random key, no identity; never stored. */
-function phantom(id: string, node: string): ChannelRecord {
-  return { id, identity: "", key: randomBytes(32), type: "AES-256-GCM", validUntil: Date.now() + 60_000, ttl: 60, node };
+function phantom(id: string, node: string, type: ChannelType): ChannelRecord {
+  return { id, identity: "", key: randomBytes(32), type, validUntil: Date.now() + 60_000, ttl: 60, node };
 }
 
 /** Zeroes a finished binding's traffic keys where the engine can (node:crypto keys can; CryptoKeys cannot). */

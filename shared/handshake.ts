@@ -28,6 +28,7 @@ import {
 } from "./crypto.js";
 import {
   channelTypeFor,
+  channelTypes,
   type Challenge,
   type ChannelType,
   type Established,
@@ -40,6 +41,7 @@ import {
   decodeGrant,
   kemTypes,
 } from "./frames.js";
+import { engineChannelTypes } from "./channel.js";
 import { type HpkeSender, type KemKeyPair, type KemPublicKey, KEM_PUBLIC_BYTES } from "./hpke.js";
 
 export const LABEL_INFO = "psimbols/1 hpke info";
@@ -102,6 +104,8 @@ export interface ServerOffer {
   source: string;
   /** Features the server supports; the challenge carries the intersection with the hello's. */
   features?: readonly string[];
+  /** Channel types the server accepts (any order: the client's order decides, §5.1). Default: every type. */
+  channelTypes?: readonly ChannelType[];
 }
 
 /** A handshake between challenge and proof: lives in one connection's memory only. */
@@ -116,13 +120,19 @@ export interface PendingHandshake {
   readonly sender: HpkeSender;
 }
 
-/** Picks the first offered channel type the server accepts, or throws `unsupported`. */
-export function chooseChannelType(offered: readonly string[]): ChannelType {
+/**
+ * Picks the channel type (PROTOCOL.md §5.1): the first of the client's offered
+ * names, in the client's order, that stands for a type the server accepts;
+ * names it does not know are skipped. None: `unsupported`, naming what the
+ * server accepts.
+ */
+export function chooseChannelType(offered: readonly string[], accepted: readonly ChannelType[] = channelTypes): ChannelType {
   for (const t of offered) {
     const c = channelTypeFor(t);
-    if (c) return c;
+    if (c && accepted.includes(c)) return c;
   }
-  throw new PsimbolsError(ErrorCode.unsupported, `no acceptable channel type offered; accepted: ${CT.aes256gcm} (alias AES)`);
+  const names = accepted.map((t) => (t === CT.aes256gcm ? `${t} (alias AES)` : t)).join(", ");
+  throw new PsimbolsError(ErrorCode.unsupported, `no acceptable channel type offered; accepted: ${names}`);
 }
 
 /**
@@ -140,7 +150,7 @@ export async function acceptHello(
   if (hello.version !== PROTOCOL_VERSION) {
     throw new PsimbolsError(ErrorCode.unsupported, `protocol version not supported; accepted: ${PROTOCOL_VERSION}`);
   }
-  const channelType = chooseChannelType(hello.channel_types);
+  const channelType = chooseChannelType(hello.channel_types, offer.channelTypes);
   const kem = hello.kem.type as KemType;
   if (!kemTypes.includes(kem)) throw new PsimbolsError(ErrorCode.unsupported, `kem.type not supported; accepted: ${kemTypes.join(", ")}`);
   const kemPub = await importKemPublic(kem, fromB64u(hello.kem.data, "kem.data", 256));
@@ -182,6 +192,7 @@ export async function sealGrant(p: PendingHandshake, proofSig: Uint8Array, grant
 // ------------------------------------------------------------------ client
 
 export interface HelloOptions {
+  /** Offered in this order of preference. Default: the installed engine's ({@link engineChannelTypes}). */
   channelTypes?: readonly string[];
   kem?: KemType;
   features?: readonly string[];
@@ -206,6 +217,8 @@ export interface ClientProof {
   readonly nonceS: Uint8Array;
   readonly serverKey: PublicKey;
   readonly features: string[];
+  /** The channel type the server chose (signed in the transcript). */
+  readonly channelType: ChannelType;
   readonly aad: Uint8Array;
   readonly enc: Uint8Array;
   readonly info: Uint8Array;
@@ -221,7 +234,7 @@ export async function createHello(identity: SigningKey, o: HelloOptions = {}): P
     type: "hello",
     version: PROTOCOL_VERSION,
     public_key: wirePublicKey(identity.public),
-    channel_types: [...(o.channelTypes ?? [CT.aes256gcm])],
+    channel_types: [...(o.channelTypes ?? engineChannelTypes())],
     kem: { type: kem, data: b64u(kemPair.publicKey) },
     nonce: b64u(nonceC),
     features: [...(o.features ?? [])],
@@ -259,7 +272,7 @@ export async function answerChallenge(
   const info = await sha256(concat(lp(LABEL_INFO), tInfo));
   return {
     proof: { type: "proof", signature: b64u(sigC) },
-    state: { hello: h, nonceS: fromB64u(c.nonce, "nonce"), serverKey, features: c.features, aad, enc, info },
+    state: { hello: h, nonceS: fromB64u(c.nonce, "nonce"), serverKey, features: c.features, channelType: c.channel_type, aad, enc, info },
   };
 }
 
@@ -276,6 +289,9 @@ export async function openGrant(p: ClientProof, e: Established): Promise<{ grant
     grant = decodeGrant(fromUtf8(pt));
   } finally {
     wipe(pt);
+  }
+  if (grant.key.type !== p.channelType) {
+    throw new PsimbolsError(ErrorCode.protocol, "the grant's key type is not the channel type of the challenge");
   }
   return { grant, channelKey: fromB64u(grant.key.data, "key.data") };
 }

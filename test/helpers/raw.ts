@@ -107,7 +107,7 @@ export async function handshake(raw: Raw, identity: SigningKey, o: HelloOptions 
 
 /** The channel state of a fresh binding (handshake or resume nonces). */
 export async function rawChannel(grant: Grant, channelKey: Uint8Array, nonceC: Uint8Array, nonceS: Uint8Array): Promise<RawChannel> {
-  const keys = await deriveBinding(channelKey, grant.channel, nonceC, nonceS);
+  const keys = await deriveBinding(channelKey, grant.channel, nonceC, nonceS, grant.key.type);
   const rawKeys = await deriveTrafficKeys(channelKey, grant.channel, nonceC, nonceS);
   return { grant, channelKey, keys, rawKeys, seq: 0, pushSeq: 0 };
 }

@@ -1059,7 +1059,7 @@ export const rows: Row[] = [
       b.send(resumeFrame);
       const rf = await b.next();
       assert.is(rf.type, "resumed");
-      const bch: RawChannel = { ...p.ch, keys: await deriveBinding(p.ch.channelKey, p.ch.grant.channel, fromB64u(nonce, "nonce"), fromB64u(rf.nonce, "nonce")), seq: 0 };
+      const bch: RawChannel = { ...p.ch, keys: await deriveBinding(p.ch.channelKey, p.ch.grant.channel, fromB64u(nonce, "nonce"), fromB64u(rf.nonce, "nonce"), p.ch.grant.key.type), seq: 0 };
       const first = await requestFrame(bch, "whoami");
       b.send(first);
       assert.is((await readResponse(b, bch)).data.channel, p.ch.grant.channel);

@@ -37,7 +37,8 @@ import {
   verifyProof,
 } from "../../shared/handshake.js";
 import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, sealFrame, trafficKey } from "../../shared/channel.js";
-import { decodeClientFrame, decodeServerFrame, encodeBinaryHeader, MAX_SEQ, type Challenge, type Grant, type Hello, type KemType } from "../../shared/frames.js";
+import { nodeTrafficKey } from "../../node/aead.js";
+import { ChannelType, decodeClientFrame, decodeServerFrame, encodeBinaryHeader, MAX_SEQ, MAX_SEQ_BY_TYPE, MAX_WIRE_SEQ, type Challenge, type Grant, type Hello, type KemType } from "../../shared/frames.js";
 import { hpkeSuite } from "../../shared/hpke.js";
 
 // ===================================================================== types
@@ -56,7 +57,9 @@ export interface VectorFile {
   labels: { hpke_info: string; server_signature: string; client_signature: string; grant_aad: string; c2s: string; s2c: string };
   /** RFC 9180 algorithm ids of the HPKE suite per `kem.type` (PROTOCOL.md §5.3). */
   hpke_suites: Record<KemType, { kem_id: number; kdf_id: number; aead_id: number }>;
+  /** MAX_SEQ for AES-256-GCM; the frame cap per binding and direction of each channel type (PROTOCOL.md §6.4). */
   max_seq: number;
+  max_seq_by_type: Record<ChannelType, number>;
   keys: Record<string, KeyVector>;
   base64url: { valid: { hex: Hex; text: string }[]; invalid: { text: string; why: string }[] };
   lp: LpVector[];
@@ -148,6 +151,8 @@ export interface BindingVector {
   name: string;
   /** "handshake": nonce_c/nonce_s are the hello and challenge nonces; "resume": the resume/resumed nonces. */
   via: "handshake" | "resume";
+  /** The channel's type (the grant's `key.type`): the AEAD of every frame below (§6.3). */
+  channel_type: ChannelType;
   channel: string;
   nonce_c: Hex;
   nonce_s: Hex;
@@ -165,11 +170,11 @@ export interface BindingVector {
 export interface ChannelFrameVector {
   kind: "request" | "response" | "push";
   seq: number;
-  /** The 12-byte AES-GCM nonce. */
+  /** The 12-byte AEAD nonce. */
   nonce: Hex;
   /** Inner payload, UTF-8 JSON. */
   plaintext: string;
-  /** AES-GCM ciphertext || tag. */
+  /** AEAD (the binding's channel type) ciphertext || tag. */
   ciphertext: Hex;
   /** The exact outer frame. */
   frame: string;
@@ -187,7 +192,8 @@ export interface NegativeVectors {
   /** Wire public keys that must not import. */
   public_keys: { description: string; key: { type: string; data: string }; error: "unsupported" | "bad_request"; known_issue?: string }[];
   /** Channel frames that must not open (`unauthorised`). */
-  channel: { description: string; key: Hex; kind: "request" | "response" | "push"; seq: number; channel: string; ciphertext: B64u; error: "unauthorised" }[];
+  /** `channel_type` absent: AES-256-GCM. */
+  channel: { description: string; channel_type?: ChannelType; key: Hex; kind: "request" | "response" | "push"; seq: number; channel: string; ciphertext: B64u; error: "unauthorised" }[];
   /** Challenges the client of `transcript` must refuse (`protocol`). */
   challenges: { description: string; transcript: string; challenge: string; error: "protocol" }[];
   /** Proofs that must not verify: `proof` against the server state of `hello` in `transcript`. */
@@ -344,6 +350,38 @@ const TRANSCRIPTS: TranscriptSpec[] = [
     ],
   },
   {
+    // ChaCha20-Poly1305 (RFC 8439), as a Node client offers it first; the same derivations, nonces and AAD (§6.3).
+    name: "ed25519-x25519-chacha20poly1305",
+    identity: "identity-ed25519",
+    kem: "X25519",
+    channel_types: ["ChaCha20-Poly1305", "AES-256-GCM"],
+    hello_features: ["binary"],
+    server_features: ["binary"],
+    seed: 0x44,
+    ttl: 3600,
+    valid_until: "2030-01-01T01:00:00.000Z",
+    bindings: [
+      {
+        name: "handshake binding",
+        via: "handshake",
+        steps: [
+          { request: 1, op: "echo", data: { hello: "world", n: [1, 2, 3] }, response: { data: { hello: "world", n: [1, 2, 3] } } },
+          { push: 1, payload: { message: { text: "application push", id: 7 } } },
+          { request: 2, op: "echo", data: "é ✓ 😀", response: { data: "é ✓ 😀" } },
+        ],
+      },
+      {
+        name: "resume binding",
+        via: "resume",
+        nonces: { c: run(0xc4, 32), s: run(0xe4, 32) },
+        steps: [
+          { request: 1, op: "ping", response: { data: { pong: true, time: "2030-01-01T00:10:00.000Z" } } },
+          { push: 1, payload: { notice: "expiring", valid_until: "2030-01-01T01:00:00.000Z" } },
+        ],
+      },
+    ],
+  },
+  {
     name: "p256-identity",
     identity: "identity-p256",
     kem: "X25519",
@@ -446,7 +484,6 @@ async function transcriptVector(t: TranscriptSpec, resign?: Map<string, Hex>): P
   const ekm = run(t.seed + 0x60, 32);
   const channelId = b64u(run(t.seed + 0x80, 16));
   const channelKey = run(t.seed + 0xa0, 32);
-  const grant: Grant = { channel: channelId, key: { type: "AES-256-GCM", data: b64u(channelKey) }, valid_until: t.valid_until, ttl: t.ttl };
 
   // Client: hello. Server: challenge, from the exact bytes received.
   const h = await createHello(identity, { channelTypes: t.channel_types, kem: t.kem, features: t.hello_features, fixed: { nonceC, kemIkm } });
@@ -455,6 +492,8 @@ async function transcriptVector(t: TranscriptSpec, resign?: Map<string, Hex>): P
   const offer = { key: server, source: SOURCE, features: t.server_features };
   const { challenge, pending } = await acceptHello(h.bytes, hello, offer, { nonceS, ekm });
   const challengeText = JSON.stringify(challenge);
+  // The grant's key is of the type the challenge chose (§5.4).
+  const grant: Grant = { channel: channelId, key: { type: challenge.channel_type, data: b64u(channelKey) }, valid_until: t.valid_until, ttl: t.ttl };
 
   // Client: proof. For ECDSA/RSA the stored (pasted) signature replaces the fresh random one.
   const { proof, state } = await answerChallenge(h, decodeServerFrame(challengeText) as Challenge, () => {});
@@ -481,7 +520,7 @@ async function transcriptVector(t: TranscriptSpec, resign?: Map<string, Hex>): P
   if (hex(state.info) !== hex(info) || hex(state.enc) !== hex(enc)) throw new Error(`${t.name}: client and generator disagree on info/enc`);
 
   const bindings: BindingVector[] = [];
-  for (const b of t.bindings) bindings.push(await bindingVector(b, channelKey, channelId, b.nonces ?? { c: nonceC, s: nonceS }));
+  for (const b of t.bindings) bindings.push(await bindingVector(b, challenge.channel_type, channelKey, channelId, b.nonces ?? { c: nonceC, s: nonceS }));
 
   return {
     name: t.name,
@@ -519,10 +558,12 @@ async function transcriptVector(t: TranscriptSpec, resign?: Map<string, Hex>): P
   };
 }
 
-async function bindingVector(b: ChannelScript, channelKey: Uint8Array, channel: string, n: { c: Uint8Array; s: Uint8Array }): Promise<BindingVector> {
+async function bindingVector(b: ChannelScript, type: ChannelType, channelKey: Uint8Array, channel: string, n: { c: Uint8Array; s: Uint8Array }): Promise<BindingVector> {
   const raw = await deriveTrafficKeys(channelKey, channel, n.c, n.s);
-  const c2s = await trafficKey(raw.c2s);
-  const s2c = await trafficKey(raw.s2c);
+  // WebCrypto has no ChaCha20-Poly1305: its frames are sealed on node:crypto (the conformance test checks every engine).
+  const key = (k: Uint8Array) => (type === ChannelType.chacha20poly1305 ? nodeTrafficKey(k, type) : trafficKey(k, type));
+  const c2s = await key(raw.c2s);
+  const s2c = await key(raw.s2c);
   const frames: ChannelFrameVector[] = [];
   const add = async (kind: ChannelFrameVector["kind"], seq: number, payload: unknown) => {
     const plaintext = JSON.stringify(payload);
@@ -547,6 +588,7 @@ async function bindingVector(b: ChannelScript, channelKey: Uint8Array, channel: 
   return {
     name: b.name,
     via: b.via,
+    channel_type: type,
     channel,
     nonce_c: hex(n.c),
     nonce_s: hex(n.s),
@@ -602,6 +644,11 @@ async function signatureVectors(resign?: Map<string, Hex>): Promise<SignatureVec
 function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]): NegativeVectors {
   const t1 = ts.find((t) => t.name === "ed25519-x25519")!;
   const t2 = ts.find((t) => t.name === "ed25519-p256kem")!;
+  const tc = ts.find((t) => t.name === "ed25519-x25519-chacha20poly1305")!;
+  const cb = tc.bindings.find((b) => b.via === "handshake")!;
+  const creq1 = cb.frames.find((f) => f.kind === "request" && f.seq === 1)!;
+  const cct = unhex(creq1.ciphertext);
+  const CC = ChannelType.chacha20poly1305;
   const hb = t1.bindings.find((b) => b.via === "handshake")!;
   const rb = t1.bindings.find((b) => b.via === "resume")!;
   const req1 = hb.frames.find((f) => f.kind === "request" && f.seq === 1)!;
@@ -646,7 +693,7 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         error: "bad_request",
       },
       { description: "request seq 0", side: "client", text: req({ seq: 0 }), error: "bad_request" },
-      { description: "request seq MAX_SEQ + 1", side: "client", text: req({ seq: MAX_SEQ + 1 }), error: "bad_request" },
+      { description: "request seq 2^32 (past the wire's MAX_WIRE_SEQ; a binding's own cap is checked by the receiver, §6.4)", side: "client", text: req({ seq: MAX_WIRE_SEQ + 1 }), error: "bad_request" },
       { description: "request seq 1.5", side: "client", text: req({ seq: 1.5 }), error: "bad_request" },
       { description: "request seq as a string", side: "client", text: req({ seq: "1" }), error: "bad_request" },
       { description: "request channel of 21 characters", side: "client", text: req({ channel: ch.slice(0, 21) }), error: "bad_request" },
@@ -657,6 +704,8 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
       { description: "a client frame sent by a server", side: "server", text: t1.frames.hello, error: "bad_request" },
       { description: "challenge naming the alias AES instead of AES-256-GCM", side: "server", text: withChal({ channel_type: "AES" }), error: "bad_request" },
       { description: "challenge choosing DES", side: "server", text: withChal({ channel_type: "DES" }), error: "bad_request" },
+      { description: "challenge naming chacha20-poly1305 in lower case (names are exact)", side: "server", text: withChal({ channel_type: "chacha20-poly1305" }), error: "bad_request" },
+      { description: "challenge choosing XChaCha20-Poly1305 (not a channel type)", side: "server", text: withChal({ channel_type: "XChaCha20-Poly1305" }), error: "bad_request" },
       { description: "challenge without signature", side: "server", text: withChal({ signature: undefined }), error: "bad_request" },
       { description: "response seq 0", side: "server", text: JSON.stringify({ ...JSON.parse(resp1.frame), seq: 0 }), error: "bad_request" },
       { description: "push without push field", side: "server", text: JSON.stringify({ type: "push", source: SOURCE, channel: ch, seq: 1 }), error: "bad_request" },
@@ -677,12 +726,13 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         { description: "a response (kind 2) sent by a client", side: "client", hex: patched(0, 2), error: "bad_request" },
         { description: "a request (kind 1) sent by a server", side: "server", hex: req1.binary, error: "bad_request" },
         { description: "seq 0", side: "client", hex: withSeq(0), error: "bad_request" },
-        { description: "seq MAX_SEQ + 1", side: "client", hex: withSeq(MAX_SEQ + 1), error: "bad_request" },
       ];
     })(),
     hellos: [
       { description: "version 2", text: withHello({ version: 2 }), error: "unsupported" },
       { description: "only weak channel types offered", text: withHello({ channel_types: ["DES", "3DES", "AES-256-CBC", "AES-128-ECB"] }), error: "unsupported" },
+      { description: "ChaCha20-Poly1305 in lower case only (names are case-sensitive)", text: withHello({ channel_types: ["chacha20-poly1305"] }), error: "unsupported" },
+      { description: "XChaCha20-Poly1305 and ChaCha20 without Poly1305 only", text: withHello({ channel_types: ["XChaCha20-Poly1305", "ChaCha20"] }), error: "unsupported" },
       {
         description: "channel type naming an Object.prototype member",
         text: withHello({ channel_types: ["toString"] }),
@@ -731,6 +781,18 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         ciphertext: b64u(unhex(resp1.ciphertext)),
         error: "unauthorised",
       },
+      { description: "ChaCha20-Poly1305 request with one ciphertext bit flipped", channel_type: CC, key: cb.c2s, kind: "request", seq: 1, channel: cb.channel, ciphertext: b64u(flip(cct, 0)), error: "unauthorised" },
+      { description: "ChaCha20-Poly1305 request with one tag bit flipped", channel_type: CC, key: cb.c2s, kind: "request", seq: 1, channel: cb.channel, ciphertext: b64u(flip(cct, cct.length - 1)), error: "unauthorised" },
+      { description: "ChaCha20-Poly1305 request opened as a response (kind in the nonce)", channel_type: CC, key: cb.c2s, kind: "response", seq: 1, channel: cb.channel, ciphertext: b64u(cct), error: "unauthorised" },
+      {
+        description: "ChaCha20-Poly1305 request opened under AES-256-GCM with the same key (the type is not interchangeable)",
+        key: cb.c2s,
+        kind: "request",
+        seq: 1,
+        channel: cb.channel,
+        ciphertext: b64u(cct),
+        error: "unauthorised",
+      },
       {
         description: "response presented as a push",
         key: hb.s2c,
@@ -744,6 +806,18 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
     challenges: [
       { description: "server nonce replaced", transcript: t1.name, challenge: withChal({ nonce: b64u(run(0x99, 32)) }), error: "protocol" },
       { description: "enc replaced", transcript: t1.name, challenge: withChal({ enc: b64u(run(0x99, 32)) }), error: "protocol" },
+      {
+        description: "a channel type chosen that the hello did not offer (ChaCha20-Poly1305 for an AES-256-GCM-only hello)",
+        transcript: t1.name,
+        challenge: withChal({ channel_type: CC }),
+        error: "protocol",
+      },
+      {
+        description: "channel type downgraded in transit (AES-256-GCM for ChaCha20-Poly1305): the signature covers the choice",
+        transcript: tc.name,
+        challenge: JSON.stringify({ ...(JSON.parse(tc.frames.challenge) as object), channel_type: ChannelType.aes256gcm }),
+        error: "protocol",
+      },
       { description: "source replaced", transcript: t1.name, challenge: withChal({ source: "wss://evil.example/" }), error: "protocol" },
       { description: "server_key replaced by another valid key", transcript: t1.name, challenge: withChal({ server_key: { type: "Ed25519", data: edSpki } }), error: "protocol" },
       { description: "signature bit flipped", transcript: t1.name, challenge: withChal({ signature: b64u(flip(unhex(t1.intermediate.server_signature), 0)) }), error: "protocol" },
@@ -810,6 +884,7 @@ export async function generate(): Promise<VectorFile> {
     labels: { hpke_info: LABEL_INFO, server_signature: LABEL_SERVER_SIG, client_signature: LABEL_CLIENT_SIG, grant_aad: LABEL_GRANT_AAD, c2s: LABEL_C2S, s2c: LABEL_S2C },
     hpke_suites: { X25519: kemIds("X25519"), "P-256": kemIds("P-256") },
     max_seq: MAX_SEQ,
+    max_seq_by_type: MAX_SEQ_BY_TYPE,
     keys,
     base64url: {
       valid: b64Valid.map((b) => ({ hex: hex(b), text: b64u(b) })),

@@ -22,11 +22,10 @@ import * as assert from "uvu/assert";
 import { type SigningKey, KeyType, generateSigningKey, randomBytes, sha256, sign, wirePublicKey } from "../../shared/crypto.js";
 import { b64u, concat, fromB64u, fromUtf8, lp } from "../../shared/encoding.js";
 import { CloseCode, ErrorCode } from "../../shared/errors.js";
-import { FrameKind, deriveBinding, frameNonce, openFrame, sealFrame } from "../../shared/channel.js";
-import { type Challenge, type Established, Feature, MAX_FRAME_BYTES, MAX_SEQ, decodeServerFrame } from "../../shared/frames.js";
+import { FrameKind, deriveBinding, openFrame, sealFrame } from "../../shared/channel.js";
+import { type Challenge, type Established, Feature, MAX_FRAME_BYTES, MAX_SEQ_BY_TYPE, MAX_WIRE_SEQ, decodeServerFrame } from "../../shared/frames.js";
 import { type ClientHello, LABEL_CLIENT_SIG, LABEL_SERVER_SIG, answerChallenge, createHello, openGrant } from "../../shared/handshake.js";
-import { type Frame, Raw, type RawChannel, binaryRequestFrame, call, handshake, openPush, rawChannel, readResponse, requestFrame, resume } from "../helpers/raw.js";
-import { aesKey } from "../../shared/crypto.js";
+import { type Frame, Raw, type RawChannel, binaryRequestFrame, call, handshake, openPush, rawChannel, readResponse, requestFrame, resume, sealRequestBytes } from "../helpers/raw.js";
 import { type Ctx, type Expect, type Outcome, type Row, TIGHT, alignWindow, sleep, within } from "./env.js";
 
 // ------------------------------------------------------------------ expectations
@@ -982,13 +981,7 @@ export const rows: Row[] = [
     run: async (x) => {
       const p = await x.peer();
       const seq = ++p.ch.seq;
-      const raw = new Uint8Array(
-        await globalThis.crypto.subtle.encrypt(
-          { name: "AES-GCM", iv: frameNonce(FrameKind.request, seq) as BufferSource, additionalData: new TextEncoder().encode(p.ch.grant.channel) },
-          await aesKey(p.ch.rawKeys.c2s),
-          new Uint8Array([0xff, 0xfe]),
-        ),
-      );
+      const raw = sealRequestBytes(p.ch, seq, new Uint8Array([0xff, 0xfe]));
       p.raw.send({ type: "request", channel: p.ch.grant.channel, seq, request: b64u(raw) });
       const got = await x.outcome(p.raw);
       assert.equal(await call(p.raw, p.ch, "echo", 1), { data: 1 });
@@ -996,7 +989,20 @@ export const rows: Row[] = [
     },
   },
   frameRow("a request with seq 0 gets bad_request and close 4000", "`seq: 0`", () => forged(someChannel(), 0), BAD),
-  frameRow(`a request with seq ${MAX_SEQ + 1} (over MAX_SEQ) gets bad_request and close 4000`, "`seq: 2^24 + 1`", () => forged(someChannel(), MAX_SEQ + 1), BAD),
+  frameRow(`a request with seq ${MAX_WIRE_SEQ + 1} (over MAX_WIRE_SEQ) gets bad_request and close 4000`, "`seq: 2^32`", () => forged(someChannel(), MAX_WIRE_SEQ + 1), BAD),
+  {
+    name: "a request on the bound channel with seq past its type's cap (2^24 AES-256-GCM, 2^32 − 1 ChaCha20-Poly1305) gets bad_request and close 4000",
+    sent: "`seq: maxSeq + 1` on the bound channel",
+    broker: "main",
+    expect: BAD,
+    changes: { established: 1 },
+    run: async (x) => {
+      const p = await x.peer();
+      assert.is(p.ch.keys.maxSeq, MAX_SEQ_BY_TYPE[p.ch.grant.key.type]);
+      p.raw.send(forged(p.ch.grant.channel, p.ch.keys.maxSeq + 1));
+      return x.outcome(p.raw);
+    },
+  },
   frameRow("a request with seq 1.5 gets bad_request and close 4000", "`seq: 1.5`", () => forged(someChannel(), 1.5), BAD),
   frameRow('a request with seq "1" (a string) gets bad_request and close 4000', '`seq: "1"`', () => ({ ...forged(someChannel()), seq: "1" }), BAD),
   frameRow("a request ciphertext shorter than the GCM tag gets bad_request and close 4000", "`request`: 15 bytes", () => forged(someChannel(), 1, 15), BAD),

@@ -4,6 +4,7 @@
 import type { Command } from "commander";
 import { join } from "node:path";
 import { loadKey } from "../node/key-files.js";
+import { chachaEngine } from "../node/engines.js";
 import { Broker } from "../server/broker.js";
 import { defaultDataDir, resolveConfig } from "../server/config.js";
 import { createLogger } from "../server/log.js";
@@ -84,6 +85,7 @@ export function serveCommand(p: Command): void {
       });
       // Printed on stdout as well, so a person (or a test) can pin it.
       console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
+      console.log(`channel types: ${config.channelTypes.join(", ")} (ChaCha20-Poly1305 on ${chachaEngine()})`);
       if (o.console) {
         const page = new URL("console/", broker.config.source.replace(/^ws/i, "http")).href;
         console.log(`web console: ${page} (operators only; --no-console turns it off)`);

@@ -195,6 +195,8 @@ export interface ChannelInfo {
   readonly ttl: number;
   /** Fingerprint of the server key that signed the handshake. */
   readonly serverKey: string;
+  /** The channel type agreed in the handshake (PROTOCOL.md §5.1), which every resume keeps. */
+  readonly channelType: ChannelType;
 }
 
 /** Payload of the `established` event. */
@@ -593,7 +595,7 @@ export class Client {
   /** The channel currently held (possibly while reconnecting), or undefined. */
   get channel(): ChannelInfo | undefined {
     const c = this.#channel;
-    return c && { id: c.id, validUntil: c.validUntil, ttl: c.ttl, serverKey: c.serverKey };
+    return c && { id: c.id, validUntil: c.validUntil, ttl: c.ttl, serverKey: c.serverKey, channelType: c.type };
   }
 
   /** Counters since creation. */
@@ -1276,7 +1278,7 @@ export class Client {
   }
 
   #info(ch: Channel): ChannelInfo {
-    return { id: ch.id, validUntil: ch.validUntil, ttl: ch.ttl, serverKey: ch.serverKey };
+    return { id: ch.id, validUntil: ch.validUntil, ttl: ch.ttl, serverKey: ch.serverKey, channelType: ch.type };
   }
 
   // ---------------------------------------------------------------- requests (§6)

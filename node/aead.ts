@@ -74,15 +74,15 @@ export class NodeTrafficKey implements TrafficKey {
     scratch.fill(0);
   }
 
-  seal(nonce: Uint8Array, aad: string, plaintext: string): string {
+  seal(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string): string {
     return this.#encrypt(nonce, aad, plaintext, EMPTY).toString("base64url");
   }
 
-  sealBinary(nonce: Uint8Array, aad: string, plaintext: string, header: Uint8Array): Uint8Array {
+  sealBinary(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string, header: Uint8Array): Uint8Array {
     return this.#encrypt(nonce, aad, plaintext, header);
   }
 
-  open(nonce: Uint8Array, aad: string, ciphertext: Ciphertext): Uint8Array {
+  open(nonce: Uint8Array, aad: string | Uint8Array, ciphertext: Ciphertext): Uint8Array {
     const ct = typeof ciphertext === "string" ? fromText(ciphertext) : Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.byteLength);
     if (ct.length < TAG_BYTES || this.#wiped) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
     let pt: Buffer;
@@ -93,7 +93,7 @@ export class NodeTrafficKey implements TrafficKey {
       } finally {
         scratch.fill(0);
       }
-      d.setAAD(Buffer.from(aad, "utf8"));
+      d.setAAD(typeof aad === "string" ? Buffer.from(aad, "utf8") : aad);
       d.setAuthTag(ct.subarray(ct.length - TAG_BYTES));
       // GCM's and ChaCha20-Poly1305's final() output nothing; it only checks the tag. One buffer of its own, no concat.
       pt = d.update(ct.subarray(0, ct.length - TAG_BYTES));
@@ -116,7 +116,7 @@ export class NodeTrafficKey implements TrafficKey {
   }
 
   /** `prefix || ciphertext || tag`, written once into one buffer. */
-  #encrypt(nonce: Uint8Array, aad: string, plaintext: string, prefix: Uint8Array): Buffer {
+  #encrypt(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string, prefix: Uint8Array): Buffer {
     if (this.#wiped) throw new Error("this traffic key was wiped");
     let c;
     try {
@@ -124,7 +124,7 @@ export class NodeTrafficKey implements TrafficKey {
     } finally {
       scratch.fill(0);
     }
-    c.setAAD(Buffer.from(aad, "utf8"));
+    c.setAAD(typeof aad === "string" ? Buffer.from(aad, "utf8") : aad);
     const body = c.update(plaintext, "utf8");
     const fin = c.final();
     const out = Buffer.allocUnsafe(prefix.length + body.length + fin.length + TAG_BYTES);

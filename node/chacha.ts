@@ -70,9 +70,10 @@ function takeSlot(): Buffer {
   return slot;
 }
 
-/** The AAD (a channel id: short) is written here for each call, no buffer allocated. */
+/** The AAD (a channel id: short) is written here for each call, no buffer allocated. Bytes (RFC 8439's vector) pass as they are. */
 const aadScratch = Buffer.alloc(256);
-function aadBytes(aad: string): Buffer {
+function aadBytes(aad: string | Uint8Array): Uint8Array {
+  if (typeof aad !== "string") return aad;
   const n = Buffer.byteLength(aad, "utf8");
   if (n > aadScratch.length) return Buffer.from(aad, "utf8");
   aadScratch.write(aad, 0, "utf8");
@@ -99,7 +100,7 @@ export class SodiumTrafficKey implements TrafficKey {
     this.#key.set(raw);
   }
 
-  seal(nonce: Uint8Array, aad: string, plaintext: string): string {
+  seal(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string): string {
     const key = this.#live();
     const n = Buffer.byteLength(plaintext, "utf8");
     if (scratch.length < n + TAG_BYTES) scratch = Buffer.alloc(Math.max(n + TAG_BYTES, scratch.length * 2));
@@ -109,7 +110,7 @@ export class SodiumTrafficKey implements TrafficKey {
     return ct.toString("base64url");
   }
 
-  sealBinary(nonce: Uint8Array, aad: string, plaintext: string, header: Uint8Array): Uint8Array {
+  sealBinary(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string, header: Uint8Array): Uint8Array {
     const key = this.#live();
     const n = Buffer.byteLength(plaintext, "utf8");
     const h = header.length;
@@ -121,7 +122,7 @@ export class SodiumTrafficKey implements TrafficKey {
     return out;
   }
 
-  open(nonce: Uint8Array, aad: string, ciphertext: Ciphertext): Uint8Array {
+  open(nonce: Uint8Array, aad: string | Uint8Array, ciphertext: Ciphertext): Uint8Array {
     const ct = typeof ciphertext === "string" ? fromText(ciphertext) : ciphertext;
     const key = this.#key;
     if (ct.length < TAG_BYTES || !key) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);

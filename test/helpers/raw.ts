@@ -7,7 +7,8 @@ import { type SigningKey, randomBytes } from "../../shared/crypto.js";
 import { b64u, fromB64u, fromUtf8 } from "../../shared/encoding.js";
 import { createCipheriv } from "node:crypto";
 import { type BindingKeys, FrameKind, deriveBinding, deriveTrafficKeys, frameNonce, openFrame, sealBinaryFrame, sealFrame } from "../../shared/channel.js";
-import { type Challenge, ChannelType, type Established, type Grant, decodeServerBinary, decodeServerFrame } from "../../shared/frames.js";
+import { type Challenge, ChannelType, type Established, type Grant, decodeServerBinary, decodeServerFrame, isChannelType } from "../../shared/frames.js";
+import { useNodeCrypto } from "../../node/engines.js";
 import { type HelloOptions, answerChallenge, createHello, openGrant } from "../../shared/handshake.js";
 
 export type Frame = Record<string, any>;
@@ -100,6 +101,17 @@ export interface RawChannel {
  * run of the hostile matrix sets its own (test/hostile/matrix-chacha.test.ts).
  */
 let offered: readonly string[] = [ChannelType.aes256gcm];
+/**
+ * `PSIMBOLS_TEST_CHANNEL_TYPE=ChaCha20-Poly1305` runs a whole test file's raw
+ * peers on that type, with the Node engines installed (test/properties/
+ * channel-types.test.ts reruns the property files so).
+ */
+const ENV_TYPE = process.env.PSIMBOLS_TEST_CHANNEL_TYPE;
+if (ENV_TYPE !== undefined) {
+  if (!isChannelType(ENV_TYPE)) throw new Error(`PSIMBOLS_TEST_CHANNEL_TYPE: expected a channel type, got ${JSON.stringify(ENV_TYPE)}`);
+  useNodeCrypto();
+  offered = [ENV_TYPE];
+}
 export function offerChannelTypes(types: readonly string[]): void {
   offered = [...types];
 }

@@ -26,6 +26,11 @@ import { type ChannelType, type Hello, type Proof, type RequestFrame, type Resum
 import { type PendingHandshake, acceptHello, sealGrant, verifyProof } from "../../shared/handshake.js";
 import { type Client, type WebSocketLike, connect } from "../../client/index.js";
 import { params } from "./support.js";
+import { useNodeCrypto } from "../../node/engines.js";
+
+/** `PSIMBOLS_TEST_CHANNEL_TYPE`: the whole run on that channel type, with the Node engines (test/properties/channel-types.test.ts). */
+const TYPE = process.env.PSIMBOLS_TEST_CHANNEL_TYPE as ChannelType | undefined;
+if (TYPE !== undefined) useNodeCrypto();
 
 const SOURCE = "ws://fake/";
 
@@ -219,7 +224,9 @@ test("whatever the server does, every request settles once with its own answer, 
         handshakeTimeoutMs: 2000,
         reconnect: { baseMs: 5, maxMs: 20 },
         renew: false,
+        ...(TYPE ? { channelTypes: [TYPE] } : {}),
       });
+      assert.is(client.channel?.channelType, TYPE ?? "AES-256-GCM");
       try {
         await scenario(client, server, steps);
       } catch (e) {

@@ -14,7 +14,7 @@
  * One state setter (`#setState`) emits real transitions only, and one
  * teardown path (`#disconnect`) either schedules a reconnect or closes for good.
  */
-import { CloseCode, ErrorCode, PsimbolsError, isTerminalClose } from "../shared/errors.js";
+import { CloseCode, ErrorCode, PsimbolsError, asProtocol, isTerminalClose } from "../shared/errors.js";
 import { b64u, fromB64u, fromUtf8, utf8, wipe } from "../shared/encoding.js";
 import { type PublicKey, type SigningKey, randomBytes } from "../shared/crypto.js";
 import {
@@ -421,13 +421,6 @@ function err(code: ErrorCode, message: string, cause?: unknown): PsimbolsError {
 /** Server-supplied text for an error message: no control characters, bounded. */
 function clean(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, " ").slice(0, 256);
-}
-
-/** Errors from shared/ during a handshake are the server's fault: anything not already specific becomes `protocol`. */
-function asProtocol(e: unknown, what: string): PsimbolsError {
-  if (e instanceof PsimbolsError && e.code !== ErrorCode.badRequest && e.code !== ErrorCode.unauthorised) return e;
-  const detail = e instanceof PsimbolsError ? `: ${e.message}` : "";
-  return err(ErrorCode.protocol, `${what}${detail}`, e);
 }
 
 function closeReason(code: number): string {

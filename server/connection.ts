@@ -30,6 +30,7 @@ import {
   type Resume,
   SERVER_NONCE_BYTES,
   type ServerFrame,
+  applicationPushText,
   decodeClientBinary,
   decodeClientFrame,
   decodeInnerRequest,
@@ -634,7 +635,7 @@ export class Connection {
     if (!b || !b.active || b.dead || this.#closed || (channel !== undefined && channel !== b.channel.id)) return;
     this.#ctx.stats.pushes++;
     // `data` is JSON text the broker made (Broker.push): wrapped as it is, not parsed and made again per socket.
-    await this.#sendPush(b, `{"message":${data},"id":${seq}}`);
+    await this.#sendPush(b, applicationPushText(data, seq));
   }
 
   /** After a `replaced`/`revoked` notice the client must not come back on its own (terminal codes). */

@@ -83,6 +83,18 @@ export class PsimbolsError extends Error {
   }
 }
 
+/**
+ * A failure caused by what a server sent, as a client reports it (PROTOCOL.md §4, §9):
+ * the decoders' `bad_request` and a check's `unauthorised` become `protocol`, and so
+ * does anything that is not a PsimbolsError; a specific code (`server_key_mismatch`,
+ * `unavailable`, ...) stays. `what` says what failed; the cause's message is appended.
+ */
+export function asProtocol(e: unknown, what: string): PsimbolsError {
+  if (e instanceof PsimbolsError && e.code !== ErrorCode.badRequest && e.code !== ErrorCode.unauthorised) return e;
+  const detail = e instanceof PsimbolsError ? `: ${e.message}` : "";
+  return new PsimbolsError(ErrorCode.protocol, `${what}${detail}`, { cause: e });
+}
+
 /** Shorthand for a `bad_request` error about one field, in the noble style. */
 export function badField(field: string, expected: string, got?: unknown): PsimbolsError {
   const what = got === undefined ? "" : `, got ${describe(got)}`;

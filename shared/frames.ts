@@ -16,9 +16,10 @@ export const MAX_FRAME_BYTES = 64 * 1024;
  * MAX_FRAME_BYTES. PROTOCOL.md §11.
  */
 export const MAX_INNER_BYTES = Math.floor(((MAX_FRAME_BYTES - 256) * 3) / 4) - 16;
-/** Client and server nonces: at least 16 bytes, at most 64. PROTOCOL.md §5.1. */
+/** Client nonces (hello, resume): at least 16 bytes, at most 64. PROTOCOL.md §4. */
 export const MIN_NONCE_BYTES = 16;
 export const MAX_NONCE_BYTES = 64;
+/** Server nonces (challenge, resumed): exactly 32 bytes; a client refuses any other length. PROTOCOL.md §4. */
 export const SERVER_NONCE_BYTES = 32;
 /** Bounds on lists and tokens in a hello. */
 export const MAX_LIST_ITEMS = 16;
@@ -203,8 +204,18 @@ export interface InnerRequest {
   data?: unknown;
 }
 export type InnerResponse = { data: unknown } | { error: { code: string; message: string } };
-/** Inner push: a notice or an application message. PROTOCOL.md §7. */
-export type InnerPush = { notice: NoticeKind; valid_until?: string; reason?: string } | { message: unknown; id?: number };
+/** Inner push: a notice or an application message (its `id` is required). PROTOCOL.md §7. */
+export type InnerPush = { notice: NoticeKind; valid_until?: string; reason?: string } | { message: unknown; id: number };
+
+/**
+ * The inner payload of an application push (PROTOCOL.md §7.2): `{"message":M,"id":N}`,
+ * `messageJson` the JSON text of M. The broker seals exactly this text; the test
+ * vectors are made with it too.
+ */
+export function applicationPushText(messageJson: string, id: number): string {
+  if (!Number.isSafeInteger(id) || id < 1) throw new RangeError("push id expected a positive integer");
+  return `{"message":${messageJson},"id":${id}}`;
+}
 
 /** Counters of one broker node, as /metrics exports them and the `admin.channels` operation returns them. */
 export interface NodeStats {
@@ -243,6 +254,10 @@ function str(o: Obj, k: string, max = 4096, field = k): string {
   if (v.length > max) throw badField(field, `at most ${max} characters`);
   return v;
 }
+/**
+ * An integer member, taken by its value (PROTOCOL.md §2.1): any JSON number that
+ * denotes an integer in min..max passes, whatever its form (`1`, `1.0`, `1e0`).
+ */
 function int(o: Obj, k: string, min: number, max: number, field = k): number {
   const v = o[k];
   if (typeof v !== "number" || !Number.isSafeInteger(v)) throw badField(field, "integer", v);
@@ -259,13 +274,17 @@ function tokens(o: Obj, k: string, field = k): string[] {
     return t;
   });
 }
-/** Feature names: they are joined with "," in the transcript (PROTOCOL.md §5.2), so no comma, ever. */
+/**
+ * Feature names: they are joined with "," in the transcript (PROTOCOL.md §5.2), so no comma, ever.
+ * A list names each feature once (PROTOCOL.md §4): the server's choice is then a subset, not a multiset.
+ */
 const FEATURE = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
 function features(o: Obj): string[] {
   if (o.features === undefined) return [];
   const list = tokens(o, "features");
   list.forEach((f, i) => {
     if (!FEATURE.test(f)) throw badField(`features[${i}]`, "a name of letters, digits and . _ + -");
+    if (list.indexOf(f) !== i) throw badField(`features[${i}]`, "a feature not already in the list");
   });
   return list;
 }
@@ -276,7 +295,7 @@ function wireKey(o: Obj, k: string): WireKey {
 function b64Field(o: Obj, k: string, min: number, max: number): string {
   const s = str(o, k, Math.ceil((max * 4) / 3) + 4);
   const n = fromB64u(s, k, max).length;
-  if (n < min) throw badField(k, `at least ${min} bytes`);
+  if (n < min) throw badField(k, min === max ? `${min} bytes` : `at least ${min} bytes`);
   return s;
 }
 function channelId(o: Obj): string {
@@ -351,7 +370,7 @@ export function decodeServerFrame(text: string): ServerFrame {
         source: str(o, "source", 2048),
         server_key: wireKey(o, "server_key"),
         channel_type: ct,
-        nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES),
+        nonce: b64Field(o, "nonce", SERVER_NONCE_BYTES, SERVER_NONCE_BYTES),
         enc: b64Field(o, "enc", 1, 256),
         features: features(o),
         signature: b64Field(o, "signature", 1, MAX_SIGNATURE_BYTES),
@@ -380,7 +399,7 @@ export function decodeServerFrame(text: string): ServerFrame {
         type: "resumed",
         source: str(o, "source", 2048),
         channel: channelId(o),
-        nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES),
+        nonce: b64Field(o, "nonce", SERVER_NONCE_BYTES, SERVER_NONCE_BYTES),
       };
       if (o.features !== undefined) r.features = features(o);
       return r;
@@ -478,7 +497,7 @@ export function decodeInnerPush(text: string): InnerPush {
     return p;
   }
   if (!("message" in o)) throw badField("push", "object with notice or message", describe(o));
-  return o.id === undefined ? { message: o.message } : { message: o.message, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
+  return { message: o.message, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
 }
 
 function JSONparse(text: string): unknown {

@@ -228,6 +228,9 @@ export interface ClientProof {
 export async function createHello(identity: SigningKey, o: HelloOptions = {}): Promise<ClientHello> {
   const kem = o.kem ?? KemType.x25519;
   const hpke = handshakeCrypto().hpke;
+  const features = [...(o.features ?? [])];
+  // A server refuses a hello that names a feature twice (PROTOCOL.md §4): say so here, before sending it.
+  if (new Set(features).size !== features.length) throw new PsimbolsError(ErrorCode.badRequest, `"features" names a feature more than once`);
   const kemPair = o.fixed ? await hpke.deriveKeyPair(kem, o.fixed.kemIkm) : await hpke.generateKeyPair(kem);
   const nonceC = o.fixed?.nonceC ?? randomBytes(CLIENT_NONCE_BYTES);
   const hello: Hello = {
@@ -237,7 +240,7 @@ export async function createHello(identity: SigningKey, o: HelloOptions = {}): P
     channel_types: [...(o.channelTypes ?? engineChannelTypes())],
     kem: { type: kem, data: b64u(kemPair.publicKey) },
     nonce: b64u(nonceC),
-    features: [...(o.features ?? [])],
+    features,
   };
   return { identity, bytes: utf8(JSON.stringify(hello)), hello, nonceC, kem, kemPair };
 }

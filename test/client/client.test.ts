@@ -266,6 +266,30 @@ t("a `resumed` that lists a feature the client did not ask for is refused (proto
   }
 });
 
+// A client refuses a server frame it cannot use with `protocol`, never bad_request (PROTOCOL.md §4): here
+// challenges that break §4.2, rewritten on the wire. Before a first channel, every handshake failure is final.
+for (const [what, patch, field] of [
+  ["the alias AES as its channel_type", (f: Record<string, unknown>) => ({ ...f, channel_type: "AES" }), "channel_type"],
+  ["a 16-byte nonce (server nonces are exactly 32)", (f: Record<string, unknown>) => ({ ...f, nonce: Buffer.alloc(16, 7).toString("base64url") }), "nonce"],
+  ["a feature named twice", (f: Record<string, unknown>) => ({ ...f, features: ["binary", "binary"] }), "features[1]"],
+] as const) {
+  t(`a challenge with ${what} ends a first connect with protocol, naming the field`, async () => {
+    const relay = await startRelay(broker.url, (text) => {
+      const f = JSON.parse(text) as Record<string, unknown>;
+      return f.type === "challenge" ? JSON.stringify(patch(f)) : text;
+    });
+    try {
+      await connect(relay.url, { key: await generateSigningKey(), serverKey: broker.fingerprint, reconnect: false });
+      assert.unreachable("connected through a tampered challenge");
+    } catch (e: any) {
+      assert.is(e.code, ErrorCode.protocol);
+      assert.match(e.message, `"${field}"`);
+    } finally {
+      relay.close();
+    }
+  });
+}
+
 t("after close, requests fail with `closed`", async () => {
   const c = await connect(broker.url, { key: await generateSigningKey(), knownServers: noFile() });
   await c.close();

@@ -415,6 +415,29 @@ export const rows: Row[] = [
   ),
   helloRow("a hello whose `features` is a string gets bad_request and close 4000", '`features: "x"`', (o) => (o.features = "x"), BAD),
   helloRow("a feature name containing a comma gets bad_request and close 4000 (features are joined by commas in T_info)", '`features: ["a,b"]`', (o) => (o.features = ["a,b"]), BAD),
+  helloRow(
+    "a hello naming a feature twice gets bad_request and close 4000 (a feature list names each feature once, so the choice stays a subset)",
+    '`features: ["binary","binary"]`',
+    (o) => (o.features = [Feature.binary, Feature.binary]),
+    BAD,
+  ),
+  ...[
+    ["1.0", "`version: 1.0`"],
+    ["1e0", "`version: 1e0`"],
+  ].map(
+    ([spelt, sent]): Row => ({
+      name: `a hello with version spelt ${spelt} gets a challenge (integers are taken by value, PROTOCOL.md §2.1)`,
+      sent: sent!,
+      broker: "main",
+      expect: { reply: "challenge", error: null, close: null },
+      run: async (x) => {
+        const { o } = await helloObject();
+        const raw = await x.open();
+        raw.send(JSON.stringify(o).replace('"version":1,', `"version":${spelt},`));
+        return x.outcome(raw);
+      },
+    }),
+  ),
   {
     name: "unknown members of a hello, even 10 000 levels deep, are ignored (the exact bytes are signed, nothing re-serialises them)",
     sent: "a valid hello plus `x: [[[…]]]` 10 000 deep",

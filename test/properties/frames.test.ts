@@ -3,7 +3,8 @@
  * decoding is validation. On any input a decoder returns a typed frame or
  * throws `bad_request` (never anything else); a valid frame decodes to exactly
  * its known fields, unknown members change nothing, a wrong type in any field
- * is refused, and decode ∘ encode is stable.
+ * is refused, and decode ∘ encode is stable. Integers are taken by value, a
+ * feature list names each feature once, server nonces are 32 bytes.
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -49,7 +50,7 @@ const hello = fc.record(
     channel_types: fc.array(token, { maxLength: 16 }),
     kem: wireKey,
     nonce: b64(16, 64),
-    features: fc.array(feature, { maxLength: 16 }),
+    features: fc.uniqueArray(feature, { maxLength: 16 }),
   },
   { requiredKeys: ["type", "version", "public_key", "channel_types", "kem", "nonce"] },
 );
@@ -66,15 +67,15 @@ const challenge = fc.record({
   source,
   server_key: wireKey,
   channel_type: fc.constant("AES-256-GCM"),
-  nonce: b64(16, 64),
+  nonce: b64(32, 32),
   enc: b64(1, 256),
-  features: fc.array(feature, { maxLength: 16 }),
+  features: fc.uniqueArray(feature, { maxLength: 16 }),
   signature: b64(1, 512),
 });
 const established = fc.record({ type: fc.constant("established"), source, response: b64(16, 300) });
 const response = fc.record({ type: fc.constant("response"), source, channel, seq, response: b64(16, 300) });
 const push = fc.record({ type: fc.constant("push"), source, channel, seq, push: b64(16, 300) });
-const resumed = fc.record({ type: fc.constant("resumed"), source, channel, nonce: b64(16, 64) });
+const resumed = fc.record({ type: fc.constant("resumed"), source, channel, nonce: b64(32, 32) });
 const error = fc.record(
   {
     type: fc.constant("error"),
@@ -201,6 +202,75 @@ test("decode ∘ encode is stable: a decoded frame re-encodes to text that decod
       assert.equal(decodeServerFrame(JSON.stringify(ds)), ds);
     }),
     params(1000),
+  );
+});
+
+test("an integer member is taken by its value: respelt as 1.0, 1e0, 10e-1 or 1.000 it decodes to the same frame, and n.5 is refused", () => {
+  const spellings = (n: number) => [`${n}.0`, `${n}e0`, `${n}E+0`, `${n * 10}e-1`, `${n}.000`];
+  const ints = (f: Obj) => ["version", "seq", "last_push"].filter((k) => typeof f[k] === "number");
+  fc.assert(
+    fc.property(fc.oneof(clientFrame.map((f) => ["client", f] as const), serverFrame.map((f) => ["server", f] as const)), fc.nat(), fc.nat(), ([side, f], pickK, pickS) => {
+      const keys = ints(f);
+      fc.pre(keys.length > 0);
+      const k = keys[pickK % keys.length]!;
+      const decode = side === "client" ? decodeClientFrame : decodeServerFrame;
+      const canonical = JSON.stringify(f);
+      const n = f[k] as number;
+      const from = `"${k}":${n}`;
+      assert.ok(canonical.includes(from), canonical);
+      const spelt = spellings(n)[pickS % 5]!;
+      assert.equal(decode(canonical.replace(from, `"${k}":${spelt}`)), decode(canonical), `${k} as ${spelt}`);
+      assert.is(psimbolsErrorSync(() => decode(canonical.replace(from, `"${k}":${n}.5`)))?.code, ErrorCode.badRequest, `${k} as ${n}.5`);
+    }),
+    params(2000),
+  );
+});
+
+test("a feature list that names a feature twice is refused with bad_request, in every frame that carries one", () => {
+  const carrier = fc.oneof(
+    hello.map((f) => ["client", f] as const),
+    resume.map((f) => ["client", f] as const),
+    challenge.map((f) => ["server", f] as const),
+    resumed.map((f) => ["server", f] as const),
+  );
+  fc.assert(
+    fc.property(carrier, fc.uniqueArray(feature, { minLength: 1, maxLength: 15 }), fc.nat(), fc.nat(), ([side, f], list, from, to) => {
+      const twice = [...list];
+      twice.splice(to % (twice.length + 1), 0, list[from % list.length]!);
+      const t = JSON.stringify({ ...plain(f), features: twice });
+      const e = psimbolsErrorSync(() => (side === "client" ? decodeClientFrame(t) : decodeServerFrame(t)));
+      assert.is(e?.code, ErrorCode.badRequest, `${String(f.type)} features ${JSON.stringify(twice)}`);
+      assert.match(e!.message, "features[");
+    }),
+    params(1000),
+  );
+});
+
+test("server nonces (challenge, resumed) of any length but 32 bytes are refused; client nonces (hello, resume) of 16..64 bytes are accepted", () => {
+  fc.assert(
+    fc.property(fc.oneof(challenge, resumed), fc.integer({ min: 0, max: 80 }).filter((n) => n !== 32), (f, n) => {
+      const t = JSON.stringify({ ...plain(f), nonce: b64u(new Uint8Array(n)) });
+      assert.is(psimbolsErrorSync(() => decodeServerFrame(t))?.code, ErrorCode.badRequest, `${String(f.type)} nonce of ${n} bytes`);
+    }),
+    params(500),
+  );
+  fc.assert(
+    fc.property(fc.oneof(hello, resume), fc.integer({ min: 16, max: 64 }), (f, n) => {
+      const nonce = b64u(new Uint8Array(n));
+      assert.is((decodeClientFrame(JSON.stringify({ ...plain(f), nonce })) as { nonce: string }).nonce, nonce);
+    }),
+    params(300),
+  );
+});
+
+test("an application push without a top-level integer id ≥ 1 is refused with bad_request", () => {
+  fc.assert(
+    fc.property(fc.jsonValue({ maxDepth: 2 }), fc.oneof(fc.constant(undefined), fc.constant(0), fc.constant(-1), fc.constant(1.5), fc.string(), fc.constant(null)), (message, id) => {
+      const t = JSON.stringify(id === undefined ? { message } : { message, id });
+      assert.is(psimbolsErrorSync(() => decodeInnerPush(t))?.code, ErrorCode.badRequest, t);
+      assert.equal(decodeInnerPush(JSON.stringify({ message, id: 7 })), JSON.parse(JSON.stringify({ message, id: 7 })));
+    }),
+    params(500),
   );
 });
 

@@ -5,12 +5,12 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { generateSigningKey, KeyType } from "../../shared/crypto.js";
-import { fromUtf8 } from "../../shared/encoding.js";
+import { fromUtf8, utf8 } from "../../shared/encoding.js";
 import { CloseCode } from "../../shared/errors.js";
-import { answerChallenge, createHello } from "../../shared/handshake.js";
-import { decodeServerFrame, type Challenge } from "../../shared/frames.js";
+import { answerChallenge, createHello, openGrant } from "../../shared/handshake.js";
+import { decodeServerFrame, type Challenge, type Established } from "../../shared/frames.js";
 import { type RunningBroker, startBroker } from "../helpers/broker.js";
-import { Raw, call, handshake, openPush } from "../helpers/raw.js";
+import { Raw, call, handshake, openPush, rawChannel, readResponse, requestFrame } from "../helpers/raw.js";
 
 const t = suite("handshake");
 let broker: RunningBroker;
@@ -158,6 +158,64 @@ t("a second hello while one is pending is a protocol violation", async () => {
   assert.is((await raw.next()).type, "challenge");
   raw.send(fromUtf8(h.bytes));
   assert.is((await raw.next()).error.code, "bad_request");
+  assert.is((await raw.closed).code, CloseCode.badRequest.code);
+});
+
+t("whoami answers {identity, channel, node}: the proven key's fingerprint and the channel id (PROTOCOL.md §6.2)", async () => {
+  const raw = await Raw.open(broker.url);
+  const id = await generateSigningKey();
+  const ch = await handshake(raw, id);
+  const who = await call(raw, ch, "whoami");
+  assert.equal(Object.keys(who.data), ["identity", "channel", "node"]);
+  assert.is(who.data.identity, id.public.fingerprint);
+  assert.is(who.data.channel, ch.grant.channel);
+  assert.type(who.data.node, "string");
+  raw.close();
+});
+
+t("an admin.* operation from an identity without the operator role is forbidden and changes nothing (PROTOCOL.md §6.6)", async () => {
+  const raw = await Raw.open(broker.url);
+  const id = await generateSigningKey();
+  const ch = await handshake(raw, id);
+  for (const [op, data] of [
+    ["admin.revoke", { identity: id.public.fingerprint }],
+    ["admin.push", { identity: id.public.fingerprint, message: "x" }],
+    ["admin.channels", undefined],
+  ] as const) {
+    const r = await call(raw, ch, op, data);
+    assert.is(r.error?.code, "forbidden", op);
+  }
+  // the channel is not revoked, and nothing was pushed
+  assert.equal(await call(raw, ch, "echo", "still"), { data: "still" });
+  assert.ok(await raw.silent(200), "a push arrived");
+  raw.close();
+});
+
+t("integers are taken by value: a hello with version 1e0 completes over its exact bytes, a request with seq 1.0 is answered, seq 2.5 is bad_request", async () => {
+  const raw = await Raw.open(broker.url);
+  const sent = await createHello(await generateSigningKey());
+  const text = fromUtf8(sent.bytes);
+  assert.ok(text.includes('"version":1,'));
+  // The client signs the bytes it sent, whatever they spell (PROTOCOL.md §2.1, §5.2).
+  const h = { ...sent, bytes: utf8(text.replace('"version":1,', '"version":1e0,')) };
+  raw.send(fromUtf8(h.bytes));
+  const c = decodeServerFrame(JSON.stringify(await raw.next())) as Challenge;
+  assert.is(c.type, "challenge");
+  const { proof, state } = await answerChallenge(h, c, () => {});
+  raw.send(proof);
+  const e = (await raw.next()) as Established;
+  assert.is(e.type, "established");
+  const { grant, channelKey } = await openGrant(state, e);
+  const ch = await rawChannel(grant, channelKey, h.nonceC, state.nonceS);
+  const one = JSON.stringify(await requestFrame(ch, "echo", "by value"));
+  raw.send(one.replace('"seq":1,', '"seq":1.0,'));
+  assert.equal(await readResponse(raw, ch), { data: "by value" });
+  const two = JSON.stringify(await requestFrame(ch, "echo", "half"));
+  raw.send(two.replace('"seq":2,', '"seq":2.5,'));
+  const refused = await raw.next();
+  assert.is(refused.type, "error");
+  assert.is(refused.error.code, "bad_request");
+  assert.match(refused.error.message, '"seq"');
   assert.is((await raw.closed).code, CloseCode.badRequest.code);
 });
 

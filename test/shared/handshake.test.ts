@@ -57,6 +57,19 @@ test("DES-only offer is unsupported and names what is accepted", async () => {
   }
 });
 
+test("createHello refuses hello options that name a feature twice (bad_request), which a server would refuse", async () => {
+  try {
+    await createHello(await generateSigningKey(), { features: ["binary", "x", "binary"] });
+    assert.unreachable();
+  } catch (e: any) {
+    assert.is(e.code, ErrorCode.badRequest);
+    assert.match(e.message, "features");
+  }
+  // a repeated channel type is allowed (the server takes the first it accepts)
+  const h = await createHello(await generateSigningKey(), { channelTypes: ["AES", "AES"] });
+  assert.equal((decodeClientFrame(fromUtf8(h.bytes)) as Hello).channel_types, ["AES", "AES"]);
+});
+
 test("forward secrecy: both long-term private keys and every frame do not open the grant without the dropped ephemeral key", async () => {
   const server = await generateSigningKey(KeyType.ed25519);
   const id = await generateSigningKey();

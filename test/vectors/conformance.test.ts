@@ -18,7 +18,7 @@ import { createHash } from "node:crypto";
 import { Crypto as PeculiarCrypto } from "@peculiar/webcrypto";
 import { fileURLToPath } from "node:url";
 import { b64u, concat, fromB64u, fromUtf8, lp, utf8 } from "../../shared/encoding.js";
-import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
+import { ErrorCode, PsimbolsError, asProtocol } from "../../shared/errors.js";
 import {
   fingerprint,
   handshakeCrypto,
@@ -53,6 +53,7 @@ import {
   ChannelType,
   MAX_SEQ,
   MAX_SEQ_BY_TYPE,
+  applicationPushText,
   decodeClientBinary,
   decodeClientFrame,
   decodeGrant,
@@ -67,7 +68,7 @@ import {
   type KemType,
 } from "../../shared/frames.js";
 import { hpkeSuite } from "../../shared/hpke.js";
-import { generate, serialise, type ChannelFrameVector, type TranscriptVector, type VectorFile } from "./generate.js";
+import { generate, serialise, type ChannelFrameVector, type Side, type TranscriptVector, type VectorFile } from "./generate.js";
 import { nodeHandshakeCrypto } from "../../node/handshake-crypto.js";
 
 /**
@@ -433,16 +434,44 @@ test("the handshake binding's traffic keys differ from every resumed binding's",
 
 // ------------------------------------------------------- negative vectors
 
+/**
+ * Runs `fn`, the receiving side of a frame sent by `side`, and reports a refusal as the reference
+ * receivers do (PROTOCOL.md §4, §9): a server answers with the decoder's code (`bad_request`); a
+ * client reports what a server sent as `protocol`, through asProtocol, the mapping
+ * client/connection.ts applies to every server frame it cannot use.
+ */
+async function received<T>(side: Side, fn: () => T | Promise<T>): Promise<T> {
+  if (side === "client") return fn();
+  try {
+    return await fn();
+  } catch (e) {
+    throw asProtocol(e, "the server sent a frame the client refuses");
+  }
+}
+
+test("§14: a refused client frame is bad_request, a refused server frame protocol, in every negative frame vector", () => {
+  for (const v of [...V.negative.frames, ...V.negative.binary_frames]) {
+    assert.is(v.error, v.side === "client" ? ErrorCode.badRequest : ErrorCode.protocol, v.description);
+  }
+});
+
 for (const v of V.negative.frames) {
-  (v.known_issue ? test.skip : test)(`refuses a ${v.side === "client" ? "client" : "server"} frame: ${v.description}${v.known_issue ? ` (KNOWN ISSUE: ${v.known_issue})` : ""}`, () =>
-    throwsCode(() => (v.side === "client" ? decodeClientFrame(v.text) : decodeServerFrame(v.text)), ErrorCode.badRequest, v.description),
+  (v.known_issue ? test.skip : test)(`refuses a ${v.side} frame with ${v.error}: ${v.description}${v.known_issue ? ` (KNOWN ISSUE: ${v.known_issue})` : ""}`, () =>
+    throwsCode(() => received(v.side, () => (v.side === "client" ? decodeClientFrame(v.text) : decodeServerFrame(v.text))), v.error as ErrorCode, v.description),
   );
 }
 
 for (const v of V.negative.binary_frames) {
-  test(`refuses a binary ${v.side} frame: ${v.description}`, () =>
-    throwsCode(() => (v.side === "client" ? decodeClientBinary(unhex(v.hex)) : decodeServerBinary(unhex(v.hex))), ErrorCode.badRequest, v.description),
+  test(`refuses a binary ${v.side} frame with ${v.error}: ${v.description}`, () =>
+    throwsCode(() => received(v.side, () => (v.side === "client" ? decodeClientBinary(unhex(v.hex)) : decodeServerBinary(unhex(v.hex)))), v.error as ErrorCode, v.description),
   );
+}
+
+for (const v of V.accepted_frames) {
+  test(`accepts a ${v.side} frame: ${v.description}`, () => {
+    const got = v.side === "client" ? decodeClientFrame(v.text) : decodeServerFrame(v.text);
+    assert.equal(got, v.decoded);
+  });
 }
 
 for (const v of V.negative.hellos) {
@@ -470,25 +499,35 @@ test("channel frames that must not open fail with unauthorised and the one messa
   }
 });
 
-test("the client refuses tampered and foreign challenges with protocol", async () => {
+test("a client without a pinned key refuses tampered and foreign challenges with `error`", async () => {
   for (const v of V.negative.challenges) {
     const t = transcript(v.transcript);
     const h = await clientHello(t);
-    await throwsCode(() => answerChallenge(h, decodeServerFrame(v.challenge) as Challenge, () => {}), v.error as ErrorCode, v.description);
+    await throwsCode(() => received("server", () => answerChallenge(h, decodeServerFrame(v.challenge) as Challenge, () => {})), v.error as ErrorCode, v.description);
   }
 });
 
-test("proofs over another transcript do not verify", async () => {
+test("a client that pinned the transcript's server key refuses the same challenges with `error_pinned` (the pin is checked first)", async () => {
+  for (const v of V.negative.challenges) {
+    const t = transcript(v.transcript);
+    const h = await clientHello(t);
+    await throwsCode(() => received("server", () => answerChallenge(h, decodeServerFrame(v.challenge) as Challenge, pinned(t))), v.error_pinned as ErrorCode, v.description);
+  }
+  assert.ok(V.negative.challenges.some((v) => v.error_pinned === ErrorCode.serverKeyMismatch), "a vector shows the pin failing first");
+});
+
+test("proofs over another transcript do not verify (the server answers unauthorised)", async () => {
   for (const v of V.negative.proofs) {
+    assert.is(v.error, ErrorCode.unauthorised, v.description);
     const { pending } = await serverChallenge(transcript(v.transcript), v.hello);
     assert.not.ok(await verifyProof(pending, unhex(v.signature)), v.description);
   }
 });
 
-test("the client refuses tampered and foreign established frames with protocol", async () => {
+test("the client refuses tampered and foreign established frames, and grants that break §5.4, with protocol", async () => {
   for (const v of V.negative.established) {
     const p = await clientProof(transcript(v.transcript));
-    await throwsCode(() => openGrant(p, decodeServerFrame(v.established) as Established), v.error as ErrorCode, v.description);
+    await throwsCode(() => received("server", () => openGrant(p, decodeServerFrame(v.established) as Established)), v.error as ErrorCode, v.description);
   }
 });
 
@@ -518,6 +557,120 @@ test("decoding then re-encoding every vector frame is stable and loses nothing",
     assert.is(again, JSON.stringify(once), text.slice(0, 40));
   }
   for (const t of V.transcripts) assert.is(JSON.stringify(decodeGrant(t.intermediate.grant_plaintext)), t.intermediate.grant_plaintext);
+});
+
+// ------------------------------------------------- canonical serialisation (§2.4), payload shapes
+
+/** Member order of each frame and payload, transcribed from PROTOCOL.md §2.4 (not from shared/). */
+const FRAME_MEMBERS: Record<string, readonly string[]> = {
+  hello: ["type", "version", "public_key", "channel_types", "kem", "nonce", "features"],
+  challenge: ["type", "source", "server_key", "channel_type", "nonce", "features", "enc", "signature"],
+  proof: ["type", "signature"],
+  established: ["type", "source", "response"],
+  request: ["type", "channel", "seq", "request"],
+  response: ["type", "source", "channel", "seq", "response"],
+  push: ["type", "source", "channel", "seq", "push"],
+  resume: ["type", "channel", "nonce", "last_push", "features"],
+  resumed: ["type", "source", "channel", "nonce", "features"],
+  error: ["type", "error", "seq", "channel"],
+};
+/** Members written even when empty (§2.4): `features` of hello and challenge. */
+const ALWAYS: Record<string, readonly string[]> = { hello: ["features"], challenge: ["features"] };
+const NESTED_MEMBERS: Record<string, readonly string[]> = {
+  public_key: ["type", "data"],
+  server_key: ["type", "data"],
+  kem: ["type", "data"],
+  key: ["type", "data"],
+  error: ["code", "message"],
+};
+const GRANT_MEMBERS = ["channel", "key", "valid_until", "ttl"];
+const REQUEST_MEMBERS = ["op", "data"];
+const RESPONSE_MEMBERS = ["data", "error"];
+const NOTICE_MEMBERS = ["notice", "valid_until", "reason"];
+const MESSAGE_MEMBERS = ["message", "id"];
+
+/**
+ * `o` rebuilt with its members in `order` (nested keys and error objects too), then serialised as
+ * §2.4 says: no whitespace, ECMAScript JSON.stringify escaping, integers as plain digits.
+ * Application values (`data`, `message`) are kept as they are. Throws on a member not in `order`.
+ */
+function canonical(o: Record<string, unknown>, order: readonly string[], what: string): string {
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(o)) if (!order.includes(k)) throw new Error(`${what}: member ${k} is not in the canonical order`);
+  for (const k of order) {
+    if (!(k in o)) continue;
+    const v = o[k];
+    const nested = NESTED_MEMBERS[k];
+    out[k] = nested && typeof v === "object" && v !== null ? JSON.parse(canonical(v as Record<string, unknown>, nested, `${what}.${k}`)) : v;
+  }
+  return JSON.stringify(out);
+}
+
+test("every frame of the vectors is in the canonical serialisation of §2.4 (member order, features always in hello and challenge)", () => {
+  for (const { text } of allFrames()) {
+    const o = JSON.parse(text) as Record<string, unknown>;
+    const type = String(o.type);
+    assert.ok(FRAME_MEMBERS[type], `unknown frame type ${type}`);
+    assert.is(canonical(o, FRAME_MEMBERS[type]!, type), text, `${type}: ${text.slice(0, 60)}`);
+    for (const k of ALWAYS[type] ?? []) assert.ok(k in o, `${type} without ${k}`);
+  }
+});
+
+test("every sealed payload of the vectors (grant, requests, responses, pushes) is in the canonical serialisation of §2.4", () => {
+  for (const t of V.transcripts) {
+    const g = t.intermediate.grant_plaintext;
+    assert.is(canonical(JSON.parse(g) as Record<string, unknown>, GRANT_MEMBERS, "grant"), g, t.name);
+    for (const b of t.bindings) {
+      for (const f of b.frames) {
+        const o = JSON.parse(f.plaintext) as Record<string, unknown>;
+        const order = f.kind === "request" ? REQUEST_MEMBERS : f.kind === "response" ? RESPONSE_MEMBERS : "notice" in o ? NOTICE_MEMBERS : MESSAGE_MEMBERS;
+        assert.is(canonical(o, order, `${f.kind} ${f.seq}`), f.plaintext, `${t.name}, ${b.name}, ${f.kind} ${f.seq}`);
+      }
+    }
+  }
+});
+
+test("every application push of the vectors is what the broker seals: {\"message\":M,\"id\":N}, which the client's decoder accepts (§7.2)", () => {
+  let n = 0;
+  for (const t of V.transcripts) {
+    for (const b of t.bindings) {
+      for (const f of b.frames.filter((x) => x.kind === "push" && !("notice" in (JSON.parse(x.plaintext) as object)))) {
+        const p = decodeInnerPush(f.plaintext);
+        assert.ok("message" in p && typeof p.id === "number", `${t.name} push ${f.seq}: an application push carries a top-level id`);
+        if (!("message" in p)) continue;
+        assert.is(applicationPushText(JSON.stringify(p.message), p.id), f.plaintext, `${t.name} push ${f.seq}`);
+        n++;
+      }
+    }
+  }
+  assert.ok(n > 0, "the vectors hold an application push");
+});
+
+test("the client's push decoder refuses an application push without a top-level id (the shape push 1 had before issue 11)", async () => {
+  await throwsCode(() => decodeInnerPush('{"message":{"text":"application push","id":7}}'), ErrorCode.badRequest, "id inside the message");
+  await throwsCode(() => decodeInnerPush('{"message":1}'), ErrorCode.badRequest, "no id");
+  await throwsCode(() => decodeInnerPush('{"message":1,"id":0}'), ErrorCode.badRequest, "id 0");
+});
+
+test("the binary values in PROTOCOL.md's JSON examples are those of the vectors (no stale example)", () => {
+  const spec = readFileSync(new URL("../../../docs/PROTOCOL.md", import.meta.url), "utf8");
+  const vectors = readFileSync(new URL("../../../test/vectors/v1.json", import.meta.url), "utf8");
+  const blocks = [...spec.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  assert.ok(blocks.length >= 10, `found ${blocks.length} JSON examples`);
+  const fields = new Set(["nonce", "enc", "signature", "request", "response", "push", "data", "channel"]);
+  let checked = 0;
+  const walk = (x: unknown): void => {
+    if (Array.isArray(x)) return x.forEach(walk);
+    if (typeof x !== "object" || x === null) return;
+    for (const [k, v] of Object.entries(x)) {
+      if (typeof v === "string" && fields.has(k) && v.length >= 22 && !v.endsWith("…")) {
+        assert.ok(vectors.includes(`"${v}"`) || vectors.includes(`\\"${v}\\"`), `PROTOCOL.md example ${k} ${v.slice(0, 24)}… is not in the vectors`);
+        checked++;
+      } else walk(v);
+    }
+  };
+  for (const b of blocks) walk(JSON.parse(b));
+  assert.ok(checked >= 15, `checked ${checked} values`);
 });
 
 test("every base64url field of every vector frame is canonical", () => {

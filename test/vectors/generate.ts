@@ -38,7 +38,20 @@ import {
 } from "../../shared/handshake.js";
 import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, sealFrame, trafficKey } from "../../shared/channel.js";
 import { nodeTrafficKey } from "../../node/aead.js";
-import { ChannelType, decodeClientFrame, decodeServerFrame, encodeBinaryHeader, MAX_SEQ, MAX_SEQ_BY_TYPE, MAX_WIRE_SEQ, type Challenge, type Grant, type Hello, type KemType } from "../../shared/frames.js";
+import {
+  ChannelType,
+  applicationPushText,
+  decodeClientFrame,
+  decodeServerFrame,
+  encodeBinaryHeader,
+  MAX_SEQ,
+  MAX_SEQ_BY_TYPE,
+  MAX_WIRE_SEQ,
+  type Challenge,
+  type Grant,
+  type Hello,
+  type KemType,
+} from "../../shared/frames.js";
 import { hpkeSuite } from "../../shared/hpke.js";
 
 // ===================================================================== types
@@ -65,6 +78,7 @@ export interface VectorFile {
   lp: LpVector[];
   signatures: SignatureVector[];
   transcripts: TranscriptVector[];
+  accepted_frames: AcceptedFrameVector[];
   negative: NegativeVectors;
 }
 
@@ -182,11 +196,30 @@ export interface ChannelFrameVector {
   binary: Hex;
 }
 
+/**
+ * `side` names the sender of a frame. A `client` frame is received by a server: a refusal is
+ * `bad_request`, sent back in an `error` frame before close 4000. A `server` frame is received by a
+ * client: a refusal is `protocol`, reported to the application, and the client closes with 4000
+ * (PROTOCOL.md §4, §9).
+ */
+export type Side = "client" | "server";
+/** The code a receiver reports when it refuses a frame of `side` (see {@link Side}). */
+export type RefusalCode = "bad_request" | "protocol";
+
+/** A frame a receiver must accept, and what it means (PROTOCOL.md §2.1, §4). */
+export interface AcceptedFrameVector {
+  description: string;
+  side: Side;
+  text: string;
+  /** The frame as the receiver must understand it: its known members, with defaults filled in. */
+  decoded: Record<string, unknown>;
+}
+
 export interface NegativeVectors {
-  /** Frames a decoder must reject with `bad_request`. */
-  frames: { description: string; side: "client" | "server"; text: string; error: "bad_request"; known_issue?: string }[];
-  /** Binary channel frames (§4.11) a decoder must reject with `bad_request`. */
-  binary_frames: { description: string; side: "client" | "server"; hex: Hex; error: "bad_request" }[];
+  /** Frames a receiver must refuse: `bad_request` from a server, `protocol` from a client. */
+  frames: { description: string; side: Side; text: string; error: RefusalCode; known_issue?: string }[];
+  /** Binary channel frames (§4.11) a receiver must refuse, with the same codes as `frames`. */
+  binary_frames: { description: string; side: Side; hex: Hex; error: RefusalCode }[];
   /** Hellos that decode but that the server must refuse, with the code of its error frame. */
   hellos: { description: string; text: string; error: "unsupported" | "bad_request"; known_issue?: string }[];
   /** Wire public keys that must not import. */
@@ -194,11 +227,22 @@ export interface NegativeVectors {
   /** Channel frames that must not open (`unauthorised`). */
   /** `channel_type` absent: AES-256-GCM. */
   channel: { description: string; channel_type?: ChannelType; key: Hex; kind: "request" | "response" | "push"; seq: number; channel: string; ciphertext: B64u; error: "unauthorised" }[];
-  /** Challenges the client of `transcript` must refuse (`protocol`). */
-  challenges: { description: string; transcript: string; challenge: string; error: "protocol" }[];
-  /** Proofs that must not verify: `proof` against the server state of `hello` in `transcript`. */
-  proofs: { description: string; transcript: string; hello: string; signature: Hex }[];
-  /** `established` frames the client of `transcript` must refuse (`protocol`). */
+  /**
+   * Challenges the client of `transcript` must refuse. `error` is the code of a client with no
+   * key pinned or known for the service (it would learn the key on first use); `error_pinned` of a
+   * client that pinned the transcript's `inputs.server_key` (PROTOCOL.md §5.2: the pin is checked
+   * first, so a challenge carrying another server key fails with `server_key_mismatch`).
+   */
+  challenges: { description: string; transcript: string; challenge: string; error: "protocol"; error_pinned: "protocol" | "server_key_mismatch" }[];
+  /**
+   * Proofs that must not verify: `signature` against the server state of `hello` in `transcript`.
+   * The server answers `unauthorised` and closes with 4000 (PROTOCOL.md §5.2).
+   */
+  proofs: { description: string; transcript: string; hello: string; signature: Hex; error: "unauthorised" }[];
+  /**
+   * `established` frames the client of `transcript` must refuse (`protocol`): tampered or foreign
+   * ones, and grants sealed correctly whose content breaks PROTOCOL.md §5.4.
+   */
   established: { description: string; transcript: string; established: string; error: "protocol" }[];
 }
 
@@ -276,8 +320,11 @@ interface ChannelScript {
   via: "handshake" | "resume";
   /** For `resume`: the client's and server's nonces. */
   nonces?: { c: Uint8Array; s: Uint8Array };
-  /** Timeline of frames: a request and its response, or a push. */
-  steps: ({ request: number; op: string; data?: unknown; response: unknown } | { push: number; payload: unknown })[];
+  /**
+   * Timeline of frames: a request and its response, a notice push (`payload` is the inner push),
+   * or an application push (`message` and its `id`, wrapped as the broker wraps them, §7.2).
+   */
+  steps: ({ request: number; op: string; data?: unknown; response: unknown } | { push: number; payload: unknown } | { push: number; message: unknown; id: number })[];
 }
 
 interface TranscriptSpec {
@@ -312,7 +359,7 @@ const TRANSCRIPTS: TranscriptSpec[] = [
         steps: [
           { request: 1, op: "echo", data: { hello: "world", n: [1, 2, 3] }, response: { data: { hello: "world", n: [1, 2, 3] } } },
           { request: 2, op: "ping", response: { data: { pong: true, time: "2030-01-01T00:00:01.000Z" } } },
-          { push: 1, payload: { message: { text: "application push", id: 7 } } },
+          { push: 1, message: { text: "application push" }, id: 7 },
           { request: 3, op: "no.such.op", data: null, response: { error: { code: "not_found", message: "no handler for this op" } } },
           { push: 2, payload: { notice: "expiring", valid_until: "2030-01-01T01:00:00.000Z" } },
         ],
@@ -366,7 +413,7 @@ const TRANSCRIPTS: TranscriptSpec[] = [
         via: "handshake",
         steps: [
           { request: 1, op: "echo", data: { hello: "world", n: [1, 2, 3] }, response: { data: { hello: "world", n: [1, 2, 3] } } },
-          { push: 1, payload: { message: { text: "application push", id: 7 } } },
+          { push: 1, message: { text: "application push" }, id: 7 },
           { request: 2, op: "echo", data: "é ✓ 😀", response: { data: "é ✓ 😀" } },
         ],
       },
@@ -565,8 +612,8 @@ async function bindingVector(b: ChannelScript, type: ChannelType, channelKey: Ui
   const c2s = await key(raw.c2s);
   const s2c = await key(raw.s2c);
   const frames: ChannelFrameVector[] = [];
-  const add = async (kind: ChannelFrameVector["kind"], seq: number, payload: unknown) => {
-    const plaintext = JSON.stringify(payload);
+  /** Seals `plaintext`, the inner payload's exact JSON text. */
+  const add = async (kind: ChannelFrameVector["kind"], seq: number, plaintext: string) => {
     const k = kind === "request" ? FrameKind.request : kind === "response" ? FrameKind.response : FrameKind.push;
     const ct = await sealFrame(kind === "request" ? c2s : s2c, k, seq, channel, plaintext);
     const outer =
@@ -581,9 +628,12 @@ async function bindingVector(b: ChannelScript, type: ChannelType, channelKey: Ui
   };
   for (const s of b.steps) {
     if ("request" in s) {
-      await add("request", s.request, s.data === undefined ? { op: s.op } : { op: s.op, data: s.data });
-      await add("response", s.request, s.response);
-    } else await add("push", s.push, s.payload);
+      await add("request", s.request, JSON.stringify(s.data === undefined ? { op: s.op } : { op: s.op, data: s.data }));
+      await add("response", s.request, JSON.stringify(s.response));
+    } else if ("message" in s) {
+      // the broker's own wrapping (server/connection.ts), not a re-creation of it
+      await add("push", s.push, applicationPushText(JSON.stringify(s.message), s.id));
+    } else await add("push", s.push, JSON.stringify(s.payload));
   }
   return {
     name: b.name,
@@ -641,7 +691,70 @@ async function signatureVectors(resign?: Map<string, Hex>): Promise<SignatureVec
   ];
 }
 
-function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]): NegativeVectors {
+/**
+ * `established` frames for the handshake of `t` whose grant is sealed correctly (the client opens
+ * it) but breaks a constraint of PROTOCOL.md §5.4. Each is sealed by a fresh server context, as the
+ * client's context opens only the first seal.
+ */
+async function badGrants(t: TranscriptVector): Promise<{ description: string; established: string }[]> {
+  const server = await signingKey(t.inputs.server_key);
+  const sigC = unhex(t.intermediate.client_signature);
+  const good = t.inputs.grant;
+  const bad: [string, unknown][] = [
+    ["grant key of 16 bytes", { ...good, key: { ...good.key, data: b64u(run(0xa0, 16)) } }],
+    ["grant key type AES (the alias is for offers only)", { ...good, key: { ...good.key, type: "AES" } }],
+    ["grant ttl 0", { ...good, ttl: 0 }],
+    ["grant ttl 1.5", { ...good, ttl: 1.5 }],
+    ["grant without ttl", { channel: good.channel, key: good.key, valid_until: good.valid_until }],
+    ["grant channel of 21 characters", { ...good, channel: good.channel.slice(0, 21) }],
+    ["grant valid_until that is not a time", { ...good, valid_until: "tomorrow" }],
+  ];
+  const out: { description: string; established: string }[] = [];
+  for (const [description, grant] of bad) {
+    const hello = decodeClientFrame(t.frames.hello) as Hello;
+    const offer = { key: server, source: t.inputs.source, features: t.inputs.server_features };
+    const { pending } = await acceptHello(utf8(t.frames.hello), hello, offer, { nonceS: unhex(t.inputs.nonce_s), ekm: unhex(t.inputs.ekm) });
+    out.push({ description, established: JSON.stringify(await sealGrant(pending, sigC, grant as Grant, t.inputs.source)) });
+  }
+  return out;
+}
+
+/** Frames a receiver must accept (PROTOCOL.md §2.1, §4): other spellings of vector frames, and what they mean. */
+function acceptedFrames(ts: TranscriptVector[]): AcceptedFrameVector[] {
+  const t1 = ts.find((t) => t.name === "ed25519-x25519")!;
+  const hb = t1.bindings.find((b) => b.via === "handshake")!;
+  const req1 = hb.frames.find((f) => f.kind === "request" && f.seq === 1)!.frame;
+  const resp1 = hb.frames.find((f) => f.kind === "response" && f.seq === 1)!.frame;
+  const push1 = hb.frames.find((f) => f.kind === "push" && f.seq === 1)!.frame;
+  const hello = t1.frames.hello;
+  const variant = (canonical: string, from: string, to: string): string => {
+    if (!canonical.includes(from)) throw new Error(`accepted frame: ${from} not in ${canonical.slice(0, 40)}`);
+    return canonical.replace(from, to);
+  };
+  const parsed = (text: string) => JSON.parse(text) as Record<string, unknown>;
+  return [
+    { description: "hello version written 1.0: an integer is taken by its value", side: "client", text: variant(hello, '"version":1,', '"version":1.0,'), decoded: parsed(hello) },
+    { description: "hello version written 1e0", side: "client", text: variant(hello, '"version":1,', '"version":1e0,'), decoded: parsed(hello) },
+    { description: "request seq written 10E-1", side: "client", text: variant(req1, '"seq":1,', '"seq":10E-1,'), decoded: parsed(req1) },
+    { description: "response seq written 1.000", side: "server", text: variant(resp1, '"seq":1,', '"seq":1.000,'), decoded: parsed(resp1) },
+    { description: "hello without features: absent means []", side: "client", text: variant(hello, ',"features":[]', ""), decoded: parsed(hello) },
+    {
+      description: "hello offering one channel type twice: allowed, the server picks the first it accepts",
+      side: "client",
+      text: variant(hello, '"channel_types":["AES-256-GCM"]', '"channel_types":["AES-256-GCM","AES-256-GCM"]'),
+      decoded: { ...parsed(hello), channel_types: ["AES-256-GCM", "AES-256-GCM"] },
+    },
+    {
+      description: "hello with whitespace and an unknown member: both ignored (the bytes are still what is signed)",
+      side: "client",
+      text: variant(hello, '{"type":"hello",', '{ "type" : "hello",\n  "x-unknown": {"a": [1, 2]},\n  '),
+      decoded: parsed(hello),
+    },
+    { description: "push with an unknown member", side: "server", text: variant(push1, '{"type":"push",', '{"type":"push","x-unknown":true,'), decoded: parsed(push1) },
+  ];
+}
+
+async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]): Promise<NegativeVectors> {
   const t1 = ts.find((t) => t.name === "ed25519-x25519")!;
   const t2 = ts.find((t) => t.name === "ed25519-p256kem")!;
   const tc = ts.find((t) => t.name === "ed25519-x25519-chacha20poly1305")!;
@@ -653,6 +766,9 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
   const rb = t1.bindings.find((b) => b.via === "resume")!;
   const req1 = hb.frames.find((f) => f.kind === "request" && f.seq === 1)!;
   const resp1 = hb.frames.find((f) => f.kind === "response" && f.seq === 1)!;
+  const push1 = hb.frames.find((f) => f.kind === "push" && f.seq === 1)!;
+  const resume = JSON.parse(rb.resume!) as Record<string, unknown>;
+  const resumed = JSON.parse(rb.resumed!) as Record<string, unknown>;
   const ch = hb.channel;
   const ct = unhex(req1.ciphertext);
   const hello = JSON.parse(t1.frames.hello) as Record<string, unknown>;
@@ -683,7 +799,12 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         text: withHello({ nonce: nonce16.slice(0, -1) + "B" }),
         error: "bad_request",
       },
-      { description: "hello with 17 channel types", side: "client", text: withHello({ channel_types: Array(17).fill("AES-256-GCM") }), error: "bad_request" },
+      {
+        description: "hello with 17 channel types",
+        side: "client",
+        text: withHello({ channel_types: ["AES-256-GCM", ...Array.from({ length: 16 }, (_, i) => `x-type-${i}`)] }),
+        error: "bad_request",
+      },
       { description: "hello with an empty channel type", side: "client", text: withHello({ channel_types: [""] }), error: "bad_request" },
       { description: "hello public_key without data", side: "client", text: withHello({ public_key: { type: "Ed25519" } }), error: "bad_request" },
       {
@@ -692,6 +813,7 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         text: withHello({ features: ["a,b"] }),
         error: "bad_request",
       },
+      { description: "hello naming a feature twice (PROTOCOL.md §4: a list names each feature once)", side: "client", text: withHello({ features: ["binary", "binary"] }), error: "bad_request" },
       { description: "request seq 0", side: "client", text: req({ seq: 0 }), error: "bad_request" },
       { description: "request seq 2^32 (past the wire's MAX_WIRE_SEQ; a binding's own cap is checked by the receiver, §6.4)", side: "client", text: req({ seq: MAX_WIRE_SEQ + 1 }), error: "bad_request" },
       { description: "request seq 1.5", side: "client", text: req({ seq: 1.5 }), error: "bad_request" },
@@ -701,15 +823,25 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
       { description: "request ciphertext shorter than the 16-byte tag", side: "client", text: req({ request: b64u(ct.slice(0, 15)) }), error: "bad_request" },
       { description: "proof with an empty signature", side: "client", text: '{"type":"proof","signature":""}', error: "bad_request" },
       { description: "resume nonce of 8 bytes", side: "client", text: JSON.stringify({ type: "resume", channel: ch, nonce: b64u(run(0, 8)) }), error: "bad_request" },
-      { description: "a client frame sent by a server", side: "server", text: t1.frames.hello, error: "bad_request" },
-      { description: "challenge naming the alias AES instead of AES-256-GCM", side: "server", text: withChal({ channel_type: "AES" }), error: "bad_request" },
-      { description: "challenge choosing DES", side: "server", text: withChal({ channel_type: "DES" }), error: "bad_request" },
-      { description: "challenge naming chacha20-poly1305 in lower case (names are exact)", side: "server", text: withChal({ channel_type: "chacha20-poly1305" }), error: "bad_request" },
-      { description: "challenge choosing XChaCha20-Poly1305 (not a channel type)", side: "server", text: withChal({ channel_type: "XChaCha20-Poly1305" }), error: "bad_request" },
-      { description: "challenge without signature", side: "server", text: withChal({ signature: undefined }), error: "bad_request" },
-      { description: "response seq 0", side: "server", text: JSON.stringify({ ...JSON.parse(resp1.frame), seq: 0 }), error: "bad_request" },
-      { description: "push without push field", side: "server", text: JSON.stringify({ type: "push", source: SOURCE, channel: ch, seq: 1 }), error: "bad_request" },
-      { description: "error frame without error object", side: "server", text: '{"type":"error","code":"unauthorised"}', error: "bad_request" },
+      { description: "resume naming a feature twice", side: "client", text: JSON.stringify({ ...resume, features: ["binary", "binary"] }), error: "bad_request" },
+      { description: "a client frame sent by a server", side: "server", text: t1.frames.hello, error: "protocol" },
+      { description: "challenge naming the alias AES instead of AES-256-GCM", side: "server", text: withChal({ channel_type: "AES" }), error: "protocol" },
+      { description: "challenge choosing DES", side: "server", text: withChal({ channel_type: "DES" }), error: "protocol" },
+      { description: "challenge naming chacha20-poly1305 in lower case (names are exact)", side: "server", text: withChal({ channel_type: "chacha20-poly1305" }), error: "protocol" },
+      { description: "challenge choosing XChaCha20-Poly1305 (not a channel type)", side: "server", text: withChal({ channel_type: "XChaCha20-Poly1305" }), error: "protocol" },
+      { description: "challenge without signature", side: "server", text: withChal({ signature: undefined }), error: "protocol" },
+      { description: "challenge without source", side: "server", text: withChal({ source: undefined }), error: "protocol" },
+      { description: "challenge nonce of 16 bytes (server nonces are exactly 32)", side: "server", text: withChal({ nonce: b64u(run(0x40, 16)) }), error: "protocol" },
+      { description: "challenge nonce of 33 bytes", side: "server", text: withChal({ nonce: b64u(run(0x40, 33)) }), error: "protocol" },
+      { description: "challenge naming a feature twice", side: "server", text: withChal({ features: ["binary", "binary"] }), error: "protocol" },
+      { description: "response seq 0", side: "server", text: JSON.stringify({ ...JSON.parse(resp1.frame), seq: 0 }), error: "protocol" },
+      { description: "response without source", side: "server", text: JSON.stringify({ ...JSON.parse(resp1.frame), source: undefined }), error: "protocol" },
+      { description: "push without push field", side: "server", text: JSON.stringify({ type: "push", source: SOURCE, channel: ch, seq: 1 }), error: "protocol" },
+      { description: "push without source", side: "server", text: JSON.stringify({ ...JSON.parse(push1.frame), source: undefined }), error: "protocol" },
+      { description: "resumed without source", side: "server", text: JSON.stringify({ ...resumed, source: undefined }), error: "protocol" },
+      { description: "resumed nonce of 16 bytes (server nonces are exactly 32)", side: "server", text: JSON.stringify({ ...resumed, nonce: b64u(run(0xe0, 16)) }), error: "protocol" },
+      { description: "resumed naming a feature twice", side: "server", text: JSON.stringify({ ...resumed, features: ["binary", "binary"] }), error: "protocol" },
+      { description: "error frame without error object", side: "server", text: '{"type":"error","code":"unauthorised"}', error: "protocol" },
     ],
     binary_frames: (() => {
       const good = unhex(req1.binary);
@@ -724,7 +856,8 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         { description: "kind 0", side: "client", hex: patched(0, 0), error: "bad_request" },
         { description: "kind 4", side: "client", hex: patched(0, 4), error: "bad_request" },
         { description: "a response (kind 2) sent by a client", side: "client", hex: patched(0, 2), error: "bad_request" },
-        { description: "a request (kind 1) sent by a server", side: "server", hex: req1.binary, error: "bad_request" },
+        { description: "a request (kind 1) sent by a server", side: "server", hex: req1.binary, error: "protocol" },
+        { description: "a response shorter than the 21-byte header and a 16-byte tag", side: "server", hex: resp1.binary.slice(0, 72), error: "protocol" },
         { description: "seq 0", side: "client", hex: withSeq(0), error: "bad_request" },
       ];
     })(),
@@ -804,40 +937,52 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
       },
     ],
     challenges: [
-      { description: "server nonce replaced", transcript: t1.name, challenge: withChal({ nonce: b64u(run(0x99, 32)) }), error: "protocol" },
-      { description: "enc replaced", transcript: t1.name, challenge: withChal({ enc: b64u(run(0x99, 32)) }), error: "protocol" },
+      { description: "server nonce replaced", transcript: t1.name, challenge: withChal({ nonce: b64u(run(0x99, 32)) }), error: "protocol", error_pinned: "protocol" },
+      { description: "enc replaced", transcript: t1.name, challenge: withChal({ enc: b64u(run(0x99, 32)) }), error: "protocol", error_pinned: "protocol" },
       {
         description: "a channel type chosen that the hello did not offer (ChaCha20-Poly1305 for an AES-256-GCM-only hello)",
         transcript: t1.name,
         challenge: withChal({ channel_type: CC }),
         error: "protocol",
+        error_pinned: "protocol",
       },
       {
         description: "channel type downgraded in transit (AES-256-GCM for ChaCha20-Poly1305): the signature covers the choice",
         transcript: tc.name,
         challenge: JSON.stringify({ ...(JSON.parse(tc.frames.challenge) as object), channel_type: ChannelType.aes256gcm }),
         error: "protocol",
+        error_pinned: "protocol",
       },
-      { description: "source replaced", transcript: t1.name, challenge: withChal({ source: "wss://evil.example/" }), error: "protocol" },
-      { description: "server_key replaced by another valid key", transcript: t1.name, challenge: withChal({ server_key: { type: "Ed25519", data: edSpki } }), error: "protocol" },
-      { description: "signature bit flipped", transcript: t1.name, challenge: withChal({ signature: b64u(flip(unhex(t1.intermediate.server_signature), 0)) }), error: "protocol" },
+      { description: "source replaced", transcript: t1.name, challenge: withChal({ source: "wss://evil.example/" }), error: "protocol", error_pinned: "protocol" },
+      {
+        // Without a pin the client checks the signature against the key the challenge names; with one, the pin fails first (§5.2 step 1).
+        description: "server_key replaced by another valid key",
+        transcript: t1.name,
+        challenge: withChal({ server_key: { type: "Ed25519", data: edSpki } }),
+        error: "protocol",
+        error_pinned: "server_key_mismatch",
+      },
+      { description: "signature bit flipped", transcript: t1.name, challenge: withChal({ signature: b64u(flip(unhex(t1.intermediate.server_signature), 0)) }), error: "protocol", error_pinned: "protocol" },
       {
         description: "chosen features stripped (downgrade)",
         transcript: t2.name,
         challenge: JSON.stringify({ ...(JSON.parse(t2.frames.challenge) as object), features: [] }),
         error: "protocol",
+        error_pinned: "protocol",
       },
       {
         description: "a feature chosen that the hello did not offer",
         transcript: t2.name,
         challenge: JSON.stringify({ ...(JSON.parse(t2.frames.challenge) as object), features: ["x-vector-a", "x-vector-c"] }),
         error: "protocol",
+        error_pinned: "protocol",
       },
       {
         description: "challenge of another handshake (same server and choices)",
         transcript: t1.name,
         challenge: ts.find((t) => t.name === "p256-identity")!.frames.challenge,
         error: "protocol",
+        error_pinned: "protocol",
       },
     ],
     proofs: [
@@ -846,14 +991,16 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         transcript: t1.name,
         hello: t1.frames.hello.replace('"hello",', '"hello", '),
         signature: t1.intermediate.client_signature,
+        error: "unauthorised",
       },
       {
         description: "channel_types changed in transit (downgrade): the proof covers the hello as sent",
         transcript: t2.name,
         hello: t2.frames.hello.replace('["DES","AES"]', '["AES"]'),
         signature: t2.intermediate.client_signature,
+        error: "unauthorised",
       },
-      { description: "proof of another handshake by the same identity", transcript: t2.name, hello: t2.frames.hello, signature: t1.intermediate.client_signature },
+      { description: "proof of another handshake by the same identity", transcript: t2.name, hello: t2.frames.hello, signature: t1.intermediate.client_signature, error: "unauthorised" },
     ],
     established: [
       {
@@ -863,6 +1010,7 @@ function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]
         error: "protocol",
       },
       { description: "established of another handshake", transcript: t1.name, established: ts.find((t) => t.name === "p256-identity")!.frames.established, error: "protocol" },
+      ...(await badGrants(t1)).map((g) => ({ ...g, transcript: t1.name, error: "protocol" as const })),
     ],
   };
 }
@@ -908,7 +1056,8 @@ export async function generate(): Promise<VectorFile> {
     ],
     signatures: await signatureVectors(),
     transcripts,
-    negative: negativeVectors(keys, transcripts),
+    accepted_frames: acceptedFrames(transcripts),
+    negative: await negativeVectors(keys, transcripts),
   };
 }
 

@@ -80,6 +80,15 @@ function aadBytes(aad: string | Uint8Array): Uint8Array {
   return aadScratch.subarray(0, n);
 }
 
+/**
+ * A key dropped without `wipe()` (a client's binding simply let go) still has
+ * its slot zeroed and freed, once the key object is collected.
+ */
+const unwiped = new FinalizationRegistry<Buffer>((slot) => {
+  sodium?.sodium_memzero(slot);
+  freeSlots.push(slot);
+});
+
 /** Plaintext of a JSON frame is written here, sealed in place, and leaves as base64url text: calls are synchronous. */
 let scratch = Buffer.alloc(4096);
 
@@ -98,6 +107,7 @@ export class SodiumTrafficKey implements TrafficKey {
     this.#s = sodium;
     this.#key = takeSlot();
     this.#key.set(raw);
+    unwiped.register(this, this.#key, this);
   }
 
   seal(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string): string {
@@ -141,6 +151,7 @@ export class SodiumTrafficKey implements TrafficKey {
     const key = this.#key;
     if (!key) return;
     this.#key = undefined;
+    unwiped.unregister(this);
     this.#s.sodium_memzero(key);
     freeSlots.push(key);
   }

@@ -431,7 +431,11 @@ export function encodeBinaryHeader(kind: 1 | 2 | 3, channel: Uint8Array, seq: nu
   const h = new Uint8Array(BINARY_HEADER_BYTES);
   h[0] = kind;
   h.set(channel, 1);
-  new DataView(h.buffer).setUint32(1 + CHANNEL_ID_BYTES, seq, false);
+  // uint32_be(seq), byte by byte: no DataView per frame (issue 13)
+  h[17] = seq >>> 24;
+  h[18] = (seq >>> 16) & 0xff;
+  h[19] = (seq >>> 8) & 0xff;
+  h[20] = seq & 0xff;
   return h;
 }
 
@@ -440,7 +444,7 @@ function decodeBinary(bytes: Uint8Array, accept: readonly ("request" | "response
   if (bytes.length < BINARY_HEADER_BYTES + 16) throw badField("frame", `binary frame of at least ${BINARY_HEADER_BYTES + 16} bytes`);
   const type = BINARY_TYPES[bytes[0]!];
   if (!type || !accept.includes(type)) throw new PsimbolsError(ErrorCode.badRequest, `binary frame kind is not one this side accepts`);
-  const seq = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1 + CHANNEL_ID_BYTES, false);
+  const seq = (bytes[17]! * 0x1000000 + (bytes[18]! << 16) + (bytes[19]! << 8) + bytes[20]!) >>> 0; // uint32_be, no DataView per frame
   if (seq < 1) throw badField("seq", `integer in 1..${MAX_WIRE_SEQ}`);
   return { type, channel: b64u(bytes.subarray(1, 1 + CHANNEL_ID_BYTES)), seq, ct: bytes.subarray(BINARY_HEADER_BYTES) };
 }

@@ -53,22 +53,14 @@ function fromText(ciphertext: string): Buffer {
 }
 
 /**
- * Key storage: 32-byte slots in shared slabs, so that a key costs its 32 bytes
- * and one view, not an ArrayBuffer of its own (a server holds two keys per
- * bound socket, issue 7). A slot is zeroed when its key is wiped and only then
- * handed out again.
+ * Where a key's words are put together for one libsodium call, zeroed right
+ * after it (calls are synchronous): the key itself is eight int32 words in its
+ * object, as node/aead.ts keeps AES keys (a Buffer of its own, or a view on a
+ * shared slab, costs a few hundred bytes per key; a server holds two keys per
+ * bound socket, issue 7).
  */
-const SLAB_KEYS = 1024;
-const freeSlots: Buffer[] = [];
-function takeSlot(): Buffer {
-  let slot = freeSlots.pop();
-  if (!slot) {
-    const slab = Buffer.alloc(SLAB_KEYS * KEY_BYTES);
-    for (let i = SLAB_KEYS - 1; i > 0; i--) freeSlots.push(slab.subarray(i * KEY_BYTES, (i + 1) * KEY_BYTES));
-    slot = slab.subarray(0, KEY_BYTES);
-  }
-  return slot;
-}
+const keyScratch = Buffer.alloc(KEY_BYTES);
+const keyWords = new Int32Array(keyScratch.buffer, keyScratch.byteOffset, KEY_BYTES / 4);
 
 /** The AAD (a channel id: short) is written here for each call, no buffer allocated. Bytes (RFC 8439's vector) pass as they are. */
 const aadScratch = Buffer.alloc(256);
@@ -80,84 +72,107 @@ function aadBytes(aad: string | Uint8Array): Uint8Array {
   return aadScratch.subarray(0, n);
 }
 
-/**
- * A key dropped without `wipe()` (a client's binding simply let go) still has
- * its slot zeroed and freed, once the key object is collected.
- */
-const unwiped = new FinalizationRegistry<Buffer>((slot) => {
-  sodium?.sodium_memzero(slot);
-  freeSlots.push(slot);
-});
-
 /** Plaintext of a JSON frame is written here, sealed in place, and leaves as base64url text: calls are synchronous. */
 let scratch = Buffer.alloc(4096);
 
 /**
- * A ChaCha20-Poly1305 TrafficKey on libsodium. The key bytes live in a slab
- * slot (a copy: the caller may wipe `raw`); `wipe()` zeroes them with
- * `sodium_memzero` once the binding is over; a wiped key refuses to seal or open.
+ * A ChaCha20-Poly1305 TrafficKey on libsodium. The 32 key bytes are kept as
+ * eight int32 words in the object (`raw` is copied; the caller may wipe it),
+ * put together in a scratch buffer only for the one synchronous libsodium call
+ * and zeroed with `sodium_memzero` right after. `wipe()` zeroes the words once
+ * the binding is over; a wiped key refuses to seal or open.
  */
 export class SodiumTrafficKey implements TrafficKey {
-  #key: Buffer | undefined;
+  #w0: number;
+  #w1: number;
+  #w2: number;
+  #w3: number;
+  #w4: number;
+  #w5: number;
+  #w6: number;
+  #w7: number;
+  #wiped = false;
   readonly #s: Sodium;
 
   constructor(raw: Uint8Array) {
     if (!sodium) throw new PsimbolsError(ErrorCode.unsupported, "sodium-native is not available in this process");
     if (raw.length !== KEY_BYTES) throw new RangeError(`"raw" expected ${KEY_BYTES} bytes, got ${raw.length}`);
     this.#s = sodium;
-    this.#key = takeSlot();
-    this.#key.set(raw);
-    unwiped.register(this, this.#key, this);
+    keyScratch.set(raw);
+    const w = keyWords;
+    this.#w0 = w[0]!;
+    this.#w1 = w[1]!;
+    this.#w2 = w[2]!;
+    this.#w3 = w[3]!;
+    this.#w4 = w[4]!;
+    this.#w5 = w[5]!;
+    this.#w6 = w[6]!;
+    this.#w7 = w[7]!;
+    sodium.sodium_memzero(keyScratch);
   }
 
   seal(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string): string {
-    const key = this.#live();
+    if (this.#wiped) throw new Error("this traffic key was wiped");
     const n = Buffer.byteLength(plaintext, "utf8");
     if (scratch.length < n + TAG_BYTES) scratch = Buffer.alloc(Math.max(n + TAG_BYTES, scratch.length * 2));
     scratch.write(plaintext, 0, "utf8");
     const ct = scratch.subarray(0, n + TAG_BYTES);
-    this.#s.crypto_aead_chacha20poly1305_ietf_encrypt(ct, scratch.subarray(0, n), aadBytes(aad), null, nonce, key);
+    try {
+      this.#s.crypto_aead_chacha20poly1305_ietf_encrypt(ct, scratch.subarray(0, n), aadBytes(aad), null, nonce, this.#bytes());
+    } finally {
+      this.#s.sodium_memzero(keyScratch);
+    }
     return ct.toString("base64url");
   }
 
   sealBinary(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string, header: Uint8Array): Uint8Array {
-    const key = this.#live();
+    if (this.#wiped) throw new Error("this traffic key was wiped");
     const n = Buffer.byteLength(plaintext, "utf8");
     const h = header.length;
     // `header || ciphertext || tag` in one buffer: the plaintext is written where its ciphertext goes and sealed in place.
     const out = Buffer.allocUnsafe(h + n + TAG_BYTES);
     out.set(header, 0);
     out.write(plaintext, h, "utf8");
-    this.#s.crypto_aead_chacha20poly1305_ietf_encrypt(out.subarray(h), out.subarray(h, h + n), aadBytes(aad), null, nonce, key);
+    try {
+      this.#s.crypto_aead_chacha20poly1305_ietf_encrypt(out.subarray(h), out.subarray(h, h + n), aadBytes(aad), null, nonce, this.#bytes());
+    } finally {
+      this.#s.sodium_memzero(keyScratch);
+    }
     return out;
   }
 
   open(nonce: Uint8Array, aad: string | Uint8Array, ciphertext: Ciphertext): Uint8Array {
     const ct = typeof ciphertext === "string" ? fromText(ciphertext) : ciphertext;
-    const key = this.#key;
-    if (ct.length < TAG_BYTES || !key) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
+    if (ct.length < TAG_BYTES || this.#wiped) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
     const pt = Buffer.allocUnsafe(ct.length - TAG_BYTES);
     try {
-      this.#s.crypto_aead_chacha20poly1305_ietf_decrypt(pt, null, ct, aadBytes(aad), nonce, key);
+      this.#s.crypto_aead_chacha20poly1305_ietf_decrypt(pt, null, ct, aadBytes(aad), nonce, this.#bytes());
     } catch {
       pt.fill(0);
       throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
+    } finally {
+      this.#s.sodium_memzero(keyScratch);
     }
     return pt;
   }
 
-  /** Zeroes the key and frees its slot; from now on `seal` throws and `open` answers `unauthorised`. */
+  /** Zeroes the key; from now on `seal` throws and `open` answers `unauthorised`. */
   wipe(): void {
-    const key = this.#key;
-    if (!key) return;
-    this.#key = undefined;
-    unwiped.unregister(this);
-    this.#s.sodium_memzero(key);
-    freeSlots.push(key);
+    this.#wiped = true;
+    this.#w0 = this.#w1 = this.#w2 = this.#w3 = this.#w4 = this.#w5 = this.#w6 = this.#w7 = 0;
   }
 
-  #live(): Buffer {
-    if (!this.#key) throw new Error("this traffic key was wiped");
-    return this.#key;
+  /** The key bytes, in the scratch buffer: the caller zeroes it once libsodium has used them. */
+  #bytes(): Buffer {
+    const w = keyWords;
+    w[0] = this.#w0;
+    w[1] = this.#w1;
+    w[2] = this.#w2;
+    w[3] = this.#w3;
+    w[4] = this.#w4;
+    w[5] = this.#w5;
+    w[6] = this.#w6;
+    w[7] = this.#w7;
+    return keyScratch;
   }
 }

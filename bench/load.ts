@@ -35,7 +35,7 @@ import { connect as netConnect } from "node:net";
 import { WebSocket } from "ws";
 import { KeyType, type SigningKey, generateSigningKey } from "../shared/crypto.js";
 import { fromUtf8, wipe } from "../shared/encoding.js";
-import { Feature, type ServerFrame, decodeInnerResponse, decodeServerBinary, decodeServerFrame } from "../shared/frames.js";
+import { Feature, type KemType, type ServerFrame, decodeInnerResponse, decodeServerBinary, decodeServerFrame } from "../shared/frames.js";
 import { answerChallenge, createHello, openGrant } from "../shared/handshake.js";
 import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealBinaryFrame, sealFrame } from "../shared/channel.js";
 import { useNodeCrypto } from "../node/engines.js";
@@ -66,6 +66,8 @@ export interface LoadConfig {
   channelTypes?: string[];
   /** msg: requests per second in all; 0 = closed loop. */
   rate?: number;
+  /** psimbols handshakes: the ephemeral KEM (default X25519; `X-Wing` for issue 15's rows). */
+  kem?: KemType;
 }
 
 /** What `report` returns. */
@@ -306,7 +308,7 @@ function expectFrame<T extends ServerFrame["type"]>(text: string, type: T): Extr
 async function psHandshake(ws: WebSocket, identity: SigningKey): Promise<Bound> {
   const box = inbox(ws);
   try {
-    const h = await createHello(identity, { features: cfg.binary ? [Feature.binary] : [], ...(cfg.channelTypes ? { channelTypes: cfg.channelTypes } : {}) });
+    const h = await createHello(identity, { features: cfg.binary ? [Feature.binary] : [], ...(cfg.channelTypes ? { channelTypes: cfg.channelTypes } : {}), ...(cfg.kem ? { kem: cfg.kem } : {}) });
     ws.send(fromUtf8(h.bytes));
     const challenge = expectFrame(await box.next("challenge"), "challenge");
     const { proof, state } = await answerChallenge(h, challenge, (k) => {

@@ -47,7 +47,11 @@ import type { LoadConfig, LoadReport } from "./load.js";
 import type { ServerConfig } from "./server.js";
 import { formatSummary, summarise } from "./profile.js";
 import { freePort } from "../cli/cluster/net.js";
-import { chachaEngine } from "../node/engines.js";
+import { generateSigningKey } from "../shared/crypto.js";
+import { b64u, fromB64u } from "../shared/encoding.js";
+import { Feature, KemType, kemTypes } from "../shared/frames.js";
+import { type ClientHello, acceptHello, answerChallenge, createHello, sealGrant, verifyProof } from "../shared/handshake.js";
+import { chachaEngine, useNodeCrypto } from "../node/engines.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DIST = fileURLToPath(new URL("./", import.meta.url));
@@ -383,7 +387,7 @@ async function msgCase(
   }
 }
 
-async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string } = {}): Promise<HsResult> {
+async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string; kem?: KemType } = {}): Promise<HsResult> {
   const cfg: ServerConfig =
     kind === "mtls" ? { kind, tls: { key: env.pki.serverKey, cert: env.pki.serverCert, ca: env.pki.ca } } : { kind, store: "memory" };
   const { child: server, port, fingerprint } = await startServer(cfg);
@@ -399,6 +403,7 @@ async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string
     n: 0,
     addresses: ADDRESSES,
     binary: true,
+    ...(o.kem ? { kem: o.kem } : {}),
   });
   try {
     await load.wait("ready", 30_000);
@@ -420,6 +425,67 @@ async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string
     await load.stop({ cmd: "stop" });
     await server.stop({ cmd: "exit" });
   }
+}
+
+/** Bytes of the four handshake frames per KEM (Ed25519 identity and server key, no features): issue 15. */
+async function handshakeFrameBytes(): Promise<Record<string, Record<string, number>>> {
+  useNodeCrypto();
+  const server = await generateSigningKey();
+  const out: Record<string, Record<string, number>> = {};
+  for (const kem of kemTypes) {
+    const h = await createHello(await generateSigningKey(), { kem, features: [Feature.binary] });
+    const { challenge, pending } = await acceptHello(h.bytes, h.hello, { key: server, source: "ws://127.0.0.1:9393/", features: [Feature.binary] });
+    const { proof } = await answerChallenge(h, challenge, () => {});
+    const sig = fromB64u(proof.signature, "signature");
+    const grant = { channel: "AAAAAAAAAAAAAAAAAAAAAA", key: { type: "AES-256-GCM" as const, data: b64u(new Uint8Array(32)) }, valid_until: "2030-01-01T00:00:00.000Z", ttl: 3600 };
+    const est = await sealGrant(pending, sig, grant, "ws://127.0.0.1:9393/");
+    const size = (o: unknown) => new TextEncoder().encode(JSON.stringify(o)).length;
+    out[kem] = { hello: h.bytes.length, challenge: size(challenge), proof: size(proof), established: size(est) };
+  }
+  return out;
+}
+
+/**
+ * The server's share of one handshake per KEM, in this process on the node:crypto engine (as a
+ * broker runs it): acceptHello (KEM import, Encap, key schedule, signature) plus verifyProof and
+ * sealGrant, CPU µs per handshake over a fixed count, no sockets. Issue 15: X-Wing against X25519
+ * without the load generator and socket noise of the handshake rows.
+ */
+async function serverCpuByKem(): Promise<Record<string, number>> {
+  useNodeCrypto();
+  const server = await generateSigningKey();
+  const id = await generateSigningKey();
+  const source = "ws://127.0.0.1:9393/";
+  const grant = { channel: "AAAAAAAAAAAAAAAAAAAAAA", key: { type: "AES-256-GCM" as const, data: b64u(new Uint8Array(32)) }, valid_until: "2030-01-01T00:00:00.000Z", ttl: 3600 };
+  const out: Record<string, number> = {};
+  const N = QUICK ? 50 : 300;
+  for (const kem of kemTypes) {
+    // client work first, outside the measured part
+    const prepared: ClientHello[] = [];
+    for (let i = 0; i < N + 20; i++) prepared.push(await createHello(id, { kem }));
+    const one = async (h: ClientHello) => {
+      const { challenge, pending } = await acceptHello(h.bytes, h.hello, { key: server, source });
+      const { proof } = await answerChallenge(h, challenge, () => {});
+      return { pending, sig: fromB64u(proof.signature, "signature") };
+    };
+    for (const h of prepared.slice(N)) await one(h); // warm-up
+    let cpu = 0;
+    for (const h of prepared.slice(0, N)) {
+      const t0 = process.cpuUsage();
+      const { challenge, pending } = await acceptHello(h.bytes, h.hello, { key: server, source });
+      let t = process.cpuUsage(t0);
+      cpu += t.user + t.system;
+      const { proof } = await answerChallenge(h, challenge, () => {});
+      const sig = fromB64u(proof.signature, "signature");
+      const t1 = process.cpuUsage();
+      await verifyProof(pending, sig);
+      await sealGrant(pending, sig, grant, source);
+      t = process.cpuUsage(t1);
+      cpu += t.user + t.system;
+    }
+    out[kem] = round(cpu / N);
+  }
+  return out;
 }
 
 interface IdleResult {
@@ -554,7 +620,7 @@ function table(c: Record<string, unknown>): string {
   }
   const hs = c as Record<string, HsResult | undefined>;
   const hsRows: string[][] = [["handshakes", "per s", "p50 ms", "p99 ms", "CPU µs/hs", "baseline", "per-s ratio", "CPU ratio"]];
-  for (const [name, b] of [["handshake_mtls", ""], ["handshake_psimbols", "handshake_mtls"]] as const) {
+  for (const [name, b] of [["handshake_mtls", ""], ["handshake_psimbols", "handshake_mtls"], ["handshake_psimbols_xwing", "handshake_psimbols"]] as const) {
     const r = hs[name];
     if (!r || typeof r.per_s !== "number") continue;
     const bl = b ? hs[b] : undefined;
@@ -669,6 +735,11 @@ async function main(): Promise<void> {
   await run("handshake_mtls", () => hsCase(env, "mtls"));
   const profH = PROFILE ? `${profDir}handshake_psimbols.cpuprofile` : undefined;
   await run("handshake_psimbols", () => hsCase(env, "psimbols", profH ? { profile: profH } : {}));
+  // Issue 15: the same handshakes with the post-quantum hybrid KEM, and the frame sizes of both
+  const profX = PROFILE ? `${profDir}handshake_psimbols_xwing.cpuprofile` : undefined;
+  await run("handshake_psimbols_xwing", () => hsCase(env, "psimbols", { kem: KemType.xwing, ...(profX ? { profile: profX } : {}) }));
+  await run("handshake_frame_bytes", () => handshakeFrameBytes());
+  await run("handshake_server_cpu_us_by_kem", () => serverCpuByKem());
   await run("rss_per_conn_kib_ws", async () => {
     const r = await idleCase(env, "ws");
     cases.rss_detail_ws = r;

@@ -50,6 +50,8 @@ const BENCH_LIMITS = {
   connectionsPerAddress: 1_000_000,
   hellosPerAddress: 1 << 30,
   hellosPerSecond: 1 << 30,
+  resumesPerAddress: 1 << 30,
+  resumesPerSecond: 1 << 30,
   handshakesPerIdentityPerMinute: 1 << 30,
   queuedFramesPerConnection: 4096,
 };

@@ -2,6 +2,7 @@
 // Builds the browser bundles with esbuild (issue 6): ESM, one file each,
 // platform browser, no Node polyfills.
 //   dist/browser/psimbols.js   the client library ("psimbols/browser"), from client/browser.ts
+//   dist/browser/xwing.js      the X-Wing KEM (issue 15), self-contained; psimbols.js imports it on first use only
 //   dist/browser/psimbols.d.ts its types (re-exports dist/client/browser.d.ts, written by tsc)
 //   dist/browser/console.js    the web console, from client/console/console.ts
 //   dist/browser/console.html, console.css
@@ -28,6 +29,32 @@ const noNodeCrypto = {
   },
 };
 
+// The console never offers X-Wing (its handshake uses X25519 or P-256, client/browser.ts
+// detectAlgorithms), and the broker serves a fixed list of its files (server/console.ts):
+// X-Wing's module is a stub there that refuses to load, so console.js does not grow.
+const noXWing = {
+  name: "no-x-wing",
+  setup(b) {
+    b.onResolve({ filter: /^@hpke\/hybridkem-x-wing$/ }, (a) => ({ path: a.path, namespace: "psimbols-no-x-wing" }));
+    b.onLoad({ filter: /.*/, namespace: "psimbols-no-x-wing" }, () => ({
+      contents: 'throw new Error("X-Wing is not part of the web console bundle");',
+      loader: "js",
+    }));
+  },
+};
+
+// In psimbols.js, shared/hpke.ts's `import("@hpke/hybridkem-x-wing")` becomes `import("./xwing.js")`,
+// a bundle of its own: a client that never asks for X-Wing never fetches ML-KEM-768, a JavaScript
+// X25519 and SHA-3, and psimbols.js does not grow. (esbuild's code splitting would do it too, but
+// puts @hpke/common's X-Wing-only modules in a chunk every client loads: +24 KB.)
+const XWING_BUNDLE = "./xwing.js";
+const lazyXWing = {
+  name: "lazy-x-wing",
+  setup(b) {
+    b.onResolve({ filter: /^@hpke\/hybridkem-x-wing$/ }, () => ({ path: XWING_BUNDLE, external: true }));
+  },
+};
+
 const common = {
   absWorkingDir: root,
   bundle: true,
@@ -44,12 +71,13 @@ const common = {
 await mkdir(out, { recursive: true });
 try {
   const results = await Promise.all([
-    build({ ...common, entryPoints: ["client/browser.ts"], outfile: `${out}psimbols.js` }),
-    build({ ...common, entryPoints: ["client/console/console.ts"], outfile: `${out}console.js`, minify: true }),
+    build({ ...common, entryPoints: ["client/browser.ts"], outfile: `${out}psimbols.js`, plugins: [noNodeCrypto, lazyXWing] }),
+    build({ ...common, entryPoints: ["node_modules/@hpke/hybridkem-x-wing/esm/mod.js"], outfile: `${out}xwing.js` }),
+    build({ ...common, entryPoints: ["client/console/console.ts"], outfile: `${out}console.js`, minify: true, plugins: [noNodeCrypto, noXWing] }),
   ]);
   for (const r of results) {
     for (const [file, meta] of Object.entries(r.metafile.outputs)) {
-      const bare = (meta.imports ?? []).filter((i) => i.external);
+      const bare = (meta.imports ?? []).filter((i) => i.external && !(file.endsWith("/psimbols.js") && i.path === XWING_BUNDLE && i.kind === "dynamic-import"));
       if (bare.length > 0) throw new Error(`${file} imports ${bare.map((i) => i.path).join(", ")}: a browser bundle must be self-contained`);
     }
   }

@@ -26,6 +26,8 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 command -v redis-server >/dev/null || need_apt redis-server redis-server
 command -v haproxy >/dev/null || need_apt haproxy haproxy
+# Partition tests (test/partition/) make network namespaces with ip and tc; without root they skip.
+if [ "$(id -u)" = 0 ] && ! command -v tc >/dev/null; then need_apt tc iproute2; fi
 [ -x "${PSIMBOLS_CHROMIUM:-/usr/bin/chromium}" ] || need_apt chromium chromium
 
 # Type-check and build (the browser config has no Node types: a Node import in shared/ or the client core fails here).

@@ -7,6 +7,7 @@ import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { connect } from "../client/node.js";
 import { generateKeyFile, loadKey, loadPublicKey } from "../node/key-files.js";
 import { int } from "./options.js";
+import { KemType, kemTypes } from "../shared/frames.js";
 
 const KEY_TYPES: Record<string, KeyType> = { ed25519: KT.ed25519, p256: KT.p256, rsa: KT.rsa };
 
@@ -36,7 +37,8 @@ export function clientCommands(p: Command): void {
     .option("--server-key <fingerprint>", "pin the server key (otherwise trust on first use, kept in the known-servers file)")
     .option("--known-servers <file>", "known-servers file")
     .option("--timeout <ms>", "request timeout", int("--timeout"), 10_000)
-    .action(async (url: string, op: string, json: string, o: { key: string; serverKey?: string; knownServers?: string; timeout: number }) => {
+    .addOption(new Option("--kem <type>", "ephemeral KEM of the handshake (X-Wing: post-quantum hybrid, issue 15)").choices(kemTypes).default(KemType.x25519))
+    .action(async (url: string, op: string, json: string, o: { key: string; serverKey?: string; knownServers?: string; timeout: number; kem: KemType }) => {
       let data: unknown;
       try {
         data = JSON.parse(json);
@@ -49,6 +51,7 @@ export function clientCommands(p: Command): void {
         ...(o.serverKey ? { serverKey: o.serverKey } : {}),
         ...(o.knownServers ? { knownServersFile: o.knownServers } : {}),
         requestTimeoutMs: o.timeout,
+        kem: o.kem,
         reconnect: false,
         renew: false,
       });

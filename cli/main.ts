@@ -1,11 +1,12 @@
 /**
  * The `psimbols` command. Each command group lives in a file of its own:
  * client.ts (keygen, fingerprint, call), serve.ts, operate.ts (channels,
- * push), keys.ts. Errors print `error: …` and, where it helps, `hint: …`,
+ * push), keys.ts, api-token.ts. Errors print `error: …` and, where it helps, `hint: …`,
  * and exit non-zero.
  */
 import { Command } from "commander";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { apiTokenCommands } from "./api-token.js";
 import { clientCommands } from "./client.js";
 import { keysCommands } from "./keys.js";
 import { operatorCommands } from "./operate.js";
@@ -20,6 +21,7 @@ export function program(): Command {
   serveCommand(p);
   operatorCommands(p);
   keysCommands(p);
+  apiTokenCommands(p);
   return p;
 }
 

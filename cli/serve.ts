@@ -15,6 +15,11 @@ import { parseWrapKey } from "../server/store/wrap.js";
 import { loadOrCreateServerKey } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
 import { channelTypeList, int } from "./options.js";
+import { dirname } from "node:path";
+import { EVENT_DEFAULTS, Events, secretsFromEnv } from "../server/app/events.js";
+import { ApiServer, parseListen } from "../server/api/server.js";
+import { FileTokenStore, RedisTokenStore } from "../server/api/tokens.js";
+import type { KemType } from "../shared/frames.js";
 
 /** Adds `serve` to `p`. */
 export function serveCommand(p: Command): void {
@@ -30,7 +35,7 @@ export function serveCommand(p: Command): void {
     .option("--expiring-before <seconds>", "push `expiring` this long before expiry", int("--expiring-before"))
     .option("--handshake-timeout <ms>", "time allowed to complete a handshake", int("--handshake-timeout"))
     .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
-    .option("--hellos-per-address <n>", "hellos and resumes per address per 10 s", int("--hellos-per-address"))
+    .option("--hellos-per-address <n>", "hellos per address per 10 s", int("--hellos-per-address"))
     .option("--ping-interval <ms>", "WebSocket ping interval; a peer that misses a pong is cut off", int("--ping-interval"))
     .option("--redis <url>", "share state with other nodes through Redis (needs PSIMBOLS_WRAP_KEY)")
     .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
@@ -39,8 +44,19 @@ export function serveCommand(p: Command): void {
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
     .option("--channel-types <list>", "channel types granted, comma-separated (default: AES-256-GCM,ChaCha20-Poly1305; the client's order picks)", channelTypeList("--channel-types"))
+    .option("--hellos-per-second <n>", "hellos per second on this node, shared fairly among addresses", int("--hellos-per-second"))
+    .option("--resumes-per-address <n>", "resumes per address per 10 s (a budget apart from hellos)", int("--resumes-per-address"))
+    .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
+    .option("--store-loss-bound <seconds>", "longest time bound channels are served without reaching the store; then every socket is closed with 4009 (default 15)", int("--store-loss-bound"))
     .option("--no-console", "do not serve the web console at /console/")
+    // ---- applications (docs/BACKEND.md): lifecycle events, server API
+    .option("--no-events-stream", "with --redis: do not append lifecycle events to the Redis Stream <prefix>events")
+    .option("--events-max-len <n>", "approximate length bound of the events stream (XADD MAXLEN ~)", int("--events-max-len"), EVENT_DEFAULTS.streamMaxLen)
+    .option("--events-url <url>", "also POST every lifecycle event here (signed with PSIMBOLS_UPSTREAM_SECRET, at least once)")
+    .option("--events-queue <n>", "events waiting per destination before new ones are dropped (counted in /metrics)", int("--events-queue"), EVENT_DEFAULTS.queue)
+    .option("--api-listen <host:port>", "serve the server API for backends on this address (off by default; never the client port)")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
+    .option("--kems <list>", "KEM types accepted in a hello, comma-separated (default all: X25519,P-256,X-Wing)")
     .action(async (o) => {
       const log = createLogger({ level: o.logLevel });
       const limits: Record<string, number> = {};
@@ -48,6 +64,10 @@ export function serveCommand(p: Command): void {
       if (o.maxConnectionsPerAddress !== undefined) limits.connectionsPerAddress = o.maxConnectionsPerAddress;
       if (o.hellosPerAddress !== undefined) limits.hellosPerAddress = o.hellosPerAddress;
       if (o.pingInterval !== undefined) limits.pingIntervalMs = o.pingInterval;
+      if (o.hellosPerSecond !== undefined) limits.hellosPerSecond = o.hellosPerSecond;
+      if (o.resumesPerAddress !== undefined) limits.resumesPerAddress = o.resumesPerAddress;
+      if (o.resumesPerSecond !== undefined) limits.resumesPerSecond = o.resumesPerSecond;
+      if (o.storeLossBound !== undefined) limits.storeLossBoundMs = o.storeLossBound * 1000;
       // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json, watched even
       // while missing, so operators and blocked keys added later take effect without a restart.
       const keysFile: string | undefined = o.keys ?? (!o.redis ? join(o.dataDir, "keys.json") : undefined);
@@ -64,6 +84,7 @@ export function serveCommand(p: Command): void {
         pushWindow: { count: o.pushWindowCount, ageMs: o.pushWindowAge * 1000 },
         ...(o.node ? { node: o.node } : {}),
         ...(o.channelTypes ? { channelTypes: o.channelTypes } : {}),
+        ...(o.kems !== undefined ? { kems: String(o.kems).split(",") as KemType[] } : {}),
         limits,
       });
       const serverKey = o.serverKeyFile ? await loadKey(o.serverKeyFile) : await loadOrCreateServerKey(config.dataDir, log);
@@ -75,14 +96,42 @@ export function serveCommand(p: Command): void {
         wrapKey.fill(0);
         if (!keysFile) registry = new RedisRegistry(o.redis);
       }
+      const api = o.apiListen ? parseListen(o.apiListen) : undefined;
+      const events =
+        (o.redis && o.eventsStream) || o.eventsUrl
+          ? new Events({
+              node: config.node,
+              logger: log,
+              queue: o.eventsQueue,
+              ...(o.redis && o.eventsStream ? { stream: { url: o.redis, maxLen: o.eventsMaxLen } } : {}),
+              ...(o.eventsUrl ? { webhook: { url: o.eventsUrl, secrets: secretsFromEnv(process.env.PSIMBOLS_UPSTREAM_SECRET) } } : {}),
+            })
+          : undefined;
       const broker = await Broker.start({
         config,
         serverKey,
         registry,
         logger: log,
+        ...(events ? { events } : {}),
         ...(store ? { store } : {}),
         ...(o.console ? { http: consoleHook() } : {}),
       });
+      // Before the listening line: once it is printed, the whole node is up.
+      events?.register(broker.metrics);
+      let apiServer: ApiServer | undefined;
+      if (api) {
+        if (api.port === broker.port && api.port !== 0) throw new Error("setting api-listen: the server API must not share the client port");
+        // Tokens live where the keys live: beside the keys file, or in Redis for a cluster.
+        const tokens = keysFile ? new FileTokenStore(join(dirname(keysFile), "api-tokens.json")) : new RedisTokenStore(o.redis);
+        try {
+          apiServer = await ApiServer.start({ broker, registry, tokens, logger: log, ...api });
+        } catch (e) {
+          // The node must not run half-started: stop it, then report (exit code 1).
+          await Promise.all([broker.close(), events?.close(0), tokens.close()]);
+          throw new Error(`setting api-listen: cannot listen on ${o.apiListen}: ${e instanceof Error ? e.message : String(e)}`);
+        }
+        console.log(`server API listening on ${apiServer.url}`);
+      }
       // Printed on stdout as well, so a person (or a test) can pin it.
       console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
       console.log(`channel types: ${config.channelTypes.join(", ")} (ChaCha20-Poly1305 on ${chachaEngine()})`);
@@ -95,7 +144,11 @@ export function serveCommand(p: Command): void {
         if (stopping) return;
         stopping = true;
         log.info("stopping", { component: "cli", signal });
-        void broker.close().then(() => process.exit(0));
+        void (async () => {
+          await apiServer?.close();
+          await broker.close();
+          await events?.close();
+        })().then(() => process.exit(0));
       };
       // One bad request must never take the node down: log what escaped, keep serving.
       process.on("unhandledRejection", (e) => log.error("unhandled rejection", { component: "cli", error: e instanceof Error ? e.stack : String(e) }));

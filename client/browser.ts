@@ -504,7 +504,8 @@ export function sameOriginUrl(path = "/"): string {
  * Options of the browser {@link connect}: those of the core `connect`; when
  * neither `serverKey` nor `knownServers` is given, trust on first use goes
  * to {@link LocalStorageKnownServers}; `kem` defaults to what
- * {@link detectAlgorithms} found.
+ * {@link detectAlgorithms} found. `kem: "X-Wing"` (post-quantum hybrid) is
+ * opt-in: the first such handshake imports `xwing.js` beside the bundle.
  */
 export type BrowserConnectOptions = ConnectOptions;
 

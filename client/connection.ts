@@ -160,7 +160,7 @@ export interface ConnectOptions {
    * refused with `unsupported`.
    */
   channelTypes?: string[];
-  /** Ephemeral KEM of the handshake. Default `X25519`. */
+  /** Ephemeral KEM of the handshake. Default `X25519`; `X-Wing` for the post-quantum hybrid (PROTOCOL.md §5.3.1), never replaced by another on `unsupported`. */
   kem?: KemType;
   /**
    * Features offered in the hello and in every resume. Default `["binary"]`:

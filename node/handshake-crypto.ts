@@ -12,6 +12,9 @@
  * test/client/node-handshake-crypto.test.ts checks RFC 9180's vectors and
  * this engine against the default one both ways.
  *
+ * X-Wing (issue 15) runs in node/xwing.ts: X25519 and SHA-3 on node:crypto,
+ * ML-KEM-768 in JavaScript.
+ *
  * ECDSA P-256 and RSA identities and the P-256 KEM go to the default engine
  * (webCryptoHandshake) unchanged. Keys cross engines by their bytes: a
  * handle this engine did not make is imported again from its SPKI or raw key.
@@ -37,6 +40,7 @@ import { type HandshakeCrypto, type KeyHandle, KeyType, type PublicKey, type Sig
 import { type HpkeEngine, type HpkeSender, type KemKeyPair, type KemPublicKey, sealOnce } from "../shared/hpke.js";
 import { KemType } from "../shared/frames.js";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { xwingHpke } from "./xwing.js";
 
 const fallback = webCryptoHandshake;
 
@@ -247,18 +251,29 @@ export function decapX25519(enc: Uint8Array, skR: KeyObject, pkRm: Uint8Array): 
   return extractAndExpand(dh(skR, x25519Public(enc)), enc, pkRm);
 }
 
-const hpkeSuiteId = (aead: HpkeAeadId) => Buffer.concat([Buffer.from("HPKE"), i2osp2(KEM_X25519), i2osp2(KDF_HKDF_SHA256), i2osp2(aead)]);
-/** Per AEAD: suite_id, and `mode_base || psk_id_hash` (the PSK id is empty in base mode), the constant start of key_schedule_context. */
-const SCHEDULE = Object.fromEntries(
-  ([0x0001, 0x0002] as HpkeAeadId[]).map((aead) => {
-    const suite = hpkeSuiteId(aead);
-    return [aead, { suite, head: Buffer.concat([Buffer.from([0]), labeledExtract(suite, EMPTY, "psk_id_hash", EMPTY)]) }];
-  }),
-) as Record<HpkeAeadId, { suite: Buffer; head: Buffer }>;
+const hpkeSuiteId = (aead: HpkeAeadId, kem: number) => Buffer.concat([Buffer.from("HPKE"), i2osp2(kem), i2osp2(KDF_HKDF_SHA256), i2osp2(aead)]);
+/**
+ * Per KEM and AEAD: suite_id, and `mode_base || psk_id_hash` (the PSK id is
+ * empty in base mode), the constant start of key_schedule_context. Made on
+ * first use: DHKEM(X25519) 0x0020, and X-Wing 0x647a (node/xwing.ts).
+ */
+const SCHEDULE = new Map<number, { suite: Buffer; head: Buffer }>();
+function schedule(aead: HpkeAeadId, kem: number): { suite: Buffer; head: Buffer } {
+  let s = SCHEDULE.get(kem * 0x10000 + aead);
+  if (!s) {
+    const suite = hpkeSuiteId(aead, kem);
+    s = { suite, head: Buffer.concat([Buffer.from([0]), labeledExtract(suite, EMPTY, "psk_id_hash", EMPTY)]) };
+    SCHEDULE.set(kem * 0x10000 + aead, s);
+  }
+  return s;
+}
 
-/** RFC 9180 §5.1 KeySchedule, mode_base (no PSK): the AEAD key and base nonce; wipes `shared`. */
-export function keyScheduleBase(shared: Buffer, info: Uint8Array, aead: HpkeAeadId): { key: Buffer; baseNonce: Buffer } {
-  const { suite, head } = SCHEDULE[aead];
+/**
+ * RFC 9180 §5.1 KeySchedule, mode_base (no PSK): the AEAD key and base nonce;
+ * wipes `shared`. `kem` is the suite's KEM id (default DHKEM(X25519) 0x0020).
+ */
+export function keyScheduleBase(shared: Buffer, info: Uint8Array, aead: HpkeAeadId, kem: number = KEM_X25519): { key: Buffer; baseNonce: Buffer } {
+  const { suite, head } = schedule(aead, kem);
   const ksc = Buffer.concat([head, labeledExtract(suite, EMPTY, "info_hash", info)]);
   const secret = labeledExtract(suite, shared, "secret", EMPTY);
   wipe(shared);
@@ -324,22 +339,26 @@ function x25519Pair(privateKey: KeyObject, publicKey: Buffer): KemKeyPair {
 
 const nodeHpke: HpkeEngine = {
   generateKeyPair(kem) {
+    if (kem === KemType.xwing) return xwingHpke.generateKeyPair();
     if (kem !== KemType.x25519) return fallback.hpke.generateKeyPair(kem);
     const pair = generateKeyPairSync("x25519");
     return x25519Pair(pair.privateKey, rawPublic(pair.publicKey));
   },
   deriveKeyPair(kem, ikm) {
+    if (kem === KemType.xwing) return xwingHpke.deriveKeyPair(ikm);
     if (kem !== KemType.x25519) return fallback.hpke.deriveKeyPair(kem, ikm);
     const pair = deriveKeyPairX25519(ikm);
     return x25519Pair(pair.privateKey, pair.publicKey);
   },
   importPublicKey(kem, raw) {
+    if (kem === KemType.xwing) return xwingHpke.importPublicKey(raw);
     if (kem !== KemType.x25519) return fallback.hpke.importPublicKey(kem, raw);
     const pub: KemPublicKey = { kem, raw };
     kemPublics.set(pub, x25519Public(raw));
     return pub;
   },
   createSender(recipient, info, ekm): HpkeSender | Promise<HpkeSender> {
+    if (recipient.kem === KemType.xwing) return xwingHpke.createSender(recipient, info, ekm);
     if (recipient.kem !== KemType.x25519) return fallback.hpke.createSender(recipient, info, ekm);
     const pkR = kemPublics.get(recipient) ?? x25519Public(recipient.raw);
     const { enc, shared } = encapX25519(pkR, recipient.raw, ekm);

@@ -9,15 +9,18 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
 import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
-import { Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION, kemTypes } from "../shared/frames.js";
+import { CloseCode } from "../shared/errors.js";
+import { Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
-import { Counter, FixedWindow, limitKey } from "./limits.js";
+import { Counter, FairWindow, FixedWindow, limitKey } from "./limits.js";
 import { createLogger, type Logger } from "./log.js";
 import type { KeyRegistry } from "./registry.js";
 import { registerOperatorOps } from "./operator.js";
 import { Schedule } from "./schedule.js";
+import { type EventSink, EventType, noEvents } from "./app/events.js";
+import { StoreWatch } from "./store-watch.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
 
@@ -54,7 +57,12 @@ export interface BrokerContext {
   readonly offer: ServerOffer;
   readonly handlers: ReadonlyMap<string, Handler>;
   readonly hellosPerAddress: FixedWindow;
-  readonly hellosTotal: FixedWindow;
+  readonly hellosTotal: FairWindow;
+  /** Resumes have a budget of their own (a resume costs no signature): per address, and in total. */
+  readonly resumesPerAddress: FixedWindow;
+  readonly resumesTotal: FairWindow;
+  /** True while the store is unreachable for longer than the store-loss bound (PROTOCOL.md §11.2, close 4009). */
+  storeLost(): boolean;
   readonly stats: Stats;
   /** The deadlines (expiring, expired) of every binding on this node, on one timer. */
   readonly schedule: Schedule<Connection>;
@@ -62,6 +70,8 @@ export interface BrokerContext {
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
   observeLatency(seconds: number): void;
+  /** Lifecycle events for applications (server/app/events.ts); never blocks. */
+  readonly events: EventSink;
 }
 
 /** Serves extra HTTP paths (the web console); returns false for paths it does not own. */
@@ -75,6 +85,8 @@ export interface BrokerOptions {
   logger?: Logger;
   /** Extra HTTP routes, tried before the 404. */
   http?: HttpHook;
+  /** Where lifecycle events go (server/app/events.ts). Default: nowhere. */
+  events?: EventSink;
 }
 
 export class Broker {
@@ -108,7 +120,9 @@ export class Broker {
   readonly #latency: Histogram;
   readonly #serverKey: SigningKey;
   readonly #httpHook: HttpHook | undefined;
+  readonly #events: EventSink;
   #pinger: ReturnType<typeof setInterval> | undefined;
+  readonly #storeWatch: StoreWatch;
   #closing = false;
 
   private constructor(o: BrokerOptions) {
@@ -118,6 +132,7 @@ export class Broker {
     this.store = o.store ?? new MemoryStore();
     this.#serverKey = o.serverKey;
     this.#httpHook = o.http;
+    this.#events = o.events ?? noEvents;
     const { limits } = this.config;
     this.#schedule = new Schedule<Connection>((conn, slot) => conn.onDue(slot), {
       onError: (e) => this.log.error("deadline failed", { component: "broker", error: e instanceof Error ? e.stack : String(e) }),
@@ -127,10 +142,13 @@ export class Broker {
       log: this.log,
       store: this.store,
       registry: o.registry,
-      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES, channelTypes: this.config.channelTypes },
+      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES, channelTypes: this.config.channelTypes, kems: this.config.kems },
       handlers: this.#handlers,
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
-      hellosTotal: new FixedWindow(limits.hellosPerSecond, 1000),
+      hellosTotal: new FairWindow(limits.hellosPerSecond, 1000),
+      resumesPerAddress: new FixedWindow(limits.resumesPerAddress, limits.hellosWindowMs),
+      resumesTotal: new FairWindow(limits.resumesPerSecond, 1000),
+      storeLost: () => this.#storeWatch.lost,
       stats: this.stats,
       schedule: this.#schedule,
       index: (conn, channel, on) => this.#index(conn, channel, on),
@@ -139,7 +157,13 @@ export class Broker {
         this.#perAddress.dec(limitKey(conn.address));
       },
       observeLatency: (s) => this.#latency.observe(s),
+      events: this.#events,
     };
+    this.#storeWatch = new StoreWatch(this.store, {
+      boundMs: limits.storeLossBoundMs,
+      onLost: (silentMs) => this.#onStoreLost(silentMs),
+      onBack: (lostMs) => this.log.warn("store reachable again; taking clients", { component: "broker", lost_ms: lostMs }),
+    });
     this.#latency = new Histogram({
       name: "psimbols_request_seconds",
       help: "Request handling time on the server",
@@ -209,6 +233,7 @@ export class Broker {
       for (const c of b.#connections) c.heartbeat();
     }, b.config.limits.pingIntervalMs);
     b.#pinger.unref();
+    b.#storeWatch.start();
     b.log.info("broker listening", {
       component: "broker",
       url: `ws://${b.config.host}:${b.port}/`,
@@ -254,9 +279,24 @@ export class Broker {
 
   /** Revokes a channel, or the active channel of an identity. @returns the revoked channel ids. */
   async revoke(target: { identity?: string; channel?: string }): Promise<string[]> {
-    if (target.channel !== undefined) return (await this.store.retire(target.channel, "revoked")) ? [target.channel] : [];
-    if (target.identity !== undefined) return this.store.retireIdentity(target.identity, "revoked");
+    if (target.channel !== undefined) {
+      const rec = await this.store.getChannel(target.channel); // its identity, for the event
+      rec?.key.fill(0); // a copy: only its identity is needed
+      if (!rec || rec.retired || !(await this.store.retire(target.channel, "revoked"))) return [];
+      this.#events.emit(EventType.revoked, rec.identity, { channel: target.channel });
+      return [target.channel];
+    }
+    if (target.identity !== undefined) {
+      const ids = await this.store.retireIdentity(target.identity, "revoked");
+      for (const channel of ids) this.#events.emit(EventType.revoked, target.identity, { channel });
+      return ids;
+    }
     throw new RangeError("revoke needs a channel or an identity");
+  }
+
+  /** The node's Prometheus registry (/metrics): events and the server API add their metrics to it. */
+  get metrics(): Registry {
+    return this.#metrics;
   }
 
   /** Open sockets on this node. */
@@ -279,6 +319,7 @@ export class Broker {
     if (this.#closing) return;
     this.#closing = true;
     clearInterval(this.#pinger);
+    this.#storeWatch.stop();
     this.#schedule.close();
     const httpClosed = new Promise<void>((r) => this.#http.close(() => r()));
     await Promise.all([...this.#connections].map((c) => c.shutdown()));
@@ -334,7 +375,7 @@ export class Broker {
           server_key: wirePublicKey(this.#serverKey.public),
           fingerprint: this.#serverKey.public.fingerprint,
           channel_types: this.config.channelTypes,
-          kems: kemTypes,
+          kems: this.config.kems,
           key_types: keyTypes,
           features: SERVER_FEATURES,
           service: this.config.closed ? "closed" : "open",
@@ -343,6 +384,22 @@ export class Broker {
         if (this.#httpHook && (await this.#httpHook(req, res, path ?? "/"))) return;
         return json(404, { error: "not found" });
     }
+  }
+
+  /**
+   * The store has not answered for longer than the store-loss bound: this node
+   * can no longer hear revocations, so every socket is closed with 4009 (the
+   * client reconnects, through the balancer, to a node that can check).
+   */
+  #onStoreLost(silentMs: number): void {
+    if (this.#closing) return;
+    this.log.warn("store unreachable past the store-loss bound; closing every socket (4009)", {
+      component: "broker",
+      silent_ms: silentMs,
+      bound_ms: this.config.limits.storeLossBoundMs,
+      sockets: this.#connections.size,
+    });
+    for (const c of this.#connections) c.close(CloseCode.storeLost);
   }
 
   #index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void {
@@ -354,6 +411,7 @@ export class Broker {
     const r = [this.#metrics];
     const self = this; // prom-client calls collect() with the metric as `this`
     new Gauge({ name: "psimbols_connections", help: "Open WebSocket connections", registers: r, collect() { this.set(self.#connections.size); } });
+    new Gauge({ name: "psimbols_store_lost", help: "1 while the store is unreachable past the store-loss bound", registers: r, collect() { this.set(self.#storeWatch.lost ? 1 : 0); } });
     const counter = (name: string, help: string, labelNames: string[], read: () => [Record<string, string>, number][]) =>
       new PromCounter({
         name,

@@ -5,7 +5,7 @@
  */
 import { homedir, hostname } from "node:os";
 import { join } from "node:path";
-import { type ChannelType, MAX_FRAME_BYTES, channelTypes as allChannelTypes, isChannelType } from "../shared/frames.js";
+import { type ChannelType, type KemType, MAX_FRAME_BYTES, channelTypes as allChannelTypes, isChannelType, kemTypes } from "../shared/frames.js";
 
 export interface Limits {
   /** Largest WebSocket message accepted (bytes); larger closes with 1009. */
@@ -14,11 +14,21 @@ export interface Limits {
   handshakeTimeoutMs: number;
   /** Open connections per client address (more get HTTP 429 on upgrade). */
   connectionsPerAddress: number;
-  /** Hellos and resumes per client address per window. */
+  /** Hellos per client address per window. */
   hellosPerAddress: number;
   hellosWindowMs: number;
-  /** Hellos and resumes per second on this node, from all addresses. */
+  /** Hellos per second on this node, from all addresses, shared fairly among them (PROTOCOL.md §11.1). */
   hellosPerSecond: number;
+  /** Resumes per client address per window (`hellosWindowMs`): their own budget, apart from hellos. */
+  resumesPerAddress: number;
+  /** Resumes per second on this node, from all addresses, shared fairly among them (§11.1). */
+  resumesPerSecond: number;
+  /**
+   * The longest this node serves its bound channels without reaching the
+   * store (it cannot hear revocations meanwhile): past it every socket is
+   * closed with 4009 and hellos and resumes are refused until the store answers.
+   */
+  storeLossBoundMs: number;
   /** Proven handshakes per identity per minute (counted after the proof verifies). */
   handshakesPerIdentityPerMinute: number;
   /** Requests being handled per connection. */
@@ -56,6 +66,8 @@ export interface BrokerConfig {
    * among them). Default: every type. Resumes of existing channels keep their type.
    */
   channelTypes: readonly ChannelType[];
+  /** KEM types accepted in a hello (PROTOCOL.md §5.3): default all, X-Wing included (issue 15). */
+  kems: readonly KemType[];
   limits: Limits;
 }
 
@@ -66,6 +78,10 @@ export const defaultLimits: Limits = {
   hellosPerAddress: 20,
   hellosWindowMs: 10_000,
   hellosPerSecond: 200,
+  // Generous: resumes are cheap, many clients may share one address (NAT), and the node's fair shares bound floods.
+  resumesPerAddress: 300,
+  resumesPerSecond: 1000,
+  storeLossBoundMs: 15_000,
   handshakesPerIdentityPerMinute: 30,
   inFlightPerConnection: 64,
   queuedFramesPerConnection: 256,
@@ -96,11 +112,15 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
     trustProxy: input.trustProxy ?? false,
     pushWindow: { count: 1000, ageMs: 3600_000, ...input.pushWindow },
     channelTypes: input.channelTypes ?? allChannelTypes,
+    kems: input.kems ?? kemTypes,
     limits: { ...defaultLimits, ...input.limits },
   };
+  kemList(c.kems);
   integer("port", c.port, 0, 65535);
   integer("channel-ttl", c.channelTtl, 2, 366 * 86400);
   integer("expiring-before", c.expiringBefore, 0, c.channelTtl - 1);
+  // Below the store's ping timeout (1 s) one slow answer would count as a loss.
+  integer("store-loss-bound (ms)", c.limits.storeLossBoundMs, 1000, 2 ** 31);
   for (const [k, v] of Object.entries(c.limits)) integer(k, v, 1, 2 ** 31);
   integer("push-window-count", c.pushWindow.count, 1, 1_000_000);
   integer("push-window-age", c.pushWindow.ageMs, 1000, 30 * 86400_000);
@@ -127,4 +147,10 @@ function integer(name: string, v: unknown, min: number, max: number): void {
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max) {
     throw new Error(`setting ${name}: expected an integer in ${min}..${max}, got ${String(v)}`);
   }
+}
+
+/** `kems`: a non-empty list of known KEM types, each once. */
+function kemList(v: unknown): void {
+  const ok = Array.isArray(v) && v.length > 0 && v.every((k, i) => kemTypes.includes(k as KemType) && v.indexOf(k) === i);
+  if (!ok) throw new Error(`setting kems: expected a non-empty list of distinct KEM types from ${kemTypes.join(", ")}, got ${JSON.stringify(v)}`);
 }

@@ -43,6 +43,7 @@ import type { Logger } from "./log.js";
 import { limitKey } from "./limits.js";
 import { Role } from "./registry.js";
 import type { Slot } from "./schedule.js";
+import { EventType } from "./app/events.js";
 
 /** What a binding keeps of its channel record: no key (the binding has its traffic keys). */
 type BoundChannel = Pick<ChannelRecord, "id" | "identity" | "validUntil" | "node">;
@@ -225,6 +226,7 @@ export class Connection {
 
   async #onHello(bytes: Uint8Array, hello: Hello): Promise<void> {
     if (this.#pending) throw new PsimbolsError(ErrorCode.badRequest, "a handshake is already pending on this connection", { close: CloseCode.badRequest });
+    this.#checkStore();
     this.#checkHelloRate();
     this.#ctx.stats.handshakes.started++;
     let r: Awaited<ReturnType<typeof acceptHello>>;
@@ -313,6 +315,10 @@ export class Connection {
     wipe(key);
     this.#ctx.stats.handshakes.established++;
     this.#log.info(renewal ? "channel renewed" : "channel established", { identity, channel: rec.id, replaced });
+    const validUntil = new Date(rec.validUntil).toISOString();
+    if (renewal) this.#ctx.events.emit(EventType.renewed, identity, { channel: rec.id, previous: previous.channel.id, valid_until: validUntil });
+    else this.#ctx.events.emit(EventType.established, identity, { channel: rec.id, valid_until: validUntil, replaced });
+    if (replaced !== undefined && !(renewal && replaced === previous.channel.id)) this.#ctx.events.emit(EventType.replaced, identity, { channel: replaced, by: rec.id });
     this.#send(established);
   }
 
@@ -320,7 +326,8 @@ export class Connection {
     if (this.#pending || this.#binding) {
       throw new PsimbolsError(ErrorCode.badRequest, "resume is only accepted on a fresh connection", { close: CloseCode.badRequest });
     }
-    this.#checkHelloRate();
+    this.#checkStore();
+    this.#checkResumeRate();
     // An unknown or expired channel is answered like a known one, with keys nobody holds, so that to
     // an outsider unknown, expired and retired channels look the same (DESIGN.md §7): the first
     // request fails with `unauthorised` either way; only the channel's holder learns more (§6.5).
@@ -434,13 +441,18 @@ export class Connection {
     this.#watch(rec.identity);
     const fromSeq = this.#resumeLastPush;
     this.#lastPush = fromSeq ?? (await this.#store(() => store.lastPush(rec.identity)));
-    if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
     this.#ctx.index(this, rec, true);
     this.#schedule(b);
     this.#handshakeOver();
-    await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
-    this.#ctx.stats.resumes.ok++;
-    this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
+    try {
+      await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
+      this.#ctx.stats.resumes.ok++;
+      this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
+      this.#ctx.events.emit(EventType.resumed, rec.identity, { channel: rec.id, node: this.#ctx.config.node });
+    } finally {
+      // After the takeover is recorded (and reported): the missed pushes' events follow `channel.resumed`.
+      if (fromSeq !== undefined) this.#queuePush(() => this.#catchUp());
+    }
     return true;
   }
 
@@ -461,7 +473,10 @@ export class Connection {
       (this.#selfRetired ??= new Set()).add(b.channel.id);
       b.dead = "closed";
       return this.#store(() => this.#ctx.store.retire(b.channel.id, "closed")).then(
-        () => this.#answer(b, seq, { data: { closed: true } }, started),
+        (retired) => {
+          if (retired) this.#ctx.events.emit(EventType.closed, b.channel.identity, { channel: b.channel.id });
+          return this.#answer(b, seq, { data: { closed: true } }, started);
+        },
         (e: unknown) => this.#answer(b, seq, this.#failure(e), started),
       );
     }
@@ -622,7 +637,10 @@ export class Connection {
     const identity = b.channel.identity;
     const kept = await this.#ctx.store.pushesSince(identity, this.#lastPush);
     if (kept === "gap") {
+      const after = this.#lastPush;
       this.#lastPush = await this.#ctx.store.lastPush(identity);
+      // Pushes after..newest fell out of the window before this channel got them.
+      this.#ctx.events.emit(EventType.pushDropped, identity, { channel: b.channel.id, after, newest: this.#lastPush });
       await this.#notice(b, "pushes_lost");
       return;
     }
@@ -634,6 +652,7 @@ export class Connection {
     const b = this.#binding;
     if (!b || !b.active || b.dead || this.#closed || (channel !== undefined && channel !== b.channel.id)) return;
     this.#ctx.stats.pushes++;
+    this.#ctx.events.emit(EventType.pushDelivered, b.channel.identity, { channel: b.channel.id, seq });
     // `data` is JSON text the broker made (Broker.push): wrapped as it is, not parsed and made again per socket.
     await this.#sendPush(b, applicationPushText(data, seq));
   }
@@ -688,6 +707,7 @@ export class Connection {
     }
     if (b.dead) return;
     b.dead = "expired";
+    this.#ctx.events.emit(EventType.expired, b.channel.identity, { channel: b.channel.id });
     void this.#notice(b, "expired");
   }
 
@@ -733,10 +753,28 @@ export class Connection {
     this.#send(type === "response" ? { type, source, channel, seq, response: ct } : { type, source, channel, seq, push: ct });
   }
 
+  /** Past the store-loss bound this node takes no channel: the client should go to a node that can check it. */
+  #checkStore(): void {
+    if (this.#ctx.storeLost()) {
+      throw new PsimbolsError(ErrorCode.unavailable, "this node cannot reach the service's store; try another node", { close: CloseCode.storeLost });
+    }
+  }
+
+  /** Hellos: the per-address window, then the node's budget, shared fairly among addresses (§11.1). */
   #checkHelloRate(): void {
-    if (!this.#ctx.hellosPerAddress.take(limitKey(this.address)) || !this.#ctx.hellosTotal.take("*")) {
+    const key = limitKey(this.address);
+    if (!this.#ctx.hellosPerAddress.take(key) || !this.#ctx.hellosTotal.take(key)) {
       this.#ctx.stats.handshakes.rateLimited++;
       throw new PsimbolsError(ErrorCode.tooMany, "too many handshakes; slow down", { close: CloseCode.tooMany });
+    }
+  }
+
+  /** Resumes: a budget of their own (no signature to pay for), per address and in fair shares of the node's (§11.1). */
+  #checkResumeRate(): void {
+    const key = limitKey(this.address);
+    if (!this.#ctx.resumesPerAddress.take(key) || !this.#ctx.resumesTotal.take(key)) {
+      this.#ctx.stats.handshakes.rateLimited++;
+      throw new PsimbolsError(ErrorCode.tooMany, "too many resumes; slow down", { close: CloseCode.tooMany });
     }
   }
 

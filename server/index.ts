@@ -8,3 +8,6 @@ export { loadOrCreateServerKey } from "./server-key.js";
 export { createLogger } from "./log.js";
 export { useNodeCrypto } from "../node/engines.js";
 export { generateKeyFile, loadKey, loadPublicKey } from "../node/key-files.js";
+export { Events, EventType, noEvents, type BrokerEvent, type EventSink, type EventsOptions } from "./app/events.js";
+export { ApiServer, type ApiOptions } from "./api/server.js";
+export { FileTokenStore, RedisTokenStore, newToken, type TokenStore } from "./api/tokens.js";

@@ -16,7 +16,8 @@ export function channelRow(c: ChannelRecord): { channel: string; identity: strin
   return { channel: c.id, identity: c.identity, node: c.node, valid_until: new Date(c.validUntil).toISOString() };
 }
 
-function target(data: unknown): Target {
+/** Parses `{identity}` or `{channel}` (exactly one). @throws PsimbolsError bad_request. */
+export function target(data: unknown): Target {
   if (typeof data !== "object" || data === null) throw badField("data", "object {identity} or {channel}", data);
   const { identity, channel } = data as Record<string, unknown>;
   if (identity !== undefined && typeof identity !== "string") throw badField("identity", "string", identity);

@@ -59,6 +59,7 @@ export const CloseCode = {
   closing: { code: 4006, reconnect: true, reason: "node shutting down" },
   idle: { code: 4007, reconnect: true, reason: "no pong" },
   forbidden: { code: 4008, reconnect: false, reason: "forbidden" },
+  storeLost: { code: 4009, reconnect: true, reason: "store unreachable" },
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 

@@ -21,6 +21,8 @@ export const MIN_NONCE_BYTES = 16;
 export const MAX_NONCE_BYTES = 64;
 /** Server nonces (challenge, resumed): exactly 32 bytes; a client refuses any other length. PROTOCOL.md §4. */
 export const SERVER_NONCE_BYTES = 32;
+/** Largest HPKE `enc` in a challenge: X-Wing's ciphertext, 1088 + 32 bytes (PROTOCOL.md §5.3.1). */
+export const MAX_ENC_BYTES = 1120;
 /** Bounds on lists and tokens in a hello. */
 export const MAX_LIST_ITEMS = 16;
 export const MAX_TOKEN_CHARS = 64;
@@ -84,8 +86,12 @@ export function channelTypeFor(name: string): ChannelType | undefined {
   return CHANNEL_TYPE_ALIASES.get(name);
 }
 
-/** KEM types for the ephemeral key: HPKE DHKEM(X25519) or DHKEM(P-256), HKDF-SHA256, AES-256-GCM. */
-export const KemType = { x25519: "X25519", p256: "P-256" } as const;
+/**
+ * KEM types for the ephemeral key: HPKE DHKEM(X25519) or DHKEM(P-256), or the
+ * post-quantum hybrid X-Wing (ML-KEM-768 + X25519, HPKE KEM 0x647a; issue 15),
+ * each with HKDF-SHA256 and AES-256-GCM. PROTOCOL.md §5.3, §5.3.1.
+ */
+export const KemType = { x25519: "X25519", p256: "P-256", xwing: "X-Wing" } as const;
 export type KemType = (typeof KemType)[keyof typeof KemType];
 export const kemTypes: readonly KemType[] = Object.values(KemType);
 
@@ -371,7 +377,7 @@ export function decodeServerFrame(text: string): ServerFrame {
         server_key: wireKey(o, "server_key"),
         channel_type: ct,
         nonce: b64Field(o, "nonce", SERVER_NONCE_BYTES, SERVER_NONCE_BYTES),
-        enc: b64Field(o, "enc", 1, 256),
+        enc: b64Field(o, "enc", 1, MAX_ENC_BYTES),
         features: features(o),
         signature: b64Field(o, "signature", 1, MAX_SIGNATURE_BYTES),
       };

@@ -44,6 +44,9 @@ import {
 import { engineChannelTypes } from "./channel.js";
 import { type HpkeSender, type KemKeyPair, type KemPublicKey, KEM_PUBLIC_BYTES } from "./hpke.js";
 
+/** The longest KEM public key (X-Wing's 1216 bytes). */
+const MAX_KEM_PUBLIC_BYTES = Math.max(...Object.values(KEM_PUBLIC_BYTES));
+
 export const LABEL_INFO = "psimbols/1 hpke info";
 export const LABEL_SERVER_SIG = "psimbols/1 server signature";
 export const LABEL_CLIENT_SIG = "psimbols/1 client signature";
@@ -72,6 +75,9 @@ const X25519_LOW_ORDER: readonly string[] = [
   "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
 ];
 
+/** Where X-Wing's X25519 share starts in its public key (ML-KEM-768's encapsulation key is 1184 bytes). */
+const XWING_X25519_AT = 1184;
+
 /** Imports a client's ephemeral public key on the installed engine, mapping every failure to `bad_request`. */
 async function importKemPublic(kem: KemType, raw: Uint8Array): Promise<KemPublicKey> {
   if (raw.length !== KEM_PUBLIC_BYTES[kem]) {
@@ -89,6 +95,10 @@ async function hpkeSender(pk: KemPublicKey, info: Uint8Array, ekm?: Uint8Array):
   const unusable = (cause?: unknown) => new PsimbolsError(ErrorCode.badRequest, `"kem.data" is not a usable ${pk.kem} public key`, { cause });
   // A low-order or otherwise unusable ephemeral key (RFC 9180 §7.1.4: DH output all zero).
   if (pk.kem === KemType.x25519 && inPointList(pk.raw, X25519_LOW_ORDER)) throw unusable();
+  // X-Wing's X25519 share (its last 32 bytes, PROTOCOL.md §5.3.1): the draft does not ask for
+  // this check, ML-KEM carries the hybrid alone then; psimbols refuses such a key all the same.
+  // ML-KEM's own modulus check (FIPS 203 §7.2) runs in the engine's Encap and throws.
+  if (pk.kem === KemType.xwing && inPointList(pk.raw.subarray(XWING_X25519_AT), X25519_LOW_ORDER)) throw unusable();
   try {
     return await handshakeCrypto().hpke.createSender(pk, info, ekm);
   } catch (cause) {
@@ -106,6 +116,8 @@ export interface ServerOffer {
   features?: readonly string[];
   /** Channel types the server accepts (any order: the client's order decides, §5.1). Default: every type. */
   channelTypes?: readonly ChannelType[];
+  /** KEM types accepted in a hello; default all of {@link kemTypes}, X-Wing included (issue 15). */
+  kems?: readonly KemType[];
 }
 
 /** A handshake between challenge and proof: lives in one connection's memory only. */
@@ -152,8 +164,9 @@ export async function acceptHello(
   }
   const channelType = chooseChannelType(hello.channel_types, offer.channelTypes);
   const kem = hello.kem.type as KemType;
-  if (!kemTypes.includes(kem)) throw new PsimbolsError(ErrorCode.unsupported, `kem.type not supported; accepted: ${kemTypes.join(", ")}`);
-  const kemPub = await importKemPublic(kem, fromB64u(hello.kem.data, "kem.data", 256));
+  const kems = offer.kems ?? kemTypes;
+  if (!kems.includes(kem)) throw new PsimbolsError(ErrorCode.unsupported, `kem.type not supported; accepted: ${kems.join(", ")}`);
+  const kemPub = await importKemPublic(kem, fromB64u(hello.kem.data, "kem.data", MAX_KEM_PUBLIC_BYTES));
   const identity = await importPublicKey(hello.public_key);
   const nonceC = fromB64u(hello.nonce, "nonce");
   const nonceS = fixed?.nonceS ?? randomBytes(SERVER_NONCE_BYTES);

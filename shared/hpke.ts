@@ -1,11 +1,17 @@
 /**
  * HPKE (RFC 9180) base mode for the handshake grant. PROTOCOL.md §5.3.
- * Suites: DHKEM(X25519, HKDF-SHA256) or DHKEM(P-256, HKDF-SHA256), with
- * HKDF-SHA256 and AES-256-GCM.
+ * Suites: DHKEM(X25519, HKDF-SHA256), DHKEM(P-256, HKDF-SHA256) or X-Wing
+ * (ML-KEM-768 + X25519, HPKE KEM id 0x647a, draft-connolly-cfrg-xwing-kem),
+ * with HKDF-SHA256 and AES-256-GCM.
  *
  * The handshake reaches HPKE through {@link HpkeEngine}, the HPKE part of the
  * installed handshake-crypto engine (shared/crypto.ts `useHandshakeCrypto`).
  * {@link webCryptoHpke}, the default, is `@hpke/core` on the runtime's WebCrypto.
+ *
+ * X-Wing's code (`@hpke/hybridkem-x-wing`, with ML-KEM-768 and a JavaScript
+ * X25519) is imported on first use only (issue 15): a client that never asks
+ * for X-Wing never loads it, and the browser bundle imports it from
+ * `xwing.js`, a bundle of its own (bin/build-browser.mjs).
  */
 import { Aes256Gcm, CipherSuite, DhkemP256HkdfSha256, DhkemX25519HkdfSha256, HkdfSha256 } from "@hpke/core";
 import { KemType } from "./frames.js";
@@ -15,10 +21,16 @@ export type { CipherSuite };
 
 const suites = new Map<KemType, CipherSuite>();
 
-/** The `@hpke/core` suite for an ephemeral key type (the default engine's; the suite ids of the vectors). */
+/**
+ * The `@hpke/core` suite for an ephemeral key type (the default engine's; the
+ * suite ids of the vectors). X-Wing's exists once {@link loadHpkeSuite} has
+ * loaded it.
+ * @throws RangeError for X-Wing before it is loaded.
+ */
 export function hpkeSuite(kem: KemType): CipherSuite {
   let s = suites.get(kem);
   if (!s) {
+    if (kem === KemType.xwing) throw new RangeError("the X-Wing suite is loaded on first use: call loadHpkeSuite first");
     const k = kem === KemType.x25519 ? new DhkemX25519HkdfSha256() : new DhkemP256HkdfSha256();
     s = new CipherSuite({ kem: k, kdf: new HkdfSha256(), aead: new Aes256Gcm() });
     suites.set(kem, s);
@@ -26,8 +38,30 @@ export function hpkeSuite(kem: KemType): CipherSuite {
   return s;
 }
 
+let xwingLoad: Promise<CipherSuite> | undefined;
+
+/** The `@hpke/core` suite for `kem`, importing X-Wing's code on first use. */
+export function loadHpkeSuite(kem: KemType): Promise<CipherSuite> | CipherSuite {
+  if (kem !== KemType.xwing || suites.has(kem)) return hpkeSuite(kem);
+  xwingLoad ??= import("@hpke/hybridkem-x-wing").then(
+    ({ XWing }) => {
+      const s = new CipherSuite({ kem: new XWing(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+      suites.set(KemType.xwing, s);
+      return s;
+    },
+    (cause: unknown) => {
+      xwingLoad = undefined; // a failed chunk load (network) may be retried
+      throw new PsimbolsError(ErrorCode.unsupported, "the X-Wing KEM could not be loaded in this runtime", { cause });
+    },
+  );
+  return xwingLoad;
+}
+
+/** The X-Wing ML-KEM-768 ciphertext and X25519 share (draft-connolly-cfrg-xwing-kem §5: ct_M 1088 + ct_X 32). */
+export const XWING_ENC_BYTES = 1120;
+
 /** Public key length of each KEM (RFC 9180 §7.1 Npk). */
-export const KEM_PUBLIC_BYTES: Record<KemType, number> = { X25519: 32, "P-256": 65 };
+export const KEM_PUBLIC_BYTES: Record<KemType, number> = { X25519: 32, "P-256": 65, "X-Wing": 1216 };
 
 // ------------------------------------------------------------------ engine
 
@@ -100,14 +134,14 @@ function webKeyPair(kem: KemType, pair: CryptoKeyPair, publicKey: Uint8Array): K
     kem,
     publicKey,
     async open(enc, info, aad, ciphertext) {
-      const ctx = await hpkeSuite(kem).createRecipientContext({ recipientKey: pair, enc: enc as AB, info: info as AB });
+      const ctx = await (await loadHpkeSuite(kem)).createRecipientContext({ recipientKey: pair, enc: enc as AB, info: info as AB });
       return new Uint8Array(await ctx.open(ciphertext as AB, aad as AB));
     },
   };
 }
 
 async function webImportPublicKey(kem: KemType, raw: Uint8Array): Promise<KemPublicKey> {
-  const key = await hpkeSuite(kem).kem.deserializePublicKey(raw as AB);
+  const key = await (await loadHpkeSuite(kem)).kem.deserializePublicKey(raw as AB);
   const pub: KemPublicKey = { kem, raw };
   webPublicKeys.set(pub, key);
   return pub;
@@ -116,20 +150,21 @@ async function webImportPublicKey(kem: KemType, raw: Uint8Array): Promise<KemPub
 /** The default HPKE engine: `@hpke/core` on the runtime's WebCrypto. */
 export const webCryptoHpke: HpkeEngine = {
   async generateKeyPair(kem) {
-    const suite = hpkeSuite(kem);
+    const suite = await loadHpkeSuite(kem);
     const pair = await suite.kem.generateKeyPair();
     return webKeyPair(kem, pair, new Uint8Array(await suite.kem.serializePublicKey(pair.publicKey)));
   },
   async deriveKeyPair(kem, ikm) {
-    const suite = hpkeSuite(kem);
+    const suite = await loadHpkeSuite(kem);
     const pair = await suite.kem.deriveKeyPair(ikm as AB);
     return webKeyPair(kem, pair, new Uint8Array(await suite.kem.serializePublicKey(pair.publicKey)));
   },
   importPublicKey: webImportPublicKey,
   async createSender(recipient, info, ekm) {
     // A key another engine imported: import it here (the same checks) from its bytes.
-    const key = webPublicKeys.get(recipient) ?? (await hpkeSuite(recipient.kem).kem.deserializePublicKey(recipient.raw as AB));
-    const ctx = await hpkeSuite(recipient.kem).createSenderContext({
+    const suite = await loadHpkeSuite(recipient.kem);
+    const key = webPublicKeys.get(recipient) ?? (await suite.kem.deserializePublicKey(recipient.raw as AB));
+    const ctx = await suite.createSenderContext({
       recipientPublicKey: key,
       info: info as AB,
       ...(ekm ? { ekm: ekm as AB } : {}),

@@ -364,6 +364,9 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       }),
     );
     say(`nodes: ${nodes.map((x) => `${x.name} ${x.url}`).join(", ")}`);
+    // With `-- --api-listen 127.0.0.1:0`, each node prints its server API address (docs/BACKEND.md).
+    const apis = nodes.flatMap((x) => /server API listening on (\S+)/.exec(x.output())?.[1]?.replace(/^/, `${x.name} `) ?? []);
+    if (apis.length > 0) say(`server API: ${apis.join(", ")} (tokens: psimbols api-token create --redis ${redisUrl})`);
 
     // HAProxy, on the shared config with the server lines for these nodes.
     const config = join(dir, "haproxy.cfg");

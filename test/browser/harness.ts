@@ -124,6 +124,9 @@ export async function servePage(): Promise<PageServer> {
     "/": ["text/html; charset=utf-8", () => TEST_PAGE],
     "/psimbols.js": ["text/javascript", () => readFileSync(join(BUNDLE_DIR, "psimbols.js"))],
     "/psimbols.js.map": ["application/json", () => readFileSync(join(BUNDLE_DIR, "psimbols.js.map"))],
+    // X-Wing (issue 15): imported by psimbols.js on first use only
+    "/xwing.js": ["text/javascript", () => readFileSync(join(BUNDLE_DIR, "xwing.js"))],
+    "/xwing.js.map": ["application/json", () => readFileSync(join(BUNDLE_DIR, "xwing.js.map"))],
   };
   const server: Server = createServer((req, res) => {
     const f = files[(req.url ?? "/").split("?")[0]!];

@@ -413,6 +413,22 @@ export const rows: Row[] = [
     (o) => (o.kem = { type: "P-256", data: b64u(concat(new Uint8Array([4]), randomBytes(64))) }),
     BAD,
   ),
+  // X-Wing (issue 15, PROTOCOL.md §5.3.1): ML-KEM-768's 1184-byte encapsulation key || a 32-byte X25519 share
+  helloRow("an X-Wing KEM key of 1215 bytes gets bad_request and close 4000", "`kem: {type: X-Wing, data: 1215 random bytes}`", (o) => (o.kem = { type: "X-Wing", data: b64u(randomBytes(1215)) }), BAD),
+  helloRow("an X25519-sized key labelled X-Wing gets bad_request and close 4000", "`kem: {type: X-Wing, data: 32 bytes}`", (o) => (o.kem = { type: "X-Wing", data: (o.kem as Obj).data }), BAD),
+  helloRow("an X-Wing KEM key past the longest KEM key gets bad_request and close 4000, before any KEM work", "`kem: {type: X-Wing, data: 1500 random bytes}`", (o) => (o.kem = { type: "X-Wing", data: b64u(randomBytes(1500)) }), BAD),
+  helloRow(
+    "an X-Wing KEM key whose ML-KEM part fails FIPS 203's modulus check gets bad_request and close 4000",
+    "`kem.data`: 1184 bytes 0xff (coefficients 4095 ≥ q) || 32 random bytes",
+    (o) => (o.kem = { type: "X-Wing", data: b64u(concat(new Uint8Array(1184).fill(0xff), randomBytes(32))) }),
+    BAD,
+  ),
+  helloRow(
+    "an X-Wing KEM key whose X25519 share is of low order gets bad_request and close 4000",
+    "`kem.data`: 1184 zero bytes (a valid ML-KEM key) || 32 zero bytes",
+    (o) => (o.kem = { type: "X-Wing", data: b64u(new Uint8Array(1216)) }),
+    BAD,
+  ),
   helloRow("a hello whose `features` is a string gets bad_request and close 4000", '`features: "x"`', (o) => (o.features = "x"), BAD),
   helloRow("a feature name containing a comma gets bad_request and close 4000 (features are joined by commas in T_info)", '`features: ["a,b"]`', (o) => (o.features = ["a,b"]), BAD),
   helloRow(
@@ -1399,19 +1415,25 @@ export const limitRows: Row[] = [
     },
   },
   {
-    name: "resumes count against the per-address hello limit: the 6th gets too_many and close 4002",
-    sent: `${TIGHT.hellosPerAddress} resumes of unknown channels (each \`resumed\`) then one more, a socket each (within the connection limit)`,
+    name: `resumes have a per-address budget of their own: the ${TIGHT.resumesPerAddress + 1}th gets too_many and close 4002, while a hello is still challenged`,
+    sent: `${TIGHT.resumesPerAddress} resumes of unknown channels (each \`resumed\`), a hello (challenged), then one more resume, a socket each (within the connection limit)`,
     broker: "tight",
     expect: { reply: "error", error: ErrorCode.tooMany, close: C.tooMany },
     run: async (x) => {
       await alignWindow(10_000, 3_000);
-      for (let i = 0; i < TIGHT.hellosPerAddress; i++) {
+      for (let i = 0; i < TIGHT.resumesPerAddress; i++) {
         const r = await x.open();
         r.send({ type: "resume", channel: someChannel(), nonce: b64u(randomBytes(32)) });
         assert.is((await r.next()).type, "resumed");
         r.close();
         await r.closed;
       }
+      // The resumes used none of the hello budget (PROTOCOL.md §11.1).
+      const h = await x.open();
+      h.send(fromUtf8((await createHello(await generateSigningKey())).bytes));
+      assert.is((await h.next()).type, "challenge");
+      h.close();
+      await h.closed;
       const raw = await x.open();
       raw.send({ type: "resume", channel: someChannel(), nonce: b64u(randomBytes(32)) });
       return x.outcome(raw);

@@ -55,7 +55,7 @@ export async function inProcessBroker(): Promise<{ broker: Broker; url: string; 
     config: {
       port: 0,
       dataDir: "/nonexistent",
-      limits: { hellosPerAddress: 1_000_000, hellosPerSecond: 1_000_000, handshakesPerIdentityPerMinute: 1_000_000 },
+      limits: { hellosPerAddress: 1_000_000, hellosPerSecond: 1_000_000, resumesPerAddress: 1_000_000, resumesPerSecond: 1_000_000, handshakesPerIdentityPerMinute: 1_000_000 },
     },
     serverKey,
     logger: createLogger({ level: "error", json: true }),

@@ -35,7 +35,7 @@ const pinned = (k: { fingerprint: string }) => {
 const FEATURES = ["compact", "xwing", "hide-id", "v2.ext", "a_b"];
 const offer = fc.record({
   id: fc.nat(),
-  kem: fc.constantFrom<KemType>("X25519", "P-256"),
+  kem: fc.constantFrom<KemType>("X25519", "P-256", "X-Wing"),
   // Junk and weak types around at least one acceptable one, in any order.
   channelTypes: fc
     .tuple(fc.array(fc.constantFrom("DES", "3DES", "AES-128-CBC", "RC4", "toString", "aes", "AES-256-ECB"), { maxLength: 5 }), fc.constantFrom("AES", "AES-256-GCM"), fc.array(fc.constantFrom("AES", "AES-256-GCM", "DES"), { maxLength: 3 }), fc.nat())

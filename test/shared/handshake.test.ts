@@ -2,7 +2,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { generateSigningKey, KeyType, type KeyType as KT } from "../../shared/crypto.js";
 import { acceptHello, answerChallenge, createHello, sealGrant, verifyProof } from "../../shared/handshake.js";
-import { decodeClientFrame, decodeServerFrame, type Hello, type Challenge, type Established, type Grant } from "../../shared/frames.js";
+import { decodeClientFrame, decodeServerFrame, type Hello, type Challenge, type Established, type Grant, type KemType } from "../../shared/frames.js";
 import { b64u, fromB64u, fromUtf8 } from "../../shared/encoding.js";
 import { handshakeCrypto, randomBytes } from "../../shared/crypto.js";
 import { openGrant } from "../../shared/handshake.js";
@@ -10,7 +10,7 @@ import { ErrorCode } from "../../shared/errors.js";
 
 const source = "ws://127.0.0.1:9393/";
 
-async function run(type: KT, kem: "X25519" | "P-256" = "X25519") {
+async function run(type: KT, kem: KemType = "X25519") {
   const server = await generateSigningKey(KeyType.ed25519);
   const id = await generateSigningKey(type);
   const h = await createHello(id, { kem });
@@ -32,6 +32,19 @@ for (const t of [KeyType.ed25519, KeyType.p256, KeyType.rsa]) {
   test(`completes a handshake with a ${t} identity key`, () => run(t));
 }
 test("completes a handshake with a P-256 ephemeral key", () => run(KeyType.ed25519, "P-256"));
+test("completes a handshake with an X-Wing ephemeral key (issue 15)", () => run(KeyType.ed25519, "X-Wing"));
+
+test("a server whose offer leaves X-Wing out answers an X-Wing hello with unsupported, naming what it accepts", async () => {
+  const server = await generateSigningKey();
+  const h = await createHello(await generateSigningKey(), { kem: "X-Wing" });
+  try {
+    await acceptHello(h.bytes, h.hello, { key: server, source, kems: ["X25519", "P-256"] });
+    assert.unreachable();
+  } catch (e: any) {
+    assert.is(e.code, ErrorCode.unsupported);
+    assert.is(e.message, "kem.type not supported; accepted: X25519, P-256");
+  }
+});
 
 test("a proof made by another key does not verify", async () => {
   const server = await generateSigningKey();

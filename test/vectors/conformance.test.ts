@@ -67,7 +67,7 @@ import {
   type Hello,
   type KemType,
 } from "../../shared/frames.js";
-import { hpkeSuite } from "../../shared/hpke.js";
+import { hpkeSuite, loadHpkeSuite } from "../../shared/hpke.js";
 import { generate, serialise, type ChannelFrameVector, type Side, type TranscriptVector, type VectorFile } from "./generate.js";
 import { nodeHandshakeCrypto } from "../../node/handshake-crypto.js";
 
@@ -205,7 +205,7 @@ test("the vector file is exactly what generate.ts produces (generate.js --check)
   assert.ok(serialise(await generate()) === text, "test/vectors/v1.json is stale: run node dist/test/vectors/generate.js --check");
 });
 
-test("spec labels, HPKE suite ids and MAX_SEQ match the vectors", () => {
+test("spec labels, HPKE suite ids and MAX_SEQ match the vectors", async () => {
   assert.equal(V.labels, {
     hpke_info: LABEL_INFO,
     server_signature: LABEL_SERVER_SIG,
@@ -214,12 +214,17 @@ test("spec labels, HPKE suite ids and MAX_SEQ match the vectors", () => {
     c2s: LABEL_C2S,
     s2c: LABEL_S2C,
   });
-  for (const kem of ["X25519", "P-256"] as KemType[]) {
-    const s = hpkeSuite(kem);
+  for (const kem of ["X25519", "P-256", "X-Wing"] as KemType[]) {
+    const s = await loadHpkeSuite(kem);
     assert.equal({ kem_id: s.kem.id, kdf_id: s.kdf.id, aead_id: s.aead.id }, V.hpke_suites[kem], kem);
   }
-  // RFC 9180 §7: DHKEM(X25519, HKDF-SHA256) 0x0020, DHKEM(P-256, HKDF-SHA256) 0x0010, HKDF-SHA256 0x0001, AES-256-GCM 0x0002
-  assert.equal(V.hpke_suites, { X25519: { kem_id: 0x20, kdf_id: 1, aead_id: 2 }, "P-256": { kem_id: 0x10, kdf_id: 1, aead_id: 2 } });
+  // RFC 9180 §7: DHKEM(X25519, HKDF-SHA256) 0x0020, DHKEM(P-256, HKDF-SHA256) 0x0010, HKDF-SHA256 0x0001, AES-256-GCM 0x0002;
+  // X-Wing 0x647a (IANA HPKE KEM registry; PROTOCOL.md §5.3.1)
+  assert.equal(V.hpke_suites, {
+    X25519: { kem_id: 0x20, kdf_id: 1, aead_id: 2 },
+    "P-256": { kem_id: 0x10, kdf_id: 1, aead_id: 2 },
+    "X-Wing": { kem_id: 0x647a, kdf_id: 1, aead_id: 2 },
+  });
   assert.is(V.max_seq, MAX_SEQ);
   assert.equal(V.max_seq_by_type, MAX_SEQ_BY_TYPE);
   assert.is(MAX_SEQ_BY_TYPE["ChaCha20-Poly1305"], 2 ** 32 - 1);

@@ -52,7 +52,7 @@ import {
   type Hello,
   type KemType,
 } from "../../shared/frames.js";
-import { hpkeSuite } from "../../shared/hpke.js";
+import { hpkeSuite, loadHpkeSuite } from "../../shared/hpke.js";
 
 // ===================================================================== types
 
@@ -155,7 +155,7 @@ export interface TranscriptInputs {
   /** IKM for DeriveKeyPair of the client's ephemeral KEM key. */
   kem_ikm: Hex;
   nonce_s: Hex;
-  /** IKM for DeriveKeyPair of the server's HPKE encapsulation key (ikmE). */
+  /** IKM for DeriveKeyPair of the server's HPKE encapsulation key (ikmE); for X-Wing, the 64-byte eseed of EncapsulateDerand. */
   ekm: Hex;
   grant: Grant;
 }
@@ -404,7 +404,7 @@ const TRANSCRIPTS: TranscriptSpec[] = [
     channel_types: ["ChaCha20-Poly1305", "AES-256-GCM"],
     hello_features: ["binary"],
     server_features: ["binary"],
-    seed: 0x44,
+    seed: 0x55,
     ttl: 3600,
     valid_until: "2030-01-01T01:00:00.000Z",
     bindings: [
@@ -451,6 +451,24 @@ const TRANSCRIPTS: TranscriptSpec[] = [
     ttl: 3600,
     valid_until: "2030-01-01T01:00:00.000Z",
     bindings: [],
+  },  {
+    // Issue 15: the post-quantum hybrid KEM (PROTOCOL.md §5.3.1). `ekm` is X-Wing's 64-byte eseed.
+    name: "ed25519-xwing",
+    identity: "identity-ed25519",
+    kem: "X-Wing",
+    channel_types: ["AES-256-GCM"],
+    hello_features: [],
+    server_features: [],
+    seed: 0x44,
+    ttl: 3600,
+    valid_until: "2030-01-01T01:00:00.000Z",
+    bindings: [
+      {
+        name: "handshake binding",
+        via: "handshake",
+        steps: [{ request: 1, op: "echo", data: { kem: "X-Wing" }, response: { data: { kem: "X-Wing" } } }],
+      },
+    ],
   },
 ];
 
@@ -528,7 +546,8 @@ async function transcriptVector(t: TranscriptSpec, resign?: Map<string, Hex>): P
   const nonceC = run(t.seed, 32);
   const kemIkm = run(t.seed + 0x20, 32);
   const nonceS = run(t.seed + 0x40, 32);
-  const ekm = run(t.seed + 0x60, 32);
+  // IKM of the ephemeral key for the DHKEMs (RFC 9180 DeriveKeyPair); X-Wing's eseed is 64 bytes (PROTOCOL.md §5.3.1)
+  const ekm = run(t.seed + 0x60, t.kem === "X-Wing" ? 64 : 32);
   const channelId = b64u(run(t.seed + 0x80, 16));
   const channelKey = run(t.seed + 0xa0, 32);
 
@@ -780,6 +799,13 @@ async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVe
   const estCt = fromB64u(est.response, "response");
   const edSpki = keys["identity-ed25519"]!.spki;
   const nonce16 = b64u(run(0, 16));
+  const tx = ts.find((t) => t.name === "ed25519-xwing")!;
+  const xwPk = unhex(tx.intermediate.kem_public);
+  const xwEnc = unhex(tx.intermediate.enc);
+  const xwOffModulus = xwPk.slice();
+  xwOffModulus[0] = 0xff;
+  xwOffModulus[1] = xwOffModulus[1]! | 0x0f;
+  const withXwChal = (patch: Record<string, unknown>) => JSON.stringify({ ...(JSON.parse(tx.frames.challenge) as Record<string, unknown>), ...patch });
 
   return {
     frames: [
@@ -834,6 +860,7 @@ async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVe
       { description: "challenge nonce of 16 bytes (server nonces are exactly 32)", side: "server", text: withChal({ nonce: b64u(run(0x40, 16)) }), error: "protocol" },
       { description: "challenge nonce of 33 bytes", side: "server", text: withChal({ nonce: b64u(run(0x40, 33)) }), error: "protocol" },
       { description: "challenge naming a feature twice", side: "server", text: withChal({ features: ["binary", "binary"] }), error: "protocol" },
+      { description: "challenge enc of 1121 bytes (X-Wing's 1120 is the longest)", side: "server", text: withXwChal({ enc: b64u(concat(xwEnc, new Uint8Array(1))) }), error: "protocol" },
       { description: "response seq 0", side: "server", text: JSON.stringify({ ...JSON.parse(resp1.frame), seq: 0 }), error: "protocol" },
       { description: "response without source", side: "server", text: JSON.stringify({ ...JSON.parse(resp1.frame), source: undefined }), error: "protocol" },
       { description: "push without push field", side: "server", text: JSON.stringify({ type: "push", source: SOURCE, channel: ch, seq: 1 }), error: "protocol" },
@@ -879,6 +906,21 @@ async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVe
         error: "bad_request",
       },
       { description: "P-256 kem key not on the curve", text: withHello({ kem: { type: "P-256", data: b64u(concat(new Uint8Array([4]), run(1, 64))) } }), error: "bad_request" },
+      // X-Wing (issue 15, PROTOCOL.md §5.3.1): its public key is ML-KEM-768's 1184 bytes and an X25519 share of 32
+      { description: "kem type is case-sensitive: x-wing", text: withHello({ kem: { type: "x-wing", data: b64u(xwPk) } }), error: "unsupported" },
+      { description: "X-Wing kem key of 1215 bytes", text: withHello({ kem: { type: "X-Wing", data: b64u(xwPk.slice(0, 1215)) } }), error: "bad_request" },
+      { description: "X-Wing kem key of 1217 bytes", text: withHello({ kem: { type: "X-Wing", data: b64u(concat(xwPk, new Uint8Array(1))) } }), error: "bad_request" },
+      { description: "X-Wing kem key of 32 bytes (an X25519 key labelled X-Wing)", text: withHello({ kem: { type: "X-Wing", data: hello.kem && (hello.kem as { data: string }).data } }), error: "bad_request" },
+      {
+        description: "X-Wing kem key whose ML-KEM part fails FIPS 203's modulus check (a coefficient 4095 ≥ q)",
+        text: withHello({ kem: { type: "X-Wing", data: b64u(xwOffModulus) } }),
+        error: "bad_request",
+      },
+      {
+        description: "X-Wing kem key whose X25519 share is of low order (all zero)",
+        text: withHello({ kem: { type: "X-Wing", data: b64u(concat(xwPk.slice(0, 1184), new Uint8Array(32))) } }),
+        error: "bad_request",
+      },
       { description: "identity key of an unknown type", text: withHello({ public_key: { type: "DSA", data: edSpki } }), error: "unsupported" },
       { description: "identity key RSA-1024", text: withHello({ public_key: { type: "RSA", data: keys["rsa1024-too-small"]!.spki } }), error: "bad_request" },
     ],
@@ -1024,13 +1066,17 @@ export async function generate(): Promise<VectorFile> {
     const s = hpkeSuite(k);
     return { kem_id: s.kem.id, kdf_id: s.kdf.id, aead_id: s.aead.id };
   };
+  const kemIdsLoaded = async (k: KemType) => {
+    await loadHpkeSuite(k);
+    return kemIds(k);
+  };
   const b64Valid = [new Uint8Array(0), run(0xf8, 1), run(0xfb, 2), run(0xfa, 3), run(0xf9, 4), run(0x3e, 6)];
   return {
     protocol: "psimbols",
     version: 1,
     note: "Generated by test/vectors/generate.ts; checked by test/vectors/conformance.test.ts. See docs/PROTOCOL.md §14. The private keys are public test keys.",
     labels: { hpke_info: LABEL_INFO, server_signature: LABEL_SERVER_SIG, client_signature: LABEL_CLIENT_SIG, grant_aad: LABEL_GRANT_AAD, c2s: LABEL_C2S, s2c: LABEL_S2C },
-    hpke_suites: { X25519: kemIds("X25519"), "P-256": kemIds("P-256") },
+    hpke_suites: { X25519: kemIds("X25519"), "P-256": kemIds("P-256"), "X-Wing": await kemIdsLoaded("X-Wing") },
     max_seq: MAX_SEQ,
     max_seq_by_type: MAX_SEQ_BY_TYPE,
     keys,

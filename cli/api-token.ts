@@ -1,0 +1,58 @@
+/**
+ * `api-token create|list|revoke`: bearer tokens of the server API
+ * (`serve --api-listen`). A new token is printed once; only its SHA-256 is
+ * kept, in the tokens file beside the keys file, or in Redis for a cluster
+ * (server/api/tokens.ts).
+ */
+import type { Command } from "commander";
+import { join } from "node:path";
+import { ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { defaultDataDir } from "../server/config.js";
+import { FileTokenStore, RedisTokenStore, type TokenStore, isTokenId, newToken } from "../server/api/tokens.js";
+
+/** The default tokens file: beside the default keys file. */
+export const defaultTokensFile = (): string => join(defaultDataDir(), "api-tokens.json");
+
+/** Adds `api-token` to `p`. */
+export function apiTokenCommands(p: Command): void {
+  const tokens = p.command("api-token").description("manage the bearer tokens of the server API (serve --api-listen)");
+  const where = (c: Command) =>
+    c
+      .option("--file <api-tokens.json>", "tokens file (beside the node's keys file)", defaultTokensFile())
+      .option("--redis <url>", "the cluster's Redis instead of a file");
+  const withStore = async <T>(o: { file: string; redis?: string }, f: (s: TokenStore) => Promise<T>): Promise<T> => {
+    const s = o.redis ? new RedisTokenStore(o.redis) : new FileTokenStore(o.file);
+    try {
+      return await f(s);
+    } finally {
+      await s.close();
+    }
+  };
+  where(tokens.command("create"))
+    .description("create a token and print it once (only its hash is stored)")
+    .option("--comment <text>", "a note: who uses it", "")
+    .action(async (o: { file: string; redis?: string; comment: string }) => {
+      const { token, entry } = newToken(o.comment);
+      await withStore(o, (s) => s.add(entry));
+      console.error(`created token ${entry.id} in ${o.redis ? "redis" : o.file}; it is shown once, keep it now:`);
+      console.log(token);
+    });
+  where(tokens.command("list"))
+    .description("list tokens by id (never the tokens)")
+    .option("--json", "print JSON")
+    .action(async (o: { file: string; redis?: string; json?: boolean }) => {
+      const list = await withStore(o, (s) => s.list());
+      const rows = list.map((t) => ({ id: t.id, comment: t.comment, created: t.created }));
+      if (o.json) return console.log(JSON.stringify(rows, null, 2));
+      for (const t of rows) console.log(`${t.id}  ${t.created}  ${t.comment}`);
+      if (rows.length === 0) console.error(`no tokens in ${o.redis ? "redis" : o.file}`);
+    });
+  where(tokens.command("revoke"))
+    .description("revoke a token by id; it is refused at once")
+    .argument("<id>", "the token's id (16 hex digits, as `list` shows)")
+    .action(async (id: string, o: { file: string; redis?: string }) => {
+      if (!isTokenId(id)) throw new PsimbolsError(ErrorCode.badRequest, "a token id is 16 hex digits (see `psimbols api-token list`)");
+      if (!(await withStore(o, (s) => s.remove(id)))) throw new PsimbolsError(ErrorCode.notFound, `no token ${id} in ${o.redis ? "redis" : o.file}`);
+      console.log(`revoked ${id}`);
+    });
+}

@@ -1,0 +1,126 @@
+/**
+ * The operations of the server API (docs/BACKEND.md "Server API"): the same
+ * ones the operator ops and the CLI already have (server/operator.ts,
+ * server/registry.ts, Broker.push/revoke), behind parsed, validated bodies.
+ * Each route takes the parsed JSON body (or the query) and returns
+ * `[status, body]`, or throws a PsimbolsError that the server maps to a status.
+ */
+import { ErrorCode, PsimbolsError, badField } from "../../shared/errors.js";
+import { importPublicKey } from "../../shared/crypto.js";
+import type { Broker } from "../broker.js";
+import { channelRow, target } from "../operator.js";
+import { FileRegistry, type KeyRegistry, type KeyRef, RedisRegistry, type RegisteredKey, Role, addKey, readKeysFile, removeKey } from "../registry.js";
+
+/** What a route gets. */
+export interface RouteInput {
+  body: unknown;
+  query: URLSearchParams;
+}
+
+export type Route = (input: RouteInput) => Promise<[number, unknown]>;
+
+/** An error with its own HTTP status (otherwise the status follows the code). */
+export class ApiError extends PsimbolsError {
+  readonly status: number;
+  constructor(status: number, code: ErrorCode, message: string) {
+    super(code, message);
+    this.status = status;
+  }
+}
+
+const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
+const MAX_COMMENT = 200;
+
+/** The routes, by `METHOD path`. */
+export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<string, Route> {
+  const keys = keyAdmin(registry);
+  const r = new Map<string, Route>();
+
+  r.set("POST /v1/push", async ({ body }) => {
+    const t = target(body);
+    const message = (body as { message?: unknown }).message;
+    if (message === undefined) throw badField("message", "any JSON value");
+    let seq: number | undefined;
+    try {
+      seq = await broker.push(t, message);
+    } catch (e) {
+      if (e instanceof RangeError) throw new ApiError(413, ErrorCode.tooMany, e.message);
+      throw e;
+    }
+    if (seq === undefined) throw new PsimbolsError(ErrorCode.notFound, "no live channel with this id");
+    return [200, { seq }];
+  });
+
+  r.set("POST /v1/revoke", async ({ body }) => [200, { revoked: await broker.revoke(target(body)) }]);
+
+  r.set("GET /v1/channels", async ({ query }) => {
+    // A fingerprint's "+" reads as a space in a query string that was not percent-encoded; no fingerprint has spaces.
+    const identity = query.get("identity")?.replaceAll(" ", "+");
+    if (identity !== undefined && !FINGERPRINT.test(identity)) throw badField("identity", "a fingerprint SHA256:…");
+    const all = await broker.store.listChannels();
+    const rows = all.filter((c) => identity === undefined || c.identity === identity).map(channelRow);
+    for (const c of all) c.key.fill(0); // copies: only the rows leave
+    return [200, { channels: rows }];
+  });
+
+  r.set("GET /v1/stats", async () => [
+    200,
+    { node: broker.config.node, connections: broker.connectionCount, bound: broker.channels().length, stats: broker.stats },
+  ]);
+
+  r.set("GET /v1/keys", async () => [200, { keys: await keys().list() }]);
+
+  r.set("POST /v1/keys", async ({ body }) => {
+    const o = object(body);
+    const role = o.role ?? Role.client;
+    if (typeof role !== "string" || !(Object.values(Role) as string[]).includes(role)) throw badField("role", Object.values(Role).join(", "), role);
+    const comment = o.comment ?? "";
+    if (typeof comment !== "string" || comment.length > MAX_COMMENT) throw badField("comment", `a string of at most ${MAX_COMMENT} characters`, comment);
+    let key: KeyRef;
+    if (o.public_key !== undefined) {
+      if (o.fingerprint !== undefined) throw badField("body", "public_key or fingerprint, not both");
+      key = await importPublicKey(o.public_key);
+    } else if (o.fingerprint !== undefined) {
+      if (typeof o.fingerprint !== "string" || !FINGERPRINT.test(o.fingerprint)) throw badField("fingerprint", "a fingerprint SHA256:…");
+      if (role !== Role.blocked) throw badField("public_key", `required for a ${role} key (a fingerprint alone only blocks)`);
+      key = { fingerprint: o.fingerprint };
+    } else {
+      throw badField("public_key", "object {type, data}");
+    }
+    return [201, { key: await keys().add(key, { role: role as Role, comment }) }];
+  });
+
+  r.set("POST /v1/keys/remove", async ({ body }) => {
+    const fp = object(body).fingerprint;
+    if (typeof fp !== "string" || !FINGERPRINT.test(fp)) throw badField("fingerprint", "a fingerprint SHA256:…", fp);
+    if (!(await keys().remove(fp))) throw new PsimbolsError(ErrorCode.notFound, "this key is not registered");
+    return [200, { removed: fp }];
+  });
+  return r;
+}
+
+function object(body: unknown): Record<string, unknown> {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw badField("body", "a JSON object", body);
+  return body as Record<string, unknown>;
+}
+
+/** Registered keys where the node reads them: its keys file, or Redis. */
+interface KeyAdmin {
+  list(): Promise<RegisteredKey[]>;
+  add(key: KeyRef, o: { role: Role; comment: string }): Promise<RegisteredKey>;
+  remove(fingerprint: string): Promise<boolean>;
+}
+
+function keyAdmin(registry: KeyRegistry | undefined): () => KeyAdmin {
+  let admin: KeyAdmin | undefined;
+  if (registry instanceof FileRegistry) {
+    const path = registry.path;
+    admin = { list: async () => readKeysFile(path), add: async (k, o) => addKey(path, k, o), remove: async (fp) => removeKey(path, fp) };
+  } else if (registry instanceof RedisRegistry) {
+    admin = { list: () => registry.list(), add: (k, o) => registry.add(k, o), remove: (fp) => registry.remove(fp) };
+  }
+  return () => {
+    if (!admin) throw new PsimbolsError(ErrorCode.unsupported, "this node has no keys file or Redis registry to manage");
+    return admin;
+  };
+}

@@ -66,6 +66,8 @@ export interface LoadConfig {
   channelTypes?: string[];
   /** msg: requests per second in all; 0 = closed loop. */
   rate?: number;
+  /** psimbols msg: the op requested (default `echo`; the forwarded case asks an op the node sends to its upstream). */
+  op?: string;
   /** psimbols handshakes: the ephemeral KEM (default X25519; `X-Wing` for issue 15's rows). */
   kem?: KemType;
 }
@@ -327,7 +329,7 @@ async function psHandshake(ws: WebSocket, identity: SigningKey): Promise<Bound> 
 }
 
 function startPsimbolsConn(b: Bound, data: string): Conn {
-  const inner = JSON.stringify({ op: "echo", data });
+  const inner = JSON.stringify({ op: cfg.op ?? "echo", data });
   let nextSeq = 1;
   let outstanding = 0;
   const pending = new Map<number, bigint>();

@@ -24,7 +24,8 @@
  *
  * Options:
  *   --quick            short windows (smoke test; results are not written unless --out is given)
- *   --only a,b         run only these cases (names as in results.json, plus `*_4k`)
+ *   --only a,b         run only these cases (names as in results.json, plus `*_4k`);
+ *                      `--only psimbols_memory,psimbols_forwarded` gives forward_added_cpu_us (issue 12)
  *   --profile          also profile the server over each psimbols window (V8 CPU profiler, the
  *                      same .cpuprofile as node --cpu-prof, but only the measured window); writes
  *                      $TMPDIR/psimbols-bench-profiles/*.cpuprofile and prints the top frames
@@ -231,6 +232,24 @@ function startLoad(cfg: LoadConfig): Child {
   return new Child(`load:${cfg.kind}`, "load.js", LOAD_CORE, { BENCH_LOAD: JSON.stringify(cfg) });
 }
 
+/**
+ * Requests forwarded to a local upstream (issue 12 item 9): the same load as
+ * psimbols_memory, but the op is one the node forwards (`fwd.echo`) over
+ * undici's keep-alive pool to bench/upstream.ts, on the load generator's core.
+ * The broker's CPU per request minus that of the in-process `echo`
+ * (psimbols_memory, same run) is what forwarding adds. BENCH_UPSTREAM_CORE
+ * pins the upstream elsewhere (a taskset list, e.g. `0,1`).
+ */
+async function forwardedCase(env: Env, size: number, o: { profile?: string; channelType?: string } = {}): Promise<MsgResult> {
+  const upstream = new Child("upstream", "upstream.js", process.env.BENCH_UPSTREAM_CORE ?? LOAD_CORE, {});
+  try {
+    const { port } = (await upstream.wait("ready", 30_000)).ready as { port: number };
+    return await msgCase(env, "psimbols", size, { upstream: `http://127.0.0.1:${port}/`, op: "fwd.echo", ...o });
+  } finally {
+    await upstream.stop({ cmd: "exit" });
+  }
+}
+
 // ------------------------------------------------------------------ Redis
 
 
@@ -316,7 +335,8 @@ async function window(server: Child, load: Child, profilePath?: string, warmupMs
   return { rep: r.report as LoadReport, cpuUs: b.user - a.user + (b.system - a.system) };
 }
 
-function serverCfg(kind: "ws" | "wss" | "psimbols", env: Env, store: "memory" | "redis" = "memory", json = false): ServerConfig {
+function serverCfg(kind: "ws" | "wss" | "psimbols", env: Env, store: "memory" | "redis" = "memory", json = false, upstream?: string): ServerConfig {
+  if (kind === "psimbols" && upstream) return { kind, store, upstream };
   if (kind === "wss") return { kind, tls: { key: env.pki.serverKey, cert: env.pki.serverCert, ca: env.pki.ca } };
   if (kind === "psimbols") return { kind, store, ...(store === "redis" ? { redisUrl: env.redisUrl! } : {}) };
   return { kind, json };
@@ -329,9 +349,9 @@ async function msgCase(
   env: Env,
   kind: "ws" | "wss" | "psimbols",
   size: number,
-  o: { store?: "memory" | "redis"; binary?: boolean; profile?: string; channelType?: string; json?: boolean } = {},
+  o: { store?: "memory" | "redis"; binary?: boolean; profile?: string; channelType?: string; json?: boolean; upstream?: string; op?: string } = {},
 ): Promise<MsgResult> {
-  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store, o.json), { PSIMBOLS_WRAP_KEY: env.wrapKey });
+  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store, o.json, o.upstream), { PSIMBOLS_WRAP_KEY: env.wrapKey });
   const load = startLoad({
     mode: "msg",
     kind,
@@ -346,6 +366,7 @@ async function msgCase(
     binary: o.binary ?? true,
     ...(o.channelType ? { channelTypes: [o.channelType] } : {}),
     rate: RATE,
+    ...(o.op ? { op: o.op } : {}),
   });
   try {
     await load.wait("ready", 30_000);
@@ -593,6 +614,7 @@ const MSG_BASE: Record<string, string> = {
   psimbols_redis: "psimbols_memory",
   psimbols_redis_chacha: "psimbols_memory_chacha",
   psimbols_memory_json: "wss",
+  psimbols_forwarded: "psimbols_memory",
 };
 
 function table(c: Record<string, unknown>): string {
@@ -663,6 +685,8 @@ function targets(c: Record<string, any>): Record<string, { value: number | null;
   add("handshake_cpu_vs_mtls", q(c.handshake_psimbols?.cpu_us, c.handshake_mtls?.cpu_us), "<= 0.6", (v) => v <= 0.6);
   add("rss_per_conn_kib", c.rss_per_conn_kib, "<= 16", (v) => v <= 16);
   add("rss_vs_ws", q(c.rss_per_conn_kib, c.rss_per_conn_kib_ws), "<= 1.5", (v) => v <= 1.5);
+  // Issue 12: what forwarding to an upstream adds to the broker's CPU per request, µs.
+  add("forward_added_cpu_us", c.psimbols_forwarded?.cpu_us_per_req !== undefined && c.psimbols_memory?.cpu_us_per_req !== undefined ? c.psimbols_forwarded.cpu_us_per_req - c.psimbols_memory.cpu_us_per_req : undefined, "<= 15", (v) => v <= 15);
   const k = c.cases_4k ?? {};
   add("memory_rps_vs_wss_4k", q(k.psimbols_memory?.rps, k.wss?.rps), ">= 0.8", (v) => v >= 0.8);
   add("memory_cpu_vs_wss_4k", q(k.psimbols_memory?.cpu_us_per_req, k.wss?.cpu_us_per_req), "<= 1.25", (v) => v <= 1.25);
@@ -727,6 +751,10 @@ async function main(): Promise<void> {
     await run(`psimbols_memory_chacha${suffix}`, () => msgCase(env, "psimbols", size, { channelType: CC, ...prof("psimbols_memory_chacha") }), into, "psimbols_memory_chacha");
     await run(`psimbols_redis${suffix}`, () => msgCase(env, "psimbols", size, { store: "redis", channelType: AES }), into, "psimbols_redis");
     await run(`psimbols_redis_chacha${suffix}`, () => msgCase(env, "psimbols", size, { store: "redis", channelType: CC }), into, "psimbols_redis_chacha");
+    if (size === 256) {
+      const profF = PROFILE ? { profile: `${profDir}psimbols_forwarded.cpuprofile` } : {};
+      await run("psimbols_forwarded", () => forwardedCase(env, size, { channelType: AES, ...profF }));
+    }
     if (VARIANTS) {
       await run(`psimbols_memory_json${suffix}`, () => msgCase(env, "psimbols", size, { binary: false, channelType: AES, ...prof("psimbols_memory_json") }), into, "psimbols_memory_json");
     }
@@ -785,7 +813,7 @@ async function main(): Promise<void> {
   console.log("\ntargets:");
   for (const [k, v] of Object.entries(results.targets)) console.log(`  ${k.padEnd(24)} ${String(v.value).padStart(8)}  ${v.target.padEnd(8)} ${v.met === null ? "n/a" : v.met ? "met" : "MISSED"}`);
   if (PROFILE) {
-    for (const f of ["psimbols_memory", "psimbols_memory_chacha", "psimbols_memory_json", "psimbols_memory_4k", "psimbols_memory_chacha_4k", "psimbols_memory_json_4k", "handshake_psimbols"]) {
+    for (const f of ["psimbols_memory", "psimbols_memory_chacha", "psimbols_forwarded", "psimbols_memory_json", "psimbols_memory_4k", "psimbols_memory_chacha_4k", "psimbols_memory_json_4k", "handshake_psimbols"]) {
       try {
         const p = JSON.parse(readFileSync(`${profDir}${f}.cpuprofile`, "utf8"));
         console.log(`\n${formatSummary(summarise(p, 20), `profile ${f}`)}`);

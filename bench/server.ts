@@ -33,6 +33,8 @@ import { Broker, createLogger, loadOrCreateServerKey } from "../server/index.js"
 import type { Store } from "../server/store/store.js";
 import { RedisStore } from "../server/store/redis-store.js";
 import { parseWrapKey } from "../server/store/wrap.js";
+import { createAppCalls } from "../server/app/setup.js";
+import { WebhookSecret } from "../server/app/signature.js";
 
 /** What the orchestrator asks this child to run. */
 export interface ServerConfig {
@@ -43,6 +45,8 @@ export interface ServerConfig {
   redisUrl?: string;
   /** PEMs for wss/mtls. */
   tls?: { key: string; cert: string; ca: string };
+  /** psimbols: forward the ops no built-in takes to this upstream URL (issue 12), signed with a fresh secret. */
+  upstream?: string;
 }
 
 /** Limits raised for the bench: one load generator opens thousands of sockets and handshakes from few addresses. */
@@ -132,11 +136,14 @@ async function startPsimbols(cfg: ServerConfig): Promise<{ port: number; info: R
       await store!.ping();
     });
   }
+  // As `psimbols serve --upstream URL` builds it; the in-flight cap above the load's 100 × 8.
+  const app = cfg.upstream ? createAppCalls({ upstreams: [cfg.upstream], secret: WebhookSecret.generate(), upstreamMaxInFlight: 4096, log }) : undefined;
   const broker = await Broker.start({
     config: { port: 0, host: "127.0.0.1", dataDir, node: "bench", limits: BENCH_LIMITS },
     serverKey,
     logger: log,
     ...(store ? { store } : {}),
+    ...(app?.upstream ? { upstream: app.upstream } : {}),
   });
   return {
     port: broker.port,

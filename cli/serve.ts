@@ -15,6 +15,7 @@ import { parseWrapKey } from "../server/store/wrap.js";
 import { loadOrCreateServerKey } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
 import { channelTypeList, int } from "./options.js";
+import { SECRET_ENV, createAppCalls } from "../server/app/setup.js";
 import { dirname } from "node:path";
 import { EVENT_DEFAULTS, Events, secretsFromEnv } from "../server/app/events.js";
 import { ApiServer, parseListen } from "../server/api/server.js";
@@ -49,6 +50,12 @@ export function serveCommand(p: Command): void {
     .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
     .option("--store-loss-bound <seconds>", "longest time bound channels are served without reaching the store; then every socket is closed with 4009 (default 15)", int("--store-loss-bound"))
     .option("--no-console", "do not serve the web console at /console/")
+    // Calls to the application (issue 12, docs/BACKEND.md); signed with PSIMBOLS_UPSTREAM_SECRET.
+    .option("--upstream <[prefix=]url>", "send ops no built-in handles to this HTTP upstream (repeatable; PREFIX=URL routes by op prefix, the longest wins)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option("--upstream-timeout <ms>", "whole-request timeout of upstream calls", int("--upstream-timeout"))
+    .option("--upstream-max-in-flight <n>", "requests in flight from this node to each upstream", int("--upstream-max-in-flight"))
+    .option("--authorize <url>", "ask this HTTP hook after each valid proof and at each renewal (fails closed)")
+    .option("--authorize-timeout <ms>", "timeout of authorize calls", int("--authorize-timeout"))
     // ---- applications (docs/BACKEND.md): lifecycle events, server API
     .option("--no-events-stream", "with --redis: do not append lifecycle events to the Redis Stream <prefix>events")
     .option("--events-max-len <n>", "approximate length bound of the events stream (XADD MAXLEN ~)", int("--events-max-len"), EVENT_DEFAULTS.streamMaxLen)
@@ -96,6 +103,15 @@ export function serveCommand(p: Command): void {
         wrapKey.fill(0);
         if (!keysFile) registry = new RedisRegistry(o.redis);
       }
+      const app = createAppCalls({
+        upstreams: o.upstream,
+        authorize: o.authorize,
+        secret: process.env[SECRET_ENV],
+        upstreamTimeoutMs: o.upstreamTimeout,
+        upstreamMaxInFlight: o.upstreamMaxInFlight,
+        authorizeTimeoutMs: o.authorizeTimeout,
+        log,
+      });
       const api = o.apiListen ? parseListen(o.apiListen) : undefined;
       const events =
         (o.redis && o.eventsStream) || o.eventsUrl
@@ -115,6 +131,8 @@ export function serveCommand(p: Command): void {
         ...(events ? { events } : {}),
         ...(store ? { store } : {}),
         ...(o.console ? { http: consoleHook() } : {}),
+        ...(app.upstream ? { upstream: app.upstream } : {}),
+        ...(app.authorize ? { authorize: app.authorize } : {}),
       });
       // Before the listening line: once it is printed, the whole node is up.
       events?.register(broker.metrics);

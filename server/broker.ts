@@ -23,6 +23,8 @@ import { type EventSink, EventType, noEvents } from "./app/events.js";
 import { StoreWatch } from "./store-watch.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
+import type { Authorizer } from "./app/authorize.js";
+import type { Upstream } from "./app/upstream.js";
 
 /** Largest push message (UTF-8 bytes of its JSON): room for the `{"message":…,"id":N}` wrapper within MAX_INNER_BYTES. */
 export const MAX_PUSH_BYTES = MAX_INNER_BYTES - 64;
@@ -37,6 +39,14 @@ export interface HandlerContext {
   channel: string;
   connection: string;
   node: string;
+  /** The request's op. */
+  op: string;
+  /** Unique per request (channel, connection, seq): the upstream's `webhook-id` (docs/BACKEND.md). */
+  requestId: string;
+  /** The identity's public key in wire form, on nodes with an upstream or an authorize hook. */
+  publicKey: { type: string; data: string } | undefined;
+  /** The authorize hook's `info` for this channel, as JSON text. */
+  info: string | undefined;
 }
 
 /**
@@ -70,6 +80,9 @@ export interface BrokerContext {
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
   observeLatency(seconds: number): void;
+  /** Calls to the application (issue 12): upstream routes for ops no handler takes, and the authorize hook. */
+  readonly upstream: Upstream | undefined;
+  readonly authorize: Authorizer | undefined;
   /** Lifecycle events for applications (server/app/events.ts); never blocks. */
   readonly events: EventSink;
 }
@@ -85,6 +98,10 @@ export interface BrokerOptions {
   logger?: Logger;
   /** Extra HTTP routes, tried before the 404. */
   http?: HttpHook;
+  /** Ops no handler takes go to this upstream (server/app/upstream.ts). Closed with the broker. */
+  upstream?: Upstream;
+  /** Asked after each valid proof, before the channel is written (server/app/authorize.ts). */
+  authorize?: Authorizer;
   /** Where lifecycle events go (server/app/events.ts). Default: nowhere. */
   events?: EventSink;
 }
@@ -120,6 +137,7 @@ export class Broker {
   readonly #latency: Histogram;
   readonly #serverKey: SigningKey;
   readonly #httpHook: HttpHook | undefined;
+  readonly #upstream: Upstream | undefined;
   readonly #events: EventSink;
   #pinger: ReturnType<typeof setInterval> | undefined;
   readonly #storeWatch: StoreWatch;
@@ -157,8 +175,11 @@ export class Broker {
         this.#perAddress.dec(limitKey(conn.address));
       },
       observeLatency: (s) => this.#latency.observe(s),
+      upstream: o.upstream,
+      authorize: o.authorize,
       events: this.#events,
     };
+    this.#upstream = o.upstream;
     this.#storeWatch = new StoreWatch(this.store, {
       boundMs: limits.storeLossBoundMs,
       onLost: (silentMs) => this.#onStoreLost(silentMs),
@@ -171,6 +192,8 @@ export class Broker {
       registers: [this.#metrics],
     });
     this.#registerMetrics();
+    o.upstream?.registerMetrics(this.#metrics);
+    o.authorize?.registerMetrics(this.#metrics);
     this.handle("echo", (data) => data);
     this.handle("ping", () => ({ pong: true, time: new Date().toISOString() }));
     this.handle("whoami", (_data, ctx) => ({ identity: ctx.identity, channel: ctx.channel, node: ctx.node }));
@@ -330,6 +353,8 @@ export class Broker {
     this.#http.closeAllConnections?.();
     await httpClosed;
     await this.store.close();
+    await this.#upstream?.close();
+    await this.#ctx.authorize?.close();
     this.log.info("broker stopped", { component: "broker" });
   }
 

@@ -13,7 +13,7 @@
 import type { WebSocket } from "ws";
 import { CloseCode, ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { b64u, fromB64u, wipe } from "../shared/encoding.js";
-import { randomBytes } from "../shared/crypto.js";
+import { randomBytes, wirePublicKey } from "../shared/crypto.js";
 import { FrameKind, type BindingKeys, deriveBinding, frameNonce, innerText, sealBinaryFrame } from "../shared/channel.js";
 import {
   type ClientFrame,
@@ -46,7 +46,7 @@ import type { Slot } from "./schedule.js";
 import { EventType } from "./app/events.js";
 
 /** What a binding keeps of its channel record: no key (the binding has its traffic keys). */
-type BoundChannel = Pick<ChannelRecord, "id" | "identity" | "validUntil" | "node">;
+type BoundChannel = Pick<ChannelRecord, "id" | "identity" | "validUntil" | "node" | "app">;
 
 
 /** One binding of a channel to this socket (PROTOCOL.md §6.1). */
@@ -69,8 +69,6 @@ interface Binding {
   due: Slot<Connection> | undefined;
   /** The `expiring` deadline is behind it (or there is none): the next one is the expiry. */
   warned: boolean;
-  /** What handlers of this binding are told about their caller: made on the first request, then the same object. */
-  handlerContext?: HandlerContext;
 }
 
 const UNAUTHORISED = "unknown channel or bad ciphertext";
@@ -268,20 +266,24 @@ export class Connection {
       this.#ctx.stats.handshakes.rejected++;
       throw new PsimbolsError(ErrorCode.tooMany, "too many handshakes for this key; slow down", { close: CloseCode.tooMany });
     }
+    const previous = this.#binding;
+    // Renewal: same identity, so activation retires the previous channel; no notice back to us.
+    const renewal = previous?.channel.identity === identity;
+    // The application's say (issue 12): after the proof and the limits, before the channel is written.
+    const app = await this.#authorize(p.identity, renewal, previous);
     const key = randomBytes(32);
     const now = Date.now();
+    const ttl = app?.ttl ?? config.channelTtl;
     const rec: ChannelRecord = {
       id: channelId(),
       identity,
       key,
       type: p.channelType,
-      validUntil: now + config.channelTtl * 1000,
-      ttl: config.channelTtl,
+      validUntil: now + ttl * 1000,
+      ttl,
       node: config.node,
+      ...(app ? { app: app.app } : {}),
     };
-    const previous = this.#binding;
-    // Renewal: same identity, so activation retires the previous channel; no notice back to us.
-    const renewal = previous?.channel.identity === identity;
     if (previous && renewal) (this.#selfRetired ??= new Set()).add(previous.channel.id);
     const keys = await deriveBinding(key, rec.id, p.nonceC, p.nonceS, rec.type);
     // Sealed before the channel is written and indexed: from #install to #send below nothing
@@ -320,6 +322,33 @@ export class Connection {
     else this.#ctx.events.emit(EventType.established, identity, { channel: rec.id, valid_until: validUntil, replaced });
     if (replaced !== undefined && !(renewal && replaced === previous.channel.id)) this.#ctx.events.emit(EventType.replaced, identity, { channel: replaced, by: rec.id });
     this.#send(established);
+  }
+
+  /**
+   * Asks the authorize hook, where there is one (server/app/authorize.ts). A refusal is
+   * `forbidden` exactly as a closed service's; at a renewal it also revokes the current
+   * channel, so the application ends the access there. No hook and no upstream: nothing to keep.
+   * @throws PsimbolsError `forbidden` (close 4008) or `unavailable` (the hook gave no answer).
+   */
+  async #authorize(identity: PendingHandshake["identity"], renewal: boolean, previous: Binding | undefined): Promise<{ ttl: number | undefined; app: NonNullable<ChannelRecord["app"]> } | undefined> {
+    const { authorize, upstream, config } = this.#ctx;
+    if (!authorize && !upstream) return undefined;
+    const publicKey = wirePublicKey(identity);
+    if (!authorize) return { ttl: undefined, app: { publicKey } };
+    const d = await authorize.decide({ identity, address: this.address, renewal, node: config.node, ttl: config.channelTtl });
+    // The socket may have closed while the application thought (handshake timeout, the peer left): write nothing for it.
+    if (this.#closed) throw new PsimbolsError(ErrorCode.unavailable, "the connection closed during the handshake");
+    if (!d.allow) {
+      this.#ctx.stats.handshakes.forbidden++;
+      this.#log.info("handshake forbidden by the application", { identity: identity.fingerprint, renewal });
+      if (renewal && previous && !previous.dead) {
+        previous.dead = "revoked";
+        (this.#selfRetired ??= new Set()).add(previous.channel.id);
+        await this.#store(() => this.#ctx.store.retire(previous.channel.id, "revoked"));
+      }
+      throw new PsimbolsError(ErrorCode.forbidden, "this key is not registered with the service", { close: CloseCode.forbidden });
+    }
+    return { ttl: d.ttl, app: d.info === undefined ? { publicKey } : { publicKey, info: d.info } };
   }
 
   async #onResume(f: Resume): Promise<void> {
@@ -480,11 +509,21 @@ export class Connection {
         (e: unknown) => this.#answer(b, seq, this.#failure(e), started),
       );
     }
-    const handler = this.#ctx.handlers.get(req.op);
+    const handler = this.#ctx.handlers.get(req.op) ?? this.#ctx.upstream?.route(req.op);
     if (!handler) return this.#answer(b, seq, this.#failure(new PsimbolsError(ErrorCode.notFound, "no handler for this op")), started);
+    const ctx: HandlerContext = {
+      identity: b.channel.identity,
+      channel: b.channel.id,
+      connection: this.id,
+      node: this.#ctx.config.node,
+      op: req.op,
+      requestId: `req_${b.channel.id}.${this.id}.${seq}`,
+      publicKey: b.channel.app?.publicKey,
+      info: b.channel.app?.info,
+    };
     let result: unknown;
     try {
-      result = handler(req.data, (b.handlerContext ??= Object.freeze({ identity: b.channel.identity, channel: b.channel.id, connection: this.id, node: this.#ctx.config.node })));
+      result = handler(req.data, ctx);
     } catch (e) {
       return this.#answer(b, seq, this.#failure(e), started);
     }
@@ -907,7 +946,9 @@ function channelId(): string {
 
 /** What a binding keeps of a record (a fresh object: the record, and its key, can go). */
 function bound(rec: ChannelRecord): BoundChannel {
-  return { id: rec.id, identity: rec.identity, validUntil: rec.validUntil, node: rec.node };
+  return rec.app
+    ? { id: rec.id, identity: rec.identity, validUntil: rec.validUntil, node: rec.node, app: rec.app }
+    : { id: rec.id, identity: rec.identity, validUntil: rec.validUntil, node: rec.node };
 }
 
 function isThenable(x: unknown): x is PromiseLike<unknown> {

@@ -65,6 +65,13 @@ export interface ClusterOptions {
   killOnSignal?: boolean;
   /** Progress messages. Default: none. */
   say?: (message: string) => void;
+  /**
+   * Also start the Python example backend (examples/backend-python/app.py) and
+   * point every node's `--upstream` and `--authorize` at it, signed with a
+   * fresh secret (issue 12). `allow`: the fingerprints its authorize hook
+   * allows (default every key). Default: no backend.
+   */
+  app?: boolean | { allow?: string[] };
 }
 
 /** One process of the cluster. */
@@ -100,6 +107,8 @@ export interface Cluster {
   readonly nodes: ClusterNode[];
   readonly redis: ClusterProcess & { readonly url: string; readonly port: number };
   readonly haproxy: ClusterProcess & { readonly port: number; readonly config: string };
+  /** The example backend, when started (`app` option): its URL and the signing secret the nodes use. */
+  readonly app: (ClusterProcess & { readonly url: string; readonly secret: string }) | undefined;
   /** Stops HAProxy, the nodes (SIGTERM, then SIGKILL after 5 s) and Redis. Idempotent. */
   stop(): Promise<void>;
 }
@@ -304,8 +313,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       // Balancer first (no new connections), then the nodes, then their store.
       const of = (names: (name: string) => boolean) => Promise.all(started.filter((p) => names(p.name)).map((p) => stopProcess(p)));
       await of((name) => name === "haproxy");
-      await of((name) => name !== "haproxy" && name !== "redis");
-      await of((name) => name === "redis");
+      await of((name) => name !== "haproxy" && name !== "redis" && name !== "app");
+      await of((name) => name === "redis" || name === "app");
       unhook();
       if (ownDir) rmSync(dir, { recursive: true, force: true });
     })());
@@ -338,8 +347,13 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     const redisUrl = `redis://127.0.0.1:${redisPort}`;
     say(`redis on ${redisUrl}`);
 
+    // The example backend, when asked for: the nodes forward to it and ask it (issue 12).
+    const app = options.app ? await startApp(dir, options.app === true ? {} : options.app, redisUrl, echo, say) : undefined;
+    if (app) started.push(app);
+    const appArgs = app ? ["--upstream", `${app.url}/rpc`, "--authorize", `${app.url}/authorize`] : [];
+
     // The nodes, each on a port of its own.
-    const env = { ...process.env, ...options.env, PSIMBOLS_WRAP_KEY: wrapKey, PSIMBOLS_LOG_LEVEL: logLevel };
+    const env = { ...process.env, ...options.env, PSIMBOLS_WRAP_KEY: wrapKey, PSIMBOLS_LOG_LEVEL: logLevel, ...(app ? { PSIMBOLS_UPSTREAM_SECRET: app.secret } : {}) };
     const nodes = await Promise.all(
       Array.from({ length: n }, async (_, i): Promise<ClusterNode> => {
         const name = `node${i + 1}`;
@@ -347,7 +361,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         const args = [
           CLI, "serve", "--port", "0", "--host", "127.0.0.1", "--node", name,
           "--redis", redisUrl, "--server-key-file", serverKeyFile, "--trust-proxy", "--source", url,
-          "--data-dir", dataDir, "--log-level", logLevel, ...(options.nodeArgs ?? []),
+          "--data-dir", dataDir, "--log-level", logLevel, ...appArgs, ...(options.nodeArgs ?? []),
         ];
         const p = launch(name, process.execPath, args, { env: { ...env, PSIMBOLS_HOME: dataDir }, echo });
         started.push(p);
@@ -392,6 +406,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       nodes,
       redis: Object.assign(redis, { url: redisUrl, port: redisPort }),
       haproxy: Object.assign(haproxy, { port: lbPort, config }),
+      app,
       stop,
     };
   } catch (e) {
@@ -400,9 +415,41 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   }
 }
 
+// ------------------------------------------------------------------ example backend
+
+const APP_START_MS = 10_000;
+
+/**
+ * Starts examples/backend-python/app.py on a free port with a signing secret
+ * kept in `dir`/app-secret (reused, like the server key), reading the
+ * cluster's events stream from `redisUrl`.
+ * @throws Error when python3 is missing or the example does not start.
+ */
+async function startApp(dir: string, o: { allow?: string[] }, redisUrl: string, echo: boolean, say: (m: string) => void): Promise<ClusterProcess & { url: string; secret: string }> {
+  const python = findOnPath("python3");
+  if (!python) throw new Error("--app runs examples/backend-python/app.py, and python3 is not on PATH\nhint: install python3 (apt-get install python3)");
+  const secretFile = join(dir, "app-secret");
+  let secret = existsSync(secretFile) ? readFileSync(secretFile, "utf8").trim() : "";
+  if (!secret) {
+    secret = `whsec_${randomBytes(32).toString("base64")}`;
+    writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
+  }
+  const port = await freePort();
+  // APP_REDIS_URL: it also reads the nodes' lifecycle events from the cluster's Redis stream.
+  const env = { ...process.env, PSIMBOLS_UPSTREAM_SECRET: secret, APP_HOST: "127.0.0.1", APP_PORT: String(port), APP_ALLOW: o.allow?.join(",") || "*", APP_REDIS_URL: redisUrl };
+  const p = launch("app", python, [join(ROOT, "examples", "backend-python", "app.py")], { env, echo });
+  for (const deadline = Date.now() + APP_START_MS; !p.output().includes("backend listening on"); await sleep(25)) {
+    if (!p.alive()) throw new Error(`the example backend exited with ${exitText(p)}:\n${p.output()}`);
+    if (Date.now() > deadline) throw new Error(`the example backend did not start in ${APP_START_MS / 1000} s:\n${p.output()}`);
+  }
+  const url = `http://127.0.0.1:${port}`;
+  say(`example backend (python) on ${url}: upstream ${url}/rpc, authorize ${url}/authorize`);
+  return Object.assign(p, { url, secret });
+}
+
 // ------------------------------------------------------------------ CLI
 
-const USAGE = `usage: npm run cluster -- [--nodes N] [--port P] [--host ADDR] [--dir DIR] [--log-level LEVEL] [-- serve options...]
+const USAGE = `usage: npm run cluster -- [--nodes N] [--port P] [--host ADDR] [--dir DIR] [--log-level LEVEL] [--app [--app-allow FPS]] [-- serve options...]
 
 Starts the docker-compose topology from local processes: its own redis-server,
 N psimbols nodes sharing one server key and one wrap key, and HAProxy (Debian's
@@ -414,6 +461,9 @@ haproxy package) with deploy/haproxy.cfg in front. Ctrl-C stops everything.
   --dir DIR         keep server-key.pem, wrap-key and haproxy.cfg here, and reuse
                     them next time (default: a temporary directory, removed on exit)
   --log-level L     nodes' log level (default info)
+  --app             also run examples/backend-python/app.py; every node forwards
+                    ops to it (--upstream) and asks it (--authorize)
+  --app-allow FPS   comma-separated fingerprints its authorize hook allows (default all)
   -- ...            further arguments are passed to every \`psimbols serve\``;
 
 async function main(argv: string[]): Promise<void> {
@@ -426,6 +476,8 @@ async function main(argv: string[]): Promise<void> {
       host: { type: "string" },
       dir: { type: "string" },
       "log-level": { type: "string" },
+      app: { type: "boolean" },
+      "app-allow": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -446,6 +498,8 @@ async function main(argv: string[]): Promise<void> {
     say: (m) => console.error(`cluster: ${m}`),
   };
   if (values.dir !== undefined) options.dir = values.dir;
+  if (values.app) options.app = values["app-allow"] ? { allow: values["app-allow"].split(",").map((x) => x.trim()) } : true;
+  else if (values["app-allow"] !== undefined) throw new Error("--app-allow needs --app");
 
   let cluster: Cluster | undefined;
   let stopping = false;
@@ -496,8 +550,10 @@ async function main(argv: string[]): Promise<void> {
       ...cluster.nodes.map((x) => `  ${x.name.padEnd(12)} ${x.url} (pid ${x.proc.pid}; /metrics at http://127.0.0.1:${x.port}/metrics)`),
       `  keys         ${cluster.serverKeyFile}, wrap key in ${join(cluster.dir, "wrap-key")}`,
       `  haproxy.cfg  ${cluster.haproxy.config}`,
+      ...(cluster.app ? [`  app          ${cluster.app.url} (examples/backend-python; secret in ${join(cluster.dir, "app-secret")})`] : []),
       "",
       `try: psimbols keygen -o me.pem && psimbols call ${cluster.url} whoami --key me.pem --server-key ${cluster.fingerprint}`,
+      ...(cluster.app ? [`     psimbols call ${cluster.url} kv.put '{"key":"colour","value":"teal"}' --key me.pem --server-key ${cluster.fingerprint}`] : []),
       "Ctrl-C stops everything.",
       "",
     ].join("\n"),

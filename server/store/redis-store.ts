@@ -6,7 +6,7 @@
  *
  * | key                   | type   | value                                            | expiry            |
  * |-----------------------|--------|--------------------------------------------------|-------------------|
- * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, binding, retired | `validUntil` |
+ * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, binding, retired, app (wrapped; issue 12) | `validUntil` |
  * | `P active:<identity>` | string | id of the identity's active (live) channel       | same as its channel |
  * | `P rl:<key>:<window>` | string | hit counter of one fixed window                  | one window        |
  * | `P pseq:<identity>`   | string | last push seq given out                          | `pushSeqTtlMs` (400 d) after the last push |
@@ -47,7 +47,7 @@ import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { fromUtf8, utf8 } from "../../shared/encoding.js";
 import { channelTypes, isChannelType } from "../../shared/frames.js";
 import { PUSH_SEQ_TTL_MS, checkAfter, checkPush } from "./memory-store.js";
-import { type ChannelRecord, type KeptPush, type PushWindow, type RetireReason, type Store, type StoreEvent, type StoreLogger, silentStoreLogger } from "./store.js";
+import { type ChannelApp, type ChannelRecord, type KeptPush, type PushWindow, type RetireReason, type Store, type StoreEvent, type StoreLogger, silentStoreLogger } from "./store.js";
 import { KeyWrapper, WRAP_OVERHEAD_BYTES, checkWrapKey } from "./wrap.js";
 
 /** Options of {@link RedisStore}. */
@@ -125,7 +125,8 @@ class Script {
 
 /*
  * activate. KEYS: ch:<new>, active:<identity>.
- * ARGV: id, px, identity, wrapped key, type, validUntil, ttl, node, prefix, event channel.
+ * ARGV: id, px, identity, wrapped key, type, validUntil, ttl, node, prefix, event channel,
+ * wrapped app fields ('' for none).
  * Reads the old active id, writes the new record and pointer with the same
  * expiry (nothing when already expired, px <= 0), marks the old record
  * retired ("replaced", a tombstone keeping its own expiry) and announces it.
@@ -138,6 +139,7 @@ redis.call('DEL', KEYS[1])
 if tonumber(ARGV[2]) > 0 then
   redis.call('HSET', KEYS[1], 'identity', ARGV[3], 'key', ARGV[4], 'type', ARGV[5],
     'validUntil', ARGV[6], 'ttl', ARGV[7], 'node', ARGV[8])
+  if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'app', ARGV[11]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 else
@@ -358,7 +360,9 @@ export class RedisStore implements Store {
   async activate(rec: ChannelRecord): Promise<string | undefined> {
     checkRecord(rec);
     return this.#run("activate", async () => {
-      const wrapped = await (await this.#wrapper).wrap(rec.key, rec.id);
+      const wrapper = await this.#wrapper;
+      const wrapped = await wrapper.wrap(rec.key, rec.id);
+      const app = rec.app ? await wrapper.wrap(utf8(JSON.stringify(rec.app)), appAad(rec.id)) : "";
       // Relative expiry computed on this node's clock, which also chose
       // validUntil: skew between node and Redis clocks does not shift it.
       const px = Math.ceil(rec.validUntil - this.#now());
@@ -366,7 +370,7 @@ export class RedisStore implements Store {
       const old = await this.#eval(
         ACTIVATE,
         [this.#chKey(rec.id), this.#activeKey(rec.identity)],
-        [rec.id, px, rec.identity, wrapped, rec.type, rec.validUntil, rec.ttl, rec.node, this.#prefix, this.#evKey(rec.identity)],
+        [rec.id, px, rec.identity, wrapped, rec.type, rec.validUntil, rec.ttl, rec.node, this.#prefix, this.#evKey(rec.identity), app],
       );
       return typeof old === "string" ? old : undefined;
     });
@@ -706,8 +710,10 @@ export class RedisStore implements Store {
     if (validUntil <= this.#now()) return undefined;
     const retired = h.retired;
     if (retired !== undefined && !reasons.has(retired)) throw new StoreCorruptError("retired");
-    const raw = await (await this.#wrapper).unwrap(key, id);
-    const rec: ChannelRecord = { id, identity, key: raw, type, validUntil, ttl, node };
+    const wrapper = await this.#wrapper;
+    const raw = await wrapper.unwrap(key, id);
+    const app = h.app === undefined ? undefined : decodeApp(fromUtf8(await wrapper.unwrap(h.app, appAad(id), MAX_WRAPPED_APP_BYTES)));
+    const rec: ChannelRecord = { id, identity, key: raw, type, validUntil, ttl, node, ...(app ? { app } : {}) };
     return retired === undefined ? rec : { ...rec, retired: retired as RetireReason };
   }
 
@@ -814,6 +820,28 @@ function decodeEvent(text: string): StoreEvent | undefined {
 }
 
 /** Additional data of a wrapped push: binds it to its identity and number (the seq has no ':', so this is unambiguous). */
+/** Additional data of a channel's wrapped app fields (a channel id has no ':', so it differs from the key's and a push's). */
+function appAad(id: string): string {
+  return `app:${id}`;
+}
+
+/** Largest wrapped app fields read back: the public key, an `info` of up to 64 KiB, the wrap's overhead. */
+const MAX_WRAPPED_APP_BYTES = 72 * 1024;
+
+function decodeApp(text: string): ChannelApp {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new StoreCorruptError("app");
+  }
+  const o = v as { publicKey?: { type?: unknown; data?: unknown }; info?: unknown };
+  if (typeof o !== "object" || o === null || typeof o.publicKey?.type !== "string" || typeof o.publicKey.data !== "string") throw new StoreCorruptError("app");
+  if (o.info !== undefined && typeof o.info !== "string") throw new StoreCorruptError("app");
+  const publicKey = { type: o.publicKey.type, data: o.publicKey.data };
+  return o.info === undefined ? { publicKey } : { publicKey, info: o.info };
+}
+
 function pushAad(identity: string, seq: number): string {
   return `${identity}:${seq}`;
 }

@@ -25,6 +25,17 @@ export interface ChannelRecord {
    * missing the notice learns, authenticated, why its channel ended.
    */
   readonly retired?: RetireReason;
+  /**
+   * What calls to the application carry about this channel (issue 12, docs/BACKEND.md):
+   * set only on nodes with an upstream or an authorize hook. Kept wrapped at rest, like `key`.
+   */
+  readonly app?: ChannelApp;
+}
+
+/** The identity's public key (wire form) and the authorize hook's `info` (JSON text), for calls to the application. */
+export interface ChannelApp {
+  readonly publicKey: { readonly type: string; readonly data: string };
+  readonly info?: string;
 }
 
 /** One kept application push of an identity. `seq` rises by one per identity. */

@@ -26,6 +26,7 @@ import { type SigningKey, generateSigningKey } from "../../shared/crypto.js";
 import { loadKey } from "../../client/node.js";
 import { ROOT, type RunningBroker, operatorKeys, startBroker, tempDir } from "../helpers/broker.js";
 import { type Frame, Raw, type RawChannel, call, handshake } from "../helpers/raw.js";
+import { HOSTILE_APP_SECRET, hostileApp } from "./hostile-app.js";
 
 /** The broker configurations rows run against. */
 export const BrokerKind = {
@@ -39,6 +40,8 @@ export const BrokerKind = {
   slow: "slow",
   /** Channel ttl of 26 days (over setTimeout's 2^31 − 1 ms): a pending row. */
   long: "long",
+  /** Forwards unknown ops to, and asks, the hostile application of test/hostile/hostile-app.ts (issue 12). */
+  app: "app",
 } as const;
 export type BrokerKind = (typeof BrokerKind)[keyof typeof BrokerKind];
 
@@ -49,6 +52,7 @@ const FLAGS: Record<BrokerKind, string[]> = {
   tight: ["--max-connections-per-address", "4", "--hellos-per-address", "5", "--resumes-per-address", "5", "--handshake-timeout", "1500"],
   slow: [],
   long: ["--hellos-per-address", "100000", "--channel-ttl", String(26 * 86400)],
+  app: ["--hellos-per-address", "100000", "--upstream-timeout", "1000", "--authorize-timeout", "1000"],
 };
 
 /** Tight-broker limits, for rows that count up to them. */
@@ -216,8 +220,12 @@ export class Env {
     const { keyFile: opFile, keysFile: keys } = await operatorKeys();
     this.#operatorKey = await loadKey(opFile);
     // Warnings are part of what rows observe (the slow-consumer row reads the cut from the log).
+    const app = this.kind === "app" ? await hostileApp() : undefined;
+    const appFlags = app ? ["--upstream", app.url("/rpc"), "--authorize", app.url("/authorize")] : [];
     this.broker =
-      this.kind === "slow" ? await startSlowBroker(keys) : await startBroker(["--keys", keys, ...FLAGS[this.kind]], { env: { PSIMBOLS_LOG_LEVEL: "warn" } });
+      this.kind === "slow"
+        ? await startSlowBroker(keys)
+        : await startBroker(["--keys", keys, ...FLAGS[this.kind], ...appFlags], { env: { PSIMBOLS_LOG_LEVEL: "warn", PSIMBOLS_UPSTREAM_SECRET: HOSTILE_APP_SECRET } });
     await this.#peers();
   }
 

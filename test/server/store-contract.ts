@@ -130,6 +130,19 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     assert.ok((await store.listChannels()).some((c) => c.id === cc.id && c.type === "ChaCha20-Poly1305"), "listed with its type");
   });
 
+  t("the app fields (public key, authorize info; issue 12) round-trip with the record, and a record without them reads without them", async ({ store, sut }) => {
+    const rec = { ...record(identity()), app: { publicKey: { type: "Ed25519", data: b64u(randomBytes(44)) }, info: '{"plan":"gold","n":[1,2]}' } };
+    await store.activate(rec);
+    const peer = await sut.peer();
+    for (const s of [store, peer]) assert.equal((await s.getChannel(rec.id))?.app, rec.app);
+    const plain = record(identity());
+    await store.activate(plain);
+    assert.not.ok("app" in (await store.getChannel(plain.id))!);
+    const bare = { ...record(identity()), app: { publicKey: { type: "ECDSA-P256", data: "AAAA" } } };
+    await store.activate(bare);
+    assert.equal((await store.getChannel(bare.id))?.app, { publicKey: { type: "ECDSA-P256", data: "AAAA" } });
+  });
+
   t("the store keeps its own copy of the key: wiping the caller's bytes changes nothing", async ({ store }) => {
     const rec = record(identity());
     const original = [...rec.key];

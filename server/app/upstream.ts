@@ -1,0 +1,224 @@
+/**
+ * Requests to an HTTP upstream (issue 12 item 1; docs/BACKEND.md "Requests"):
+ * an op that no built-in handler takes goes to the upstream whose prefix is
+ * the longest one matching it (a route without prefix takes the rest), as one
+ * signed POST carrying the op, the data, the verified identity, the channel,
+ * the node, a request id and the authorize hook's `info`. The upstream's 200
+ * answer `{"data": D}` or `{"error": {"code", "message"}}` reaches the client
+ * as the inner response; anything else is `unavailable` for that request
+ * only, counted in `/metrics`.
+ *
+ * At most once: the node never retries a request. One that timed out may
+ * have run; its id lets the application deduplicate.
+ */
+import { Counter as PromCounter, Gauge, type Registry } from "prom-client";
+import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
+import { MAX_INNER_BYTES, MAX_TOKEN_CHARS } from "../../shared/frames.js";
+import type { Handler, HandlerContext } from "../broker.js";
+import type { Logger } from "../log.js";
+import { type AppClient, CallError, CallFailure, parseAnswer, parseAppUrl } from "./http.js";
+
+/** Inner error codes an upstream may answer with (PROTOCOL.md §6.2, §9: codes a handler may choose). */
+export const APP_ERROR_CODES: ReadonlySet<string> = new Set<string>([
+  ErrorCode.badRequest,
+  ErrorCode.forbidden,
+  ErrorCode.notFound,
+  ErrorCode.tooMany,
+  ErrorCode.unavailable,
+  ErrorCode.internal,
+]);
+/** Longest application error message passed on (PROTOCOL.md §6.2). */
+export const MAX_APP_MESSAGE_CHARS = 1024;
+
+/** Defaults of the upstream bounds (docs/BACKEND.md "Limits"). */
+export const UpstreamDefaults = {
+  timeoutMs: 5000,
+  maxInFlight: 256,
+  maxResponseBytes: MAX_INNER_BYTES,
+} as const;
+
+/** One route: ops starting with `prefix` ("" for the default route) go to `url`. */
+export interface UpstreamRoute {
+  readonly prefix: string;
+  readonly url: URL;
+}
+
+/** The outcomes counted per upstream in `psimbols_upstream_requests_total`. */
+export type UpstreamOutcome = "ok" | "app_error" | CallFailure;
+
+export interface UpstreamOptions {
+  routes: readonly UpstreamRoute[];
+  client: AppClient;
+  /** Whole-call timeout, ms. Default 5000. */
+  timeoutMs?: number;
+  /** Requests in flight from this node to each upstream; more get `unavailable` at once. Default 256. */
+  maxInFlight?: number;
+  /** Largest answer read, bytes. Default MAX_INNER_BYTES (what the client accepts sealed). */
+  maxResponseBytes?: number;
+  log?: Logger;
+}
+
+interface Route {
+  readonly prefix: string;
+  readonly url: URL;
+  /** The `/metrics` label: the prefix, or `*` for the default route. */
+  readonly label: string;
+  inFlight: number;
+  readonly outcomes: Map<UpstreamOutcome, number>;
+  readonly handler: Handler;
+}
+
+/**
+ * Parses one `--upstream` value: `URL` (the default route) or `PREFIX=URL`.
+ * @throws TypeError naming the option.
+ */
+export function parseUpstreamRoute(text: string, setting = "--upstream"): UpstreamRoute {
+  const m = /^([A-Za-z0-9_.:-]{1,64})=(.*)$/s.exec(text);
+  if (m && !/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return { prefix: m[1]!, url: parseAppUrl(m[2]!, setting) };
+  return { prefix: "", url: parseAppUrl(text, setting) };
+}
+
+/** The upstream routes of one node and the handler each op goes to. */
+export class Upstream {
+  readonly #routes: Route[];
+  readonly #client: AppClient;
+  readonly #timeoutMs: number;
+  readonly #maxInFlight: number;
+  readonly #maxBytes: number;
+  readonly #log: Logger | undefined;
+
+  constructor(o: UpstreamOptions) {
+    if (o.routes.length === 0) throw new RangeError('"routes" expected at least one upstream');
+    const seen = new Set<string>();
+    for (const r of o.routes) {
+      if (seen.has(r.prefix)) throw new RangeError(`--upstream: the prefix "${r.prefix || "(default)"}" is given twice`);
+      seen.add(r.prefix);
+    }
+    this.#client = o.client;
+    this.#timeoutMs = bounded("upstream-timeout", o.timeoutMs ?? UpstreamDefaults.timeoutMs, 1, 600_000);
+    this.#maxInFlight = bounded("upstream-max-in-flight", o.maxInFlight ?? UpstreamDefaults.maxInFlight, 1, 1_000_000);
+    this.#maxBytes = bounded("upstream-max-response-bytes", o.maxResponseBytes ?? UpstreamDefaults.maxResponseBytes, 64, MAX_INNER_BYTES);
+    this.#log = o.log?.child({ component: "upstream" });
+    // Longest prefix first: the first match is the longest.
+    this.#routes = [...o.routes]
+      .sort((a, b) => b.prefix.length - a.prefix.length)
+      .map((r) => {
+        const route: Route = { prefix: r.prefix, url: r.url, label: r.prefix || "*", inFlight: 0, outcomes: new Map(), handler: () => undefined };
+        (route as { handler: Handler }).handler = (data, ctx) => this.#call(route, data, ctx);
+        return route;
+      });
+  }
+
+  /** The handler of `op`: its longest-prefix route's, or undefined when no route takes it. */
+  route(op: string): Handler | undefined {
+    for (const r of this.#routes) if (op.startsWith(r.prefix)) return r.handler;
+    return undefined;
+  }
+
+  /** Outcome counts per route label (what `/metrics` exports). */
+  counts(): Record<string, Partial<Record<UpstreamOutcome, number>>> {
+    const out: Record<string, Partial<Record<UpstreamOutcome, number>>> = {};
+    for (const r of this.#routes) out[r.label] = Object.fromEntries(r.outcomes);
+    return out;
+  }
+
+  /** Adds `psimbols_upstream_requests_total{upstream,outcome}` and `psimbols_upstream_in_flight{upstream}`. */
+  registerMetrics(registry: Registry): void {
+    const routes = this.#routes;
+    new PromCounter({
+      name: "psimbols_upstream_requests_total",
+      help: "Requests forwarded to upstreams, by route prefix and outcome",
+      labelNames: ["upstream", "outcome"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const r of routes) for (const [outcome, n] of r.outcomes) this.inc({ upstream: r.label, outcome }, n);
+      },
+    });
+    new Gauge({
+      name: "psimbols_upstream_in_flight",
+      help: "Requests in flight to upstreams, by route prefix",
+      labelNames: ["upstream"],
+      registers: [registry],
+      collect() {
+        for (const r of routes) this.set({ upstream: r.label }, r.inFlight);
+      },
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.#client.close();
+  }
+
+  async #call(r: Route, data: unknown, ctx: HandlerContext): Promise<unknown> {
+    if (r.inFlight >= this.#maxInFlight) {
+      this.#count(r, CallFailure.saturated);
+      throw unavailable();
+    }
+    r.inFlight++;
+    try {
+      const body = requestBody(ctx, data);
+      const text = await this.#client.post({ url: r.url, id: ctx.requestId, body, timeoutMs: this.#timeoutMs, maxBytes: this.#maxBytes });
+      const answer = decodeAnswer(text);
+      if ("error" in answer) {
+        this.#count(r, "app_error");
+        throw new PsimbolsError(answer.error.code, answer.error.message);
+      }
+      this.#count(r, "ok");
+      return answer.data;
+    } catch (e) {
+      if (!(e instanceof CallError)) throw e;
+      this.#count(r, e.reason);
+      this.#log?.warn("upstream request failed", { upstream: r.label, reason: e.reason, error: e.message, request: ctx.requestId });
+      throw unavailable(e);
+    } finally {
+      r.inFlight--;
+    }
+  }
+
+  #count(r: Route, outcome: UpstreamOutcome): void {
+    r.outcomes.set(outcome, (r.outcomes.get(outcome) ?? 0) + 1);
+  }
+}
+
+/** The POST body of one request (docs/BACKEND.md "Request body"). `info` is kept as JSON text and spliced in as it is. */
+export function requestBody(ctx: HandlerContext, data: unknown): string {
+  const head = JSON.stringify({
+    type: "request",
+    id: ctx.requestId,
+    op: ctx.op,
+    data: data ?? null,
+    identity: { fingerprint: ctx.identity, public_key: ctx.publicKey ?? null },
+    channel: ctx.channel,
+    node: ctx.node,
+  });
+  return `${head.slice(0, -1)},"info":${ctx.info ?? "null"}}`;
+}
+
+/** A 200 answer's body: `{"data": D}` or `{"error": {"code": C, "message": M}}`, nothing else. @throws CallError(bad_body). */
+export function decodeAnswer(text: string): { data: unknown } | { error: { code: ErrorCode; message: string } } {
+  const o = parseAnswer(text);
+  const keys = Object.keys(o);
+  if (keys.length !== 1) throw new CallError(CallFailure.badBody, 'the answer must have exactly one of "data" and "error"');
+  if (keys[0] === "data") return { data: o.data };
+  if (keys[0] !== "error") throw new CallError(CallFailure.badBody, 'the answer must have exactly one of "data" and "error"');
+  const e = o.error;
+  if (typeof e !== "object" || e === null || Array.isArray(e)) throw new CallError(CallFailure.badBody, '"error" must be an object');
+  const { code, message } = e as Record<string, unknown>;
+  if (typeof code !== "string" || code.length > MAX_TOKEN_CHARS || !APP_ERROR_CODES.has(code)) {
+    throw new CallError(CallFailure.badBody, '"error.code" must be one of the documented inner codes');
+  }
+  if (typeof message !== "string" || message.length > MAX_APP_MESSAGE_CHARS) {
+    throw new CallError(CallFailure.badBody, `"error.message" must be a string of at most ${MAX_APP_MESSAGE_CHARS} characters`);
+  }
+  return { error: { code: code as ErrorCode, message } };
+}
+
+function unavailable(cause?: unknown): PsimbolsError {
+  return new PsimbolsError(ErrorCode.unavailable, "the application is unavailable; try again shortly", cause === undefined ? undefined : { cause });
+}
+
+function bounded(name: string, v: number, min: number, max: number): number {
+  if (!Number.isSafeInteger(v) || v < min || v > max) throw new RangeError(`setting ${name}: expected an integer in ${min}..${max}, got ${String(v)}`);
+  return v;
+}

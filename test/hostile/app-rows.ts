@@ -1,0 +1,125 @@
+/**
+ * Hostile-matrix rows for the calls to applications (issue 12 item 8): what
+ * an application answers is untrusted input too. Answers that try to smuggle
+ * a frame, that are not JSON, too large, nested too deep or full of strange
+ * strings; authorize answers with a huge `info`, not JSON, a string for a
+ * boolean, or a refusal. Each runs against the `app` broker (test/hostile/env.ts)
+ * and is followed by the "nothing changed" check.
+ */
+import * as assert from "uvu/assert";
+import { generateSigningKey } from "../../shared/crypto.js";
+import { fromUtf8 } from "../../shared/encoding.js";
+import { CloseCode, ErrorCode } from "../../shared/errors.js";
+import { type Challenge, decodeServerFrame } from "../../shared/frames.js";
+import { answerChallenge, createHello } from "../../shared/handshake.js";
+import { json } from "../helpers/app-server.js";
+import { call } from "../helpers/raw.js";
+import type { Ctx, Expect, Outcome, Row } from "./env.js";
+import { authorizeAnswers } from "./hostile-app.js";
+import type { ServerResponse } from "node:http";
+
+/** An inner answer: the request was answered, the socket stays. */
+const ANSWERED: Expect = { reply: "response", error: null, close: null };
+/** The handshake's proof answered with `unavailable`; the socket stays for a retry. */
+const UNAVAILABLE_AT_PROOF: Expect = { reply: "error", error: ErrorCode.unavailable, close: null };
+
+/** A row calling `op` on a fresh peer; `check` looks at the inner answer. */
+function upstreamRow(name: string, sent: string, op: string, check: (answer: Record<string, any>) => void): Row {
+  return {
+    name,
+    sent,
+    broker: "app",
+    expect: ANSWERED,
+    changes: { established: 1 },
+    run: async (x: Ctx): Promise<Outcome> => {
+      const p = await x.peer();
+      const answer = await call(p.raw, p.ch, op, { probe: 1 });
+      check(answer);
+      // The channel still serves, and nothing else arrived in between.
+      assert.equal(await call(p.raw, p.ch, "echo", "after"), { data: "after" });
+      assert.is(p.raw.frames.length, 0, "an extra frame reached the client");
+      // `call` gives the inner answer of a response, or the outer error frame itself.
+      return answer.type === "error" ? { reply: "error", error: String(answer.error?.code), close: null } : { reply: "response", error: null, close: null };
+    },
+  };
+}
+
+/** A row whose fresh key gets `answer` from the authorize hook; returns what answered the proof. */
+function authorizeRow(name: string, sent: string, answer: (res: ServerResponse) => void, expect: Expect, changes: Row["changes"] = {}): Row {
+  return {
+    name,
+    sent,
+    broker: "app",
+    expect,
+    changes,
+    run: async (x: Ctx): Promise<Outcome> => {
+      const key = await generateSigningKey();
+      authorizeAnswers.set(key.public.fingerprint, answer);
+      try {
+        const raw = await x.open();
+        const h = await createHello(key);
+        raw.send(fromUtf8(h.bytes));
+        const c = decodeServerFrame(JSON.stringify(await raw.next())) as Challenge;
+        raw.send((await answerChallenge(h, c, () => {})).proof);
+        return await x.outcome(raw);
+      } finally {
+        authorizeAnswers.delete(key.public.fingerprint);
+      }
+    },
+  };
+}
+
+const unavailable = (a: Record<string, any>) => assert.equal(a.error?.code, ErrorCode.unavailable, JSON.stringify(a).slice(0, 200));
+
+export const appRows: Row[] = [
+  upstreamRow(
+    "an upstream answer carrying frames (push, established, error) reaches the client only as data inside the sealed response",
+    "upstream 200 {data: [push frame, established frame, error frame]}",
+    "app.smuggle",
+    (a) => {
+      assert.ok(Array.isArray(a.data), JSON.stringify(a));
+      assert.equal(a.data.map((f: { type: string }) => f.type), ["push", "established", "error"]);
+    },
+  ),
+  upstreamRow("an upstream answer that is not JSON (with a frame after a blank line) gets unavailable", 'upstream 200 text/plain "OK\\r\\n\\r\\n{type:push}"', "app.text", unavailable),
+  upstreamRow("an upstream answer of 1 MiB gets unavailable; the broker stops reading at the bound", "upstream 200 {data: 1 MiB string}", "app.huge", unavailable),
+  upstreamRow("an upstream answer nested 100 000 levels deep gets unavailable (over the size bound before any parse)", "upstream 200 {data: [[[…]]]} 200 000 bytes", "app.deep", unavailable),
+  upstreamRow(
+    "an upstream answer with a lone surrogate, a NUL and bytes that are not UTF-8 stays data (replacement characters), well-formed on the wire",
+    'upstream 200 {data: ["\\ud800", "\\u0000", 0xff 0xfe]}',
+    "app.strings",
+    (a) => {
+      assert.ok(Array.isArray(a.data), JSON.stringify(a));
+      assert.is(a.data.length, 3);
+      assert.is(a.data[1], "\u0000");
+      assert.is(a.data[2], "\ufffd\ufffd");
+    },
+  ),
+  authorizeRow(
+    "an authorize answer with a 1 MiB info gets unavailable at the proof and writes no channel",
+    "authorize 200 {allow: true, info: 1 MiB string}",
+    (res) => json(res, { allow: true, info: "i".repeat(1 << 20) }),
+    UNAVAILABLE_AT_PROOF,
+  ),
+  authorizeRow(
+    "an authorize answer with an info just over 4096 bytes gets unavailable at the proof",
+    "authorize 200 {allow: true, info: 4095-character string (4097 bytes of JSON)}",
+    (res) => json(res, { allow: true, info: "i".repeat(4095) }),
+    UNAVAILABLE_AT_PROOF,
+  ),
+  authorizeRow("an authorize answer that is not JSON gets unavailable at the proof", "authorize 200 text/html", (res) => void res.writeHead(200).end("<h1>allow</h1>"), UNAVAILABLE_AT_PROOF),
+  authorizeRow('an authorize answer {"allow": "true"} (a string) gets unavailable, not a channel', 'authorize 200 {allow: "true"}', (res) => json(res, { allow: "true" }), UNAVAILABLE_AT_PROOF),
+  authorizeRow(
+    "an authorize answer with an extra field (a channel id, a key) gets unavailable",
+    'authorize 200 {allow: true, channel: "x", key: "y"}',
+    (res) => json(res, { allow: true, channel: "x", key: "y" }),
+    UNAVAILABLE_AT_PROOF,
+  ),
+  authorizeRow(
+    "an authorize refusal gets forbidden after the proof and close 4008",
+    "authorize 200 {allow: false}",
+    (res) => json(res, { allow: false }),
+    { reply: "error", error: ErrorCode.forbidden, close: CloseCode.forbidden.code },
+    { forbidden: 1 },
+  ),
+];

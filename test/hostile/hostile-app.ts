@@ -1,0 +1,58 @@
+/**
+ * The hostile application of the matrix's `app` broker (issue 12): a real
+ * HTTP server in the test process that the broker forwards every unknown op
+ * to (`/rpc`) and asks after every proof (`/authorize`). Its upstream answer
+ * is chosen by the op; its authorize answer by the identity's fingerprint
+ * (rows register theirs; everyone else, the harness's peers included, is allowed).
+ */
+import type { ServerResponse } from "node:http";
+import { AppServer, type AppRequest, json } from "../helpers/app-server.js";
+import { WebhookSecret } from "../../server/app/signature.js";
+
+/** The secret the `app` broker signs with. */
+export const HOSTILE_APP_SECRET = WebhookSecret.generate();
+
+/** Authorize answers per fingerprint, set by rows before their handshake. */
+export const authorizeAnswers = new Map<string, (res: ServerResponse) => void>();
+
+/** Upstream answers per op. */
+export const upstreamAnswers: Record<string, (r: AppRequest, res: ServerResponse) => void> = {
+  "app.echo": (r, res) => json(res, { data: r.json.data }),
+  "app.smuggle": (r, res) =>
+    json(res, {
+      data: [
+        { type: "push", channel: r.json.channel, seq: 1, push: "AAAA" },
+        { type: "established", source: "ws://evil/", channel: r.json.channel },
+        { type: "error", error: { code: "unauthorised", message: "unknown channel or bad ciphertext" } },
+      ],
+    }),
+  "app.text": (_r, res) => void res.writeHead(200, { "content-type": "text/plain" }).end("OK\r\n\r\n{\"type\":\"push\"}"),
+  "app.huge": (_r, res) => json(res, { data: "h".repeat(1 << 20) }),
+  "app.strings": (_r, res) => {
+    // A lone surrogate escape, a NUL and raw bytes that are not UTF-8: the answer stays data.
+    const body = Buffer.concat([Buffer.from('{"data":["\\ud800","\\u0000",'), Buffer.from([0x22, 0xff, 0xfe, 0x22]), Buffer.from("]}")]);
+    res.writeHead(200, { "content-type": "application/json", "content-length": body.length }).end(body);
+  },
+  "app.deep": (_r, res) => json(res, `{"data":${"[".repeat(100_000)}${"]".repeat(100_000)}}`),
+};
+
+let started: Promise<AppServer> | undefined;
+
+/** The server, started once per test process. */
+export function hostileApp(): Promise<AppServer> {
+  // Unref'd: the matrix's suites end on their own; the server must not keep the process alive.
+  return (started ??= AppServer.start().then((app) => {
+    app.unref();
+    app.on("/rpc", (r, res) => {
+      const answer = upstreamAnswers[String(r.json?.op)];
+      if (answer) answer(r, res);
+      else json(res, { error: { code: "not_found", message: "no such op" } });
+    });
+    app.on("/authorize", (r, res) => {
+      const answer = authorizeAnswers.get(String(r.json?.identity?.fingerprint));
+      if (answer) answer(res);
+      else json(res, { allow: true });
+    });
+    return app;
+  }));
+}

@@ -4,8 +4,9 @@
 import { type Command, Option } from "commander";
 import { type KeyType, KeyType as KT, wirePublicKey } from "../shared/crypto.js";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
-import { connect } from "../client/node.js";
-import { generateKeyFile, loadKey, loadPublicKey } from "../node/key-files.js";
+import { connect, defaultKnownServersPath } from "../client/node.js";
+import { generateKeyFile, loadKey, loadPublicKey, publicKeyPath } from "../node/key-files.js";
+import { required, withHint } from "./errors.js";
 import { int } from "./options.js";
 import { KemType, kemTypes } from "../shared/frames.js";
 
@@ -16,11 +17,21 @@ export function clientCommands(p: Command): void {
   p.command("keygen")
     .description("generate an identity key (PKCS#8 PEM, mode 0600) and print its public key and fingerprint")
     .addOption(new Option("--type <type>", "key type").choices(Object.keys(KEY_TYPES)).default("ed25519"))
-    .requiredOption("-o, --out <file>", "where to write the private key")
-    .option("--force", "overwrite an existing file")
-    .action(async (o: { type: string; out: string; force?: boolean }) => {
-      const key = await generateKeyFile(KEY_TYPES[o.type]!, o.out, { force: o.force === true });
-      console.log(JSON.stringify({ public_key: wirePublicKey(key.public), fingerprint: key.public.fingerprint }));
+    .option("-o, --out <file>", "where to write the private key (required); the public key goes beside it, k.pem → k.pub.pem")
+    .option("--no-public", "do not write the public key file")
+    .option("--force", "overwrite existing files")
+    .action(async (o: { type: string; out?: string; public: boolean; force?: boolean }) => {
+      const out = required(o.out, "-o, --out <file>");
+      let key;
+      try {
+        key = await generateKeyFile(KEY_TYPES[o.type]!, out, { force: o.force === true, publicFile: o.public });
+      } catch (e) {
+        throw e instanceof PsimbolsError && / exists; /.test(e.message) ? withHint(e, "pass --force to overwrite it, or choose another file with -o") : e;
+      }
+      const publicFile = o.public ? publicKeyPath(out) : undefined;
+      // stdout: one JSON line for scripts; stderr: where the files went, for people.
+      console.log(JSON.stringify({ public_key: wirePublicKey(key.public), fingerprint: key.public.fingerprint, ...(publicFile ? { public_file: publicFile } : {}) }));
+      console.error(`private key: ${out} (mode 0600, keep it secret)${publicFile ? `\npublic key:  ${publicFile} (give this one to \`psimbols keys add\`)` : ""}`);
     });
 
   p.command("fingerprint")
@@ -33,28 +44,45 @@ export function clientCommands(p: Command): void {
     .argument("<url>", "broker URL, e.g. ws://127.0.0.1:9393/")
     .argument("<op>", "operation, e.g. echo")
     .argument("[json]", "request data as JSON", "null")
-    .requiredOption("--key <file>", "identity key (PKCS#8 PEM)")
+    .option("--key <file>", "identity key (PKCS#8 PEM; required)")
     .option("--server-key <fingerprint>", "pin the server key (otherwise trust on first use, kept in the known-servers file)")
     .option("--known-servers <file>", "known-servers file")
     .option("--timeout <ms>", "request timeout", int("--timeout"), 10_000)
     .addOption(new Option("--kem <type>", "ephemeral KEM of the handshake (X-Wing: post-quantum hybrid, issue 15)").choices(kemTypes).default(KemType.x25519))
-    .action(async (url: string, op: string, json: string, o: { key: string; serverKey?: string; knownServers?: string; timeout: number; kem: KemType }) => {
+    .action(async (url: string, op: string, json: string, o: { key?: string; serverKey?: string; knownServers?: string; timeout: number; kem: KemType }) => {
+      const keyFile = required(o.key, "--key <file>");
       let data: unknown;
       try {
         data = JSON.parse(json);
       } catch {
         throw new PsimbolsError(ErrorCode.badRequest, "request data is not valid JSON");
       }
-      const key = await loadKey(o.key);
-      const client = await connect(url, {
-        key,
-        ...(o.serverKey ? { serverKey: o.serverKey } : {}),
-        ...(o.knownServers ? { knownServersFile: o.knownServers } : {}),
-        requestTimeoutMs: o.timeout,
-        kem: o.kem,
-        reconnect: false,
-        renew: false,
-      });
+      const key = await loadIdentityKey(keyFile, "--key");
+      const knownServersFile = o.knownServers ?? defaultKnownServersPath();
+      let client;
+      try {
+        client = await connect(url, {
+          key,
+          ...(o.serverKey ? { serverKey: o.serverKey } : {}),
+          knownServersFile,
+          // As SSH does: say once that a key was learnt, and where it went (stderr, so stdout stays the response).
+          onServerKeyLearnt: (l) => console.error(`psimbols: learnt the key of ${l.url}: ${l.fingerprint}\npsimbols: recorded in ${l.path}; a different key from this server will be refused`),
+          requestTimeoutMs: o.timeout,
+          kem: o.kem,
+          reconnect: false,
+          renew: false,
+        });
+      } catch (e) {
+        if (e instanceof PsimbolsError && e.code === ErrorCode.serverKeyMismatch) {
+          throw withHint(
+            e,
+            o.serverKey
+              ? "the server's key is not the one --server-key pins: check the fingerprint the broker printed (also at GET /.well-known/psimbols)"
+              : `the server's key is not the one recorded in ${knownServersFile}; if the server key was rotated on purpose, remove that server's line from the file`,
+          );
+        }
+        throw e;
+      }
       try {
         console.log(JSON.stringify(await client.request(op, data, { timeoutMs: o.timeout })));
       } finally {
@@ -62,4 +90,19 @@ export function clientCommands(p: Command): void {
       }
     });
 
+}
+
+/**
+ * Loads an identity key for a command; a file that is not a psimbols key
+ * gets a hint about the file (the refusal is local, not the server's).
+ */
+export async function loadIdentityKey(file: string, flag: string): Promise<Awaited<ReturnType<typeof loadKey>>> {
+  try {
+    return await loadKey(file);
+  } catch (e) {
+    if (e instanceof PsimbolsError && (e.code === ErrorCode.unsupported || e.code === ErrorCode.badRequest)) {
+      throw withHint(e, `${flag} takes a PKCS#8 PEM private key of type Ed25519, ECDSA P-256 or RSA; make one with \`psimbols keygen -o FILE\``);
+    }
+    throw e;
+  }
 }

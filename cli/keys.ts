@@ -8,6 +8,7 @@ import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { loadPublicKey } from "../node/key-files.js";
 import { defaultDataDir } from "../server/config.js";
 import { RedisRegistry, Role, addKey, readKeysFile, removeKey } from "../server/registry.js";
+import { atRedis } from "./errors.js";
 
 const defaultKeysFile = () => join(defaultDataDir(), "keys.json");
 
@@ -15,11 +16,11 @@ const defaultKeysFile = () => join(defaultDataDir(), "keys.json");
 export function keysCommands(p: Command): void {
   const keys = p.command("keys").description("manage the registered keys of a closed service (a keys file, or Redis for a cluster)");
   const where = (c: Command) =>
-    c.option("--file <keys.json>", "registered keys file", defaultKeysFile()).option("--redis <url>", "the cluster's Redis instead of a file");
+    c.option("--file <keys.json>", "registered keys file (its folder is created when missing)", defaultKeysFile()).option("--redis <url>", "the cluster's Redis instead of a file (no wrap key needed)");
   const withRegistry = async <T>(o: { file: string; redis?: string }, f: (r: RedisRegistry | undefined) => Promise<T>): Promise<T> => {
     const r = o.redis ? new RedisRegistry(o.redis) : undefined;
     try {
-      return await f(r);
+      return r && o.redis ? await atRedis(o.redis, () => f(r)) : await f(r);
     } finally {
       await r?.close();
     }

@@ -5,20 +5,21 @@
 import type { Command } from "commander";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { connect } from "../client/node.js";
-import { loadKey } from "../node/key-files.js";
 import { MAX_PUSH_BYTES } from "../server/broker.js";
 import { RedisStore } from "../server/store/redis-store.js";
-import { parseWrapKey } from "../server/store/wrap.js";
 import { channelRow } from "../server/operator.js";
+import { loadIdentityKey } from "./client.js";
+import { atRedis, wrapKeyFrom } from "./errors.js";
 import { int } from "./options.js";
 
 /** Adds the operator commands to `p`. */
 export function operatorCommands(p: Command): void {
   // ---- operations on a running service: through Redis, or over a channel with an operator key
-  type AdminOpts = { redis?: string; url?: string; key?: string; serverKey?: string };
+  type AdminOpts = { redis?: string; wrapKeyFile?: string; url?: string; key?: string; serverKey?: string };
   const adminWhere = (c: Command) =>
     c
-      .option("--redis <url>", "act on the cluster's Redis directly (needs PSIMBOLS_WRAP_KEY)")
+      .option("--redis <url>", "act on the cluster's Redis directly (needs the wrap key: PSIMBOLS_WRAP_KEY or --wrap-key-file)")
+      .option("--wrap-key-file <file>", "with --redis: the cluster's key-wrapping key (instead of PSIMBOLS_WRAP_KEY)")
       .option("--url <url>", "or: a broker URL, acting through its admin ops")
       .option("--key <file>", "with --url: an operator identity key (keys add --role operator)")
       .option("--server-key <fingerprint>", "with --url: pin the server key");
@@ -29,17 +30,17 @@ export function operatorCommands(p: Command): void {
   /** Runs `viaStore` on a RedisStore, or `viaOps` on an operator's channel. */
   async function admin<T>(o: AdminOpts, viaStore: (s: RedisStore) => Promise<T>, viaOps: (request: (op: string, data?: unknown) => Promise<unknown>) => Promise<T>): Promise<T> {
     if (o.redis) {
-      const wrapKey = parseWrapKey(process.env.PSIMBOLS_WRAP_KEY, "PSIMBOLS_WRAP_KEY");
+      const wrapKey = wrapKeyFrom(o.wrapKeyFile);
       const store = new RedisStore({ url: o.redis, wrapKey });
       wrapKey.fill(0);
       try {
-        return await viaStore(store);
+        return await atRedis(o.redis, () => viaStore(store));
       } finally {
         await store.close();
       }
     }
     if (!o.url || !o.key) throw new PsimbolsError(ErrorCode.badRequest, "give --redis URL, or --url URL with --key FILE");
-    const client = await connect(o.url, { key: await loadKey(o.key), ...(o.serverKey ? { serverKey: o.serverKey } : {}), reconnect: false, renew: false });
+    const client = await connect(o.url, { key: await loadIdentityKey(o.key, "--key"), ...(o.serverKey ? { serverKey: o.serverKey } : {}), reconnect: false, renew: false });
     try {
       return await viaOps((op, data) => client.request(op, data));
     } finally {

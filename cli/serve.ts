@@ -2,8 +2,8 @@
  * `serve`: run a broker node.
  */
 import type { Command } from "commander";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { loadKey } from "../node/key-files.js";
 import { chachaEngine } from "../node/engines.js";
 import { Broker } from "../server/broker.js";
 import { defaultDataDir, resolveConfig } from "../server/config.js";
@@ -11,9 +11,10 @@ import { createLogger } from "../server/log.js";
 import { FileRegistry, type KeyRegistry, RedisRegistry } from "../server/registry.js";
 import { RedisStore } from "../server/store/redis-store.js";
 import type { Store } from "../server/store/store.js";
-import { parseWrapKey } from "../server/store/wrap.js";
 import { loadOrCreateServerKey } from "../server/server-key.js";
 import { consoleHook } from "../server/console.js";
+import { loadIdentityKey } from "./client.js";
+import { CliError, WRAP_KEY_WAYS, wrapKeyFrom } from "./errors.js";
 import { channelTypeList, int } from "./options.js";
 import { SECRET_ENV, createAppCalls } from "../server/app/setup.js";
 import { dirname } from "node:path";
@@ -38,7 +39,8 @@ export function serveCommand(p: Command): void {
     .option("--max-connections-per-address <n>", "open connections per client address", int("--max-connections-per-address"))
     .option("--hellos-per-address <n>", "hellos per address per 10 s", int("--hellos-per-address"))
     .option("--ping-interval <ms>", "WebSocket ping interval; a peer that misses a pong is cut off", int("--ping-interval"))
-    .option("--redis <url>", "share state with other nodes through Redis (needs PSIMBOLS_WRAP_KEY)")
+    .option("--redis <url>", "share state with other nodes through Redis (needs the wrap key: PSIMBOLS_WRAP_KEY or --wrap-key-file)")
+    .option("--wrap-key-file <file>", "with --redis: the key-wrapping key shared by all nodes (instead of PSIMBOLS_WRAP_KEY)")
     .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
     .option("--node <name>", "this node's name in logs, metrics and channel records")
     .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
@@ -78,6 +80,12 @@ export function serveCommand(p: Command): void {
       // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json, watched even
       // while missing, so operators and blocked keys added later take effect without a restart.
       const keysFile: string | undefined = o.keys ?? (!o.redis ? join(o.dataDir, "keys.json") : undefined);
+      // An explicit --keys FILE that is not there is a typo until proven otherwise for a closed service,
+      // which would start and refuse everyone. (An open service watches it for operator and blocked keys.)
+      if (o.keys !== undefined && !existsSync(o.keys)) {
+        if (o.closed) throw new CliError(`the keys file ${o.keys} (--keys) does not exist`, `create it with \`psimbols keys add KEYFILE --file ${o.keys}\`, or check the path`);
+        log.info("keys file does not exist yet: no operator or blocked keys until it is created (it is watched)", { component: "cli", keys_file: o.keys });
+      }
       const config = resolveConfig({
         port: o.port,
         host: o.host,
@@ -94,14 +102,20 @@ export function serveCommand(p: Command): void {
         ...(o.kems !== undefined ? { kems: String(o.kems).split(",") as KemType[] } : {}),
         limits,
       });
-      const serverKey = o.serverKeyFile ? await loadKey(o.serverKeyFile) : await loadOrCreateServerKey(config.dataDir, log);
+      const serverKey = o.serverKeyFile ? await loadIdentityKey(o.serverKeyFile, "--server-key-file") : await loadOrCreateServerKey(config.dataDir, log);
       let store: Store | undefined;
-      let registry: KeyRegistry | undefined = keysFile ? new FileRegistry(keysFile) : undefined;
+      const fileRegistry = keysFile ? new FileRegistry(keysFile, { logger: log }) : undefined;
+      let registry: KeyRegistry | undefined = fileRegistry;
       if (o.redis) {
-        const wrapKey = parseWrapKey(process.env.PSIMBOLS_WRAP_KEY, "PSIMBOLS_WRAP_KEY");
+        const wrapKey = wrapKeyFrom(o.wrapKeyFile);
         store = new RedisStore({ url: o.redis, wrapKey, node: config.node, logger: log });
         wrapKey.fill(0);
         if (!keysFile) registry = new RedisRegistry(o.redis);
+      } else if (o.wrapKeyFile !== undefined) {
+        throw new CliError("--wrap-key-file is for --redis (a single node keeps its state in memory)", WRAP_KEY_WAYS);
+      }
+      if (config.closed && fileRegistry?.size === 0) {
+        log.warn("closed service with no registered keys: every key will be refused until one is added", { component: "cli", keys_file: fileRegistry.path, hint: "psimbols keys add KEYFILE" });
       }
       const app = createAppCalls({
         upstreams: o.upstream,
@@ -123,17 +137,35 @@ export function serveCommand(p: Command): void {
               ...(o.eventsUrl ? { webhook: { url: o.eventsUrl, secrets: secretsFromEnv(process.env.PSIMBOLS_UPSTREAM_SECRET) } } : {}),
             })
           : undefined;
-      const broker = await Broker.start({
-        config,
-        serverKey,
-        registry,
-        logger: log,
-        ...(events ? { events } : {}),
-        ...(store ? { store } : {}),
-        ...(o.console ? { http: consoleHook() } : {}),
-        ...(app.upstream ? { upstream: app.upstream } : {}),
-        ...(app.authorize ? { authorize: app.authorize } : {}),
-      });
+      let broker: Broker;
+      try {
+        broker = await Broker.start({
+          config,
+          serverKey,
+          registry,
+          logger: log,
+          ...(events ? { events } : {}),
+          ...(store ? { store } : {}),
+          ...(o.console ? { http: consoleHook() } : {}),
+          ...(app.upstream ? { upstream: app.upstream } : {}),
+          ...(app.authorize ? { authorize: app.authorize } : {}),
+        });
+      } catch (e) {
+        await store?.close().catch(() => {});
+        await events?.close(0).catch(() => {});
+        await (registry instanceof RedisRegistry ? registry.close() : undefined);
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === "EADDRINUSE") {
+          throw new CliError(
+            `port ${config.port} on ${config.host} is already in use`,
+            `a broker (\`npm start\` or \`psimbols serve\`) or another program already listens there: use that one, stop it, or pick another port with --port N`,
+          );
+        }
+        if (code === "EACCES" || code === "EADDRNOTAVAIL") {
+          throw new CliError(`cannot listen on ${config.host}:${config.port} (${code})`, "choose another --host or a --port above 1023");
+        }
+        throw e;
+      }
       // Before the listening line: once it is printed, the whole node is up.
       events?.register(broker.metrics);
       let apiServer: ApiServer | undefined;

@@ -25,6 +25,16 @@ export function defaultKnownServersPath(): string {
   return home ? join(home, "known_servers") : join(homedir(), ".psimbols", "known_servers");
 }
 
+/** What {@link FileKnownServers} reports when it learns a server's key on first use. */
+export interface ServerKeyLearnt {
+  /** The broker URL. */
+  url: string;
+  /** The fingerprint now recorded for it. */
+  fingerprint: string;
+  /** The known-servers file it was written to. */
+  path: string;
+}
+
 const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
 
 /**
@@ -36,10 +46,17 @@ const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
 export class FileKnownServers implements KnownServers {
   /** The file. */
   readonly path: string;
+  readonly #onLearn: ((learnt: ServerKeyLearnt) => void) | undefined;
 
-  /** @param path - default {@link defaultKnownServersPath}. */
-  constructor(path: string = defaultKnownServersPath()) {
+  /**
+   * @param path - default {@link defaultKnownServersPath}.
+   * @param options.onLearn - called once when a server's key is recorded for
+   *   the first time (trust on first use), after the line is written; not
+   *   called for a server already known. The CLI prints it, as SSH does.
+   */
+  constructor(path: string = defaultKnownServersPath(), options: { onLearn?: (learnt: ServerKeyLearnt) => void } = {}) {
     this.path = path;
+    this.#onLearn = options.onLearn;
   }
 
   /**
@@ -63,6 +80,7 @@ export class FileKnownServers implements KnownServers {
     if (known === undefined) {
       // O_APPEND: concurrent writers of short lines do not interleave
       await writeFile(this.path, `${url} ${fingerprint}\n`, { flag: "a", mode: 0o600 });
+      this.#onLearn?.({ url, fingerprint, path: this.path });
       return;
     }
     const text = await readFile(this.path, "utf8");
@@ -108,6 +126,12 @@ export interface NodeConnectOptions extends Omit<ConnectOptions, "key"> {
    * {@link defaultKnownServersPath}.
    */
   knownServersFile?: string | false;
+  /**
+   * With the known-servers file (neither `serverKey` nor `knownServers`
+   * given): called once when the server's key is learnt and recorded on
+   * first use. See {@link FileKnownServers}.
+   */
+  onServerKeyLearnt?: (learnt: ServerKeyLearnt) => void;
 }
 
 /**
@@ -119,14 +143,14 @@ export interface NodeConnectOptions extends Omit<ConnectOptions, "key"> {
  */
 export async function connect(url: string, options: NodeConnectOptions): Promise<Client> {
   useNodeCrypto();
-  const { knownServersFile, key, ...rest } = options;
+  const { knownServersFile, key, onServerKeyLearnt, ...rest } = options;
   const opts: ConnectOptions = {
     ...rest,
     key: typeof key === "string" ? await loadKey(key) : key,
     WebSocket: options.WebSocket ?? WebSocket,
   };
   if (opts.knownServers === undefined && opts.serverKey === undefined && knownServersFile !== false) {
-    opts.knownServers = new FileKnownServers(knownServersFile ?? defaultKnownServersPath());
+    opts.knownServers = new FileKnownServers(knownServersFile ?? defaultKnownServersPath(), onServerKeyLearnt ? { onLearn: onServerKeyLearnt } : {});
   }
   return coreConnect(url, opts);
 }

@@ -9,7 +9,8 @@
  *                         "role":"client"|"operator"|"blocked","comment":"…","added":"RFC 3339"}]}
  * A `blocked` entry may name its key by fingerprint alone (no `public_key`).
  */
-import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { Redis } from "ioredis";
 import type { PublicKey } from "../shared/crypto.js";
 import { wirePublicKey } from "../shared/crypto.js";
@@ -64,6 +65,8 @@ export function readKeysFile(path: string): RegisteredKey[] {
 }
 
 function writeKeysFile(path: string, keys: RegisteredKey[]): void {
+  // A first `keys add --file DIR/keys.json` makes DIR, private to its owner (as the data directory is).
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, JSON.stringify({ version: 1, keys } satisfies KeysFile, null, 2) + "\n", { mode: 0o600 });
   renameSync(tmp, path);
@@ -101,15 +104,36 @@ export function removeKey(path: string, fingerprint: string): boolean {
   return true;
 }
 
-/** A registry over a keys file, re-read when its mtime or size changes (checked at most once a second). */
+/** Where {@link FileRegistry} reports a keys file it cannot use. */
+export interface RegistryLogger {
+  warn(message: string, meta?: Record<string, unknown>): unknown;
+}
+
+/**
+ * A registry over a keys file, re-read when its mtime or size changes
+ * (checked at most once a second). A file that stops parsing keeps the last
+ * good set and logs one warning per change of the file.
+ */
 export class FileRegistry implements KeyRegistry {
   readonly path: string;
+  readonly #log: RegistryLogger | undefined;
   #byFp = new Map<string, RegisteredKey>();
   #stamp = "";
+  #badStamp = "";
   #checked = 0;
-  constructor(path: string) {
+  /**
+   * @param path - the keys file; a missing file is an empty registry.
+   * @param options.logger - receives a warning when a changed file does not parse.
+   * @throws Error naming the file when it exists and does not parse.
+   */
+  constructor(path: string, options: { logger?: RegistryLogger } = {}) {
     this.path = path;
+    this.#log = options.logger;
     this.#reload(true);
+  }
+  /** How many keys are registered (of any role), as last read. */
+  get size(): number {
+    return this.#byFp.size;
   }
   async lookup(fingerprint: string): Promise<RegisteredKey | undefined> {
     if (Date.now() - this.#checked >= 1000) this.#reload(false);
@@ -131,6 +155,10 @@ export class FileRegistry implements KeyRegistry {
     } catch (e) {
       if (strict) throw e;
       // A half-written or broken file keeps the last good registry: never open a closed service by accident.
+      if (stamp !== this.#badStamp) {
+        this.#badStamp = stamp;
+        this.#log?.warn("keys file does not parse; keeping the last good set of keys", { component: "registry", file: this.path, error: e instanceof Error ? e.message : String(e), keys: this.#byFp.size });
+      }
     }
   }
 }
@@ -146,6 +174,8 @@ export class RedisRegistry implements KeyRegistry {
   readonly #key: string;
   constructor(url: string, prefix = "psimbols:") {
     this.#redis = new Redis(url, { lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: 1, commandTimeout: 2000 });
+    // A connection error fails the command that needed it (with the caller's context); the event itself adds nothing.
+    this.#redis.on("error", () => {});
     this.#key = `${prefix}keys`;
   }
   async lookup(fingerprint: string): Promise<RegisteredKey | undefined> {

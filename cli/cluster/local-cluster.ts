@@ -50,6 +50,8 @@ export interface ClusterOptions {
    * removed by stop().
    */
   dir?: string;
+  /** Redis's port on 127.0.0.1. Default 0: a free port. */
+  redisPort?: number;
   /** Extra `psimbols serve` arguments for every node. */
   nodeArgs?: string[];
   /** Extra environment for the nodes. */
@@ -333,7 +335,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     say(`keys in ${dir}: server key ${fingerprint}`);
 
     // Redis.
-    const redisPort = await freePort();
+    const redisPort = options.redisPort || (await freePort());
     const redis = launch(
       "redis",
       redisBin,
@@ -449,7 +451,7 @@ async function startApp(dir: string, o: { allow?: string[] }, redisUrl: string, 
 
 // ------------------------------------------------------------------ CLI
 
-const USAGE = `usage: npm run cluster -- [--nodes N] [--port P] [--host ADDR] [--dir DIR] [--log-level LEVEL] [--app [--app-allow FPS]] [-- serve options...]
+const USAGE = `usage: npm run cluster -- [--nodes N] [--port P] [--host ADDR] [--redis-port R] [--dir DIR] [--log-level LEVEL] [--app [--app-allow FPS]] [-- serve options...]
 
 Starts the docker-compose topology from local processes: its own redis-server,
 N psimbols nodes sharing one server key and one wrap key, and HAProxy (Debian's
@@ -458,6 +460,7 @@ haproxy package) with deploy/haproxy.cfg in front. Ctrl-C stops everything.
   --nodes N         broker nodes (default 3)
   --port P          balancer port (default 9393; 0 for any free port)
   --host ADDR       balancer address (default 127.0.0.1)
+  --redis-port R    Redis's port on 127.0.0.1 (default: a free port)
   --dir DIR         keep server-key.pem, wrap-key and haproxy.cfg here, and reuse
                     them next time (default: a temporary directory, removed on exit)
   --log-level L     nodes' log level (default info)
@@ -474,6 +477,7 @@ async function main(argv: string[]): Promise<void> {
       nodes: { type: "string", short: "n" },
       port: { type: "string", short: "p" },
       host: { type: "string" },
+      "redis-port": { type: "string" },
       dir: { type: "string" },
       "log-level": { type: "string" },
       app: { type: "boolean" },
@@ -498,6 +502,7 @@ async function main(argv: string[]): Promise<void> {
     say: (m) => console.error(`cluster: ${m}`),
   };
   if (values.dir !== undefined) options.dir = values.dir;
+  if (values["redis-port"] !== undefined) options.redisPort = int(values["redis-port"], 0, "--redis-port");
   if (values.app) options.app = values["app-allow"] ? { allow: values["app-allow"].split(",").map((x) => x.trim()) } : true;
   else if (values["app-allow"] !== undefined) throw new Error("--app-allow needs --app");
 
@@ -552,8 +557,11 @@ async function main(argv: string[]): Promise<void> {
       `  haproxy.cfg  ${cluster.haproxy.config}`,
       ...(cluster.app ? [`  app          ${cluster.app.url} (examples/backend-python; secret in ${join(cluster.dir, "app-secret")})`] : []),
       "",
-      `try: psimbols keygen -o me.pem && psimbols call ${cluster.url} whoami --key me.pem --server-key ${cluster.fingerprint}`,
-      ...(cluster.app ? [`     psimbols call ${cluster.url} kv.put '{"key":"colour","value":"teal"}' --key me.pem --server-key ${cluster.fingerprint}`] : []),
+      `try: npx psimbols keygen -o me.pem && npx psimbols call ${cluster.url} whoami --key me.pem --server-key ${cluster.fingerprint}`,
+      ...(cluster.app ? [`     npx psimbols call ${cluster.url} kv.put '{"key":"colour","value":"teal"}' --key me.pem --server-key ${cluster.fingerprint}`] : []),
+      "operate it from another shell (commands that write Redis need the wrap key):",
+      `  export PSIMBOLS_WRAP_KEY=$(cat ${join(cluster.dir, "wrap-key")})`,
+      `  npx psimbols channels list --redis ${cluster.redis.url}          # or: --wrap-key-file ${join(cluster.dir, "wrap-key")}`,
       "Ctrl-C stops everything.",
       "",
     ].join("\n"),

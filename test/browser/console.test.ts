@@ -7,7 +7,7 @@
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
@@ -197,7 +197,9 @@ t("a key without the operator role gets `forbidden`, and the page says how to re
 });
 
 t("a closed service refuses an unregistered key at the handshake with `forbidden`", async () => {
-  const closed = await startBroker(["--closed", "--keys", join(dir, "closed-keys.json")]);
+  const closedKeys = join(dir, "closed-keys.json");
+  writeFileSync(closedKeys, '{"version":1,"keys":[]}\n'); // no key registered (a missing --keys file fails fast)
+  const closed = await startBroker(["--closed", "--keys", closedKeys]);
   try {
     await openConsole(closed);
     await page.click("#key-generate");

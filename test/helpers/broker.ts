@@ -27,10 +27,16 @@ process.on("exit", () => {
   for (const p of running) p.kill("SIGKILL");
 });
 
+/** Temporary directories to remove at exit: one "exit" listener for all of them (one each tripped MaxListenersExceededWarning). */
+const tempDirs: string[] = [];
+process.on("exit", () => {
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
+
 /** A fresh temporary directory, removed at process exit. */
 export function tempDir(prefix = "psimbols-test-"): string {
   const d = mkdtempSync(join(tmpdir(), prefix));
-  process.on("exit", () => rmSync(d, { recursive: true, force: true }));
+  tempDirs.push(d);
   return d;
 }
 

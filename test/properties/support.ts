@@ -48,9 +48,15 @@ export function psimbolsErrorSync(f: () => unknown): PsimbolsError | undefined {
 
 export const documentedCodes: ReadonlySet<string> = new Set(Object.values(ErrorCode));
 
-/** An in-process broker on an ephemeral port, with limits that stay out of the way of the properties. */
+/**
+ * An in-process broker on an ephemeral port, with limits that stay out of the way of the properties.
+ * Its log is silent: the tests provoke errors it logs at level error (hostile inputs, oversized results),
+ * and a green run should read clean. PSIMBOLS_TEST_LOGS=1 shows them when debugging.
+ */
 export async function inProcessBroker(): Promise<{ broker: Broker; url: string; serverKey: SigningKey }> {
   const serverKey = await generateSigningKey();
+  const logger = createLogger({ level: "error", json: true });
+  logger.silent = process.env.PSIMBOLS_TEST_LOGS !== "1";
   const broker = await Broker.start({
     config: {
       port: 0,
@@ -58,7 +64,7 @@ export async function inProcessBroker(): Promise<{ broker: Broker; url: string; 
       limits: { hellosPerAddress: 1_000_000, hellosPerSecond: 1_000_000, resumesPerAddress: 1_000_000, resumesPerSecond: 1_000_000, handshakesPerIdentityPerMinute: 1_000_000 },
     },
     serverKey,
-    logger: createLogger({ level: "error", json: true }),
+    logger,
   });
   return { broker, url: `ws://127.0.0.1:${broker.port}/`, serverKey };
 }

@@ -1,0 +1,250 @@
+/**
+ * The CLI as a newcomer meets it (issue 11, items 1, 3–7): each failure is
+ * an `error:` line with a `hint:` that points at the right place, exit code
+ * 1, and nothing changed on disk. Every test spawns the real CLI
+ * (bin/psimbols.js) against real brokers and a real redis-server.
+ */
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { freePort } from "../../cli/cluster/net.js";
+import { type RunningBroker, ROOT, runCli, startBroker, tempDir } from "../helpers/broker.js";
+import { type TestRedis, startRedis } from "../helpers/redis.js";
+
+const t = suite("cli");
+const version = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
+
+/** Runs the CLI with its own PSIMBOLS_HOME (known_servers, default keys file), no wrap key from the environment. */
+async function cli(args: string[], home: string, env: Record<string, string> = {}) {
+  return runCli(args, { PSIMBOLS_HOME: home, PSIMBOLS_WRAP_KEY: "", PSIMBOLS_LOG_LEVEL: "warn", ...env });
+}
+
+let redis: TestRedis;
+let broker: RunningBroker;
+let dir: string;
+let key: string;
+
+t.before(async () => {
+  redis = await startRedis();
+  broker = await startBroker();
+  dir = tempDir();
+  key = join(dir, "me.pem");
+  const r = await cli(["keygen", "-o", key], join(dir, "home"));
+  assert.is(r.code, 0, r.stderr);
+});
+t.after(async () => {
+  await broker.stop();
+  await redis.stop();
+});
+
+t("--version prints the package version", async () => {
+  const r = await cli(["--version"], dir);
+  assert.is(r.code, 0);
+  assert.is(r.stdout.trim(), version);
+});
+
+t("an unknown option is reported as unknown, before any missing required option", async () => {
+  const r = await cli(["call", broker.url, "echo", "--kye", key], join(dir, "home"));
+  assert.is(r.code, 1);
+  assert.match(r.stderr, "unknown option '--kye'");
+  assert.match(r.stderr, "Did you mean --key?");
+  assert.not.match(r.stderr, "required option");
+});
+
+t("a missing required option is still named when nothing else is wrong", async () => {
+  const r = await cli(["call", broker.url, "echo"], join(dir, "home"));
+  assert.is(r.code, 1);
+  assert.match(r.stderr, "error: required option '--key <file>' not specified");
+});
+
+t("keygen writes the private key (0600) and the public PEM beside it (0644), and says where", async () => {
+  const home = tempDir();
+  const out = join(home, "alice.pem");
+  const r = await cli(["keygen", "-o", out], home);
+  assert.is(r.code, 0, r.stderr);
+  const printed = JSON.parse(r.stdout) as { fingerprint: string; public_file: string };
+  assert.is(printed.public_file, join(home, "alice.pub.pem"));
+  assert.is(statSync(out).mode & 0o777, 0o600);
+  assert.is(statSync(printed.public_file).mode & 0o777, 0o644);
+  assert.match(readFileSync(printed.public_file, "utf8"), /^-----BEGIN PUBLIC KEY-----\n/);
+  assert.match(r.stderr, `public key:  ${printed.public_file}`);
+  const fp = await cli(["fingerprint", printed.public_file], home);
+  assert.is(fp.stdout.trim(), printed.fingerprint);
+  // --no-public: only the private key
+  const lone = join(home, "lone.pem");
+  assert.is((await cli(["keygen", "-o", lone, "--no-public"], home)).code, 0);
+  assert.not.ok(existsSync(join(home, "lone.pub.pem")));
+});
+
+t("keygen over an existing key refuses, names --force, and leaves both files alone", async () => {
+  const home = tempDir();
+  const out = join(home, "k.pem");
+  assert.is((await cli(["keygen", "-o", out], home)).code, 0);
+  const before = [readFileSync(out, "utf8"), readFileSync(join(home, "k.pub.pem"), "utf8")];
+  const r = await cli(["keygen", "-o", out], home);
+  assert.is(r.code, 1);
+  assert.match(r.stderr, `error: ${out} exists; refusing to overwrite a key`);
+  assert.match(r.stderr, "hint: pass --force to overwrite it");
+  assert.equal([readFileSync(out, "utf8"), readFileSync(join(home, "k.pub.pem"), "utf8")], before);
+  const forced = await cli(["keygen", "-o", out, "--force"], home);
+  assert.is(forced.code, 0, forced.stderr);
+  assert.is.not(readFileSync(out, "utf8"), before[0]);
+});
+
+t("a key file of an unsupported type (X25519) gets a local hint, not one about the server", async () => {
+  const x = join(dir, "x25519.pem");
+  writeFileSync(x, generateKeyPairSync("x25519").privateKey.export({ type: "pkcs8", format: "pem" }));
+  const r = await cli(["call", broker.url, "echo", "--key", x], join(dir, "home"));
+  assert.is(r.code, 1);
+  assert.match(r.stderr, "error: " + x + " is a key of type x25519");
+  assert.match(r.stderr, "hint: --key takes a PKCS#8 PEM private key of type Ed25519, ECDSA P-256 or RSA");
+  assert.not.match(r.stderr, /server/i);
+  const served = await cli(["serve", "--port", "0", "--data-dir", tempDir(), "--server-key-file", x], join(dir, "home"));
+  assert.is(served.code, 1);
+  assert.match(served.stderr, "hint: --server-key-file takes a PKCS#8 PEM private key");
+  assert.not.match(served.stderr, "the server does not accept");
+});
+
+t("keys add --file DIR/keys.json creates a missing DIR, private to its owner", async () => {
+  const home = tempDir();
+  const file = join(home, "new", "deeper", "keys.json");
+  const r = await cli(["keys", "add", key.replace(/\.pem$/, ".pub.pem"), "--file", file], home);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(statSync(join(home, "new")).mode & 0o777, 0o700);
+  assert.is(statSync(join(home, "new", "deeper")).mode & 0o777, 0o700);
+  const list = await cli(["keys", "list", "--file", file, "--json"], home);
+  assert.is((JSON.parse(list.stdout) as unknown[]).length, 1);
+});
+
+t("serve on a port in use says so and suggests --port, without a stack trace", async () => {
+  const blocker = createServer();
+  const port = await new Promise<number>((r) => blocker.listen(0, "127.0.0.1", () => r((blocker.address() as { port: number }).port)));
+  try {
+    const home = tempDir();
+    const r = await cli(["serve", "--port", String(port), "--data-dir", home], home);
+    assert.is(r.code, 1);
+    assert.match(r.stderr, `error: port ${port} on 127.0.0.1 is already in use`);
+    assert.match(r.stderr, "--port");
+    assert.not.match(r.stderr, /\n\s+at /);
+  } finally {
+    blocker.close();
+  }
+});
+
+t("serve --closed --keys FILE fails fast when FILE does not exist", async () => {
+  const home = tempDir();
+  const missing = join(home, "missing.json");
+  const r = await cli(["serve", "--port", "0", "--data-dir", home, "--closed", "--keys", missing], home);
+  assert.is(r.code, 1);
+  assert.match(r.stderr, `error: the keys file ${missing} (--keys) does not exist`);
+  assert.match(r.stderr, "psimbols keys add");
+  assert.not.ok(existsSync(missing));
+});
+
+t("an open service with a --keys FILE not there yet starts, and watches it", async () => {
+  const missing = join(tempDir(), "later.json");
+  const b = await startBroker(["--keys", missing], { env: { PSIMBOLS_LOG_LEVEL: "info" } });
+  try {
+    assert.match(b.output(), "keys file does not exist yet");
+    assert.not.ok(existsSync(missing));
+  } finally {
+    await b.stop();
+  }
+});
+
+t("a closed service with no registered keys starts, with a warning", async () => {
+  const b = await startBroker(["--closed"]);
+  try {
+    assert.match(b.output(), "closed service with no registered keys");
+  } finally {
+    await b.stop();
+  }
+});
+
+t("a keys file that stops parsing while the broker runs logs a warning and keeps the last good keys", async () => {
+  const home = tempDir();
+  const keys = join(home, "keys.json");
+  assert.is((await cli(["keys", "add", key, "--file", keys], home)).code, 0);
+  const b = await startBroker(["--closed", "--keys", keys]);
+  try {
+    writeFileSync(keys, '{"version":1,"keys":[');
+    await new Promise((r) => setTimeout(r, 1100)); // the file is checked at most once a second
+    const r = await cli(["call", b.url, "echo", '{"still":"in"}', "--key", key, "--server-key", b.fingerprint], home);
+    assert.is(r.code, 0, r.stderr);
+    assert.is(r.stdout.trim(), '{"still":"in"}');
+    assert.match(b.output(), "keys file does not parse; keeping the last good set of keys");
+  } finally {
+    await b.stop();
+  }
+});
+
+t("learning a server key on first use prints its fingerprint and the known-servers file, once", async () => {
+  const home = tempDir();
+  const first = await cli(["call", broker.url, "echo", "1", "--key", key], home);
+  assert.is(first.code, 0, first.stderr);
+  assert.is(first.stdout.trim(), "1");
+  const file = join(home, "known_servers");
+  assert.match(first.stderr, `learnt the key of ${broker.url}: ${broker.fingerprint}`);
+  assert.match(first.stderr, `recorded in ${file}`);
+  assert.is(readFileSync(file, "utf8"), `${broker.url} ${broker.fingerprint}\n`);
+  const again = await cli(["call", broker.url, "echo", "2", "--key", key], home);
+  assert.is(again.code, 0, again.stderr);
+  assert.is(again.stderr, "");
+});
+
+t("a --server-key mismatch names the option; a known_servers mismatch names the file", async () => {
+  const home = tempDir();
+  const other = (JSON.parse((await cli(["keygen", "-o", join(home, "o.pem")], home)).stdout) as { fingerprint: string }).fingerprint;
+  const pinned = await cli(["call", broker.url, "echo", "--key", key, "--server-key", other], home);
+  assert.is(pinned.code, 1);
+  assert.match(pinned.stderr, "(server_key_mismatch)");
+  assert.match(pinned.stderr, "hint: the server's key is not the one --server-key pins");
+  assert.not.match(pinned.stderr, "hint: the server's key is not the one recorded");
+  const file = join(home, "known_servers");
+  writeFileSync(file, `${broker.url} ${other}\n`);
+  const known = await cli(["call", broker.url, "echo", "--key", key], home);
+  assert.is(known.code, 1);
+  assert.match(known.stderr, `hint: the server's key is not the one recorded in ${file}`);
+  assert.is(readFileSync(file, "utf8"), `${broker.url} ${other}\n`);
+});
+
+t("a CLI that cannot reach Redis names the URL, with the password redacted", async () => {
+  const home = tempDir();
+  const url = `redis://:hunter2@127.0.0.1:${await freePort()}/`;
+  const wrap = join(home, "wrap-key");
+  writeFileSync(wrap, randomBytes(32).toString("base64url"));
+  for (const args of [["keys", "list", "--redis", url], ["channels", "list", "--redis", url, "--wrap-key-file", wrap]]) {
+    const r = await cli(args, home);
+    assert.is(r.code, 1, args.join(" "));
+    assert.match(r.stderr, `error: cannot reach Redis at redis://:***@127.0.0.1:`);
+    assert.not.match(r.stdout + r.stderr, "hunter2");
+    assert.not.match(r.stderr, "Unhandled error event");
+  }
+});
+
+t("--redis without a wrap key names both ways to give it; --wrap-key-file works; keys --redis needs none", async () => {
+  const home = tempDir();
+  const none = await cli(["channels", "list", "--redis", redis.url], home);
+  assert.is(none.code, 1);
+  assert.match(none.stderr, "PSIMBOLS_WRAP_KEY");
+  assert.match(none.stderr, "--wrap-key-file");
+  const wrap = join(home, "wrap-key");
+  writeFileSync(wrap, `${randomBytes(32).toString("base64url")}\n`, { mode: 0o600 });
+  const listed = await cli(["channels", "list", "--redis", redis.url, "--wrap-key-file", wrap], home);
+  assert.is(listed.code, 0, listed.stderr);
+  assert.match(listed.stderr, "no live channels");
+  const bad = join(home, "bad-wrap-key");
+  writeFileSync(bad, "short");
+  const refused = await cli(["channels", "list", "--redis", redis.url, "--wrap-key-file", bad], home);
+  assert.is(refused.code, 1);
+  assert.match(refused.stderr, "--wrap-key-file");
+  assert.not.match(refused.stderr, "short");
+  const keys = await cli(["keys", "add", key, "--redis", redis.url], home);
+  assert.is(keys.code, 0, keys.stderr);
+  assert.match(keys.stdout, "to redis");
+});
+
+t.run();

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # A psimbols broker node. Build: docker build -t psimbols .
 # Run one node:    docker run -p 9393:9393 psimbols
-# Run a cluster:   docker compose up (docker-compose.yml: Redis, three nodes, HAProxy)
+# Run a cluster:   docker compose up --scale node=3 (docker-compose.yml: Redis, N nodes, HAProxy)
 # Arguments after the image name are `psimbols serve` options, e.g.
 #   docker run -e PSIMBOLS_WRAP_KEY=... psimbols --redis redis://redis:6379 --node node1
 

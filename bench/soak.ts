@@ -17,6 +17,8 @@
  * Exits 1 if a request was lost, an answer did not match, or a client closed
  * for good.
  *
+ * `--cluster` runs the soak with faults on the cluster instead (bench/soak-cluster.ts).
+ *
  * Options (defaults): --minutes 10, --connections 50, --rate 4 (requests per
  * second per client), --inflight 2 (concurrent requests per client),
  * --cut-every 60 (s), --ttl 20 (s), --payload 256 (max characters per echo).
@@ -298,6 +300,8 @@ async function serverStats(b: Broker): Promise<Record<string, unknown> | undefin
 }
 
 async function main(): Promise<void> {
+  // The cluster with faults (node kills, Redis master kills through Sentinel, link cuts): bench/soak-cluster.ts.
+  if (process.argv.includes("--cluster")) process.exit(await (await import("./soak-cluster.js")).soakCluster(process.argv.slice(2)));
   const o = parseArgs(process.argv.slice(2));
   const dir = mkdtempSync(join(tmpdir(), "psimbols-soak-"));
   process.on("exit", () => rmSync(dir, { recursive: true, force: true }));

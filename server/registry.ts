@@ -11,9 +11,11 @@
  */
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { createRedis, parseRedisAddress } from "./store/redis-address.js";
 import type { PublicKey } from "../shared/crypto.js";
 import { wirePublicKey } from "../shared/crypto.js";
+import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 
 export const Role = { client: "client", operator: "operator", blocked: "blocked" } as const;
 export type Role = (typeof Role)[keyof typeof Role];
@@ -172,11 +174,28 @@ export class FileRegistry implements KeyRegistry {
 export class RedisRegistry implements KeyRegistry {
   readonly #redis: Redis;
   readonly #key: string;
+  readonly #wait: { replicas: number; ms: number } | undefined;
+  /** @param url a Redis address, Sentinel form included (server/store/redis-address.ts). */
   constructor(url: string, prefix = "psimbols:") {
-    this.#redis = new Redis(url, { lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: 1, commandTimeout: 2000 });
+    const address = parseRedisAddress(url);
+    this.#redis = createRedis(address, { lazyConnect: true, enableOfflineQueue: true, maxRetriesPerRequest: 1, commandTimeout: 2000 });
+    this.#wait = address.kind === "sentinel" && address.waitReplicas > 0 ? { replicas: address.waitReplicas, ms: address.waitMs } : undefined;
     // A connection error fails the command that needed it (with the caller's context); the event itself adds nothing.
     this.#redis.on("error", () => {});
     this.#key = `${prefix}keys`;
+  }
+  /** Sentinel form: an added or removed key is acknowledged once replicas have it (a failover cannot undo a removal). */
+  async #replicated(): Promise<void> {
+    if (!this.#wait) return;
+    // Only replicas that are connected now can confirm: a master left without one
+    // (after a failover, until the old master returns as a replica) has nothing a
+    // failover could promote over it, and waiting for replicas that do not exist
+    // would only stop every write.
+    const role = (await this.#redis.call("ROLE")) as [string, unknown, unknown[]?];
+    const want = Math.min(this.#wait.replicas, Array.isArray(role[2]) ? role[2].length : 0);
+    if (want === 0) return;
+    const acked = await this.#redis.wait(want, this.#wait.ms);
+    if (acked < want) throw new PsimbolsError(ErrorCode.unavailable, `key registry write not confirmed by ${want} replica(s) in ${this.#wait.ms} ms; run it again`);
   }
   async lookup(fingerprint: string): Promise<RegisteredKey | undefined> {
     const v = await this.#redis.hget(this.#key, fingerprint);
@@ -185,10 +204,13 @@ export class RedisRegistry implements KeyRegistry {
   async add(key: KeyRef, options: { role?: Role; comment?: string } = {}): Promise<RegisteredKey> {
     const entry = entryFor(key, options);
     await this.#redis.hset(this.#key, key.fingerprint, JSON.stringify(entry));
+    await this.#replicated();
     return entry;
   }
   async remove(fingerprint: string): Promise<boolean> {
-    return (await this.#redis.hdel(this.#key, fingerprint)) === 1;
+    const removed = (await this.#redis.hdel(this.#key, fingerprint)) === 1;
+    await this.#replicated();
+    return removed;
   }
   async list(): Promise<RegisteredKey[]> {
     return Object.values(await this.#redis.hgetall(this.#key)).map((v) => JSON.parse(v) as RegisteredKey);

@@ -23,6 +23,8 @@ import { parseArgs } from "node:util";
 import { KeyType } from "../../shared/crypto.js";
 import { generateKeyFile, loadKey } from "../../node/key-files.js";
 import { answersPing, findOnPath, freePort } from "./net.js";
+import { type SentinelSet, startSentinelSet } from "./sentinel.js";
+import { HAPROXY_TLS_CONFIG, selfSignedCertificate } from "./tls.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const CLI = join(ROOT, "bin", "psimbols.js");
@@ -68,6 +70,17 @@ export interface ClusterOptions {
   /** Progress messages. Default: none. */
   say?: (message: string) => void;
   /**
+   * Redis through Sentinel: a master, a replica and three sentinels
+   * (deploy/sentinel.conf) instead of one redis-server; nodes get a
+   * `redis+sentinel://` address. Default false.
+   */
+  sentinel?: boolean;
+  /**
+   * TLS at HAProxy: a wss:// frontend (deploy/haproxy-tls.cfg) on this port
+   * (0: a free one) with a self-signed certificate made by openssl. Default: none.
+   */
+  tlsPort?: number;
+  /**
    * Also start the Python example backend (examples/backend-python/app.py) and
    * point every node's `--upstream` and `--authorize` at it, signed with a
    * fresh secret (issue 12). `allow`: the fingerprints its authorize hook
@@ -107,7 +120,15 @@ export interface Cluster {
   /** The key-wrapping key (base64url) every node got in PSIMBOLS_WRAP_KEY. */
   readonly wrapKey: string;
   readonly nodes: ClusterNode[];
+  /**
+   * The Redis master as started, with the address the nodes got (`url`: a
+   * `redis+sentinel://` one with `sentinel`, where the master may move).
+   */
   readonly redis: ClusterProcess & { readonly url: string; readonly port: number };
+  /** With `sentinel`: the master, replica and sentinels. */
+  readonly sentinel?: SentinelSet;
+  /** With `tlsPort`: `wss://localhost:<port>/`, and the certificate clients must trust. */
+  readonly tls?: { readonly url: string; readonly port: number; readonly certFile: string };
   readonly haproxy: ClusterProcess & { readonly port: number; readonly config: string };
   /** The example backend, when started (`app` option): its URL and the signing secret the nodes use. */
   readonly app: (ClusterProcess & { readonly url: string; readonly secret: string }) | undefined;
@@ -315,8 +336,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       // Balancer first (no new connections), then the nodes, then their store.
       const of = (names: (name: string) => boolean) => Promise.all(started.filter((p) => names(p.name)).map((p) => stopProcess(p)));
       await of((name) => name === "haproxy");
-      await of((name) => name !== "haproxy" && name !== "redis" && name !== "app");
-      await of((name) => name === "redis" || name === "app");
+      const store = (name: string) => name.startsWith("redis") || name.startsWith("sentinel");
+      await of((name) => name !== "haproxy" && name !== "app" && !store(name));
+      await of((name) => name.startsWith("sentinel") || name === "app");
+      await of(store);
       unhook();
       if (ownDir) rmSync(dir, { recursive: true, force: true });
     })());
@@ -334,23 +357,29 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     }
     say(`keys in ${dir}: server key ${fingerprint}`);
 
-    // Redis.
-    const redisPort = options.redisPort || (await freePort());
-    const redis = launch(
+    // Redis: through Sentinel (master, replica, three sentinels), or one server.
+    let sentinel: SentinelSet | undefined;
+    if (options.sentinel) {
+      sentinel = await startSentinelSet(redisBin, dir, (name, command, args) => launch(name, command, args, { echo }), started);
+      say(`redis master :${sentinel.master.port}, replica :${sentinel.replica.port}, sentinels ${sentinel.sentinels.map((x) => `:${x.port}`).join(" ")}`);
+    }
+    const redisPort = sentinel?.master.port ?? (options.redisPort || (await freePort()));
+    const redis = sentinel?.master ?? launch(
       "redis",
       redisBin,
       ["--port", String(redisPort), "--bind", "127.0.0.1", "--loglevel", "warning", "--protected-mode", "yes", "--save", "", "--appendonly", "no", "--dir", dir],
       { echo },
     );
-    started.push(redis);
+    if (!sentinel) started.push(redis);
     for (const deadline = Date.now() + 5000; !(await answersPing(redisPort)); await sleep(25)) {
       if (!redis.alive() || Date.now() > deadline) throw new Error(`redis-server on port ${redisPort} did not start (${exitText(redis)}):\n${redis.output()}`);
     }
-    const redisUrl = `redis://127.0.0.1:${redisPort}`;
+    const redisUrl = sentinel?.url ?? `redis://127.0.0.1:${redisPort}`;
     say(`redis on ${redisUrl}`);
 
     // The example backend, when asked for: the nodes forward to it and ask it (issue 12).
-    const app = options.app ? await startApp(dir, options.app === true ? {} : options.app, redisUrl, echo, say) : undefined;
+    // The example backend speaks plain RESP to one address: under Sentinel, the first master (it does not follow a failover).
+    const app = options.app ? await startApp(dir, options.app === true ? {} : options.app, sentinel ? `redis://127.0.0.1:${redisPort}` : redisUrl, echo, say) : undefined;
     if (app) started.push(app);
     const appArgs = app ? ["--upstream", `${app.url}/rpc`, "--authorize", `${app.url}/authorize`] : [];
 
@@ -387,10 +416,22 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     // HAProxy, on the shared config with the server lines for these nodes.
     const config = join(dir, "haproxy.cfg");
     writeFileSync(config, haproxyConfigFor(nodes.map((x) => ({ name: x.name, address: `127.0.0.1:${x.port}` }))));
-    const lbEnv = { ...process.env, PSIMBOLS_LB_BIND: `${host.includes(":") ? `[${host}]` : host}:${lbPort}` };
-    const check = spawnSync(haproxyBin, ["-c", "-q", "-f", config], { env: lbEnv, encoding: "utf8" });
+    const lbEnv: NodeJS.ProcessEnv = { ...process.env, PSIMBOLS_LB_BIND: `${host.includes(":") ? `[${host}]` : host}:${lbPort}` };
+    const configs = ["-f", config];
+    let tls: Cluster["tls"];
+    if (options.tlsPort !== undefined) {
+      // TLS at the balancer: the shipped wss:// frontend, a self-signed certificate made here.
+      const cert = selfSignedCertificate(dir);
+      const tlsPort = options.tlsPort || (await freePort());
+      await checkBindable(host, tlsPort);
+      lbEnv.PSIMBOLS_LB_TLS_BIND = `${host.includes(":") ? `[${host}]` : host}:${tlsPort}`;
+      lbEnv.PSIMBOLS_TLS_CERT = cert.pemFile;
+      configs.push("-f", HAPROXY_TLS_CONFIG);
+      tls = { url: `wss://localhost:${tlsPort}/`, port: tlsPort, certFile: cert.certFile };
+    }
+    const check = spawnSync(haproxyBin, ["-c", "-q", ...configs], { env: lbEnv, encoding: "utf8" });
     if (check.status !== 0) throw new Error(`haproxy rejects ${config} (from ${HAPROXY_CONFIG}):\n${check.stdout}${check.stderr}`);
-    const haproxy = launch("haproxy", haproxyBin, ["-db", "-f", config], { env: lbEnv, echo, cwd: dir });
+    const haproxy = launch("haproxy", haproxyBin, ["-db", ...configs], { env: lbEnv, echo, cwd: dir });
     started.push(haproxy);
     const readyz = `http://${urlHost}:${lbPort}/readyz`;
     for (const deadline = Date.now() + BALANCER_START_MS; (await httpStatus(readyz)) !== 200; await sleep(50)) {
@@ -407,6 +448,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       wrapKey,
       nodes,
       redis: Object.assign(redis, { url: redisUrl, port: redisPort }),
+      ...(sentinel ? { sentinel } : {}),
+      ...(tls ? { tls } : {}),
       haproxy: Object.assign(haproxy, { port: lbPort, config }),
       app,
       stop,
@@ -451,7 +494,7 @@ async function startApp(dir: string, o: { allow?: string[] }, redisUrl: string, 
 
 // ------------------------------------------------------------------ CLI
 
-const USAGE = `usage: npm run cluster -- [--nodes N] [--port P] [--host ADDR] [--redis-port R] [--dir DIR] [--log-level LEVEL] [--app [--app-allow FPS]] [-- serve options...]
+const USAGE = `usage: npm run cluster -- [--nodes N] [--port P] [--host ADDR] [--redis-port R] [--dir DIR] [--log-level LEVEL] [--sentinel] [--tls] [--tls-port P] [--app [--app-allow FPS]] [-- serve options...]
 
 Starts the docker-compose topology from local processes: its own redis-server,
 N psimbols nodes sharing one server key and one wrap key, and HAProxy (Debian's
@@ -464,6 +507,11 @@ haproxy package) with deploy/haproxy.cfg in front. Ctrl-C stops everything.
   --dir DIR         keep server-key.pem, wrap-key and haproxy.cfg here, and reuse
                     them next time (default: a temporary directory, removed on exit)
   --log-level L     nodes' log level (default info)
+  --sentinel        Redis through Sentinel: a master, a replica and three sentinels
+                    (deploy/sentinel.conf); nodes get redis+sentinel://...
+  --tls             also wss:// at HAProxy (deploy/haproxy-tls.cfg), with a
+                    self-signed certificate made by openssl
+  --tls-port P      its port (default 9443; implies --tls)
   --app             also run examples/backend-python/app.py; every node forwards
                     ops to it (--upstream) and asks it (--authorize)
   --app-allow FPS   comma-separated fingerprints its authorize hook allows (default all)
@@ -480,6 +528,9 @@ async function main(argv: string[]): Promise<void> {
       "redis-port": { type: "string" },
       dir: { type: "string" },
       "log-level": { type: "string" },
+      sentinel: { type: "boolean" },
+      tls: { type: "boolean" },
+      "tls-port": { type: "string" },
       app: { type: "boolean" },
       "app-allow": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -502,6 +553,8 @@ async function main(argv: string[]): Promise<void> {
     say: (m) => console.error(`cluster: ${m}`),
   };
   if (values.dir !== undefined) options.dir = values.dir;
+  if (values.sentinel) options.sentinel = true;
+  if (values.tls || values["tls-port"] !== undefined) options.tlsPort = int(values["tls-port"], 9443, "--tls-port");
   if (values["redis-port"] !== undefined) options.redisPort = int(values["redis-port"], 0, "--redis-port");
   if (values.app) options.app = values["app-allow"] ? { allow: values["app-allow"].split(",").map((x) => x.trim()) } : true;
   else if (values["app-allow"] !== undefined) throw new Error("--app-allow needs --app");
@@ -538,7 +591,8 @@ async function main(argv: string[]): Promise<void> {
       if (!stopping) console.error(`cluster: ${node.name} exited (${signal ?? code}); the others go on`);
     });
   }
-  for (const p of [cluster.redis, cluster.haproxy]) {
+  // Under Sentinel the master may die: that is a failover, not the end of the cluster.
+  for (const p of cluster.sentinel ? [cluster.haproxy] : [cluster.redis, cluster.haproxy]) {
     p.proc.once("exit", (code, signal) => {
       if (stopping) return;
       console.error(`cluster: ${p.name} exited (${signal ?? code}): stopping the cluster`);
@@ -552,6 +606,8 @@ async function main(argv: string[]): Promise<void> {
       `  url          ${cluster.url}`,
       `  fingerprint  ${cluster.fingerprint}`,
       `  redis        ${cluster.redis.url}`,
+      ...(cluster.sentinel ? [`  sentinel     master :${cluster.sentinel.master.port}, replica :${cluster.sentinel.replica.port}, sentinels ${cluster.sentinel.sentinels.map((x) => `:${x.port}`).join(" ")}`] : []),
+      ...(cluster.tls ? [`  wss          ${cluster.tls.url} (self-signed: trust ${cluster.tls.certFile}, e.g. NODE_EXTRA_CA_CERTS)`] : []),
       ...cluster.nodes.map((x) => `  ${x.name.padEnd(12)} ${x.url} (pid ${x.proc.pid}; /metrics at http://127.0.0.1:${x.port}/metrics)`),
       `  keys         ${cluster.serverKeyFile}, wrap key in ${join(cluster.dir, "wrap-key")}`,
       `  haproxy.cfg  ${cluster.haproxy.config}`,

@@ -42,17 +42,22 @@
  * {@link StoreUnavailableError} (code `unavailable`).
  */
 import { createHash } from "node:crypto";
-import { Redis, type RedisOptions } from "ioredis";
+import type { Redis, RedisOptions } from "ioredis";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { fromUtf8, utf8 } from "../../shared/encoding.js";
 import { channelTypes, isChannelType } from "../../shared/frames.js";
 import { PUSH_SEQ_TTL_MS, checkAfter, checkPush } from "./memory-store.js";
 import { type ChannelApp, type ChannelRecord, type KeptPush, type PushWindow, type RetireReason, type Store, type StoreEvent, type StoreLogger, silentStoreLogger } from "./store.js";
 import { KeyWrapper, WRAP_OVERHEAD_BYTES, checkWrapKey } from "./wrap.js";
+import { type RedisAddress, createRedis, parseRedisAddress } from "./redis-address.js";
 
 /** Options of {@link RedisStore}. */
 export interface RedisStoreOptions {
-  /** `redis://[user:password@]host:port[/db]` or `rediss://...`. Never logged. */
+  /**
+   * `redis://[user:password@]host:port[/db]`, `rediss://...`, or a Sentinel
+   * setup `redis+sentinel://host:26379,host2:26379/mastername` (see
+   * server/store/redis-address.ts). Never logged.
+   */
   url: string;
   /** 32-byte key-wrapping key (see `parseWrapKey`). Copied; the caller may wipe it. */
   wrapKey: Uint8Array;
@@ -296,6 +301,10 @@ export class RedisStore implements Store {
   /** Pushes of this node per identity, run one at a time; `last` is the seq the previous one got. */
   readonly #pushQueues = new Map<string, { tail: Promise<void>; last: number | undefined; waiting: number }>();
   #closed = false;
+  /** A resync waits for the command connection's next `ready`. */
+  #resyncWaiting = false;
+  /** Sentinel form: replicas a push or retirement must reach before it is acknowledged (Redis WAIT). */
+  readonly #wait: { replicas: number; ms: number } | undefined;
 
   /**
    * Connects (in the background) and returns at once; calls made before the
@@ -303,9 +312,9 @@ export class RedisStore implements Store {
    * @throws TypeError / RangeError for a malformed option (the message names the option, never its value).
    */
   constructor(options: RedisStoreOptions) {
-    if (typeof options?.url !== "string" || !/^rediss?:\/\//.test(options.url)) {
-      throw new TypeError('"url" expected a redis:// or rediss:// URL');
-    }
+    if (typeof options?.url !== "string") throw new TypeError('"url" expected a redis://, rediss:// or redis+sentinel:// address');
+    const address: RedisAddress = parseRedisAddress(options.url);
+    this.#wait = address.kind === "sentinel" && address.waitReplicas > 0 ? { replicas: address.waitReplicas, ms: address.waitMs } : undefined;
     checkWrapKey(options.wrapKey);
     const prefix = options.prefix ?? "psimbols:";
     if (typeof prefix !== "string") throw new TypeError(`"prefix" expected string, got ${typeof prefix}`);
@@ -314,7 +323,8 @@ export class RedisStore implements Store {
     this.#pingTimeoutMs = positive("pingTimeoutMs", options.pingTimeoutMs, 1000);
     this.#connectTimeoutMs = positive("connectTimeoutMs", options.connectTimeoutMs, 2000);
     const retryBaseMs = positive("retryBaseMs", options.retryBaseMs, 50);
-    const retryMaxMs = positive("retryMaxMs", options.retryMaxMs, 2000);
+    // Under Sentinel the master moves: after a failover, reach the new one within half a second.
+    const retryMaxMs = positive("retryMaxMs", options.retryMaxMs, address.kind === "sentinel" ? 500 : 2000);
     this.#listLimit = positive("listLimit", options.listLimit, 10_000);
     this.#pushSeqTtlMs = positive("pushSeqTtlMs", options.pushSeqTtlMs, PUSH_SEQ_TTL_MS);
     this.#maxPushBytes = positive("maxPushBytes", options.maxPushBytes, 1 << 20);
@@ -342,11 +352,11 @@ export class RedisStore implements Store {
       disconnectTimeout: 200,
       ...(/^[\x21-\x7e]{1,64}$/.test(node) ? { connectionName: `psimbols:${node}` } : {}),
     };
-    this.#cmd = new Redis(options.url, common);
+    this.#cmd = createRedis(address, common);
     // The subscriber resubscribes from #watched itself on every `ready`:
     // ioredis's autoResubscribe only restores subscriptions acknowledged before
     // the drop, so a watch() made while Redis was down would be lost.
-    this.#sub = new Redis(options.url, { ...common, autoResubscribe: false });
+    this.#sub = createRedis(address, { ...common, autoResubscribe: false });
 
     this.#cmdFirstReady = new Promise((resolve) => this.#cmd.once("ready", resolve));
     this.#subFirstReady = new Promise((resolve) => this.#sub.once("ready", resolve));
@@ -398,6 +408,7 @@ export class RedisStore implements Store {
     return this.#run("retire", async () => {
       await this.#barrier();
       const identity = await this.#eval(RETIRE, [this.#chKey(id)], [id, reason, this.#prefix]);
+      await this.#replicated("retire");
       return typeof identity === "string";
     });
   }
@@ -408,6 +419,7 @@ export class RedisStore implements Store {
     return this.#run("retireIdentity", async () => {
       await this.#barrier();
       const ids = await this.#eval(RETIRE_IDENTITY, [this.#activeKey(identity)], [identity, reason, this.#prefix, this.#evKey(identity)]);
+      await this.#replicated("retireIdentity");
       return Array.isArray(ids) ? ids.filter((x): x is string => typeof x === "string") : [];
     });
   }
@@ -462,7 +474,11 @@ export class RedisStore implements Store {
     checkPush(identity, data, window, channel);
     const bytes = utf8(data);
     if (bytes.length > this.#maxPushBytes) throw new RangeError(`"data" expected at most ${this.#maxPushBytes} bytes`);
-    return this.#run("push", () => this.#queuePush(identity, (last) => this.#pushOnce(identity, bytes, window, channel, last)));
+    return this.#run("push", async () => {
+      const seq = await this.#queuePush(identity, (last) => this.#pushOnce(identity, bytes, window, channel, last));
+      await this.#replicated("push");
+      return seq;
+    });
   }
 
   async pushesSince(identity: string, after: number): Promise<KeptPush[] | "gap"> {
@@ -682,6 +698,31 @@ export class RedisStore implements Store {
     }
   }
 
+  /**
+   * Sentinel form: waits (Redis WAIT) until the writes of this connection so
+   * far reached the configured replicas (or every connected replica, when
+   * fewer are connected), so a failover right after cannot lose a push or
+   * retirement the caller saw acknowledged.
+   * @throws StoreUnavailableError when too few replicas confirm in time (the
+   * write may have landed on the master: retrying a retirement is harmless,
+   * retrying a push may deliver it twice).
+   */
+  async #replicated(op: string): Promise<void> {
+    if (!this.#wait) return;
+    // Only replicas that are connected now can confirm: a master left without one
+    // (after a failover, until the old master returns as a replica) has nothing a
+    // failover could promote over it, and waiting for replicas that do not exist
+    // would only stop every write.
+    const role = (await this.#cmd.call("ROLE")) as [string, unknown, unknown[]?];
+    const want = Math.min(this.#wait.replicas, Array.isArray(role[2]) ? role[2].length : 0);
+    if (want === 0) return;
+    const acked = await this.#cmd.wait(want, this.#wait.ms);
+    if (acked < want) {
+      this.#log.warn("write not confirmed by enough replicas", { op, acked, wanted: want });
+      throw new StoreUnavailableError(`${op}: not confirmed by ${want} replica(s) in ${this.#wait.ms} ms`);
+    }
+  }
+
   /** Lets pending SUBSCRIBEs land before a write whose event this node may be watching for. */
   async #barrier(): Promise<void> {
     if (!this.#subEverReady && this.#watched.size > 0) await withTimeout(this.#subFirstReady, this.#connectTimeoutMs).catch(() => {});
@@ -741,7 +782,26 @@ export class RedisStore implements Store {
     void done.then(() => {
       if (this.#closed) return;
       this.#log.info("event connection restored; resync requested", { watched: this.#watched.size });
+      this.#resync();
+    });
+  }
+
+  /**
+   * Runs the resync handlers once the command connection is up too: after a
+   * failover the event connection may reach the new master before the
+   * command connection does, and a re-check that fails there would leave an
+   * event missed during the switch (a revocation) unnoticed.
+   */
+  #resync(): void {
+    if (this.#cmd.status === "ready") {
       for (const h of this.#resyncHandlers) safely(this.#log, "resync", () => h());
+      return;
+    }
+    if (this.#resyncWaiting) return;
+    this.#resyncWaiting = true;
+    this.#cmd.once("ready", () => {
+      this.#resyncWaiting = false;
+      if (!this.#closed) this.#resync();
     });
   }
 
@@ -789,6 +849,15 @@ export class RedisStore implements Store {
     c.on("close", () => {
       if (!down && !this.#closed) this.#log.warn(`${name} connection lost`);
       down = true;
+    });
+    // Reconnecting never stops: should ioredis ever give up on a connection
+    // (status "end") while the store is open, start it again.
+    c.on("end", () => {
+      if (this.#closed) return;
+      this.#log.warn(`${name} connection ended; connecting again`);
+      setTimeout(() => {
+        if (!this.#closed && c.status === "end") c.connect().catch(() => {});
+      }, 500).unref();
     });
   }
 }

@@ -6,6 +6,7 @@
  * refuse the same keys with the same code and message. test/vectors runs the
  * protocol's own vectors on it (conformance.test.ts, child process).
  */
+import { node, on, outcome, same, web } from "../helpers/engines.js";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import fc from "fast-check";
@@ -20,9 +21,7 @@ import {
   importSpki,
   randomBytes,
   sign,
-  useHandshakeCrypto,
   verify,
-  webCryptoHandshake,
 } from "../../shared/crypto.js";
 import { concat, utf8 } from "../../shared/encoding.js";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
@@ -33,15 +32,12 @@ import {
   deriveKeyPairX25519,
   encapX25519,
   keyScheduleBase,
-  nodeHandshakeCrypto,
   openFirst,
   sealFirst,
   x25519PrivateKey,
 } from "../../node/handshake-crypto.js";
 import { createPublicKey } from "node:crypto";
 
-const web = webCryptoHandshake;
-const node = nodeHandshakeCrypto;
 const engines: [string, HandshakeCrypto][] = [
   ["webcrypto", web],
   ["node:crypto", node],
@@ -50,33 +46,6 @@ const engines: [string, HandshakeCrypto][] = [
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const unhex = (s: string) => new Uint8Array(Buffer.from(s, "hex"));
 
-/** Runs `f` with `e` installed, then puts the default back. */
-async function on<T>(e: HandshakeCrypto, f: () => Promise<T> | T): Promise<T> {
-  useHandshakeCrypto(e);
-  try {
-    return await f();
-  } finally {
-    useHandshakeCrypto(web);
-  }
-}
-
-/** "code: message" of what `f` throws, or "none". */
-async function outcome(f: () => unknown): Promise<string> {
-  try {
-    await f();
-    return "none";
-  } catch (e) {
-    return e instanceof PsimbolsError ? `${e.code}: ${e.message}` : `not a PsimbolsError: ${String(e)}`;
-  }
-}
-
-/** The outcome of `f` on each engine; asserts they are the same and returns it. */
-async function same(f: () => unknown, what: string): Promise<string> {
-  const a = await on(web, () => outcome(f));
-  const b = await on(node, () => outcome(f));
-  assert.is(b, a, `${what}: node:crypto engine vs default`);
-  return a;
-}
 
 // ------------------------------------------------------------- RFC 9180 A.1.1
 

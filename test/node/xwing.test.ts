@@ -7,6 +7,7 @@
  * three against each other on random seeds, the two HPKE engines against each
  * other, and the keys and ciphertexts a hostile peer can send.
  */
+import { node, on, outcome, same, web } from "../helpers/engines.js";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import fc from "fast-check";
@@ -14,17 +15,13 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { XWing } from "@hpke/hybridkem-x-wing";
 import { ml_kem768_x25519 } from "@noble/post-quantum/hybrid.js";
-import { type HandshakeCrypto, KeyType, generateSigningKey, randomBytes, useHandshakeCrypto, webCryptoHandshake } from "../../shared/crypto.js";
+import { KeyType, generateSigningKey, randomBytes } from "../../shared/crypto.js";
 import { concat, utf8 } from "../../shared/encoding.js";
-import { PsimbolsError } from "../../shared/errors.js";
 import { type Hello, KemType, MAX_ENC_BYTES } from "../../shared/frames.js";
 import { acceptHello, answerChallenge, createHello, openGrant, sealGrant, verifyProof } from "../../shared/handshake.js";
 import { KEM_PUBLIC_BYTES, XWING_ENC_BYTES, hpkeSuite, loadHpkeSuite } from "../../shared/hpke.js";
-import { nodeHandshakeCrypto } from "../../node/handshake-crypto.js";
 import { KEM_XWING, XWING_PUBLIC_BYTES, xwingDecap, xwingEncap, xwingPublicKey } from "../../node/xwing.js";
 
-const web = webCryptoHandshake;
-const node = nodeHandshakeCrypto;
 const hex = (b: Uint8Array | ArrayBuffer) => Buffer.from(b instanceof ArrayBuffer ? new Uint8Array(b) : b).toString("hex");
 const unhex = (s: string) => new Uint8Array(Buffer.from(s, "hex"));
 type AB = Uint8Array<ArrayBuffer>;
@@ -42,31 +39,6 @@ const DRAFT = JSON.parse(readFileSync(fileURLToPath(new URL("../../../test/vecto
   vectors: DraftVector[];
 };
 
-async function on<T>(e: HandshakeCrypto, f: () => Promise<T> | T): Promise<T> {
-  useHandshakeCrypto(e);
-  try {
-    return await f();
-  } finally {
-    useHandshakeCrypto(web);
-  }
-}
-
-async function outcome(f: () => unknown): Promise<string> {
-  try {
-    await f();
-    return "none";
-  } catch (e) {
-    return e instanceof PsimbolsError ? `${e.code}: ${e.message}` : `not a PsimbolsError: ${String(e)}`;
-  }
-}
-
-/** The outcome of `f` on each engine; asserts they are the same and returns it. */
-async function same(f: () => unknown, what: string): Promise<string> {
-  const a = await on(web, () => outcome(f));
-  const b = await on(node, () => outcome(f));
-  assert.is(b, a, `${what}: node:crypto engine vs default`);
-  return a;
-}
 
 /** The three X-Wing implementations, as (seed) → pk, (pk, eseed) → (ct, ss), (ct, sk) → ss. */
 const impls = {

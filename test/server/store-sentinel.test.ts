@@ -1,0 +1,189 @@
+/**
+ * The Redis store through Sentinel (a `redis+sentinel://` address): the
+ * store contract runs unchanged against a master found through three
+ * sentinels; then the replica wait — a push or revocation is acknowledged
+ * only once a connected replica has it; a stalled replica makes the call
+ * fail with `unavailable` within `wait_ms` (what landed on the master is
+ * said, not hidden), and a master with no replica left does not wait.
+ * Real redis-server processes (cli/cluster/sentinel.ts, deploy/sentinel.conf).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { Redis } from "ioredis";
+import { findOnPath } from "../../cli/cluster/net.js";
+import { type Launched, type SentinelSet, startSentinelSet } from "../../cli/cluster/sentinel.js";
+import { ErrorCode } from "../../shared/errors.js";
+import { RedisStore } from "../../server/store/redis-store.js";
+import { RedisRegistry } from "../../server/registry.js";
+import { WIDE, identity, record, storeContract } from "./store-contract.js";
+
+const dir = mkdtempSync(join(tmpdir(), "psimbols-sentinel-"));
+const children: ChildProcess[] = [];
+process.on("exit", () => {
+  for (const c of children) c.kill("SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A bare launcher for startSentinelSet: output kept, every child killed on exit. */
+function launch(name: string, command: string, args: string[]): Launched {
+  const proc = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+  children.push(proc);
+  let out = "";
+  proc.stdout!.on("data", (d: Buffer) => (out = (out + d.toString()).slice(-16_384)));
+  proc.stderr!.on("data", (d: Buffer) => (out = (out + d.toString()).slice(-16_384)));
+  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+  return {
+    name,
+    proc,
+    output: () => out,
+    alive: () => proc.exitCode === null && proc.signalCode === null,
+    async kill(signal: NodeJS.Signals = "SIGTERM") {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill(signal);
+      await exited;
+    },
+  };
+}
+
+let shared: Promise<SentinelSet> | undefined;
+function sentinels(): Promise<SentinelSet> {
+  const bin = findOnPath("redis-server");
+  if (!bin) throw new Error("redis-server not found on PATH (bin/test_psimbols.sh installs it)");
+  return (shared ??= startSentinelSet(bin, dir, launch, []));
+}
+const prefix = () => `t${randomBytes(6).toString("base64url")}:`;
+
+storeContract("redis through sentinel", async () => {
+  const { url } = await sentinels();
+  const wrapKey = randomBytes(32);
+  const p = prefix();
+  const store = new RedisStore({ url, wrapKey, prefix: p, node: "test" });
+  const peers: RedisStore[] = [];
+  return {
+    store,
+    async peer() {
+      const other = new RedisStore({ url, wrapKey, prefix: p, node: `peer-${peers.length}` });
+      peers.push(other);
+      return other;
+    },
+    cleanup: async () => {
+      await Promise.all([store, ...peers].map((s) => s.close()));
+    },
+  };
+});
+
+const w = suite("redis through sentinel: the replica wait");
+// The last suite of the file: its end stops the servers (their output pipes would keep this process alive).
+w.after(async () => {
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((r) => {
+          if (c.exitCode !== null || c.signalCode !== null) return r();
+          c.once("exit", () => r());
+          c.kill("SIGKILL");
+        }),
+    ),
+  );
+});
+
+w("a push and a revocation are on the replica when they are acknowledged", async () => {
+  const set = await sentinels();
+  const p = prefix();
+  const store = new RedisStore({ url: set.url, wrapKey: randomBytes(32), prefix: p });
+  const replica = new Redis({ host: "127.0.0.1", port: set.replica.port });
+  try {
+    const who = identity();
+    const rec = record(who);
+    await store.activate(rec);
+    // Acknowledged means on the replica: read there right after, no wait.
+    const seq = await store.push(who, JSON.stringify({ n: 1 }), WIDE);
+    assert.is(await replica.get(`${p}pseq:${who}`), String(seq));
+    assert.equal(await store.retireIdentity(who, "revoked"), [rec.id]);
+    assert.is(await replica.hget(`${p}ch:${rec.id}`, "retired"), "revoked");
+  } finally {
+    replica.disconnect();
+    await store.close();
+  }
+});
+
+w("a stalled replica: push, revoke and a registry removal fail with `unavailable` within wait_ms, saying so; they work again when it answers", async () => {
+  const set = await sentinels();
+  const p = prefix();
+  const store = new RedisStore({ url: `${set.url}?wait_ms=300`, wrapKey: randomBytes(32), prefix: p });
+  const who = identity();
+  const rec = record(who);
+  try {
+    await store.activate(rec);
+    set.replica.proc.kill("SIGSTOP");
+    const started = Date.now();
+    let e: unknown;
+    try {
+      await store.push(who, JSON.stringify({ n: 1 }), WIDE);
+    } catch (x) {
+      e = x;
+    }
+    assert.is((e as { code?: string }).code, ErrorCode.unavailable);
+    assert.match((e as Error).message, /push: not confirmed by 1 replica\(s\) in 300 ms/);
+    assert.ok(Date.now() - started < 1500, "the wait was not bounded by wait_ms");
+    e = undefined;
+    try {
+      await store.retireIdentity(who, "revoked");
+    } catch (x) {
+      e = x;
+    }
+    assert.is((e as { code?: string }).code, ErrorCode.unavailable);
+    assert.match((e as Error).message, /retireIdentity: not confirmed/);
+    // The key registry too: a removed key is acknowledged only once a replica has the removal.
+    const registry = new RedisRegistry(`${set.url}?wait_ms=300`, p);
+    e = undefined;
+    try {
+      await registry.remove(identity());
+    } catch (x) {
+      e = x;
+    }
+    await registry.close();
+    assert.is((e as { code?: string }).code, ErrorCode.unavailable);
+    assert.match((e as Error).message, /key registry write not confirmed by 1 replica\(s\) in 300 ms/);
+    // The master took both (the caller was told it may have): a retry of the revocation is harmless.
+    assert.is(await store.lastPush(who), 1);
+    assert.is((await store.getChannel(rec.id))?.retired, "revoked");
+  } finally {
+    set.replica.proc.kill("SIGCONT");
+  }
+  try {
+    const other = identity();
+    assert.is(await store.push(other, JSON.stringify({ n: 2 }), WIDE), 1);
+  } finally {
+    await store.close();
+  }
+});
+
+w("a master with no replica connected does not wait (after a failover, nothing could be promoted over it)", async () => {
+  const set = await sentinels();
+  // Last test of the file: the replica goes for good.
+  await set.replica.kill("SIGKILL");
+  const store = new RedisStore({ url: set.url, wrapKey: randomBytes(32), prefix: prefix() });
+  const probe = new Redis({ host: "127.0.0.1", port: set.master.port });
+  try {
+    for (const until = Date.now() + 5000; ; ) {
+      const role = (await probe.call("ROLE")) as [string, unknown, unknown[]];
+      if (role[2].length === 0) break;
+      if (Date.now() > until) assert.unreachable("the master still lists its killed replica");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const started = Date.now();
+    assert.is(await store.push(identity(), JSON.stringify({ n: 1 }), WIDE), 1);
+    assert.ok(Date.now() - started < 500, `a push waited ${Date.now() - started} ms for a replica that is gone`);
+  } finally {
+    probe.disconnect();
+    await store.close();
+  }
+});
+
+w.run();

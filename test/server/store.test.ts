@@ -150,7 +150,6 @@ async function dumpAll(url: string): Promise<Buffer> {
       for (const k of keys) {
         parts.push(k);
         const type = await c.type(k);
-        if (type === "none") continue; // expired between SCAN and TYPE (a short-lived counter): nothing left to dump
         if (type === "string") parts.push((await c.getBuffer(k)) ?? Buffer.alloc(0));
         else if (type === "hash") for (const [f, v] of Object.entries(await c.hgetallBuffer(k))) parts.push(Buffer.from(f), v);
         else if (type === "list") parts.push(...(await c.lrangeBuffer(k, 0, -1)));

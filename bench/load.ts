@@ -3,8 +3,13 @@
  * core by bench/run.ts), driven over IPC. Config is JSON in BENCH_LOAD.
  *
  * Modes:
- *   msg   `conns` connections, each keeping `inflight` echo requests of
- *         `size` payload characters outstanding; records every round trip
+ *   msg   `conns` connections sending echo requests of `size` payload
+ *         characters; records every round trip. Closed loop (rate 0): each
+ *         keeps `inflight` requests outstanding, the next sent on each answer
+ *         (the maximum rate). Fixed rate (`rate` > 0, {cmd:"rate"}): `rate`
+ *         requests per second in all, spread over the connections on a 2 ms
+ *         tick, at most `inflight` outstanding per connection (the same offered
+ *         load for every case, for the server's CPU per request)
  *   hs    `conns` loops, each opening a new connection, completing one
  *         handshake (psimbols channel handshake, or TLS 1.3 with a client
  *         certificate), closing, and starting again
@@ -20,7 +25,9 @@
  * wire) and processes inbound frames strictly in order on another.
  *
  * IPC: {cmd:"start"} → {started}, {cmd:"mark"} → {marked} (zeroes the
- * counters), {cmd:"report"} → {report}, {cmd:"stop"} → exits.
+ * counters), {cmd:"rate", rate} → {rated}, {cmd:"report"} → {report},
+ * {cmd:"stop"} → exits. Every psimbols handshake is bounded (HANDSHAKE_MS) and
+ * fails naming the step it waited at, so a case cannot hang on one (issue 13).
  */
 import { connect as tlsConnect, createSecureContext, type SecureContext } from "node:tls";
 import { randomBytes as nodeRandomBytes } from "node:crypto";
@@ -55,6 +62,10 @@ export interface LoadConfig {
   addresses: string[];
   /** psimbols: offer the `binary` feature (binary channel frames). */
   binary: boolean;
+  /** psimbols: the channel types offered (default: the Node engines' order, ChaCha20-Poly1305 first where libsodium loads). */
+  channelTypes?: string[];
+  /** msg: requests per second in all; 0 = closed loop. */
+  rate?: number;
   /** psimbols msg: the op requested (default `echo`; the forwarded case asks an op the node sends to its upstream). */
   op?: string;
   /** psimbols handshakes: the ephemeral KEM (default X25519; `X-Wing` for issue 15's rows). */
@@ -71,6 +82,12 @@ export interface LoadReport {
   p99Ms: number;
   errors: number;
   firstError?: string;
+  /** Requests the fixed rate could not send because the connection had `inflight` outstanding (the server fell behind). */
+  skipped: number;
+  /** Longest event-loop stall of this process in the window, ms (a load generator that cannot keep up shows it). */
+  maxLagMs: number;
+  /** The channel type the psimbols connections agreed on. */
+  channelType?: string;
 }
 
 const cfg = JSON.parse(process.env.BENCH_LOAD ?? "{}") as LoadConfig;
@@ -87,6 +104,17 @@ let firstError: string | undefined;
 let markedAt = process.hrtime.bigint();
 let markedCpu = process.cpuUsage();
 let running = false;
+let skipped = 0;
+let maxLagMs = 0;
+let agreedType: string | undefined;
+
+// Event-loop lag: a 50 ms timer that fires late by the stall it waited behind.
+let lagAt = performance.now();
+setInterval(() => {
+  const now = performance.now();
+  maxLagMs = Math.max(maxLagMs, now - lagAt - 50);
+  lagAt = now;
+}, 50).unref();
 
 function record(t0: bigint): void {
   count++;
@@ -105,10 +133,23 @@ function report(): LoadReport {
   const elapsedMs = Number(process.hrtime.bigint() - markedAt) / 1e6;
   const s = samples.slice(0, nSamples).sort();
   const cpu = process.cpuUsage(markedCpu);
-  return { count, elapsedMs, loadCpuPct: Math.round(((cpu.user + cpu.system) / 10 / elapsedMs) * 10) / 10, p50Ms: percentile(s, 0.5), p99Ms: percentile(s, 0.99), errors, ...(firstError ? { firstError } : {}) };
+  return {
+    count,
+    elapsedMs,
+    loadCpuPct: Math.round(((cpu.user + cpu.system) / 10 / elapsedMs) * 10) / 10,
+    p50Ms: percentile(s, 0.5),
+    p99Ms: percentile(s, 0.99),
+    errors,
+    ...(firstError ? { firstError } : {}),
+    skipped,
+    maxLagMs: Math.round(maxLagMs),
+    ...(agreedType ? { channelType: agreedType } : {}),
+  };
 }
 function mark(): void {
   count = 0;
+  skipped = 0;
+  maxLagMs = 0;
   nSamples = 0;
   errors = 0;
   firstError = undefined;
@@ -133,12 +174,17 @@ function openWs(): Promise<WebSocket> {
       localAddress: nextAddress(),
       ...(cfg.kind === "wss" ? { ca: cfg.tls!.ca } : {}),
     });
+    const t = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`socket not open within ${HANDSHAKE_MS} ms`));
+    }, HANDSHAKE_MS);
     ws.once("open", () => {
+      clearTimeout(t);
       ws.removeListener("error", reject);
       ws.on("error", () => {});
       resolve(ws);
     });
-    ws.once("error", reject);
+    ws.once("error", (e) => (clearTimeout(t), reject(e)));
   });
 }
 
@@ -149,14 +195,24 @@ function payload(n: number): string {
 
 // ------------------------------------------------------------------ plain ws and wss
 
-function startJsonConn(ws: WebSocket, data: string): void {
+/** One connection's sender: `issue()` sends one request (false when `inflight` are already outstanding). */
+interface Conn {
+  issue(): boolean;
+}
+const conns: Conn[] = [];
+/** Requests per second in all; 0 = closed loop (each answer sends the next). */
+let rate = cfg.rate ?? 0;
+const closedLoop = (): boolean => rate === 0;
+
+function startJsonConn(ws: WebSocket, data: string): Conn {
   let nextId = 1;
   const pending = new Map<number, bigint>();
-  const issue = (): void => {
-    if (!running) return;
+  const issue = (): boolean => {
+    if (!running || pending.size >= cfg.inflight) return false;
     const id = nextId++;
     pending.set(id, process.hrtime.bigint());
     ws.send(JSON.stringify({ id, op: "echo", data }));
+    return true;
   };
   ws.on("message", (raw) => {
     const m = JSON.parse((raw as Buffer).toString("utf8")) as { id: number; data?: unknown; error?: unknown };
@@ -164,9 +220,31 @@ function startJsonConn(ws: WebSocket, data: string): void {
     pending.delete(m.id);
     if (t0 === undefined || m.error !== undefined || (m.data as string).length !== data.length) fail(new Error("bad echo"));
     else record(t0);
-    issue();
+    if (closedLoop()) issue();
   });
-  for (let i = 0; i < cfg.inflight; i++) issue();
+  return { issue };
+}
+
+/** Fixed rate: every 2 ms, the requests due since the last tick, round-robin over the connections. */
+let paced = 0;
+let pacedFrom = 0;
+let cursor = 0;
+function pace(): void {
+  if (!running || closedLoop() || conns.length === 0) return;
+  const due = Math.floor(((performance.now() - pacedFrom) * rate) / 1000) - paced;
+  for (let i = 0; i < due; i++) {
+    paced++;
+    if (!conns[cursor++ % conns.length]!.issue()) skipped++;
+  }
+}
+setInterval(pace, 2).unref();
+
+/** Switches between closed loop (0) and a fixed rate; closed loop fills every connection's window at once. */
+function setRate(r: number): void {
+  rate = r;
+  paced = 0;
+  pacedFrom = performance.now();
+  if (closedLoop()) for (const c of conns) while (c.issue());
 }
 
 // ------------------------------------------------------------------ psimbols lean client
@@ -180,7 +258,10 @@ interface Bound {
 }
 
 /** A FIFO of a socket's text messages, for the four handshake frames. */
-function inbox(ws: WebSocket): { next(): Promise<string>; detach(): void } {
+/** Longest wait for one handshake frame (and for a socket to open). */
+const HANDSHAKE_MS = 10_000;
+
+function inbox(ws: WebSocket): { next(step?: string): Promise<string>; detach(): void } {
   const queue: string[] = [];
   const waiters: { resolve: (s: string) => void; reject: (e: Error) => void }[] = [];
   const onMessage = (raw: Buffer): void => {
@@ -195,10 +276,22 @@ function inbox(ws: WebSocket): { next(): Promise<string>; detach(): void } {
   ws.on("message", onMessage);
   ws.on("close", onClose);
   return {
-    next: () =>
+    next: (step = "frame") =>
       queue.length
         ? Promise.resolve(queue.shift()!)
-        : new Promise<string>((resolve, reject) => waiters.push({ resolve, reject })),
+        : new Promise<string>((resolve, reject) => {
+            // Bounded: a server that never answers fails the handshake, naming the step (issue 13).
+            const w = {
+              resolve: (s: string) => (clearTimeout(t), resolve(s)),
+              reject: (e: Error) => (clearTimeout(t), reject(e)),
+            };
+            const t = setTimeout(() => {
+              const i = waiters.indexOf(w);
+              if (i >= 0) waiters.splice(i, 1);
+              reject(new Error(`no ${step} within ${HANDSHAKE_MS} ms`));
+            }, HANDSHAKE_MS);
+            waiters.push(w);
+          }),
     detach: () => {
       ws.removeListener("message", onMessage);
       ws.removeListener("close", onClose);
@@ -217,31 +310,34 @@ function expectFrame<T extends ServerFrame["type"]>(text: string, type: T): Extr
 async function psHandshake(ws: WebSocket, identity: SigningKey): Promise<Bound> {
   const box = inbox(ws);
   try {
-    const h = await createHello(identity, { features: cfg.binary ? [Feature.binary] : [], ...(cfg.kem ? { kem: cfg.kem } : {}) });
+    const h = await createHello(identity, { features: cfg.binary ? [Feature.binary] : [], ...(cfg.channelTypes ? { channelTypes: cfg.channelTypes } : {}), ...(cfg.kem ? { kem: cfg.kem } : {}) });
     ws.send(fromUtf8(h.bytes));
-    const challenge = expectFrame(await box.next(), "challenge");
+    const challenge = expectFrame(await box.next("challenge"), "challenge");
     const { proof, state } = await answerChallenge(h, challenge, (k) => {
       if (k.fingerprint !== cfg.fingerprint) throw new Error("server key mismatch");
     });
     ws.send(JSON.stringify(proof));
-    const est = expectFrame(await box.next(), "established");
+    const est = expectFrame(await box.next("established"), "established");
     const { grant, channelKey } = await openGrant(state, est);
-    const keys = await deriveBinding(channelKey, grant.channel, h.nonceC, state.nonceS);
+    const keys = await deriveBinding(channelKey, grant.channel, h.nonceC, state.nonceS, grant.key.type);
     wipe(channelKey);
+    agreedType = grant.key.type;
     return { ws, channel: grant.channel, keys, binary: state.features.includes(Feature.binary) };
   } finally {
     box.detach();
   }
 }
 
-function startPsimbolsConn(b: Bound, data: string): void {
+function startPsimbolsConn(b: Bound, data: string): Conn {
   const inner = JSON.stringify({ op: cfg.op ?? "echo", data });
   let nextSeq = 1;
+  let outstanding = 0;
   const pending = new Map<number, bigint>();
   let out: Promise<void> = Promise.resolve();
   let inb: Promise<void> = Promise.resolve();
-  const issue = (): void => {
-    if (!running) return;
+  const issue = (): boolean => {
+    if (!running || outstanding >= cfg.inflight) return false;
+    outstanding++;
     const t0 = process.hrtime.bigint();
     out = out
       .then(async () => {
@@ -253,6 +349,11 @@ function startPsimbolsConn(b: Bound, data: string): void {
         b.ws.send(frame);
       })
       .catch(fail);
+    return true;
+  };
+  const next = (): void => {
+    outstanding--;
+    if (closedLoop()) issue();
   };
   b.ws.on("message", (raw: Buffer, isBinary: boolean) => {
     inb = inb
@@ -262,18 +363,18 @@ function startPsimbolsConn(b: Bound, data: string): void {
         if (f.type !== "response") {
           if (f.type === "error" && f.seq !== undefined) pending.delete(f.seq);
           fail(new Error(`unexpected ${f.type}${f.type === "error" ? ` ${f.error.code}` : ""}`));
-          return issue();
+          return next();
         }
         const t0 = pending.get(f.seq);
         pending.delete(f.seq);
         const r = decodeInnerResponse(await openFrame(b.keys.s2c, FrameKind.response, f.seq, f.channel, f.response));
         if (t0 === undefined || !("data" in r) || (r.data as string).length !== data.length) fail(new Error("bad echo"));
         else record(t0);
-        issue();
+        next();
       })
       .catch(fail);
   });
-  for (let i = 0; i < cfg.inflight; i++) issue();
+  return { issue };
 }
 
 // ------------------------------------------------------------------ handshake loops
@@ -294,13 +395,15 @@ async function psHandshakeLoop(ids: SigningKey[], i: number, n: number): Promise
   let k = i;
   while (running) {
     const t0 = process.hrtime.bigint();
+    let ws: WebSocket | undefined;
     try {
-      const ws = await openWs();
+      ws = await openWs();
       await psHandshake(ws, ids[k]!);
       k = (k + n) % ids.length;
       ws.close();
       record(t0);
     } catch (e) {
+      ws?.terminate();
       fail(e);
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -346,10 +449,11 @@ async function start(): Promise<Record<string, unknown>> {
     if (cfg.kind === "psimbols") {
       const ids = await identities(cfg.conns);
       const bound = await Promise.all(socks.map((ws, i) => psHandshake(ws, ids[i]!)));
-      for (const b of bound) startPsimbolsConn(b, data);
+      for (const b of bound) conns.push(startPsimbolsConn(b, data));
     } else {
-      for (const ws of socks) startJsonConn(ws, data);
+      for (const ws of socks) conns.push(startJsonConn(ws, data));
     }
+    setRate(rate);
     return { conns: socks.length };
   }
   if (cfg.mode === "hs") {
@@ -392,6 +496,10 @@ process.on("message", (m: { cmd: string }) => {
       break;
     case "report":
       send({ report: report() });
+      break;
+    case "rate":
+      setRate((m as { rate?: number }).rate ?? 0);
+      send({ rated: rate });
       break;
     case "stop":
       running = false;

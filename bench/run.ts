@@ -8,7 +8,19 @@
  *
  * Server CPU per request is `process.cpuUsage()` of the server process (all
  * its threads, user + system) over the measured window, divided by the
- * requests the load generator completed in that window.
+ * requests the load generator completed in that window. Each message case
+ * has two windows (issue 13): one at the same fixed offered load for every
+ * case (`--rate`, below every case's ceiling: the CPU column compares the
+ * servers' work, not how far each was pushed), then one in closed loop (the
+ * maximum rate; `limit` says whether the server or the load generator ran
+ * out of core first). The psimbols load generator runs the cheapest engine
+ * for its type (libsodium for ChaCha20-Poly1305).
+ *
+ * No case can hang the run: every wait on a child is bounded, the load
+ * generator bounds every handshake step, and a child that does not answer in
+ * time is asked for a Node diagnostic report (SIGUSR2) whose JavaScript stack
+ * goes into the error (issue 13: `handshake_psimbols` once gave `no "report"
+ * from child within 120000 ms`).
  *
  * Options:
  *   --quick            short windows (smoke test; results are not written unless --out is given)
@@ -20,12 +32,13 @@
  *   --no-variants      skip the rows that run psimbols with JSON channel frames (*_json): the
  *                      protocol's default encoding, which the project's clients replace by binary
  *                      frames (PROTOCOL.md §4.11) whenever the server agrees
- *   --window MS        length of each measured window (default 8000; --quick 2000)
+ *   --window MS        length of each measured window (default 5000; --quick 2000)
+ *   --rate N           the fixed offered load of the CPU-per-request windows, requests/s (default 8000)
  *   --out FILE         where to write the JSON (default bench/results.json)
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { cpus, loadavg, platform, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
@@ -39,7 +52,7 @@ import { generateSigningKey } from "../shared/crypto.js";
 import { b64u, fromB64u } from "../shared/encoding.js";
 import { Feature, KemType, kemTypes } from "../shared/frames.js";
 import { type ClientHello, acceptHello, answerChallenge, createHello, sealGrant, verifyProof } from "../shared/handshake.js";
-import { useNodeCrypto } from "../node/engines.js";
+import { chachaEngine, useNodeCrypto } from "../node/engines.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DIST = fileURLToPath(new URL("./", import.meta.url));
@@ -56,7 +69,13 @@ const VARIANTS = !flag("--no-variants");
 const OUT = option("--out") ?? (QUICK ? undefined : `${ROOT}bench/results.json`);
 
 const WARMUP_MS = QUICK ? 1000 : 3000;
-const MEASURE_MS = Number(option("--window") ?? (QUICK ? 2000 : 8000));
+const MEASURE_MS = Number(option("--window") ?? (QUICK ? 2000 : 5000));
+/** The fixed offered load of the CPU-per-request windows (requests/s in all). */
+const RATE = Number(option("--rate") ?? 8000);
+/** Longest wait for a child's answer to a quick question (usage, mark, report). */
+const ANSWER_MS = 30_000;
+/** Node diagnostic reports of children that did not answer in time land here. */
+const REPORT_DIR = join(tmpdir(), `psimbols-bench-reports-${process.pid}`);
 const CONNS = 100;
 const INFLIGHT = 8;
 const IDLE_CONNS = QUICK ? 1000 : 10_000;
@@ -92,8 +111,15 @@ class Child {
   #exited: string | undefined;
   #stderr = "";
 
+  readonly #name: string;
+  readonly #reportDir: string;
+
   constructor(name: string, script: string, core: string, env: Record<string, string>, nodeArgs: string[] = []) {
-    const cmd = [...(HAVE_TASKSET ? ["taskset", "-c", core] : []), process.execPath, ...nodeArgs, `${DIST}${script}`];
+    this.#name = name;
+    this.#reportDir = join(REPORT_DIR, name.replace(/[^a-z0-9_-]/gi, "_") + `-${Date.now()}`);
+    // SIGUSR2 makes Node write a diagnostic report (with the JavaScript stack) even while its loop is busy.
+    const diag = ["--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${this.#reportDir}`];
+    const cmd = [...(HAVE_TASKSET ? ["taskset", "-c", core] : []), process.execPath, ...diag, ...nodeArgs, `${DIST}${script}`];
     // The shell raises the open-files limit to the hard limit (the idle case holds 10,000 sockets per side).
     this.proc = spawn("/bin/sh", ["-c", 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', "sh", ...cmd], {
       stdio: ["ignore", "inherit", "pipe", "ipc"],
@@ -125,13 +151,49 @@ class Child {
     if (i >= 0) return Promise.resolve(this.#inbox.splice(i, 1)[0]!);
     if (this.#exited) return Promise.reject(new Error(this.#exited));
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no "${key}" from child within ${timeoutMs} ms\n${this.#stderr}`)), timeoutMs);
+      const t = setTimeout(() => {
+        const i = this.#waiters.findIndex((w) => w.key === key);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        void this.#diagnose().then((why) => reject(new Error(`no "${key}" from ${this.#name} within ${timeoutMs} ms: ${why}\n${this.#stderr}`)));
+      }, timeoutMs);
       this.#waiters.push({
         key,
         resolve: (m) => (clearTimeout(t), resolve(m)),
         reject: (e) => (clearTimeout(t), reject(e)),
       });
     });
+  }
+
+  /** Why a child did not answer: gone, or (alive) the JavaScript stack of a Node report written on SIGUSR2. */
+  async #diagnose(): Promise<string> {
+    if (this.#exited) return this.#exited;
+    const pid = this.proc.pid;
+    if (pid === undefined) return "the child has no pid";
+    try {
+      process.kill(pid, "SIGUSR2");
+    } catch (e) {
+      return `the child (pid ${pid}) cannot be signalled: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    for (let i = 0; i < 50; i++) {
+      await sleep(100);
+      let files: string[] = [];
+      try {
+        files = readdirSync(this.#reportDir).filter((f) => f.endsWith(".json"));
+      } catch {
+        // not written yet
+      }
+      if (files.length > 0) {
+        try {
+          const r = JSON.parse(readFileSync(join(this.#reportDir, files[0]!), "utf8")) as { javascriptStack?: { message?: string; stack?: string[] }; libuv?: { type: string; is_active: boolean }[] };
+          const stack = (r.javascriptStack?.stack ?? []).slice(0, 8).join(" | ");
+          const handles = (r.libuv ?? []).filter((h) => h.is_active).length;
+          return `alive (pid ${pid}), ${handles} active handles; JavaScript stack: ${r.javascriptStack?.message ?? ""} ${stack || "(idle: the event loop was waiting)"}`;
+        } catch (e) {
+          return `alive (pid ${pid}); its report could not be read: ${e instanceof Error ? e.message : String(e)}`;
+        }
+      }
+    }
+    return `alive (pid ${pid}) but it wrote no diagnostic report within 5 s on SIGUSR2: its process is stuck outside JavaScript`;
   }
 
   ask(m: Msg, key: string, timeoutMs?: number): Promise<Msg> {
@@ -178,7 +240,7 @@ function startLoad(cfg: LoadConfig): Child {
  * (psimbols_memory, same run) is what forwarding adds. BENCH_UPSTREAM_CORE
  * pins the upstream elsewhere (a taskset list, e.g. `0,1`).
  */
-async function forwardedCase(env: Env, size: number, o: { profile?: string } = {}): Promise<MsgResult> {
+async function forwardedCase(env: Env, size: number, o: { profile?: string; channelType?: string } = {}): Promise<MsgResult> {
   const upstream = new Child("upstream", "upstream.js", process.env.BENCH_UPSTREAM_CORE ?? LOAD_CORE, {});
   try {
     const { port } = (await upstream.wait("ready", 30_000)).ready as { port: number };
@@ -223,15 +285,22 @@ async function startRedis(): Promise<{ url: string; stop(): void }> {
 
 /** One message case as results.json has it. */
 interface MsgResult {
+  /** Closed loop (the maximum rate): requests/s, latency, server CPU per request. */
   rps: number;
   p50_ms: number;
   p99_ms: number;
   cpu_us_per_req: number;
-  /** CPU of the server and of the load generator over the window, % of one core. */
+  /** CPU of the server and of the load generator over the closed-loop window, % of one core. */
   server_cpu_pct: number;
   load_cpu_pct: number;
+  /** Which process ran out of core first in closed loop (≥ 90 % of one core), if either did. */
+  limit: "server" | "load generator" | "both" | "neither";
   requests: number;
   errors: number;
+  /** At the fixed offered load (the same for every case): requests/s offered and completed, server CPU per request. */
+  at_rate: { offered: number; rps: number; cpu_us_per_req: number; server_cpu_pct: number; load_cpu_pct: number; p50_ms: number; p99_ms: number; skipped: number };
+  /** psimbols: the channel type agreed. */
+  channel_type?: string;
 }
 interface HsResult {
   per_s: number;
@@ -254,32 +323,35 @@ interface Env {
 }
 
 /** Runs one timed window: warm up, snapshot server CPU and zero the load counters, wait, snapshot again. */
-async function window(server: Child, load: Child, profilePath?: string): Promise<{ rep: LoadReport; cpuUs: number }> {
-  await sleep(WARMUP_MS);
-  if (profilePath) await server.ask({ cmd: "profile", on: true }, "profile");
-  const [u0] = await Promise.all([server.ask({ cmd: "usage" }, "usage"), load.ask({ cmd: "mark" }, "marked")]);
+async function window(server: Child, load: Child, profilePath?: string, warmupMs = WARMUP_MS): Promise<{ rep: LoadReport; cpuUs: number }> {
+  await sleep(warmupMs);
+  if (profilePath) await server.ask({ cmd: "profile", on: true }, "profile", ANSWER_MS);
+  const [u0] = await Promise.all([server.ask({ cmd: "usage" }, "usage", ANSWER_MS), load.ask({ cmd: "mark" }, "marked", ANSWER_MS)]);
   await sleep(MEASURE_MS);
-  const [u1, r] = await Promise.all([server.ask({ cmd: "usage" }, "usage"), load.ask({ cmd: "report" }, "report")]);
-  if (profilePath) await server.ask({ cmd: "profile", on: false, path: profilePath }, "profile");
+  const [u1, r] = await Promise.all([server.ask({ cmd: "usage" }, "usage", ANSWER_MS), load.ask({ cmd: "report" }, "report", ANSWER_MS)]);
+  if (profilePath) await server.ask({ cmd: "profile", on: false, path: profilePath }, "profile", ANSWER_MS);
   const a = u0.usage as ServerUsage;
   const b = u1.usage as ServerUsage;
   return { rep: r.report as LoadReport, cpuUs: b.user - a.user + (b.system - a.system) };
 }
 
-function serverCfg(kind: "ws" | "wss" | "psimbols", env: Env, store: "memory" | "redis" = "memory", upstream?: string): ServerConfig {
+function serverCfg(kind: "ws" | "wss" | "psimbols", env: Env, store: "memory" | "redis" = "memory", json = false, upstream?: string): ServerConfig {
   if (kind === "psimbols" && upstream) return { kind, store, upstream };
   if (kind === "wss") return { kind, tls: { key: env.pki.serverKey, cert: env.pki.serverCert, ca: env.pki.ca } };
   if (kind === "psimbols") return { kind, store, ...(store === "redis" ? { redisUrl: env.redisUrl! } : {}) };
-  return { kind };
+  return { kind, json };
 }
+
+const limitOf = (serverPct: number, loadPct: number): MsgResult["limit"] =>
+  serverPct >= 90 && loadPct >= 90 ? "both" : serverPct >= 90 ? "server" : loadPct >= 90 ? "load generator" : "neither";
 
 async function msgCase(
   env: Env,
   kind: "ws" | "wss" | "psimbols",
   size: number,
-  o: { store?: "memory" | "redis"; binary?: boolean; profile?: string; upstream?: string; op?: string } = {},
+  o: { store?: "memory" | "redis"; binary?: boolean; profile?: string; channelType?: string; json?: boolean; upstream?: string; op?: string } = {},
 ): Promise<MsgResult> {
-  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store, o.upstream), { PSIMBOLS_WRAP_KEY: env.wrapKey });
+  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store, o.json, o.upstream), { PSIMBOLS_WRAP_KEY: env.wrapKey });
   const load = startLoad({
     mode: "msg",
     kind,
@@ -292,23 +364,43 @@ async function msgCase(
     n: 0,
     addresses: ADDRESSES,
     binary: o.binary ?? true,
+    ...(o.channelType ? { channelTypes: [o.channelType] } : {}),
+    rate: RATE,
     ...(o.op ? { op: o.op } : {}),
   });
   try {
-    await load.wait("ready");
+    await load.wait("ready", 30_000);
     await load.ask({ cmd: "start" }, "started", 120_000);
-    const { rep, cpuUs } = await window(server, load, o.profile);
+    // First the fixed offered load (the CPU column), then closed loop (the maximum rate).
+    const fixed = await window(server, load, undefined, Math.min(WARMUP_MS, 2000));
+    const f = fixed.rep;
+    if (f.count === 0) throw new Error(`no request completed at ${RATE}/s${f.firstError ? `: ${f.firstError}` : ""}`);
+    await load.ask({ cmd: "rate", rate: 0 }, "rated", ANSWER_MS);
+    const { rep, cpuUs } = await window(server, load, o.profile, Math.min(WARMUP_MS, 2000));
     if (rep.count === 0) throw new Error(`no request completed${rep.firstError ? `: ${rep.firstError}` : ""}`);
-    if (rep.errors) process.stderr.write(`  ${kind}: ${rep.errors} errors, first: ${rep.firstError}\n`);
+    if (rep.errors || f.errors) process.stderr.write(`  ${kind}: ${rep.errors + f.errors} errors, first: ${f.firstError ?? rep.firstError}\n`);
+    const serverPct = round(cpuUs / 10 / rep.elapsedMs);
     return {
       rps: Math.round((rep.count * 1000) / rep.elapsedMs),
       p50_ms: round(rep.p50Ms, 2),
       p99_ms: round(rep.p99Ms, 2),
       cpu_us_per_req: round(cpuUs / rep.count),
-      server_cpu_pct: round(cpuUs / 10 / rep.elapsedMs),
+      server_cpu_pct: serverPct,
       load_cpu_pct: rep.loadCpuPct,
+      limit: limitOf(serverPct, rep.loadCpuPct),
       requests: rep.count,
-      errors: rep.errors,
+      errors: rep.errors + f.errors,
+      at_rate: {
+        offered: RATE,
+        rps: Math.round((f.count * 1000) / f.elapsedMs),
+        cpu_us_per_req: round(fixed.cpuUs / f.count),
+        server_cpu_pct: round(fixed.cpuUs / 10 / f.elapsedMs),
+        load_cpu_pct: f.loadCpuPct,
+        p50_ms: round(f.p50Ms, 2),
+        p99_ms: round(f.p99Ms, 2),
+        skipped: f.skipped,
+      },
+      ...(rep.channelType ? { channel_type: rep.channelType } : {}),
     };
   } finally {
     await load.stop({ cmd: "stop" });
@@ -335,7 +427,7 @@ async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string
     ...(o.kem ? { kem: o.kem } : {}),
   });
   try {
-    await load.wait("ready");
+    await load.wait("ready", 30_000);
     await load.ask({ cmd: "start" }, "started", 120_000);
     const { rep, cpuUs } = await window(server, load, o.profile);
     if (rep.count === 0) throw new Error(`no handshake completed${rep.firstError ? `: ${rep.firstError}` : ""}`);
@@ -512,23 +604,40 @@ function ratio(a: number | undefined, b: number | undefined): string {
   return a === undefined || b === undefined || b === 0 ? "" : `${(a / b).toFixed(2)}×`;
 }
 
+/** Message rows and the row each compares with. */
+const MSG_BASE: Record<string, string> = {
+  ws_plain: "",
+  ws_json: "",
+  wss: "ws_json",
+  psimbols_memory: "wss",
+  psimbols_memory_chacha: "wss",
+  psimbols_redis: "psimbols_memory",
+  psimbols_redis_chacha: "psimbols_memory_chacha",
+  psimbols_memory_json: "wss",
+  psimbols_forwarded: "psimbols_memory",
+};
+
 function table(c: Record<string, unknown>): string {
-  const rows: string[][] = [["case", "size", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "baseline", "req/s ratio", "CPU ratio"]];
-  const base: Record<string, string> = {
-    ws_plain: "",
-    wss: "ws_plain",
-    psimbols_memory: "wss",
-    psimbols_redis: "psimbols_memory",
-    psimbols_memory_json: "wss",
-    psimbols_forwarded: "psimbols_memory",
-  };
+  const rows: string[][] = [["case", "size", "CPU µs/req @rate", "baseline", "CPU ratio", "max req/s", "p50 ms", "p99 ms", "CPU µs/req @max", "limit", "req/s ratio"]];
   for (const [sizeName, set] of [["256 B", c], ["4 KiB", c.cases_4k]] as const) {
     const s = (set ?? {}) as Record<string, MsgResult | undefined>;
-    for (const [name, b] of Object.entries(base)) {
+    for (const [name, b] of Object.entries(MSG_BASE)) {
       const r = s[name];
       if (!r || typeof r.rps !== "number") continue;
       const bl = b ? s[b] : undefined;
-      rows.push([name, sizeName, String(r.rps), r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.cpu_us_per_req.toFixed(1), b, ratio(r.rps, bl?.rps), ratio(r.cpu_us_per_req, bl?.cpu_us_per_req)]);
+      rows.push([
+        name,
+        sizeName,
+        r.at_rate.cpu_us_per_req.toFixed(1),
+        b,
+        ratio(r.at_rate.cpu_us_per_req, bl?.at_rate.cpu_us_per_req),
+        String(r.rps),
+        r.p50_ms.toFixed(2),
+        r.p99_ms.toFixed(2),
+        r.cpu_us_per_req.toFixed(1),
+        r.limit,
+        ratio(r.rps, bl?.rps),
+      ]);
     }
   }
   const hs = c as Record<string, HsResult | undefined>;
@@ -560,11 +669,20 @@ function targets(c: Record<string, any>): Record<string, { value: number | null;
     t[name] = value === undefined || !Number.isFinite(value) ? { value: null, target, met: null } : { value: round(value, 2), target, met: ok(value) };
   };
   const q = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? a / b : undefined);
+  // Issue 13: server CPU per request at the same offered load.
+  const k4 = c.cases_4k ?? {};
+  const cpu = (r: any) => r?.at_rate?.cpu_us_per_req as number | undefined;
+  add("chacha_cpu_vs_wss", q(cpu(c.psimbols_memory_chacha), cpu(c.wss)), "<= 1.25", (v) => v <= 1.25);
+  add("chacha_cpu_vs_wss_4k", q(cpu(k4.psimbols_memory_chacha), cpu(k4.wss)), "<= 1.0", (v) => v <= 1.0);
+  add("chacha_cpu_vs_ws_json", q(cpu(c.psimbols_memory_chacha), cpu(c.ws_json)), "<= 1.3", (v) => v <= 1.3);
+  add("aes_cpu_vs_wss", q(cpu(c.psimbols_memory), cpu(c.wss)), "<= 2.32 (before)", (v) => v <= 2.32);
+  add("aes_cpu_vs_wss_4k", q(cpu(k4.psimbols_memory), cpu(k4.wss)), "<= 1.40 (before)", (v) => v <= 1.4);
+  // Issue 7's, on the closed-loop windows.
   add("memory_rps_vs_wss", q(c.psimbols_memory?.rps, c.wss?.rps), ">= 0.8", (v) => v >= 0.8);
   add("memory_cpu_vs_wss", q(c.psimbols_memory?.cpu_us_per_req, c.wss?.cpu_us_per_req), "<= 1.25", (v) => v <= 1.25);
   add("redis_rps_vs_memory", q(c.psimbols_redis?.rps, c.psimbols_memory?.rps), ">= 0.9", (v) => v >= 0.9);
-  add("handshake_rate_vs_mtls", q(c.handshake_psimbols?.per_s, c.handshake_mtls?.per_s), ">= 1.5", (v) => v >= 1.5);
-  add("handshake_cpu_vs_mtls", q(c.handshake_psimbols?.cpu_us, c.handshake_mtls?.cpu_us), "<= 1.0", (v) => v <= 1);
+  add("handshake_rate_vs_mtls", q(c.handshake_psimbols?.per_s, c.handshake_mtls?.per_s), ">= 1.8", (v) => v >= 1.8);
+  add("handshake_cpu_vs_mtls", q(c.handshake_psimbols?.cpu_us, c.handshake_mtls?.cpu_us), "<= 0.6", (v) => v <= 0.6);
   add("rss_per_conn_kib", c.rss_per_conn_kib, "<= 16", (v) => v <= 16);
   add("rss_vs_ws", q(c.rss_per_conn_kib, c.rss_per_conn_kib_ws), "<= 1.5", (v) => v <= 1.5);
   // Issue 12: what forwarding to an upstream adds to the broker's CPU per request, µs.
@@ -597,7 +715,7 @@ async function main(): Promise<void> {
   const log = (s: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
   log(`psimbols bench: ${CORES} cores, taskset ${HAVE_TASKSET ? `yes (server core ${SERVER_CORE}, load core ${LOAD_CORE})` : "no"}, window ${MEASURE_MS} ms after ${WARMUP_MS} ms warm-up`);
   const env: Env = { pki: makePki("p256"), wrapKey: randomBytes(32).toString("base64url") };
-  const needRedis = ["psimbols_redis", "psimbols_redis_4k"].some(want);
+  const needRedis = ["psimbols_redis", "psimbols_redis_4k", "psimbols_redis_chacha", "psimbols_redis_chacha_4k"].some(want);
   const redis = needRedis ? await startRedis() : undefined;
   if (redis) env.redisUrl = redis.url;
   // Profiles are large and belong to one machine: kept out of the work tree.
@@ -622,19 +740,23 @@ async function main(): Promise<void> {
     }
   };
 
+  const AES = "AES-256-GCM";
+  const CC = "ChaCha20-Poly1305";
   for (const [size, into, suffix] of [[256, cases, ""], [4096, k4, "_4k"]] as const) {
+    const prof = (name: string) => (PROFILE ? { profile: `${profDir}${name}${suffix}.cpuprofile` } : {});
     await run(`ws_plain${suffix}`, () => msgCase(env, "ws", size), into, "ws_plain");
+    await run(`ws_json${suffix}`, () => msgCase(env, "ws", size, { json: true }), into, "ws_json");
     await run(`wss${suffix}`, () => msgCase(env, "wss", size), into, "wss");
-    const prof = PROFILE ? `${profDir}psimbols_memory${suffix}.cpuprofile` : undefined;
-    await run(`psimbols_memory${suffix}`, () => msgCase(env, "psimbols", size, prof ? { profile: prof } : {}), into, "psimbols_memory");
-    await run(`psimbols_redis${suffix}`, () => msgCase(env, "psimbols", size, { store: "redis" }), into, "psimbols_redis");
+    await run(`psimbols_memory${suffix}`, () => msgCase(env, "psimbols", size, { channelType: AES, ...prof("psimbols_memory") }), into, "psimbols_memory");
+    await run(`psimbols_memory_chacha${suffix}`, () => msgCase(env, "psimbols", size, { channelType: CC, ...prof("psimbols_memory_chacha") }), into, "psimbols_memory_chacha");
+    await run(`psimbols_redis${suffix}`, () => msgCase(env, "psimbols", size, { store: "redis", channelType: AES }), into, "psimbols_redis");
+    await run(`psimbols_redis_chacha${suffix}`, () => msgCase(env, "psimbols", size, { store: "redis", channelType: CC }), into, "psimbols_redis_chacha");
     if (size === 256) {
-      const profF = PROFILE ? `${profDir}psimbols_forwarded.cpuprofile` : undefined;
-      await run("psimbols_forwarded", () => forwardedCase(env, size, profF ? { profile: profF } : {}));
+      const profF = PROFILE ? { profile: `${profDir}psimbols_forwarded.cpuprofile` } : {};
+      await run("psimbols_forwarded", () => forwardedCase(env, size, { channelType: AES, ...profF }));
     }
     if (VARIANTS) {
-      const profJ = PROFILE ? `${profDir}psimbols_memory_json${suffix}.cpuprofile` : undefined;
-      await run(`psimbols_memory_json${suffix}`, () => msgCase(env, "psimbols", size, { binary: false, ...(profJ ? { profile: profJ } : {}) }), into, "psimbols_memory_json");
+      await run(`psimbols_memory_json${suffix}`, () => msgCase(env, "psimbols", size, { binary: false, channelType: AES, ...prof("psimbols_memory_json") }), into, "psimbols_memory_json");
     }
   }
   cases.cases_4k = k4;
@@ -677,6 +799,9 @@ async function main(): Promise<void> {
       frames:
         "psimbols rows use binary channel frames (the `binary` feature, PROTOCOL.md §4.11), as the project's clients do by default; rows ending _json use JSON channel frames (the protocol's default without the feature)",
       cpu: "server process.cpuUsage() (user + system, all threads) over the window / completed requests",
+      fixed_rate: `${RATE} requests/s offered in all, the same for every message case (at_rate); then closed loop (rps, cpu_us_per_req, limit)`,
+      channel_types: "psimbols rows: AES-256-GCM unless the name says chacha (ChaCha20-Poly1305, libsodium on both sides); the load generator offers only the row's type",
+      engines: `ChaCha20-Poly1305 on ${chachaEngine()}`,
       seconds: Math.round((Date.now() - t0) / 1000),
       // Other work on the machine skews req/s far more than CPU per request: judge a run by these.
       loadavg_1min_start: round(load0, 2),
@@ -688,7 +813,7 @@ async function main(): Promise<void> {
   console.log("\ntargets:");
   for (const [k, v] of Object.entries(results.targets)) console.log(`  ${k.padEnd(24)} ${String(v.value).padStart(8)}  ${v.target.padEnd(8)} ${v.met === null ? "n/a" : v.met ? "met" : "MISSED"}`);
   if (PROFILE) {
-    for (const f of ["psimbols_memory", "psimbols_forwarded", "psimbols_memory_json", "psimbols_memory_4k", "psimbols_memory_json_4k", "handshake_psimbols"]) {
+    for (const f of ["psimbols_memory", "psimbols_memory_chacha", "psimbols_forwarded", "psimbols_memory_json", "psimbols_memory_4k", "psimbols_memory_chacha_4k", "psimbols_memory_json_4k", "handshake_psimbols"]) {
       try {
         const p = JSON.parse(readFileSync(`${profDir}${f}.cpuprofile`, "utf8"));
         console.log(`\n${formatSummary(summarise(p, 20), `profile ${f}`)}`);

@@ -3,7 +3,9 @@
  * chosen by the kernel, driven by the orchestrator (bench/run.ts) over IPC.
  *
  * Kinds:
- *   ws        plain WebSocket echo: the message goes back as received (the ceiling)
+ *   ws        plain WebSocket echo: the message goes back as received (the ceiling);
+ *             with `json`, the same JSON parse, `op` dispatch and JSON answer as wss,
+ *             without TLS (psimbols' cost over the same application without cryptography)
  *   wss       WebSocket over TLS 1.3; parses the JSON request, runs an `echo`
  *             handler looked up by `op`, sends a JSON response (the app a user would write)
  *   mtls      TLS 1.3 server requiring a client certificate; writes one byte
@@ -38,6 +40,8 @@ import { WebhookSecret } from "../server/app/signature.js";
 export interface ServerConfig {
   kind: "ws" | "wss" | "mtls" | "psimbols";
   store?: "memory" | "redis";
+  /** ws: answer as the wss application does (JSON parse, dispatch, JSON response). */
+  json?: boolean;
   redisUrl?: string;
   /** PEMs for wss/mtls. */
   tls?: { key: string; cert: string; ca: string };
@@ -64,7 +68,7 @@ async function startWs(cfg: ServerConfig): Promise<{ port: number; info: Record<
   const tls = cfg.kind === "wss" ? cfg.tls : undefined;
   const http = tls ? createHttpsServer({ key: tls.key, cert: tls.cert, minVersion: "TLSv1.3" }) : createHttpServer();
   const wss = new WebSocketServer({ server: http, perMessageDeflate: false, maxPayload: 64 * 1024 });
-  if (cfg.kind === "ws") {
+  if (cfg.kind === "ws" && !cfg.json) {
     wss.on("connection", (ws) => {
       ws.on("message", (data, isBinary) => ws.send(data as Buffer, { binary: isBinary }));
     });

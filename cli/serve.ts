@@ -4,6 +4,7 @@
 import type { Command } from "commander";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { chachaEngine } from "../node/engines.js";
 import { Broker } from "../server/broker.js";
 import { defaultDataDir, resolveConfig } from "../server/config.js";
 import { createLogger } from "../server/log.js";
@@ -14,7 +15,7 @@ import { SERVER_KEY_FILE, loadOrCreateServerKey, loadServerKeySet, watchServerKe
 import { consoleHook } from "../server/console.js";
 import { loadIdentityKey } from "./client.js";
 import { CliError, WRAP_KEY_WAYS, wrapKeyFrom } from "./errors.js";
-import { int } from "./options.js";
+import { channelTypeList, int } from "./options.js";
 import { SECRET_ENV, createAppCalls } from "../server/app/setup.js";
 import { dirname } from "node:path";
 import { EVENT_DEFAULTS, Events, secretsFromEnv } from "../server/app/events.js";
@@ -46,6 +47,7 @@ export function serveCommand(p: Command): void {
     .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
+    .option("--channel-types <list>", "channel types granted, comma-separated (default: AES-256-GCM,ChaCha20-Poly1305; the client's order picks)", channelTypeList("--channel-types"))
     .option("--hellos-per-second <n>", "hellos per second on this node, shared fairly among addresses", int("--hellos-per-second"))
     .option("--resumes-per-address <n>", "resumes per address per 10 s (a budget apart from hellos)", int("--resumes-per-address"))
     .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
@@ -97,6 +99,7 @@ export function serveCommand(p: Command): void {
         trustProxy: o.trustProxy === true,
         pushWindow: { count: o.pushWindowCount, ageMs: o.pushWindowAge * 1000 },
         ...(o.node ? { node: o.node } : {}),
+        ...(o.channelTypes ? { channelTypes: o.channelTypes } : {}),
         ...(o.kems !== undefined ? { kems: String(o.kems).split(",") as KemType[] } : {}),
         limits,
       });
@@ -189,6 +192,7 @@ export function serveCommand(p: Command): void {
       }
       // Printed on stdout as well, so a person (or a test) can pin it.
       console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
+      console.log(`channel types: ${config.channelTypes.join(", ")} (ChaCha20-Poly1305 on ${chachaEngine()})`);
       if (o.console) {
         const page = new URL("console/", broker.config.source.replace(/^ws/i, "http")).href;
         console.log(`web console: ${page} (operators only; --no-console turns it off)`);

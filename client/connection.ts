@@ -19,6 +19,7 @@ import { b64u, fromB64u, fromUtf8, utf8, wipe } from "../shared/encoding.js";
 import { type PublicKey, type SigningKey, randomBytes } from "../shared/crypto.js";
 import {
   type Challenge,
+  ChannelType,
   type ErrorFrame,
   type Established,
   type InnerPush,
@@ -26,7 +27,7 @@ import {
   type KemType,
   MAX_FRAME_BYTES,
   MAX_INNER_BYTES,
-  MAX_SEQ,
+  MAX_LIST_ITEMS,
   MAX_TOKEN_CHARS,
   type NoticeKind,
   NoticeKind as Notice,
@@ -37,11 +38,13 @@ import {
   decodeInnerPush,
   decodeInnerResponse,
   decodeServerBinary,
+  channelTypeFor,
+  channelTypes,
   decodeServerFrame,
   wireErrorCode,
 } from "../shared/frames.js";
 import { type ClientHello, type ClientProof, answerChallenge, createHello, openGrant } from "../shared/handshake.js";
-import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealBinaryFrame, sealFrame } from "../shared/channel.js";
+import { type BindingKeys, FrameKind, deriveBinding, engineChannelTypes, openFrame, sealBinaryFrame, sealFrame } from "../shared/channel.js";
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 
@@ -173,7 +176,13 @@ export interface ConnectOptions {
   pingIntervalMs?: number;
   /** Requests held while no channel is bound; beyond it `request` rejects `too_many`. Default 1000. */
   maxQueuedRequests?: number;
-  /** Channel types offered, in preference order. Default `["AES-256-GCM"]`. */
+  /**
+   * Channel types offered, in preference order (PROTOCOL.md §5.1). Default:
+   * what this runtime's engine runs, preferred first: `["AES-256-GCM"]` in a
+   * browser (WebCrypto); on Node (psimbols/node) ChaCha20-Poly1305 first where
+   * libsodium loads, else AES-256-GCM first. A type the engine cannot run is
+   * refused with `unsupported`.
+   */
   channelTypes?: string[];
   /** Ephemeral KEM of the handshake. Default `X25519`; `X-Wing` for the post-quantum hybrid (PROTOCOL.md §5.3.1), never replaced by another on `unsupported`. */
   kem?: KemType;
@@ -215,6 +224,8 @@ export interface ChannelInfo {
   readonly ttl: number;
   /** Fingerprint of the server key that signed the handshake. */
   readonly serverKey: string;
+  /** The channel type agreed in the handshake (PROTOCOL.md §5.1), which every resume keeps. */
+  readonly channelType: ChannelType;
 }
 
 /** Payload of the `established` event. */
@@ -302,7 +313,7 @@ const DEFAULTS = {
 /** Renewal point, as a fraction of `ttl`, drawn uniformly (PROTOCOL.md §7.1: "about two thirds"). */
 const RENEW_AT_MIN = 0.6;
 const RENEW_AT_MAX = 0.7;
-/** Start rebinding this many frames before the per-binding cap MAX_SEQ (§6.4). */
+/** Start rebinding this many frames before the per-binding cap (§6.4: by channel type). */
 const RENEW_SEQ_MARGIN = 2 ** 16;
 /** Resume nonce length, PROTOCOL.md §6.5. */
 const RESUME_NONCE_BYTES = 32;
@@ -429,6 +440,8 @@ interface Channel {
   readonly id: string;
   /** The channel key: kept for resumes, wiped when the channel is dropped. */
   readonly key: Uint8Array;
+  /** The channel type of its handshake: every resume of the channel uses it (§6.5). */
+  readonly type: ChannelType;
   readonly validUntil: string;
   readonly ttl: number;
   readonly serverKey: string;
@@ -518,8 +531,19 @@ function resolveOptions(url: unknown, o: ConnectOptions): Resolved {
   if (o.renew !== undefined && typeof o.renew !== "boolean") throw err(ErrorCode.badRequest, `"options.renew" expected boolean`);
   const maxQueued = o.maxQueuedRequests ?? DEFAULTS.maxQueuedRequests;
   if (!Number.isSafeInteger(maxQueued) || maxQueued < 0) throw err(ErrorCode.badRequest, `"options.maxQueuedRequests" expected a non-negative integer`);
+  if (o.channelTypes !== undefined) {
+    if (!Array.isArray(o.channelTypes) || o.channelTypes.length === 0 || o.channelTypes.length > MAX_LIST_ITEMS) {
+      throw err(ErrorCode.badRequest, `"options.channelTypes" expected 1..${MAX_LIST_ITEMS} channel type names`);
+    }
+    const runs = engineChannelTypes();
+    for (const t of o.channelTypes) {
+      const c = typeof t === "string" ? channelTypeFor(t) : undefined;
+      if (!c) throw err(ErrorCode.badRequest, `"options.channelTypes" expected names among ${channelTypes.join(", ")}`);
+      if (!runs.includes(c)) throw err(ErrorCode.unsupported, `this runtime's engine does not run ${c}; it runs ${runs.join(", ")}`);
+    }
+  }
   const hello: Resolved["hello"] = {
-    ...(o.channelTypes ? { channelTypes: o.channelTypes } : {}),
+    ...(o.channelTypes ? { channelTypes: [...o.channelTypes] } : {}),
     ...(o.kem ? { kem: o.kem } : {}),
     features: o.features ?? [Feature.binary],
   };
@@ -630,7 +654,7 @@ export class Client {
   /** The channel currently held (possibly while reconnecting), or undefined. */
   get channel(): ChannelInfo | undefined {
     const c = this.#channel;
-    return c && { id: c.id, validUntil: c.validUntil, ttl: c.ttl, serverKey: c.serverKey };
+    return c && { id: c.id, validUntil: c.validUntil, ttl: c.ttl, serverKey: c.serverKey, channelType: c.type };
   }
 
   /** Counters since creation. */
@@ -1151,7 +1175,7 @@ export class Client {
     let keys: BindingKeys;
     try {
       ({ grant, channelKey } = await openGrant(hs.proof, f));
-      keys = await deriveBinding(channelKey, grant.channel, hs.hello.nonceC, hs.proof.nonceS);
+      keys = await deriveBinding(channelKey, grant.channel, hs.hello.nonceC, hs.proof.nonceS, grant.key.type);
     } catch (e) {
       wipe(channelKey);
       return this.#handshakeFailed(conn, hs, asProtocol(e, "the grant is invalid"));
@@ -1197,7 +1221,7 @@ export class Client {
       });
     }
     this.#dropChannel();
-    const ch: Channel = { id: grant.channel, key: channelKey, validUntil: grant.valid_until, ttl: grant.ttl, serverKey };
+    const ch: Channel = { id: grant.channel, key: channelKey, type: grant.key.type, validUntil: grant.valid_until, ttl: grant.ttl, serverKey };
     this.#channel = ch;
 
     const old = conn.current;
@@ -1339,7 +1363,7 @@ export class Client {
     conn.resume = undefined;
     clearTimeout(conn.deadline);
     conn.deadline = undefined;
-    const keys = await deriveBinding(ch.key, ch.id, nonce, fromB64u(f.nonce, "nonce"));
+    const keys = await deriveBinding(ch.key, ch.id, nonce, fromB64u(f.nonce, "nonce"), ch.type);
     if (conn !== this.#conn || this.#channel !== ch) return;
     this.#bind(conn, keys, features);
     this.#stats.resumes++;
@@ -1401,14 +1425,14 @@ export class Client {
   }
 
   #info(ch: Channel): ChannelInfo {
-    return { id: ch.id, validUntil: ch.validUntil, ttl: ch.ttl, serverKey: ch.serverKey };
+    return { id: ch.id, validUntil: ch.validUntil, ttl: ch.ttl, serverKey: ch.serverKey, channelType: ch.type };
   }
 
   // ---------------------------------------------------------------- requests (§6)
 
   #canSend(conn: Conn): boolean {
     const b = conn.current;
-    return conn.alive && conn.open && b !== undefined && !conn.gated && !conn.draining && b.nextSeq <= MAX_SEQ;
+    return conn.alive && conn.open && b !== undefined && !conn.gated && !conn.draining && b.nextSeq <= b.keys.maxSeq;
   }
 
   #submit(op: string, payload: string, timeoutMs: number, internal: boolean): Promise<unknown> {
@@ -1453,7 +1477,7 @@ export class Client {
       b.pending.set(seq, req);
     }
     this.#write(conn, frame);
-    if (seq >= MAX_SEQ - RENEW_SEQ_MARGIN && b === conn.current && !conn.hs && conn.alive) {
+    if (seq >= b.keys.maxSeq - RENEW_SEQ_MARGIN && b === conn.current && !conn.hs && conn.alive) {
       void this.#startHandshake(conn, true); // rebind well before the per-binding cap (§6.4)
     }
   }

@@ -1,16 +1,22 @@
 /**
  * The node:crypto engine for channel traffic keys (shared/channel.ts
  * TrafficKey): the same AES-256-GCM, nonces, AAD and bytes as the WebCrypto
- * engine, for JSON frames (base64url text) and binary frames alike
+ * engine (and ChaCha20-Poly1305, RFC 8439, where libsodium is missing:
+ * node/chacha.ts), for JSON frames (base64url text) and binary frames alike
  * (test/node/aead.test.ts checks both ways), but synchronous on the
  * calling thread, with Buffer's native base64url codec. Measured in bench/
  * (issue 7): the per-frame cost is a fraction of WebCrypto's promise and
  * thread-pool hop. Node only; installed by node/engines.ts.
  */
-import { createCipheriv, createDecipheriv } from "node:crypto";
+import { type CipherGCMTypes, createCipheriv, createDecipheriv } from "node:crypto";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import type { TrafficKey } from "../shared/channel.js";
-import type { Ciphertext } from "../shared/frames.js";
+import { type Ciphertext, ChannelType } from "../shared/frames.js";
+
+/** node:crypto's cipher of each channel type. */
+const CIPHERS = { "AES-256-GCM": "aes-256-gcm", "ChaCha20-Poly1305": "chacha20-poly1305" } as const satisfies Record<ChannelType, string>;
+type Cipher = (typeof CIPHERS)[ChannelType];
+// (@types/node overloads createCipheriv per mode; ChaCha20-Poly1305 takes the same AEAD options as GCM, hence the casts below.)
 
 const TAG_BYTES = 16;
 const B64URL = /^[A-Za-z0-9_-]*$/;
@@ -48,9 +54,13 @@ export class NodeTrafficKey implements TrafficKey {
   #w6: number;
   #w7: number;
   #wiped = false;
+  readonly #cipher: Cipher;
 
-  constructor(raw: Uint8Array) {
+  /** A key of `type` (default AES-256-GCM). */
+  constructor(raw: Uint8Array, type: ChannelType = ChannelType.aes256gcm) {
     if (raw.length !== 32) throw new RangeError(`"raw" expected 32 bytes, got ${raw.length}`);
+    this.#cipher = CIPHERS[type];
+    if (!this.#cipher) throw new RangeError(`"type" expected a channel type`);
     scratch.set(raw);
     const w = scratchWords;
     this.#w0 = w[0]!;
@@ -64,28 +74,28 @@ export class NodeTrafficKey implements TrafficKey {
     scratch.fill(0);
   }
 
-  seal(nonce: Uint8Array, aad: string, plaintext: string): string {
+  seal(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string): string {
     return this.#encrypt(nonce, aad, plaintext, EMPTY).toString("base64url");
   }
 
-  sealBinary(nonce: Uint8Array, aad: string, plaintext: string, header: Uint8Array): Uint8Array {
+  sealBinary(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string, header: Uint8Array): Uint8Array {
     return this.#encrypt(nonce, aad, plaintext, header);
   }
 
-  open(nonce: Uint8Array, aad: string, ciphertext: Ciphertext): Uint8Array {
+  open(nonce: Uint8Array, aad: string | Uint8Array, ciphertext: Ciphertext): Uint8Array {
     const ct = typeof ciphertext === "string" ? fromText(ciphertext) : Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.byteLength);
     if (ct.length < TAG_BYTES || this.#wiped) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
     let pt: Buffer;
     try {
       let d;
       try {
-        d = createDecipheriv("aes-256-gcm", this.#bytes(), nonce, { authTagLength: TAG_BYTES });
+        d = createDecipheriv(this.#cipher as CipherGCMTypes, this.#bytes(), nonce, { authTagLength: TAG_BYTES });
       } finally {
         scratch.fill(0);
       }
-      d.setAAD(Buffer.from(aad, "utf8"));
+      d.setAAD(typeof aad === "string" ? Buffer.from(aad, "utf8") : aad);
       d.setAuthTag(ct.subarray(ct.length - TAG_BYTES));
-      // GCM's final() outputs nothing; it only checks the tag. One buffer of its own, no concat.
+      // GCM's and ChaCha20-Poly1305's final() output nothing; it only checks the tag. One buffer of its own, no concat.
       pt = d.update(ct.subarray(0, ct.length - TAG_BYTES));
       try {
         d.final();
@@ -106,15 +116,15 @@ export class NodeTrafficKey implements TrafficKey {
   }
 
   /** `prefix || ciphertext || tag`, written once into one buffer. */
-  #encrypt(nonce: Uint8Array, aad: string, plaintext: string, prefix: Uint8Array): Buffer {
+  #encrypt(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string, prefix: Uint8Array): Buffer {
     if (this.#wiped) throw new Error("this traffic key was wiped");
     let c;
     try {
-      c = createCipheriv("aes-256-gcm", this.#bytes(), nonce, { authTagLength: TAG_BYTES });
+      c = createCipheriv(this.#cipher as CipherGCMTypes, this.#bytes(), nonce, { authTagLength: TAG_BYTES });
     } finally {
       scratch.fill(0);
     }
-    c.setAAD(Buffer.from(aad, "utf8"));
+    c.setAAD(typeof aad === "string" ? Buffer.from(aad, "utf8") : aad);
     const body = c.update(plaintext, "utf8");
     const fin = c.final();
     const out = Buffer.allocUnsafe(prefix.length + body.length + fin.length + TAG_BYTES);
@@ -140,7 +150,7 @@ export class NodeTrafficKey implements TrafficKey {
   }
 }
 
-/** The factory the Node entry points install (shared/channel.ts useTrafficKeys). */
-export function nodeTrafficKey(raw: Uint8Array): TrafficKey {
-  return new NodeTrafficKey(raw);
+/** The node:crypto factory (shared/channel.ts useTrafficKeys), for either channel type. */
+export function nodeTrafficKey(raw: Uint8Array, type: ChannelType = ChannelType.aes256gcm): TrafficKey {
+  return new NodeTrafficKey(raw, type);
 }

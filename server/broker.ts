@@ -10,7 +10,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
 import { CloseCode } from "../shared/errors.js";
-import { ChannelType, Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION } from "../shared/frames.js";
+import { Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
 import { signNextKey } from "../shared/server-key-next.js";
 import type { ServerKeySet } from "./server-key.js";
@@ -166,7 +166,7 @@ export class Broker {
       store: this.store,
       registry: o.registry,
       // moves: identity key rotation (PROTOCOL.md §5.7) is offered to every hello that asks
-      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES, kems: this.config.kems, moves: true },
+      offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES, channelTypes: this.config.channelTypes, kems: this.config.kems, moves: true },
       handlers: this.#handlers,
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
       hellosTotal: new FairWindow(limits.hellosPerSecond, 1000),
@@ -436,7 +436,7 @@ export class Broker {
           ...(this.#serverKeyNext
             ? { next_server_key: { fingerprint: this.#serverKeyNext.key.public.fingerprint, not_before: this.#serverKeyNext.notBefore } }
             : {}),
-          channel_types: [ChannelType.aes256gcm],
+          channel_types: this.config.channelTypes,
           kems: this.config.kems,
           key_types: keyTypes,
           features: SERVER_FEATURES,

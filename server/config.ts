@@ -5,7 +5,7 @@
  */
 import { homedir, hostname } from "node:os";
 import { join } from "node:path";
-import { type KemType, MAX_FRAME_BYTES, kemTypes } from "../shared/frames.js";
+import { type ChannelType, type KemType, MAX_FRAME_BYTES, channelTypes as allChannelTypes, isChannelType, kemTypes } from "../shared/frames.js";
 
 export interface Limits {
   /** Largest WebSocket message accepted (bytes); larger closes with 1009. */
@@ -61,6 +61,11 @@ export interface BrokerConfig {
   trustProxy: boolean;
   /** Application pushes kept per identity for clients that are away (count and age). */
   pushWindow: { count: number; ageMs: number };
+  /**
+   * Channel types this node grants (PROTOCOL.md §5.1: the client's order picks
+   * among them). Default: every type. Resumes of existing channels keep their type.
+   */
+  channelTypes: readonly ChannelType[];
   /** KEM types accepted in a hello (PROTOCOL.md §5.3): default all, X-Wing included (issue 15). */
   kems: readonly KemType[];
   limits: Limits;
@@ -106,6 +111,7 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
     node: input.node ?? `${hostname()}:${process.pid}`,
     trustProxy: input.trustProxy ?? false,
     pushWindow: { count: 1000, ageMs: 3600_000, ...input.pushWindow },
+    channelTypes: input.channelTypes ?? allChannelTypes,
     kems: input.kems ?? kemTypes,
     limits: { ...defaultLimits, ...input.limits },
   };
@@ -118,7 +124,23 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
   for (const [k, v] of Object.entries(c.limits)) integer(k, v, 1, 2 ** 31);
   integer("push-window-count", c.pushWindow.count, 1, 1_000_000);
   integer("push-window-age", c.pushWindow.ageMs, 1000, 30 * 86400_000);
+  checkChannelTypes(c.channelTypes);
   return c;
+}
+
+/** `--channel-types`: a non-empty list of exact type names, no repeats. */
+function checkChannelTypes(v: unknown): void {
+  const expected = `a non-empty list of ${allChannelTypes.join(", ")}`;
+  if (!Array.isArray(v) || v.length === 0) throw new Error(`setting channel-types: expected ${expected}`);
+  for (const t of v) if (!isChannelType(t)) throw new Error(`setting channel-types: expected ${expected}, got ${JSON.stringify(String(t)).slice(0, 80)}`);
+  if (new Set(v).size !== v.length) throw new Error(`setting channel-types: a type is listed twice`);
+}
+
+/** Parses the `--channel-types` option: names separated by commas. @throws Error naming the setting. */
+export function parseChannelTypes(text: string): ChannelType[] {
+  const list = text.split(",").map((t) => t.trim()).filter((t) => t !== "");
+  checkChannelTypes(list);
+  return list as ChannelType[];
 }
 
 function integer(name: string, v: unknown, min: number, max: number): void {

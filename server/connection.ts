@@ -14,15 +14,16 @@ import type { WebSocket } from "ws";
 import { CloseCode, ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { b64u, fromB64u, wipe } from "../shared/encoding.js";
 import { randomBytes, wirePublicKey } from "../shared/crypto.js";
-import { FrameKind, type BindingKeys, deriveBinding, innerText, openFrameBytes, sealBinaryFrame, sealFrame } from "../shared/channel.js";
+import { FrameKind, type BindingKeys, deriveBinding, frameNonce, innerText, sealBinaryFrame } from "../shared/channel.js";
 import {
   type ClientFrame,
   Feature,
   type Hello,
   type InnerPush,
+  type InnerRequest,
   type InnerResponse,
+  type ChannelType,
   MAX_INNER_BYTES,
-  MAX_SEQ,
   type NoticeKind,
   type Proof,
   type RequestFrame,
@@ -155,6 +156,26 @@ export class Connection {
   #enqueue(data: Buffer, isBinary: boolean): void {
     if (this.#closed) return;
     this.#lastFrameAt = Date.now();
+    if (this.#queued === 0) {
+      // Nothing ahead of this frame: handle it now, on this tick (issue 13: a request on a bound
+      // channel needs no promise up to its handler). Only what must wait (a store call, a WebCrypto
+      // engine) becomes the head of the queue, so order is kept as on the queued path.
+      this.#queued = 1;
+      let r: void | Promise<void>;
+      try {
+        r = this.#onMessage(data, isBinary);
+      } catch (e) {
+        this.#queued = 0;
+        this.#fail(e);
+        return;
+      }
+      if (r === undefined) {
+        this.#queued = 0;
+        return;
+      }
+      this.#queue = r.catch((e: unknown) => this.#fail(e)).finally(this.#dequeued);
+      return;
+    }
     if (++this.#queued > this.#ctx.config.limits.queuedFramesPerConnection) {
       this.#fail(new PsimbolsError(ErrorCode.tooMany, "too many frames queued on this connection", { close: CloseCode.tooMany }));
       return;
@@ -162,13 +183,16 @@ export class Connection {
     this.#queue = this.#queue
       .then(() => (this.#closed ? undefined : this.#onMessage(data, isBinary)))
       .catch((e: unknown) => this.#fail(e))
-      .finally(() => {
-        // Nothing queued: an idle socket keeps no promise of its own, only the shared settled one.
-        if (--this.#queued === 0) this.#queue = SETTLED;
-      });
+      .finally(this.#dequeued);
   }
 
-  async #onMessage(data: Buffer, isBinary: boolean): Promise<void> {
+  /** A queued frame is done. Nothing queued: an idle socket keeps no promise of its own, only the shared settled one. */
+  readonly #dequeued = (): void => {
+    if (--this.#queued === 0) this.#queue = SETTLED;
+  };
+
+  /** Handles one frame: synchronously where it can (a request), else the promise of its handling. Throws what it refuses. */
+  #onMessage(data: Buffer, isBinary: boolean): void | Promise<void> {
     let frame: ClientFrame;
     if (isBinary) {
       // Binary frames are requests of a binding that agreed on the `binary` feature (§4.11).
@@ -285,14 +309,14 @@ export class Connection {
       id: channelId(),
       identity,
       key,
-      type: "AES-256-GCM",
+      type: p.channelType,
       validUntil: now + ttl * 1000,
       ttl,
       node: config.node,
       ...(app ? { app: app.app } : {}),
     };
     if (previous && renewal) (this.#selfRetired ??= new Set()).add(previous.channel.id);
-    const keys = await deriveBinding(key, rec.id, p.nonceC, p.nonceS);
+    const keys = await deriveBinding(key, rec.id, p.nonceC, p.nonceS, rec.type);
     // Sealed before the channel is written and indexed: from #install to #send below nothing
     // awaits, so no notice for the new channel (a `replaced` from a concurrent handshake of the
     // same key) can reach the client before the `established` that grants it.
@@ -367,11 +391,16 @@ export class Connection {
     // An unknown or expired channel is answered like a known one, with keys nobody holds, so that to
     // an outsider unknown, expired and retired channels look the same (DESIGN.md §7): the first
     // request fails with `unauthorised` either way; only the channel's holder learns more (§6.5).
-    const rec = (await this.#store(() => this.#ctx.store.getChannel(f.channel))) ?? phantom(f.channel, this.#ctx.config.node);
+    const rec = (await this.#store(() => this.#ctx.store.getChannel(f.channel))) ?? phantom(f.channel, this.#ctx.config.node, this.#ctx.config.channelTypes[0]!);
     const nonceS = randomBytes(SERVER_NONCE_BYTES);
     this.#resumeLastPush = f.last_push;
-    const keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS);
-    wipe(rec.key); // the binding keeps only its traffic keys (records from the store are copies)
+    // The channel's own type, whatever this node would choose today (§6.5).
+    let keys: BindingKeys;
+    try {
+      keys = await deriveBinding(rec.key, rec.id, fromB64u(f.nonce, "nonce"), nonceS, rec.type);
+    } finally {
+      wipe(rec.key); // the binding keeps only its traffic keys (records from the store are copies)
+    }
     // Features of this binding: what the resume asks for and this node offers (§4.11).
     const features = f.features?.filter((x) => this.#ctx.offer.features?.includes(x));
     const binary = features?.includes(Feature.binary) ?? false;
@@ -379,42 +408,82 @@ export class Connection {
     this.#send({ type: "resumed", source: this.#ctx.config.source, channel: rec.id, nonce: b64u(nonceS), ...(features ? { features } : {}) });
   }
 
-  async #onRequest(f: RequestFrame): Promise<void> {
+  /**
+   * A request: checks, opens and dispatches it on this tick where the engine is
+   * synchronous (node:crypto, libsodium) and the binding is active; a promise
+   * only where something must be awaited (a WebCrypto engine, a resume's activation).
+   */
+  #onRequest(f: RequestFrame): void | Promise<void> {
     const b = this.#binding?.channel.id === f.channel ? this.#binding : this.#old?.channel.id === f.channel ? this.#old : undefined;
-    const where = { seq: f.seq, channel: f.channel };
+    // Past the binding's cap (§6.4: 2^24 for AES-256-GCM, 2^32 − 1 for ChaCha20-Poly1305): a protocol violation, as a seq past the wire's.
+    if (b && f.seq > b.keys.maxSeq) {
+      throw new PsimbolsError(ErrorCode.badRequest, `"seq" expected integer in 1..${b.keys.maxSeq} for ${b.keys.type}`, { close: CloseCode.badRequest });
+    }
     if (!b || b.dead || b.channel.validUntil <= Date.now() || f.seq <= b.lastSeq) {
       this.#ctx.stats.requests.unauthorised++;
-      return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
+      return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), { seq: f.seq, channel: f.channel });
     }
-    let plaintext: Uint8Array;
+    let opened: Uint8Array | Promise<Uint8Array>;
     try {
-      plaintext = await openFrameBytes(b.keys.c2s, FrameKind.request, f.seq, f.channel, f.request);
+      opened = b.keys.c2s.open(frameNonce(FrameKind.request, f.seq), f.channel, f.request);
     } catch (e) {
-      this.#ctx.stats.requests.unauthorised++;
-      return this.#sendError(e instanceof PsimbolsError ? e : new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
+      return this.#refused(e, f);
     }
+    if (opened instanceof Uint8Array) return this.#opened(b, f, opened);
+    return opened.then(
+      (pt) => this.#opened(b, f, pt),
+      (e: unknown) => this.#refused(e, f),
+    );
+  }
+
+  /** A request that did not open: `unauthorised` (or the engine's `bad_request`), nothing consumed. */
+  #refused(e: unknown, f: RequestFrame): void {
+    this.#ctx.stats.requests.unauthorised++;
+    this.#sendError(e instanceof PsimbolsError ? e : new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), { seq: f.seq, channel: f.channel });
+  }
+
+  #opened(b: Binding, f: RequestFrame, plaintext: Uint8Array): void | Promise<void> {
     // Consumed once authenticated, whatever comes next: a refused frame never becomes valid later.
     b.lastSeq = f.seq;
     let text: string;
     try {
       text = innerText(plaintext);
     } catch (e) {
-      return this.#sendError(e as PsimbolsError, where);
+      return this.#sendError(e as PsimbolsError, { seq: f.seq, channel: f.channel });
     }
     if (this.#inFlight >= this.#ctx.config.limits.inFlightPerConnection) {
       this.#ctx.stats.requests.tooMany++;
-      return this.#sendError(new PsimbolsError(ErrorCode.tooMany, "too many requests in flight on this connection"), where);
+      return this.#sendError(new PsimbolsError(ErrorCode.tooMany, "too many requests in flight on this connection"), { seq: f.seq, channel: f.channel });
     }
-    if (!b.active && !(await this.#activateResume(b))) {
-      return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), where);
+    if (!b.active) {
+      return this.#activateResume(b).then((ok) =>
+        ok ? this.#dispatch(b, f.seq, text) : this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), { seq: f.seq, channel: f.channel }),
+      );
     }
+    this.#dispatch(b, f.seq, text);
+  }
+
+  /** Runs the handler; requests then run concurrently, bounded by `inFlightPerConnection`. */
+  #dispatch(b: Binding, seq: number, text: string): void {
     this.#inFlight++;
-    void this.#handle(b, f.seq, text)
-      .catch((e: unknown) => this.#log.error("request failed", { error: e instanceof Error ? e.message : String(e) }))
-      .finally(() => {
-      this.#inFlight--;
-      if (this.#old && this.#inFlight === 0) this.#retireOld();
-    });
+    let r: void | Promise<void>;
+    try {
+      r = this.#handle(b, seq, text);
+    } catch (e) {
+      this.#requestFailed(e);
+      return this.#handled();
+    }
+    if (r === undefined) return this.#handled();
+    r.catch((e: unknown) => this.#requestFailed(e)).finally(() => this.#handled());
+  }
+
+  #requestFailed(e: unknown): void {
+    this.#log.error("request failed", { error: e instanceof Error ? e.message : String(e) });
+  }
+
+  #handled(): void {
+    this.#inFlight--;
+    if (this.#old && this.#inFlight === 0) this.#retireOld();
   }
 
   /** First authenticated frame of a resume: the binding takes over the channel (§6.5). */
@@ -447,41 +516,69 @@ export class Connection {
     return true;
   }
 
-  async #handle(b: Binding, seq: number, text: string): Promise<void> {
-    let inner: InnerResponse;
-    const started = process.hrtime.bigint();
+  /**
+   * Decodes the inner request, runs its handler and seals the answer. On this
+   * tick when the handler returns a value (not a promise); `channel.close`
+   * and async handlers make it a promise.
+   */
+  #handle(b: Binding, seq: number, text: string): void | Promise<void> {
+    const started = performance.now();
+    let req: InnerRequest;
     try {
-      const req = decodeInnerRequest(text);
-      const ctx: HandlerContext = {
-        identity: b.channel.identity,
-        channel: b.channel.id,
-        connection: this.id,
-        node: this.#ctx.config.node,
-        op: req.op,
-        requestId: `req_${b.channel.id}.${this.id}.${seq}`,
-        publicKey: b.channel.app?.publicKey,
-        info: b.channel.app?.info,
-      };
-      if (req.op === "channel.close") {
-        (this.#selfRetired ??= new Set()).add(b.channel.id);
-        b.dead = "closed";
-        if (await this.#store(() => this.#ctx.store.retire(b.channel.id, "closed"))) this.#ctx.events.emit(EventType.closed, b.channel.identity, { channel: b.channel.id });
-        inner = { data: { closed: true } };
-      } else {
-        const handler = this.#ctx.handlers.get(req.op) ?? this.#ctx.upstream?.route(req.op);
-        if (!handler) throw new PsimbolsError(ErrorCode.notFound, "no handler for this op");
-        inner = { data: (await handler(req.data, ctx)) ?? null };
-      }
-      this.#ctx.stats.requests.ok++;
+      req = decodeInnerRequest(text);
     } catch (e) {
-      if (e instanceof PsimbolsError) inner = { error: { code: e.code, message: e.message } };
-      else {
-        this.#log.error("handler failed", { error: e instanceof Error ? e.message : String(e) });
-        inner = { error: { code: ErrorCode.internal, message: "the handler failed" } };
-      }
-      this.#ctx.stats.requests.failed++;
+      return this.#answer(b, seq, this.#failure(e), started);
     }
-    this.#ctx.observeLatency(Number(process.hrtime.bigint() - started) / 1e9);
+    if (req.op === "channel.close") {
+      (this.#selfRetired ??= new Set()).add(b.channel.id);
+      b.dead = "closed";
+      return this.#store(() => this.#ctx.store.retire(b.channel.id, "closed")).then(
+        (retired) => {
+          if (retired) this.#ctx.events.emit(EventType.closed, b.channel.identity, { channel: b.channel.id });
+          return this.#answer(b, seq, { data: { closed: true } }, started);
+        },
+        (e: unknown) => this.#answer(b, seq, this.#failure(e), started),
+      );
+    }
+    const handler = this.#ctx.handlers.get(req.op) ?? this.#ctx.upstream?.route(req.op);
+    if (!handler) return this.#answer(b, seq, this.#failure(new PsimbolsError(ErrorCode.notFound, "no handler for this op")), started);
+    const ctx: HandlerContext = {
+      identity: b.channel.identity,
+      channel: b.channel.id,
+      connection: this.id,
+      node: this.#ctx.config.node,
+      op: req.op,
+      requestId: `req_${b.channel.id}.${this.id}.${seq}`,
+      publicKey: b.channel.app?.publicKey,
+      info: b.channel.app?.info,
+    };
+    let result: unknown;
+    try {
+      result = handler(req.data, ctx);
+    } catch (e) {
+      return this.#answer(b, seq, this.#failure(e), started);
+    }
+    if (isThenable(result)) {
+      return Promise.resolve(result).then(
+        (v) => this.#answer(b, seq, { data: v ?? null }, started),
+        (e: unknown) => this.#answer(b, seq, this.#failure(e), started),
+      );
+    }
+    return this.#answer(b, seq, { data: result ?? null }, started);
+  }
+
+  /** A handler's failure as an inner error: a PsimbolsError's code, anything else `internal` (logged, not sent). */
+  #failure(e: unknown): InnerResponse {
+    if (e instanceof PsimbolsError) return { error: { code: e.code, message: e.message } };
+    this.#log.error("handler failed", { error: e instanceof Error ? e.message : String(e) });
+    return { error: { code: ErrorCode.internal, message: "the handler failed" } };
+  }
+
+  /** Counts, times, serialises (bounded by MAX_INNER_BYTES) and seals the inner response. */
+  #answer(b: Binding, seq: number, inner: InnerResponse, started: number): void | Promise<void> {
+    if ("error" in inner) this.#ctx.stats.requests.failed++;
+    else this.#ctx.stats.requests.ok++;
+    this.#ctx.observeLatency((performance.now() - started) / 1000);
     if (this.#closed) return;
     let out: string;
     try {
@@ -491,12 +588,13 @@ export class Connection {
       this.#log.error("handler result is not JSON", { error: e instanceof Error ? e.message : String(e) });
       out = JSON.stringify({ error: { code: ErrorCode.internal, message: "the handler failed" } });
     }
-    if (Buffer.byteLength(out) > MAX_INNER_BYTES) {
+    // One byte of UTF-8 per UTF-16 unit at least, three at most: only a long answer needs counting.
+    if (out.length * 3 > MAX_INNER_BYTES && Buffer.byteLength(out) > MAX_INNER_BYTES) {
       // Sealed, it would pass the frame limit, and the client would close the socket (1009).
       this.#log.error("handler result too large", { bytes: Buffer.byteLength(out), limit: MAX_INNER_BYTES });
       out = JSON.stringify({ error: { code: ErrorCode.internal, message: `the response is larger than ${MAX_INNER_BYTES} bytes` } });
     }
-    await this.#sendSealed(b, "response", seq, out);
+    return this.#sendSealed(b, "response", seq, out);
   }
 
   // ------------------------------------------------------------ from the broker
@@ -697,15 +795,29 @@ export class Connection {
 
   /** Sends the JSON text of an inner push (§7). */
   async #sendPush(b: Binding, inner: string): Promise<void> {
-    if (b.pushSeq >= MAX_SEQ) return this.close(CloseCode.tooMany, "push limit of this binding reached; resume");
+    if (b.pushSeq >= b.keys.maxSeq) return this.close(CloseCode.tooMany, "push limit of this binding reached; resume");
     await this.#sendSealed(b, "push", ++b.pushSeq, inner);
   }
 
   /** Seals an inner payload under `b`'s s2c key and writes it: a binary frame where `b` agreed on it (§4.11), else JSON. */
-  async #sendSealed(b: Binding, type: "response" | "push", seq: number, text: string): Promise<void> {
+  /**
+   * Seals an inner payload under `b`'s s2c key and writes it, one `send` per
+   * frame: a binary frame where `b` agreed on it (§4.11), else JSON. On this
+   * tick with a synchronous engine; a promise with WebCrypto's.
+   */
+  #sendSealed(b: Binding, type: "response" | "push", seq: number, text: string): void | Promise<void> {
     const kind = type === "response" ? FrameKind.response : FrameKind.push;
-    if (b.binary) return this.#write(await sealBinaryFrame(b.keys, kind, seq, text));
-    const ct = await sealFrame(b.keys.s2c, kind, seq, b.channel.id, text);
+    if (b.binary) {
+      const frame = sealBinaryFrame(b.keys, kind, seq, text);
+      if (frame instanceof Uint8Array) return this.#write(frame);
+      return frame.then((f) => this.#write(f));
+    }
+    const ct = b.keys.s2c.seal(frameNonce(kind, seq), b.channel.id, text);
+    if (typeof ct === "string") return this.#sendJsonFrame(b, type, seq, ct);
+    return ct.then((c) => this.#sendJsonFrame(b, type, seq, c));
+  }
+
+  #sendJsonFrame(b: Binding, type: "response" | "push", seq: number, ct: string): void {
     const { source } = this.#ctx.config;
     const channel = b.channel.id;
     this.#send(type === "response" ? { type, source, channel, seq, response: ct } : { type, source, channel, seq, push: ct });
@@ -848,8 +960,8 @@ export class Connection {
 }
 
 /** A stand-in record for a resume of an unknown channel: a random key, no identity; never stored. */
-function phantom(id: string, node: string): ChannelRecord {
-  return { id, identity: "", key: randomBytes(32), type: "AES-256-GCM", validUntil: Date.now() + 60_000, ttl: 60, node };
+function phantom(id: string, node: string, type: ChannelType): ChannelRecord {
+  return { id, identity: "", key: randomBytes(32), type, validUntil: Date.now() + 60_000, ttl: 60, node };
 }
 
 /** Zeroes a finished binding's traffic keys where the engine can (node:crypto keys can; CryptoKeys cannot). */
@@ -868,6 +980,10 @@ function bound(rec: ChannelRecord): BoundChannel {
   return rec.app
     ? { id: rec.id, identity: rec.identity, validUntil: rec.validUntil, node: rec.node, app: rec.app }
     : { id: rec.id, identity: rec.identity, validUntil: rec.validUntil, node: rec.node };
+}
+
+function isThenable(x: unknown): x is PromiseLike<unknown> {
+  return typeof x === "object" && x !== null && typeof (x as { then?: unknown }).then === "function";
 }
 
 function withClose(e: unknown, close: CloseCode): unknown {

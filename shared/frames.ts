@@ -28,8 +28,13 @@ export const MAX_LIST_ITEMS = 16;
 export const MAX_TOKEN_CHARS = 64;
 /** Largest signature accepted (RSA-4096 is 512 bytes). */
 export const MAX_SIGNATURE_BYTES = 512;
-/** Frames per binding and direction (TLS 1.3's AES-GCM record limit, rounded down). PROTOCOL.md §6.4. */
+/** Frames per binding and direction for AES-256-GCM (TLS 1.3's AES-GCM record limit, rounded down). PROTOCOL.md §6.4. */
 export const MAX_SEQ = 2 ** 24;
+/**
+ * Largest seq any frame may carry: the 4-byte seq of a binary frame (§4.11)
+ * and of the nonce (§6.3). A binding's own cap, {@link maxSeqFor}, may be lower.
+ */
+export const MAX_WIRE_SEQ = 2 ** 32 - 1;
 /** Channel ids are 16 random bytes, base64url: 22 characters. */
 export const CHANNEL_ID_CHARS = 22;
 export const CHANNEL_ID_BYTES = 16;
@@ -58,13 +63,38 @@ export type Feature = (typeof Feature)[keyof typeof Feature];
 /** Bytes before the ciphertext in a binary channel frame: kind, channel id, seq. */
 export const BINARY_HEADER_BYTES = 1 + CHANNEL_ID_BYTES + 4;
 
-/** Channel types. `AES` is the original design's alias for `AES-256-GCM`. */
-export const ChannelType = { aes256gcm: "AES-256-GCM" } as const;
+/**
+ * Channel types (PROTOCOL.md §6.3): AES-256-GCM (NIST SP 800-38D) and
+ * ChaCha20-Poly1305 (RFC 8439 §2.8), each with a 32-byte key, a 12-byte nonce
+ * and a 16-byte tag. `AES` is the original design's alias for `AES-256-GCM`.
+ */
+export const ChannelType = { aes256gcm: "AES-256-GCM", chacha20poly1305: "ChaCha20-Poly1305" } as const;
 export type ChannelType = (typeof ChannelType)[keyof typeof ChannelType];
+export const channelTypes: readonly ChannelType[] = Object.values(ChannelType);
 const CHANNEL_TYPE_ALIASES: ReadonlyMap<string, ChannelType> = new Map([
   ["AES", "AES-256-GCM"],
   ["AES-256-GCM", "AES-256-GCM"],
+  ["ChaCha20-Poly1305", "ChaCha20-Poly1305"],
 ]);
+/**
+ * Frames per binding and direction, by channel type (PROTOCOL.md §6.4).
+ * AES-256-GCM: 2^24, TLS 1.3's record limit per key (RFC 8446 §5.5, 2^24.5,
+ * rounded down), which keeps the attacker's advantage against the AEAD's
+ * confidentiality below about 2^-57 for full-size frames. ChaCha20-Poly1305:
+ * RFC 8446 §5.5 sets no practical limit ("the record sequence number would
+ * wrap before the safety limit is reached"; RFC 8439 §4 bounds the forgery
+ * probability per frame, not the frame count), so the cap is what the 4-byte
+ * seq of the wire allows, 2^32 − 1.
+ */
+export const MAX_SEQ_BY_TYPE: Readonly<Record<ChannelType, number>> = { "AES-256-GCM": MAX_SEQ, "ChaCha20-Poly1305": MAX_WIRE_SEQ };
+/** The per-binding frame cap of a channel type. */
+export function maxSeqFor(type: ChannelType): number {
+  return MAX_SEQ_BY_TYPE[type];
+}
+/** True for the exact name of a channel type (not an alias): what a challenge, a grant and a store record carry. */
+export function isChannelType(name: unknown): name is ChannelType {
+  return name === ChannelType.aes256gcm || name === ChannelType.chacha20poly1305;
+}
 /** The channel type an offered name stands for, or undefined (a Map: no prototype keys such as `toString`). */
 export function channelTypeFor(name: string): ChannelType | undefined {
   return CHANNEL_TYPE_ALIASES.get(name);
@@ -369,7 +399,7 @@ export function decodeClientFrame(text: string): ClientFrame {
       return p;
     }
     case FrameType.request:
-      return { type: "request", channel: channelId(o), seq: int(o, "seq", 1, MAX_SEQ), request: ciphertext(o, "request") };
+      return { type: "request", channel: channelId(o), seq: int(o, "seq", 1, MAX_WIRE_SEQ), request: ciphertext(o, "request") };
     case FrameType.resume: {
       const r: Resume = { type: "resume", channel: channelId(o), nonce: b64Field(o, "nonce", MIN_NONCE_BYTES, MAX_NONCE_BYTES) };
       if (o.last_push !== undefined) r.last_push = int(o, "last_push", 0, Number.MAX_SAFE_INTEGER);
@@ -387,7 +417,7 @@ export function decodeServerFrame(text: string): ServerFrame {
   switch (o.type) {
     case FrameType.challenge: {
       const ct = str(o, "channel_type", MAX_TOKEN_CHARS);
-      if (ct !== ChannelType.aes256gcm) throw badField("channel_type", ChannelType.aes256gcm);
+      if (!isChannelType(ct)) throw badField("channel_type", channelTypes.join(" or "));
       const c: Challenge = {
         type: "challenge",
         source: str(o, "source", 2048),
@@ -408,7 +438,7 @@ export function decodeServerFrame(text: string): ServerFrame {
         type: "response",
         source: str(o, "source", 2048),
         channel: channelId(o),
-        seq: int(o, "seq", 1, MAX_SEQ),
+        seq: int(o, "seq", 1, MAX_WIRE_SEQ),
         response: ciphertext(o, "response"),
       };
     case FrameType.push:
@@ -416,7 +446,7 @@ export function decodeServerFrame(text: string): ServerFrame {
         type: "push",
         source: str(o, "source", 2048),
         channel: channelId(o),
-        seq: int(o, "seq", 1, MAX_SEQ),
+        seq: int(o, "seq", 1, MAX_WIRE_SEQ),
         push: ciphertext(o, "push"),
       };
     case FrameType.resumed: {
@@ -432,7 +462,7 @@ export function decodeServerFrame(text: string): ServerFrame {
     case FrameType.error: {
       const e = obj(o.error, "error");
       const f: ErrorFrame = { type: "error", error: { code: str(e, "code", MAX_TOKEN_CHARS, "error.code"), message: str(e, "message", 1024, "error.message") } };
-      if (o.seq !== undefined) f.seq = int(o, "seq", 1, MAX_SEQ);
+      if (o.seq !== undefined) f.seq = int(o, "seq", 1, MAX_WIRE_SEQ);
       if (o.channel !== undefined) f.channel = str(o, "channel", CHANNEL_ID_CHARS);
       return f;
     }
@@ -456,7 +486,11 @@ export function encodeBinaryHeader(kind: 1 | 2 | 3, channel: Uint8Array, seq: nu
   const h = new Uint8Array(BINARY_HEADER_BYTES);
   h[0] = kind;
   h.set(channel, 1);
-  new DataView(h.buffer).setUint32(1 + CHANNEL_ID_BYTES, seq, false);
+  // uint32_be(seq), byte by byte: no DataView per frame (issue 13)
+  h[17] = seq >>> 24;
+  h[18] = (seq >>> 16) & 0xff;
+  h[19] = (seq >>> 8) & 0xff;
+  h[20] = seq & 0xff;
   return h;
 }
 
@@ -465,8 +499,8 @@ function decodeBinary(bytes: Uint8Array, accept: readonly ("request" | "response
   if (bytes.length < BINARY_HEADER_BYTES + 16) throw badField("frame", `binary frame of at least ${BINARY_HEADER_BYTES + 16} bytes`);
   const type = BINARY_TYPES[bytes[0]!];
   if (!type || !accept.includes(type)) throw new PsimbolsError(ErrorCode.badRequest, `binary frame kind is not one this side accepts`);
-  const seq = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1 + CHANNEL_ID_BYTES, false);
-  if (seq < 1 || seq > MAX_SEQ) throw badField("seq", `integer in 1..${MAX_SEQ}`);
+  const seq = (bytes[17]! * 0x1000000 + (bytes[18]! << 16) + (bytes[19]! << 8) + bytes[20]!) >>> 0; // uint32_be, no DataView per frame
+  if (seq < 1) throw badField("seq", `integer in 1..${MAX_WIRE_SEQ}`);
   return { type, channel: b64u(bytes.subarray(1, 1 + CHANNEL_ID_BYTES)), seq, ct: bytes.subarray(BINARY_HEADER_BYTES) };
 }
 
@@ -487,7 +521,7 @@ export function decodeGrant(text: string): Grant {
   const o = obj(JSONparse(text), "grant");
   const key = obj(o.key, "key");
   const kt = str(key, "type", MAX_TOKEN_CHARS, "key.type");
-  if (kt !== ChannelType.aes256gcm) throw badField("key.type", ChannelType.aes256gcm);
+  if (!isChannelType(kt)) throw badField("key.type", channelTypes.join(" or "));
   const data = str(key, "data", 64, "key.data");
   if (fromB64u(data, "key.data").length !== 32) throw badField("key.data", "32 bytes");
   const validUntil = str(o, "valid_until", 64);

@@ -29,6 +29,7 @@ import {
 } from "./crypto.js";
 import {
   channelTypeFor,
+  channelTypes,
   type Challenge,
   type ChannelType,
   type Established,
@@ -45,6 +46,7 @@ import {
 } from "./frames.js";
 import { type NextKey, nextKeyTranscript, verifyNextKey } from "./server-key-next.js";
 import { signMove, verifyMove } from "./identity-move.js";
+import { engineChannelTypes } from "./channel.js";
 import { type HpkeSender, type KemKeyPair, type KemPublicKey, KEM_PUBLIC_BYTES } from "./hpke.js";
 
 /** The longest KEM public key (X-Wing's 1216 bytes). */
@@ -127,6 +129,8 @@ export interface ServerOffer {
   moves?: boolean;
   /** Features the server supports; the challenge carries the intersection with the hello's. */
   features?: readonly string[];
+  /** Channel types the server accepts (any order: the client's order decides, §5.1). Default: every type. */
+  channelTypes?: readonly ChannelType[];
   /** KEM types accepted in a hello; default all of {@link kemTypes}, X-Wing included (issue 15). */
   kems?: readonly KemType[];
 }
@@ -145,13 +149,19 @@ export interface PendingHandshake {
   readonly moveTo?: PublicKey | undefined;
 }
 
-/** Picks the first offered channel type the server accepts, or throws `unsupported`. */
-export function chooseChannelType(offered: readonly string[]): ChannelType {
+/**
+ * Picks the channel type (PROTOCOL.md §5.1): the first of the client's offered
+ * names, in the client's order, that stands for a type the server accepts;
+ * names it does not know are skipped. None: `unsupported`, naming what the
+ * server accepts.
+ */
+export function chooseChannelType(offered: readonly string[], accepted: readonly ChannelType[] = channelTypes): ChannelType {
   for (const t of offered) {
     const c = channelTypeFor(t);
-    if (c) return c;
+    if (c && accepted.includes(c)) return c;
   }
-  throw new PsimbolsError(ErrorCode.unsupported, `no acceptable channel type offered; accepted: ${CT.aes256gcm} (alias AES)`);
+  const names = accepted.map((t) => (t === CT.aes256gcm ? `${t} (alias AES)` : t)).join(", ");
+  throw new PsimbolsError(ErrorCode.unsupported, `no acceptable channel type offered; accepted: ${names}`);
 }
 
 /**
@@ -169,7 +179,7 @@ export async function acceptHello(
   if (hello.version !== PROTOCOL_VERSION) {
     throw new PsimbolsError(ErrorCode.unsupported, `protocol version not supported; accepted: ${PROTOCOL_VERSION}`);
   }
-  const channelType = chooseChannelType(hello.channel_types);
+  const channelType = chooseChannelType(hello.channel_types, offer.channelTypes);
   const kem = hello.kem.type as KemType;
   const kems = offer.kems ?? kemTypes;
   if (!kems.includes(kem)) throw new PsimbolsError(ErrorCode.unsupported, `kem.type not supported; accepted: ${kems.join(", ")}`);
@@ -231,6 +241,7 @@ export async function sealGrant(p: PendingHandshake, proofSig: Uint8Array, grant
 // ------------------------------------------------------------------ client
 
 export interface HelloOptions {
+  /** Offered in this order of preference. Default: the installed engine's ({@link engineChannelTypes}). */
   channelTypes?: readonly string[];
   kem?: KemType;
   features?: readonly string[];
@@ -261,6 +272,8 @@ export interface ClientProof {
   readonly features: string[];
   /** The successor key the server's verified statement named (§5.6), when it sent one. */
   readonly nextKey: NextKey | undefined;
+  /** The channel type the server chose (signed in the transcript). */
+  readonly channelType: ChannelType;
   readonly aad: Uint8Array;
   readonly enc: Uint8Array;
   readonly info: Uint8Array;
@@ -280,7 +293,7 @@ export async function createHello(identity: SigningKey, o: HelloOptions = {}): P
     type: "hello",
     version: PROTOCOL_VERSION,
     public_key: wirePublicKey(identity.public),
-    channel_types: [...(o.channelTypes ?? [CT.aes256gcm])],
+    channel_types: [...(o.channelTypes ?? engineChannelTypes())],
     kem: { type: kem, data: b64u(kemPair.publicKey) },
     nonce: b64u(nonceC),
     features,
@@ -327,7 +340,7 @@ export async function answerChallenge(
   const moveSig = h.moveTo ? await signMove(h.moveTo, tChal, serverSig) : undefined;
   return {
     proof: { type: "proof", signature: b64u(sigC), ...(moveSig ? { move_signature: b64u(moveSig) } : {}) },
-    state: { hello: h, nonceS: fromB64u(c.nonce, "nonce"), serverKey, features: c.features, nextKey, aad, enc, info },
+    state: { hello: h, nonceS: fromB64u(c.nonce, "nonce"), serverKey, features: c.features, channelType: c.channel_type, nextKey, aad, enc, info },
   };
 }
 
@@ -344,6 +357,9 @@ export async function openGrant(p: ClientProof, e: Established): Promise<{ grant
     grant = decodeGrant(fromUtf8(pt));
   } finally {
     wipe(pt);
+  }
+  if (grant.key.type !== p.channelType) {
+    throw new PsimbolsError(ErrorCode.protocol, "the grant's key type is not the channel type of the challenge");
   }
   return { grant, channelKey: fromB64u(grant.key.data, "key.data") };
 }

@@ -45,6 +45,7 @@ import { createHash } from "node:crypto";
 import type { Redis, RedisOptions } from "ioredis";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { fromUtf8, utf8 } from "../../shared/encoding.js";
+import { channelTypes, isChannelType } from "../../shared/frames.js";
 import { PUSH_SEQ_TTL_MS, checkAfter, checkPush } from "./memory-store.js";
 import { type ChannelApp, type ChannelRecord, type KeptPush, type PushWindow, type RetireReason, type Store, type StoreEvent, type StoreLogger, silentStoreLogger } from "./store.js";
 import { KeyWrapper, WRAP_OVERHEAD_BYTES, checkWrapKey } from "./wrap.js";
@@ -261,7 +262,6 @@ if need <= 0 then return {last, now, {}} end
 return {last, now, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', need)}
 `);
 
-const CHANNEL_TYPE = "AES-256-GCM";
 /** Attempts of the push compare-and-set before giving up (only concurrent pushes from other nodes make one fail). */
 const PUSH_ATTEMPTS = 100;
 const reasons: ReadonlySet<string> = new Set<RetireReason>(["replaced", "revoked", "closed", "expired"]);
@@ -745,7 +745,7 @@ export class RedisStore implements Store {
     const validUntil = Number(h.validUntil);
     const ttl = Number(h.ttl);
     if (typeof identity !== "string" || typeof key !== "string" || typeof node !== "string") throw new StoreCorruptError("missing field");
-    if (type !== CHANNEL_TYPE) throw new StoreCorruptError("type");
+    if (!isChannelType(type)) throw new StoreCorruptError("type");
     if (!Number.isFinite(validUntil) || !Number.isFinite(ttl)) throw new StoreCorruptError("validUntil or ttl");
     // Redis expires the key at validUntil; this guards a read in the same millisecond.
     if (validUntil <= this.#now()) return undefined;
@@ -946,7 +946,7 @@ function checkRecord(rec: ChannelRecord): void {
   str("rec.identity", rec.identity);
   str("rec.node", rec.node);
   if (!(rec.key instanceof Uint8Array)) throw new TypeError(`"rec.key" expected Uint8Array, got ${typeof rec.key}`);
-  if (rec.type !== CHANNEL_TYPE) throw new RangeError(`"rec.type" expected "${CHANNEL_TYPE}"`);
+  if (!isChannelType(rec.type)) throw new RangeError(`"rec.type" expected ${channelTypes.map((t) => `"${t}"`).join(" or ")}`);
   if (typeof rec.validUntil !== "number" || !Number.isFinite(rec.validUntil)) throw new TypeError(`"rec.validUntil" expected finite number`);
   if (typeof rec.ttl !== "number" || !Number.isFinite(rec.ttl)) throw new TypeError(`"rec.ttl" expected finite number`);
 }

@@ -3,6 +3,7 @@
  * Two implementations pass one contract suite (test/server/store-contract.ts):
  * the embedded memory store and the Redis store. DESIGN.md §6.
  */
+import type { ChannelType } from "../../shared/frames.js";
 
 /** A channel as the store keeps it. `key` is the 32-byte channel key. */
 export interface ChannelRecord {
@@ -10,7 +11,8 @@ export interface ChannelRecord {
   /** Fingerprint of the identity key that proved ownership. */
   readonly identity: string;
   readonly key: Uint8Array;
-  readonly type: "AES-256-GCM";
+  /** The channel type chosen in its handshake: every binding of the channel (a resume too) uses it. */
+  readonly type: ChannelType;
   /** Expiry, milliseconds since the epoch. */
   readonly validUntil: number;
   /** Seconds of life at issue. */

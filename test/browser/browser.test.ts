@@ -11,6 +11,9 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { KeyType, generateSigningKey } from "../../shared/crypto.js";
+import { ChannelType } from "../../shared/frames.js";
+import { sodiumLoaded } from "../../node/chacha.js";
+import { nodeChannelTypes } from "../../node/engines.js";
 import { type Client, connect, generateKeyFile, loadKey } from "../../client/node.js";
 import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { type Proxy, startProxy } from "../helpers/proxy.js";
@@ -66,7 +69,7 @@ t.after(async () => {
 });
 
 /** Opens a client in the page as `window.c`, recording its events in `window.events`. */
-async function connectInPage(url: string, options: { serverKey?: string; kem?: string; imported?: string } = {}): Promise<{ fp: string; channel: string }> {
+async function connectInPage(url: string, options: { serverKey?: string; kem?: string; imported?: string } = {}): Promise<{ fp: string; channel: string; channelType: string }> {
   return page.evaluate(
     async ({ url, options }) => {
       const p = (window as any).psimbols;
@@ -82,7 +85,7 @@ async function connectInPage(url: string, options: { serverKey?: string; kem?: s
       c.on("resumed", (i: any) => ev.push({ type: "resumed", id: i.id }));
       c.on("close", (e: any) => ev.push({ type: "close", code: e.code, error: e.error?.code }));
       (window as any).c = c;
-      return { fp: key.public.fingerprint, channel: c.channel.id };
+      return { fp: key.public.fingerprint, channel: c.channel.id, channelType: c.channel.channelType };
     },
     { url, options },
   );
@@ -116,6 +119,26 @@ async function failingConnect(url: string, options: { serverKey?: string } = {})
     { url, options },
   );
 }
+
+t("against the same broker, the browser agrees on AES-256-GCM (WebCrypto) and the Node client on its first type, ChaCha20-Poly1305 where libsodium runs", async () => {
+  const { channelType } = await connectInPage(broker.url, { serverKey: broker.fingerprint });
+  assert.is(channelType, ChannelType.aes256gcm);
+  assert.equal(await page.evaluate(() => (window as any).c.request("echo", { n: 1 })), { n: 1 });
+  assert.is(operator.channel?.channelType, sodiumLoaded() ? ChannelType.chacha20poly1305 : ChannelType.aes256gcm);
+  assert.ok(operator.channel?.channelType === nodeChannelTypes()[0]);
+  assert.ok(await operator.request("echo", true));
+  // A browser that asks for ChaCha20-Poly1305 is told, before any socket, that WebCrypto cannot run it.
+  const refused = await page.evaluate(async (url) => {
+    const p = (window as any).psimbols;
+    try {
+      await p.connect(url, { key: await p.loadOrCreateKey(), channelTypes: ["ChaCha20-Poly1305"] });
+      return "connected";
+    } catch (e: any) {
+      return e.code;
+    }
+  }, broker.url);
+  assert.is(refused, "unsupported");
+});
 
 t("the bundle is one self-contained ES module and finds Ed25519 and X25519 in this Chromium", async () => {
   const js = readFileSync(join(BUNDLE_DIR, "psimbols.js"), "utf8");

@@ -5,8 +5,10 @@
 import WebSocket from "ws";
 import { type SigningKey, randomBytes } from "../../shared/crypto.js";
 import { b64u, fromB64u, fromUtf8 } from "../../shared/encoding.js";
-import { type BindingKeys, FrameKind, deriveBinding, deriveTrafficKeys, openFrame, sealBinaryFrame, sealFrame } from "../../shared/channel.js";
-import { type Challenge, type Established, type Grant, decodeServerBinary, decodeServerFrame } from "../../shared/frames.js";
+import { createCipheriv } from "node:crypto";
+import { type BindingKeys, FrameKind, deriveBinding, deriveTrafficKeys, frameNonce, openFrame, sealBinaryFrame, sealFrame } from "../../shared/channel.js";
+import { type Challenge, ChannelType, type Established, type Grant, decodeServerBinary, decodeServerFrame, isChannelType } from "../../shared/frames.js";
+import { useNodeCrypto } from "../../node/engines.js";
 import { type HelloOptions, answerChallenge, createHello, openGrant } from "../../shared/handshake.js";
 
 export type Frame = Record<string, any>;
@@ -91,9 +93,32 @@ export interface RawChannel {
   pushSeq: number;
 }
 
+/**
+ * The channel types a raw handshake offers unless told otherwise: AES-256-GCM,
+ * whatever engine this process has installed (a Node `connect` installs
+ * Node's, whose default offer puts ChaCha20-Poly1305 first), so that a test
+ * file gets the same type from its first row to its last. The ChaCha20-Poly1305
+ * run of the hostile matrix sets its own (test/hostile/matrix-chacha.test.ts).
+ */
+let offered: readonly string[] = [ChannelType.aes256gcm];
+/**
+ * `PSIMBOLS_TEST_CHANNEL_TYPE=ChaCha20-Poly1305` runs a whole test file's raw
+ * peers on that type, with the Node engines installed (test/properties/
+ * channel-types.test.ts reruns the property files so).
+ */
+const ENV_TYPE = process.env.PSIMBOLS_TEST_CHANNEL_TYPE;
+if (ENV_TYPE !== undefined) {
+  if (!isChannelType(ENV_TYPE)) throw new Error(`PSIMBOLS_TEST_CHANNEL_TYPE: expected a channel type, got ${JSON.stringify(ENV_TYPE)}`);
+  useNodeCrypto();
+  offered = [ENV_TYPE];
+}
+export function offerChannelTypes(types: readonly string[]): void {
+  offered = [...types];
+}
+
 /** Runs the full handshake on `raw` as `identity`. */
 export async function handshake(raw: Raw, identity: SigningKey, o: HelloOptions = {}): Promise<RawChannel> {
-  const h = await createHello(identity, o);
+  const h = await createHello(identity, { channelTypes: offered, ...o });
   raw.send(fromUtf8(h.bytes));
   const c = decodeServerFrame(JSON.stringify(await raw.next())) as Challenge;
   if (c.type !== "challenge") throw new Error(`expected challenge, got ${JSON.stringify(c)}`);
@@ -107,7 +132,7 @@ export async function handshake(raw: Raw, identity: SigningKey, o: HelloOptions 
 
 /** The channel state of a fresh binding (handshake or resume nonces). */
 export async function rawChannel(grant: Grant, channelKey: Uint8Array, nonceC: Uint8Array, nonceS: Uint8Array): Promise<RawChannel> {
-  const keys = await deriveBinding(channelKey, grant.channel, nonceC, nonceS);
+  const keys = await deriveBinding(channelKey, grant.channel, nonceC, nonceS, grant.key.type);
   const rawKeys = await deriveTrafficKeys(channelKey, grant.channel, nonceC, nonceS);
   return { grant, channelKey, keys, rawKeys, seq: 0, pushSeq: 0 };
 }
@@ -132,6 +157,18 @@ export async function requestFrame(ch: RawChannel, op: string, data?: unknown, s
 /** The binary request frame for `op` (PROTOCOL.md §4.11; does not send it). */
 export async function binaryRequestFrame(ch: RawChannel, op: string, data?: unknown, seq = ++ch.seq): Promise<Uint8Array> {
   return sealBinaryFrame(ch.keys, FrameKind.request, seq, JSON.stringify({ op, data }));
+}
+
+/**
+ * Seals arbitrary bytes (not a string: tests of non-UTF-8 plaintexts) as the
+ * ciphertext || tag of a request under `ch`'s c2s key, with the channel's own
+ * AEAD on node:crypto.
+ */
+export function sealRequestBytes(ch: RawChannel, seq: number, plaintext: Uint8Array): Uint8Array {
+  const cipher = ch.grant.key.type === ChannelType.chacha20poly1305 ? "chacha20-poly1305" : "aes-256-gcm";
+  const c = createCipheriv(cipher as "aes-256-gcm", ch.rawKeys.c2s, frameNonce(FrameKind.request, seq), { authTagLength: 16 });
+  c.setAAD(Buffer.from(ch.grant.channel, "utf8"));
+  return Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]);
 }
 
 /** Sends a request and returns the decrypted inner response, or the outer error frame. */

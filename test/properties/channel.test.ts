@@ -1,7 +1,8 @@
 /**
  * Properties of channel frame protection (shared/channel.ts, PROTOCOL.md §6):
- * the AES-GCM nonce is injective in (kind, seq) and only defined on 1..MAX_SEQ;
- * a sealed frame opens under exactly its own key, kind, seq and channel id;
+ * the AEAD nonce is injective in (kind, seq) and only defined on 1..MAX_WIRE_SEQ;
+ * a sealed frame opens under exactly its own key, kind, seq and channel id,
+ * for both channel types (AES-256-GCM and ChaCha20-Poly1305, on the Node engines too);
  * every binding (fresh nonces) has its own keys.
  */
 import { test } from "uvu";
@@ -11,11 +12,12 @@ import { randomBytes } from "../../shared/crypto.js";
 import { b64u, fromB64u } from "../../shared/encoding.js";
 import { ErrorCode } from "../../shared/errors.js";
 import { FrameKind, deriveTrafficKeys, frameNonce, openFrame, sealFrame, trafficKey, type TrafficKey } from "../../shared/channel.js";
-import { MAX_SEQ } from "../../shared/frames.js";
+import { ChannelType, MAX_SEQ, MAX_WIRE_SEQ } from "../../shared/frames.js";
+import { nodeEngineTrafficKey } from "../../node/engines.js";
 import { params, psimbolsError } from "./support.js";
 
 const kind = fc.constantFrom<FrameKind>(FrameKind.request, FrameKind.response, FrameKind.push);
-const seq = fc.oneof(fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: MAX_SEQ }));
+const seq = fc.oneof(fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: MAX_SEQ }), fc.integer({ min: 1, max: MAX_WIRE_SEQ }));
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
 test("frameNonce is injective in (kind, seq): distinct frames never share a nonce", () => {
@@ -27,8 +29,8 @@ test("frameNonce is injective in (kind, seq): distinct frames never share a nonc
   );
 });
 
-test("frameNonce refuses seq outside 1..MAX_SEQ with RangeError", () => {
-  const bad = fc.oneof(fc.integer({ max: 0 }), fc.integer({ min: MAX_SEQ + 1 }), fc.double().filter((d) => !Number.isInteger(d)), fc.constant(Number.NaN));
+test("frameNonce refuses seq outside 1..MAX_WIRE_SEQ with RangeError", () => {
+  const bad = fc.oneof(fc.integer({ max: 0 }), fc.double({ min: MAX_WIRE_SEQ + 1, max: 2 ** 60 }).map(Math.floor), fc.double().filter((d) => !Number.isInteger(d)), fc.constant(Number.NaN));
   fc.assert(
     fc.property(kind, bad, (k, s) => {
       assert.throws(() => frameNonce(k, s), RangeError);
@@ -37,9 +39,17 @@ test("frameNonce refuses seq outside 1..MAX_SEQ with RangeError", () => {
   );
 });
 
-test("a sealed frame opens under its own key, kind, seq and channel only; anything else is unauthorised", async () => {
-  const keyA = await trafficKey(randomBytes(32));
-  const keyB = await trafficKey(randomBytes(32));
+/** The engines of each type in this process: WebCrypto's AES-256-GCM, and the Node engines' two types (libsodium's ChaCha20-Poly1305 where it loads). */
+const ENGINES: [string, (raw: Uint8Array) => Promise<TrafficKey> | TrafficKey][] = [
+  ["AES-256-GCM (WebCrypto)", (raw) => trafficKey(raw)],
+  ["AES-256-GCM (node)", (raw) => nodeEngineTrafficKey(raw, ChannelType.aes256gcm)],
+  ["ChaCha20-Poly1305 (node)", (raw) => nodeEngineTrafficKey(raw, ChannelType.chacha20poly1305)],
+];
+
+for (const [name, make] of ENGINES)
+test(`${name}: a sealed frame opens under its own key, kind, seq and channel only; anything else is unauthorised`, async () => {
+  const keyA = await make(randomBytes(32));
+  const keyB = await make(randomBytes(32));
   const channel = fc.uint8Array({ minLength: 16, maxLength: 16 }).map(b64u);
   await fc.assert(
     fc.asyncProperty(
@@ -55,7 +65,7 @@ test("a sealed frame opens under its own key, kind, seq and channel only; anythi
         let args: [TrafficKey, FrameKind, number, string, string] = [keyA, k, s, ch, ct];
         if (change === "key") args = [keyB, k, s, ch, ct];
         else if (change === "kind") args = [keyA, k === FrameKind.request ? FrameKind.response : FrameKind.request, s, ch, ct];
-        else if (change === "seq") args = [keyA, k, s === MAX_SEQ ? s - 1 : s + 1, ch, ct];
+        else if (change === "seq") args = [keyA, k, s === MAX_WIRE_SEQ ? s - 1 : s + 1, ch, ct];
         else if (change === "channel") args = [keyA, k, s, b64u(randomBytes(16)), ct];
         else {
           const b = fromB64u(ct, "ct");

@@ -22,10 +22,15 @@ import fc from "fast-check";
 import { type SigningKey, generateSigningKey, randomBytes } from "../../shared/crypto.js";
 import { b64u, fromB64u, utf8 } from "../../shared/encoding.js";
 import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealFrame } from "../../shared/channel.js";
-import { type Hello, type Proof, type RequestFrame, type Resume, decodeClientFrame, decodeInnerRequest } from "../../shared/frames.js";
+import { type ChannelType, type Hello, type Proof, type RequestFrame, type Resume, decodeClientFrame, decodeInnerRequest } from "../../shared/frames.js";
 import { type PendingHandshake, acceptHello, sealGrant, verifyProof } from "../../shared/handshake.js";
 import { type Client, type WebSocketLike, connect } from "../../client/index.js";
 import { params } from "./support.js";
+import { useNodeCrypto } from "../../node/engines.js";
+
+/** `PSIMBOLS_TEST_CHANNEL_TYPE`: the whole run on that channel type, with the Node engines (test/properties/channel-types.test.ts). */
+const TYPE = process.env.PSIMBOLS_TEST_CHANNEL_TYPE as ChannelType | undefined;
+if (TYPE !== undefined) useNodeCrypto();
 
 const SOURCE = "ws://fake/";
 
@@ -44,6 +49,7 @@ interface Session {
 class FakeServer {
   readonly key: SigningKey;
   readonly channels = new Map<string, Uint8Array>();
+  readonly types = new Map<string, ChannelType>();
   socket: FakeSocket | undefined;
   /** Requests the server answers with the next misbehaviour instead (set by the script). */
   swapNext = false;
@@ -68,8 +74,9 @@ class FakeServer {
       const key = randomBytes(32);
       const channel = b64u(randomBytes(16));
       this.channels.set(channel, key.slice());
-      const est = await sealGrant(p, sig, { channel, key: { type: "AES-256-GCM", data: b64u(key) }, valid_until: new Date(Date.now() + 3_600_000).toISOString(), ttl: 3600 }, SOURCE);
-      st.keys = await deriveBinding(key, channel, p.nonceC, p.nonceS);
+      const est = await sealGrant(p, sig, { channel, key: { type: p.channelType, data: b64u(key) }, valid_until: new Date(Date.now() + 3_600_000).toISOString(), ttl: 3600 }, SOURCE);
+      st.keys = await deriveBinding(key, channel, p.nonceC, p.nonceS, p.channelType);
+      this.types.set(channel, p.channelType);
       st.channel = channel;
       st.lastSeq = 0;
       st.pushSeq = 0;
@@ -79,7 +86,7 @@ class FakeServer {
       const key = this.channels.get(r.channel);
       if (!key) return s.deliver(JSON.stringify({ type: "error", error: { code: "unauthorised", message: "unknown channel or bad ciphertext" }, channel: r.channel }));
       const nonceS = randomBytes(32);
-      st.keys = await deriveBinding(key, r.channel, fromB64u(r.nonce, "nonce"), nonceS);
+      st.keys = await deriveBinding(key, r.channel, fromB64u(r.nonce, "nonce"), nonceS, this.types.get(r.channel)!);
       st.channel = r.channel;
       st.lastSeq = 0;
       st.pushSeq = 0;
@@ -217,7 +224,9 @@ test("whatever the server does, every request settles once with its own answer, 
         handshakeTimeoutMs: 2000,
         reconnect: { baseMs: 5, maxMs: 20 },
         renew: false,
+        ...(TYPE ? { channelTypes: [TYPE] } : {}),
       });
+      assert.is(client.channel?.channelType, TYPE ?? "AES-256-GCM");
       try {
         await scenario(client, server, steps);
       } catch (e) {

@@ -46,9 +46,13 @@ import {
   type ClientProof,
   type PendingHandshake,
 } from "../../shared/handshake.js";
-import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, openFrame, sealBinaryFrame, sealFrame, trafficKey } from "../../shared/channel.js";
+import { FrameKind, LABEL_C2S, LABEL_S2C, type TrafficKey, deriveTrafficKeys, frameNonce, openFrame, sealBinaryFrame, sealFrame, trafficKey } from "../../shared/channel.js";
+import { nodeTrafficKey } from "../../node/aead.js";
+import { SodiumTrafficKey, sodiumLoaded } from "../../node/chacha.js";
 import {
+  ChannelType,
   MAX_SEQ,
+  MAX_SEQ_BY_TYPE,
   applicationPushText,
   decodeClientBinary,
   decodeClientFrame,
@@ -182,6 +186,18 @@ const pinned = (t: TranscriptVector) => (k: { spki: Uint8Array }) => {
 
 const frameKind = (k: ChannelFrameVector["kind"]) => FrameKind[k];
 
+/**
+ * Keys of `type` from `raw` on every engine of this process that runs it: the
+ * installed one for AES-256-GCM (WebCrypto, or node:crypto); libsodium (where
+ * sodium-native loads) and node:crypto for ChaCha20-Poly1305, which WebCrypto lacks.
+ */
+async function engineKeys(raw: Uint8Array, type: ChannelType = ChannelType.aes256gcm): Promise<{ engine: string; key: TrafficKey }[]> {
+  if (type === ChannelType.aes256gcm) return [{ engine: "installed", key: await trafficKey(raw, type) }];
+  const out = [{ engine: "node:crypto", key: nodeTrafficKey(raw, type) }];
+  if (sodiumLoaded()) out.push({ engine: "libsodium", key: new SodiumTrafficKey(raw) });
+  return out;
+}
+
 // ------------------------------------------------------------- constants
 
 test("the vector file is exactly what generate.ts produces (generate.js --check)", async () => {
@@ -210,6 +226,8 @@ test("spec labels, HPKE suite ids and MAX_SEQ match the vectors", async () => {
     "X-Wing": { kem_id: 0x647a, kdf_id: 1, aead_id: 2 },
   });
   assert.is(V.max_seq, MAX_SEQ);
+  assert.equal(V.max_seq_by_type, MAX_SEQ_BY_TYPE);
+  assert.is(MAX_SEQ_BY_TYPE["ChaCha20-Poly1305"], 2 ** 32 - 1);
   assert.is(MAX_SEQ, 2 ** 24);
 });
 
@@ -365,11 +383,15 @@ for (const t of V.transcripts) {
       assert.is(hex(k.s2c), b.s2c);
     });
 
-    test(`${t.name}, ${b.name}: frames seal to the exact ciphertext, open, and decode`, async () => {
-      const c2s = await trafficKey(unhex(b.c2s));
-      const s2c = await trafficKey(unhex(b.s2c));
+    test(`${t.name}, ${b.name}: frames seal to the exact ciphertext, open, and decode (${b.channel_type}, every engine)`, async () => {
+      assert.is(b.channel_type, t.inputs.grant.key.type, "the binding's type is the grant's");
+      const c2sAll = await engineKeys(unhex(b.c2s), b.channel_type);
+      const s2cAll = await engineKeys(unhex(b.s2c), b.channel_type);
+      for (let e = 0; e < c2sAll.length; e++)
       for (const f of b.frames) {
-        const what = `${f.kind} ${f.seq}`;
+        const c2s = c2sAll[e]!.key;
+        const s2c = s2cAll[e]!.key;
+        const what = `${c2sAll[e]!.engine}: ${f.kind} ${f.seq}`;
         const k = f.kind === "request" ? c2s : s2c;
         assert.is(hex(frameNonce(frameKind(f.kind), f.seq)), f.nonce, what);
         const ct = await sealFrame(k, frameKind(f.kind), f.seq, b.channel, f.plaintext);
@@ -389,9 +411,12 @@ for (const t of V.transcripts) {
     });
 
     test(`${t.name}, ${b.name}: the binary form of each frame (§4.11) seals to the exact bytes, decodes and opens`, async () => {
-      const keys = { channel: b.channel, c2s: await trafficKey(unhex(b.c2s)), s2c: await trafficKey(unhex(b.s2c)) };
+      const c2sAll = await engineKeys(unhex(b.c2s), b.channel_type);
+      const s2cAll = await engineKeys(unhex(b.s2c), b.channel_type);
+      for (let e = 0; e < c2sAll.length; e++)
       for (const f of b.frames) {
-        const what = `${f.kind} ${f.seq}`;
+        const keys = { channel: b.channel, type: b.channel_type, maxSeq: MAX_SEQ_BY_TYPE[b.channel_type], c2s: c2sAll[e]!.key, s2c: s2cAll[e]!.key };
+        const what = `${c2sAll[e]!.engine}: ${f.kind} ${f.seq}`;
         const sealed = await sealBinaryFrame(keys, frameKind(f.kind), f.seq, f.plaintext);
         assert.is(hex(sealed), f.binary, what);
         const outer = f.kind === "request" ? decodeClientBinary(unhex(f.binary)) : decodeServerBinary(unhex(f.binary));
@@ -466,15 +491,16 @@ for (const v of V.negative.hellos) {
 
 test("channel frames that must not open fail with unauthorised and the one message", async () => {
   for (const v of V.negative.channel) {
-    const k = await trafficKey(unhex(v.key));
-    let err: unknown;
-    try {
-      await openFrame(k, FrameKind[v.kind], v.seq, v.channel, v.ciphertext);
-    } catch (e) {
-      err = e;
+    for (const { engine, key: k } of await engineKeys(unhex(v.key), v.channel_type)) {
+      let err: unknown;
+      try {
+        await openFrame(k, FrameKind[v.kind], v.seq, v.channel, v.ciphertext);
+      } catch (e) {
+        err = e;
+      }
+      assert.ok(err instanceof PsimbolsError && err.code === ErrorCode.unauthorised, `${engine}: ${v.description}`);
+      assert.is((err as Error).message, "unknown channel or bad ciphertext", v.description);
     }
-    assert.ok(err instanceof PsimbolsError && err.code === ErrorCode.unauthorised, v.description);
-    assert.is((err as Error).message, "unknown channel or bad ciphertext", v.description);
   }
 });
 
@@ -711,13 +737,16 @@ test("flipping any byte of established.response or of the grant AAD makes the gr
   }
 });
 
-test("flipping any byte of a request or push ciphertext makes it fail with unauthorised", async () => {
-  const b = transcript("ed25519-x25519").bindings[0]!;
-  for (const f of b.frames.filter((x) => x.kind !== "response")) {
-    const k = await trafficKey(unhex(f.kind === "request" ? b.c2s : b.s2c));
-    const ct = unhex(f.ciphertext);
-    for (let i = 0; i < ct.length; i++) {
-      await throwsCode(() => openFrame(k, frameKind(f.kind), f.seq, b.channel, b64u(flip(ct, i))), ErrorCode.unauthorised, `${f.kind} ${f.seq} byte ${i}`);
+test("flipping any byte of a request or push ciphertext makes it fail with unauthorised (both channel types, every engine)", async () => {
+  for (const name of ["ed25519-x25519", "ed25519-x25519-chacha20poly1305"]) {
+    const b = transcript(name).bindings[0]!;
+    for (const f of b.frames.filter((x) => x.kind !== "response")) {
+      for (const { engine, key: k } of await engineKeys(unhex(f.kind === "request" ? b.c2s : b.s2c), b.channel_type)) {
+        const ct = unhex(f.ciphertext);
+        for (let i = 0; i < ct.length; i++) {
+          await throwsCode(() => openFrame(k, frameKind(f.kind), f.seq, b.channel, b64u(flip(ct, i))), ErrorCode.unauthorised, `${name} ${engine} ${f.kind} ${f.seq} byte ${i}`);
+        }
+      }
     }
   }
 });

@@ -37,12 +37,16 @@ import {
   verifyProof,
 } from "../../shared/handshake.js";
 import { FrameKind, LABEL_C2S, LABEL_S2C, deriveTrafficKeys, frameNonce, sealFrame, trafficKey } from "../../shared/channel.js";
+import { nodeTrafficKey } from "../../node/aead.js";
 import {
+  ChannelType,
   applicationPushText,
   decodeClientFrame,
   decodeServerFrame,
   encodeBinaryHeader,
   MAX_SEQ,
+  MAX_SEQ_BY_TYPE,
+  MAX_WIRE_SEQ,
   type Challenge,
   type Grant,
   type Hello,
@@ -66,7 +70,9 @@ export interface VectorFile {
   labels: { hpke_info: string; server_signature: string; client_signature: string; grant_aad: string; c2s: string; s2c: string };
   /** RFC 9180 algorithm ids of the HPKE suite per `kem.type` (PROTOCOL.md §5.3). */
   hpke_suites: Record<KemType, { kem_id: number; kdf_id: number; aead_id: number }>;
+  /** MAX_SEQ for AES-256-GCM; the frame cap per binding and direction of each channel type (PROTOCOL.md §6.4). */
   max_seq: number;
+  max_seq_by_type: Record<ChannelType, number>;
   keys: Record<string, KeyVector>;
   base64url: { valid: { hex: Hex; text: string }[]; invalid: { text: string; why: string }[] };
   lp: LpVector[];
@@ -159,6 +165,8 @@ export interface BindingVector {
   name: string;
   /** "handshake": nonce_c/nonce_s are the hello and challenge nonces; "resume": the resume/resumed nonces. */
   via: "handshake" | "resume";
+  /** The channel's type (the grant's `key.type`): the AEAD of every frame below (§6.3). */
+  channel_type: ChannelType;
   channel: string;
   nonce_c: Hex;
   nonce_s: Hex;
@@ -176,11 +184,11 @@ export interface BindingVector {
 export interface ChannelFrameVector {
   kind: "request" | "response" | "push";
   seq: number;
-  /** The 12-byte AES-GCM nonce. */
+  /** The 12-byte AEAD nonce. */
   nonce: Hex;
   /** Inner payload, UTF-8 JSON. */
   plaintext: string;
-  /** AES-GCM ciphertext || tag. */
+  /** AEAD (the binding's channel type) ciphertext || tag. */
   ciphertext: Hex;
   /** The exact outer frame. */
   frame: string;
@@ -217,7 +225,8 @@ export interface NegativeVectors {
   /** Wire public keys that must not import. */
   public_keys: { description: string; key: { type: string; data: string }; error: "unsupported" | "bad_request"; known_issue?: string }[];
   /** Channel frames that must not open (`unauthorised`). */
-  channel: { description: string; key: Hex; kind: "request" | "response" | "push"; seq: number; channel: string; ciphertext: B64u; error: "unauthorised" }[];
+  /** `channel_type` absent: AES-256-GCM. */
+  channel: { description: string; channel_type?: ChannelType; key: Hex; kind: "request" | "response" | "push"; seq: number; channel: string; ciphertext: B64u; error: "unauthorised" }[];
   /**
    * Challenges the client of `transcript` must refuse. `error` is the code of a client with no
    * key pinned or known for the service (it would learn the key on first use); `error_pinned` of a
@@ -388,6 +397,38 @@ const TRANSCRIPTS: TranscriptSpec[] = [
     ],
   },
   {
+    // ChaCha20-Poly1305 (RFC 8439), as a Node client offers it first; the same derivations, nonces and AAD (§6.3).
+    name: "ed25519-x25519-chacha20poly1305",
+    identity: "identity-ed25519",
+    kem: "X25519",
+    channel_types: ["ChaCha20-Poly1305", "AES-256-GCM"],
+    hello_features: ["binary"],
+    server_features: ["binary"],
+    seed: 0x55,
+    ttl: 3600,
+    valid_until: "2030-01-01T01:00:00.000Z",
+    bindings: [
+      {
+        name: "handshake binding",
+        via: "handshake",
+        steps: [
+          { request: 1, op: "echo", data: { hello: "world", n: [1, 2, 3] }, response: { data: { hello: "world", n: [1, 2, 3] } } },
+          { push: 1, message: { text: "application push" }, id: 7 },
+          { request: 2, op: "echo", data: "é ✓ 😀", response: { data: "é ✓ 😀" } },
+        ],
+      },
+      {
+        name: "resume binding",
+        via: "resume",
+        nonces: { c: run(0xc4, 32), s: run(0xe4, 32) },
+        steps: [
+          { request: 1, op: "ping", response: { data: { pong: true, time: "2030-01-01T00:10:00.000Z" } } },
+          { push: 1, payload: { notice: "expiring", valid_until: "2030-01-01T01:00:00.000Z" } },
+        ],
+      },
+    ],
+  },
+  {
     name: "p256-identity",
     identity: "identity-p256",
     kem: "X25519",
@@ -509,7 +550,6 @@ async function transcriptVector(t: TranscriptSpec, resign?: Map<string, Hex>): P
   const ekm = run(t.seed + 0x60, t.kem === "X-Wing" ? 64 : 32);
   const channelId = b64u(run(t.seed + 0x80, 16));
   const channelKey = run(t.seed + 0xa0, 32);
-  const grant: Grant = { channel: channelId, key: { type: "AES-256-GCM", data: b64u(channelKey) }, valid_until: t.valid_until, ttl: t.ttl };
 
   // Client: hello. Server: challenge, from the exact bytes received.
   const h = await createHello(identity, { channelTypes: t.channel_types, kem: t.kem, features: t.hello_features, fixed: { nonceC, kemIkm } });
@@ -518,6 +558,8 @@ async function transcriptVector(t: TranscriptSpec, resign?: Map<string, Hex>): P
   const offer = { key: server, source: SOURCE, features: t.server_features };
   const { challenge, pending } = await acceptHello(h.bytes, hello, offer, { nonceS, ekm });
   const challengeText = JSON.stringify(challenge);
+  // The grant's key is of the type the challenge chose (§5.4).
+  const grant: Grant = { channel: channelId, key: { type: challenge.channel_type, data: b64u(channelKey) }, valid_until: t.valid_until, ttl: t.ttl };
 
   // Client: proof. For ECDSA/RSA the stored (pasted) signature replaces the fresh random one.
   const { proof, state } = await answerChallenge(h, decodeServerFrame(challengeText) as Challenge, () => {});
@@ -544,7 +586,7 @@ async function transcriptVector(t: TranscriptSpec, resign?: Map<string, Hex>): P
   if (hex(state.info) !== hex(info) || hex(state.enc) !== hex(enc)) throw new Error(`${t.name}: client and generator disagree on info/enc`);
 
   const bindings: BindingVector[] = [];
-  for (const b of t.bindings) bindings.push(await bindingVector(b, channelKey, channelId, b.nonces ?? { c: nonceC, s: nonceS }));
+  for (const b of t.bindings) bindings.push(await bindingVector(b, challenge.channel_type, channelKey, channelId, b.nonces ?? { c: nonceC, s: nonceS }));
 
   return {
     name: t.name,
@@ -582,10 +624,12 @@ async function transcriptVector(t: TranscriptSpec, resign?: Map<string, Hex>): P
   };
 }
 
-async function bindingVector(b: ChannelScript, channelKey: Uint8Array, channel: string, n: { c: Uint8Array; s: Uint8Array }): Promise<BindingVector> {
+async function bindingVector(b: ChannelScript, type: ChannelType, channelKey: Uint8Array, channel: string, n: { c: Uint8Array; s: Uint8Array }): Promise<BindingVector> {
   const raw = await deriveTrafficKeys(channelKey, channel, n.c, n.s);
-  const c2s = await trafficKey(raw.c2s);
-  const s2c = await trafficKey(raw.s2c);
+  // WebCrypto has no ChaCha20-Poly1305: its frames are sealed on node:crypto (the conformance test checks every engine).
+  const key = (k: Uint8Array) => (type === ChannelType.chacha20poly1305 ? nodeTrafficKey(k, type) : trafficKey(k, type));
+  const c2s = await key(raw.c2s);
+  const s2c = await key(raw.s2c);
   const frames: ChannelFrameVector[] = [];
   /** Seals `plaintext`, the inner payload's exact JSON text. */
   const add = async (kind: ChannelFrameVector["kind"], seq: number, plaintext: string) => {
@@ -613,6 +657,7 @@ async function bindingVector(b: ChannelScript, channelKey: Uint8Array, channel: 
   return {
     name: b.name,
     via: b.via,
+    channel_type: type,
     channel,
     nonce_c: hex(n.c),
     nonce_s: hex(n.s),
@@ -731,6 +776,11 @@ function acceptedFrames(ts: TranscriptVector[]): AcceptedFrameVector[] {
 async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVector[]): Promise<NegativeVectors> {
   const t1 = ts.find((t) => t.name === "ed25519-x25519")!;
   const t2 = ts.find((t) => t.name === "ed25519-p256kem")!;
+  const tc = ts.find((t) => t.name === "ed25519-x25519-chacha20poly1305")!;
+  const cb = tc.bindings.find((b) => b.via === "handshake")!;
+  const creq1 = cb.frames.find((f) => f.kind === "request" && f.seq === 1)!;
+  const cct = unhex(creq1.ciphertext);
+  const CC = ChannelType.chacha20poly1305;
   const hb = t1.bindings.find((b) => b.via === "handshake")!;
   const rb = t1.bindings.find((b) => b.via === "resume")!;
   const req1 = hb.frames.find((f) => f.kind === "request" && f.seq === 1)!;
@@ -791,7 +841,7 @@ async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVe
       },
       { description: "hello naming a feature twice (PROTOCOL.md §4: a list names each feature once)", side: "client", text: withHello({ features: ["binary", "binary"] }), error: "bad_request" },
       { description: "request seq 0", side: "client", text: req({ seq: 0 }), error: "bad_request" },
-      { description: "request seq MAX_SEQ + 1", side: "client", text: req({ seq: MAX_SEQ + 1 }), error: "bad_request" },
+      { description: "request seq 2^32 (past the wire's MAX_WIRE_SEQ; a binding's own cap is checked by the receiver, §6.4)", side: "client", text: req({ seq: MAX_WIRE_SEQ + 1 }), error: "bad_request" },
       { description: "request seq 1.5", side: "client", text: req({ seq: 1.5 }), error: "bad_request" },
       { description: "request seq as a string", side: "client", text: req({ seq: "1" }), error: "bad_request" },
       { description: "request channel of 21 characters", side: "client", text: req({ channel: ch.slice(0, 21) }), error: "bad_request" },
@@ -803,6 +853,8 @@ async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVe
       { description: "a client frame sent by a server", side: "server", text: t1.frames.hello, error: "protocol" },
       { description: "challenge naming the alias AES instead of AES-256-GCM", side: "server", text: withChal({ channel_type: "AES" }), error: "protocol" },
       { description: "challenge choosing DES", side: "server", text: withChal({ channel_type: "DES" }), error: "protocol" },
+      { description: "challenge naming chacha20-poly1305 in lower case (names are exact)", side: "server", text: withChal({ channel_type: "chacha20-poly1305" }), error: "protocol" },
+      { description: "challenge choosing XChaCha20-Poly1305 (not a channel type)", side: "server", text: withChal({ channel_type: "XChaCha20-Poly1305" }), error: "protocol" },
       { description: "challenge without signature", side: "server", text: withChal({ signature: undefined }), error: "protocol" },
       { description: "challenge without source", side: "server", text: withChal({ source: undefined }), error: "protocol" },
       { description: "challenge nonce of 16 bytes (server nonces are exactly 32)", side: "server", text: withChal({ nonce: b64u(run(0x40, 16)) }), error: "protocol" },
@@ -834,12 +886,13 @@ async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVe
         { description: "a request (kind 1) sent by a server", side: "server", hex: req1.binary, error: "protocol" },
         { description: "a response shorter than the 21-byte header and a 16-byte tag", side: "server", hex: resp1.binary.slice(0, 72), error: "protocol" },
         { description: "seq 0", side: "client", hex: withSeq(0), error: "bad_request" },
-        { description: "seq MAX_SEQ + 1", side: "client", hex: withSeq(MAX_SEQ + 1), error: "bad_request" },
       ];
     })(),
     hellos: [
       { description: "version 2", text: withHello({ version: 2 }), error: "unsupported" },
       { description: "only weak channel types offered", text: withHello({ channel_types: ["DES", "3DES", "AES-256-CBC", "AES-128-ECB"] }), error: "unsupported" },
+      { description: "ChaCha20-Poly1305 in lower case only (names are case-sensitive)", text: withHello({ channel_types: ["chacha20-poly1305"] }), error: "unsupported" },
+      { description: "XChaCha20-Poly1305 and ChaCha20 without Poly1305 only", text: withHello({ channel_types: ["XChaCha20-Poly1305", "ChaCha20"] }), error: "unsupported" },
       {
         description: "channel type naming an Object.prototype member",
         text: withHello({ channel_types: ["toString"] }),
@@ -903,6 +956,18 @@ async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVe
         ciphertext: b64u(unhex(resp1.ciphertext)),
         error: "unauthorised",
       },
+      { description: "ChaCha20-Poly1305 request with one ciphertext bit flipped", channel_type: CC, key: cb.c2s, kind: "request", seq: 1, channel: cb.channel, ciphertext: b64u(flip(cct, 0)), error: "unauthorised" },
+      { description: "ChaCha20-Poly1305 request with one tag bit flipped", channel_type: CC, key: cb.c2s, kind: "request", seq: 1, channel: cb.channel, ciphertext: b64u(flip(cct, cct.length - 1)), error: "unauthorised" },
+      { description: "ChaCha20-Poly1305 request opened as a response (kind in the nonce)", channel_type: CC, key: cb.c2s, kind: "response", seq: 1, channel: cb.channel, ciphertext: b64u(cct), error: "unauthorised" },
+      {
+        description: "ChaCha20-Poly1305 request opened under AES-256-GCM with the same key (the type is not interchangeable)",
+        key: cb.c2s,
+        kind: "request",
+        seq: 1,
+        channel: cb.channel,
+        ciphertext: b64u(cct),
+        error: "unauthorised",
+      },
       {
         description: "response presented as a push",
         key: hb.s2c,
@@ -916,6 +981,20 @@ async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVe
     challenges: [
       { description: "server nonce replaced", transcript: t1.name, challenge: withChal({ nonce: b64u(run(0x99, 32)) }), error: "protocol", error_pinned: "protocol" },
       { description: "enc replaced", transcript: t1.name, challenge: withChal({ enc: b64u(run(0x99, 32)) }), error: "protocol", error_pinned: "protocol" },
+      {
+        description: "a channel type chosen that the hello did not offer (ChaCha20-Poly1305 for an AES-256-GCM-only hello)",
+        transcript: t1.name,
+        challenge: withChal({ channel_type: CC }),
+        error: "protocol",
+        error_pinned: "protocol",
+      },
+      {
+        description: "channel type downgraded in transit (AES-256-GCM for ChaCha20-Poly1305): the signature covers the choice",
+        transcript: tc.name,
+        challenge: JSON.stringify({ ...(JSON.parse(tc.frames.challenge) as object), channel_type: ChannelType.aes256gcm }),
+        error: "protocol",
+        error_pinned: "protocol",
+      },
       { description: "source replaced", transcript: t1.name, challenge: withChal({ source: "wss://evil.example/" }), error: "protocol", error_pinned: "protocol" },
       {
         // Without a pin the client checks the signature against the key the challenge names; with one, the pin fails first (§5.2 step 1).
@@ -999,6 +1078,7 @@ export async function generate(): Promise<VectorFile> {
     labels: { hpke_info: LABEL_INFO, server_signature: LABEL_SERVER_SIG, client_signature: LABEL_CLIENT_SIG, grant_aad: LABEL_GRANT_AAD, c2s: LABEL_C2S, s2c: LABEL_S2C },
     hpke_suites: { X25519: kemIds("X25519"), "P-256": kemIds("P-256"), "X-Wing": await kemIdsLoaded("X-Wing") },
     max_seq: MAX_SEQ,
+    max_seq_by_type: MAX_SEQ_BY_TYPE,
     keys,
     base64url: {
       valid: b64Valid.map((b) => ({ hex: hex(b), text: b64u(b) })),

@@ -4,6 +4,7 @@
  * socket, is refused and nothing is recorded; the known-servers stores keep
  * the next key beside the current one and read files of the older format.
  */
+import { rejectsWith } from "../helpers/refusal.js";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -38,17 +39,6 @@ async function statementServer(key: SigningKey, next: (url: string) => Promise<N
   return { url, proofs, close: () => new Promise((r) => wss.close(r)) };
 }
 
-async function refusedWith(p: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.instance(e, PsimbolsError);
-    assert.is((e as PsimbolsError).code, code);
-    assert.match((e as PsimbolsError).message, message);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 const cases: [string, (current: SigningKey, next: SigningKey) => (url: string) => Promise<NextKeyWire>][] = [
   ["a forged statement (signed by another key)", (_c, n) => async (url) => signNextKey(await generateSigningKey(), n.public, url, "2027-01-31T00:00:00Z")],
@@ -62,7 +52,7 @@ for (const [name, make] of cases) {
     const file = join(tempDir(), "known_servers");
     writeFileSync(file, `${srv.url} ${current.public.fingerprint}\n`);
     try {
-      await refusedWith(connect(srv.url, { key: await generateSigningKey(), knownServersFile: file, reconnect: false }), ErrorCode.protocol, /next-server-key statement does not verify/);
+      await rejectsWith(connect(srv.url, { key: await generateSigningKey(), knownServersFile: file, reconnect: false }), ErrorCode.protocol, /next-server-key statement does not verify/);
       assert.equal(srv.proofs, []);
       assert.is(readFileSync(file, "utf8"), `${srv.url} ${current.public.fingerprint}\n`);
     } finally {
@@ -112,7 +102,7 @@ t("FileKnownServers refuses a malformed next entry, naming the line", async () =
   for (const bad of [`ws://a/ ${FP1} next=SHA256:short`, `ws://a/ ${FP1} nxt=${FP2}`, `ws://a/ ${FP1} next=${FP2} extra`]) {
     const path = join(tempDir(), "known_servers");
     writeFileSync(path, `ws://ok/ ${FP3}\n${bad}\n`);
-    await refusedWith(new FileKnownServers(path).get("ws://ok/"), ErrorCode.badRequest, /known_servers:2: expected/);
+    await rejectsWith(new FileKnownServers(path).get("ws://ok/"), ErrorCode.badRequest, /known_servers:2: expected/);
   }
 });
 

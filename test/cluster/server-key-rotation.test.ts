@@ -7,6 +7,7 @@
  * resumes on another node when its node is killed mid-rollover), while a client
  * that was offline through the whole rollover fails loudly.
  */
+import { rejectsWith } from "../helpers/refusal.js";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { readFileSync } from "node:fs";
@@ -100,17 +101,6 @@ async function eventually(check: () => void, ms = 3000): Promise<void> {
     }
   }
 }
-async function refused(p: Promise<unknown>, code: string): Promise<PsimbolsError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.instance(e, PsimbolsError);
-    assert.is((e as PsimbolsError).code, code);
-    return e as PsimbolsError;
-  }
-  assert.unreachable(`expected ${code}`);
-  throw new Error("unreachable");
-}
 
 t("a pinned client follows a rotation across the cluster; one offline through it fails loudly", async () => {
   const old = cluster.fingerprint;
@@ -156,7 +146,7 @@ t("a pinned client follows a rotation across the cluster; one offline through it
   assert.is(fileText("a").trim(), `${cluster.url} ${old} next=${next}`);
 
   // Promotion refused before not-before; then done, while clients renew all the time.
-  await refused(promoteNextServerKey(cluster.serverKeyFile), ErrorCode.badRequest);
+  await rejectsWith(promoteNextServerKey(cluster.serverKeyFile), ErrorCode.badRequest);
   await new Promise((r) => setTimeout(r, 1600));
   let renewing = true;
   const churn = (async () => {
@@ -196,11 +186,11 @@ t("a pinned client follows a rotation across the cluster; one offline through it
   assert.is(later.channel?.serverKey, next);
   await later.close();
   const before = fileText("offline");
-  const e = await refused(connectFile("offline", await generateSigningKey()), ErrorCode.serverKeyMismatch);
+  const e = await rejectsWith(connectFile("offline", await generateSigningKey()), ErrorCode.serverKeyMismatch);
   assert.match(e.message, /SERVER KEY MISMATCH/);
   assert.is(fileText("offline"), before);
   // An explicit pin of the old key alone fails too; a pin set naming the new key connects.
-  await refused(connect(cluster.url, { key: await generateSigningKey(), serverKey: old, reconnect: false }), ErrorCode.serverKeyMismatch);
+  await rejectsWith(connect(cluster.url, { key: await generateSigningKey(), serverKey: old, reconnect: false }), ErrorCode.serverKeyMismatch);
   const pinSet = track(await connect(cluster.url, { key: await generateSigningKey(), serverKey: [old, next], reconnect: false }));
   assert.is(pinSet.channel?.serverKey, next);
   await pinSet.close();
@@ -232,7 +222,7 @@ t("a known_servers store without setNext is warned about; the client object stil
   await c.close();
   // a client that kept its own copy of the old pin fails loudly
   const copy = { get: () => cur, set: () => {} };
-  await refused(connect(cluster.url, { key: await generateSigningKey(), knownServers: copy, reconnect: false }), ErrorCode.serverKeyMismatch);
+  await rejectsWith(connect(cluster.url, { key: await generateSigningKey(), knownServers: copy, reconnect: false }), ErrorCode.serverKeyMismatch);
 });
 
 t.run();

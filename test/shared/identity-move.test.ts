@@ -3,6 +3,7 @@
  * hello and proof shapes, negotiation, and the new key's signature kept apart
  * from the old key's.
  */
+import { rejectsWith } from "../helpers/refusal.js";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { generateSigningKey, type SigningKey } from "../../shared/crypto.js";
@@ -23,17 +24,6 @@ t.before(async () => {
   next = await generateSigningKey();
 });
 
-async function refused(p: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.instance(e, PsimbolsError);
-    assert.is((e as PsimbolsError).code, code);
-    assert.match((e as PsimbolsError).message, message);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 t("both signatures verify over one transcript, and neither stands in for the other", async () => {
   const h = await createHello(old, { moveTo: next });
@@ -68,7 +58,7 @@ t("a server that does not move identities does not choose identity-move; the cli
   const { challenge, pending } = await acceptHello(h.bytes, decodeClientFrame(fromUtf8(h.bytes)) as Hello, { key: server, source });
   assert.equal(challenge.features, []);
   assert.is(pending.moveTo, undefined);
-  await refused(answerChallenge(h, challenge, () => {}), ErrorCode.unsupported, /does not move identities/);
+  await rejectsWith(answerChallenge(h, challenge, () => {}), ErrorCode.unsupported, /does not move identities/);
 });
 
 const shapes: [string, (h: Hello) => Record<string, unknown>, RegExp][] = [
@@ -81,7 +71,7 @@ for (const [name, edit, message] of shapes) {
   t(`a hello with ${name} is refused: bad_request`, async () => {
     const h = await createHello(old, { moveTo: next });
     const bytes = utf8(JSON.stringify(edit(h.hello)));
-    await refused(
+    await rejectsWith(
       (async () => acceptHello(bytes, decodeClientFrame(fromUtf8(bytes)) as Hello, { key: server, source, moves: true }))(),
       ErrorCode.badRequest,
       message,

@@ -3,6 +3,7 @@
  * functions: negotiated by `server-key-next`, verified under the presented
  * key for the challenge's source, and inside the transcript.
  */
+import { rejectsWith } from "../helpers/refusal.js";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { KeyType, generateSigningKey, type SigningKey } from "../../shared/crypto.js";
@@ -25,17 +26,6 @@ async function challengeFor(offer: ServerOffer, features: string[] = [Feature.bi
   return { h, c: decodeServerFrame(JSON.stringify(challenge)) as Challenge };
 }
 
-async function rejects(p: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.instance(e, PsimbolsError);
-    assert.is((e as PsimbolsError).code, code);
-    assert.match((e as PsimbolsError).message, message);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 let current: SigningKey;
 let next: SigningKey;
@@ -73,17 +63,17 @@ t("a statement signed by another key (forged) is refused: protocol", async () =>
   const forger = await generateSigningKey();
   const forged = await signNextKey(forger, next.public, source, NB);
   const { h, c } = await challengeFor({ key: current, source, next: forged });
-  await rejects(answerChallenge(h, c, () => {}), ErrorCode.protocol, /does not verify/);
+  await rejectsWith(answerChallenge(h, c, () => {}), ErrorCode.protocol, /does not verify/);
 });
 
 t("a statement made for another source is refused: protocol", async () => {
   const other = await signNextKey(current, next.public, "wss://other.example/", NB);
   const { h, c } = await challengeFor({ key: current, source, next: other });
-  await rejects(answerChallenge(h, c, () => {}), ErrorCode.protocol, /does not verify/);
+  await rejectsWith(answerChallenge(h, c, () => {}), ErrorCode.protocol, /does not verify/);
 });
 
 t("a statement naming the current key itself is refused", async () => {
-  await rejects(verifyNextKey(current.public, source, { ...(await signNextKey(current, next.public, source, NB)), key: { type: "Ed25519", data: (await signNextKey(next, current.public, source, NB)).key.data } }), ErrorCode.protocol, /is the current one/);
+  await rejectsWith(verifyNextKey(current.public, source, { ...(await signNextKey(current, next.public, source, NB)), key: { type: "Ed25519", data: (await signNextKey(next, current.public, source, NB)).key.data } }), ErrorCode.protocol, /is the current one/);
   try {
     await signNextKey(current, current.public, source, NB);
     assert.unreachable();
@@ -98,7 +88,7 @@ t("the statement is in the transcript: a changed not_before or next key breaks t
   const swapped = await signNextKey(current, other.public, source, NB); // a genuine statement from another handshake
   for (const nk of [{ ...statement, not_before: "2027-02-01T00:00:00Z" }, swapped]) {
     const { h, c } = await challengeFor({ key: current, source, next: statement });
-    await rejects(answerChallenge(h, { ...c, next_key: nk }, () => {}), ErrorCode.protocol, /server signature over the challenge/);
+    await rejectsWith(answerChallenge(h, { ...c, next_key: nk }, () => {}), ErrorCode.protocol, /server signature over the challenge/);
   }
 });
 
@@ -106,7 +96,7 @@ t("server-key-next chosen without a statement is refused: protocol", async () =>
   const statement = await signNextKey(current, next.public, source, NB);
   const { h, c } = await challengeFor({ key: current, source, next: statement });
   const { next_key: _, ...bare } = c;
-  await rejects(answerChallenge(h, bare, () => {}), ErrorCode.protocol, /without a next_key/);
+  await rejectsWith(answerChallenge(h, bare, () => {}), ErrorCode.protocol, /without a next_key/);
 });
 
 t("a statement the client did not ask for is ignored (not in the transcript)", async () => {
@@ -170,7 +160,7 @@ t("a challenge carrying a malformed next_key does not decode", async () => {
 
 t("an unusable next key (garbage SPKI) is refused: protocol", async () => {
   const statement = await signNextKey(current, next.public, source, NB);
-  await rejects(verifyNextKey(current.public, source, { ...statement, key: { type: "Ed25519", data: "AAAA" } }), ErrorCode.protocol, /not a usable key/);
+  await rejectsWith(verifyNextKey(current.public, source, { ...statement, key: { type: "Ed25519", data: "AAAA" } }), ErrorCode.protocol, /not a usable key/);
 });
 
 t.run();

@@ -1,0 +1,22 @@
+/** Asserting how a call is refused: the exact PsimbolsError code, and the message where it matters. */
+import * as assert from "uvu/assert";
+import { PsimbolsError } from "../../shared/errors.js";
+
+/**
+ * Awaits `p` and asserts that it rejects with a PsimbolsError of `code`
+ * (and, when given, a message matching `message`).
+ *
+ * @returns the error, for further checks.
+ */
+export async function rejectsWith(p: Promise<unknown>, code: string, message?: RegExp): Promise<PsimbolsError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.instance(e, PsimbolsError);
+    assert.is((e as PsimbolsError).code, code);
+    if (message) assert.match((e as PsimbolsError).message, message);
+    return e as PsimbolsError;
+  }
+  assert.unreachable(`expected ${code}`);
+  throw new Error("unreachable");
+}

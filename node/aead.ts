@@ -10,6 +10,7 @@
  */
 import { type CipherGCMTypes, createCipheriv, createDecipheriv } from "node:crypto";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { KeyWords } from "./key-words.js";
 import type { TrafficKey } from "../shared/channel.js";
 import { type Ciphertext, ChannelType } from "../shared/frames.js";
 
@@ -37,41 +38,19 @@ const scratch = new Uint8Array(scratchWords.buffer);
 
 /**
  * A TrafficKey on node:crypto. The 32 key bytes are kept as eight int32 words
- * in the object itself (`raw` is copied; the caller may wipe it), put together
- * in a scratch buffer only for the moment node:crypto copies them into a
- * cipher. A server holds two of these per bound socket: a KeyObject (handle,
- * native key data) or a Uint8Array of its own (ArrayBuffer, backing store)
- * costs several hundred bytes, these words 64 (issue 7). `wipe()` zeroes them
- * once the binding is over; a wiped key refuses to seal or open.
+ * in the object itself ({@link KeyWords}; `raw` is copied, the caller may wipe
+ * it), put together in a scratch buffer only for the moment node:crypto copies
+ * them into a cipher. `wipe()` zeroes them once the binding is over; a wiped
+ * key refuses to seal or open.
  */
-export class NodeTrafficKey implements TrafficKey {
-  #w0: number;
-  #w1: number;
-  #w2: number;
-  #w3: number;
-  #w4: number;
-  #w5: number;
-  #w6: number;
-  #w7: number;
-  #wiped = false;
+export class NodeTrafficKey extends KeyWords implements TrafficKey {
   readonly #cipher: Cipher;
 
   /** A key of `type` (default AES-256-GCM). */
   constructor(raw: Uint8Array, type: ChannelType = ChannelType.aes256gcm) {
-    if (raw.length !== 32) throw new RangeError(`"raw" expected 32 bytes, got ${raw.length}`);
+    super(raw, scratchWords);
     this.#cipher = CIPHERS[type];
     if (!this.#cipher) throw new RangeError(`"type" expected a channel type`);
-    scratch.set(raw);
-    const w = scratchWords;
-    this.#w0 = w[0]!;
-    this.#w1 = w[1]!;
-    this.#w2 = w[2]!;
-    this.#w3 = w[3]!;
-    this.#w4 = w[4]!;
-    this.#w5 = w[5]!;
-    this.#w6 = w[6]!;
-    this.#w7 = w[7]!;
-    scratch.fill(0);
   }
 
   seal(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string): string {
@@ -84,7 +63,7 @@ export class NodeTrafficKey implements TrafficKey {
 
   open(nonce: Uint8Array, aad: string | Uint8Array, ciphertext: Ciphertext): Uint8Array {
     const ct = typeof ciphertext === "string" ? fromText(ciphertext) : Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.byteLength);
-    if (ct.length < TAG_BYTES || this.#wiped) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
+    if (ct.length < TAG_BYTES || this.wiped) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
     let pt: Buffer;
     try {
       let d;
@@ -109,15 +88,9 @@ export class NodeTrafficKey implements TrafficKey {
     return pt;
   }
 
-  /** Zeroes the key; from now on `seal` throws and `open` answers `unauthorised`. */
-  wipe(): void {
-    this.#wiped = true;
-    this.#w0 = this.#w1 = this.#w2 = this.#w3 = this.#w4 = this.#w5 = this.#w6 = this.#w7 = 0;
-  }
-
   /** `prefix || ciphertext || tag`, written once into one buffer. */
   #encrypt(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string, prefix: Uint8Array): Buffer {
-    if (this.#wiped) throw new Error("this traffic key was wiped");
+    if (this.wiped) throw new Error("this traffic key was wiped");
     let c;
     try {
       c = createCipheriv(this.#cipher as CipherGCMTypes, this.#bytes(), nonce, { authTagLength: TAG_BYTES });
@@ -137,15 +110,7 @@ export class NodeTrafficKey implements TrafficKey {
 
   /** The key bytes, in the scratch buffer: the caller zeroes it once node:crypto has them. */
   #bytes(): Uint8Array {
-    const w = scratchWords;
-    w[0] = this.#w0;
-    w[1] = this.#w1;
-    w[2] = this.#w2;
-    w[3] = this.#w3;
-    w[4] = this.#w4;
-    w[5] = this.#w5;
-    w[6] = this.#w6;
-    w[7] = this.#w7;
+    this.writeKey(scratchWords);
     return scratch;
   }
 }

@@ -13,6 +13,7 @@
  * which set up a new cipher context per frame.
  */
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { KeyWords } from "./key-words.js";
 import type { TrafficKey } from "../shared/channel.js";
 import type { Ciphertext } from "../shared/frames.js";
 
@@ -82,37 +83,17 @@ let scratch = Buffer.alloc(4096);
  * and zeroed with `sodium_memzero` right after. `wipe()` zeroes the words once
  * the binding is over; a wiped key refuses to seal or open.
  */
-export class SodiumTrafficKey implements TrafficKey {
-  #w0: number;
-  #w1: number;
-  #w2: number;
-  #w3: number;
-  #w4: number;
-  #w5: number;
-  #w6: number;
-  #w7: number;
-  #wiped = false;
+export class SodiumTrafficKey extends KeyWords implements TrafficKey {
   readonly #s: Sodium;
 
   constructor(raw: Uint8Array) {
     if (!sodium) throw new PsimbolsError(ErrorCode.unsupported, "sodium-native is not available in this process");
-    if (raw.length !== KEY_BYTES) throw new RangeError(`"raw" expected ${KEY_BYTES} bytes, got ${raw.length}`);
+    super(raw, keyWords);
     this.#s = sodium;
-    keyScratch.set(raw);
-    const w = keyWords;
-    this.#w0 = w[0]!;
-    this.#w1 = w[1]!;
-    this.#w2 = w[2]!;
-    this.#w3 = w[3]!;
-    this.#w4 = w[4]!;
-    this.#w5 = w[5]!;
-    this.#w6 = w[6]!;
-    this.#w7 = w[7]!;
-    sodium.sodium_memzero(keyScratch);
   }
 
   seal(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string): string {
-    if (this.#wiped) throw new Error("this traffic key was wiped");
+    if (this.wiped) throw new Error("this traffic key was wiped");
     const n = Buffer.byteLength(plaintext, "utf8");
     if (scratch.length < n + TAG_BYTES) scratch = Buffer.alloc(Math.max(n + TAG_BYTES, scratch.length * 2));
     scratch.write(plaintext, 0, "utf8");
@@ -126,7 +107,7 @@ export class SodiumTrafficKey implements TrafficKey {
   }
 
   sealBinary(nonce: Uint8Array, aad: string | Uint8Array, plaintext: string, header: Uint8Array): Uint8Array {
-    if (this.#wiped) throw new Error("this traffic key was wiped");
+    if (this.wiped) throw new Error("this traffic key was wiped");
     const n = Buffer.byteLength(plaintext, "utf8");
     const h = header.length;
     // `header || ciphertext || tag` in one buffer: the plaintext is written where its ciphertext goes and sealed in place.
@@ -143,7 +124,7 @@ export class SodiumTrafficKey implements TrafficKey {
 
   open(nonce: Uint8Array, aad: string | Uint8Array, ciphertext: Ciphertext): Uint8Array {
     const ct = typeof ciphertext === "string" ? fromText(ciphertext) : ciphertext;
-    if (ct.length < TAG_BYTES || this.#wiped) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
+    if (ct.length < TAG_BYTES || this.wiped) throw new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED);
     const pt = Buffer.allocUnsafe(ct.length - TAG_BYTES);
     try {
       this.#s.crypto_aead_chacha20poly1305_ietf_decrypt(pt, null, ct, aadBytes(aad), nonce, this.#bytes());
@@ -156,23 +137,9 @@ export class SodiumTrafficKey implements TrafficKey {
     return pt;
   }
 
-  /** Zeroes the key; from now on `seal` throws and `open` answers `unauthorised`. */
-  wipe(): void {
-    this.#wiped = true;
-    this.#w0 = this.#w1 = this.#w2 = this.#w3 = this.#w4 = this.#w5 = this.#w6 = this.#w7 = 0;
-  }
-
   /** The key bytes, in the scratch buffer: the caller zeroes it once libsodium has used them. */
   #bytes(): Buffer {
-    const w = keyWords;
-    w[0] = this.#w0;
-    w[1] = this.#w1;
-    w[2] = this.#w2;
-    w[3] = this.#w3;
-    w[4] = this.#w4;
-    w[5] = this.#w5;
-    w[6] = this.#w6;
-    w[7] = this.#w7;
+    this.writeKey(keyWords);
     return keyScratch;
   }
 }

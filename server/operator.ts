@@ -55,7 +55,14 @@ export function registerOperatorOps(broker: Broker, registry: KeyRegistry | unde
     "admin.push",
     guard(async (data) => {
       const t = target(data);
-      const seq = await broker.push(t, (data as { message?: unknown }).message ?? null);
+      let seq: number | undefined;
+      try {
+        seq = await broker.push(t, (data as { message?: unknown }).message ?? null);
+      } catch (e) {
+        // Broker.push refuses a message over MAX_PUSH_BYTES with a RangeError: the operator's input, not the node, is at fault.
+        if (e instanceof RangeError) throw new PsimbolsError(ErrorCode.badRequest, e.message);
+        throw e;
+      }
       if (seq === undefined) throw new PsimbolsError(ErrorCode.notFound, "no such channel");
       return { seq };
     }),

@@ -2,6 +2,7 @@
  * Channel messages against real broker processes: tamper, replay, resume,
  * expiry, revocation, close, malformed and oversized frames. DESIGN.md §4–5, §7.
  */
+import { MAX_PUSH_BYTES } from "../../server/broker.js";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { generateSigningKey } from "../../shared/crypto.js";
@@ -182,6 +183,23 @@ m("an operator push reaches the client, encrypted", async () => {
   assert.is(p.type, "push");
   assert.not.match(JSON.stringify(p), "hello");
   assert.equal(await openPush(ch, p), { message: { hello: "you" }, id: r.data.seq });
+  client.close();
+  op.close();
+});
+
+m("an operator push over the size limit gets bad_request and consumes no push number", async () => {
+  const client = await Raw.open(broker.url);
+  const key = await generateSigningKey();
+  const ch = await handshake(client, key);
+  const op = await Raw.open(broker.url);
+  const och = await handshake(op, await loadKey(operatorKeyFile));
+  const first = await call(op, och, "admin.push", { identity: key.public.fingerprint, message: 1 });
+  const big = await call(op, och, "admin.push", { identity: key.public.fingerprint, message: "x".repeat(MAX_PUSH_BYTES) });
+  assert.is(big.error?.code, "bad_request");
+  const second = await call(op, och, "admin.push", { identity: key.public.fingerprint, message: 2 });
+  assert.is(second.data.seq, first.data.seq + 1, "the refused push took no number");
+  assert.equal(await openPush(ch, await client.next()), { message: 1, id: first.data.seq });
+  assert.equal(await openPush(ch, await client.next()), { message: 2, id: second.data.seq });
   client.close();
   op.close();
 });

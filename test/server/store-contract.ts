@@ -10,6 +10,7 @@ import * as assert from "uvu/assert";
 import { b64, b64u } from "../../shared/encoding.js";
 import { randomBytes } from "../../shared/crypto.js";
 import type { ChannelRecord, PushWindow, Store, StoreEvent } from "../../server/store/store.js";
+import { RedisStore } from "../../server/store/redis-store.js";
 
 /** A fresh store and how to dispose of it. */
 export interface StoreUnderTest {
@@ -89,6 +90,28 @@ function seqs(r: { seq: number }[] | "gap"): number[] | "gap" {
 /** Waits until `ms` into a fresh window of `windowMs`, so a few quick hits stay in one window. */
 async function windowStart(windowMs: number, ms = 10): Promise<void> {
   await sleep(windowMs - (Date.now() % windowMs) + ms);
+}
+
+/**
+ * A RedisStore at `url` under a fresh key prefix, with peers (other nodes'
+ * stores) on the same prefix and wrap key: the Redis subjects of the contract.
+ */
+export function redisStoreUnderTest(url: string): StoreUnderTest {
+  const wrapKey = randomBytes(32);
+  const prefix = `t${b64u(randomBytes(6))}:`;
+  const store = new RedisStore({ url, wrapKey, prefix, node: "test" });
+  const peers: RedisStore[] = [];
+  return {
+    store,
+    async peer() {
+      const other = new RedisStore({ url, wrapKey, prefix, node: `peer-${peers.length}` });
+      peers.push(other);
+      return other;
+    },
+    cleanup: async () => {
+      await Promise.all([store, ...peers].map((s) => s.close()));
+    },
+  };
 }
 
 /**

@@ -20,7 +20,7 @@ import { type Launched, type SentinelSet, startSentinelSet } from "../../cli/clu
 import { ErrorCode } from "../../shared/errors.js";
 import { RedisStore } from "../../server/store/redis-store.js";
 import { RedisRegistry } from "../../server/registry.js";
-import { WIDE, identity, record, storeContract } from "./store-contract.js";
+import { WIDE, identity, record, redisStoreUnderTest, storeContract } from "./store-contract.js";
 
 const dir = mkdtempSync(join(tmpdir(), "psimbols-sentinel-"));
 const children: ChildProcess[] = [];
@@ -60,21 +60,7 @@ const prefix = () => `t${randomBytes(6).toString("base64url")}:`;
 
 storeContract("redis through sentinel", async () => {
   const { url } = await sentinels();
-  const wrapKey = randomBytes(32);
-  const p = prefix();
-  const store = new RedisStore({ url, wrapKey, prefix: p, node: "test" });
-  const peers: RedisStore[] = [];
-  return {
-    store,
-    async peer() {
-      const other = new RedisStore({ url, wrapKey, prefix: p, node: `peer-${peers.length}` });
-      peers.push(other);
-      return other;
-    },
-    cleanup: async () => {
-      await Promise.all([store, ...peers].map((s) => s.close()));
-    },
-  };
+  return redisStoreUnderTest(url);
 });
 
 const w = suite("redis through sentinel: the replica wait");

@@ -16,7 +16,7 @@ import { b64, b64u } from "../../shared/encoding.js";
 import { randomBytes } from "../../shared/crypto.js";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { startRedis, type TestRedis } from "../helpers/redis.js";
-import { WIDE, channelId, drain, identity, record, sleep, storeContract, until } from "./store-contract.js";
+import { WIDE, channelId, drain, identity, record, redisStoreUnderTest, sleep, storeContract, until } from "./store-contract.js";
 
 let shared: Promise<TestRedis> | undefined;
 /** One redis-server for the contract and most Redis tests; each store gets its own prefix. */
@@ -35,21 +35,7 @@ storeContract("memory", async () => {
 
 storeContract("redis", async () => {
   const { url } = await redis();
-  const wrapKey = randomBytes(32);
-  const p = prefix();
-  const store = new RedisStore({ url, wrapKey, prefix: p, node: "test" });
-  const peers: RedisStore[] = [];
-  return {
-    store,
-    async peer() {
-      const other = new RedisStore({ url, wrapKey, prefix: p, node: `peer-${peers.length}` });
-      peers.push(other);
-      return other;
-    },
-    cleanup: async () => {
-      await Promise.all([store, ...peers].map((s) => s.close()));
-    },
-  };
+  return redisStoreUnderTest(url);
 });
 
 // ---------------------------------------------------------------------------

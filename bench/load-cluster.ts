@@ -23,7 +23,8 @@
  * --ramp 150 (new connections/s while connecting; the nodes' hello budget
  * is 200/s each).
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { cpuSeconds, rssMiB } from "./proc.js";
+import { writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { generateSigningKey } from "../shared/crypto.js";
 import { type Client, connect } from "../client/node.js";
@@ -95,26 +96,6 @@ function parseOptions(argv: string[]): Options {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** CPU seconds (user + system) a process has used, from /proc. */
-function cpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (100/s on Linux)
-  } catch {
-    return NaN;
-  }
-}
-function rssMiB(pid: number | undefined): number {
-  if (pid === undefined) return NaN;
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
 
 class Latencies {
   readonly #v: number[] = [];

@@ -19,8 +19,8 @@
  * Options (defaults): --minutes 10, --nodes 3, --connections 60, --rate 4
  * (requests/s per client), --push-rate 20 (pushes/s), --fault-every 30 (s).
  */
+import { rssMiB } from "./proc.js";
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { Redis } from "ioredis";
 import { generateSigningKey } from "../shared/crypto.js";
 import { PsimbolsError } from "../shared/errors.js";
@@ -54,14 +54,6 @@ function parseOptions(argv: string[]): Options {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-function rssMiB(pid: number | undefined): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
 const alive = (p: ChildProcess) => p.exitCode === null && p.signalCode === null;
 
 /** A process of the cluster that a fault may kill and this soak restarts with the same command line. */

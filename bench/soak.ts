@@ -23,8 +23,9 @@
  * second per client), --inflight 2 (concurrent requests per client),
  * --cut-every 60 (s), --ttl 20 (s), --payload 256 (max characters per echo).
  */
+import { rssMiB } from "./proc.js";
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -138,16 +139,6 @@ async function startBroker(o: Options, dir: string): Promise<Broker> {
   };
 }
 
-/** VmRSS of a process in MiB, from /proc/PID/status. */
-function rssMiB(pid: number | undefined): number {
-  if (pid === undefined) return NaN;
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
 
 // ------------------------------------------------------------------ counters
 

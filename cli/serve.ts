@@ -18,7 +18,8 @@ import { CliError, WRAP_KEY_WAYS, wrapKeyFrom } from "./errors.js";
 import { channelTypeList, int } from "./options.js";
 import { SECRET_ENV, createAppCalls } from "../server/app/setup.js";
 import { dirname } from "node:path";
-import { EVENT_DEFAULTS, Events, secretsFromEnv } from "../server/app/events.js";
+import { EVENT_DEFAULTS, Events } from "../server/app/events.js";
+import { parseSecrets as parseSecretList } from "../server/app/signature.js";
 import { ApiServer, parseListen } from "../server/api/server.js";
 import { FileTokenStore, RedisTokenStore } from "../server/api/tokens.js";
 import type { KemType } from "../shared/frames.js";
@@ -141,7 +142,7 @@ export function serveCommand(p: Command): void {
               logger: log,
               queue: o.eventsQueue,
               ...(o.redis && o.eventsStream ? { stream: { url: o.redis, maxLen: o.eventsMaxLen } } : {}),
-              ...(o.eventsUrl ? { webhook: { url: o.eventsUrl, secrets: secretsFromEnv(process.env.PSIMBOLS_UPSTREAM_SECRET) } } : {}),
+              ...(o.eventsUrl ? { webhook: { url: o.eventsUrl, secrets: parseSecretList(process.env[SECRET_ENV], SECRET_ENV) } } : {}),
             })
           : undefined;
       let broker: Broker;

@@ -398,14 +398,3 @@ export function parseEventsUrl(text: string): URL {
   return u;
 }
 
-/**
- * The signing secrets from `PSIMBOLS_UPSTREAM_SECRET`: one `whsec_` secret, or
- * two (space-separated) during a rotation; every call is signed with each.
- * @throws TypeError naming the variable, never its value.
- */
-export function secretsFromEnv(text: string | undefined, name = "PSIMBOLS_UPSTREAM_SECRET"): WebhookSecret[] {
-  if (text === undefined || text.trim() === "") return [];
-  const parts = text.trim().split(/\s+/);
-  if (parts.length > 2) throw new TypeError(`${name}: expected one secret, or two separated by a space during a rotation`);
-  return parts.map((p) => WebhookSecret.parse(p, name));
-}

@@ -6,7 +6,7 @@
 import type { Logger } from "../log.js";
 import { Authorizer } from "./authorize.js";
 import { AppClient, parseAppUrl } from "./http.js";
-import { WebhookSecret } from "./signature.js";
+import { type WebhookSecret, parseSecrets as parseSecretList } from "./signature.js";
 import { Upstream, parseUpstreamRoute } from "./upstream.js";
 
 /** The environment variable holding the signing secret(s). */
@@ -28,14 +28,14 @@ export interface AppSettings {
 }
 
 /**
- * Parses the signing secrets: one or two `whsec_` secrets separated by white space.
+ * The signing secrets of the application calls: one or two `whsec_` secrets
+ * separated by white space (signature.ts parseSecrets), at least one required.
  * @throws TypeError naming {@link SECRET_ENV}, never echoing the value.
  */
 export function parseSecrets(text: string | undefined, setting = SECRET_ENV): WebhookSecret[] {
-  const parts = (text ?? "").trim().split(/\s+/).filter((x) => x !== "");
-  if (parts.length === 0) throw new TypeError(`${setting}: required with --upstream or --authorize (make one with: echo whsec_$(openssl rand -base64 32))`);
-  if (parts.length > 2) throw new TypeError(`${setting}: expected one secret, or two during a rotation`);
-  return parts.map((p) => WebhookSecret.parse(p, setting));
+  const secrets = parseSecretList(text, setting);
+  if (secrets.length === 0) throw new TypeError(`${setting}: required with --upstream or --authorize (make one with: echo whsec_$(openssl rand -base64 32))`);
+  return secrets;
 }
 
 /**

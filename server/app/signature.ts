@@ -119,3 +119,17 @@ export function verifyWebhook(
   }
   return ok;
 }
+
+/**
+ * Parses the signing secrets of one setting: one `whsec_` secret, or two
+ * separated by white space during a rotation (every call is then signed with
+ * both). An empty or absent text gives no secret; the caller decides whether
+ * that is allowed.
+ *
+ * @throws TypeError naming `setting`, never echoing the value.
+ */
+export function parseSecrets(text: string | undefined, setting: string): WebhookSecret[] {
+  const parts = (text ?? "").trim().split(/\s+/).filter((x) => x !== "");
+  if (parts.length > 2) throw new TypeError(`${setting}: expected one secret, or two separated by white space during a rotation`);
+  return parts.map((p) => WebhookSecret.parse(p, setting));
+}

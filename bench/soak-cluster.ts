@@ -105,6 +105,8 @@ export async function soakCluster(argv: string[]): Promise<number> {
   const { WebSocket } = await import("ws");
   const clients: C[] = [];
   let running = false;
+  const seen: [number, string][] = [];
+  let t0 = Date.now();
   for (let i = 0; i < o.connections; i++) {
     const sockets = new Set<InstanceType<typeof WebSocket>>();
     class Tracked extends WebSocket {
@@ -115,9 +117,15 @@ export async function soakCluster(argv: string[]): Promise<number> {
       }
     }
     const key = await generateSigningKey();
-    const client = await connect(cluster.url, { key, serverKey: cluster.fingerprint, WebSocket: Tracked, requestTimeoutMs: 15_000, reconnect: { baseMs: 100, maxMs: 2000 } });
+    // What each client went through, by message and time (s into the run): resumes refused, notices...
+    const note = (level: string) => (message: string) => {
+      if (running) seen.push([Date.now() - t0, `${level}${message}`]);
+    };
+    const logger = { debug() {}, info: note(""), warn: note("warn: "), error: note("error: ") };
+    const client = await connect(cluster.url, { key, serverKey: cluster.fingerprint, WebSocket: Tracked, logger, requestTimeoutMs: 15_000, reconnect: { baseMs: 100, maxMs: 2000 } });
     const c: C = { client, identity: key.public.fingerprint, pushes: new Set(), sockets };
     client.on("push", (m) => c.pushes.add((m as { n: number }).n));
+    client.on("notice", (n) => running && seen.push([Date.now() - t0, `notice ${n.kind}${n.current ? "" : " (old channel)"}`]));
     client.on("established", () => counts.handshakes++);
     client.on("resumed", () => counts.resumes++);
     client.on("close", () => {
@@ -127,7 +135,7 @@ export async function soakCluster(argv: string[]): Promise<number> {
   }
 
   running = true;
-  const t0 = Date.now();
+  t0 = Date.now();
   const loops = clients.map(async (c, w) => {
     const period = 1000 / o.rate;
     await sleep(Math.random() * period);
@@ -242,6 +250,15 @@ export async function soakCluster(argv: string[]): Promise<number> {
   console.log(`  requests           issued ${counts.issued}, answered ${counts.ok}, mismatched ${counts.mismatched}, failed ${fmt(counts.errors)}, lost ${lostRequests}`);
   console.log(`  pushes             acknowledged ${acked.size}, lost ${lostPushes}; refused during faults ${pushRefused}`);
   console.log(`  clients            ${clients.length}; closed for good ${counts.closedForGood}; handshakes ${counts.handshakes}, resumes ${counts.resumes}`);
+  // The clients' own account, by message: when (s into the run, 5 s buckets) and how often.
+  const byMessage = new Map<string, Map<string, number>>();
+  for (const [t, m] of seen) {
+    if (m === "socket closed" || m === "reconnecting" || m === "channel resumed") continue; // the expected path of every fault
+    if (!byMessage.has(m)) byMessage.set(m, new Map());
+    bump(byMessage.get(m)!, String(Math.floor(t / 5000) * 5));
+  }
+  console.log(`  client log, besides socket closed / reconnecting / resumed (message: s into the run → count)`);
+  for (const [m, at] of byMessage) console.log(`    ${m.slice(0, 90)}: ${fmt(at)}`);
   console.log(`  RSS MiB (start / middle / end; restarts)`);
   for (const s of all) console.log(`    ${s.name.padEnd(10)} ${s.rss.start.toFixed(1)} / ${s.rss.middle.toFixed(1)} / ${s.rss.end.toFixed(1)}; ${s.rss.restarts}`);
 

@@ -219,7 +219,9 @@ return false
 
 /*
  * push. KEYS: pseq:<identity>, push:<identity>.
- * ARGV: seq, wrapped data, count, ageMs, counter px, event channel, identity, channel ('' for none).
+ * ARGV: seq, wrapped data, count, ageMs, counter px, event channel, identity,
+ * channel ('' for none), publish ('1', or '0' when the caller publishes the
+ * event itself once a replica has the push: see RedisStore.push).
  * Compare-and-set on the counter: only when seq = counter + 1 does it move
  * the counter, append, trim and publish, all at once; otherwise it changes
  * nothing and returns the counter so the caller re-wraps for the next seq.
@@ -241,9 +243,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[5])
 redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '*', 's', ARGV[1], 'e', string.format('%d', now + age), 'd', ARGV[2])
 if now > age then redis.call('XTRIM', KEYS[2], 'MINID', '=', string.format('%d', now - age)) end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-local ev = {kind = 'push', identity = ARGV[7], seq = seq, data = ARGV[2]}
-if ARGV[8] ~= '' then ev.channel = ARGV[8] end
-redis.call('PUBLISH', ARGV[6], cjson.encode(ev))
+if ARGV[9] == '1' then
+  local ev = {kind = 'push', identity = ARGV[7], seq = seq, data = ARGV[2]}
+  if ARGV[8] ~= '' then ev.channel = ARGV[8] end
+  redis.call('PUBLISH', ARGV[6], cjson.encode(ev))
+end
 return {1, seq}
 `);
 
@@ -474,11 +478,20 @@ export class RedisStore implements Store {
     checkPush(identity, data, window, channel);
     const bytes = utf8(data);
     if (bytes.length > this.#maxPushBytes) throw new RangeError(`"data" expected at most ${this.#maxPushBytes} bytes`);
-    return this.#run("push", async () => {
-      const seq = await this.#queuePush(identity, (last) => this.#pushOnce(identity, bytes, window, channel, last));
-      await this.#replicated("push");
-      return seq;
-    });
+    return this.#run("push", () =>
+      this.#queuePush(identity, async (last) => {
+        if (!this.#wait) return (await this.#pushOnce(identity, bytes, window, channel, last, true)).seq;
+        // Sentinel: the event goes out only once a replica has the push. Published before, a
+        // failover in between would lose a push that subscribers already delivered, and the
+        // new master would give its number again to the next push, which every receiver then
+        // drops as a duplicate (an acknowledged push lost; seen in the soak with faults).
+        // Still in this identity's queue, so the events go out in seq order.
+        const { seq, wrapped } = await this.#pushOnce(identity, bytes, window, channel, last, false);
+        await this.#replicated("push");
+        await this.#cmd.publish(this.#evKey(identity), JSON.stringify({ kind: "push", identity, seq, data: wrapped, ...(channel !== undefined ? { channel } : {}) }));
+        return seq;
+      }),
+    );
   }
 
   async pushesSince(identity: string, after: number): Promise<KeptPush[] | "gap"> {
@@ -644,7 +657,7 @@ export class RedisStore implements Store {
   }
 
   /** Wraps for the expected seq and runs the compare-and-set until it lands (see PUSH). */
-  async #pushOnce(identity: string, bytes: Uint8Array, window: PushWindow, channel: string | undefined, last: number | undefined): Promise<number> {
+  async #pushOnce(identity: string, bytes: Uint8Array, window: PushWindow, channel: string | undefined, last: number | undefined, publish: boolean): Promise<{ seq: number; wrapped: string }> {
     const w = await this.#wrapper;
     let seq = (last ?? counter(await this.#cmd.get(this.#pseqKey(identity)))) + 1;
     const px = Math.max(this.#pushSeqTtlMs, window.ageMs);
@@ -654,10 +667,10 @@ export class RedisStore implements Store {
       const reply = await this.#eval(
         PUSH,
         [this.#pseqKey(identity), this.#pushKey(identity)],
-        [seq, wrapped, window.count, window.ageMs, px, this.#evKey(identity), identity, channel ?? ""],
+        [seq, wrapped, window.count, window.ageMs, px, this.#evKey(identity), identity, channel ?? "", publish ? "1" : "0"],
       );
       if (!Array.isArray(reply) || reply.length !== 2) throw new StoreCorruptError("push reply");
-      if (Number(reply[0]) === 1) return seq;
+      if (Number(reply[0]) === 1) return { seq, wrapped };
       if (attempt >= PUSH_ATTEMPTS) throw new StoreUnavailableError("push: too many concurrent pushes to one identity");
       seq = Number(reply[1]) + 1;
       // Another node got in between; after a few rounds, step aside briefly so contenders spread out.

@@ -115,6 +115,11 @@ export interface Store {
   /**
    * Appends a push to the identity's window and publishes it, in one atomic
    * step; trims the window to `window.count` entries and `window.ageMs`.
+   * Under Sentinel with the replica wait, the event is published only once a
+   * replica has the push (so no receiver delivers a number a failover could
+   * give again); then events of concurrent pushes from two nodes to one
+   * identity may arrive out of seq order, and a receiver that sees a gap
+   * fetches the missing ones with `pushesSince`.
    * Data is kept encrypted at rest by stores that persist it. At least once
    * from the caller's view: a call that fails with `unavailable` after the
    * store ran it has landed, and a retry lands again under a new seq.

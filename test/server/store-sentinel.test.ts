@@ -150,6 +150,55 @@ w("a stalled replica: push, revoke and a registry removal fail with `unavailable
   }
 });
 
+w("a push not confirmed by the replica is never published: no subscriber delivers a number a failover could give again", async () => {
+  const set = await sentinels();
+  const p = prefix();
+  const wrapKey = randomBytes(32);
+  const store = new RedisStore({ url: `${set.url}?wait_ms=300`, wrapKey, prefix: p });
+  // Another node's store, watching the identity as a node with its socket does.
+  const watcher = new RedisStore({ url: set.url, wrapKey, prefix: p });
+  const who = identity();
+  const seen: number[] = [];
+  watcher.onEvent((e) => {
+    if (e.kind === "push") seen.push(e.seq);
+  });
+  try {
+    watcher.watch(who);
+    await watcher.ping();
+    await new Promise((r) => setTimeout(r, 200)); // the SUBSCRIBE lands
+    assert.is(await store.push(who, JSON.stringify({ n: 1 }), WIDE), 1);
+    set.replica.proc.kill("SIGSTOP");
+    let e: unknown;
+    try {
+      await store.push(who, JSON.stringify({ n: 2 }), WIDE);
+    } catch (x) {
+      e = x;
+    }
+    assert.is((e as { code?: string }).code, ErrorCode.unavailable);
+    await new Promise((r) => setTimeout(r, 300));
+    // Published at once (as before this fix), push 2 would reach clients; a failover
+    // before the replica had it would then hand number 2 to the next push, which
+    // every receiver drops as already delivered.
+    assert.equal(seen, [1], "the unconfirmed push was published");
+  } finally {
+    set.replica.proc.kill("SIGCONT");
+  }
+  try {
+    // Push 2 did land on the master (the caller was told it may have): the next one is 3,
+    // published once confirmed; a receiver that sees 3 after 1 fetches 2 from the window.
+    assert.is(await store.push(who, JSON.stringify({ n: 3 }), WIDE), 3);
+    for (const until = Date.now() + 2000; seen.length < 2 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(seen, [1, 3]);
+    assert.equal(
+      ((await store.pushesSince(who, 1)) as { seq: number }[]).map((k) => k.seq),
+      [2, 3],
+    );
+  } finally {
+    await watcher.close();
+    await store.close();
+  }
+});
+
 w("a master with no replica connected does not wait (after a failover, nothing could be promoted over it)", async () => {
   const set = await sentinels();
   // Last test of the file: the replica goes for good.

@@ -30,7 +30,7 @@ function prefix(): string {
 storeContract("memory", async () => {
   const store = new MemoryStore();
   // One process is one node: its peer is itself.
-  return { store, peer: async () => store, cleanup: () => store.close() };
+  return { store, peer: async () => store, cleanup: () => store.close(), pushEventsInSeqOrder: true };
 });
 
 storeContract("redis", async () => {

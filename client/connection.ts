@@ -615,6 +615,15 @@ export class Client {
   #remembering: Promise<void> = Promise.resolve();
   /** Highest application push id delivered (per identity, across channels and sockets). */
   #lastPushId = 0;
+  /**
+   * Set by a fresh handshake until the new channel's first application push:
+   * that one is delivered whatever its id (§7.2). A new channel starts at the
+   * identity's newest id, so its first push is above every id delivered
+   * before, unless the store lost its data (a Redis restarted without
+   * persistence) and numbers from 1 again: then the ids that follow would
+   * all be dropped as already delivered.
+   */
+  #freshPushIds = false;
   readonly #ready = deferred<void>();
   #everReady = false;
   #closing: Promise<void> | undefined;
@@ -1234,6 +1243,7 @@ export class Client {
     this.#renewAttempt = 0;
     this.#scheduleRenew(ch.ttl);
     this.#everReady = true;
+    if (!hs.renewal) this.#freshPushIds = true;
     this.#o.log.info(hs.renewal ? "channel renewed" : "channel established", { channel: ch.id, ttl: ch.ttl });
     this.#setState(ClientState.ready);
     this.#events.emit("established", { ...this.#info(ch), renewed: hs.renewal });
@@ -1603,8 +1613,11 @@ export class Client {
     if (p.id !== undefined) {
       // Application pushes carry a per-identity id: after a resume the server may
       // send again what this client already has; deliver each id once, in order.
-      if (p.id <= this.#lastPushId) return this.#o.log.debug("push already delivered; dropped", { id: p.id });
+      const fresh = this.#freshPushIds && b === conn.current;
+      if (p.id <= this.#lastPushId && !fresh) return this.#o.log.debug("push already delivered; dropped", { id: p.id });
+      if (fresh && p.id <= this.#lastPushId) this.#o.log.info("push ids start again (the store lost them); delivering", { id: p.id, before: this.#lastPushId });
       this.#lastPushId = p.id;
+      this.#freshPushIds = false;
     }
     this.#events.emit("push", p.message);
   }

@@ -288,8 +288,10 @@ export class Connection {
     }
     const previous = this.#binding;
     // Renewal: same identity, so activation retires the previous channel; no notice back to us.
-    // An identity move (§5.7) is no renewal: the new channel is the new identity's.
-    const renewal = !p.moveTo && previous?.channel.identity === identity;
+    // An identity move (§5.7) is no renewal: the new channel is the new identity's. Nor is a
+    // handshake after this socket's channel died (expired, gone from the store): the new channel
+    // starts at the identity's newest push id, as on a fresh socket (§7.2).
+    const renewal = !p.moveTo && previous !== undefined && previous.dead === undefined && previous.channel.identity === identity;
     // The application's say (issue 12): after the proof and the limits, before the channel is written;
     // for a move, about the new key, before anything moves.
     const app = await this.#authorize(p.moveTo ?? p.identity, renewal, previous);

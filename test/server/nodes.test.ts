@@ -15,6 +15,8 @@ import { startRedis } from "../helpers/redis.js";
 import { startProxy, type Proxy } from "../helpers/proxy.js";
 import { freePort } from "../../cli/cluster/net.js";
 import { MAX_PUSH_BYTES } from "../../server/broker.js";
+import { RedisStore } from "../../server/store/redis-store.js";
+import { parseWrapKey } from "../../server/store/wrap.js";
 import { Raw, call, handshake, openPush, readResponse, requestFrame, resume } from "../helpers/raw.js";
 
 const t = suite("several nodes on one Redis");
@@ -257,6 +259,42 @@ t("with Redis down: bound channels keep working, handshakes get `unavailable`, /
   assert.is(b.proc.exitCode, null, "node b crashed");
   raw.close();
   again.close();
+});
+
+// After the test above: Redis has restarted empty once already (the operator key went with it).
+t("Redis restarted empty: the client's new channel delivers pushes numbered from 1 again (not dropped as already delivered)", async () => {
+  const app = new RedisStore({ url: redis.url, wrapKey: parseWrapKey(env.PSIMBOLS_WRAP_KEY) });
+  const window = { count: 100, ageMs: 60_000 };
+  // Node a back on the store after the test above (it only waited for node b).
+  for (const until = Date.now() + 10_000; (await fetch(`http://127.0.0.1:${a.port}/readyz`)).status !== 200 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+  const key = await generateSigningKey();
+  const c = await connect(a.url, { key, serverKey: a.fingerprint, knownServersFile: false, reconnect: { baseMs: 50, maxMs: 500 } });
+  const got: unknown[] = [];
+  c.on("push", (m) => got.push(m));
+  const errors: string[] = [];
+  c.on("error", (e) => errors.push(e.code)); // `unavailable` while Redis comes back: the client retries
+  const wait = async (n: number) => {
+    for (const until = Date.now() + 5000; got.length < n && Date.now() < until; ) await new Promise((r) => setTimeout(r, 10));
+  };
+  try {
+    for (const m of ["a", "b", "c"]) await app.push(key.public.fingerprint, JSON.stringify(m), window);
+    await wait(3);
+    assert.equal(got, ["a", "b", "c"]);
+    const established = new Promise<void>((r) => c.on("established", () => r()));
+    redis.kill();
+    await redis.restart();
+    // The node's re-check finds the channel gone: `expired`, and the client makes a new one.
+    await established;
+    assert.is(await app.push(key.public.fingerprint, JSON.stringify("d"), window), 1, "the store numbers from 1 again");
+    await wait(4);
+    assert.equal(got, ["a", "b", "c", "d"], "push 1 of the new numbering was delivered");
+    assert.is(await app.push(key.public.fingerprint, JSON.stringify("e"), window), 2);
+    await wait(5);
+    assert.equal(got, ["a", "b", "c", "d", "e"]);
+  } finally {
+    await c.close();
+    await app.close();
+  }
 });
 
 t.run();

@@ -6,15 +6,18 @@
  * Redis, and a fault every `--fault-every` seconds, in turn:
  *   - node kill: SIGKILL of a random node, restarted on its port 3 s later;
  *   - Redis master kill: SIGKILL of the current master; Sentinel promotes
- *     the replica; the old master is restarted on its port and Sentinel
- *     makes it the new replica;
+ *     the replica; the old master is restarted on its port through
+ *     deploy/redis-start.sh (as compose restarts it), which asks the
+ *     sentinels and starts it as the new master's replica;
  *   - link cuts: a third of the clients' sockets terminated without a close
  *     frame, as a network fault (client side only: cutting links between
  *     nodes and Redis needs network namespaces, test/partition/).
  * Ends with a table: requests issued, answered, failed by kind and lost
  * (neither answered nor failed: must be 0), pushes acknowledged and lost
- * (must be 0), clients closed for good (must be 0), and the RSS of every
- * process at start, middle and end (a restarted process counts from its restart).
+ * (must be 0), clients closed for good (must be 0), new handshakes (a
+ * channel the store lost) and what the clients logged besides the expected
+ * reconnect-and-resume, and the RSS of every process at start, middle and
+ * end (a restarted process counts from its restart).
  *
  * Options (defaults): --minutes 10, --nodes 3, --connections 60, --rate 4
  * (requests/s per client), --push-rate 20 (pushes/s), --fault-every 30 (s).
@@ -26,6 +29,7 @@ import { generateSigningKey } from "../shared/crypto.js";
 import { PsimbolsError } from "../shared/errors.js";
 import { type Client, connect } from "../client/node.js";
 import { type Cluster, startCluster } from "../cli/cluster/local-cluster.js";
+import { REDIS_START, SENTINEL_MASTER_NAME } from "../cli/cluster/sentinel.js";
 import { RedisStore } from "../server/store/redis-store.js";
 import { parseWrapKey } from "../server/store/wrap.js";
 
@@ -70,6 +74,23 @@ function respawn(slot: Slot, env: NodeJS.ProcessEnv): void {
   const i = args.indexOf("--port");
   if (i >= 0) args[i + 1] = String(slot.port);
   slot.proc = spawn(command!, args, { env, stdio: "ignore", detached: true });
+  slot.rss.restarts++;
+}
+
+/**
+ * A Redis server comes back through deploy/redis-start.sh, as compose's
+ * restart policy brings it back: it asks the sentinels and starts as the
+ * replica of the master they name (its first command line's --replicaof,
+ * if any, is dropped: the script decides).
+ */
+function respawnRedis(slot: Slot, sentinels: string): void {
+  // [redis-server, ...options], or [sh, redis-start.sh, host, port, ...options] once restarted through it
+  const argv = slot.proc.spawnargs;
+  const args = argv[0] === "sh" ? argv.slice(4) : argv.slice(1);
+  const r = args.indexOf("--replicaof");
+  if (r >= 0) args.splice(r, 3);
+  const env = { ...process.env, PSIMBOLS_SENTINELS: sentinels, PSIMBOLS_MASTER_NAME: SENTINEL_MASTER_NAME };
+  slot.proc = spawn("sh", [REDIS_START, "127.0.0.1", String(slot.port), ...args], { env, stdio: "ignore", detached: true });
   slot.rss.restarts++;
 }
 
@@ -196,7 +217,7 @@ export async function soakCluster(argv: string[]): Promise<number> {
         const deadline = Date.now() + 30_000;
         while ((await sentinel.masterPort()) === port && Date.now() < deadline) await sleep(100);
         const switched = Date.now() - t;
-        respawn(s, process.env);
+        respawnRedis(s, sentinel.sentinels.map((x) => `127.0.0.1:${x.port}`).join(" "));
         // Back as the new master's replica, in sync, before the next Redis fault.
         const probe = new Redis({ host: "127.0.0.1", port: s.port, lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => 200 });
         probe.on("error", () => {}); // refused until it is back: expected

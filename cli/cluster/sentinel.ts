@@ -16,6 +16,12 @@ import { answersPing, freePort } from "./net.js";
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 /** The one Sentinel config, shared with docker-compose.sentinel.yml. */
 export const SENTINEL_CONFIG = join(ROOT, "deploy", "sentinel.conf");
+/**
+ * Starts a Redis server of the Sentinel setup as the sentinels say (a
+ * replica of the master they name; never a second, empty master): what
+ * docker-compose.sentinel.yml runs, and the soak with faults restarts with.
+ */
+export const REDIS_START = join(ROOT, "deploy", "redis-start.sh");
 /** The master's name in deploy/sentinel.conf. */
 export const SENTINEL_MASTER_NAME = "psimbols";
 

@@ -180,7 +180,21 @@ if (!compose) {
     assert.ok("sentinel" in (s.node!.depends_on as Obj));
     assert.is((s.sentinel!.deploy as Obj).replicas, 3);
     assert.ok((s.sentinel!.volumes as string[]).some((v) => v.startsWith("./deploy/sentinel.conf:")));
-    assert.ok((s["redis-replica"]!.command as string[]).join(" ").includes("--replicaof redis 6379"));
+    // Both Redis servers start through deploy/redis-start.sh (test/deploy/redis-start.test.ts runs it),
+    // named as the sentinels announce them; the replica follows `redis` on the very first start.
+    for (const name of ["redis", "redis-replica"]) {
+      const svc = s[name]!;
+      assert.equal(svc.entrypoint, ["sh", "/usr/local/bin/psimbols-redis-start", name, "6379"], `${name}: entrypoint`);
+      assert.ok((svc.volumes as string[]).includes("./deploy/redis-start.sh:/usr/local/bin/psimbols-redis-start:ro"), `${name}: the script is mounted`);
+      const command = (svc.command as string[]).join(" ");
+      assert.not.match(command, /^redis-server|--replicaof/, `${name}: the script runs redis-server and chooses --replicaof`);
+      assert.match(command, new RegExp(`--replica-announce-ip ${name}$`));
+      const env = svc.environment as Obj;
+      assert.is(env.PSIMBOLS_MASTER_NAME, SENTINEL_MASTER_NAME);
+      assert.match(String(env.PSIMBOLS_SENTINELS), /^(sentinel:26379 ?)+$/);
+    }
+    assert.is((s["redis-replica"]!.environment as Obj).PSIMBOLS_INITIAL_MASTER, "redis 6379");
+    assert.is((s.redis!.environment as Obj).PSIMBOLS_INITIAL_MASTER, undefined, "the first master starts as one");
     // The shipped sentinel.conf monitors the compose master by name, quorum 2 of 3.
     assert.match(readFileSync(SENTINEL_CONFIG, "utf8"), new RegExp(`^sentinel monitor ${SENTINEL_MASTER_NAME} redis 6379 2$`, "m"));
     // The base file is untouched by the merge where the override says nothing.

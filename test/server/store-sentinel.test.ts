@@ -7,55 +7,18 @@
  * said, not hidden), and a master with no replica left does not wait.
  * Real redis-server processes (cli/cluster/sentinel.ts, deploy/sentinel.conf).
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { Redis } from "ioredis";
-import { findOnPath } from "../../cli/cluster/net.js";
-import { type Launched, type SentinelSet, startSentinelSet } from "../../cli/cluster/sentinel.js";
+import { testSentinels } from "../helpers/sentinel.js";
 import { ErrorCode } from "../../shared/errors.js";
 import { RedisStore } from "../../server/store/redis-store.js";
 import { RedisRegistry } from "../../server/registry.js";
 import { WIDE, identity, record, redisStoreUnderTest, storeContract } from "./store-contract.js";
 
-const dir = mkdtempSync(join(tmpdir(), "psimbols-sentinel-"));
-const children: ChildProcess[] = [];
-process.on("exit", () => {
-  for (const c of children) c.kill("SIGKILL");
-  rmSync(dir, { recursive: true, force: true });
-});
-
-/** A bare launcher for startSentinelSet: output kept, every child killed on exit. */
-function launch(name: string, command: string, args: string[]): Launched {
-  const proc = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
-  children.push(proc);
-  let out = "";
-  proc.stdout!.on("data", (d: Buffer) => (out = (out + d.toString()).slice(-16_384)));
-  proc.stderr!.on("data", (d: Buffer) => (out = (out + d.toString()).slice(-16_384)));
-  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
-  return {
-    name,
-    proc,
-    output: () => out,
-    alive: () => proc.exitCode === null && proc.signalCode === null,
-    async kill(signal: NodeJS.Signals = "SIGTERM") {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill(signal);
-      await exited;
-    },
-  };
-}
-
-let shared: Promise<SentinelSet> | undefined;
-function sentinels(): Promise<SentinelSet> {
-  const bin = findOnPath("redis-server");
-  if (!bin) throw new Error("redis-server not found on PATH (bin/test_psimbols.sh installs it)");
-  return (shared ??= startSentinelSet(bin, dir, launch, []));
-}
+const sentinelSet = testSentinels();
+const sentinels = () => sentinelSet.start();
 const prefix = () => `t${randomBytes(6).toString("base64url")}:`;
 
 storeContract("redis through sentinel", async () => {
@@ -65,18 +28,7 @@ storeContract("redis through sentinel", async () => {
 
 const w = suite("redis through sentinel: the replica wait");
 // The last suite of the file: its end stops the servers (their output pipes would keep this process alive).
-w.after(async () => {
-  await Promise.all(
-    children.map(
-      (c) =>
-        new Promise<void>((r) => {
-          if (c.exitCode !== null || c.signalCode !== null) return r();
-          c.once("exit", () => r());
-          c.kill("SIGKILL");
-        }),
-    ),
-  );
-});
+w.after(() => sentinelSet.stopAll());
 
 w("a push and a revocation are on the replica when they are acknowledged", async () => {
   const set = await sentinels();

@@ -1,0 +1,100 @@
+/**
+ * deploy/redis-start.sh, the start of every Redis server under Sentinel
+ * (docker-compose.sentinel.yml; the soak with faults): a server that died
+ * and restarts (no persistence: empty) must come back as the replica of the
+ * master the sentinels name, never as a second, empty master. Started plainly
+ * (`redis-server` alone, as before) the old master answers as a master, empty,
+ * until the sentinels convert it (~10–20 s here): a node that asked a sentinel
+ * not yet told of the failover used it, and lost channels and push numbers.
+ * Real redis-server and sentinel processes.
+ */
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { Redis } from "ioredis";
+import { freePort } from "../../cli/cluster/net.js";
+import { REDIS_START, SENTINEL_MASTER_NAME } from "../../cli/cluster/sentinel.js";
+import { testSentinels } from "../helpers/sentinel.js";
+
+const sentinelSet = testSentinels();
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const BASE = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"];
+
+/** The ROLE of the server on `port` ("master", "slave", or "down"), and the master it follows. */
+async function role(port: number): Promise<{ role: string; master?: number }> {
+  const c = new Redis({ host: "127.0.0.1", port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, commandTimeout: 1000 });
+  c.on("error", () => {});
+  try {
+    const r = (await c.call("ROLE")) as unknown[];
+    return r[0] === "slave" ? { role: "slave", master: Number(r[2]) } : { role: String(r[0]) };
+  } catch {
+    return { role: "down" };
+  } finally {
+    c.disconnect();
+  }
+}
+
+/** Runs the script for 127.0.0.1:`port` with `env`; every role it shows until `until` holds (or 15 s). */
+async function start(port: number, env: Record<string, string>, until: (r: { role: string; master?: number }) => boolean) {
+  const p = sentinelSet.launch(`redis-${port}`, "sh", [REDIS_START, "127.0.0.1", String(port), "--port", String(port), ...BASE], { ...process.env, ...env });
+  const seen = new Set<string>();
+  for (const deadline = Date.now() + 15_000; ; await sleep(50)) {
+    const r = await role(port);
+    seen.add(r.role);
+    if (until(r)) return { proc: p, seen, last: r };
+    if (!p.alive() || Date.now() > deadline) assert.unreachable(`redis-start.sh on :${port}: roles ${[...seen].join(",")}; output:\n${p.output()}`);
+  }
+}
+
+const t = suite("deploy/redis-start.sh: a restarted Redis follows the sentinels");
+t.after(() => sentinelSet.stopAll());
+
+t("no sentinel answers: the first start is the master, or the replica of PSIMBOLS_INITIAL_MASTER", async () => {
+  const nobody = `127.0.0.1:${await freePort()}`;
+  const a = await freePort();
+  const first = await start(a, { PSIMBOLS_SENTINELS: nobody }, (r) => r.role === "master");
+  assert.match(first.proc.output(), /no sentinel answers; starting as the master/);
+  const b = await freePort();
+  const second = await start(b, { PSIMBOLS_SENTINELS: nobody, PSIMBOLS_INITIAL_MASTER: `127.0.0.1 ${a}` }, (r) => r.role === "slave");
+  assert.is(second.last.master, a);
+  assert.ok(!second.seen.has("master"), "the replica never answered as a master");
+  await Promise.all([first.proc.kill("SIGKILL"), second.proc.kill("SIGKILL")]);
+});
+
+t("after a failover, the old master restarts as the new master's replica at once, never an empty master", async () => {
+  const set = await sentinelSet.start();
+  const sentinels = set.sentinels.map((s) => `127.0.0.1:${s.port}`).join(" ");
+  const old = (await set.masterPort())!;
+  (old === set.master.port ? set.master : set.replica).proc.kill("SIGKILL");
+  let now: number | undefined;
+  for (const deadline = Date.now() + 20_000; (now = await set.masterPort()) === old || now === undefined; await sleep(100)) {
+    if (Date.now() > deadline) assert.unreachable("no failover in 20 s");
+  }
+  const started = Date.now();
+  const back = await start(old, { PSIMBOLS_SENTINELS: sentinels, PSIMBOLS_MASTER_NAME: SENTINEL_MASTER_NAME }, (r) => r.role === "slave");
+  assert.is(back.last.master, now, "it follows the master the sentinels name");
+  assert.ok(!back.seen.has("master"), `it answered as a master: ${[...back.seen].join(",")}`);
+  assert.ok(Date.now() - started < 5000, `a replica at once, not after the sentinels' conversion (${Date.now() - started} ms)`);
+  assert.match(back.proc.output(), new RegExp(`starting as a replica of 127\\.0\\.0\\.1 ${now} \\(named by the sentinels\\)`));
+});
+
+t("restarted before the sentinels noticed its death: it waits for their failover, then follows the new master", async () => {
+  const set = await sentinelSet.start();
+  const sentinels = set.sentinels.map((s) => `127.0.0.1:${s.port}`).join(" ");
+  const old = (await set.masterPort())!;
+  // The master of the test above came back through the script: stop whichever process holds it.
+  const holder = [set.master, set.replica].find((p) => p.port === old && p.alive());
+  if (holder) await holder.kill("SIGKILL");
+  else {
+    const c = new Redis({ host: "127.0.0.1", port: old, lazyConnect: true, maxRetriesPerRequest: 0 });
+    await c.call("SHUTDOWN", "NOSAVE").catch(() => {});
+    c.disconnect();
+  }
+  // At once: every sentinel still names this server as the master.
+  const back = await start(old, { PSIMBOLS_SENTINELS: sentinels, PSIMBOLS_MASTER_NAME: SENTINEL_MASTER_NAME, PSIMBOLS_FAILOVER_WAIT: "8" }, (r) => r.role === "slave");
+  assert.match(back.proc.output(), /still name 127\.0\.0\.1:\d+ as master; waiting 8 s for a failover/);
+  assert.ok(!back.seen.has("master"), `it answered as a master while the sentinels still named it: ${[...back.seen].join(",")}`);
+  assert.is(back.last.master, await set.masterPort(), "it follows the promoted replica");
+  assert.is.not(back.last.master, old);
+});
+
+t.run();

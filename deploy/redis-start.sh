@@ -30,6 +30,7 @@ self_host=$1
 self_port=$2
 shift 2
 name=${PSIMBOLS_MASTER_NAME:-psimbols}
+wait=${PSIMBOLS_FAILOVER_WAIT:-6}
 
 # Prints the master most answering sentinels name, other than this server:
 # "host port", or "self" when they all name this server, or "" when none answers.
@@ -48,8 +49,8 @@ ask() {
 
 master=$(ask)
 if [ "$master" = self ]; then
-  echo "redis-start: the sentinels still name $self_host:$self_port as master; waiting ${PSIMBOLS_FAILOVER_WAIT:-6} s for a failover" >&2
-  sleep "${PSIMBOLS_FAILOVER_WAIT:-6}"
+  echo "redis-start: the sentinels still name $self_host:$self_port as master; waiting $wait s for a failover" >&2
+  sleep "$wait"
   master=$(ask)
 fi
 case "$master" in

@@ -20,3 +20,13 @@ export async function rejectsWith(p: Promise<unknown>, code: string, message?: R
   assert.unreachable(`expected ${code}`);
   throw new Error("unreachable");
 }
+
+/** How a call ends: "none" when it succeeds, else its error's `code` (or the error's text when it has none). */
+export async function outcome(f: () => unknown): Promise<string> {
+  try {
+    await f();
+    return "none";
+  } catch (e) {
+    return (e as { code?: string }).code ?? String(e);
+  }
+}

@@ -10,15 +10,7 @@ import { FrameKind, frameNonce, innerText, webCryptoTrafficKey } from "../../sha
 import { randomBytes } from "../../shared/crypto.js";
 import { b64u, fromB64u } from "../../shared/encoding.js";
 import { NodeTrafficKey, nodeTrafficKey } from "../../node/aead.js";
-
-const code = async (f: () => unknown) => {
-  try {
-    await f();
-    return "none";
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-};
+import { outcome } from "../helpers/refusal.js";
 
 test("node:crypto and WebCrypto seal to the same bytes and open each other's frames", async () => {
   await fc.assert(
@@ -71,15 +63,15 @@ test("both engines refuse a flipped bit, another nonce, another AAD and a cut ta
     ["padding", nonce, "chan", ct + "="],
   ];
   for (const [name, n, aad, c] of cases) {
-    const w = await code(() => web.open(n, aad, c));
-    const d = await code(() => node.open(n, aad, c));
+    const w = await outcome(() => web.open(n, aad, c));
+    const d = await outcome(() => node.open(n, aad, c));
     assert.is.not(d, "none", name);
     assert.is(d, w, name);
     // the same ciphertext as bytes (a binary frame) is refused alike
     if (name === "padding") continue;
     const bin = fromB64u(c, "ct");
-    const wb = await code(() => web.open(n, aad, bin));
-    const db = await code(() => node.open(n, aad, bin));
+    const wb = await outcome(() => web.open(n, aad, bin));
+    const db = await outcome(() => node.open(n, aad, bin));
     assert.is.not(db, "none", `${name} (bytes)`);
     assert.is(db, wb, `${name} (bytes)`);
   }
@@ -99,7 +91,7 @@ test("a wiped key seals nothing and opens nothing (unauthorised), even what it s
   key.wipe();
   key.wipe();
   assert.throws(() => key.seal(nonce, "chan", "hello"), /wiped/);
-  assert.is(await code(() => key.open(nonce, "chan", ct)), "unauthorised");
+  assert.is(await outcome(() => key.open(nonce, "chan", ct)), "unauthorised");
 });
 
 test.run();

@@ -11,6 +11,7 @@ import { b64, b64u } from "../../shared/encoding.js";
 import { randomBytes } from "../../shared/crypto.js";
 import type { ChannelRecord, PushWindow, Store, StoreEvent } from "../../server/store/store.js";
 import { RedisStore } from "../../server/store/redis-store.js";
+import { parseRedisAddress } from "../../server/store/redis-address.js";
 
 /** A fresh store and how to dispose of it. */
 export interface StoreUnderTest {
@@ -107,9 +108,10 @@ export function redisStoreUnderTest(url: string): StoreUnderTest {
   const prefix = `t${b64u(randomBytes(6))}:`;
   const store = new RedisStore({ url, wrapKey, prefix, node: "test" });
   const peers: RedisStore[] = [];
+  const address = parseRedisAddress(url);
   return {
     store,
-    pushEventsInSeqOrder: !/^rediss?\+sentinel:/.test(url) || /[?&]wait_replicas=0(&|$)/.test(url),
+    pushEventsInSeqOrder: address.kind !== "sentinel" || address.waitReplicas === 0,
     async peer() {
       const other = new RedisStore({ url, wrapKey, prefix, node: `peer-${peers.length}` });
       peers.push(other);

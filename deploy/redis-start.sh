@@ -38,9 +38,16 @@ ask() {
   answers=""
   for s in ${PSIMBOLS_SENTINELS:-sentinel:26379}; do
     a=$(redis-cli -h "${s%:*}" -p "${s##*:}" --raw SENTINEL get-master-addr-by-name "$name" 2>/dev/null | tr '\n' ' ' | sed 's/ *$//') || a=""
-    # "host port"; anything else (no answer, an error text) counts as none
-    if printf '%s' "$a" | grep -q -E '^[^ ]+ [0-9]+$'; then answers="$answers$a
-"; fi
+    if printf '%s' "$a" | grep -q -E '^[^ ]+ [0-9]+$'; then
+      answers="$answers$a
+"
+    elif [ -n "$a" ]; then
+      # Reachable but refusing (a password, not a sentinel): guessing "master" could wipe
+      # the real one's replica, so stop; a restart policy tries again. (Sentinels with a
+      # password: set REDISCLI_AUTH, which redis-cli reads.)
+      echo "redis-start: $s answered \"$a\", not a master's address; not starting" >&2
+      exit 1
+    fi # no output: unreachable, or the name is unknown there
   done
   [ -n "$answers" ] || { echo ""; return; }
   other=$(printf '%s' "$answers" | grep -v -x -F "$self_host $self_port" | sort | uniq -c | sort -rn | head -n 1 | sed 's/^ *[0-9]* //')

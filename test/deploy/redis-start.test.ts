@@ -60,6 +60,18 @@ t("no sentinel answers: the first start is the master, or the replica of PSIMBOL
   await Promise.all([first.proc.kill("SIGKILL"), second.proc.kill("SIGKILL")]);
 });
 
+t("a sentinel address that answers but not with an address (here a plain Redis): it does not start, rather than guess master", async () => {
+  const notSentinel = await freePort();
+  const plain = await start(notSentinel, { PSIMBOLS_SENTINELS: `127.0.0.1:${await freePort()}` }, (r) => r.role === "master");
+  const port = await freePort();
+  const p = sentinelSet.launch(`redis-${port}`, "sh", [REDIS_START, "127.0.0.1", String(port), "--port", String(port), ...BASE], { ...process.env, PSIMBOLS_SENTINELS: `127.0.0.1:${notSentinel}` });
+  const code = await new Promise<number | null>((r) => p.proc.once("exit", (c) => r(c)));
+  assert.is(code, 1);
+  assert.match(p.output(), new RegExp(`127\\.0\\.0\\.1:${notSentinel} answered "ERR unknown command 'SENTINEL'.*not starting`));
+  assert.is((await role(port)).role, "down", "nothing listens on its port");
+  await plain.proc.kill("SIGKILL");
+});
+
 t("after a failover, the old master restarts as the new master's replica at once, never an empty master", async () => {
   const set = await sentinelSet.start();
   const sentinels = set.sentinels.map((s) => `127.0.0.1:${s.port}`).join(" ");

@@ -18,8 +18,8 @@ import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
 import { Counter, FairWindow, FixedWindow, limitKey } from "./limits.js";
 import { createLogger, type Logger } from "./log.js";
-import type { KeyRegistry } from "./registry.js";
-import { registerOperatorOps } from "./operator.js";
+import type { KeyRegistry, Role } from "./registry.js";
+import { ADMIN_NOT_FOUND, isAdminOp, operatorOnly, registerOperatorOps } from "./operator.js";
 import { Schedule } from "./schedule.js";
 import { type EventSink, EventType, noEvents } from "./app/events.js";
 import { StoreWatch } from "./store-watch.js";
@@ -49,6 +49,12 @@ export interface HandlerContext {
   publicKey: { type: string; data: string } | undefined;
   /** The authorize hook's `info` for this channel, as JSON text. */
   info: string | undefined;
+  /**
+   * The caller's registered role, read from the key registry when called (so a
+   * role changed meanwhile counts), or null for a key the service does not
+   * know. @throws PsimbolsError `unavailable` when the registry does not answer.
+   */
+  role(): Promise<Role | null>;
 }
 
 /**
@@ -67,7 +73,11 @@ export interface BrokerContext {
   readonly store: Store;
   readonly registry: KeyRegistry | undefined;
   readonly offer: ServerOffer;
-  readonly handlers: ReadonlyMap<string, Handler>;
+  /**
+   * The handler of `op`: a registered one, else `admin.*` answered by the broker
+   * (never an application's), else the upstream route that takes it, if any.
+   */
+  route(op: string): Handler | undefined;
   readonly hellosPerAddress: FixedWindow;
   readonly hellosTotal: FairWindow;
   /** Resumes have a budget of their own (a resume costs no signature): per address, and in total. */
@@ -167,7 +177,7 @@ export class Broker {
       registry: o.registry,
       // moves: identity key rotation (PROTOCOL.md §5.7) is offered to every hello that asks
       offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES, channelTypes: this.config.channelTypes, kems: this.config.kems, moves: true },
-      handlers: this.#handlers,
+      route: (op) => this.#handlers.get(op) ?? (isAdminOp(op) ? ADMIN_NOT_FOUND : o.upstream?.route(op)),
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
       hellosTotal: new FairWindow(limits.hellosPerSecond, 1000),
       resumesPerAddress: new FixedWindow(limits.resumesPerAddress, limits.hellosWindowMs),
@@ -203,7 +213,7 @@ export class Broker {
     this.handle("echo", (data) => data);
     this.handle("ping", () => ({ pong: true, time: new Date().toISOString() }));
     this.handle("whoami", (_data, ctx) => ({ identity: ctx.identity, channel: ctx.channel, node: ctx.node }));
-    registerOperatorOps(this, o.registry);
+    registerOperatorOps(this);
     this.store.onEvent((e) => {
       if (e.kind === "push") {
         for (const conn of members(this.#byIdentity.get(e.identity))) conn.onPush(e.seq, e.data, e.channel);
@@ -307,10 +317,13 @@ export class Broker {
     return typeof a === "object" && a ? a.port : this.config.port;
   }
 
-  /** Registers (or replaces) the handler for `op`. `channel.close` is reserved. */
+  /**
+   * Registers (or replaces) the handler for `op`. `channel.close` is reserved;
+   * an `admin.*` handler runs for operators only (PROTOCOL.md §6.6), others get `forbidden`.
+   */
   handle(op: string, handler: Handler): this {
     if (op === "channel.close") throw new RangeError(`"op" channel.close is reserved`);
-    this.#handlers.set(op, handler);
+    this.#handlers.set(op, isAdminOp(op) ? operatorOnly(handler) : handler);
     return this;
   }
 

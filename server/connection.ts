@@ -542,7 +542,7 @@ export class Connection {
         (e: unknown) => this.#answer(b, seq, this.#failure(e), started),
       );
     }
-    const handler = this.#ctx.handlers.get(req.op) ?? this.#ctx.upstream?.route(req.op);
+    const handler = this.#ctx.route(req.op);
     if (!handler) return this.#answer(b, seq, this.#failure(new PsimbolsError(ErrorCode.notFound, "no handler for this op")), started);
     const ctx: HandlerContext = {
       identity: b.channel.identity,
@@ -553,6 +553,7 @@ export class Connection {
       requestId: `req_${b.channel.id}.${this.id}.${seq}`,
       publicKey: b.channel.app?.publicKey,
       info: b.channel.app?.info,
+      role: () => this.#role(b.channel.identity),
     };
     let result: unknown;
     try {
@@ -567,6 +568,13 @@ export class Connection {
       );
     }
     return this.#answer(b, seq, { data: result ?? null }, started);
+  }
+
+  /** The registered role of `identity` now, null for a key the service does not know. @throws PsimbolsError `unavailable`. */
+  async #role(identity: string): Promise<Role | null> {
+    const { registry } = this.#ctx;
+    if (!registry) return null;
+    return (await this.#store(() => registry.lookup(identity)))?.role ?? null;
   }
 
   /** A handler's failure as an inner error: a PsimbolsError's code, anything else `internal` (logged, not sent). */

@@ -3,11 +3,40 @@
  * only to identities registered with the `operator` role (`psimbols keys add
  * --role operator`). Everyone else gets `forbidden`. The web console and the
  * CLI use these.
+ *
+ * The `admin.` namespace is the broker's (PROTOCOL.md §6.6, docs/BACKEND.md
+ * §2): every `admin.*` handler runs behind {@link operatorOnly}, and a name no
+ * handler takes is answered here ({@link ADMIN_NOT_FOUND}), never forwarded
+ * to an application.
  */
 import { ErrorCode, PsimbolsError, badField } from "../shared/errors.js";
-import type { Broker, HandlerContext } from "./broker.js";
-import { Role, type KeyRegistry } from "./registry.js";
+import type { Broker, Handler, HandlerContext } from "./broker.js";
+import { Role } from "./registry.js";
 import type { ChannelRecord } from "./store/store.js";
+
+/** Operation names reserved for operators (PROTOCOL.md §6.6). */
+export const ADMIN_PREFIX = "admin.";
+
+/** Whether `op` is in the reserved `admin.` namespace. */
+export function isAdminOp(op: string): boolean {
+  return op.startsWith(ADMIN_PREFIX);
+}
+
+/**
+ * `f`, run only for a caller whose registered role (read at the request) is
+ * `operator`; anyone else gets `forbidden`, whatever `f` would answer.
+ */
+export function operatorOnly(f: Handler): Handler {
+  return async (data: unknown, ctx: HandlerContext): Promise<unknown> => {
+    if ((await ctx.role()) !== Role.operator) throw new PsimbolsError(ErrorCode.forbidden, "this operation needs the operator role");
+    return f(data, ctx);
+  };
+}
+
+/** The answer to an `admin.*` name the broker does not implement: `forbidden` to a non-operator, `not_found` to an operator. */
+export const ADMIN_NOT_FOUND: Handler = operatorOnly(() => {
+  throw new PsimbolsError(ErrorCode.notFound, "no handler for this op");
+});
 
 type Target = { identity?: string; channel?: string };
 
@@ -26,18 +55,11 @@ export function target(data: unknown): Target {
   return identity !== undefined ? { identity } : { channel: channel as string };
 }
 
-/** Registers the `admin.*` ops on a broker. */
-export function registerOperatorOps(broker: Broker, registry: KeyRegistry | undefined): void {
-  const guard =
-    <T>(f: (data: unknown, ctx: HandlerContext) => Promise<T> | T) =>
-    async (data: unknown, ctx: HandlerContext): Promise<T> => {
-      const k = registry ? await registry.lookup(ctx.identity) : undefined;
-      if (k?.role !== Role.operator) throw new PsimbolsError(ErrorCode.forbidden, "this operation needs the operator role");
-      return f(data, ctx);
-    };
+/** Registers the `admin.*` ops on a broker (Broker.handle puts each behind {@link operatorOnly}). */
+export function registerOperatorOps(broker: Broker): void {
   broker.handle(
     "admin.channels",
-    guard(async () => ({
+    async () => ({
       node: broker.config.node,
       stats: broker.stats,
       connections: broker.connectionCount,
@@ -45,15 +67,15 @@ export function registerOperatorOps(broker: Broker, registry: KeyRegistry | unde
       connected: broker.channels(),
       /** Every live channel of the service (all nodes, from the store); never a key. */
       channels: (await broker.store.listChannels()).map(channelRow),
-    })),
+    }),
   );
   broker.handle(
     "admin.revoke",
-    guard(async (data) => ({ revoked: await broker.revoke(target(data)) })),
+    async (data) => ({ revoked: await broker.revoke(target(data)) }),
   );
   broker.handle(
     "admin.push",
-    guard(async (data) => {
+    async (data) => {
       const t = target(data);
       let seq: number | undefined;
       try {
@@ -65,6 +87,6 @@ export function registerOperatorOps(broker: Broker, registry: KeyRegistry | unde
       }
       if (seq === undefined) throw new PsimbolsError(ErrorCode.notFound, "no such channel");
       return { seq };
-    }),
+    },
   );
 }

@@ -16,6 +16,8 @@ import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { MAX_INNER_BYTES, MAX_TOKEN_CHARS } from "../../shared/frames.js";
 import type { Handler, HandlerContext } from "../broker.js";
 import type { Logger } from "../log.js";
+import { ADMIN_PREFIX, isAdminOp } from "../operator.js";
+import type { Role } from "../registry.js";
 import { type AppClient, CallError, CallFailure, parseAnswer, parseAppUrl } from "./http.js";
 
 /** Inner error codes an upstream may answer with (PROTOCOL.md §6.2, §9: codes a handler may choose). */
@@ -74,7 +76,11 @@ interface Route {
  */
 export function parseUpstreamRoute(text: string, setting = "--upstream"): UpstreamRoute {
   const m = /^([A-Za-z0-9_.:-]{1,64})=(.*)$/s.exec(text);
-  if (m && !/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return { prefix: m[1]!, url: parseAppUrl(m[2]!, setting) };
+  if (m && !/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
+    // PROTOCOL.md §6.6: the `admin.` namespace is the broker's; such a route could never be used.
+    if (isAdminOp(m[1]!)) throw new TypeError(`${setting}: the prefix "${m[1]}" is in the broker's reserved ${ADMIN_PREFIX} namespace`);
+    return { prefix: m[1]!, url: parseAppUrl(m[2]!, setting) };
+  }
   return { prefix: "", url: parseAppUrl(text, setting) };
 }
 
@@ -109,8 +115,9 @@ export class Upstream {
       });
   }
 
-  /** The handler of `op`: its longest-prefix route's, or undefined when no route takes it. */
+  /** The handler of `op`: its longest-prefix route's, or undefined when no route takes it (an `admin.*` op never). */
   route(op: string): Handler | undefined {
+    if (isAdminOp(op)) return undefined;
     for (const r of this.#routes) if (op.startsWith(r.prefix)) return r.handler;
     return undefined;
   }
@@ -157,7 +164,7 @@ export class Upstream {
     }
     r.inFlight++;
     try {
-      const body = requestBody(ctx, data);
+      const body = requestBody(ctx, data, await ctx.role());
       const text = await this.#client.post({ url: r.url, id: ctx.requestId, body, timeoutMs: this.#timeoutMs, maxBytes: this.#maxBytes });
       const answer = decodeAnswer(text);
       if ("error" in answer) {
@@ -181,14 +188,15 @@ export class Upstream {
   }
 }
 
-/** The POST body of one request (docs/BACKEND.md "Request body"). `info` is kept as JSON text and spliced in as it is. */
-export function requestBody(ctx: HandlerContext, data: unknown): string {
+/** The POST body of one request (docs/BACKEND.md "Request body"), `role` the caller's. `info` is kept as JSON text and spliced in as it is. */
+export function requestBody(ctx: HandlerContext, data: unknown, role: Role | null): string {
   const head = JSON.stringify({
     type: "request",
     id: ctx.requestId,
     op: ctx.op,
     data: data ?? null,
     identity: { fingerprint: ctx.identity, public_key: ctx.publicKey ?? null },
+    role,
     channel: ctx.channel,
     node: ctx.node,
   });

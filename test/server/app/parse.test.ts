@@ -51,10 +51,25 @@ test("the longest matching prefix wins; the default route takes the rest; no def
   }
 });
 
-test("the request body carries the documented fields, info spliced in as JSON", () => {
-  const ctx = { identity: "SHA256:x", channel: "c", connection: "k", node: "n", op: "kv.put", requestId: "req_1", publicKey: { type: "Ed25519", data: "AA" }, info: '{"a":[1]}' };
-  assert.equal(JSON.parse(requestBody(ctx, { k: 1 })), { type: "request", id: "req_1", op: "kv.put", data: { k: 1 }, identity: { fingerprint: "SHA256:x", public_key: { type: "Ed25519", data: "AA" } }, channel: "c", node: "n", info: { a: [1] } });
-  assert.equal(JSON.parse(requestBody({ ...ctx, info: undefined, publicKey: undefined }, undefined)).info, null);
+test("the request body carries the documented fields, the caller's role, info spliced in as JSON", () => {
+  const ctx = { identity: "SHA256:x", channel: "c", connection: "k", node: "n", op: "kv.put", requestId: "req_1", publicKey: { type: "Ed25519", data: "AA" }, info: '{"a":[1]}', role: async () => null };
+  assert.equal(JSON.parse(requestBody(ctx, { k: 1 }, "operator")), { type: "request", id: "req_1", op: "kv.put", data: { k: 1 }, identity: { fingerprint: "SHA256:x", public_key: { type: "Ed25519", data: "AA" } }, role: "operator", channel: "c", node: "n", info: { a: [1] } });
+  const bare = JSON.parse(requestBody({ ...ctx, info: undefined, publicKey: undefined }, undefined, null));
+  assert.equal([bare.info, bare.role], [null, null]);
+});
+
+test("the admin. namespace is never routed to an upstream: not by a default route, not by a prefix that matches it, and no admin. route is accepted", async () => {
+  const client = new AppClient({ secrets: [WebhookSecret.parse(WebhookSecret.generate())] });
+  try {
+    const u = new Upstream({ routes: ["http://d/", "adm=http://a/", "a=http://b/"].map((x) => parseUpstreamRoute(x)), client });
+    for (const op of ["admin.deleteUser", "admin.", "admin.channels"]) assert.is(u.route(op), undefined, op);
+    assert.ok(u.route("administrator") && u.route("admins.x") && u.route("other"));
+    for (const bad of ["admin.=http://x/", "admin.users=http://x/"]) {
+      assert.throws(() => parseUpstreamRoute(bad), (e: Error) => e instanceof TypeError && /^--upstream: .*reserved admin\. namespace/.test(e.message), bad);
+    }
+  } finally {
+    await client.close();
+  }
 });
 
 test("upstream answers: data or a documented error; everything else is bad_body", () => {

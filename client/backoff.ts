@@ -37,3 +37,21 @@ export function backoffDelay(attempt: number, random: number, options: BackoffOp
   const cap = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, MAX_EXPONENT));
   return Math.floor(random * cap);
 }
+
+/**
+ * Retries of a renewal that failed while the channel still serves (the
+ * service could not authorize it now, PROTOCOL.md §8.3): at least `baseMs`
+ * apart, plus a full-jitter backoff on top, so a failing authorize hook sees
+ * a few tries a minute per client, not a burst. Default 1 s and 60 s.
+ */
+export const RENEW_RETRY_BACKOFF: BackoffOptions = Object.freeze({ baseMs: 1000, maxMs: 60_000 });
+
+/**
+ * The delay before renewal retry number `attempt` (0 for the first):
+ * `baseMs + backoffDelay(attempt, random, options)`, an integer in
+ * `[baseMs, baseMs + min(maxMs, baseMs · 2^attempt))`.
+ * @throws RangeError as {@link backoffDelay}.
+ */
+export function renewRetryDelay(attempt: number, random: number, options: BackoffOptions = RENEW_RETRY_BACKOFF): number {
+  return options.baseMs + backoffDelay(attempt, random, options);
+}

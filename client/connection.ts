@@ -31,6 +31,7 @@ import {
   MAX_TOKEN_CHARS,
   type NoticeKind,
   NoticeKind as Notice,
+  NOTICE_REASON_FORBIDDEN,
   type PushFrame,
   type ResponseFrame,
   type Resumed,
@@ -45,7 +46,7 @@ import {
 } from "../shared/frames.js";
 import { type ClientHello, type ClientProof, answerChallenge, createHello, openGrant } from "../shared/handshake.js";
 import { type BindingKeys, FrameKind, deriveBinding, engineChannelTypes, openFrame, sealBinaryFrame, sealFrame } from "../shared/channel.js";
-import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay } from "./backoff.js";
+import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, renewRetryDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 
 // ------------------------------------------------------------------ public types
@@ -1294,12 +1295,13 @@ export class Client {
     }
     this.#emitError(e);
     conn.gated = false;
-    const delay = backoffDelay(this.#renewAttempt++, Math.random(), this.#backoff());
+    const attempt = this.#renewAttempt++;
     if (conn.current) {
-      // The channel still serves: keep the socket (and what is in flight on it); renew later.
+      // The channel still serves: keep the socket (and what is in flight on it); renew later,
+      // at least a second apart and backing off (a failing authorize hook gets no burst).
       this.#setState(ClientState.ready);
       this.#flush(conn);
-      if (this.#o.renew) this.#renewAt(now() + delay);
+      if (this.#o.renew) this.#renewAt(now() + renewRetryDelay(attempt, Math.random()));
     } else if (this.#o.reconnect) {
       // Retry on a fresh socket, through the reconnect backoff: on this one the server may still
       // hold the failed attempt's hello, and its challenge would meet the next hello (W9).
@@ -1307,7 +1309,7 @@ export class Client {
     } else {
       conn.retry = setTimeout(() => {
         if (conn === this.#conn && !conn.hs) void this.#startHandshake(conn, false);
-      }, delay);
+      }, backoffDelay(attempt, Math.random(), this.#backoff()));
     }
   }
 
@@ -1647,6 +1649,13 @@ export class Client {
       case Notice.revoked:
       case Notice.replaced: {
         if (renewing && p.notice === Notice.replaced) return;
+        if (p.notice === Notice.revoked && p.reason === NOTICE_REASON_FORBIDDEN) {
+          // The service refused this key at a renewal (PROTOCOL.md §7): report what it answers and
+          // closes with next (forbidden, 4008), learnt here from an authenticated notice.
+          const e = err(ErrorCode.forbidden, "the service refused this key at the renewal; not reconnecting");
+          this.#o.log.warn(e.message);
+          return this.#disconnect(CloseCode.forbidden.code, CloseCode.forbidden.reason, { reconnect: false, error: e });
+        }
         const cc = p.notice === Notice.revoked ? CloseCode.revoked : CloseCode.replaced;
         const e = err(ErrorCode.unauthorised, `the channel was ${p.notice} by the server; not reconnecting`);
         this.#o.log.warn(e.message);

@@ -21,7 +21,7 @@ import { createLogger, type Logger } from "./log.js";
 import type { KeyRegistry, Role } from "./registry.js";
 import { ADMIN_NOT_FOUND, isAdminOp, operatorOnly, registerOperatorOps } from "./operator.js";
 import { Schedule } from "./schedule.js";
-import { type EventSink, EventType, noEvents } from "./app/events.js";
+import { type EventSink, EventType, RevokeReason, noEvents } from "./app/events.js";
 import { StoreWatch } from "./store-watch.js";
 import { MemoryStore } from "./store/memory-store.js";
 import type { Store } from "./store/store.js";
@@ -353,12 +353,12 @@ export class Broker {
       const rec = await this.store.getChannel(target.channel); // its identity, for the event
       rec?.key.fill(0); // a copy: only its identity is needed
       if (!rec || rec.retired || !(await this.store.retire(target.channel, "revoked"))) return [];
-      this.#events.emit(EventType.revoked, rec.identity, { channel: target.channel });
+      this.#events.emit(EventType.revoked, rec.identity, { channel: target.channel, reason: RevokeReason.revoke });
       return [target.channel];
     }
     if (target.identity !== undefined) {
       const ids = await this.store.retireIdentity(target.identity, "revoked");
-      for (const channel of ids) this.#events.emit(EventType.revoked, target.identity, { channel });
+      for (const channel of ids) this.#events.emit(EventType.revoked, target.identity, { channel, reason: RevokeReason.revoke });
       return ids;
     }
     throw new RangeError("revoke needs a channel or an identity");

@@ -30,6 +30,7 @@ import {
   type Resume,
   SERVER_NONCE_BYTES,
   type ServerFrame,
+  NOTICE_REASON_FORBIDDEN,
   applicationPushText,
   decodeClientBinary,
   decodeClientFrame,
@@ -44,7 +45,7 @@ import type { Logger } from "./log.js";
 import { limitKey } from "./limits.js";
 import { Role } from "./registry.js";
 import type { Slot } from "./schedule.js";
-import { EventType } from "./app/events.js";
+import { EventType, RevokeReason } from "./app/events.js";
 
 /** What a binding keeps of its channel record: no key (the binding has its traffic keys). */
 type BoundChannel = Pick<ChannelRecord, "id" | "identity" | "validUntil" | "node" | "app">;
@@ -292,9 +293,10 @@ export class Connection {
     // handshake after this socket's channel died (expired, gone from the store): the new channel
     // starts at the identity's newest push id, as on a fresh socket (§7.2).
     const renewal = !p.moveTo && previous !== undefined && previous.dead === undefined && previous.channel.identity === identity;
-    // The application's say (issue 12): after the proof and the limits, before the channel is written;
-    // for a move, about the new key, before anything moves.
-    const app = await this.#authorize(p.moveTo ?? p.identity, renewal, previous);
+    // The application's say (docs/BACKEND.md §3): after the proof, the closed-service check and the
+    // limits, before the channel is written; for a move (PROTOCOL.md §5.7), about the old key with the
+    // new one beside it, before anything moves: a refusal moves nothing.
+    const app = await this.#authorize(p, registered?.role ?? null, renewal, previous);
     if (p.moveTo) {
       const from = p.identity;
       const to = p.moveTo;
@@ -302,6 +304,7 @@ export class Connection {
       if (previous) (this.#selfRetired ??= new Set()).add(previous.channel.id);
       const moved = await this.#store(() => moveIdentity(config, store, registry, from, to));
       identity = to.fingerprint;
+      for (const channel of moved.retired) this.#ctx.events.emit(EventType.revoked, from.fingerprint, { channel, reason: RevokeReason.moved });
       this.#log.info("identity moved", { identity: from.fingerprint, to: identity, role: moved.registered?.role, pushes: moved.pushes, retired: moved.retired.length });
     }
     const key = randomBytes(32);
@@ -363,21 +366,29 @@ export class Connection {
    * channel, so the application ends the access there. No hook and no upstream: nothing to keep.
    * @throws PsimbolsError `forbidden` (close 4008) or `unavailable` (the hook gave no answer).
    */
-  async #authorize(identity: PendingHandshake["identity"], renewal: boolean, previous: Binding | undefined): Promise<{ ttl: number | undefined; app: NonNullable<ChannelRecord["app"]> } | undefined> {
+  async #authorize(p: PendingHandshake, role: Role | null, renewal: boolean, previous: Binding | undefined): Promise<{ ttl: number | undefined; app: NonNullable<ChannelRecord["app"]> } | undefined> {
     const { authorize, upstream, config } = this.#ctx;
     if (!authorize && !upstream) return undefined;
-    const publicKey = wirePublicKey(identity);
+    const { identity, moveTo } = p;
+    // The channel's own key: the new one, for a move.
+    const publicKey = wirePublicKey(moveTo ?? identity);
     if (!authorize) return { ttl: undefined, app: { publicKey } };
-    const d = await authorize.decide({ identity, address: this.address, renewal, node: config.node, ttl: config.channelTtl });
+    const d = await authorize.decide({ identity, role, moveTo, address: this.address, renewal, node: config.node, ttl: config.channelTtl });
     // The socket may have closed while the application thought (handshake timeout, the peer left): write nothing for it.
     if (this.#closed) throw new PsimbolsError(ErrorCode.unavailable, "the connection closed during the handshake");
     if (!d.allow) {
       this.#ctx.stats.handshakes.forbidden++;
-      this.#log.info("handshake forbidden by the application", { identity: identity.fingerprint, renewal });
+      this.#log.info("handshake forbidden by the application", { identity: identity.fingerprint, renewal, move: moveTo !== undefined });
       if (renewal && previous && !previous.dead) {
         previous.dead = "revoked";
         (this.#selfRetired ??= new Set()).add(previous.channel.id);
-        await this.#store(() => this.#ctx.store.retire(previous.channel.id, "revoked"));
+        const channel = previous.channel.id;
+        if (await this.#store(() => this.#ctx.store.retire(channel, "revoked"))) {
+          this.#ctx.events.emit(EventType.revoked, previous.channel.identity, { channel, reason: RevokeReason.authorize });
+        }
+        // Authenticated, before the unauthenticated answer and close below: the client learns from
+        // the channel itself that the service refused its key (PROTOCOL.md §7, `revoked`).
+        await this.#notice(previous, "revoked", undefined, NOTICE_REASON_FORBIDDEN);
       }
       throw new PsimbolsError(ErrorCode.forbidden, "this key is not registered with the service", { close: CloseCode.forbidden });
     }
@@ -796,10 +807,11 @@ export class Connection {
     b.due = undefined;
   }
 
-  async #notice(b: Binding, notice: NoticeKind, validUntil?: string): Promise<void> {
+  async #notice(b: Binding, notice: NoticeKind, validUntil?: string, reason?: string): Promise<void> {
     if (this.#closed) return;
     this.#ctx.stats.notices++;
     const inner: InnerPush = validUntil ? { notice, valid_until: validUntil } : { notice };
+    if (reason !== undefined) inner.reason = reason;
     await this.#sendPush(b, JSON.stringify(inner));
   }
 

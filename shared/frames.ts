@@ -271,6 +271,12 @@ export const NoticeKind = {
   pushesLost: "pushes_lost",
 } as const;
 export type NoticeKind = (typeof NoticeKind)[keyof typeof NoticeKind];
+/**
+ * The `reason` of a `revoked` notice sent because the service refused the key
+ * at a renewal (PROTOCOL.md §7): the server then answers the renewal with
+ * `forbidden` and closes with 4008, and the client reports that.
+ */
+export const NOTICE_REASON_FORBIDDEN = "forbidden";
 const noticeKinds: ReadonlySet<string> = new Set(Object.values(NoticeKind));
 
 // ---- field readers: each throws bad_request naming the field ----

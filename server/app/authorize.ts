@@ -2,7 +2,8 @@
  * The authorize hook (issue 12 item 2; docs/BACKEND.md "Authorize"): after a
  * valid proof, and before the channel is written to the store, the node asks
  * the application whether this identity may have a channel, on the first
- * handshake and again on every renewal. The answer allows (optionally with a
+ * handshake, on every renewal and on an identity move (asked about the old
+ * key, with the new one beside it). The answer allows (optionally with a
  * shorter ttl and a small JSON `info` kept with the channel, wrapped at rest)
  * or refuses; the client then gets `forbidden` exactly as a closed service
  * refuses. No usable answer (down, slow, 5xx, garbage) is `unavailable`:
@@ -13,6 +14,7 @@ import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { type PublicKey, randomBytes, wirePublicKey } from "../../shared/crypto.js";
 import { b64u } from "../../shared/encoding.js";
 import type { Logger } from "../log.js";
+import type { Role } from "../registry.js";
 import { type AppClient, CallError, CallFailure, parseAnswer } from "./http.js";
 
 /** Defaults of the hook's bounds (docs/BACKEND.md "Limits"). */
@@ -26,7 +28,12 @@ export const AuthorizeDefaults = {
 
 /** What the hook is asked. */
 export interface AuthorizeQuestion {
+  /** The key that proved the handshake: for an identity move, the old key, whose registration moves. */
   identity: PublicKey;
+  /** Its registered role (the one that moves, for a move), or null for a key the service does not know. */
+  role: Role | null;
+  /** An identity move (PROTOCOL.md §5.7): the new key, which the channel is for. */
+  moveTo: PublicKey | undefined;
   address: string;
   renewal: boolean;
   node: string;
@@ -76,6 +83,8 @@ export class Authorizer {
       type: "authorize",
       id,
       identity: { fingerprint: q.identity.fingerprint, public_key: wirePublicKey(q.identity) },
+      role: q.role,
+      move_to: q.moveTo ? { fingerprint: q.moveTo.fingerprint, public_key: wirePublicKey(q.moveTo) } : null,
       address: q.address,
       renewal: q.renewal,
       node: q.node,

@@ -34,6 +34,17 @@ export const EventType = {
 } as const;
 export type EventType = (typeof EventType)[keyof typeof EventType];
 
+/** Why a channel was revoked: the `reason` of `channel.revoked` (docs/BACKEND.md, Events). */
+export const RevokeReason = {
+  /** An operator or a backend revoked it (`admin.revoke`, the server API's `/v1/revoke`). */
+  revoke: "revoke",
+  /** The authorize hook refused the key at a renewal (docs/BACKEND.md §3). */
+  authorize: "authorize",
+  /** Its identity moved to another key (PROTOCOL.md §5.7). */
+  moved: "moved",
+} as const;
+export type RevokeReason = (typeof RevokeReason)[keyof typeof RevokeReason];
+
 /** Fields of one kind of event (ids, sequence numbers, times: never a key). */
 export type EventData = Record<string, string | number | undefined>;
 

@@ -1,7 +1,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import fc from "fast-check";
-import { DEFAULT_BACKOFF, backoffDelay } from "../../client/backoff.js";
+import { DEFAULT_BACKOFF, RENEW_RETRY_BACKOFF, backoffDelay, renewRetryDelay } from "../../client/backoff.js";
 
 test("the first retry waits less than the base delay", () => {
   assert.is(backoffDelay(0, 0), 0);
@@ -68,6 +68,17 @@ test("property: rises monotonically with the random value", () => {
       return backoffDelay(a, lo) <= backoffDelay(a, hi);
     }),
   );
+});
+
+test("renewal retries wait at least a second, then back off up to a minute on top", () => {
+  assert.equal({ ...RENEW_RETRY_BACKOFF }, { baseMs: 1000, maxMs: 60_000 });
+  assert.is(renewRetryDelay(0, 0), 1000);
+  assert.is(renewRetryDelay(0, 0.999999), 1999);
+  assert.is(renewRetryDelay(3, 0.5), 1000 + 4000);
+  assert.is(renewRetryDelay(1_000, 0.999999), 1000 + 59_999);
+  // Two retries never fit in 2 s: the third try of a failing renewal comes at least 2 s after the first.
+  fc.assert(fc.property(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), (r0, r1) => renewRetryDelay(0, r0) + renewRetryDelay(1, r1) >= 2000));
+  assert.throws(() => renewRetryDelay(-1, 0), RangeError);
 });
 
 test.run();

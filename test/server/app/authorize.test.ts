@@ -17,7 +17,7 @@ import { WebhookSecret, verifyWebhook } from "../../../server/app/signature.js";
 import { join } from "node:path";
 import { loadKey } from "../../../node/key-files.js";
 import { type RunningBroker, runCli, startBroker, tempDir } from "../../helpers/broker.js";
-import { type Frame, Raw, call, handshake, resume } from "../../helpers/raw.js";
+import { type Frame, Raw, call, handshake, openPush, resume } from "../../helpers/raw.js";
 import { type TestRedis, startRedis } from "../../helpers/redis.js";
 import { AppServer, json } from "../../helpers/app-server.js";
 
@@ -36,9 +36,9 @@ async function channelKeys(): Promise<string[]> {
   return (await db.keys("psimbols:ch:*")).sort();
 }
 
-/** Hello, challenge, proof on `raw` as `key`; returns the frame answering the proof. */
-async function prove(raw: Raw, key: SigningKey): Promise<Frame> {
-  const h = await createHello(key);
+/** Hello, challenge, proof on `raw` as `key` (moving to `moveTo` if given); returns the frame answering the proof. */
+async function prove(raw: Raw, key: SigningKey, moveTo?: SigningKey): Promise<Frame> {
+  const h = await createHello(key, moveTo ? { moveTo } : {});
   raw.send(fromUtf8(h.bytes));
   const c = decodeServerFrame(JSON.stringify(await raw.next())) as Challenge;
   raw.send((await answerChallenge(h, c, () => {})).proof);
@@ -78,6 +78,8 @@ t("allow: the hook gets the identity, public key, address and renewal=false, sig
   assert.is(q.json.identity.public_key.type, me.public.type);
   assert.is(q.json.address, "127.0.0.1");
   assert.is(q.json.renewal, false);
+  assert.is(q.json.role, null, "a key the service does not know has no role");
+  assert.is(q.json.move_to, null, "not a move");
   assert.is(q.json.ttl, 3600);
   assert.ok(verifyWebhook([WebhookSecret.parse(SECRET)], q.headers, q.body));
   assert.is(ch.grant.ttl, 120, "the shorter ttl of the answer");
@@ -165,12 +167,15 @@ t("renewal asks again with renewal=true; allowed, the new channel replaces the o
   raw.close();
 });
 
-t("renewal denied: forbidden, close 4008, and the current channel is revoked (a resume learns it)", async () => {
+t("renewal denied: the revoked notice with reason forbidden on the current channel, then forbidden, close 4008; the channel is revoked (a resume learns it)", async () => {
   const me = await generateSigningKey();
   const raw = await Raw.open(broker.url);
   const ch = await handshake(raw, me);
   decide.set(me.public.fingerprint, (res) => json(res, { allow: false }));
-  const f = await prove(raw, me);
+  const notice = await prove(raw, me);
+  assert.is(notice.type, "push", JSON.stringify(notice));
+  assert.equal(await openPush(ch, notice), { notice: "revoked", reason: "forbidden" });
+  const f = await raw.next();
   assert.equal(f.error?.code, "forbidden");
   assert.is((await raw.closed).code, CloseCode.forbidden.code);
   assert.is(await db.hget(`psimbols:ch:${ch.grant.channel}`, "retired"), "revoked");
@@ -231,7 +236,70 @@ t("a hook slower than the handshake timeout: the socket closes with 4001 and the
   }
 });
 
-t("with --closed both must allow: an unregistered key is refused without asking the hook, a registered one the hook refuses is refused", async () => {
+/** A key file registered in the broker's Redis with `role`; returns the key. */
+async function registeredInRedis(role: string): Promise<SigningKey> {
+  const file = join(tempDir(), "key.pem");
+  assert.is((await runCli(["keygen", "-o", file])).code, 0);
+  const r = await runCli(["keys", "add", file, "--role", role, "--redis", redis.url]);
+  assert.is(r.code, 0, r.stderr);
+  return loadKey(file);
+}
+
+const registration = async (fp: string) => (await db.hget("psimbols:keys", fp)) ?? undefined;
+
+t("a move by a key the hook denies: the hook is asked about the move (old key, its role, the new key beside it); forbidden 4008 and nothing moves", async () => {
+  const denied = await registeredInRedis("operator");
+  const fresh = await generateSigningKey();
+  decide.set(denied.public.fingerprint, (res) => json(res, { allow: false }));
+  // A plain handshake of the denied key is refused.
+  let raw = await Raw.open(broker.url);
+  assert.equal((await prove(raw, denied)).error?.code, "forbidden");
+  const before = { registered: await registration(denied.public.fingerprint), channels: await channelKeys() };
+  // The move to a fresh key (one the hook would allow on its own) is refused too.
+  raw = await Raw.open(broker.url);
+  const n = app.to("/auth").length;
+  const f = await prove(raw, denied, fresh);
+  assert.equal(f.error, { code: "forbidden", message: "this key is not registered with the service" });
+  assert.is((await raw.closed).code, CloseCode.forbidden.code);
+  const asked = app.to("/auth").slice(n);
+  assert.is(asked.length, 1, "asked once");
+  const q = asked[0]!.json;
+  assert.is(q.identity.fingerprint, denied.public.fingerprint, "identity: the key that holds the registration");
+  assert.is(q.role, "operator");
+  assert.is(q.renewal, false);
+  assert.is(q.move_to.fingerprint, fresh.public.fingerprint);
+  assert.equal(q.move_to.public_key.type, fresh.public.type);
+  assert.type(q.move_to.public_key.data, "string");
+  // Nothing moved: the registration is still the old key's, the new key has none, no channel was written.
+  assert.is(await registration(denied.public.fingerprint), before.registered);
+  assert.is(await registration(fresh.public.fingerprint), undefined);
+  assert.equal(await channelKeys(), before.channels);
+  assert.is(await db.get(`psimbols:active:${fresh.public.fingerprint}`), null);
+  // The fresh key on its own is allowed, with no role: admin.* stays closed to it.
+  raw = await Raw.open(broker.url);
+  const ch = await handshake(raw, fresh);
+  assert.equal((await call(raw, ch, "admin.channels")).error?.code, "forbidden");
+  raw.close();
+});
+
+t("a move the hook allows: asked once about the move, the registration and the channel go to the new key", async () => {
+  const mover = await registeredInRedis("client");
+  const next = await generateSigningKey();
+  const n = app.to("/auth").length;
+  const raw = await Raw.open(broker.url);
+  const ch = await handshake(raw, mover, { moveTo: next });
+  const asked = app.to("/auth").slice(n);
+  assert.is(asked.length, 1);
+  assert.is(asked[0]!.json.identity.fingerprint, mover.public.fingerprint);
+  assert.is(asked[0]!.json.move_to.fingerprint, next.public.fingerprint);
+  assert.is(asked[0]!.json.role, "client");
+  assert.is(await registration(mover.public.fingerprint), undefined);
+  assert.is(JSON.parse((await registration(next.public.fingerprint))!).role, "client");
+  assert.equal((await call(raw, ch, "whoami")).data?.identity, next.public.fingerprint);
+  raw.close();
+});
+
+t("with --closed both must allow, for a handshake and for a move: an unregistered key is refused without asking the hook, a registered one the hook refuses is refused and moves nothing", async () => {
   const dir = tempDir();
   const keys = join(dir, "keys.json");
   assert.is((await runCli(["keygen", "-o", join(dir, "member.pem")])).code, 0);
@@ -245,12 +313,24 @@ t("with --closed both must allow: an unregistered key is refused without asking 
     assert.is((await prove(raw, stranger)).error?.code, "forbidden");
     assert.is(asked(), 0, "the hook was asked about an unregistered key");
     raw = await Raw.open(b.url);
+    const n = app.to("/auth").length;
     await handshake(raw, member); // registered, and the hook allows
+    assert.is(app.to("/auth")[n]!.json.role, "client", "the registered role travels with the question");
     raw.close();
     decide.set(member.public.fingerprint, (res) => json(res, { allow: false }));
     raw = await Raw.open(b.url);
     const f = await prove(raw, member);
     assert.equal(f.error, { code: "forbidden", message: "this key is not registered with the service" });
+    // Moves too: an unregistered key cannot move (the hook is not asked), a registered one the hook refuses moves nothing.
+    const target = await generateSigningKey();
+    raw = await Raw.open(b.url);
+    assert.is((await prove(raw, stranger, target)).error?.code, "forbidden");
+    assert.is(asked(), 0, "the hook was asked about a move of an unregistered key");
+    raw = await Raw.open(b.url);
+    assert.is((await prove(raw, member, target)).error?.code, "forbidden");
+    const list = (await runCli(["keys", "list", "--json", "--file", keys])).stdout;
+    assert.match(list, member.public.fingerprint);
+    assert.not.match(list, target.public.fingerprint);
   } finally {
     await b.stop();
   }

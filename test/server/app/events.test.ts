@@ -188,7 +188,21 @@ t("replacement and revocation: established (with replaced), replaced, then revok
   assert.equal(evs.map((e) => e.type), ["channel.established", "channel.established", "channel.replaced", "channel.revoked"]);
   assert.is(evs[1]!.data.replaced, first);
   assert.equal(evs[2]!.data, { channel: first, by: second });
-  assert.equal(evs[3]!.data, { channel: second });
+  assert.equal(evs[3]!.data, { channel: second, reason: "revoke" });
+});
+
+t("an identity move: the old identity's channel ends with channel.revoked, reason moved; the new identity's is established", async () => {
+  const key = await generateSigningKey();
+  const next = await generateSigningKey();
+  const a = await client(main, key);
+  const old = a.channel!.id;
+  await a.moveIdentity(next);
+  const moved = a.channel!.id;
+  await a.close();
+  const evs = await until(() => streamOf(key.public.fingerprint), (e) => e.some((x) => x.type === "channel.revoked"));
+  assert.equal(evs.filter((e) => e.type === "channel.revoked").map((e) => e.data), [{ channel: old, reason: "moved" }]);
+  const after = await until(() => streamOf(next.public.fingerprint), (e) => e.length >= 1);
+  assert.equal([after[0]!.type, after[0]!.data.channel], ["channel.established", moved]);
 });
 
 t("pushes that fell out of the window before a resume: push.dropped names the seqs lost; then resumed", async () => {

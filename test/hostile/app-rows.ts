@@ -15,7 +15,7 @@ import { answerChallenge, createHello } from "../../shared/handshake.js";
 import { json } from "../helpers/app-server.js";
 import { call } from "../helpers/raw.js";
 import type { Ctx, Expect, Outcome, Row } from "./env.js";
-import { authorizeAnswers } from "./hostile-app.js";
+import { authorizeAnswers, hostileApp } from "./hostile-app.js";
 import type { ServerResponse } from "node:http";
 
 /** An inner answer: the request was answered, the socket stays. */
@@ -69,9 +69,71 @@ function authorizeRow(name: string, sent: string, answer: (res: ServerResponse) 
   };
 }
 
+/** Requests for `admin.*` ops that reached the hostile application so far. */
+async function adminForwarded(): Promise<number> {
+  return (await hostileApp()).requests.filter((r) => r.path === "/rpc" && String(r.json?.op).startsWith("admin.")).length;
+}
+
+/** A row sending `op` from a fresh key with no role, or from the harness's operator: the broker answers `code`, the application never hears of it. */
+function adminRow(name: string, sent: string, op: string, by: "no role" | "operator", code: string): Row {
+  return {
+    name,
+    sent,
+    broker: "app",
+    expect: ANSWERED,
+    changes: { established: by === "operator" ? 0 : 1 },
+    run: async (x: Ctx): Promise<Outcome> => {
+      const before = await adminForwarded();
+      const answer = by === "operator" ? await x.operator(op, { user: "victim" }) : await (async () => {
+        const p = await x.peer();
+        return call(p.raw, p.ch, op, { user: "victim" });
+      })();
+      assert.equal(answer.error?.code, code, JSON.stringify(answer));
+      assert.is(await adminForwarded(), before, "an admin.* op reached the application");
+      return answer.type === "error" ? { reply: "error", error: String(answer.error?.code), close: null } : { reply: "response", error: null, close: null };
+    },
+  };
+}
+
 const unavailable = (a: Record<string, any>) => assert.equal(a.error?.code, ErrorCode.unavailable, JSON.stringify(a).slice(0, 200));
 
 export const appRows: Row[] = [
+  adminRow("an admin.* op the broker does not implement, from a key with no role, gets forbidden and never reaches the application", 'request {op: "admin.deleteUser", data: {user: "victim"}} (an upstream takes every op)', "admin.deleteUser", "no role", ErrorCode.forbidden),
+  adminRow("an admin.* op the broker implements, from a key with no role, gets forbidden", 'request {op: "admin.revoke", data: {user: "victim"}}', "admin.revoke", "no role", ErrorCode.forbidden),
+  adminRow("an admin.* op the broker does not implement, from an operator, gets not_found and never reaches the application", 'operator request {op: "admin.nope"}', "admin.nope", "operator", ErrorCode.notFound),
+  {
+    name: "a move by a key the authorize hook denies (to a fresh key it would allow) gets forbidden after the proof and close 4008; the hook saw the move, nothing moved",
+    sent: "hello as the denied key with move_to a fresh key, valid proof and move_signature",
+    broker: "app",
+    expect: { reply: "error", error: ErrorCode.forbidden, close: CloseCode.forbidden.code },
+    changes: { forbidden: 1 },
+    run: async (x: Ctx): Promise<Outcome> => {
+      const denied = await generateSigningKey();
+      const fresh = await generateSigningKey();
+      authorizeAnswers.set(denied.public.fingerprint, (res) => json(res, { allow: false }));
+      const app = await hostileApp();
+      const n = app.requests.length;
+      try {
+        const raw = await x.open();
+        const h = await createHello(denied, { moveTo: fresh });
+        raw.send(fromUtf8(h.bytes));
+        const c = decodeServerFrame(JSON.stringify(await raw.next())) as Challenge;
+        raw.send((await answerChallenge(h, c, () => {})).proof);
+        const got = await x.outcome(raw);
+        const asked = app.requests.slice(n).filter((r) => r.path === "/authorize");
+        assert.equal(
+          asked.map((r) => [r.json.identity.fingerprint, r.json.move_to?.fingerprint]),
+          [[denied.public.fingerprint, fresh.public.fingerprint]],
+        );
+        // The fresh key holds nothing: a request of a channel it would have had is not there (the bound list is checked after the row).
+        const who = await x.operator("admin.channels");
+        assert.not.ok(JSON.stringify(who.data).includes(fresh.public.fingerprint), "a channel of the fresh key exists");
+        return got;
+      } finally {
+        authorizeAnswers.delete(denied.public.fingerprint);
+      }
+    },
+  },
   upstreamRow(
     "an upstream answer carrying frames (push, established, error) reaches the client only as data inside the sealed response",
     "upstream 200 {data: [push frame, established frame, error frame]}",

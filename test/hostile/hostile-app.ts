@@ -34,6 +34,9 @@ export const upstreamAnswers: Record<string, (r: AppRequest, res: ServerResponse
     res.writeHead(200, { "content-type": "application/json", "content-length": body.length }).end(body);
   },
   "app.deep": (_r, res) => json(res, `{"data":${"[".repeat(100_000)}${"]".repeat(100_000)}}`),
+  // An application that would carry out an `admin.*` op: the broker must never forward one (PROTOCOL.md §6.6).
+  "admin.deleteUser": (r, res) => json(res, { data: { deleted: r.json.data?.user ?? null } }),
+  "admin.nope": (_r, res) => json(res, { data: { done: true } }),
 };
 
 let started: Promise<AppServer> | undefined;

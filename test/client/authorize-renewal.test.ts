@@ -26,11 +26,17 @@ let db: Redis;
 let broker: RunningBroker;
 /** Fingerprint → the hook's answer; absent: allow. */
 const decide = new Map<string, (res: ServerResponse) => void>();
+/** Fingerprint → when each of its questions reached the hook. */
+const arrivals = new Map<string, number[]>();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.before(async () => {
   app = await AppServer.start();
-  app.on("/auth", (r, res) => (decide.get(r.json.identity.fingerprint) ?? ((x) => json(x, { allow: true })))(res));
+  app.on("/auth", (r, res) => {
+    const fp = r.json.identity.fingerprint;
+    arrivals.set(fp, [...(arrivals.get(fp) ?? []), Date.now()]);
+    (decide.get(fp) ?? ((x) => json(x, { allow: true })))(res);
+  });
   redis = await startRedis();
   db = new Redis(redis.url);
   broker = await startBroker(["--redis", redis.url, "--authorize", app.url("/auth"), "--authorize-timeout", "400", "--hellos-per-address", "1000"], {
@@ -79,7 +85,7 @@ t("a renewal the hook refuses: the client closes with forbidden and 4008, as the
   );
 });
 
-t("a renewal while the hook fails: the channel keeps serving and the client retries with a backoff (at most 2 tries in 2 s), then renews", async () => {
+t("a renewal while the hook fails: the channel keeps serving and the client retries with a backoff (at most 2 tries within 2 s of the first), then renews", async () => {
   const me = await generateSigningKey();
   const c = await connect(broker.url, { key: me, serverKey: broker.fingerprint });
   try {
@@ -93,8 +99,9 @@ t("a renewal while the hook fails: the channel keeps serving and the client retr
       assert.equal(await c.request("echo", "on"), "on");
       await sleep(100);
     }
-    const tries = asked(me.public.fingerprint) - n;
-    assert.ok(tries >= 1 && tries <= 2, `${tries} renewal attempts within 2 s of the first failure`);
+    const times = arrivals.get(me.public.fingerprint)!.slice(n);
+    const tries = times.filter((x) => x - times[0]! < 2000).length;
+    assert.ok(tries <= 2, `${tries} renewal attempts within 2 s of the first: ${times.map((x) => x - times[0]!).join(", ")} ms`);
     // The hook is back: a later retry renews the channel.
     decide.delete(me.public.fingerprint);
     const deadline = Date.now() + 30_000;

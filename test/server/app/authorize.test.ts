@@ -186,6 +186,25 @@ t("renewal denied: the revoked notice with reason forbidden on the current chann
   r2.close();
 });
 
+t("renewal denied: the backend gets channel.revoked with reason authorize for the current channel, and no other event after established", async () => {
+  const me = await generateSigningKey();
+  const raw = await Raw.open(broker.url);
+  const ch = await handshake(raw, me);
+  decide.set(me.public.fingerprint, (res) => json(res, { allow: false }));
+  await prove(raw, me);
+  assert.is((await raw.closed).code, CloseCode.forbidden.code);
+  const events = async () =>
+    (await db.xrange("psimbols:events", "-", "+"))
+      .map(([, fields]) => JSON.parse(fields[fields.indexOf("event") + 1]!) as { type: string; identity: string; data: Record<string, unknown> })
+      .filter((e) => e.identity === me.public.fingerprint)
+      .map((e) => [e.type, e.data]);
+  let seen = await events();
+  for (let i = 0; i < 30 && seen.length < 2; i++) (await sleep(100), (seen = await events()));
+  await sleep(200);
+  assert.equal((await events()).slice(1), [["channel.revoked", { channel: ch.grant.channel, reason: "authorize" }]], JSON.stringify(seen));
+  assert.is(seen[0]![0], "channel.established");
+});
+
 t("renewal while the hook is down: unavailable, the current channel keeps serving", async () => {
   const me = await generateSigningKey();
   const raw = await Raw.open(broker.url);

@@ -361,9 +361,11 @@ export class Connection {
   }
 
   /**
-   * Asks the authorize hook, where there is one (server/app/authorize.ts). A refusal is
-   * `forbidden` exactly as a closed service's; at a renewal it also revokes the current
-   * channel, so the application ends the access there. No hook and no upstream: nothing to keep.
+   * Asks the authorize hook, where there is one (server/app/authorize.ts), about `p`'s key
+   * with its registered `role` (for a move, the old key, the new one as `move_to`). A refusal
+   * is `forbidden` exactly as a closed service's; at a renewal it also revokes the current
+   * channel (`channel.revoked`, reason `authorize`; the `revoked` notice with reason
+   * `forbidden`), so the application ends the access there. No hook and no upstream: nothing to keep.
    * @throws PsimbolsError `forbidden` (close 4008) or `unavailable` (the hook gave no answer).
    */
   async #authorize(p: PendingHandshake, role: Role | null, renewal: boolean, previous: Binding | undefined): Promise<{ ttl: number | undefined; app: NonNullable<ChannelRecord["app"]> } | undefined> {

@@ -6,7 +6,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { CallError, CallFailure, AppClient } from "../../../server/app/http.js";
+import { CallError, CallFailure } from "../../../server/app/http.js";
 import { Upstream, decodeAnswer, parseUpstreamRoute, requestBody } from "../../../server/app/upstream.js";
 import { decodeDecision } from "../../../server/app/authorize.js";
 import { parseSecrets } from "../../../server/app/setup.js";
@@ -34,26 +34,28 @@ test("--upstream values: a bare URL is the default route, PREFIX=URL a prefix ro
 });
 
 test("the longest matching prefix wins; the default route takes the rest; no default: no route", async () => {
-  const client = new AppClient({ secrets: [WebhookSecret.parse(WebhookSecret.generate())] });
+  const secrets = [WebhookSecret.parse(WebhookSecret.generate())];
+  const signed = (x: string) => ({ ...parseUpstreamRoute(x), secrets });
+  const routes = ["http://d/", "kv.=http://kv/", "kv.slow=http://slow/"].map(signed);
+  const u = new Upstream({ routes });
+  const noDefault = new Upstream({ routes: [signed("kv.=http://kv/")] });
   try {
-    const routes = ["http://d/", "kv.=http://kv/", "kv.slow=http://slow/"].map((x) => parseUpstreamRoute(x));
-    const u = new Upstream({ routes, client });
     const h = (op: string) => u.route(op);
     assert.ok(h("kv.put") && h("kv.put") === h("kv.get"));
     assert.ok(h("kv.slow.x") && h("kv.slow.x") !== h("kv.put"));
     assert.ok(h("other") && h("other") !== h("kv.put"));
-    const noDefault = new Upstream({ routes: [parseUpstreamRoute("kv.=http://kv/")], client });
     assert.is(noDefault.route("other"), undefined);
-    assert.throws(() => new Upstream({ routes: [parseUpstreamRoute("kv.=http://a/"), parseUpstreamRoute("kv.=http://b/")], client }), /given twice/);
-    assert.throws(() => new Upstream({ routes, client, timeoutMs: 0 }), /upstream-timeout/);
+    assert.throws(() => new Upstream({ routes: [signed("kv.=http://a/"), signed("kv.=http://b/")] }), /given twice/);
+    assert.throws(() => new Upstream({ routes, timeoutMs: 0 }), /upstream-timeout/);
   } finally {
-    await client.close();
+    await u.close();
+    await noDefault.close();
   }
 });
 
 test("the request body carries the documented fields, info spliced in as JSON", () => {
   const ctx = { identity: "SHA256:x", channel: "c", connection: "k", node: "n", op: "kv.put", requestId: "req_1", publicKey: { type: "Ed25519", data: "AA" }, info: '{"a":[1]}' };
-  assert.equal(JSON.parse(requestBody(ctx, { k: 1 })), { type: "request", id: "req_1", op: "kv.put", data: { k: 1 }, identity: { fingerprint: "SHA256:x", public_key: { type: "Ed25519", data: "AA" } }, channel: "c", node: "n", info: { a: [1] } });
+  assert.equal(JSON.parse(requestBody(ctx, { k: 1 })), { kind: "request", type: "request", id: "req_1", op: "kv.put", data: { k: 1 }, identity: { fingerprint: "SHA256:x", public_key: { type: "Ed25519", data: "AA" } }, channel: "c", node: "n", info: { a: [1] } });
   assert.equal(JSON.parse(requestBody({ ...ctx, info: undefined, publicKey: undefined }, undefined)).info, null);
 });
 

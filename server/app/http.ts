@@ -69,7 +69,8 @@ interface Conn {
   readonly socket: Socket;
   /** The call using it; undefined while idle. */
   call: Pending | undefined;
-  idleSince: number;
+  /** While idle: when it must not be used any more (ms since the epoch). */
+  idleUntil: number;
 }
 
 /** One call in flight. */
@@ -141,7 +142,8 @@ export class AppClient {
       this.#pending.add(p);
       this.#sweep();
       let c: Conn | undefined;
-      while ((c = this.#idle.pop()) !== undefined && c.socket.destroyed);
+      const now = Date.now();
+      while ((c = this.#idle.pop()) !== undefined && (c.socket.destroyed || c.idleUntil <= now)) c.socket.destroy();
       if (c !== undefined) return this.#send(c, p);
       if (this.#open < this.#max) return this.#send(this.#dial(), p);
       this.#queue.push(p);
@@ -168,7 +170,7 @@ export class AppClient {
         this.#read(c, p, chunk);
       }),
       call: undefined,
-      idleSince: 0,
+      idleUntil: 0,
     };
     const socket = c.socket;
     socket.setNoDelay(true);
@@ -208,7 +210,7 @@ export class AppClient {
     }
     if (r === AnswerState.more) return;
     c.call = undefined;
-    if (r === AnswerState.doneKeep && !p.settled && !this.#closed) this.#release(c);
+    if (r === AnswerState.doneKeep && !p.settled && !this.#closed) this.#release(c, p.answer.keepAliveMs);
     else c.socket.destroy();
     if (p.settled) return;
     p.settled = true;
@@ -216,11 +218,16 @@ export class AppClient {
     p.resolve(p.answer.text());
   }
 
-  /** A connection whose answer was read whole: to the next waiting call, or idle. */
-  #release(c: Conn): void {
+  /**
+   * A connection whose answer was read whole: to the next waiting call, or
+   * idle until our keep-alive time or, sooner, a second before the server's
+   * own (its `keep-alive: timeout=N`), so that no call is written to a
+   * connection the server is closing.
+   */
+  #release(c: Conn, serverKeepAliveMs: number | undefined): void {
     const p = this.#queue.shift();
     if (p !== undefined) return this.#send(c, p);
-    c.idleSince = Date.now();
+    c.idleUntil = Date.now() + Math.min(this.#keepAliveMs, serverKeepAliveMs === undefined ? Infinity : serverKeepAliveMs - 1000);
     this.#idle.push(c);
     this.#sweepIdle();
   }
@@ -262,8 +269,8 @@ export class AppClient {
     if (this.#idleSweeper) return;
     this.#idleSweeper = setInterval(
       () => {
-        const old = Date.now() - this.#keepAliveMs;
-        for (const c of this.#idle.filter((x) => x.idleSince <= old)) c.socket.destroy();
+        const now = Date.now();
+        for (const c of this.#idle.filter((x) => x.idleUntil <= now)) c.socket.destroy();
         if (this.#idle.length === 0) {
           clearInterval(this.#idleSweeper);
           this.#idleSweeper = undefined;
@@ -299,6 +306,8 @@ class AnswerReader {
   /** Body bytes still expected (Content-Length), -1 chunked, -2 until the close. */
   #left = 0;
   #keep = true;
+  /** The server's `keep-alive: timeout=N`, in ms, when it gave one. */
+  keepAliveMs: number | undefined;
   readonly #body: Buffer[] = [];
   #size = 0;
   /** Chunked: bytes of the current chunk still to read, or -1 when a size line is next. */
@@ -369,6 +378,10 @@ class AnswerReader {
         if (value.toLowerCase() !== "chunked") throw broken();
         chunked = true;
       } else if (name === "connection") connection = value.toLowerCase();
+      else if (name === "keep-alive") {
+        const t = /(?:^|[,\s])timeout=(\d{1,6})/i.exec(value);
+        if (t) this.keepAliveMs = Number(t[1]) * 1000;
+      }
     }
     if (chunked && length !== undefined) throw broken(); // RFC 9112 §6.3: a smuggling sign
     this.#keep = m[1] === "1" ? connection !== "close" : connection === "keep-alive";

@@ -128,6 +128,22 @@ test("malformed or oversized answers fail: status, too_large (declared, streamed
   }
 });
 
+test("an idle connection is not used past a second before the server's keep-alive: timeout=N, nor past 30 s", async () => {
+  for (const [hint, reused] of [["timeout=1", false], ["timeout=5, max=100", true], ["", true]] as const) {
+    const s = await rawServer(() => [`HTTP/1.1 200 OK\r\n${hint ? `keep-alive: ${hint}\r\n` : ""}content-length: 2\r\n\r\n{}`]);
+    const c = new AppClient({ url: s.url, secrets: [secret] });
+    try {
+      assert.is(await c.post(call("req_1")), "{}");
+      await new Promise((r) => setTimeout(r, 20));
+      assert.is(await c.post(call("req_2")), "{}");
+      assert.is(s.connections(), reused ? 1 : 2, hint);
+    } finally {
+      await c.close();
+      s.server.close();
+    }
+  }
+});
+
 test("no server: refused; more calls than connections wait for one; a closed client refuses", async () => {
   const s = await rawServer(() => ['HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{"data":5}']);
   const port = Number(s.url.port);

@@ -25,7 +25,8 @@
  * Options:
  *   --quick            short windows (smoke test; results are not written unless --out is given)
  *   --only a,b         run only these cases (names as in results.json, plus `*_4k`);
- *                      `--only psimbols_memory,psimbols_forwarded` gives forward_added_cpu_us (issue 12)
+ *                      `--only psimbols_memory,psimbols_forwarded` gives forward_added_cpu_us and
+ *                      forward_added_p99_ms (at the fixed offered load; docs/BACKEND.md "Cost")
  *   --profile          also profile the server over each psimbols window (V8 CPU profiler, the
  *                      same .cpuprofile as node --cpu-prof, but only the measured window); writes
  *                      $TMPDIR/psimbols-bench-profiles/*.cpuprofile and prints the top frames
@@ -233,9 +234,9 @@ function startLoad(cfg: LoadConfig): Child {
 }
 
 /**
- * Requests forwarded to a local upstream (issue 12 item 9): the same load as
- * psimbols_memory, but the op is one the node forwards (`fwd.echo`) over
- * undici's keep-alive pool to bench/upstream.ts, on the load generator's core.
+ * Requests forwarded to a local upstream: the same load as psimbols_memory,
+ * but the op is one the node forwards (`fwd.echo`) over its keep-alive pool
+ * (server/app/http.ts) to bench/upstream.ts, on the load generator's core.
  * The broker's CPU per request minus that of the in-process `echo`
  * (psimbols_memory, same run) is what forwarding adds. BENCH_UPSTREAM_CORE
  * pins the upstream elsewhere (a taskset list, e.g. `0,1`).
@@ -685,8 +686,14 @@ function targets(c: Record<string, any>): Record<string, { value: number | null;
   add("handshake_cpu_vs_mtls", q(c.handshake_psimbols?.cpu_us, c.handshake_mtls?.cpu_us), "<= 0.6", (v) => v <= 0.6);
   add("rss_per_conn_kib", c.rss_per_conn_kib, "<= 16", (v) => v <= 16);
   add("rss_vs_ws", q(c.rss_per_conn_kib, c.rss_per_conn_kib_ws), "<= 1.5", (v) => v <= 1.5);
-  // Issue 12: what forwarding to an upstream adds to the broker's CPU per request, µs.
-  add("forward_added_cpu_us", c.psimbols_forwarded?.cpu_us_per_req !== undefined && c.psimbols_memory?.cpu_us_per_req !== undefined ? c.psimbols_forwarded.cpu_us_per_req - c.psimbols_memory.cpu_us_per_req : undefined, "<= 15", (v) => v <= 15);
+  // What forwarding to an upstream adds to the broker, at the fixed offered load (docs/BACKEND.md "Cost"):
+  // CPU µs per request and p99 ms over the in-process op of the same run.
+  const fwd = c.psimbols_forwarded?.at_rate;
+  const mem = c.psimbols_memory?.at_rate;
+  const sub = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? a - b : undefined);
+  add("forward_added_cpu_us", sub(fwd?.cpu_us_per_req, mem?.cpu_us_per_req), "<= 25", (v) => v <= 25);
+  add("forward_added_p99_ms", sub(fwd?.p99_ms, mem?.p99_ms), "<= 2", (v) => v <= 2);
+  add("forward_rate_vs_offered", q(fwd?.rps, fwd?.offered), ">= 0.95", (v) => v >= 0.95);
   const k = c.cases_4k ?? {};
   add("memory_rps_vs_wss_4k", q(k.psimbols_memory?.rps, k.wss?.rps), ">= 0.8", (v) => v >= 0.8);
   add("memory_cpu_vs_wss_4k", q(k.psimbols_memory?.cpu_us_per_req, k.wss?.cpu_us_per_req), "<= 1.25", (v) => v <= 1.25);

@@ -137,7 +137,7 @@ async function startPsimbols(cfg: ServerConfig): Promise<{ port: number; info: R
     });
   }
   // As `psimbols serve --upstream URL` builds it; the in-flight cap above the load's 100 × 8.
-  const app = cfg.upstream ? createAppCalls({ upstreams: [cfg.upstream], secret: WebhookSecret.generate(), upstreamMaxInFlight: 4096, log }) : undefined;
+  const app = cfg.upstream ? createAppCalls({ upstreams: [cfg.upstream], env: { PSIMBOLS_UPSTREAM_SECRET: WebhookSecret.generate() }, upstreamMaxInFlight: 4096, upstreamMaxInFlightPerIdentity: 4096, log }) : undefined;
   const broker = await Broker.start({
     config: { port: 0, host: "127.0.0.1", dataDir, node: "bench", limits: BENCH_LIMITS },
     serverKey,

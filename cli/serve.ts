@@ -16,10 +16,9 @@ import { consoleHook } from "../server/console.js";
 import { loadIdentityKey } from "./client.js";
 import { CliError, WRAP_KEY_WAYS, wrapKeyFrom } from "./errors.js";
 import { channelTypeList, int } from "./options.js";
-import { SECRET_ENV, createAppCalls } from "../server/app/setup.js";
+import { EVENTS_SECRET_ENV, createAppCalls, destinationSecrets } from "../server/app/setup.js";
 import { dirname } from "node:path";
 import { EVENT_DEFAULTS, Events } from "../server/app/events.js";
-import { parseSecrets as parseSecretList } from "../server/app/signature.js";
 import { ApiServer, parseListen } from "../server/api/server.js";
 import { FileTokenStore, RedisTokenStore } from "../server/api/tokens.js";
 import type { KemType } from "../shared/frames.js";
@@ -54,16 +53,17 @@ export function serveCommand(p: Command): void {
     .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
     .option("--store-loss-bound <seconds>", "longest time bound channels are served without reaching the store; then every socket is closed with 4009 (default 15)", int("--store-loss-bound"))
     .option("--no-console", "do not serve the web console at /console/")
-    // Calls to the application (issue 12, docs/BACKEND.md); signed with PSIMBOLS_UPSTREAM_SECRET.
+    // Calls to the application (docs/BACKEND.md); each destination signed with its own secret (§1).
     .option("--upstream <[prefix=]url>", "send ops no built-in handles to this HTTP upstream (repeatable; PREFIX=URL routes by op prefix, the longest wins)", (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option("--upstream-timeout <ms>", "whole-request timeout of upstream calls", int("--upstream-timeout"))
-    .option("--upstream-max-in-flight <n>", "requests in flight from this node to each upstream", int("--upstream-max-in-flight"))
+    .option("--upstream-max-in-flight <n>", "requests in flight from this node to each upstream route", int("--upstream-max-in-flight"))
+    .option("--upstream-max-in-flight-per-identity <n>", "of those, in flight for one identity; more wait for its own (fair share)", int("--upstream-max-in-flight-per-identity"))
     .option("--authorize <url>", "ask this HTTP hook after each valid proof and at each renewal (fails closed)")
     .option("--authorize-timeout <ms>", "timeout of authorize calls", int("--authorize-timeout"))
     // ---- applications (docs/BACKEND.md): lifecycle events, server API
     .option("--no-events-stream", "with --redis: do not append lifecycle events to the Redis Stream <prefix>events")
     .option("--events-max-len <n>", "approximate length bound of the events stream (XADD MAXLEN ~)", int("--events-max-len"), EVENT_DEFAULTS.streamMaxLen)
-    .option("--events-url <url>", "also POST every lifecycle event here (signed with PSIMBOLS_UPSTREAM_SECRET, at least once)")
+    .option("--events-url <url>", "also POST every lifecycle event here (signed with PSIMBOLS_EVENTS_SECRET, at least once)")
     .option("--events-queue <n>", "events waiting per destination before new ones are dropped (counted in /metrics)", int("--events-queue"), EVENT_DEFAULTS.queue)
     .option("--api-listen <host:port>", "serve the server API for backends on this address (off by default; never the client port)")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
@@ -128,9 +128,10 @@ export function serveCommand(p: Command): void {
       const app = createAppCalls({
         upstreams: o.upstream,
         authorize: o.authorize,
-        secret: process.env[SECRET_ENV],
+        env: process.env,
         upstreamTimeoutMs: o.upstreamTimeout,
         upstreamMaxInFlight: o.upstreamMaxInFlight,
+        upstreamMaxInFlightPerIdentity: o.upstreamMaxInFlightPerIdentity,
         authorizeTimeoutMs: o.authorizeTimeout,
         log,
       });
@@ -142,7 +143,7 @@ export function serveCommand(p: Command): void {
               logger: log,
               queue: o.eventsQueue,
               ...(o.redis && o.eventsStream ? { stream: { url: o.redis, maxLen: o.eventsMaxLen } } : {}),
-              ...(o.eventsUrl ? { webhook: { url: o.eventsUrl, secrets: parseSecretList(process.env[SECRET_ENV], SECRET_ENV) } } : {}),
+              ...(o.eventsUrl ? { webhook: { url: o.eventsUrl, secrets: destinationSecrets(process.env, EVENTS_SECRET_ENV, "--events-url").secrets } } : {}),
             })
           : undefined;
       let broker: Broker;

@@ -7,8 +7,12 @@
 //   POST /authorize  the authorize hook (`--authorize http://HOST:PORT/authorize`):
 //                    allows the fingerprints in APP_ALLOW ("*" for all)
 //
-// Every call is verified as Standard Webhooks 1.0 says. Settings:
-// PSIMBOLS_UPSTREAM_SECRET ("whsec_...", two space-separated during a rotation),
+// Every call is verified as Standard Webhooks 1.0 says, each endpoint with its own
+// secret, and its body's "kind" checked ("request" at /rpc, "authorize" at
+// /authorize), so a message signed for another destination or purpose is refused.
+// Settings, the broker's names (docs/BACKEND.md §1): PSIMBOLS_UPSTREAM_SECRET_DEFAULT
+// (/rpc) and PSIMBOLS_AUTHORIZE_SECRET (/authorize), "whsec_...", two space-separated
+// during a rotation; PSIMBOLS_UPSTREAM_SECRET, the shared one, where those are not set;
 // APP_ALLOW (default "*"), APP_HOST / APP_PORT (default 127.0.0.1:8080; 0 = any free port).
 // With APP_REDIS_URL it also reads the broker's lifecycle events from the Redis
 // stream (APP_EVENTS_STREAM, default psimbols:events) in the consumer group
@@ -23,11 +27,21 @@ const TOLERANCE_S = 300; // refuse timestamps more than 5 minutes away
 const MAX_BODY = 1024 * 1024;
 const SEEN_KEEP_MS = 2 * TOLERANCE_S * 1000;
 
-const secrets = (process.env.PSIMBOLS_UPSTREAM_SECRET ?? "").split(/\s+/).filter(Boolean).map((s) => {
-  if (!s.startsWith("whsec_")) throw new Error("PSIMBOLS_UPSTREAM_SECRET: expected whsec_ followed by base64");
-  return Buffer.from(s.slice(6), "base64");
-});
-if (secrets.length === 0) throw new Error("PSIMBOLS_UPSTREAM_SECRET is required");
+/** The keys of the secrets in the variable `own`, else in the shared PSIMBOLS_UPSTREAM_SECRET. */
+function loadSecrets(own) {
+  const name = process.env[own] ? own : "PSIMBOLS_UPSTREAM_SECRET";
+  const keys = (process.env[name] ?? "").split(/\s+/).filter(Boolean).map((s) => {
+    if (!s.startsWith("whsec_")) throw new Error(`${name}: expected whsec_ followed by base64`);
+    return Buffer.from(s.slice(6), "base64");
+  });
+  if (keys.length === 0) throw new Error(`${own} (or the shared PSIMBOLS_UPSTREAM_SECRET) is required`);
+  return keys;
+}
+/** path -> the secrets that sign its calls and the kind of body it takes. */
+const endpoints = new Map([
+  ["/rpc", { secrets: loadSecrets("PSIMBOLS_UPSTREAM_SECRET_DEFAULT"), kind: "request" }],
+  ["/authorize", { secrets: loadSecrets("PSIMBOLS_AUTHORIZE_SECRET"), kind: "authorize" }],
+]);
 const allow = new Set((process.env.APP_ALLOW ?? "*").split(",").map((s) => s.trim()).filter(Boolean));
 
 /** fingerprint -> Map(key -> value) */
@@ -38,8 +52,8 @@ const seen = new Map();
 const events = new Map();
 const EVENTS_KEPT = 50;
 
-/** True when the headers carry a valid, fresh signature of `body` (a Buffer). */
-export function verify(headers, body, now = Math.floor(Date.now() / 1000)) {
+/** True when the headers carry a valid, fresh signature of `body` (a Buffer) under one of `secrets`. */
+export function verify(secrets, headers, body, now = Math.floor(Date.now() / 1000)) {
   const id = headers["webhook-id"];
   const ts = headers["webhook-timestamp"];
   const sigs = headers["webhook-signature"];
@@ -96,14 +110,14 @@ const server = createServer((req, res) => {
   });
   req.on("end", () => {
     const body = Buffer.concat(chunks);
-    if (!verify(req.headers, body)) return answer(401, { error: "bad or stale signature" });
+    const endpoint = endpoints.get(req.url);
+    if (!endpoint) return answer(404, { error: "not found" });
+    if (!verify(endpoint.secrets, req.headers, body)) return answer(401, { error: "bad or stale signature" });
     const msg = JSON.parse(body.toString("utf8"));
+    if (msg?.kind !== endpoint.kind) return answer(400, { error: `this endpoint takes kind ${endpoint.kind}` });
     if (req.url === "/rpc") return answer(200, once(req.headers["webhook-id"], () => rpc(msg)));
-    if (req.url === "/authorize") {
-      const ok = allow.has("*") || allow.has(msg.identity.fingerprint);
-      return answer(200, ok ? { allow: true, info: { allowed_by: "allow-list" } } : { allow: false });
-    }
-    answer(404, { error: "not found" });
+    const ok = allow.has("*") || allow.has(msg.identity.fingerprint);
+    answer(200, ok ? { allow: true, info: { allowed_by: "allow-list" } } : { allow: false });
   });
 });
 server.keepAliveTimeout = 60_000; // longer than the broker's idle pool timeout

@@ -9,9 +9,15 @@ Two endpoints, both POST, both verified as Standard Webhooks 1.0 says:
   /authorize  the authorize hook: `psimbols serve --authorize http://HOST:PORT/authorize`
               allows the fingerprints of the allow-list, refuses the others.
 
-Settings (environment):
-  PSIMBOLS_UPSTREAM_SECRET  the broker's signing secret, "whsec_..." (two,
-                            space-separated, during a rotation)
+Each endpoint checks the signature with its own secret, and the body's
+"kind" ("request" at /rpc, "authorize" at /authorize): a message signed for
+another destination, or meant for another purpose, is refused.
+
+Settings (environment), the broker's names (docs/BACKEND.md section 1):
+  PSIMBOLS_UPSTREAM_SECRET_DEFAULT  the secret of /rpc (the broker's default route),
+                            "whsec_..." (two, space-separated, during a rotation)
+  PSIMBOLS_AUTHORIZE_SECRET the secret of /authorize
+  PSIMBOLS_UPSTREAM_SECRET  the shared secret, used where the two above are not set
   APP_ALLOW                 comma-separated fingerprints allowed by /authorize,
                             or "*" for every key (default "*")
   APP_HOST, APP_PORT        where to listen (default 127.0.0.1:8080; port 0 = any free one)
@@ -42,19 +48,24 @@ MAX_BODY = 1024 * 1024     # the broker sends less; refuse more without reading 
 SEEN_KEEP_S = 2 * TOLERANCE_S
 
 
-def load_secrets(text):
-    """The raw keys of "whsec_<base64>" secrets, separated by white space."""
+def load_secrets(own):
+    """The raw keys of the "whsec_<base64>" secrets (white-space separated) in the
+    variable `own`, else in the shared PSIMBOLS_UPSTREAM_SECRET."""
+    name = own if os.environ.get(own) else "PSIMBOLS_UPSTREAM_SECRET"
     keys = []
-    for part in (text or "").split():
+    for part in (os.environ.get(name) or "").split():
         if not part.startswith("whsec_"):
-            raise SystemExit("PSIMBOLS_UPSTREAM_SECRET: expected whsec_ followed by base64")
+            raise SystemExit(name + ": expected whsec_ followed by base64")
         keys.append(base64.b64decode(part[len("whsec_"):], validate=True))
     if not keys:
-        raise SystemExit("PSIMBOLS_UPSTREAM_SECRET is required")
+        raise SystemExit(own + " (or the shared PSIMBOLS_UPSTREAM_SECRET) is required")
     return keys
 
 
-SECRETS = load_secrets(os.environ.get("PSIMBOLS_UPSTREAM_SECRET"))
+RPC_SECRETS = load_secrets("PSIMBOLS_UPSTREAM_SECRET_DEFAULT")
+AUTHORIZE_SECRETS = load_secrets("PSIMBOLS_AUTHORIZE_SECRET")
+# path -> (the secrets that sign its calls, the kind of body it takes)
+ENDPOINTS = {"/rpc": (RPC_SECRETS, "request"), "/authorize": (AUTHORIZE_SECRETS, "authorize")}
 ALLOW = {f.strip() for f in os.environ.get("APP_ALLOW", "*").split(",") if f.strip()}
 
 lock = threading.Lock()
@@ -64,8 +75,9 @@ EVENTS_KEPT = 50
 seen = {}     # webhook-id -> (time, answer): a repeated message id runs once
 
 
-def verify(headers, body, now=None):
-    """True when the headers carry a valid, fresh signature of body (Standard Webhooks 1.0)."""
+def verify(headers, body, now=None, secrets=None):
+    """True when the headers carry a valid, fresh signature of body under one of
+    `secrets` (default: the /rpc ones), as Standard Webhooks 1.0 says."""
     msg_id = headers.get("webhook-id")
     ts = headers.get("webhook-timestamp")
     sigs = headers.get("webhook-signature")
@@ -75,7 +87,7 @@ def verify(headers, body, now=None):
     if abs(now - int(ts)) > TOLERANCE_S:
         return False
     signed = msg_id.encode() + b"." + ts.encode() + b"." + body
-    for key in SECRETS:
+    for key in RPC_SECRETS if secrets is None else secrets:
         want = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
         for sig in sigs.split(" "):
             version, _, value = sig.partition(",")
@@ -137,14 +149,17 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(413, {"error": "body missing or too large"})
         body = self.rfile.read(int(length))
         headers = {k.lower(): v for k, v in self.headers.items()}
-        if not verify(headers, body):
+        if self.path not in ENDPOINTS:
+            return self.answer(404, {"error": "not found"})
+        secrets, kind = ENDPOINTS[self.path]
+        if not verify(headers, body, secrets=secrets):
             return self.answer(401, {"error": "bad or stale signature"})
         req = json.loads(body)
+        if not isinstance(req, dict) or req.get("kind") != kind:
+            return self.answer(400, {"error": "this endpoint takes kind " + kind})
         if self.path == "/rpc":
             return self.answer(200, once(headers["webhook-id"], lambda: rpc(req)))
-        if self.path == "/authorize":
-            return self.answer(200, authorize(req))
-        return self.answer(404, {"error": "not found"})
+        return self.answer(200, authorize(req))
 
     def answer(self, status, obj):
         out = json.dumps(obj).encode()

@@ -47,7 +47,7 @@ export type Decision = { allow: true; ttl: number | undefined; info: string | un
 export type AuthorizeOutcome = "allow" | "deny" | CallFailure;
 
 export interface AuthorizerOptions {
-  url: URL;
+  /** The hook's URL and secret(s) (its own, or the shared default: setup.ts). */
   client: AppClient;
   /** Whole-call timeout, ms. Default 3000. */
   timeoutMs?: number;
@@ -58,7 +58,6 @@ export interface AuthorizerOptions {
 
 /** Asks the application's authorize hook. */
 export class Authorizer {
-  readonly #url: URL;
   readonly #client: AppClient;
   readonly #timeoutMs: number;
   readonly #maxInfoBytes: number;
@@ -66,7 +65,6 @@ export class Authorizer {
   readonly #outcomes = new Map<AuthorizeOutcome, number>();
 
   constructor(o: AuthorizerOptions) {
-    this.#url = o.url;
     this.#client = o.client;
     this.#timeoutMs = bounded("authorize-timeout", o.timeoutMs ?? AuthorizeDefaults.timeoutMs, 1, 600_000);
     this.#maxInfoBytes = bounded("authorize-max-info-bytes", o.maxInfoBytes ?? AuthorizeDefaults.maxInfoBytes, 2, 65_536);
@@ -80,6 +78,7 @@ export class Authorizer {
   async decide(q: AuthorizeQuestion): Promise<Decision> {
     const id = `auth_${b64u(randomBytes(16))}`;
     const body = JSON.stringify({
+      kind: "authorize",
       type: "authorize",
       id,
       identity: { fingerprint: q.identity.fingerprint, public_key: wirePublicKey(q.identity) },
@@ -91,7 +90,7 @@ export class Authorizer {
       ttl: q.ttl,
     });
     try {
-      const text = await this.#client.post({ url: this.#url, id, body, timeoutMs: this.#timeoutMs, maxBytes: Math.max(AuthorizeDefaults.maxResponseBytes, this.#maxInfoBytes + 256) });
+      const text = await this.#client.post({ id, body, timeoutMs: this.#timeoutMs, maxBytes: Math.max(AuthorizeDefaults.maxResponseBytes, this.#maxInfoBytes + 256) });
       const d = decodeDecision(text, q.ttl, this.#maxInfoBytes);
       this.#count(d.allow ? "allow" : "deny");
       return d;
@@ -103,7 +102,7 @@ export class Authorizer {
     }
   }
 
-  /** Closes the HTTP client's pools (shared with the upstream: closing twice is harmless). */
+  /** Closes the hook's connections. */
   async close(): Promise<void> {
     await this.#client.close();
   }

@@ -50,6 +50,8 @@ export type EventData = Record<string, string | number | undefined>;
 
 /** One event as the stream and the webhook carry it. */
 export interface BrokerEvent {
+  /** Always "event": the kind of signed body (docs/BACKEND.md §1), so no other receiver takes it for its own. */
+  readonly kind: "event";
   /** `evt_` + 22 base64url characters: unique, the same on every retry (the `webhook-id`). */
   readonly id: string;
   readonly type: EventType;
@@ -98,7 +100,7 @@ export interface EventsOptions {
   node: string;
   /** Append to a Redis Stream. */
   stream?: { url: string; key?: string; maxLen?: number };
-  /** Also POST each event here, signed with every secret (two during a rotation). */
+  /** Also POST each event here, signed with every secret (two during a rotation): PSIMBOLS_EVENTS_SECRET, else the shared one (setup.ts). */
   webhook?: { url: string; secrets: readonly WebhookSecret[]; timeoutMs?: number };
   /** Queue bound per destination. */
   queue?: number;
@@ -342,7 +344,7 @@ export class Events implements EventSink {
     }
     if (o.webhook) {
       parseEventsUrl(o.webhook.url);
-      if (o.webhook.secrets.length === 0) throw new RangeError("--events-url needs PSIMBOLS_UPSTREAM_SECRET (whsec_…) to sign the events");
+      if (o.webhook.secrets.length === 0) throw new RangeError("--events-url needs PSIMBOLS_EVENTS_SECRET (or the shared PSIMBOLS_UPSTREAM_SECRET), whsec_…, to sign the events");
       const w = new WebhookOutbox(o.webhook, bound, retry, o.logger);
       this.webhook = w;
       this.#outboxes.push(w);
@@ -351,7 +353,7 @@ export class Events implements EventSink {
 
   emit(type: EventType, identity: string, data: EventData): void {
     if (this.#outboxes.length === 0) return;
-    const ev: BrokerEvent = { id: eventId(), type, time: new Date().toISOString(), node: this.node, identity, data };
+    const ev: BrokerEvent = { kind: "event", id: eventId(), type, time: new Date().toISOString(), node: this.node, identity, data };
     for (const o of this.#outboxes) o.add(ev);
   }
 

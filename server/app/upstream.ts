@@ -10,6 +10,10 @@
  *
  * At most once: the node never retries a request. One that timed out may
  * have run; its id lets the application deduplicate.
+ *
+ * Each route has its own connection pool and its own signing secret(s)
+ * (docs/BACKEND.md §1), and shares its capacity fairly among identities
+ * (fair-share.ts, docs/BACKEND.md "Fair share").
  */
 import { Counter as PromCounter, Gauge, type Registry } from "prom-client";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
@@ -18,7 +22,9 @@ import type { Handler, HandlerContext } from "../broker.js";
 import type { Logger } from "../log.js";
 import { ADMIN_PREFIX, isAdminOp } from "../operator.js";
 import type { Role } from "../registry.js";
-import { type AppClient, CallError, CallFailure, parseAnswer, parseAppUrl } from "./http.js";
+import { FairShare } from "./fair-share.js";
+import { AppClient, CallError, CallFailure, parseAnswer, parseAppUrl } from "./http.js";
+import type { WebhookSecret } from "./signature.js";
 
 /** Inner error codes an upstream may answer with (PROTOCOL.md §6.2, §9: codes a handler may choose). */
 export const APP_ERROR_CODES: ReadonlySet<string> = new Set<string>([
@@ -36,6 +42,7 @@ export const MAX_APP_MESSAGE_CHARS = 1024;
 export const UpstreamDefaults = {
   timeoutMs: 5000,
   maxInFlight: 256,
+  maxInFlightPerIdentity: 16,
   maxResponseBytes: MAX_INNER_BYTES,
 } as const;
 
@@ -45,16 +52,22 @@ export interface UpstreamRoute {
   readonly url: URL;
 }
 
+/** A route and the secret(s) its calls are signed with (its own, or the shared default: setup.ts). */
+export interface SignedRoute extends UpstreamRoute {
+  readonly secrets: readonly WebhookSecret[];
+}
+
 /** The outcomes counted per upstream in `psimbols_upstream_requests_total`. */
 export type UpstreamOutcome = "ok" | "app_error" | CallFailure;
 
 export interface UpstreamOptions {
-  routes: readonly UpstreamRoute[];
-  client: AppClient;
-  /** Whole-call timeout, ms. Default 5000. */
+  routes: readonly SignedRoute[];
+  /** Whole-call timeout (waiting for a slot included), ms. Default 5000. */
   timeoutMs?: number;
-  /** Requests in flight from this node to each upstream; more get `unavailable` at once. Default 256. */
+  /** Requests in flight from this node to each route (and its connections, at most). Default 256. */
   maxInFlight?: number;
+  /** Requests in flight from this node to each route for one identity; more wait for its own. Default 16. */
+  maxInFlightPerIdentity?: number;
   /** Largest answer read, bytes. Default MAX_INNER_BYTES (what the client accepts sealed). */
   maxResponseBytes?: number;
   log?: Logger;
@@ -65,7 +78,8 @@ interface Route {
   readonly url: URL;
   /** The `/metrics` label: the prefix, or `*` for the default route. */
   readonly label: string;
-  inFlight: number;
+  readonly client: AppClient;
+  readonly share: FairShare;
   readonly outcomes: Map<UpstreamOutcome, number>;
   readonly handler: Handler;
 }
@@ -87,9 +101,7 @@ export function parseUpstreamRoute(text: string, setting = "--upstream"): Upstre
 /** The upstream routes of one node and the handler each op goes to. */
 export class Upstream {
   readonly #routes: Route[];
-  readonly #client: AppClient;
   readonly #timeoutMs: number;
-  readonly #maxInFlight: number;
   readonly #maxBytes: number;
   readonly #log: Logger | undefined;
 
@@ -100,16 +112,25 @@ export class Upstream {
       if (seen.has(r.prefix)) throw new RangeError(`--upstream: the prefix "${r.prefix || "(default)"}" is given twice`);
       seen.add(r.prefix);
     }
-    this.#client = o.client;
     this.#timeoutMs = bounded("upstream-timeout", o.timeoutMs ?? UpstreamDefaults.timeoutMs, 1, 600_000);
-    this.#maxInFlight = bounded("upstream-max-in-flight", o.maxInFlight ?? UpstreamDefaults.maxInFlight, 1, 1_000_000);
+    const maxInFlight = bounded("upstream-max-in-flight", o.maxInFlight ?? UpstreamDefaults.maxInFlight, 1, 1_000_000);
+    const perIdentity = bounded("upstream-max-in-flight-per-identity", o.maxInFlightPerIdentity ?? UpstreamDefaults.maxInFlightPerIdentity, 1, 1_000_000);
     this.#maxBytes = bounded("upstream-max-response-bytes", o.maxResponseBytes ?? UpstreamDefaults.maxResponseBytes, 64, MAX_INNER_BYTES);
     this.#log = o.log?.child({ component: "upstream" });
     // Longest prefix first: the first match is the longest.
     this.#routes = [...o.routes]
       .sort((a, b) => b.prefix.length - a.prefix.length)
       .map((r) => {
-        const route: Route = { prefix: r.prefix, url: r.url, label: r.prefix || "*", inFlight: 0, outcomes: new Map(), handler: () => undefined };
+        const route: Route = {
+          prefix: r.prefix,
+          url: r.url,
+          label: r.prefix || "*",
+          // A pool per route, as large as the route's capacity: no route waits for another's connections.
+          client: new AppClient({ url: r.url, secrets: r.secrets, connections: maxInFlight }),
+          share: new FairShare(maxInFlight, perIdentity),
+          outcomes: new Map(),
+          handler: () => undefined,
+        };
         (route as { handler: Handler }).handler = (data, ctx) => this.#call(route, data, ctx);
         return route;
       });
@@ -148,24 +169,29 @@ export class Upstream {
       labelNames: ["upstream"],
       registers: [registry],
       collect() {
-        for (const r of routes) this.set({ upstream: r.label }, r.inFlight);
+        for (const r of routes) this.set({ upstream: r.label }, r.share.inFlight);
       },
     });
   }
 
   async close(): Promise<void> {
-    await this.#client.close();
+    await Promise.all(this.#routes.map((r) => r.client.close()));
   }
 
   async #call(r: Route, data: unknown, ctx: HandlerContext): Promise<unknown> {
-    if (r.inFlight >= this.#maxInFlight) {
+    const deadline = Date.now() + this.#timeoutMs;
+    const slot = r.share.acquire(ctx.identity, deadline);
+    if (slot === "saturated") {
       this.#count(r, CallFailure.saturated);
       throw unavailable();
     }
-    r.inFlight++;
+    if (slot !== "now" && !(await slot)) {
+      this.#count(r, CallFailure.timeout);
+      throw unavailable();
+    }
     try {
       const body = requestBody(ctx, data, await ctx.role());
-      const text = await this.#client.post({ url: r.url, id: ctx.requestId, body, timeoutMs: this.#timeoutMs, maxBytes: this.#maxBytes });
+      const text = await r.client.post({ id: ctx.requestId, body, timeoutMs: Math.max(1, deadline - Date.now()), maxBytes: this.#maxBytes });
       const answer = decodeAnswer(text);
       if ("error" in answer) {
         this.#count(r, "app_error");
@@ -179,7 +205,7 @@ export class Upstream {
       this.#log?.warn("upstream request failed", { upstream: r.label, reason: e.reason, error: e.message, request: ctx.requestId });
       throw unavailable(e);
     } finally {
-      r.inFlight--;
+      r.share.release(ctx.identity);
     }
   }
 
@@ -191,6 +217,7 @@ export class Upstream {
 /** The POST body of one request (docs/BACKEND.md "Request body"), `role` the caller's. `info` is kept as JSON text and spliced in as it is. */
 export function requestBody(ctx: HandlerContext, data: unknown, role: Role | null): string {
   const head = JSON.stringify({
+    kind: "request",
     type: "request",
     id: ctx.requestId,
     op: ctx.op,

@@ -25,6 +25,10 @@ const PYTHON = findOnPath("python3");
 process.setMaxListeners(Math.max(process.getMaxListeners(), 50));
 const APP_DIR = join(ROOT, "examples", "backend-python");
 const SECRET = WebhookSecret.generate();
+/** Per-destination secrets (docs/BACKEND.md §1), as the broker and the example both read them. */
+const RPC_SECRET = WebhookSecret.generate();
+const AUTH_SECRET = WebhookSecret.generate();
+const SECRETS_ENV = { PSIMBOLS_UPSTREAM_SECRET_DEFAULT: RPC_SECRET, PSIMBOLS_AUTHORIZE_SECRET: AUTH_SECRET };
 // Standard Webhooks 1.0, the specification's worked example.
 const SPEC = { secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", id: "msg_p5jXN8AQM9LWM0D4loKWxJek", timestamp: 1614265330, body: '{"test": 2432232314}', signature: "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=" };
 
@@ -60,8 +64,8 @@ function backend(name: string, cmd: (string | undefined)[]): void {
     if (!cmd[0]) return;
     alice = await generateSigningKey();
     bob = await generateSigningKey();
-    ({ proc: py, url: appUrl } = await startApp(cmd, { PSIMBOLS_UPSTREAM_SECRET: SECRET, APP_ALLOW: `${alice.public.fingerprint},${bob.public.fingerprint}` }));
-    broker = await startBroker(["--upstream", `${appUrl}/rpc`, "--authorize", `${appUrl}/authorize`, "--hellos-per-address", "1000"], { env: { PSIMBOLS_UPSTREAM_SECRET: SECRET } });
+    ({ proc: py, url: appUrl } = await startApp(cmd, { ...SECRETS_ENV, APP_ALLOW: `${alice.public.fingerprint},${bob.public.fingerprint}` }));
+    broker = await startBroker(["--upstream", `${appUrl}/rpc`, "--authorize", `${appUrl}/authorize`, "--hellos-per-address", "1000"], { env: { PSIMBOLS_UPSTREAM_SECRET: "", ...SECRETS_ENV } });
   });
   t.after(async () => {
     if (!cmd[0]) return;
@@ -97,14 +101,17 @@ function backend(name: string, cmd: (string | undefined)[]): void {
       assert.is((await raw.next()).error?.code, "forbidden");
     });
 
-    t("the example refuses a stale timestamp, another secret and a changed body with 401, and runs a repeated id once", async () => {
-      const body = JSON.stringify({ type: "request", id: "req_x", op: "kv.put", data: { key: "k", value: 1 }, identity: { fingerprint: alice.public.fingerprint, public_key: null }, channel: "c", node: "n", info: null });
+    t("the example refuses a stale timestamp, another secret (the authorize hook's too), a changed body with 401, a body of another kind with 400, and runs a repeated id once", async () => {
+      const body = JSON.stringify({ kind: "request", type: "request", id: "req_x", op: "kv.put", data: { key: "k", value: 1 }, identity: { fingerprint: alice.public.fingerprint, public_key: null }, channel: "c", node: "n", info: null });
       const post = (headers: Record<string, string>, b = body) => fetch(`${appUrl}/rpc`, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: b });
-      const s = [WebhookSecret.parse(SECRET)];
+      const s = [WebhookSecret.parse(RPC_SECRET)];
       const now = Math.floor(Date.now() / 1000);
       assert.is((await post(signWebhook(s, "req_stale", body, now - 400))).status, 401, "stale");
       assert.is((await post(signWebhook(s, "req_future", body, now + 400))).status, 401, "future");
       assert.is((await post(signWebhook([WebhookSecret.parse(WebhookSecret.generate())], "req_other", body))).status, 401, "other secret");
+      assert.is((await post(signWebhook([WebhookSecret.parse(AUTH_SECRET)], "req_auth", body))).status, 401, "the authorize hook's secret");
+      const asAuthorize = body.replace('"kind":"request"', '"kind":"authorize"');
+      assert.is((await post(signWebhook(s, "req_kind", asAuthorize), asAuthorize)).status, 400, "another kind");
       assert.is((await post(signWebhook(s, "req_body", body), body.replace('"value":1', '"value":2'))).status, 401, "changed body");
       assert.is((await post({}, body)).status, 401, "unsigned");
       const ok = await post(signWebhook(s, "req_once", body));
@@ -126,7 +133,7 @@ function backend(name: string, cmd: (string | undefined)[]): void {
         `b = ${JSON.stringify(SPEC.body)}.encode()`,
         `print(app.verify(h, b, now=${SPEC.timestamp + 10}), app.verify(h, b + b" ", now=${SPEC.timestamp + 10}), app.verify(h, b, now=${SPEC.timestamp + 400}))`,
       ].join("\n");
-      const r = spawnSync(PYTHON!, ["-c", code], { cwd: APP_DIR, env: { ...process.env, PSIMBOLS_UPSTREAM_SECRET: SPEC.secret }, encoding: "utf8" });
+      const r = spawnSync(PYTHON!, ["-c", code], { cwd: APP_DIR, env: { ...process.env, PSIMBOLS_UPSTREAM_SECRET_DEFAULT: SPEC.secret, PSIMBOLS_AUTHORIZE_SECRET: SPEC.secret }, encoding: "utf8" });
       assert.is(r.status, 0, r.stderr);
       assert.is(r.stdout.trim(), "True False False");
     });

@@ -345,7 +345,7 @@ t("psimbols serve --events-url: refused at start without PSIMBOLS_UPSTREAM_SECRE
   const env = { PSIMBOLS_UPSTREAM_SECRET: "" };
   const refused = await runCli(["serve", "--port", "0", "--events-url", hook.url, "--data-dir", (await import("../../helpers/broker.js")).tempDir()], env);
   assert.is(refused.code, 1);
-  assert.match(refused.stderr, /--events-url needs PSIMBOLS_UPSTREAM_SECRET/);
+  assert.match(refused.stderr, /--events-url needs PSIMBOLS_EVENTS_SECRET \(or the shared PSIMBOLS_UPSTREAM_SECRET\)/);
   const bad = await runCli(["serve", "--port", "0", "--events-url", "ftp://x/", "--data-dir", (await import("../../helpers/broker.js")).tempDir()], { PSIMBOLS_UPSTREAM_SECRET: secretText });
   assert.is(bad.code, 1);
   assert.match(bad.stderr, /setting events-url/);

@@ -6,7 +6,7 @@
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { CallError, CallFailure, AppClient } from "../../../server/app/http.js";
+import { CallError, CallFailure } from "../../../server/app/http.js";
 import { Upstream, decodeAnswer, parseUpstreamRoute, requestBody } from "../../../server/app/upstream.js";
 import { decodeDecision } from "../../../server/app/authorize.js";
 import { parseSecrets } from "../../../server/app/setup.js";
@@ -34,41 +34,43 @@ test("--upstream values: a bare URL is the default route, PREFIX=URL a prefix ro
 });
 
 test("the longest matching prefix wins; the default route takes the rest; no default: no route", async () => {
-  const client = new AppClient({ secrets: [WebhookSecret.parse(WebhookSecret.generate())] });
+  const secrets = [WebhookSecret.parse(WebhookSecret.generate())];
+  const signed = (x: string) => ({ ...parseUpstreamRoute(x), secrets });
+  const routes = ["http://d/", "kv.=http://kv/", "kv.slow=http://slow/"].map(signed);
+  const u = new Upstream({ routes });
+  const noDefault = new Upstream({ routes: [signed("kv.=http://kv/")] });
   try {
-    const routes = ["http://d/", "kv.=http://kv/", "kv.slow=http://slow/"].map((x) => parseUpstreamRoute(x));
-    const u = new Upstream({ routes, client });
     const h = (op: string) => u.route(op);
     assert.ok(h("kv.put") && h("kv.put") === h("kv.get"));
     assert.ok(h("kv.slow.x") && h("kv.slow.x") !== h("kv.put"));
     assert.ok(h("other") && h("other") !== h("kv.put"));
-    const noDefault = new Upstream({ routes: [parseUpstreamRoute("kv.=http://kv/")], client });
     assert.is(noDefault.route("other"), undefined);
-    assert.throws(() => new Upstream({ routes: [parseUpstreamRoute("kv.=http://a/"), parseUpstreamRoute("kv.=http://b/")], client }), /given twice/);
-    assert.throws(() => new Upstream({ routes, client, timeoutMs: 0 }), /upstream-timeout/);
+    assert.throws(() => new Upstream({ routes: [signed("kv.=http://a/"), signed("kv.=http://b/")] }), /given twice/);
+    assert.throws(() => new Upstream({ routes, timeoutMs: 0 }), /upstream-timeout/);
   } finally {
-    await client.close();
+    await u.close();
+    await noDefault.close();
   }
 });
 
 test("the request body carries the documented fields, the caller's role, info spliced in as JSON", () => {
   const ctx = { identity: "SHA256:x", channel: "c", connection: "k", node: "n", op: "kv.put", requestId: "req_1", publicKey: { type: "Ed25519", data: "AA" }, info: '{"a":[1]}', role: async () => null };
-  assert.equal(JSON.parse(requestBody(ctx, { k: 1 }, "operator")), { type: "request", id: "req_1", op: "kv.put", data: { k: 1 }, identity: { fingerprint: "SHA256:x", public_key: { type: "Ed25519", data: "AA" } }, role: "operator", channel: "c", node: "n", info: { a: [1] } });
+  assert.equal(JSON.parse(requestBody(ctx, { k: 1 }, "operator")), { kind: "request", type: "request", id: "req_1", op: "kv.put", data: { k: 1 }, identity: { fingerprint: "SHA256:x", public_key: { type: "Ed25519", data: "AA" } }, role: "operator", channel: "c", node: "n", info: { a: [1] } });
   const bare = JSON.parse(requestBody({ ...ctx, info: undefined, publicKey: undefined }, undefined, null));
   assert.equal([bare.info, bare.role], [null, null]);
 });
 
 test("the admin. namespace is never routed to an upstream: not by a default route, not by a prefix that matches it, and no admin. route is accepted", async () => {
-  const client = new AppClient({ secrets: [WebhookSecret.parse(WebhookSecret.generate())] });
+  const secrets = [WebhookSecret.parse(WebhookSecret.generate())];
+  const u = new Upstream({ routes: ["http://d/", "adm=http://a/", "a=http://b/"].map((x) => ({ ...parseUpstreamRoute(x), secrets })) });
   try {
-    const u = new Upstream({ routes: ["http://d/", "adm=http://a/", "a=http://b/"].map((x) => parseUpstreamRoute(x)), client });
     for (const op of ["admin.deleteUser", "admin.", "admin.channels"]) assert.is(u.route(op), undefined, op);
     assert.ok(u.route("administrator") && u.route("admins.x") && u.route("other"));
     for (const bad of ["admin.=http://x/", "admin.users=http://x/"]) {
       assert.throws(() => parseUpstreamRoute(bad), (e: Error) => e instanceof TypeError && /^--upstream: .*reserved admin\. namespace/.test(e.message), bad);
     }
   } finally {
-    await client.close();
+    await u.close();
   }
 });
 

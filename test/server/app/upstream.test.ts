@@ -149,17 +149,19 @@ t("an answer trying to smuggle a frame is only data inside the sealed response",
   assert.is(raw.frames.length, 0, "an extra frame reached the client");
 });
 
-t("the in-flight cap per upstream answers unavailable at once (saturated)", async () => {
+t("over the in-flight cap a request waits for a slot; past as many waiting again it is unavailable at once (saturated)", async () => {
   app.on("/slow", async (_r, res) => {
-    await sleep(300);
+    await sleep(120);
     json(res, { data: "slow" });
   });
   const before = await metric("psimbols_upstream_requests_total", 'upstream="kv.slow",outcome="saturated"');
   const { requestFrame, readResponse } = await import("../../helpers/raw.js");
-  for (let i = 0; i < 3; i++) raw.send(await requestFrame(ch, "kv.slow", i));
-  const answers = [await readResponse(raw, ch), await readResponse(raw, ch), await readResponse(raw, ch)];
+  // --upstream-max-in-flight 2: two in flight, two waiting, the fifth refused.
+  for (let i = 0; i < 5; i++) raw.send(await requestFrame(ch, "kv.slow", i));
+  const answers = [];
+  for (let i = 0; i < 5; i++) answers.push(await readResponse(raw, ch));
   assert.equal(answers.filter((a) => a.error?.code === "unavailable").length, 1, JSON.stringify(answers));
-  assert.equal(answers.filter((a) => a.data === "slow").length, 2);
+  assert.equal(answers.filter((a) => a.data === "slow").length, 4);
   assert.is(await metric("psimbols_upstream_requests_total", 'upstream="kv.slow",outcome="saturated"'), before + 1);
 });
 

@@ -25,6 +25,7 @@ import {
   type InnerPush,
   Feature,
   type KemType,
+  MAX_ERROR_MESSAGE_CHARS,
   MAX_FRAME_BYTES,
   MAX_INNER_BYTES,
   MAX_LIST_ITEMS,
@@ -472,9 +473,9 @@ function err(code: ErrorCode, message: string, cause?: unknown): PsimbolsError {
   return new PsimbolsError(code, message, cause === undefined ? undefined : { cause });
 }
 
-/** Server-supplied text for an error message: no control characters, bounded. */
+/** Server-supplied text for an error message: no control characters, at most the frame's bound (PROTOCOL.md §4). */
 function clean(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, " ").slice(0, 256);
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, " ").slice(0, MAX_ERROR_MESSAGE_CHARS);
 }
 
 function closeReason(code: number): string {

@@ -156,7 +156,14 @@ export class AppClient {
               chunks.push(chunk);
               return true;
             },
-            onComplete: () => done(chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8")),
+            onComplete: () => {
+              // Bytes that are not UTF-8 are a broken answer, not text to patch with U+FFFD (docs/BACKEND.md "Errors and limits").
+              try {
+                done(UTF8.decode(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+              } catch {
+                p.fail(new CallError(CallFailure.badBody, "the answer is not UTF-8"));
+              }
+            },
             onError: (cause) => p.fail(classify(cause)),
           },
         );
@@ -210,8 +217,40 @@ function contentLength(raw: Buffer[] | string[] | null): number | undefined {
   return undefined;
 }
 
-/** Parses a JSON object answer. @throws CallError(bad_body). */
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * Deepest nesting of an answer's JSON, the answer object itself counted
+ * (docs/BACKEND.md "Errors and limits"): deeper values would overflow the
+ * stack when the broker serialises them again for the client.
+ */
+export const MAX_ANSWER_DEPTH = 512;
+
+/** Whether JSON `text` nests deeper than `max` (strings skipped). Depth d takes at least 2d characters, so short texts are not scanned. */
+function deeperThan(text: string, max: number): boolean {
+  if (text.length <= 2 * max) return false;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // a backslash escapes the next character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+/**
+ * Parses a JSON object answer of at most {@link MAX_ANSWER_DEPTH} levels.
+ * Numbers are JavaScript's: one out of range (`1e400`) becomes Infinity, which
+ * the client receives as `null`. @throws CallError(bad_body).
+ */
 export function parseAnswer(text: string): Record<string, unknown> {
+  if (deeperThan(text, MAX_ANSWER_DEPTH)) throw new CallError(CallFailure.badBody, `the answer nests deeper than ${MAX_ANSWER_DEPTH} levels`);
   let v: unknown;
   try {
     v = JSON.parse(text);

@@ -37,7 +37,7 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
   const r = new Map<string, Route>();
 
   r.set("POST /v1/push", async ({ body }) => {
-    const t = target(body);
+    const t = apiTarget(body);
     const message = (body as { message?: unknown }).message;
     if (message === undefined) throw badField("message", "any JSON value");
     let seq: number | undefined;
@@ -51,7 +51,7 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
     return [200, { seq }];
   });
 
-  r.set("POST /v1/revoke", async ({ body }) => [200, { revoked: await broker.revoke(target(body)) }]);
+  r.set("POST /v1/revoke", async ({ body }) => [200, { revoked: await broker.revoke(apiTarget(body)) }]);
 
   r.set("GET /v1/channels", async ({ query }) => {
     // A fingerprint's "+" reads as a space in a query string that was not percent-encoded; no fingerprint has spaces.
@@ -97,6 +97,13 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
     return [200, { removed: fp }];
   });
   return r;
+}
+
+/** `{identity}` or `{channel}`; an identity must be a well-formed fingerprint (docs/BACKEND.md "Errors": 400). */
+function apiTarget(body: unknown): ReturnType<typeof target> {
+  const t = target(body);
+  if (t.identity !== undefined && !FINGERPRINT.test(t.identity)) throw badField("identity", "a fingerprint SHA256:… (43 base64 characters)");
+  return t;
 }
 
 function object(body: unknown): Record<string, unknown> {

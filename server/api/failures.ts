@@ -84,6 +84,7 @@ export class LocalFailureWindow implements FailureWindow {
  * member. Keeps at most `limit` members; returns the ms to wait (0: allowed).
  */
 const SCRIPT = `
+redis.replicate_commands() -- TIME before writes: replicate the effects (the default from Redis 7; needed before it)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])

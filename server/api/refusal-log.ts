@@ -39,8 +39,8 @@ export class RefusalLog {
     if (e) return add(e, reason);
     this.#start();
     if (this.#entries.size >= this.#maxAddresses) {
-      // Only a bounded number of distinct addresses is counted per interval: the count stays exact, the set of names does not grow.
-      if (this.#otherAddresses.size < this.#maxAddresses) this.#otherAddresses.add(address);
+      // The refusals are counted exactly; their distinct addresses up to ten times the bound, so this set cannot grow without end either.
+      if (this.#otherAddresses.size < 10 * this.#maxAddresses) this.#otherAddresses.add(address);
       return add(this.#others, reason);
     }
     this.#entries.set(address, { count: 0, reasons: {} });

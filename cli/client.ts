@@ -90,6 +90,9 @@ export function clientCommands(p: Command): void {
         if (e instanceof PsimbolsError && e.code === ErrorCode.forbidden) {
           throw withHint(e, `the service's handler for ${JSON.stringify(op)} refused this request (its own answer); this is not a refusal of your key, which completed the handshake`);
         }
+        if (e instanceof PsimbolsError && e.code === ErrorCode.unavailable) {
+          throw withHint(e, `the service, or the application that answers ${JSON.stringify(op)}, could not answer this request: try again shortly`);
+        }
         throw e;
       } finally {
         await client.close().catch(() => {});

@@ -8,7 +8,8 @@ import type { Command } from "commander";
 import { join } from "node:path";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { defaultDataDir } from "../server/config.js";
-import { FileTokenStore, RedisTokenStore, type TokenStore, isTokenId, newToken } from "../server/api/tokens.js";
+import { ALL_SCOPES, DEFAULT_SCOPES, FileTokenStore, RedisTokenStore, type TokenStore, isTokenId, newToken, parseScopes, scopesOf } from "../server/api/tokens.js";
+import { CliError } from "./errors.js";
 
 /** The default tokens file: beside the default keys file. */
 export const defaultTokensFile = (): string => join(defaultDataDir(), "api-tokens.json");
@@ -31,10 +32,19 @@ export function apiTokenCommands(p: Command): void {
   where(tokens.command("create"))
     .description("create a token and print it once (only its hash is stored)")
     .option("--comment <text>", "a note: who uses it", "")
-    .action(async (o: { file: string; redis?: string; comment: string }) => {
-      const { token, entry } = newToken(o.comment);
+    .option("--scope <list>", `what it may do, comma-separated: ${ALL_SCOPES.join(", ")}, or all (default ${DEFAULT_SCOPES.join(",")})`)
+    .action(async (o: { file: string; redis?: string; comment: string; scope?: string }) => {
+      let scopes = DEFAULT_SCOPES;
+      if (o.scope !== undefined) {
+        try {
+          scopes = parseScopes(o.scope);
+        } catch (e) {
+          throw new CliError((e as Error).message, "for example --scope push,read; keys:operator is needed to register, change or remove operator keys");
+        }
+      }
+      const { token, entry } = newToken(o.comment, scopes);
       await withStore(o, (s) => s.add(entry));
-      console.error(`created token ${entry.id} in ${o.redis ? "redis" : o.file}; it is shown once, keep it now:`);
+      console.error(`created token ${entry.id} (scopes ${scopes.join(",")}) in ${o.redis ? "redis" : o.file}; it is shown once, keep it now:`);
       console.log(token);
     });
   where(tokens.command("list"))
@@ -42,9 +52,10 @@ export function apiTokenCommands(p: Command): void {
     .option("--json", "print JSON")
     .action(async (o: { file: string; redis?: string; json?: boolean }) => {
       const list = await withStore(o, (s) => s.list());
-      const rows = list.map((t) => ({ id: t.id, comment: t.comment, created: t.created }));
+      // A token made before scopes keeps every scope: marked, so an operator can replace it with a narrower one.
+      const rows = list.map((t) => ({ id: t.id, comment: t.comment, created: t.created, scopes: [...scopesOf(t)], ...(t.scopes === undefined ? { legacy: true } : {}) }));
       if (o.json) return console.log(JSON.stringify(rows, null, 2));
-      for (const t of rows) console.log(`${t.id}  ${t.created}  ${t.comment}`);
+      for (const t of rows) console.log(`${t.id}  ${t.created}  ${t.legacy ? "all (made before scopes)" : t.scopes.join(",")}  ${t.comment}`);
       if (rows.length === 0) console.error(`no tokens in ${o.redis ? "redis" : o.file}`);
     });
   where(tokens.command("revoke"))

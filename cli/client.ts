@@ -85,6 +85,15 @@ export function clientCommands(p: Command): void {
       }
       try {
         console.log(JSON.stringify(await client.request(op, data, { timeoutMs: o.timeout })));
+      } catch (e) {
+        // The key passed its handshake: a forbidden now is the op's handler (the application) refusing, not the service refusing the key.
+        if (e instanceof PsimbolsError && e.code === ErrorCode.forbidden) {
+          throw withHint(e, `the service's handler for ${JSON.stringify(op)} refused this request (its own answer); this is not a refusal of your key, which completed the handshake`);
+        }
+        if (e instanceof PsimbolsError && e.code === ErrorCode.unavailable) {
+          throw withHint(e, `the service, or the application that answers ${JSON.stringify(op)}, could not answer this request: try again shortly`);
+        }
+        throw e;
       } finally {
         await client.close().catch(() => {});
       }

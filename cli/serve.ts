@@ -184,7 +184,7 @@ export function serveCommand(p: Command): void {
         // Tokens live where the keys live: beside the keys file, or in Redis for a cluster.
         const tokens = keysFile ? new FileTokenStore(join(dirname(keysFile), "api-tokens.json")) : new RedisTokenStore(o.redis);
         try {
-          apiServer = await ApiServer.start({ broker, registry, tokens, logger: log, ...api });
+          apiServer = await ApiServer.start({ broker, registry, tokens, logger: log, redis: o.redis, ...api });
         } catch (e) {
           // The node must not run half-started: stop it, then report (exit code 1).
           await Promise.all([broker.close(), events?.close(0), tokens.close()]);

@@ -25,6 +25,7 @@ import {
   type InnerPush,
   Feature,
   type KemType,
+  MAX_ERROR_MESSAGE_CHARS,
   MAX_FRAME_BYTES,
   MAX_INNER_BYTES,
   MAX_LIST_ITEMS,
@@ -246,6 +247,18 @@ export interface NoticeEvent {
   readonly reason?: string;
 }
 
+/**
+ * Second argument of the `push` event: which push this is. `seq` is the push's
+ * per-identity id (PROTOCOL.md §7.2 `id`): the `seq` the server API answered
+ * the push with and the `seq` of its `push.delivered` event (docs/BACKEND.md),
+ * so an application can match a receipt to the event.
+ */
+export interface PushInfo {
+  readonly seq: number;
+  /** The channel it arrived on. */
+  readonly channel: string;
+}
+
 /** Payload of the `close` event: the client is closed for good. */
 export interface CloseEvent {
   readonly code: number;
@@ -274,8 +287,8 @@ export interface ClientEvents {
   resumed: [info: ChannelInfo];
   /** A server notice (`expiring`, `expired`, `revoked`, `replaced`, `closed`, `closing`). */
   notice: [notice: NoticeEvent];
-  /** An application message pushed by the server. */
-  push: [message: unknown];
+  /** An application message pushed by the server, and which push it is. */
+  push: [message: unknown, info: PushInfo];
   /**
    * The server's key announced a successor (`next` set), or the server switched
    * to the successor this client had recorded (`rotated` true). PROTOCOL.md §5.6.
@@ -473,9 +486,9 @@ function err(code: ErrorCode, message: string, cause?: unknown): PsimbolsError {
   return new PsimbolsError(code, message, cause === undefined ? undefined : { cause });
 }
 
-/** Server-supplied text for an error message: no control characters, bounded. */
+/** Server-supplied text for an error message: no control characters, at most the frame's bound (PROTOCOL.md §4). */
 function clean(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, " ").slice(0, 256);
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, " ").slice(0, MAX_ERROR_MESSAGE_CHARS);
 }
 
 function closeReason(code: number): string {
@@ -1621,7 +1634,7 @@ export class Client {
       this.#lastPushId = p.id;
       this.#freshPushIds = false;
     }
-    this.#events.emit("push", p.message);
+    this.#events.emit("push", p.message, { seq: p.id, channel: b.keys.channel });
   }
 
   #onNotice(conn: Conn, b: Binding, p: Extract<InnerPush, { notice: NoticeKind }>): void {

@@ -23,6 +23,7 @@ export {
   type KnownServers,
   type Logger,
   type NoticeEvent,
+  type PushInfo,
   type ReconnectOptions,
   type RequestOptions,
   type WebSocketCtor,

@@ -8,6 +8,8 @@ import { ErrorCode, PsimbolsError, badField, describe, isErrorCode } from "./err
 import { b64u, fromB64u } from "./encoding.js";
 
 export const PROTOCOL_VERSION = 1;
+/** Longest `error.message`, in characters (UTF-16 code units), outer or inner. PROTOCOL.md §4. */
+export const MAX_ERROR_MESSAGE_CHARS = 1024;
 /** Largest WebSocket message either side accepts (bytes). PROTOCOL.md §11. */
 export const MAX_FRAME_BYTES = 64 * 1024;
 /**
@@ -467,7 +469,7 @@ export function decodeServerFrame(text: string): ServerFrame {
     }
     case FrameType.error: {
       const e = obj(o.error, "error");
-      const f: ErrorFrame = { type: "error", error: { code: str(e, "code", MAX_TOKEN_CHARS, "error.code"), message: str(e, "message", 1024, "error.message") } };
+      const f: ErrorFrame = { type: "error", error: { code: str(e, "code", MAX_TOKEN_CHARS, "error.code"), message: str(e, "message", MAX_ERROR_MESSAGE_CHARS, "error.message") } };
       if (o.seq !== undefined) f.seq = int(o, "seq", 1, MAX_WIRE_SEQ);
       if (o.channel !== undefined) f.channel = str(o, "channel", CHANNEL_ID_CHARS);
       return f;
@@ -546,7 +548,7 @@ export function decodeInnerResponse(text: string): InnerResponse {
   if (o.error !== undefined) {
     const e = obj(o.error, "error");
     const code = str(e, "code", MAX_TOKEN_CHARS, "error.code");
-    return { error: { code, message: str(e, "message", 1024, "error.message") } };
+    return { error: { code, message: str(e, "message", MAX_ERROR_MESSAGE_CHARS, "error.message") } };
   }
   return { data: o.data };
 }

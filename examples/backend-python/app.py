@@ -142,6 +142,9 @@ def authorize(req):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive: the broker pools its connections
+    # TCP_NODELAY: an answer is two writes (headers, then body); without it the
+    # second waits for the broker's delayed ACK, about 40 ms per call (docs/BACKEND.md).
+    disable_nagle_algorithm = True
 
     def do_POST(self):
         length = self.headers.get("content-length")

@@ -9,15 +9,27 @@ import { ErrorCode, PsimbolsError, badField } from "../../shared/errors.js";
 import { importPublicKey } from "../../shared/crypto.js";
 import type { Broker } from "../broker.js";
 import { channelRow, target } from "../operator.js";
+import { Scope } from "./tokens.js";
 import { FileRegistry, type KeyRegistry, type KeyRef, RedisRegistry, type RegisteredKey, Role, addKey, readKeysFile, removeKey } from "../registry.js";
 
 /** What a route gets. */
 export interface RouteInput {
   body: unknown;
   query: URLSearchParams;
+  /** Whether the caller's token grants `scope` (the route's own scope is checked before it runs). */
+  may(scope: Scope): boolean;
 }
 
-export type Route = (input: RouteInput) => Promise<[number, unknown]>;
+/** One operation and the scope a token needs to call it (docs/BACKEND.md "Scopes"). */
+export interface Route {
+  scope: Scope;
+  run(input: RouteInput): Promise<[number, unknown]>;
+}
+
+/** 403: the token lacks `scope`. Nothing has been changed when it is thrown. */
+export function outOfScope(scope: Scope): ApiError {
+  return new ApiError(403, ErrorCode.forbidden, `this token's scopes do not include ${scope}`);
+}
 
 /** An error with its own HTTP status (otherwise the status follows the code). */
 export class ApiError extends PsimbolsError {
@@ -35,9 +47,10 @@ const MAX_COMMENT = 200;
 export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<string, Route> {
   const keys = keyAdmin(registry);
   const r = new Map<string, Route>();
+  const set = (key: string, scope: Scope, run: Route["run"]) => r.set(key, { scope, run });
 
-  r.set("POST /v1/push", async ({ body }) => {
-    const t = target(body);
+  set("POST /v1/push", Scope.push, async ({ body }) => {
+    const t = apiTarget(body);
     const message = (body as { message?: unknown }).message;
     if (message === undefined) throw badField("message", "any JSON value");
     let seq: number | undefined;
@@ -51,9 +64,9 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
     return [200, { seq }];
   });
 
-  r.set("POST /v1/revoke", async ({ body }) => [200, { revoked: await broker.revoke(target(body)) }]);
+  set("POST /v1/revoke", Scope.revoke, async ({ body }) => [200, { revoked: await broker.revoke(apiTarget(body)) }]);
 
-  r.set("GET /v1/channels", async ({ query }) => {
+  set("GET /v1/channels", Scope.read, async ({ query }) => {
     // A fingerprint's "+" reads as a space in a query string that was not percent-encoded; no fingerprint has spaces.
     const identity = query.get("identity")?.replaceAll(" ", "+");
     if (identity !== undefined && !FINGERPRINT.test(identity)) throw badField("identity", "a fingerprint SHA256:…");
@@ -63,14 +76,20 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
     return [200, { channels: rows }];
   });
 
-  r.set("GET /v1/stats", async () => [
+  set("GET /v1/stats", Scope.read, async () => [
     200,
     { node: broker.config.node, connections: broker.connectionCount, bound: broker.channels().length, stats: broker.stats },
   ]);
 
-  r.set("GET /v1/keys", async () => [200, { keys: await keys().list() }]);
+  set("GET /v1/keys", Scope.read, async () => [200, { keys: await keys().list() }]);
 
-  r.set("POST /v1/keys", async ({ body }) => {
+  // An operator key is the broker's admin: making one, or changing or removing one, needs keys:operator.
+  const operatorGuard = async (may: RouteInput["may"], fingerprint: string, role: string | undefined) => {
+    if (may(Scope.keysOperator)) return;
+    if (role === Role.operator || (await keys().list()).some((k) => k.fingerprint === fingerprint && k.role === Role.operator)) throw outOfScope(Scope.keysOperator);
+  };
+
+  set("POST /v1/keys", Scope.keys, async ({ body, may }) => {
     const o = object(body);
     const role = o.role ?? Role.client;
     if (typeof role !== "string" || !(Object.values(Role) as string[]).includes(role)) throw badField("role", Object.values(Role).join(", "), role);
@@ -87,16 +106,25 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
     } else {
       throw badField("public_key", "object {type, data}");
     }
+    await operatorGuard(may, key.fingerprint, role);
     return [201, { key: await keys().add(key, { role: role as Role, comment }) }];
   });
 
-  r.set("POST /v1/keys/remove", async ({ body }) => {
+  set("POST /v1/keys/remove", Scope.keys, async ({ body, may }) => {
     const fp = object(body).fingerprint;
     if (typeof fp !== "string" || !FINGERPRINT.test(fp)) throw badField("fingerprint", "a fingerprint SHA256:…", fp);
+    await operatorGuard(may, fp, undefined);
     if (!(await keys().remove(fp))) throw new PsimbolsError(ErrorCode.notFound, "this key is not registered");
     return [200, { removed: fp }];
   });
   return r;
+}
+
+/** `{identity}` or `{channel}`; an identity must be a well-formed fingerprint (docs/BACKEND.md "Errors": 400). */
+function apiTarget(body: unknown): ReturnType<typeof target> {
+  const t = target(body);
+  if (t.identity !== undefined && !FINGERPRINT.test(t.identity)) throw badField("identity", "a fingerprint SHA256:… (43 base64 characters)");
+  return t;
 }
 
 function object(body: unknown): Record<string, unknown> {

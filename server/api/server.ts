@@ -1,15 +1,19 @@
 /**
- * The server API's HTTP listener (issue 12 item 4, docs/BACKEND.md "Server
- * API"): its own address (`psimbols serve --api-listen HOST:PORT`), never the
- * client port, so the client load balancer does not expose it. Every call
- * needs `Authorization: Bearer <token>` (server/api/tokens.ts). Order of
- * checks, cheap first: the address's failure count (429), the token (401),
- * the route (404/405), the body's size (413) and JSON (400), then the
- * operation. Failed authentications count per address (limitKey: an IPv6
- * address by its /64); past the limit every call from that address gets 429
- * until the window ends, a correct token included.
+ * The server API's HTTP listener (docs/BACKEND.md "Server API"): its own
+ * address (`psimbols serve --api-listen HOST:PORT`), never the client port,
+ * so the client load balancer does not expose it. Every call needs
+ * `Authorization: Bearer <token>` (server/api/tokens.ts). Order of checks,
+ * cheap first: the connections of the address (refused at accept), the
+ * address's failed authentications (429), the token (401), the route
+ * (404/405), the token's scope (403), the body's size (413) and JSON (400),
+ * then the operation. Failed authentications count per address (limitKey: an
+ * IPv6 address by its /64) in a sliding window (server/api/failures.ts),
+ * shared through Redis with `--redis`; past the limit every call from that
+ * address gets 429, a correct token included. Refusals are logged through
+ * RefusalLog: one line per address per interval, whatever the rate.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import { Counter as PromCounter } from "prom-client";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import type { Broker } from "../broker.js";
@@ -17,18 +21,24 @@ import { limitKey } from "../limits.js";
 import type { Logger } from "../log.js";
 import type { KeyRegistry } from "../registry.js";
 import { MAX_PUSH_BYTES } from "../broker.js";
-import { ApiError, routes, type Route } from "./routes.js";
-import { type TokenStore, verifyToken } from "./tokens.js";
+import { type FailureWindow, LocalFailureWindow, RedisFailureWindow } from "./failures.js";
+import { RefusalLog } from "./refusal-log.js";
+import { ApiError, outOfScope, routes, type Route } from "./routes.js";
+import { type TokenEntry, type TokenStore, grants, verifyToken } from "./tokens.js";
 
 /** Limits of the API listener (docs/BACKEND.md "Server API", limits). */
 export const API_DEFAULTS = {
-  /** Failed authentications per address per window before 429. */
+  /** Failed authentications per address within the sliding window before 429. */
   failuresPerAddress: 10,
   failureWindowMs: 60_000,
   /** Largest request body: a push's largest message plus room for its target. */
   maxBodyBytes: MAX_PUSH_BYTES + 1024,
-  /** Time for a whole request to arrive. */
+  /** Time for a whole request (headers and body) to arrive. */
   requestTimeoutMs: 10_000,
+  /** How often Node looks for requests past that time: the 408 comes at most this much after it. */
+  timeoutCheckMs: 250,
+  /** Open connections per address (an IPv6 address by its /64); more are refused when accepted. */
+  connectionsPerAddress: 64,
 } as const;
 
 /** HTTP status for each error code. */
@@ -51,9 +61,15 @@ export interface ApiOptions {
   host: string;
   port: number;
   logger: Logger;
+  /** Count failed authentications in this Redis (the cluster's), shared by every node; else per node. */
+  redis?: string | undefined;
   failuresPerAddress?: number;
   failureWindowMs?: number;
   maxBodyBytes?: number;
+  requestTimeoutMs?: number;
+  connectionsPerAddress?: number;
+  /** Interval of the refusal log's summed lines (ms); default 10 000. */
+  refusalLogIntervalMs?: number;
 }
 
 /**
@@ -67,43 +83,16 @@ export function parseListen(text: string, setting = "api-listen"): { host: strin
   return { host: m[1] ?? m[2]!, port };
 }
 
-/** Failures per key in fixed windows; `blocked` while a key is past the limit. */
-class Failures {
-  #counts = new Map<string, number>();
-  #window = 0;
-  readonly #limit: number;
-  readonly #windowMs: number;
-  constructor(limit: number, windowMs: number) {
-    this.#limit = limit;
-    this.#windowMs = windowMs;
-  }
-  #roll(): void {
-    const w = Math.floor(Date.now() / this.#windowMs);
-    if (w !== this.#window) {
-      this.#window = w;
-      this.#counts.clear();
-    }
-  }
-  blocked(key: string): boolean {
-    this.#roll();
-    return (this.#counts.get(key) ?? 0) >= this.#limit;
-  }
-  fail(key: string): void {
-    this.#roll();
-    this.#counts.set(key, (this.#counts.get(key) ?? 0) + 1);
-  }
-  /** Seconds until the window ends. */
-  retryAfter(): number {
-    return Math.ceil(((this.#window + 1) * this.#windowMs - Date.now()) / 1000);
-  }
-}
-
 export class ApiServer {
   readonly #http: Server;
   readonly #o: ApiOptions;
   readonly #routes: Map<string, Route>;
-  readonly #failures: Failures;
+  readonly #failures: FailureWindow;
+  readonly #refusals: RefusalLog;
   readonly #maxBody: number;
+  readonly #perAddress: number;
+  /** Open connections per limitKey. */
+  readonly #open = new Map<string, number>();
   readonly #calls: PromCounter<"status">;
   readonly #log: Logger;
 
@@ -111,15 +100,20 @@ export class ApiServer {
     this.#o = o;
     this.#log = o.logger.child({ component: "api" });
     this.#routes = routes(o.broker, o.registry);
-    this.#failures = new Failures(o.failuresPerAddress ?? API_DEFAULTS.failuresPerAddress, o.failureWindowMs ?? API_DEFAULTS.failureWindowMs);
+    const limit = o.failuresPerAddress ?? API_DEFAULTS.failuresPerAddress;
+    const windowMs = o.failureWindowMs ?? API_DEFAULTS.failureWindowMs;
+    this.#failures = o.redis ? new RedisFailureWindow(o.redis, limit, windowMs) : new LocalFailureWindow(limit, windowMs);
+    this.#refusals = new RefusalLog(this.#log, o.refusalLogIntervalMs === undefined ? {} : { intervalMs: o.refusalLogIntervalMs });
     this.#maxBody = o.maxBodyBytes ?? API_DEFAULTS.maxBodyBytes;
+    this.#perAddress = o.connectionsPerAddress ?? API_DEFAULTS.connectionsPerAddress;
     const name = "psimbols_api_requests_total";
     this.#calls =
       (o.broker.metrics.getSingleMetric(name) as PromCounter<"status"> | undefined) ??
       new PromCounter({ name, help: "Server API calls by HTTP status", labelNames: ["status"], registers: [o.broker.metrics] });
-    this.#http = createServer((req, res) => void this.#onRequest(req, res));
-    this.#http.headersTimeout = API_DEFAULTS.requestTimeoutMs;
-    this.#http.requestTimeout = API_DEFAULTS.requestTimeoutMs;
+    const timeout = o.requestTimeoutMs ?? API_DEFAULTS.requestTimeoutMs;
+    // Node checks its request timeouts every connectionsCheckingInterval (30 s by default): check often, so 10 s means 10 s.
+    this.#http = createServer({ requestTimeout: timeout, headersTimeout: timeout, connectionsCheckingInterval: Math.min(API_DEFAULTS.timeoutCheckMs, timeout) }, (req, res) => void this.#onRequest(req, res));
+    this.#http.on("connection", (socket: Socket) => this.#onConnection(socket));
   }
 
   /** Starts listening. @throws when the address cannot be bound. */
@@ -147,30 +141,55 @@ export class ApiServer {
     const closed = new Promise<void>((r) => this.#http.close(() => r()));
     this.#http.closeAllConnections();
     await closed;
-    await this.#o.tokens.close();
+    this.#refusals.flush();
+    this.#refusals.close();
+    await Promise.all([this.#o.tokens.close(), this.#failures.close()]);
+  }
+
+  /** Counts the address's open connections; one past the cap is answered 429 and closed before any request is read. */
+  #onConnection(socket: Socket): void {
+    const address = socket.remoteAddress ?? "unknown";
+    const key = limitKey(address);
+    const n = (this.#open.get(key) ?? 0) + 1;
+    if (n > this.#perAddress) {
+      this.#refusals.refused(address, "connections");
+      this.#calls.inc({ status: "429" });
+      const body = JSON.stringify({ error: { code: ErrorCode.tooMany, message: "too many open connections from this address" } });
+      socket.end(`HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+      socket.destroySoon();
+      return;
+    }
+    this.#open.set(key, n);
+    socket.once("close", () => {
+      const left = (this.#open.get(key) ?? 1) - 1;
+      if (left > 0) this.#open.set(key, left);
+      else this.#open.delete(key);
+    });
   }
 
   async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const address = req.socket.remoteAddress ?? "unknown";
     const key = limitKey(address);
     try {
-      if (this.#failures.blocked(key)) {
-        res.setHeader("retry-after", String(this.#failures.retryAfter()));
+      const wait = await this.#failures.wait(key);
+      if (wait > 0) {
+        this.#refusals.refused(address, "rate");
+        res.setHeader("retry-after", String(Math.ceil(wait / 1000)));
         throw new PsimbolsError(ErrorCode.tooMany, "too many failed authentications from this address; wait");
       }
       const auth = req.headers.authorization;
       const presented = typeof auth === "string" && /^Bearer [!-~]{1,200}$/.test(auth) ? auth.slice(7) : undefined;
-      let ok = false;
+      let token: TokenEntry | undefined;
       if (presented !== undefined) {
         try {
-          ok = (await verifyToken(this.#o.tokens, presented)) !== undefined;
+          token = await verifyToken(this.#o.tokens, presented);
         } catch (cause) {
           throw new PsimbolsError(ErrorCode.unavailable, "the token store is unavailable; try again shortly", { cause });
         }
       }
-      if (!ok) {
-        this.#failures.fail(key);
-        this.#log.warn("API call refused: missing or wrong token", { address });
+      if (!token) {
+        await this.#failures.fail(key);
+        this.#refusals.refused(address, "token");
         res.setHeader("www-authenticate", 'Bearer realm="psimbols"');
         throw new PsimbolsError(ErrorCode.unauthorised, "a valid bearer token is required");
       }
@@ -180,8 +199,10 @@ export class ApiServer {
         const known = [...this.#routes.keys()].some((k) => k.endsWith(` ${url.pathname}`));
         throw known ? new ApiError(405, ErrorCode.badRequest, "method not allowed on this path") : new PsimbolsError(ErrorCode.notFound, "no such API path");
       }
+      const entry = token; // narrowed, for the closure below
+      if (!grants(entry, route.scope)) throw outOfScope(route.scope);
       const body = req.method === "POST" ? await this.#body(req) : undefined;
-      const [status, out] = await route({ body, query: url.searchParams });
+      const [status, out] = await route.run({ body, query: url.searchParams, may: (scope) => grants(entry, scope) });
       this.#reply(res, status, out);
     } catch (e) {
       this.#fail(res, e);
@@ -224,7 +245,7 @@ export class ApiServer {
     }
     const status = e instanceof ApiError ? e.status : (STATUS[err.code] ?? 500);
     // After a refusal the rest of the body is not read: close rather than resynchronise the stream.
-    if (status === 401 || status === 413 || status === 429) res.setHeader("connection", "close");
+    if (status === 401 || status === 403 || status === 413 || status === 429) res.setHeader("connection", "close");
     this.#reply(res, status, { error: { code: err.code, message: err.message } });
   }
 }

@@ -8,11 +8,38 @@
  * Token text: `psat_` + id (16 hex digits) + `_` + secret (43 base64url
  * characters, 32 random bytes). The id names the token in lists and revokes;
  * it is not secret. Tokens file (version 1, mode 0600):
- *   {"version":1,"tokens":[{"id","hash":"<hex SHA-256 of the whole token>","comment","created"}]}
+ *   {"version":1,"tokens":[{"id","hash":"<hex SHA-256 of the whole token>","comment","created","scopes":["push",…]}]}
+ * An entry without `scopes` was made before scopes existed and keeps every
+ * scope (docs/BACKEND.md "Scopes").
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { Redis } from "ioredis";
+
+/**
+ * What a token may do (docs/BACKEND.md "Scopes"): `push` POST /v1/push;
+ * `revoke` POST /v1/revoke; `read` GET /v1/channels, /v1/keys, /v1/stats;
+ * `keys` register, block and remove client keys; `keys:operator` the same for
+ * operator keys (making a key an operator, or changing or removing one), and
+ * everything `keys` may do.
+ */
+export const Scope = { push: "push", revoke: "revoke", read: "read", keys: "keys", keysOperator: "keys:operator" } as const;
+export type Scope = (typeof Scope)[keyof typeof Scope];
+export const ALL_SCOPES: readonly Scope[] = Object.values(Scope);
+/** What `api-token create` grants without `--scope`: everything but operator keys. */
+export const DEFAULT_SCOPES: readonly Scope[] = [Scope.push, Scope.revoke, Scope.read, Scope.keys];
+
+/**
+ * Parses a `--scope` list: comma-separated scopes, or `all`.
+ * @throws RangeError naming the unknown scope and the known ones.
+ */
+export function parseScopes(text: string): Scope[] {
+  const items = text.split(",").map((x) => x.trim()).filter((x) => x !== "");
+  if (items.length === 1 && items[0] === "all") return [...ALL_SCOPES];
+  if (items.length === 0) throw new RangeError(`--scope: expected a comma-separated list of ${ALL_SCOPES.join(", ")}, or all`);
+  for (const x of items) if (!(ALL_SCOPES as readonly string[]).includes(x)) throw new RangeError(`--scope: unknown scope ${JSON.stringify(x.slice(0, 32))}; known: ${ALL_SCOPES.join(", ")}, or all`);
+  return ALL_SCOPES.filter((x) => items.includes(x));
+}
 
 /** A token as stored: never the token itself. */
 export interface TokenEntry {
@@ -21,6 +48,20 @@ export interface TokenEntry {
   hash: string;
   comment: string;
   created: string;
+  /** What it may do; absent on tokens made before scopes, which may do everything. */
+  scopes?: Scope[];
+}
+
+/** The scopes a stored entry grants (all of them for an entry made before scopes). */
+export function scopesOf(entry: TokenEntry): readonly Scope[] {
+  if (entry.scopes === undefined) return ALL_SCOPES;
+  return Array.isArray(entry.scopes) ? entry.scopes.filter((x) => (ALL_SCOPES as readonly string[]).includes(x)) : [];
+}
+
+/** Whether `entry` grants `scope` (`keys:operator` includes `keys`). */
+export function grants(entry: TokenEntry, scope: Scope): boolean {
+  const have = scopesOf(entry);
+  return have.includes(scope) || (scope === Scope.keys && have.includes(Scope.keysOperator));
 }
 
 /** Where tokens are kept. */
@@ -37,10 +78,10 @@ const TOKEN = /^psat_([0-9a-f]{16})_[A-Za-z0-9_-]{43}$/;
 const ID = /^[0-9a-f]{16}$/;
 
 /** A new token: the text (print once) and the entry to store. */
-export function newToken(comment = ""): { token: string; entry: TokenEntry } {
+export function newToken(comment = "", scopes: readonly Scope[] = DEFAULT_SCOPES): { token: string; entry: TokenEntry } {
   const id = randomBytes(8).toString("hex");
   const token = `psat_${id}_${randomBytes(32).toString("base64url")}`;
-  return { token, entry: { id, hash: sha256Hex(token), comment, created: new Date().toISOString() } };
+  return { token, entry: { id, hash: sha256Hex(token), comment, created: new Date().toISOString(), scopes: [...scopes] } };
 }
 
 /** True when `id` is a token id (16 hex digits). */

@@ -213,9 +213,16 @@ export class AppClient {
     if (r === AnswerState.doneKeep && !p.settled && !this.#closed) this.#release(c, p.answer.keepAliveMs);
     else c.socket.destroy();
     if (p.settled) return;
+    let text: string;
+    try {
+      text = p.answer.text();
+    } catch {
+      // Bytes that are not UTF-8 are a broken answer, not text to patch with U+FFFD (docs/BACKEND.md "Errors and limits").
+      return this.#fail(p, new CallError(CallFailure.badBody, "the answer is not UTF-8"));
+    }
     p.settled = true;
     this.#pending.delete(p);
-    p.resolve(p.answer.text());
+    p.resolve(text);
   }
 
   /**
@@ -318,8 +325,9 @@ class AnswerReader {
     this.#max = maxBytes;
   }
 
+  /** The body as text. @throws TypeError when it is not UTF-8. */
   text(): string {
-    return this.#body.length === 1 ? this.#body[0]!.toString("utf8") : Buffer.concat(this.#body).toString("utf8");
+    return UTF8.decode(this.#body.length === 1 ? this.#body[0]! : Buffer.concat(this.#body));
   }
 
   end(): AnswerState {
@@ -452,8 +460,40 @@ function tooLarge(max: number): CallError {
   return new CallError(CallFailure.tooLarge, `the answer is larger than ${max} bytes`);
 }
 
-/** Parses a JSON object answer. @throws CallError(bad_body). */
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * Deepest nesting of an answer's JSON, the answer object itself counted
+ * (docs/BACKEND.md "Errors and limits"): deeper values would overflow the
+ * stack when the broker serialises them again for the client.
+ */
+export const MAX_ANSWER_DEPTH = 512;
+
+/** Whether JSON `text` nests deeper than `max` (strings skipped). Depth d takes at least 2d characters, so short texts are not scanned. */
+function deeperThan(text: string, max: number): boolean {
+  if (text.length <= 2 * max) return false;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // a backslash escapes the next character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+/**
+ * Parses a JSON object answer of at most {@link MAX_ANSWER_DEPTH} levels.
+ * Numbers are JavaScript's: one out of range (`1e400`) becomes Infinity, which
+ * the client receives as `null`. @throws CallError(bad_body).
+ */
 export function parseAnswer(text: string): Record<string, unknown> {
+  if (deeperThan(text, MAX_ANSWER_DEPTH)) throw new CallError(CallFailure.badBody, `the answer nests deeper than ${MAX_ANSWER_DEPTH} levels`);
   let v: unknown;
   try {
     v = JSON.parse(text);

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { freePort } from "../../cli/cluster/net.js";
 import { type RunningBroker, ROOT, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
+import { AppServer, json } from "../helpers/app-server.js";
 
 const t = suite("cli");
 const version = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
@@ -193,6 +194,28 @@ t("learning a server key on first use prints its fingerprint and the known-serve
   const again = await cli(["call", broker.url, "echo", "2", "--key", key], home);
   assert.is(again.code, 0, again.stderr);
   assert.is(again.stderr, "");
+});
+
+t("call: an application's own forbidden is printed as it is, without the key-registration hint of a refused handshake; its unavailable does not blame the store", async () => {
+  const app = await AppServer.start();
+  app.on("/rpc", (_r, res) => json(res, { error: { code: "forbidden", message: "not your order" } }));
+  const b = await startBroker(["--upstream", app.url("/rpc")], { env: { PSIMBOLS_UPSTREAM_SECRET: `whsec_${randomBytes(32).toString("base64")}` } });
+  try {
+    const r = await cli(["call", b.url, "orders.cancel", "--key", key, "--server-key", b.fingerprint], join(dir, "home"));
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /^error: not your order \(forbidden\)$/m);
+    assert.not.match(r.stderr, /keys add|registered|blocked/, r.stderr);
+    assert.match(r.stderr, /^hint: .*"orders\.cancel".*not a refusal of your key/m);
+    // An application that does not answer is not the store being down.
+    app.on("/rpc", (_r, res) => void res.writeHead(503).end());
+    const down = await cli(["call", b.url, "orders.cancel", "--key", key, "--server-key", b.fingerprint], join(dir, "home"));
+    assert.is(down.code, 1);
+    assert.match(down.stderr, /\(unavailable\)\nhint: the service, or the application that answers "orders\.cancel", could not answer/);
+    assert.not.match(down.stderr, /store|Redis/, down.stderr);
+  } finally {
+    await b.stop();
+    await app.close();
+  }
 });
 
 t("a --server-key mismatch names the option; a known_servers mismatch names the file", async () => {

@@ -59,7 +59,7 @@ const whoami = async (c: Client) => ((await c.request("whoami")) as { node: stri
 function next<T>(c: Client, event: "push" | "resumed", ms: number): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => (off(), reject(new Error(`no ${event} in ${ms} ms`))), ms);
-    const off = c.on(event, (v: unknown) => (clearTimeout(timer), off(), resolve(v as T)));
+    const off: () => void = c.on(event, (v: unknown, ..._: unknown[]) => (clearTimeout(timer), off(), resolve(v as T)));
   });
 }
 

@@ -140,11 +140,90 @@ t("wrong tokens are rate-limited per address: past the limit every call gets 429
   }
 });
 
+t("scopes: a call outside the token's scopes gets 403 forbidden and changes nothing; each scope opens its calls", async () => {
+  const scoped = async (scope: string) => cli("api-token", "create", "--file", tokensFile, "--scope", scope);
+  const pushRead = await scoped("push,read");
+  const key = await generateSigningKey();
+  const c = await client(key);
+  const fp = key.public.fingerprint;
+  // push,read: push and read, but neither revoke nor keys.
+  assert.is((await post("/v1/push", { identity: fp, message: 1 }, pushRead)).status, 200);
+  assert.is((await get("/v1/channels", pushRead)).status, 200);
+  assert.is((await get("/v1/stats", pushRead)).status, 200);
+  assert.is((await get("/v1/keys", pushRead)).status, 200);
+  const keysBefore = existsSync(keysFile) ? readFileSync(keysFile, "utf8") : "(none)";
+  for (const [path, body, scope] of [
+    ["/v1/revoke", { identity: fp }, "revoke"],
+    ["/v1/keys", { public_key: wirePublicKey(key.public) }, "keys"],
+    ["/v1/keys/remove", { fingerprint: fp }, "keys"],
+  ] as const) {
+    const r = await post(path, body, pushRead);
+    assert.equal([r.status, r.json], [403, { error: { code: "forbidden", message: `this token's scopes do not include ${scope}` } }], path);
+  }
+  assert.equal(await c.request("echo", "still"), "still", "a refused revoke revoked");
+  assert.is(existsSync(keysFile) ? readFileSync(keysFile, "utf8") : "(none)", keysBefore, "a refused keys call changed the keys file");
+  // revoke alone: no push, no read.
+  const revokeOnly = await scoped("revoke");
+  assert.is((await post("/v1/push", { identity: fp, message: 2 }, revokeOnly)).status, 403);
+  assert.is((await get("/v1/channels", revokeOnly)).status, 403);
+  assert.is(await broker.store.lastPush(fp), 1, "a refused push landed");
+  // keys: client and blocked keys, never an operator key; keys:operator may.
+  const keysOnly = await scoped("keys");
+  const op = await generateSigningKey();
+  let r = await post("/v1/keys", { public_key: wirePublicKey(op.public), role: "operator" }, keysOnly);
+  assert.equal([r.status, r.json!.error.message], [403, "this token's scopes do not include keys:operator"]);
+  assert.not.ok(existsSync(keysFile) && readKeysFile(keysFile).some((k) => k.fingerprint === op.public.fingerprint), "an operator key was added without keys:operator");
+  const opKeys = await scoped("keys:operator");
+  r = await post("/v1/keys", { public_key: wirePublicKey(op.public), role: "operator", comment: "admin" }, opKeys);
+  assert.is(r.status, 201);
+  // An existing operator key may not be demoted, blocked or removed with keys alone.
+  for (const [path, body] of [
+    ["/v1/keys", { public_key: wirePublicKey(op.public), role: "client" }],
+    ["/v1/keys", { fingerprint: op.public.fingerprint, role: "blocked" }],
+    ["/v1/keys/remove", { fingerprint: op.public.fingerprint }],
+  ] as const) {
+    r = await post(path, body, keysOnly);
+    assert.is(r.status, 403, `${path} ${JSON.stringify(body).slice(0, 40)}`);
+  }
+  assert.is(readKeysFile(keysFile).find((k) => k.fingerprint === op.public.fingerprint)?.role, "operator");
+  // keys:operator includes keys.
+  const member = await generateSigningKey();
+  assert.is((await post("/v1/keys", { public_key: wirePublicKey(member.public) }, opKeys)).status, 201);
+  assert.is((await post("/v1/keys/remove", { fingerprint: member.public.fingerprint }, keysOnly)).status, 200);
+  assert.is((await post("/v1/keys/remove", { fingerprint: op.public.fingerprint }, opKeys)).status, 200);
+  assert.is((await get("/v1/keys", opKeys)).status, 403, "keys:operator reads without read");
+  await c.close();
+});
+
+t("scopes: an unknown scope is refused at create; a token made before scopes keeps every scope and list marks it; the default leaves out operator keys", async () => {
+  const bad = await runCli(["api-token", "create", "--file", tokensFile, "--scope", "push,admin"]);
+  assert.is(bad.code, 1);
+  assert.match(bad.stderr, /unknown scope "admin"; known: push, revoke, read, keys, keys:operator, or all/);
+  // A token as an older version stored it: no scopes field.
+  const old = newToken("before scopes");
+  delete (old.entry as { scopes?: unknown }).scopes;
+  await new FileTokenStore(tokensFile).add(old.entry);
+  const op = await generateSigningKey();
+  const r = await post("/v1/keys", { public_key: wirePublicKey(op.public), role: "operator" }, old.token);
+  assert.is(r.status, 201, "a token made before scopes lost a scope");
+  assert.is((await post("/v1/keys/remove", { fingerprint: op.public.fingerprint }, old.token)).status, 200);
+  const list = JSON.parse(await cli("api-token", "list", "--file", tokensFile, "--json")) as { id: string; scopes: string[]; legacy?: boolean }[];
+  const row = list.find((x) => x.id === old.entry.id)!;
+  assert.equal([row.legacy, row.scopes], [true, ["push", "revoke", "read", "keys", "keys:operator"]]);
+  const plain = await cli("api-token", "list", "--file", tokensFile);
+  assert.match(plain, new RegExp(`^${old.entry.id} .* all \\(made before scopes\\)`, "m"));
+  // `token` (made without --scope) has the default: no operator keys.
+  const mine = list.find((x) => x.id === token.slice(5, 21))!;
+  assert.equal([mine.legacy, mine.scopes], [undefined, ["push", "revoke", "read", "keys"]]);
+  assert.is((await post("/v1/keys", { public_key: wirePublicKey(op.public), role: "operator" })).status, 403);
+});
+
 t("push to an identity and to one channel reaches the client; an unknown channel is 404, a message over the bound 413", async () => {
   const key = await generateSigningKey();
   const c = await client(key);
   const got: unknown[] = [];
-  c.on("push", (m) => got.push(m));
+  const seqs: unknown[] = [];
+  c.on("push", (m, info) => (got.push(m), seqs.push(info)));
   let r = await post("/v1/push", { identity: key.public.fingerprint, message: { hello: "world" } });
   assert.equal([r.status, r.json], [200, { seq: 1 }]);
   r = await post("/v1/push", { channel: c.channel!.id, message: [1, 2] });
@@ -152,6 +231,8 @@ t("push to an identity and to one channel reaches the client; an unknown channel
   const deadline = Date.now() + 3000;
   while (got.length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
   assert.equal(got, [{ hello: "world" }, [1, 2]]);
+  // The handler gets each push's seq, the one the API answered with.
+  assert.equal(seqs, [{ seq: 1, channel: c.channel!.id }, { seq: 2, channel: c.channel!.id }]);
   r = await post("/v1/push", { channel: "no-such-channel", message: 1 });
   assert.equal([r.status, r.json!.error.code], [404, "not_found"]);
   r = await post("/v1/push", { identity: key.public.fingerprint, message: "x".repeat(MAX_PUSH_BYTES) });
@@ -230,10 +311,24 @@ t("keys: add a client key, block one by fingerprint, list, remove; the keys file
   assert.equal(readKeysFile(keysFile).map((k) => k.fingerprint), [member.public.fingerprint]);
 });
 
-t("stats: the node, its sockets and counters", async () => {
+t("stats: the node, its sockets and counters, exactly the fields docs/BACKEND.md lists", async () => {
   const c = await client(await generateSigningKey());
   const r = await get("/v1/stats");
   assert.is(r.status, 200);
+  const shape = (v: unknown): unknown => (typeof v === "object" && v !== null ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shape(x)])) : typeof v);
+  assert.equal(shape(r.json), {
+    node: "string",
+    connections: "number",
+    bound: "number",
+    stats: {
+      handshakes: { started: "number", established: "number", rejected: "number", forbidden: "number", rateLimited: "number" },
+      resumes: { ok: "number", rejected: "number" },
+      requests: { ok: "number", failed: "number", unauthorised: "number", tooMany: "number" },
+      notices: "number",
+      pushes: "number",
+      storeErrors: "number",
+    },
+  });
   assert.is(r.json!.node, "api-node");
   assert.ok(r.json!.connections >= 1 && r.json!.bound >= 1);
   assert.ok(r.json!.stats.handshakes.established >= 1);

@@ -131,9 +131,10 @@ t("a channel's life lands in the stream in order: established, push.delivered, r
   const id = key.public.fingerprint;
   const c = await client(main, key);
   const first = c.channel!.id;
-  const got = new Promise((r) => c.on("push", r));
+  const got = new Promise((r) => c.on("push", (m, info) => r([m, info])));
   assert.is(await main.push({ identity: id }, { n: 1 }), 1);
-  assert.equal(await got, { n: 1 });
+  // The client's push handler names the push as push.delivered does: its seq and channel.
+  assert.equal(await got, [{ n: 1 }, { seq: 1, channel: first }]);
   await c.renew();
   const second = c.channel!.id;
   assert.is.not(second, first);

@@ -41,6 +41,7 @@ from .keys import PublicKey, SigningKey
 from .known_servers import FINGERPRINT, FileKnownServers, KnownServers, MemoryKnownServers, ServerKeyLearnt, default_known_servers_path
 
 log = logging.getLogger("psimbols")
+log.addHandler(logging.NullHandler())  # the application decides where diagnostics go
 
 RENEW_AT = (0.6, 0.7)
 RENEW_SEQ_MARGIN = 2**16
@@ -508,7 +509,7 @@ class Client:
                     raise
                 raise PsimbolsError(ErrorCode.UNAVAILABLE, "the known-servers store could not be read") from None
             if known is not None and got not in (known, known_next, nxt):
-                raise mismatch(known, getattr(self._known, "path", "the known-servers store"))
+                raise mismatch(known, "the known-servers store")
             if self._pinned is not None and got not in (self._pinned, nxt, known_next):
                 raise mismatch(self._pinned, "the key this client accepted earlier")
             h.learnt = known != got

@@ -355,15 +355,16 @@ def _crypto_version() -> str:
     return cryptography.__version__
 
 
-def main(argv: list[str]) -> int:
-    folder = argv[0] if argv else "test/vectors"
+def run_folder(folder: str) -> tuple[Runner, int]:
+    """Checks every JSON file of `folder`; a file without a runner is a failure. Returns the runner and the file count."""
     r = Runner()
     files = sorted(f for f in os.listdir(folder) if f.endswith(".json"))
     runners = {"v1.json": run_v1, "key-lifecycle.json": run_lifecycle, "xwing-draft06.json": run_xwing}
     for f in files:
         run = runners.get(f)
         if run is None:
-            r.check(f"{f}: a runner for this file", lambda f=f: (_ for _ in ()).throw(AssertionError(f"no runner for {f}")))
+            r.failed += 1
+            print(f"FAIL {f}: no runner for this file")
             continue
         with open(os.path.join(folder, f), encoding="utf-8") as fh:
             data = json.load(fh)
@@ -375,7 +376,12 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
     for n in r.not_run:
         print(f"not run: {n}")
-    print(f"{len(files)} files: {r.passed} passed, {r.failed} failed")
+    return r, len(files)
+
+
+def main(argv: list[str]) -> int:
+    r, n = run_folder(argv[0] if argv else "test/vectors")
+    print(f"{n} files: {r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
 
 

@@ -313,6 +313,13 @@ def run_lifecycle(r: Runner, v: dict) -> None:
             p = hs.answer_challenge(hello, decode_server_frame(hh["challenge"]), lambda k: None)
             eq(dumps(p.proof), hh["proof"], "proof bytes")
             eq(hs.verify_proof(pending, from_b64u(p.proof["signature"])), True, "sig_c verifies")
+            server_spki = from_b64u(json.loads(hh["challenge"])["server_key"]["data"])
+            eq(hs.transcript_info(hello.bytes, decode_server_frame(hh["challenge"]), server_spki).hex(), hh["t_info_hex"], "t_info")
+            eq((p.info.hex(), p.aad.hex()), (hh["info_hex"], hh["grant_aad_hex"]), "HPKE info, grant AAD")
+            sig_c = from_b64u(p.proof["signature"])
+            eq(dumps(hs.seal_grant(pending, sig_c, hh["grant"], block["source"])), hh["established"], "established bytes (server)")
+            grant, _ = hs.open_grant(p, decode_server_frame(hh["established"]))
+            eq(grant, hh["grant"], "grant (client)")
             if move_to:
                 ok = keys[move_to].public.verify(from_b64u(p.proof["move_signature"]), hs.move_input(pending.t_chal, pending.sig_s))
                 eq(ok, True, "move_signature verifies under the new key")

@@ -105,6 +105,7 @@ class _Handshake:
     done: asyncio.Future[None]
     move_to: SigningKey | None = None
     step: str = "hello"
+    challenged: bool = False  # the server holds this handshake pending: no other hello on this socket (§8.1)
     hello: hs.ClientHello | None = None
     proof: hs.ClientProof | None = None
     server_key: str | None = None
@@ -520,6 +521,7 @@ class Client:
         h = conn.hs
         if h is None or h.step != "hello" or h.hello is None:
             return self._unexpected(conn, "challenge")
+        h.challenged = True
         try:
             p = hs.answer_challenge(h.hello, f, lambda k: self._check_server_key(h, k))
         except PsimbolsError as e:
@@ -620,11 +622,17 @@ class Client:
         conn.gated = False
         delay = backoff_delay(self._renew_attempt, random.random(), *self._backoff)
         self._renew_attempt += 1
-        if conn.current is not None:
+        if conn.current is not None and not h.challenged:
             self._set_state("ready")
             self._update_sendable(conn)
             if self._renew_enabled:
                 self._renew_at(delay)
+        elif conn.current is not None:
+            # The server still holds the handshake its challenge opened (§5.7, §8.1): leave this
+            # socket and resume the channel, untouched, on a new one (then renew, if this was a renewal).
+            if h.renewal and h.move_to is None and self._renew_enabled:
+                self._renew_due = True
+            self._drop(conn, 1000, None)
         else:
             self._drop(conn, 1000, None)  # retry on a fresh socket, through the reconnect backoff
 

@@ -276,3 +276,29 @@ async def test_cli_shapes_match_the_node_cli() -> None:
         assert rc == 1 and "(connection_lost)" in err and "hint: is the broker running at that URL?" in err
     finally:
         b.stop()
+
+
+async def test_a_renewal_refused_after_its_challenge_resumes_on_a_new_socket() -> None:
+    """§5.7, §8.1: the server holds a challenged handshake pending, so the client sends no second hello on that socket."""
+    b = await start_broker(["--hellos-per-address", "1000"])
+    try:
+        c = await connect(b.url, generate(), server_key=b.fingerprint, backoff_base=0.05, backoff_max=0.2)
+        errors: list[PsimbolsError] = []
+        c.on("error", errors.append)
+        channel = c.channel.id if c.channel else ""
+        real = c._check_server_key
+
+        def forged_once(h, key):  # type: ignore[no-untyped-def]
+            c._check_server_key = real  # type: ignore[method-assign]
+            raise PsimbolsError(ErrorCode.PROTOCOL, "server signature over the challenge does not verify")
+
+        c._check_server_key = forged_once  # type: ignore[method-assign]
+        await refused(c.renew(), ErrorCode.PROTOCOL)
+        await eventually(lambda: c.stats["resumes"] == 1 and c.stats["handshakes"] == 2, timeout=10, what="a resume on a new socket, then the renewal")
+        assert await c.request("echo", "on") == "on"
+        closes = [e.message for e in errors if e.code == ErrorCode.CONNECTION_LOST]
+        assert not any("4000" in m or "4001" in m for m in closes), closes  # the server never had to refuse a second hello
+        assert c.channel and c.channel.id != channel
+        await c.close()
+    finally:
+        b.stop()

@@ -302,3 +302,47 @@ async def test_a_renewal_refused_after_its_challenge_resumes_on_a_new_socket() -
         await c.close()
     finally:
         b.stop()
+
+
+async def test_server_key_rollover_followed_through_the_shared_known_servers_file() -> None:
+    """§5.6: the next key is recorded beside the current one, the switch replaces it; the Node CLI reads the same file."""
+    d = temp_dir()
+    home = os.path.join(d, "home")
+    b = await start_broker(["--server-key-poll", "100", "--hellos-per-address", "1000"], data_dir=d)
+    try:
+        path = os.path.join(home, "known_servers")
+        key = os.path.join(d, "k.pem")
+        generate_key_file("Ed25519", key)
+        events: list[dict] = []
+        c = await connect(b.url, key, known_servers_file=path, backoff_base=0.05, backoff_max=0.2)
+        c.on("server_key", events.append)
+        old = b.fingerprint
+        assert open(path).read() == f"{b.url} {old}\n"
+        rc, out, err = await node_cli(["server-key", "next", "--data-dir", d, "--in", "0s"])
+        assert rc == 0, err
+        await asyncio.sleep(0.5)  # the node polls the key files every 100 ms
+        await c.renew()
+        await eventually(lambda: events, what="the announcement")
+        nxt = events[0]["next"]
+        assert events[0]["current"] == old and nxt and nxt != old and not events[0]["rotated"]
+        assert open(path).read() == f"{b.url} {old} next={nxt}\n"
+        # the Node CLI reads the same line and is not disturbed by next= (another identity: the same one would replace c's channel)
+        other = os.path.join(d, "other.pem")
+        generate_key_file("Ed25519", other)
+        rc, out, err = await node_cli(["call", b.url, "echo", "1", "--key", other], {"PSIMBOLS_HOME": home})
+        assert (rc, out) == (0, "1\n"), err
+        rc, out, err = await node_cli(["server-key", "promote", "--data-dir", d])
+        assert rc == 0, err
+        await asyncio.sleep(0.5)
+        await c.renew()  # the switch: a handshake under the recorded next key
+        await eventually(lambda: len(events) == 2, what="the switch")
+        assert events[1]["rotated"] and events[1]["current"] == nxt and events[1]["previous"] == old
+        assert open(path).read() == f"{b.url} {nxt}\n"
+        assert await c.request("echo", "after") == "after"
+        await c.close()
+        # a client that pinned only the old key was offline through the rollover: it fails loudly
+        await refused(connect(b.url, generate(), server_key=old, reconnect=False), ErrorCode.SERVER_KEY_MISMATCH)
+        rc, out, err = await py_cli(["call", b.url, "echo", "2", "--key", other], {"PSIMBOLS_HOME": home})
+        assert (rc, out, err) == (0, "2\n", "")
+    finally:
+        b.stop()

@@ -1,7 +1,8 @@
 """Binding keys and channel frames (PROTOCOL.md §6.1, §6.3, §4.11)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -24,6 +25,13 @@ class BindingKeys:
     type: str
     c2s: bytes
     s2c: bytes
+    # one cipher object per traffic key, for the binding's life: setting one up costs as much as sealing a frame
+    c2s_aead: Any = field(init=False, repr=False, compare=False)
+    s2c_aead: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "c2s_aead", _aead(self.type, self.c2s))
+        object.__setattr__(self, "s2c_aead", _aead(self.type, self.s2c))
 
     @property
     def max_seq(self) -> int:
@@ -57,15 +65,19 @@ def seal(channel_type: str, key: bytes, kind: int, seq: int, channel: str, plain
 
 def open_(channel_type: str, key: bytes, kind: int, seq: int, channel: str, ct: bytes | str) -> bytes:
     """Opens a sealed payload; anything that does not authenticate is `unauthorised` (§6.4)."""
+    return open_with(_aead(channel_type, key), kind, seq, channel, ct)
+
+
+def open_with(aead: AESGCM | ChaCha20Poly1305, kind: int, seq: int, channel: str, ct: bytes | str) -> bytes:
     try:
         raw = from_b64u(ct, "ciphertext") if isinstance(ct, str) else ct
-        return _aead(channel_type, key).decrypt(nonce(kind, seq), raw, channel.encode("utf-8"))
+        return aead.decrypt(nonce(kind, seq), raw, channel.encode("utf-8"))
     except (InvalidTag, PsimbolsError, ValueError):
         raise PsimbolsError(ErrorCode.UNAUTHORISED, "unknown channel or bad ciphertext") from None
 
 
 def request_frame(keys: BindingKeys, seq: int, payload: bytes, binary: bool) -> str | bytes:
-    ct = seal(keys.type, keys.c2s, KIND_REQUEST, seq, keys.channel, payload)
+    ct = keys.c2s_aead.encrypt(nonce(KIND_REQUEST, seq), payload, keys.channel.encode("utf-8"))
     if binary:
         return encode_binary(KIND_REQUEST, keys.channel, seq, ct)
     from .encoding import dumps

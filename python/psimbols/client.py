@@ -765,8 +765,9 @@ class Client:
             raise PsimbolsError(ErrorCode.TOO_MANY, f"{self._max_queued} requests already wait for the channel")
         self._waiting += 1
         try:
-            return await asyncio.wait_for(self._send_request(payload, internal), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):  # no extra task per request, unlike wait_for
+                return await self._send_request(payload, internal)
+        except TimeoutError:
             raise PsimbolsError(ErrorCode.TIMEOUT, f'request "{op}" got no response within {timeout:g} s') from None
         finally:
             self._waiting -= 1
@@ -828,7 +829,7 @@ class Client:
         if b is None or f["seq"] not in b.pending:
             return
         try:
-            text = ch.open_(b.keys.type, b.keys.s2c, ch.KIND_RESPONSE, f["seq"], f["channel"], f["response"]).decode("utf-8")
+            text = ch.open_with(b.keys.s2c_aead, ch.KIND_RESPONSE, f["seq"], f["channel"], f["response"]).decode("utf-8")
         except (PsimbolsError, UnicodeDecodeError):
             return self._emit_error(PsimbolsError(ErrorCode.PROTOCOL, "a response did not authenticate; ignored"))
         try:
@@ -869,7 +870,7 @@ class Client:
         if b is None:
             return
         try:
-            text = ch.open_(b.keys.type, b.keys.s2c, ch.KIND_PUSH, f["seq"], f["channel"], f["push"]).decode("utf-8")
+            text = ch.open_with(b.keys.s2c_aead, ch.KIND_PUSH, f["seq"], f["channel"], f["push"]).decode("utf-8")
         except (PsimbolsError, UnicodeDecodeError):
             return self._emit_error(PsimbolsError(ErrorCode.PROTOCOL, "a push did not authenticate; ignored"))
         if f["seq"] <= b.last_push:  # checked after authentication: a forged high seq cannot mute real pushes

@@ -60,3 +60,22 @@ def test_key_files_of_every_type_round_trip() -> None:
         raise AssertionError("an existing key was overwritten")
     except PsimbolsError as e:
         assert e.code == ErrorCode.BAD_REQUEST and "exists" in e.message
+
+
+def test_a_malformed_next_key_is_refused_whether_chosen_or_not() -> None:
+    """§5.6: decoders check every member they know the shape of; a client reports it as protocol."""
+    import json as _json
+
+    from psimbols.errors import as_protocol
+    from psimbols.frames import decode_server_frame
+
+    v = _json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "test", "vectors", "key-lifecycle.json")))
+    c = _json.loads(v["server_key_next"]["handshake"]["challenge"])
+    c["features"] = []
+    decode_server_frame(_json.dumps(c))  # well-formed, not chosen: accepted (and ignored)
+    c["next_key"]["not_before"] = "tomorrow"
+    try:
+        decode_server_frame(_json.dumps(c))
+        raise AssertionError("a malformed next_key was accepted")
+    except PsimbolsError as e:
+        assert as_protocol(e, "").code == ErrorCode.PROTOCOL and "not_before" in e.message

@@ -5,7 +5,7 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .encoding import dumps
 from .errors import ErrorCode, PsimbolsError

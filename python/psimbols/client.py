@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import websockets
+import websockets.client
 from websockets.exceptions import ConnectionClosed
 
 from . import channel as ch
@@ -55,7 +55,7 @@ STATES = ("connecting", "handshaking", "ready", "renewing", "reconnecting", "clo
 
 def backoff_delay(attempt: int, rnd: float, base: float = 0.25, cap: float = 30.0) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)) seconds."""
-    return rnd * min(cap, base * 2 ** min(attempt, 62))
+    return float(rnd * min(cap, base * float(2 ** min(attempt, 62))))
 
 
 def _clean(text: str) -> str:
@@ -313,7 +313,7 @@ class Client:
         while not self._close_called and self._state != "closed":
             try:
                 ws = await asyncio.wait_for(
-                    websockets.connect(self.url, max_size=MAX_FRAME_BYTES, compression=None, ping_interval=20, ping_timeout=20, close_timeout=1, open_timeout=None),
+                    websockets.client.connect(self.url, max_size=MAX_FRAME_BYTES, compression=None, ping_interval=20, ping_timeout=20, close_timeout=1, open_timeout=None),
                     self._handshake_timeout,
                 )
             except asyncio.CancelledError:
@@ -517,13 +517,14 @@ class Client:
             h.known_next = known_next
         h.server_key = got
 
-    async def _on_challenge(self, conn: _Conn, f: dict) -> None:
+    async def _on_challenge(self, conn: _Conn, f: dict[str, Any]) -> None:
         h = conn.hs
         if h is None or h.step != "hello" or h.hello is None:
             return self._unexpected(conn, "challenge")
         h.challenged = True
         try:
-            p = hs.answer_challenge(h.hello, f, lambda k: self._check_server_key(h, k))
+            hello, handshake = h.hello, h
+            p = hs.answer_challenge(hello, f, lambda k: self._check_server_key(handshake, k))
         except PsimbolsError as e:
             return self._handshake_failed(conn, h, as_protocol(e, "the challenge is invalid"))
         h.step = "proof"
@@ -539,7 +540,7 @@ class Client:
             except ConnectionClosed:
                 pass
 
-    async def _on_established(self, conn: _Conn, f: dict) -> None:
+    async def _on_established(self, conn: _Conn, f: dict[str, Any]) -> None:
         h = conn.hs
         if h is None or h.step != "proof" or h.proof is None or h.hello is None or h.server_key is None:
             return self._unexpected(conn, "established")
@@ -673,7 +674,7 @@ class Client:
             frame["features"] = self._features
         await self._send(conn, dumps(frame))
 
-    async def _on_resumed(self, conn: _Conn, f: dict) -> None:
+    async def _on_resumed(self, conn: _Conn, f: dict[str, Any]) -> None:
         nonce = conn.resume
         c = self._channel
         if nonce is None or c is None or f["channel"] != c.id:
@@ -824,7 +825,7 @@ class Client:
         log.info("node is closing and nothing is in flight: moving to another node")
         self._drop(conn, 1001, None)
 
-    def _on_response(self, conn: _Conn, f: dict) -> None:
+    def _on_response(self, conn: _Conn, f: dict[str, Any]) -> None:
         b = conn.bindings.get(f["channel"])
         if b is None or f["seq"] not in b.pending:
             return
@@ -841,7 +842,7 @@ class Client:
         else:
             self._settle(conn, b, f["seq"], None, inner["data"])
 
-    async def _on_error_frame(self, conn: _Conn, f: dict) -> None:
+    async def _on_error_frame(self, conn: _Conn, f: dict[str, Any]) -> None:
         e = PsimbolsError(wire_error_code(f["error"]["code"]), f"the server answered: {_clean(f['error']['message'])}")
         if "seq" in f:
             b = conn.bindings.get(f["channel"]) if "channel" in f else conn.current
@@ -865,7 +866,7 @@ class Client:
 
     # ---------------------------------------------------------------- pushes (§7)
 
-    def _on_push(self, conn: _Conn, f: dict) -> None:
+    def _on_push(self, conn: _Conn, f: dict[str, Any]) -> None:
         b = conn.bindings.get(f["channel"])
         if b is None:
             return
@@ -889,7 +890,7 @@ class Client:
         self._fresh_push_ids = False
         self._emit("push", p["message"], p["id"])
 
-    def _on_notice(self, conn: _Conn, b: _Binding, p: dict) -> None:
+    def _on_notice(self, conn: _Conn, b: _Binding, p: dict[str, Any]) -> None:
         current = b is conn.current
         self._emit("notice", Notice(p["notice"], b.keys.channel, current, p.get("valid_until"), _clean(p["reason"]) if "reason" in p else None))
         if not current or self._close_called:

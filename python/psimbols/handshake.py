@@ -5,10 +5,11 @@ are the server's half, for the vectors (a Python server is out of scope).
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from .encoding import b64u, dumps, from_b64u, lp
 from .errors import ErrorCode, PsimbolsError
@@ -37,11 +38,11 @@ def sha256(b: bytes) -> bytes:
     return hashlib.sha256(b).digest()
 
 
-def next_key_transcript(nk: dict) -> bytes:
+def next_key_transcript(nk: dict[str, Any]) -> bytes:
     return lp(from_b64u(nk["key"]["data"], "next_key.key.data"), nk["not_before"], from_b64u(nk["signature"], "next_key.signature"))
 
 
-def transcript_info(hello_bytes: bytes, c: dict, server_spki: bytes) -> bytes:
+def transcript_info(hello_bytes: bytes, c: dict[str, Any], server_spki: bytes) -> bytes:
     """T_info (§5.2), with the next-key statement's fields when server-key-next was chosen (§5.6)."""
     t = lp(hello_bytes, c["source"], server_spki, c["channel_type"], from_b64u(c["nonce"], "nonce"), ",".join(c["features"]))
     if c.get("next_key") is not None and F_SERVER_KEY_NEXT in c["features"]:
@@ -76,7 +77,7 @@ class NextKey:
     not_before: str
 
 
-def verify_next_key(current: PublicKey, source: str, nk: dict) -> NextKey:
+def verify_next_key(current: PublicKey, source: str, nk: dict[str, Any]) -> NextKey:
     """§5.6: the statement, verified under the presented key for this source; anything wrong is `protocol`."""
     try:
         key = import_wire_key(nk["key"], "next_key.key")
@@ -96,9 +97,9 @@ def verify_next_key(current: PublicKey, source: str, nk: dict) -> NextKey:
 @dataclass
 class ClientHello:
     identity: SigningKey
-    bytes: bytes
-    hello: dict
-    nonce_c: bytes
+    bytes: builtins.bytes
+    hello: dict[str, Any]
+    nonce_c: builtins.bytes
     kem: str
     kem_pair: hpke.KemKeyPair
     move_to: SigningKey | None = None
@@ -115,7 +116,7 @@ class ClientProof:
     aad: bytes
     enc: bytes
     info: bytes
-    proof: dict = field(default_factory=dict)
+    proof: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
 def create_hello(
@@ -136,7 +137,7 @@ def create_hello(
         raise PsimbolsError(ErrorCode.BAD_REQUEST, f'"kem" expected one of {", ".join(KEM_TYPES)}')
     pair = hpke.derive_key_pair(kem, fixed[1]) if fixed else hpke.generate_key_pair(kem)
     nonce_c = fixed[0] if fixed else os.urandom(CLIENT_NONCE_BYTES)
-    hello: dict = {
+    hello: dict[str, Any] = {
         "type": "hello",
         "version": PROTOCOL_VERSION,
         "public_key": identity.public.wire(),
@@ -150,7 +151,7 @@ def create_hello(
     return ClientHello(identity, dumps(hello).encode("utf-8"), hello, nonce_c, kem, pair, move_to)
 
 
-def answer_challenge(h: ClientHello, c: dict, check_server_key: Callable[[PublicKey], None]) -> ClientProof:
+def answer_challenge(h: ClientHello, c: dict[str, Any], check_server_key: Callable[[PublicKey], None]) -> ClientProof:
     """§5.2, client side, in the text's order: server key, choices, signature, statement; then the proof."""
     try:
         server_key = import_wire_key(c["server_key"], "server_key")
@@ -174,7 +175,7 @@ def answer_challenge(h: ClientHello, c: dict, check_server_key: Callable[[Public
         raise PsimbolsError(ErrorCode.PROTOCOL, "server signature over the challenge does not verify")
     next_key = verify_next_key(server_key, c["source"], c["next_key"]) if with_next else None
     sig_c = h.identity.sign(sign_input(LABEL_CLIENT_SIG, t_chal + lp(sig_s)))
-    proof: dict = {"type": "proof", "signature": b64u(sig_c)}
+    proof: dict[str, Any] = {"type": "proof", "signature": b64u(sig_c)}
     if h.move_to is not None:
         proof["move_signature"] = b64u(h.move_to.sign(move_input(t_chal, sig_s)))
     return ClientProof(
@@ -183,7 +184,7 @@ def answer_challenge(h: ClientHello, c: dict, check_server_key: Callable[[Public
     )
 
 
-def open_grant(p: ClientProof, e: dict) -> tuple[dict, bytes]:
+def open_grant(p: ClientProof, e: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """§5.4: opens `established` under the handshake's HPKE context; `protocol` for anything wrong."""
     try:
         pt = p.hello.kem_pair.open(p.enc, p.info, p.aad, from_b64u(e["response"], "response"))
@@ -237,7 +238,7 @@ def xwing_public_checks(raw: bytes) -> None:
         raise PsimbolsError(ErrorCode.BAD_REQUEST, '"kem.data" is not a usable X-Wing public key (X25519 share of low order)')
 
 
-def check_hello(hello: dict) -> tuple[str, PublicKey]:
+def check_hello(hello: dict[str, Any]) -> tuple[str, PublicKey]:
     """The server's checks 4..7 of §5.1 (version, channel type, KEM, identity key) without HPKE work."""
     if hello["version"] != PROTOCOL_VERSION:
         raise PsimbolsError(ErrorCode.UNSUPPORTED, f"protocol version not supported; accepted: {PROTOCOL_VERSION}")
@@ -254,7 +255,7 @@ def check_hello(hello: dict) -> tuple[str, PublicKey]:
     return ct, identity
 
 
-def accept_hello(hello_bytes: bytes, hello: dict, key: SigningKey, source: str, server_features: list[str], nonce_s: bytes, ekm: bytes, next_key: dict | None = None, moves: bool = False) -> tuple[dict, Pending]:
+def accept_hello(hello_bytes: bytes, hello: dict[str, Any], key: SigningKey, source: str, server_features: list[str], nonce_s: bytes, ekm: bytes, next_key: dict[str, Any] | None = None, moves: bool = False) -> tuple[dict[str, Any], Pending]:
     ct, identity = check_hello(hello)
     if (F_IDENTITY_MOVE in hello["features"]) != ("move_to" in hello):
         raise PsimbolsError(ErrorCode.BAD_REQUEST, '"move_to" and the identity-move feature go together')
@@ -262,7 +263,7 @@ def accept_hello(hello_bytes: bytes, hello: dict, key: SigningKey, source: str, 
     if move_to is not None and move_to.fingerprint == identity.fingerprint:
         raise PsimbolsError(ErrorCode.BAD_REQUEST, '"move_to" is the hello\'s own public_key')
     feats = [f for f in hello["features"] if f in server_features or (f == F_SERVER_KEY_NEXT and next_key is not None) or (f == F_IDENTITY_MOVE and moves)]
-    core: dict = {"type": "challenge", "source": source, "server_key": key.public.wire(), "channel_type": ct, "nonce": b64u(nonce_s), "features": feats}
+    core: dict[str, Any] = {"type": "challenge", "source": source, "server_key": key.public.wire(), "channel_type": ct, "nonce": b64u(nonce_s), "features": feats}
     if next_key is not None and F_SERVER_KEY_NEXT in feats:
         core["next_key"] = next_key
     t_info = transcript_info(hello_bytes, core, key.public.spki)
@@ -277,7 +278,7 @@ def verify_proof(p: Pending, sig_c: bytes) -> bool:
     return p.identity.verify(sig_c, sign_input(LABEL_CLIENT_SIG, p.t_chal + lp(p.sig_s)))
 
 
-def seal_grant(p: Pending, sig_c: bytes, grant: dict, source: str) -> dict:
+def seal_grant(p: Pending, sig_c: bytes, grant: dict[str, Any], source: str) -> dict[str, Any]:
     ct = p.context.seal(grant_aad(p.t_chal, p.sig_s, sig_c), dumps(grant).encode("utf-8"))
     return {"type": "established", "source": source, "response": b64u(ct)}
 

@@ -5,7 +5,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -178,7 +178,7 @@ def import_pkcs8(der: bytes, source: str = "the key") -> SigningKey:
         k = serialization.load_der_private_key(der, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise PsimbolsError(ErrorCode.BAD_REQUEST, f"{source} is not a PKCS#8 private key") from None
-    return signing_key(k, source)  # type: ignore[arg-type]
+    return signing_key(k, source)
 
 
 def generate(key_type: str = ED25519) -> SigningKey:
@@ -205,7 +205,7 @@ def load_key(path: str) -> SigningKey:
         k = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise PsimbolsError(ErrorCode.BAD_REQUEST, f"{path} is not an unencrypted PEM private key") from None
-    return signing_key(k, path)  # type: ignore[arg-type]
+    return signing_key(k, path)
 
 
 def load_public_key(path: str) -> PublicKey:
@@ -245,7 +245,8 @@ def _write_new(path: str, data: bytes, mode: int, force: bool) -> None:
 def generate_key_file(key_type: str, path: str, *, force: bool = False, public_file: bool = False) -> SigningKey:
     """Writes a new key as PKCS#8 PEM, mode 0600 (folder 0700); optionally the SPKI PEM beside it (0644)."""
     key = generate(key_type)
-    pem = key.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    private: Any = key.private  # every key type here serialises; the stubs of cryptography 38 do not say so for all
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, mode=0o700, exist_ok=True)

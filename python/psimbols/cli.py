@@ -91,6 +91,8 @@ async def _call(o: argparse.Namespace) -> None:
             request_timeout=timeout, kem=o.kem, reconnect=False, renew=False,
         )
     except PsimbolsError as e:
+        if e.code == ErrorCode.UNSUPPORTED and o.kem == "X-Wing":
+            e.hint = "this client has no X-Wing (it needs ML-KEM-768, which the installed cryptography does not offer); use --kem X25519 or P-256, or the Node CLI for X-Wing"
         if e.code == ErrorCode.SERVER_KEY_MISMATCH:
             e.hint = (
                 "the server's key is not the one --server-key pins: check the fingerprint the broker printed (also at GET /.well-known/psimbols)"

@@ -274,6 +274,8 @@ async def test_cli_shapes_match_the_node_cli() -> None:
         assert (rc, err) == (1, "error: required option '--key <file>' not specified\nhint: add --help for usage\n")
         rc, out, err = await py_cli(["call", "ws://127.0.0.1:1/", "echo", "--key", os.path.join(d, "rsa.pem")])
         assert rc == 1 and "(connection_lost)" in err and "hint: is the broker running at that URL?" in err
+        rc, out, err = await py_cli(["call", b.url, "echo", "--key", os.path.join(d, "rsa.pem"), "--kem", "X-Wing"])
+        assert rc == 1 and "(unsupported)" in err and "hint: this client has no X-Wing" in err, err
     finally:
         b.stop()
 

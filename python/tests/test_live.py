@@ -188,7 +188,7 @@ async def test_identity_move() -> None:
         b.stop()
 
 
-async def test_cluster_kill9_resume_on_the_other_node() -> None:
+async def test_cluster_kill9_then_a_graceful_shutdown_each_resumed_on_another_node() -> None:
     redis = await start_redis()
     d = temp_dir()
     key = os.path.join(d, "server-key.pem")
@@ -210,7 +210,20 @@ async def test_cluster_kill9_resume_on_the_other_node() -> None:
         who = await c.request("whoami")
         assert who["node"] == "b" and who["channel"] == channel, who
         assert c.stats["handshakes"] == 1
+        # a graceful shutdown of b: the `closing` notice, requests in flight still answered, a resume on c
+        cnode = await start_broker([*common, "--node", "c"], env)
+        fwd.backends = [cnode.port]
+        notices: list[str] = []
+        c.on("notice", lambda n: notices.append(n.kind))
+        inflight = [asyncio.ensure_future(c.request("echo", i)) for i in range(20)]
+        bnode.proc.terminate()
+        assert await asyncio.gather(*inflight) == list(range(20))
+        await eventually(lambda: c.stats["resumes"] == 2, timeout=15, what="a resume on c")
+        assert "closing" in notices
+        who = await c.request("whoami")
+        assert who["node"] == "c" and who["channel"] == channel, who
         await c.close()
+        cnode.stop()
     finally:
         fwd.close()
         a.stop()

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -19,13 +20,7 @@ CLI = os.path.join(ROOT, "bin", "psimbols.js")
 _procs: list[subprocess.Popen[bytes]] = []
 
 
-def _cleanup() -> None:
-    for p in _procs:
-        if p.poll() is None:
-            p.kill()
-
-
-atexit.register(_cleanup)
+atexit.register(lambda: kill_all())
 
 
 def temp_dir() -> str:
@@ -66,26 +61,47 @@ async def start_broker(args: list[str] | None = None, env: dict[str, str] | None
     _procs.append(proc)
     out: list[str] = []
     loop = asyncio.get_running_loop()
-    deadline = time.monotonic() + 20
-    assert proc.stdout is not None
-    while True:
-        line = (await loop.run_in_executor(None, proc.stdout.readline)).decode()
-        out.append(line)
-        m = re.search(r"listening on ws://([^/]+)/ fingerprint (SHA256:\S+)", line)
-        if m:
-            port = int(m.group(1).split(":")[-1])
-            b = Broker(f"ws://127.0.0.1:{port}/", port, m.group(2), data_dir, proc, out)
-            loop.run_in_executor(None, _drain, proc, out)
-            return b
-        if not line or time.monotonic() > deadline:
-            raise RuntimeError("broker did not start:\n" + "".join(out))
+    listening: asyncio.Future[re.Match[str]] = loop.create_future()
+
+    def settle(m: re.Match[str] | None) -> None:
+        if not listening.done():
+            listening.set_result(m) if m else listening.set_exception(RuntimeError("broker exited before listening:\n" + "".join(out)))
+
+    def read() -> None:  # a daemon thread: never keeps the test process (or asyncio.run's shutdown) waiting
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            out.append(line)
+            del out[:-200]
+            m = re.search(r"listening on ws://([^/]+)/ fingerprint (SHA256:\S+)", line)
+            if m:
+                _call(loop, settle, m)
+        _call(loop, settle, None)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        m = await asyncio.wait_for(listening, 20)
+    except asyncio.TimeoutError:
+        proc.kill()
+        raise RuntimeError("broker did not start in 20 s:\n" + "".join(out)) from None
+    port = int(m.group(1).split(":")[-1])
+    return Broker(f"ws://127.0.0.1:{port}/", port, m.group(2), data_dir, proc, out)
 
 
-def _drain(proc: subprocess.Popen[bytes], out: list[str]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        out.append(line.decode(errors="replace"))
-        del out[:-200]
+def _call(loop: asyncio.AbstractEventLoop, fn, arg) -> None:  # type: ignore[no-untyped-def]
+    try:
+        loop.call_soon_threadsafe(fn, arg)
+    except RuntimeError:
+        pass  # the test's event loop is gone: nobody waits for this broker any more
+
+
+def kill_all() -> None:
+    """Kills every process a test started and left running (by its own pid), e.g. after a failed assertion."""
+    for p in _procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    _procs.clear()
 
 
 @dataclass

@@ -20,6 +20,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 TEST_TIMEOUT = 90.0
 
+import helpers  # noqa: E402
+
 
 def main() -> int:
     pattern = sys.argv[1] if len(sys.argv) > 1 else ""
@@ -56,6 +58,8 @@ def main() -> int:
                 failed += 1
                 print(f"  ✘ {full}: {type(e).__name__}: {e}", flush=True)
                 traceback.print_exc()
+            finally:
+                helpers.kill_all()
     print(f"\n  Total:     {passed + failed}\n  Passed:    {passed}\n  Skipped:   0\n  Duration:  {time.monotonic() - t0:.2f}s\n")
     return 1 if failed else 0
 

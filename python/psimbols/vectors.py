@@ -132,8 +132,8 @@ def run_v1(r: Runner, v: dict[str, Any]) -> None:
         r.check(f"negative public key: {e['description']}", lambda e=e: refused(lambda: import_wire_key(e["key"]), e["error"], "import"))
     for e in neg["channel"]:
         def chan(e: dict[str, Any] = e) -> None:
-            # either channel type must refuse it; the vectors' keys are AES-256-GCM bindings
-            refused(lambda: ch.open_("AES-256-GCM", h(e["key"]), KINDS[e["kind"]], e["seq"], e["channel"], e["ciphertext"]), e["error"], "open")
+            ct_type = e.get("channel_type", "AES-256-GCM")  # absent: AES-256-GCM (§14)
+            refused(lambda: ch.open_(ct_type, h(e["key"]), KINDS[e["kind"]], e["seq"], e["channel"], e["ciphertext"]), e["error"], "open")
         r.check(f"negative channel: {e['description']}", chan)
     for e in neg["challenges"]:
         t = by_name[e["transcript"]]

@@ -26,6 +26,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 command -v redis-server >/dev/null || need_apt redis-server redis-server
 command -v haproxy >/dev/null || need_apt haproxy haproxy
+for m in cryptography websockets; do /usr/bin/python3 -c "import $m" 2>/dev/null || need_apt "python3 module $m" "python3-$m"; done # python/ (test/python)
 # Partition tests (test/partition/) make network namespaces with ip and tc; without root they skip.
 if [ "$(id -u)" = 0 ] && ! command -v tc >/dev/null; then need_apt tc iproute2; fi
 [ -x "${PSIMBOLS_CHROMIUM:-/usr/bin/chromium}" ] || need_apt chromium chromium

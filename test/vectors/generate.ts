@@ -770,6 +770,12 @@ function acceptedFrames(ts: TranscriptVector[]): AcceptedFrameVector[] {
       decoded: parsed(hello),
     },
     { description: "push with an unknown member", side: "server", text: variant(push1, '{"type":"push",', '{"type":"push","x-unknown":true,'), decoded: parsed(push1) },
+    {
+      description: "request seq written 1.0000000000000001: not an integer, but 1 in binary64, so taken as 1 (PROTOCOL.md §2.1)",
+      side: "client",
+      text: variant(req1, '"seq":1,', '"seq":1.0000000000000001,'),
+      decoded: parsed(req1),
+    },
   ];
 }
 

@@ -1,0 +1,81 @@
+"""Offline tests: RFC 9180 vectors, known_servers file, backoff, key files, frame limits."""
+from __future__ import annotations
+
+import os
+
+from psimbols import FileKnownServers, PsimbolsError, backoff_delay, generate_key_file, load_key, load_public_key
+from psimbols.errors import ErrorCode
+from psimbols.keys import KEY_TYPES
+from test_hpke import check_rfc9180
+from helpers import temp_dir
+
+
+def test_rfc9180_vectors() -> None:
+    assert len(check_rfc9180()) == 4
+
+
+def test_known_servers_file_format_and_next() -> None:
+    path = os.path.join(temp_dir(), "sub", "known_servers")
+    learnt: list[str] = []
+    ks = FileKnownServers(path, lambda l: learnt.append(l.fingerprint))
+    a, b = "SHA256:" + "A" * 43, "SHA256:" + "B" * 43
+    assert ks.get("ws://x/") is None
+    ks.set("ws://x/", a)
+    ks.set("ws://x/", a)  # no second line, no second report
+    assert learnt == [a]
+    assert open(path).read() == f"ws://x/ {a}\n"
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600" and oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
+    ks.set_next("ws://x/", b)
+    assert open(path).read() == f"ws://x/ {a} next={b}\n"
+    assert ks.get_next("ws://x/") == b
+    ks.set("ws://x/", b)  # the switch: the next key becomes the key, and the next is forgotten
+    assert open(path).read() == f"ws://x/ {b}\n"
+    with open(path, "a") as f:
+        f.write("ws://y/ not-a-fingerprint\n")
+    try:
+        ks.get("ws://x/")
+        raise AssertionError("a malformed line was accepted")
+    except PsimbolsError as e:
+        assert e.code == ErrorCode.BAD_REQUEST and ":2:" in e.message
+
+
+def test_backoff_full_jitter_bounds() -> None:
+    assert backoff_delay(0, 0.0) == 0
+    assert backoff_delay(0, 0.999) < 0.25
+    assert backoff_delay(3, 0.999) < 2.0 and backoff_delay(3, 0.5) == 1.0
+    assert backoff_delay(100, 0.999) < 30.0
+
+
+def test_key_files_of_every_type_round_trip() -> None:
+    d = temp_dir()
+    for t in KEY_TYPES:
+        path = os.path.join(d, f"{t}.pem")
+        k = generate_key_file(t, path, public_file=True)
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        assert load_key(path).fingerprint == k.fingerprint == load_public_key(path[:-4] + ".pub.pem").fingerprint
+        sig = k.sign(b"m")
+        assert k.public.verify(sig, b"m") and not k.public.verify(sig, b"n")
+    try:
+        generate_key_file("Ed25519", os.path.join(d, "Ed25519.pem"))
+        raise AssertionError("an existing key was overwritten")
+    except PsimbolsError as e:
+        assert e.code == ErrorCode.BAD_REQUEST and "exists" in e.message
+
+
+def test_a_malformed_next_key_is_refused_whether_chosen_or_not() -> None:
+    """§5.6: decoders check every member they know the shape of; a client reports it as protocol."""
+    import json as _json
+
+    from psimbols.errors import as_protocol
+    from psimbols.frames import decode_server_frame
+
+    v = _json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "test", "vectors", "key-lifecycle.json")))
+    c = _json.loads(v["server_key_next"]["handshake"]["challenge"])
+    c["features"] = []
+    decode_server_frame(_json.dumps(c))  # well-formed, not chosen: accepted (and ignored)
+    c["next_key"]["not_before"] = "tomorrow"
+    try:
+        decode_server_frame(_json.dumps(c))
+        raise AssertionError("a malformed next_key was accepted")
+    except PsimbolsError as e:
+        assert as_protocol(e, "").code == ErrorCode.PROTOCOL and "not_before" in e.message

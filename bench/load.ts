@@ -41,7 +41,7 @@ import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealBinaryFrame,
 import { useNodeCrypto } from "../node/engines.js";
 
 // The engines the project's Node client selects in connect().
-useNodeCrypto();
+await useNodeCrypto();
 
 /** What the orchestrator asks this child to do. */
 export interface LoadConfig {

@@ -450,7 +450,7 @@ async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string
 
 /** Bytes of the four handshake frames per KEM (Ed25519 identity and server key, no features): issue 15. */
 async function handshakeFrameBytes(): Promise<Record<string, Record<string, number>>> {
-  useNodeCrypto();
+  await useNodeCrypto();
   const server = await generateSigningKey();
   const out: Record<string, Record<string, number>> = {};
   for (const kem of kemTypes) {
@@ -473,7 +473,7 @@ async function handshakeFrameBytes(): Promise<Record<string, Record<string, numb
  * without the load generator and socket noise of the handshake rows.
  */
 async function serverCpuByKem(): Promise<Record<string, number>> {
-  useNodeCrypto();
+  await useNodeCrypto();
   const server = await generateSigningKey();
   const id = await generateSigningKey();
   const source = "ws://127.0.0.1:9393/";

@@ -167,7 +167,7 @@ export interface NodeConnectOptions extends Omit<ConnectOptions, "key"> {
  * several times cheaper). See the core `connect` for behaviour and errors.
  */
 export async function connect(url: string, options: NodeConnectOptions): Promise<Client> {
-  useNodeCrypto();
+  await useNodeCrypto();
   const { knownServersFile, key, onServerKeyLearnt, ...rest } = options;
   const opts: ConnectOptions = {
     ...rest,

@@ -247,7 +247,7 @@ export class Broker {
    * for the handshake and channel frames ({@link useNodeCrypto}) first.
    */
   static async start(o: BrokerOptions): Promise<Broker> {
-    useNodeCrypto();
+    await useNodeCrypto();
     const b = new Broker(o);
     await new Promise<void>((resolve, reject) => {
       b.#http.once("error", reject);

@@ -697,8 +697,10 @@ export class Client {
    *   with the request in flight (it may or may not have been processed);
    *   `closed` after {@link Client.close}; `too_many` when the wait queue is
    *   full; `bad_request` for an invalid `op`, unserialisable or oversized `data`.
+   * @typeParam T - the type of the answer's `data`, as the application
+   *   documents it: asserted, not checked (default `unknown`).
    */
-  request(op: string, data?: unknown, options?: RequestOptions): Promise<unknown> {
+  request<T = unknown>(op: string, data?: unknown, options?: RequestOptions): Promise<T> {
     if (this.#state === ClientState.closed || this.#closeCalled) return Promise.reject(err(ErrorCode.closed, "the client is closed"));
     if (typeof op !== "string" || op.length === 0 || op.length > MAX_TOKEN_CHARS) {
       return Promise.reject(err(ErrorCode.badRequest, `"op" expected a string of 1..${MAX_TOKEN_CHARS} characters`));
@@ -714,7 +716,7 @@ export class Client {
     if (utf8(payload).length > MAX_INNER_BYTES) {
       return Promise.reject(err(ErrorCode.badRequest, `request too large: at most ${MAX_INNER_BYTES} bytes of JSON`));
     }
-    return this.#submit(op, payload, timeoutMs, false);
+    return this.#submit(op, payload, timeoutMs, false) as Promise<T>;
   }
 
   /**

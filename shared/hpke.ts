@@ -51,7 +51,7 @@ export function loadHpkeSuite(kem: KemType): Promise<CipherSuite> | CipherSuite 
     },
     (cause: unknown) => {
       xwingLoad = undefined; // a failed chunk load (network) may be retried
-      throw new PsimbolsError(ErrorCode.unsupported, "the X-Wing KEM could not be loaded in this runtime", { cause });
+      throw new PsimbolsError(ErrorCode.unsupported, "the X-Wing KEM could not be loaded in this runtime (on Node it needs the optional dependency @hpke/hybridkem-x-wing)", { cause });
     },
   );
   return xwingLoad;

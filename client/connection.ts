@@ -269,7 +269,7 @@ export interface ClientEvents {
   state: [next: ClientState, prev: ClientState];
   /** A handshake completed (first connect, renewal, or a new channel after one was lost). */
   established: [info: EstablishedEvent];
-  /** A reconnect resumed the channel without a handshake. */
+  /** A reconnect resumed the channel without a handshake, confirmed by the server: emitted on its first authenticated frame on the resumed binding (§6.5), never for a resume it then refuses. */
   resumed: [info: ChannelInfo];
   /** A server notice (`expiring`, `expired`, `revoked`, `replaced`, `closed`, `closing`). */
   notice: [notice: NoticeEvent];
@@ -434,6 +434,12 @@ interface Conn {
   lastPing: number;
   /** A binding on this socket agreed on binary frames (§4.11): the server may send them here. */
   binary: boolean;
+  /**
+   * A resume the server answered but has not confirmed yet: the new binding
+   * counts, and `resumed` is emitted, on the first authenticated frame on it
+   * (§6.5); a refusal of that first request means a new handshake instead.
+   */
+  unconfirmed: ChannelInfo | undefined;
 }
 
 interface Channel {
@@ -849,6 +855,7 @@ export class Client {
       lastRecv: now(),
       lastPing: 0,
       binary: false,
+      unconfirmed: undefined,
     };
     this.#conn = conn;
     ws.onopen = () => this.#onOpen(conn);
@@ -1378,13 +1385,12 @@ export class Client {
     const keys = await deriveBinding(ch.key, ch.id, nonce, fromB64u(f.nonce, "nonce"), ch.type);
     if (conn !== this.#conn || this.#channel !== ch) return;
     this.#bind(conn, keys, features);
-    this.#stats.resumes++;
     this.#attempt = 0;
-    this.#o.log.info("channel resumed", { channel: ch.id });
+    conn.unconfirmed = this.#info(ch);
     this.#setState(ClientState.ready);
-    this.#events.emit("resumed", this.#info(ch));
     // The server activates the new binding on its first authenticated request:
-    // send one now (the queue, or a ping) so the binding takes over at once.
+    // send one now (the queue, or a ping) so the binding takes over at once;
+    // its authenticated answer confirms the resume (#confirmResume).
     if (this.#queue.length > 0) this.#flush(conn);
     else this.#ping();
     if (this.#renewDue) {
@@ -1425,8 +1431,19 @@ export class Client {
     this.#renewDue = false;
   }
 
+  /** A frame authenticated on binding `b`: if it is the one a resume made, the resume is confirmed (§6.5). */
+  #confirmResume(conn: Conn, b: Binding): void {
+    const info = conn.unconfirmed;
+    if (!info || b !== conn.current || info.id !== b.keys.channel) return;
+    conn.unconfirmed = undefined;
+    this.#stats.resumes++;
+    this.#o.log.info("channel resumed", { channel: info.id });
+    this.#events.emit("resumed", info);
+  }
+
   /** The channel is dead (expired, closed elsewhere, unknown to the server): a new handshake on this socket. */
   #channelLost(conn: Conn, why: string): void {
+    conn.unconfirmed = undefined;
     this.#o.log.info("channel lost; new handshake", { why });
     this.#dropChannel();
     const b = conn.current;
@@ -1551,6 +1568,7 @@ export class Client {
     } catch {
       return this.#emitError(err(ErrorCode.protocol, "a response did not authenticate; ignored"));
     }
+    this.#confirmResume(conn, b);
     let inner: ReturnType<typeof decodeInnerResponse>;
     try {
       inner = decodeInnerResponse(text);
@@ -1602,6 +1620,7 @@ export class Client {
     } catch {
       return this.#emitError(err(ErrorCode.protocol, "a push did not authenticate; ignored"));
     }
+    this.#confirmResume(conn, b);
     // checked after authentication, so a forged high seq cannot mute real pushes
     if (f.seq <= b.lastPush) return this.#o.log.debug("replayed push dropped", { channel: f.channel, seq: f.seq });
     b.lastPush = f.seq;

@@ -3,7 +3,7 @@
  * (`psimbols serve` serves it at /console/ by default): an operator logs in
  * with an imported PKCS#8 key, sees a second client connect, pushes to it and
  * revokes it; keys without the operator role get `forbidden`, and the
- * README's way of registering the console's own key works.
+ * way docs/OPERATIONS.md (Web console) registers the console's own key works.
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
@@ -33,7 +33,7 @@ preflight();
 t.before(
   loud(async () => {
     browser = await launch();
-    // as the README says: a key, registered with the operator role, and a broker reading that keys file
+    // as docs/OPERATIONS.md (Web console) says: a key, registered with the operator role, and a broker reading that keys file
     const gen = await runCli(["keygen", "-o", opKey]);
     assert.is(gen.code, 0, gen.stderr);
     operatorFp = JSON.parse(gen.stdout).fingerprint;

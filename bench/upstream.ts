@@ -1,5 +1,5 @@
 /**
- * Upstream child of the benchmark (issue 12 item 9): the application a
+ * Upstream child of the benchmark (docs/PERFORMANCE.md, Forwarding to an application): the application a
  * forwarding node calls, as small as one can be, so the figure is the
  * broker's: a node:http server on 127.0.0.1 with keep-alive that answers each
  * POST `{"data": <the request's data>}`. It does not verify signatures (the

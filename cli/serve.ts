@@ -54,7 +54,7 @@ export function serveCommand(p: Command): void {
     .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
     .option("--store-loss-bound <seconds>", "longest time bound channels are served without reaching the store; then every socket is closed with 4009 (default 15)", int("--store-loss-bound"))
     .option("--no-console", "do not serve the web console at /console/")
-    // Calls to the application (issue 12, docs/BACKEND.md); signed with PSIMBOLS_UPSTREAM_SECRET.
+    // Calls to the application (docs/BACKEND.md); signed with PSIMBOLS_UPSTREAM_SECRET.
     .option("--upstream <[prefix=]url>", "send ops no built-in handles to this HTTP upstream (repeatable; PREFIX=URL routes by op prefix, the longest wins)", (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option("--upstream-timeout <ms>", "whole-request timeout of upstream calls", int("--upstream-timeout"))
     .option("--upstream-max-in-flight <n>", "requests in flight from this node to each upstream", int("--upstream-max-in-flight"))

@@ -8,7 +8,7 @@
  * against each other); node/engines.ts chooses. Same nonces, AAD and frame
  * layouts as every other channel type (PROTOCOL.md §6.3). Node only.
  *
- * Measured (issue 13, this machine): a 256-byte seal costs about 1.2 µs here,
+ * Measured (docs/PERFORMANCE.md, this machine): a 256-byte seal costs about 1.2 µs here,
  * 6.0 µs on node:crypto's ChaCha20-Poly1305 and 4.4 µs on its AES-256-GCM,
  * which set up a new cipher context per frame.
  */
@@ -67,7 +67,7 @@ function fromText(ciphertext: string): Buffer {
  * after it (calls are synchronous): the key itself is eight int32 words in its
  * object, as node/aead.ts keeps AES keys (a Buffer of its own, or a view on a
  * shared slab, costs a few hundred bytes per key; a server holds two keys per
- * bound socket, issue 7).
+ * bound socket, docs/PERFORMANCE.md).
  */
 const keyScratch = Buffer.alloc(KEY_BYTES);
 const keyWords = new Int32Array(keyScratch.buffer, keyScratch.byteOffset, KEY_BYTES / 4);

@@ -4,7 +4,7 @@
  * traffic keys (node/aead.ts), libsodium for ChaCha20-Poly1305 traffic keys
  * (node/chacha.ts) where `sodium-native` loads (lazily, on the first call), node:crypto's
  * `chacha20-poly1305` where it does not. Same bytes as the WebCrypto default of
- * shared/, several times cheaper (bench/, issues 7 and 13). Called explicitly
+ * shared/, several times cheaper (bench/, docs/PERFORMANCE.md). Called explicitly
  * by the Node entry points that need it (the Node client's `connect`,
  * `Broker.start`); importing a module installs nothing.
  */

@@ -9,7 +9,7 @@
  * {@link webCryptoHpke}, the default, is `@hpke/core` on the runtime's WebCrypto.
  *
  * X-Wing's code (`@hpke/hybridkem-x-wing`, with ML-KEM-768 and a JavaScript
- * X25519) is imported on first use only (issue 15): a client that never asks
+ * X25519) is imported on first use only (PROTOCOL.md §5.3.1): a client that never asks
  * for X-Wing never loads it, and the browser bundle imports it from
  * `xwing.js`, a bundle of its own (bin/build-browser.mjs).
  */

@@ -83,7 +83,7 @@ export interface ClusterOptions {
   /**
    * Also start the Python example backend (examples/backend-python/app.py) and
    * point every node's `--upstream` and `--authorize` at it, signed with a
-   * fresh secret (issue 12). `allow`: the fingerprints its authorize hook
+   * fresh secret (docs/BACKEND.md §1). `allow`: the fingerprints its authorize hook
    * allows (default every key). Default: no backend.
    */
   app?: boolean | { allow?: string[] };
@@ -377,7 +377,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     const redisUrl = sentinel?.url ?? `redis://127.0.0.1:${redisPort}`;
     say(`redis on ${redisUrl}`);
 
-    // The example backend, when asked for: the nodes forward to it and ask it (issue 12).
+    // The example backend, when asked for: the nodes forward to it and ask it (docs/BACKEND.md).
     // The example backend speaks plain RESP to one address: under Sentinel, the first master (it does not follow a failover).
     const app = options.app ? await startApp(dir, options.app === true ? {} : options.app, sentinel ? `redis://127.0.0.1:${redisPort}` : redisUrl, echo, say) : undefined;
     if (app) started.push(app);

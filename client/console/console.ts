@@ -1,5 +1,5 @@
 /**
- * The web console (issue 6 §3), served by the broker at /console/. Plain DOM,
+ * The web console (docs/OPERATIONS.md, Web console), served by the broker at /console/. Plain DOM,
  * no framework. The page is a psimbols client: the operator's browser proves
  * its own key (generated here and kept non-extractable in IndexedDB, or an
  * imported PKCS#8 key) and calls the `admin.*` ops, which the broker grants

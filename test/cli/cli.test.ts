@@ -1,5 +1,5 @@
 /**
- * The CLI as a newcomer meets it (issue 11, items 1, 3–7): each failure is
+ * The CLI as a newcomer meets it (docs/CLI.md): each failure is
  * an `error:` line with a `hint:` that points at the right place, exit code
  * 1, and nothing changed on disk. Every test spawns the real CLI
  * (bin/psimbols.js) against real brokers and a real redis-server.

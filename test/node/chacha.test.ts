@@ -1,5 +1,5 @@
 /**
- * ChaCha20-Poly1305 traffic keys (issue 13): RFC 8439 §2.8.2 on every engine
+ * ChaCha20-Poly1305 traffic keys (PROTOCOL.md §6.3): RFC 8439 §2.8.2 on every engine
  * (libsodium through sodium-native, node:crypto), a differential property
  * between them in both directions with every single-bit flip refused, the
  * wipe, and the fallback: a process where sodium-native cannot be imported

@@ -651,7 +651,7 @@ test("every application push of the vectors is what the broker seals: {\"message
   assert.ok(n > 0, "the vectors hold an application push");
 });
 
-test("the client's push decoder refuses an application push without a top-level id (the shape push 1 had before issue 11)", async () => {
+test("the client's push decoder refuses an application push without a top-level id (the shape of an older draft of PROTOCOL.md §7.2)", async () => {
   await throwsCode(() => decodeInnerPush('{"message":{"text":"application push","id":7}}'), ErrorCode.badRequest, "id inside the message");
   await throwsCode(() => decodeInnerPush('{"message":1}'), ErrorCode.badRequest, "no id");
   await throwsCode(() => decodeInnerPush('{"message":1,"id":0}'), ErrorCode.badRequest, "id 0");

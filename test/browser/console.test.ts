@@ -134,6 +134,9 @@ t("an operator logs in with an imported PKCS#8 key, sees a client connect, pushe
   await page.waitForSelector(`#log li[data-kind=connected] >> text=${fp}`);
   assert.match((await page.textContent(`${row} td.expiry`)) ?? "", /^(59m|1h 0m)/);
   assert.is(await page.textContent("#s-channels"), "2");
+  // the errors card says what it counts (docs/OPERATIONS.md, Web console), and its tooltip each kind
+  assert.match((await page.textContent("#s-errors-note")) ?? "", "refused handshakes, resumes and requests, and store errors, since each node started");
+  assert.match((await page.getAttribute("#s-errors", "title")) ?? "", /handshakes rejected \d+, forbidden \d+, rate-limited \d+/);
 
   // push: the row's button fills the form
   await page.click(`${row} button:has-text("push")`);

@@ -26,6 +26,22 @@ export function target(data: unknown): Target {
   return identity !== undefined ? { identity } : { channel: channel as string };
 }
 
+/** Most registered-key comments one `admin.channels` answer looks up (one registry lookup each). */
+export const MAX_COMMENT_LOOKUPS = 1000;
+
+/**
+ * Every live channel, each with the comment its identity was registered with
+ * (`psimbols keys add --comment`), when it has one: what an operator knows a
+ * key by. At most {@link MAX_COMMENT_LOOKUPS} distinct identities are looked up.
+ */
+async function channelsWithComments(broker: Broker, registry: KeyRegistry | undefined): Promise<(ReturnType<typeof channelRow> & { comment?: string })[]> {
+  const rows = (await broker.store.listChannels()).map(channelRow);
+  if (!registry) return rows;
+  const ids = [...new Set(rows.map((r) => r.identity))].slice(0, MAX_COMMENT_LOOKUPS);
+  const comments = new Map((await Promise.all(ids.map(async (id) => [id, (await registry.lookup(id))?.comment] as const))).filter(([, c]) => c));
+  return rows.map((r) => (comments.has(r.identity) ? { ...r, comment: comments.get(r.identity)! } : r));
+}
+
 /** Registers the `admin.*` ops on a broker. */
 export function registerOperatorOps(broker: Broker, registry: KeyRegistry | undefined): void {
   const guard =
@@ -44,7 +60,7 @@ export function registerOperatorOps(broker: Broker, registry: KeyRegistry | unde
       /** Sockets bound on this node. */
       connected: broker.channels(),
       /** Every live channel of the service (all nodes, from the store); never a key. */
-      channels: (await broker.store.listChannels()).map(channelRow),
+      channels: await channelsWithComments(broker, registry),
     })),
   );
   broker.handle(

@@ -9,6 +9,8 @@
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# the client package is an npm workspace (packages/client): npm ci needs its manifest
+COPY packages/client/package.json ./packages/client/
 # --ignore-scripts: `prepare` would build before the sources are here.
 RUN npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 COPY tsconfig.json tsconfig.base.json tsconfig.browser.json ./
@@ -26,6 +28,7 @@ ENV NODE_ENV=production \
     PSIMBOLS_HOME=/data
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY packages/client/package.json ./packages/client/
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error \
  && npm cache clean --force \
  && mkdir -p /data /keys \

@@ -1,5 +1,5 @@
 /**
- * Events and server API figures (issue 12): `npm run build && node dist/bench/events.js`.
+ * Events and server API figures (docs/BACKEND.md): `npm run build && node dist/bench/events.js`.
  * Everything on 127.0.0.1, bounded (a few seconds per case):
  *
  * - emit: what one `Events.emit` costs the caller (the message path), in µs;

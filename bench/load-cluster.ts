@@ -1,5 +1,5 @@
 /**
- * Load across the cluster (issue 14, item 5): N broker nodes behind HAProxy
+ * Load across the cluster (docs/PERFORMANCE.md, Across the cluster): N broker nodes behind HAProxy
  * (`startCluster`, the local equivalent of `docker compose up --scale
  * node=N`), thousands of clients connected through the balancer, a steady
  * open-loop rate of requests, application pushes to many identities through

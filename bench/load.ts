@@ -27,7 +27,7 @@
  * IPC: {cmd:"start"} → {started}, {cmd:"mark"} → {marked} (zeroes the
  * counters), {cmd:"rate", rate} → {rated}, {cmd:"report"} → {report},
  * {cmd:"stop"} → exits. Every psimbols handshake is bounded (HANDSHAKE_MS) and
- * fails naming the step it waited at, so a case cannot hang on one (issue 13).
+ * fails naming the step it waited at, so a case cannot hang on one.
  */
 import { connect as tlsConnect, createSecureContext, type SecureContext } from "node:tls";
 import { randomBytes as nodeRandomBytes } from "node:crypto";
@@ -41,7 +41,7 @@ import { type BindingKeys, FrameKind, deriveBinding, openFrame, sealBinaryFrame,
 import { useNodeCrypto } from "../node/engines.js";
 
 // The engines the project's Node client selects in connect().
-useNodeCrypto();
+await useNodeCrypto();
 
 /** What the orchestrator asks this child to do. */
 export interface LoadConfig {
@@ -68,7 +68,7 @@ export interface LoadConfig {
   rate?: number;
   /** psimbols msg: the op requested (default `echo`; the forwarded case asks an op the node sends to its upstream). */
   op?: string;
-  /** psimbols handshakes: the ephemeral KEM (default X25519; `X-Wing` for issue 15's rows). */
+  /** psimbols handshakes: the ephemeral KEM (default X25519; `X-Wing` for the X-Wing rows). */
   kem?: KemType;
 }
 
@@ -280,7 +280,7 @@ function inbox(ws: WebSocket): { next(step?: string): Promise<string>; detach():
       queue.length
         ? Promise.resolve(queue.shift()!)
         : new Promise<string>((resolve, reject) => {
-            // Bounded: a server that never answers fails the handshake, naming the step (issue 13).
+            // Bounded: a server that never answers fails the handshake, naming the step.
             const w = {
               resolve: (s: string) => (clearTimeout(t), resolve(s)),
               reject: (e: Error) => (clearTimeout(t), reject(e)),

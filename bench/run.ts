@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: psimbols against plain WebSocket, wss and mutual TLS on
- * this machine, in one unattended run (issue 7). Starts every server and a
+ * this machine, in one unattended run (docs/PERFORMANCE.md). Starts every server and a
  * separate load-generator process itself, pins them to different cores with
  * `taskset` where it exists (server on core 0, load generator and Redis on
  * core 1), runs each case for a bounded time on 127.0.0.1, prints one table
@@ -9,7 +9,7 @@
  * Server CPU per request is `process.cpuUsage()` of the server process (all
  * its threads, user + system) over the measured window, divided by the
  * requests the load generator completed in that window. Each message case
- * has two windows (issue 13): one at the same fixed offered load for every
+ * has two windows: one at the same fixed offered load for every
  * case (`--rate`, below every case's ceiling: the CPU column compares the
  * servers' work, not how far each was pushed), then one in closed loop (the
  * maximum rate; `limit` says whether the server or the load generator ran
@@ -19,7 +19,7 @@
  * No case can hang the run: every wait on a child is bounded, the load
  * generator bounds every handshake step, and a child that does not answer in
  * time is asked for a Node diagnostic report (SIGUSR2) whose JavaScript stack
- * goes into the error (issue 13: `handshake_psimbols` once gave `no "report"
+ * goes into the error (`handshake_psimbols` once gave `no "report"
  * from child within 120000 ms`).
  *
  * Options:
@@ -449,9 +449,9 @@ async function hsCase(env: Env, kind: "psimbols" | "mtls", o: { profile?: string
   }
 }
 
-/** Bytes of the four handshake frames per KEM (Ed25519 identity and server key, no features): issue 15. */
+/** Bytes of the four handshake frames per KEM (Ed25519 identity and server key, no features; PROTOCOL.md §5.3.1). */
 async function handshakeFrameBytes(): Promise<Record<string, Record<string, number>>> {
-  useNodeCrypto();
+  await useNodeCrypto();
   const server = await generateSigningKey();
   const out: Record<string, Record<string, number>> = {};
   for (const kem of kemTypes) {
@@ -470,11 +470,11 @@ async function handshakeFrameBytes(): Promise<Record<string, Record<string, numb
 /**
  * The server's share of one handshake per KEM, in this process on the node:crypto engine (as a
  * broker runs it): acceptHello (KEM import, Encap, key schedule, signature) plus verifyProof and
- * sealGrant, CPU µs per handshake over a fixed count, no sockets. Issue 15: X-Wing against X25519
+ * sealGrant, CPU µs per handshake over a fixed count, no sockets: X-Wing against X25519
  * without the load generator and socket noise of the handshake rows.
  */
 async function serverCpuByKem(): Promise<Record<string, number>> {
-  useNodeCrypto();
+  await useNodeCrypto();
   const server = await generateSigningKey();
   const id = await generateSigningKey();
   const source = "ws://127.0.0.1:9393/";
@@ -515,7 +515,7 @@ interface IdleResult {
   kib: number;
   /** Connections in the measured steps (the warm-up ones not counted). */
   n: number;
-  /** The same from a single pair of samples, before any connection and after all (the method before issue 7's fix: one-time costs of the first connections included). */
+  /** The same from a single pair of samples, before any connection and after all (the earlier method: one-time costs of the first connections included). */
   kibFromZero: number;
   /** V8 heap used and off-heap (ArrayBuffers, native handles) per connection, KiB (slopes too). */
   heapKib: number;
@@ -670,7 +670,7 @@ function targets(c: Record<string, any>): Record<string, { value: number | null;
     t[name] = value === undefined || !Number.isFinite(value) ? { value: null, target, met: null } : { value: round(value, 2), target, met: ok(value) };
   };
   const q = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? a / b : undefined);
-  // Issue 13: server CPU per request at the same offered load.
+  // Server CPU per request at the same offered load (docs/PERFORMANCE.md).
   const k4 = c.cases_4k ?? {};
   const cpu = (r: any) => r?.at_rate?.cpu_us_per_req as number | undefined;
   add("chacha_cpu_vs_wss", q(cpu(c.psimbols_memory_chacha), cpu(c.wss)), "<= 1.25", (v) => v <= 1.25);
@@ -678,7 +678,7 @@ function targets(c: Record<string, any>): Record<string, { value: number | null;
   add("chacha_cpu_vs_ws_json", q(cpu(c.psimbols_memory_chacha), cpu(c.ws_json)), "<= 1.3", (v) => v <= 1.3);
   add("aes_cpu_vs_wss", q(cpu(c.psimbols_memory), cpu(c.wss)), "<= 2.32 (before)", (v) => v <= 2.32);
   add("aes_cpu_vs_wss_4k", q(cpu(k4.psimbols_memory), cpu(k4.wss)), "<= 1.40 (before)", (v) => v <= 1.4);
-  // Issue 7's, on the closed-loop windows.
+  // The same on the closed-loop windows.
   add("memory_rps_vs_wss", q(c.psimbols_memory?.rps, c.wss?.rps), ">= 0.8", (v) => v >= 0.8);
   add("memory_cpu_vs_wss", q(c.psimbols_memory?.cpu_us_per_req, c.wss?.cpu_us_per_req), "<= 1.25", (v) => v <= 1.25);
   add("redis_rps_vs_memory", q(c.psimbols_redis?.rps, c.psimbols_memory?.rps), ">= 0.9", (v) => v >= 0.9);
@@ -770,7 +770,7 @@ async function main(): Promise<void> {
   await run("handshake_mtls", () => hsCase(env, "mtls"));
   const profH = PROFILE ? `${profDir}handshake_psimbols.cpuprofile` : undefined;
   await run("handshake_psimbols", () => hsCase(env, "psimbols", profH ? { profile: profH } : {}));
-  // Issue 15: the same handshakes with the post-quantum hybrid KEM, and the frame sizes of both
+  // The same handshakes with the post-quantum hybrid KEM, and the frame sizes of both
   const profX = PROFILE ? `${profDir}handshake_psimbols_xwing.cpuprofile` : undefined;
   await run("handshake_psimbols_xwing", () => hsCase(env, "psimbols", { kem: KemType.xwing, ...(profX ? { profile: profX } : {}) }));
   await run("handshake_frame_bytes", () => handshakeFrameBytes());

@@ -45,7 +45,7 @@ export interface ServerConfig {
   redisUrl?: string;
   /** PEMs for wss/mtls. */
   tls?: { key: string; cert: string; ca: string };
-  /** psimbols: forward the ops no built-in takes to this upstream URL (issue 12), signed with a fresh secret. */
+  /** psimbols: forward the ops no built-in takes to this upstream URL (docs/BACKEND.md), signed with a fresh secret. */
   upstream?: string;
 }
 

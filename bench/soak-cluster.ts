@@ -1,5 +1,5 @@
 /**
- * Soak with faults on the cluster (issue 14, item 6): `npm run soak --
+ * Soak with faults on the cluster (docs/PERFORMANCE.md, Soak with faults): `npm run soak --
  * --cluster`. The local cluster with Sentinel (Redis master, replica, three
  * sentinels; N nodes; HAProxy), M clients through the balancer sending
  * echo requests at a steady rate, an application pushing to them through

@@ -1,6 +1,6 @@
 /**
  * Soak: bounded load on one broker process for a long time, through the
- * client library, with renewals and forced reconnects (issue 5).
+ * client library, with renewals and forced reconnects.
  *
  *   npm run soak -- --minutes 10 --connections 50
  *

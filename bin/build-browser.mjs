@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// Builds the browser bundles with esbuild (issue 6): ESM, one file each,
+// Builds the browser bundles with esbuild: ESM, one file each,
 // platform browser, no Node polyfills.
 //   dist/browser/psimbols.js   the client library ("psimbols/browser"), from client/browser.ts
-//   dist/browser/xwing.js      the X-Wing KEM (issue 15), self-contained; psimbols.js imports it on first use only
+//   dist/browser/xwing.js      the X-Wing KEM (PROTOCOL.md §5.3.1), self-contained; psimbols.js imports it on first use only
 //   dist/browser/psimbols.d.ts its types (re-exports dist/client/browser.d.ts, written by tsc)
 //   dist/browser/console.js    the web console, from client/console/console.ts
 //   dist/browser/console.html, console.css

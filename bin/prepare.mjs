@@ -3,7 +3,7 @@
 // `npm install` in a clone and before `npm pack`. Under `npx psimbols …` /
 // `npm exec` inside the repository, npm links the project into its npx cache
 // and runs `prepare` again (about 35 s of tsc, silently); there a built tree
-// is left alone, so every README command starts at once (issue 11, item 2).
+// is left alone, so every command of the README and docs/ starts at once.
 // Run `npm run build` to rebuild on purpose.
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";

@@ -1,10 +1,10 @@
 /**
- * Client commands: `keygen`, `fingerprint`, `call`.
+ * Client commands: `keygen`, `fingerprint`, `call`, `known-servers`.
  */
 import { type Command, Option } from "commander";
 import { type KeyType, KeyType as KT, wirePublicKey } from "../shared/crypto.js";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
-import { connect, defaultKnownServersPath } from "../client/node.js";
+import { FileKnownServers, connect, defaultKnownServersPath } from "../client/node.js";
 import { generateKeyFile, loadKey, loadPublicKey, publicKeyPath } from "../node/key-files.js";
 import { required, withHint } from "./errors.js";
 import { int } from "./options.js";
@@ -48,7 +48,7 @@ export function clientCommands(p: Command): void {
     .option("--server-key <fingerprint>", "pin the server key (otherwise trust on first use, kept in the known-servers file)")
     .option("--known-servers <file>", "known-servers file")
     .option("--timeout <ms>", "request timeout", int("--timeout"), 10_000)
-    .addOption(new Option("--kem <type>", "ephemeral KEM of the handshake (X-Wing: post-quantum hybrid, issue 15)").choices(kemTypes).default(KemType.x25519))
+    .addOption(new Option("--kem <type>", "ephemeral KEM of the handshake (X-Wing: post-quantum hybrid, PROTOCOL.md §5.3.1)").choices(kemTypes).default(KemType.x25519))
     .action(async (url: string, op: string, json: string, o: { key?: string; serverKey?: string; knownServers?: string; timeout: number; kem: KemType }) => {
       const keyFile = required(o.key, "--key <file>");
       let data: unknown;
@@ -78,7 +78,7 @@ export function clientCommands(p: Command): void {
             e,
             o.serverKey
               ? "the server's key is not the one --server-key pins: check the fingerprint the broker printed (also at GET /.well-known/psimbols)"
-              : `the server's key is not the one recorded in ${knownServersFile}; if the server key was rotated on purpose, remove that server's line from the file`,
+              : `the server's key is not the one recorded in ${knownServersFile}. If you know why it changed (a broker you restarted with a new key), run \`psimbols known-servers forget ${url}\` and try again; otherwise do not`,
           );
         }
         throw e;
@@ -97,6 +97,29 @@ export function clientCommands(p: Command): void {
       } finally {
         await client.close().catch(() => {});
       }
+    });
+
+  const known = p.command("known-servers").description("list or forget the server keys learnt on first use (the known-servers file, as SSH's known_hosts)");
+  const file = (o: { knownServers?: string }) => new FileKnownServers(o.knownServers ?? defaultKnownServersPath());
+  known
+    .command("list")
+    .description("print each known server: URL, fingerprint, and the next key it announced")
+    .option("--known-servers <file>", "known-servers file")
+    .action(async (o: { knownServers?: string }) => {
+      for (const e of await file(o).entries()) console.log(`${e.url} ${e.fingerprint}${e.next ? ` next=${e.next}` : ""}`);
+    });
+  known
+    .command("forget")
+    .description("forget a server's key: the next connection learns it again on first use")
+    .argument("<url>", "the broker URL as recorded, e.g. ws://127.0.0.1:9393/")
+    .option("--known-servers <file>", "known-servers file")
+    .action(async (url: string, o: { knownServers?: string }) => {
+      const store = file(o);
+      const fingerprint = await store.get(url);
+      if (fingerprint === undefined || !(await store.delete(url))) {
+        throw withHint(new PsimbolsError(ErrorCode.notFound, `${url} is not in ${store.path}`), "`psimbols known-servers list` shows the URLs as recorded");
+      }
+      console.error(`forgot ${url} (${fingerprint}) from ${store.path}`);
     });
 
 }

@@ -59,7 +59,8 @@ export function operatorCommands(p: Command): void {
         async (request) => ((await request("admin.channels")) as { channels: ReturnType<typeof channelRow>[] }).channels,
       );
       if (o.json) return console.log(JSON.stringify(rows, null, 2));
-      for (const r of rows) console.log(`${r.channel}  ${r.identity}  ${r.node}  until ${r.valid_until}`);
+      // `node` is the node that issued the channel (its handshake); after a resume elsewhere the socket is on another node
+      for (const r of rows) console.log(`${r.channel}  ${r.identity}  issued on ${r.node}  until ${r.valid_until}`);
       if (rows.length === 0) console.error("no live channels");
     });
   adminWhere(channels.command("revoke"))

@@ -283,7 +283,7 @@ export interface ClientEvents {
   state: [next: ClientState, prev: ClientState];
   /** A handshake completed (first connect, renewal, or a new channel after one was lost). */
   established: [info: EstablishedEvent];
-  /** A reconnect resumed the channel without a handshake. */
+  /** A reconnect resumed the channel without a handshake, confirmed by the server: emitted on its first authenticated frame on the resumed binding (§6.5), never for a resume it then refuses. */
   resumed: [info: ChannelInfo];
   /** A server notice (`expiring`, `expired`, `revoked`, `replaced`, `closed`, `closing`). */
   notice: [notice: NoticeEvent];
@@ -448,6 +448,12 @@ interface Conn {
   lastPing: number;
   /** A binding on this socket agreed on binary frames (§4.11): the server may send them here. */
   binary: boolean;
+  /**
+   * A resume the server answered but has not confirmed yet: the new binding
+   * counts, and `resumed` is emitted, on the first authenticated frame on it
+   * (§6.5); a refusal of that first request means a new handshake instead.
+   */
+  unconfirmed: ChannelInfo | undefined;
 }
 
 interface Channel {
@@ -711,8 +717,10 @@ export class Client {
    *   with the request in flight (it may or may not have been processed);
    *   `closed` after {@link Client.close}; `too_many` when the wait queue is
    *   full; `bad_request` for an invalid `op`, unserialisable or oversized `data`.
+   * @typeParam T - the type of the answer's `data`, as the application
+   *   documents it: asserted, not checked (default `unknown`).
    */
-  request(op: string, data?: unknown, options?: RequestOptions): Promise<unknown> {
+  request<T = unknown>(op: string, data?: unknown, options?: RequestOptions): Promise<T> {
     if (this.#state === ClientState.closed || this.#closeCalled) return Promise.reject(err(ErrorCode.closed, "the client is closed"));
     if (typeof op !== "string" || op.length === 0 || op.length > MAX_TOKEN_CHARS) {
       return Promise.reject(err(ErrorCode.badRequest, `"op" expected a string of 1..${MAX_TOKEN_CHARS} characters`));
@@ -728,7 +736,7 @@ export class Client {
     if (utf8(payload).length > MAX_INNER_BYTES) {
       return Promise.reject(err(ErrorCode.badRequest, `request too large: at most ${MAX_INNER_BYTES} bytes of JSON`));
     }
-    return this.#submit(op, payload, timeoutMs, false);
+    return this.#submit(op, payload, timeoutMs, false) as Promise<T>;
   }
 
   /**
@@ -861,6 +869,7 @@ export class Client {
       lastRecv: now(),
       lastPing: 0,
       binary: false,
+      unconfirmed: undefined,
     };
     this.#conn = conn;
     ws.onopen = () => this.#onOpen(conn);
@@ -1391,13 +1400,12 @@ export class Client {
     const keys = await deriveBinding(ch.key, ch.id, nonce, fromB64u(f.nonce, "nonce"), ch.type);
     if (conn !== this.#conn || this.#channel !== ch) return;
     this.#bind(conn, keys, features);
-    this.#stats.resumes++;
     this.#attempt = 0;
-    this.#o.log.info("channel resumed", { channel: ch.id });
+    conn.unconfirmed = this.#info(ch);
     this.#setState(ClientState.ready);
-    this.#events.emit("resumed", this.#info(ch));
     // The server activates the new binding on its first authenticated request:
-    // send one now (the queue, or a ping) so the binding takes over at once.
+    // send one now (the queue, or a ping) so the binding takes over at once;
+    // its authenticated answer confirms the resume (#confirmResume).
     if (this.#queue.length > 0) this.#flush(conn);
     else this.#ping();
     if (this.#renewDue) {
@@ -1438,8 +1446,19 @@ export class Client {
     this.#renewDue = false;
   }
 
+  /** A frame authenticated on binding `b`: if it is the one a resume made, the resume is confirmed (§6.5). */
+  #confirmResume(conn: Conn, b: Binding): void {
+    const info = conn.unconfirmed;
+    if (!info || b !== conn.current || info.id !== b.keys.channel) return;
+    conn.unconfirmed = undefined;
+    this.#stats.resumes++;
+    this.#o.log.info("channel resumed", { channel: info.id });
+    this.#events.emit("resumed", info);
+  }
+
   /** The channel is dead (expired, closed elsewhere, unknown to the server): a new handshake on this socket. */
   #channelLost(conn: Conn, why: string): void {
+    conn.unconfirmed = undefined;
     this.#o.log.info("channel lost; new handshake", { why });
     this.#dropChannel();
     const b = conn.current;
@@ -1564,6 +1583,7 @@ export class Client {
     } catch {
       return this.#emitError(err(ErrorCode.protocol, "a response did not authenticate; ignored"));
     }
+    this.#confirmResume(conn, b);
     let inner: ReturnType<typeof decodeInnerResponse>;
     try {
       inner = decodeInnerResponse(text);
@@ -1615,6 +1635,7 @@ export class Client {
     } catch {
       return this.#emitError(err(ErrorCode.protocol, "a push did not authenticate; ignored"));
     }
+    this.#confirmResume(conn, b);
     // checked after authentication, so a forged high seq cannot mute real pushes
     if (f.seq <= b.lastPush) return this.#o.log.debug("replayed push dropped", { channel: f.channel, seq: f.seq });
     b.lastPush = f.seq;

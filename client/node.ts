@@ -97,10 +97,25 @@ export class FileKnownServers implements KnownServers {
     await this.#rewrite(url, `${url} ${known.current} next=${fingerprint}`);
   }
 
-  /** Replaces the line of `url` atomically (write a temporary file, rename). */
-  async #rewrite(url: string, line: string): Promise<void> {
+  /** Every recorded server, in file order. @throws as {@link get}. */
+  async entries(): Promise<{ url: string; fingerprint: string; next?: string }[]> {
+    return [...(await this.#read())].map(([url, k]) => (k.next === undefined ? { url, fingerprint: k.current } : { url, fingerprint: k.current, next: k.next }));
+  }
+
+  /**
+   * Forgets `url` (its line goes, comments and other lines stay), so the next
+   * connection learns its key again on first use. Resolves whether it was known.
+   */
+  async delete(url: string): Promise<boolean> {
+    if (!(await this.#read()).has(url)) return false;
+    await this.#rewrite(url, undefined);
+    return true;
+  }
+
+  /** Replaces (or, with `undefined`, removes) the line of `url` atomically (write a temporary file, rename). */
+  async #rewrite(url: string, line: string | undefined): Promise<void> {
     const text = await readFile(this.path, "utf8");
-    const lines = text.split("\n").map((l) => (l.trim().split(/\s+/)[0] === url && !l.trim().startsWith("#") ? line : l));
+    const lines = text.split("\n").flatMap((l) => (l.trim().split(/\s+/)[0] === url && !l.trim().startsWith("#") ? (line === undefined ? [] : [line]) : [l]));
     const tmp = `${this.path}.${process.pid}.tmp`;
     await writeFile(tmp, lines.join("\n"), { mode: 0o600 });
     await chmod(tmp, 0o600);
@@ -167,7 +182,7 @@ export interface NodeConnectOptions extends Omit<ConnectOptions, "key"> {
  * several times cheaper). See the core `connect` for behaviour and errors.
  */
 export async function connect(url: string, options: NodeConnectOptions): Promise<Client> {
-  useNodeCrypto();
+  await useNodeCrypto();
   const { knownServersFile, key, onServerKeyLearnt, ...rest } = options;
   const opts: ConnectOptions = {
     ...rest,

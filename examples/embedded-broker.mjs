@@ -2,11 +2,14 @@
 //
 //   node examples/embedded-broker.mjs            # ws://127.0.0.1:9400/ (PORT=... to change)
 //
+// PORT=9410 node examples/embedded-broker.mjs listens on 9410 instead; DATA_DIR
+// (default .psimbols/example-broker) keeps its server key.
 // Then, in another shell: `node examples/node-client.mjs`, or open
 // http://127.0.0.1:9400/ for the browser example (this process serves the
-// page and the browser bundle). Inside the repository "psimbols/server"
-// resolves to the built package (run `npm install` once); in your own
-// project, `npm install psimbols` and use the same imports.
+// page and the browser bundle). Inside the repository "psimbols/server" and
+// "psimbols-client/browser" resolve to the build (run `npm install` once); in
+// your own project, install the two tarballs of `npm run pack` (docs/CLIENT.md,
+// Install) and use the same imports.
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { Broker, createLogger, loadOrCreateServerKey } from "psimbols/server";
@@ -17,7 +20,7 @@ const log = createLogger({ level: process.env.PSIMBOLS_LOG_LEVEL ?? "warn" });
 
 // The browser example and the bundle it imports, served beside the WebSocket.
 const page = fileURLToPath(new URL("./browser/index.html", import.meta.url));
-const bundle = fileURLToPath(import.meta.resolve("psimbols/browser"));
+const bundle = fileURLToPath(import.meta.resolve("psimbols-client/browser"));
 const files = { "/": [page, "text/html; charset=utf-8"], "/psimbols.js": [bundle, "text/javascript"] };
 const http = async (_req, res, path) => {
   if (path === "/favicon.ico") return res.writeHead(204).end(), true;

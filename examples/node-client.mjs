@@ -8,7 +8,7 @@
 // The identity key is ./me.pem, made on first run. Without --once it stays
 // connected: stop and restart the broker to watch it reconnect.
 import { existsSync } from "node:fs";
-import { connect, generateKeyFile, loadKey } from "psimbols/node";
+import { ErrorCode, PsimbolsError, connect, generateKeyFile, loadKey } from "psimbols-client/node";
 
 const args = process.argv.slice(2);
 const once = args.includes("--once");
@@ -21,10 +21,27 @@ console.log(`identity ${key.public.fingerprint} (${keyFile})`);
 
 // 2. Connect: a challenge handshake proves the key and opens an encrypted channel.
 //    The server's key is learnt on first use (~/.psimbols/known_servers) unless pinned: { serverKey: "SHA256:..." }.
-const client = await connect(url, {
-  key,
-  onServerKeyLearnt: (l) => console.log(`learnt server key ${l.fingerprint}, recorded in ${l.path}`),
-});
+let client;
+try {
+  client = await connect(url, {
+    key,
+    onServerKeyLearnt: (l) => console.log(`learnt server key ${l.fingerprint}, recorded in ${l.path}`),
+  });
+} catch (e) {
+  fail(e);
+}
+// A client that stays connected meets the same failures later, when it reconnects: the "close" event carries them.
+client.on("close", (ev) => ev.error && fail(ev.error));
+
+/** Reports a failure as the CLI does, what went wrong and what to do, without a stack trace, and exits. */
+function fail(e) {
+  if (!(e instanceof PsimbolsError)) throw e;
+  console.error(`error: ${e.message} (${e.code})`);
+  if (e.code === ErrorCode.serverKeyMismatch) {
+    console.error(`hint: if you know why the server's key changed (a broker you restarted with a new key), run \`npx psimbols known-servers forget ${url}\` and try again; otherwise do not`);
+  }
+  process.exit(1);
+}
 
 // 3. Events: pushes from the application, notices about the channel, and the connection's life.
 client.on("push", (message) => console.log("push", JSON.stringify(message)));

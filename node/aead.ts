@@ -5,7 +5,7 @@
  * node/chacha.ts), for JSON frames (base64url text) and binary frames alike
  * (test/node/aead.test.ts checks both ways), but synchronous on the
  * calling thread, with Buffer's native base64url codec. Measured in bench/
- * (issue 7): the per-frame cost is a fraction of WebCrypto's promise and
+ * (docs/PERFORMANCE.md): the per-frame cost is a fraction of WebCrypto's promise and
  * thread-pool hop. Node only; installed by node/engines.ts.
  */
 import { type CipherGCMTypes, createCipheriv, createDecipheriv } from "node:crypto";

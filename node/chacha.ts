@@ -8,7 +8,7 @@
  * against each other); node/engines.ts chooses. Same nonces, AAD and frame
  * layouts as every other channel type (PROTOCOL.md §6.3). Node only.
  *
- * Measured (issue 13, this machine): a 256-byte seal costs about 1.2 µs here,
+ * Measured (docs/PERFORMANCE.md, this machine): a 256-byte seal costs about 1.2 µs here,
  * 6.0 µs on node:crypto's ChaCha20-Poly1305 and 4.4 µs on its AES-256-GCM,
  * which set up a new cipher context per frame.
  */
@@ -25,17 +25,26 @@ interface Sodium {
 }
 
 /**
- * libsodium, if `sodium-native` loads here (an optional dependency: it may be
- * missing, or have no binary for this platform). Loaded once, by an ES import,
- * so that a loader hook can hide it (test/helpers/hide-sodium.ts).
+ * libsodium, once {@link loadSodium} has found `sodium-native` (an optional
+ * dependency: it may be missing, or have no binary for this platform). Loaded
+ * on first use by a dynamic ES import, not at module load: no top-level await,
+ * so `require()` of the Node entry points works, and a loader hook can still
+ * hide it (test/helpers/hide-sodium.ts).
  */
 const SODIUM = "sodium-native"; // a name in a variable: it ships no types, and may be absent
-const sodium: Sodium | undefined = await import(SODIUM).then(
-  (m: { default?: unknown }) => (m.default ?? m) as Sodium,
-  () => undefined,
-);
+let sodium: Sodium | undefined;
+let loading: Promise<boolean> | undefined;
 
-/** True when ChaCha20-Poly1305 runs on libsodium in this process. */
+/** Loads `sodium-native` once; resolves whether ChaCha20-Poly1305 now runs on libsodium in this process. */
+export function loadSodium(): Promise<boolean> {
+  loading ??= import(SODIUM).then(
+    (m: { default?: unknown }) => ((sodium = (m.default ?? m) as Sodium), true),
+    () => false,
+  );
+  return loading;
+}
+
+/** True when ChaCha20-Poly1305 runs on libsodium in this process (false until {@link loadSodium} has resolved). */
 export function sodiumLoaded(): boolean {
   return sodium !== undefined;
 }
@@ -58,7 +67,7 @@ function fromText(ciphertext: string): Buffer {
  * after it (calls are synchronous): the key itself is eight int32 words in its
  * object, as node/aead.ts keeps AES keys (a Buffer of its own, or a view on a
  * shared slab, costs a few hundred bytes per key; a server holds two keys per
- * bound socket, issue 7).
+ * bound socket, docs/PERFORMANCE.md).
  */
 const keyScratch = Buffer.alloc(KEY_BYTES);
 const keyWords = new Int32Array(keyScratch.buffer, keyScratch.byteOffset, KEY_BYTES / 4);

@@ -2,9 +2,9 @@
  * Selects the Node engines for the cryptography both sides run: node:crypto
  * for the handshake's primitives (node/handshake-crypto.ts) and for AES-256-GCM
  * traffic keys (node/aead.ts), libsodium for ChaCha20-Poly1305 traffic keys
- * (node/chacha.ts) where `sodium-native` loads, node:crypto's
+ * (node/chacha.ts) where `sodium-native` loads (lazily, on the first call), node:crypto's
  * `chacha20-poly1305` where it does not. Same bytes as the WebCrypto default of
- * shared/, several times cheaper (bench/, issues 7 and 13). Called explicitly
+ * shared/, several times cheaper (bench/, docs/PERFORMANCE.md). Called explicitly
  * by the Node entry points that need it (the Node client's `connect`,
  * `Broker.start`); importing a module installs nothing.
  */
@@ -12,7 +12,7 @@ import { useHandshakeCrypto } from "../shared/crypto.js";
 import { type TrafficKey, useTrafficKeys } from "../shared/channel.js";
 import { ChannelType } from "../shared/frames.js";
 import { NodeTrafficKey } from "./aead.js";
-import { SodiumTrafficKey, sodiumLoaded } from "./chacha.js";
+import { SodiumTrafficKey, loadSodium, sodiumLoaded } from "./chacha.js";
 import { nodeHandshakeCrypto } from "./handshake-crypto.js";
 
 /** A traffic key on the cheapest Node engine for its type. */
@@ -35,8 +35,12 @@ export function chachaEngine(): "libsodium" | "node:crypto" {
   return sodiumLoaded() ? "libsodium" : "node:crypto";
 }
 
-/** Installs the Node handshake and traffic-key engines for this process. Idempotent. */
-export function useNodeCrypto(): void {
+/**
+ * Installs the Node handshake and traffic-key engines for this process, after
+ * trying once to load `sodium-native` ({@link loadSodium}). Idempotent.
+ */
+export async function useNodeCrypto(): Promise<void> {
+  await loadSodium();
   useTrafficKeys(nodeEngineTrafficKey, nodeChannelTypes());
   useHandshakeCrypto(nodeHandshakeCrypto);
 }

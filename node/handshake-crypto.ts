@@ -12,7 +12,7 @@
  * test/client/node-handshake-crypto.test.ts checks RFC 9180's vectors and
  * this engine against the default one both ways.
  *
- * X-Wing (issue 15) runs in node/xwing.ts: X25519 and SHA-3 on node:crypto,
+ * X-Wing (PROTOCOL.md §5.3.1) runs in node/xwing.ts: X25519 and SHA-3 on node:crypto,
  * ML-KEM-768 in JavaScript.
  *
  * ECDSA P-256 and RSA identities and the P-256 KEM go to the default engine

@@ -3,7 +3,7 @@
  * the per-binding traffic keys of the Node engines (node/aead.ts,
  * node/chacha.ts). A server holds two keys per bound socket: a KeyObject
  * (handle, native key data) or a Uint8Array of its own (ArrayBuffer, backing
- * store) costs several hundred bytes, these words 64 (issue 7). The bytes are
+ * store) costs several hundred bytes, these words 64 (docs/PERFORMANCE.md, idle connections). The bytes are
  * put together in a caller's scratch buffer only for the one synchronous
  * cipher call that copies them, and the caller zeroes that buffer right after.
  */

@@ -49,7 +49,13 @@ const bytes = (b: Uint8Array): Uint8Array => {
 let mlkem: Promise<MlKemInterface> | undefined;
 /** ML-KEM-768, imported on first use (a process that never meets X-Wing never loads it). Synchronous once made. */
 function mlKem768(): Promise<MlKemInterface> {
-  return (mlkem ??= import("mlkem").then((m) => m.createMlKem768()));
+  return (mlkem ??= import("mlkem").then(
+    (m) => m.createMlKem768(),
+    (cause: unknown) => {
+      mlkem = undefined;
+      throw new PsimbolsError(ErrorCode.unsupported, "the X-Wing KEM needs the optional dependency mlkem, which is not installed", { cause });
+    },
+  ));
 }
 
 const shake256 = (data: Uint8Array, n: number): Buffer => createHash("shake256", { outputLength: n }).update(data).digest();

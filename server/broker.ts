@@ -213,7 +213,7 @@ export class Broker {
     this.handle("echo", (data) => data);
     this.handle("ping", () => ({ pong: true, time: new Date().toISOString() }));
     this.handle("whoami", (_data, ctx) => ({ identity: ctx.identity, channel: ctx.channel, node: ctx.node }));
-    registerOperatorOps(this);
+    registerOperatorOps(this, o.registry);
     this.store.onEvent((e) => {
       if (e.kind === "push") {
         for (const conn of members(this.#byIdentity.get(e.identity))) conn.onPush(e.seq, e.data, e.channel);
@@ -257,7 +257,7 @@ export class Broker {
    * for the handshake and channel frames ({@link useNodeCrypto}) first.
    */
   static async start(o: BrokerOptions): Promise<Broker> {
-    useNodeCrypto();
+    await useNodeCrypto();
     const b = new Broker(o);
     await new Promise<void>((resolve, reject) => {
       b.#http.once("error", reject);

@@ -11,7 +11,7 @@
  */
 import { ErrorCode, PsimbolsError, badField } from "../shared/errors.js";
 import type { Broker, Handler, HandlerContext } from "./broker.js";
-import { Role } from "./registry.js";
+import { type KeyRegistry, Role } from "./registry.js";
 import type { ChannelRecord } from "./store/store.js";
 
 /** Operation names reserved for operators (PROTOCOL.md §6.6). */
@@ -55,8 +55,24 @@ export function target(data: unknown): Target {
   return identity !== undefined ? { identity } : { channel: channel as string };
 }
 
-/** Registers the `admin.*` ops on a broker (Broker.handle puts each behind {@link operatorOnly}). */
-export function registerOperatorOps(broker: Broker): void {
+/** Most registered-key comments one `admin.channels` answer looks up (one registry lookup each). */
+export const MAX_COMMENT_LOOKUPS = 1000;
+
+/**
+ * Every live channel, each with the comment its identity was registered with
+ * (`psimbols keys add --comment`), when it has one: what an operator knows a
+ * key by. At most {@link MAX_COMMENT_LOOKUPS} distinct identities are looked up.
+ */
+async function channelsWithComments(broker: Broker, registry: KeyRegistry | undefined): Promise<(ReturnType<typeof channelRow> & { comment?: string })[]> {
+  const rows = (await broker.store.listChannels()).map(channelRow);
+  if (!registry) return rows;
+  const ids = [...new Set(rows.map((r) => r.identity))].slice(0, MAX_COMMENT_LOOKUPS);
+  const comments = new Map((await Promise.all(ids.map(async (id) => [id, (await registry.lookup(id))?.comment] as const))).filter(([, c]) => c));
+  return rows.map((r) => (comments.has(r.identity) ? { ...r, comment: comments.get(r.identity)! } : r));
+}
+
+/** Registers the `admin.*` ops on a broker (Broker.handle puts each behind {@link operatorOnly}); `registry` gives `admin.channels` its key comments. */
+export function registerOperatorOps(broker: Broker, registry: KeyRegistry | undefined): void {
   broker.handle(
     "admin.channels",
     async () => ({
@@ -66,7 +82,7 @@ export function registerOperatorOps(broker: Broker): void {
       /** Sockets bound on this node. */
       connected: broker.channels(),
       /** Every live channel of the service (all nodes, from the store); never a key. */
-      channels: (await broker.store.listChannels()).map(channelRow),
+      channels: await channelsWithComments(broker, registry),
     }),
   );
   broker.handle(

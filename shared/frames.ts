@@ -104,7 +104,7 @@ export function channelTypeFor(name: string): ChannelType | undefined {
 
 /**
  * KEM types for the ephemeral key: HPKE DHKEM(X25519) or DHKEM(P-256), or the
- * post-quantum hybrid X-Wing (ML-KEM-768 + X25519, HPKE KEM 0x647a; issue 15),
+ * post-quantum hybrid X-Wing (ML-KEM-768 + X25519, HPKE KEM 0x647a; PROTOCOL.md §5.3.1),
  * each with HKDF-SHA256 and AES-256-GCM. PROTOCOL.md §5.3, §5.3.1.
  */
 export const KemType = { x25519: "X25519", p256: "P-256", xwing: "X-Wing" } as const;
@@ -494,7 +494,7 @@ export function encodeBinaryHeader(kind: 1 | 2 | 3, channel: Uint8Array, seq: nu
   const h = new Uint8Array(BINARY_HEADER_BYTES);
   h[0] = kind;
   h.set(channel, 1);
-  // uint32_be(seq), byte by byte: no DataView per frame (issue 13)
+  // uint32_be(seq), byte by byte: no DataView per frame (docs/PERFORMANCE.md)
   h[17] = seq >>> 24;
   h[18] = (seq >>> 16) & 0xff;
   h[19] = (seq >>> 8) & 0xff;

@@ -131,7 +131,7 @@ export interface ServerOffer {
   features?: readonly string[];
   /** Channel types the server accepts (any order: the client's order decides, §5.1). Default: every type. */
   channelTypes?: readonly ChannelType[];
-  /** KEM types accepted in a hello; default all of {@link kemTypes}, X-Wing included (issue 15). */
+  /** KEM types accepted in a hello; default all of {@link kemTypes}, X-Wing included (PROTOCOL.md §5.3.1). */
   kems?: readonly KemType[];
 }
 

@@ -9,7 +9,7 @@
  * {@link webCryptoHpke}, the default, is `@hpke/core` on the runtime's WebCrypto.
  *
  * X-Wing's code (`@hpke/hybridkem-x-wing`, with ML-KEM-768 and a JavaScript
- * X25519) is imported on first use only (issue 15): a client that never asks
+ * X25519) is imported on first use only (PROTOCOL.md §5.3.1): a client that never asks
  * for X-Wing never loads it, and the browser bundle imports it from
  * `xwing.js`, a bundle of its own (bin/build-browser.mjs).
  */
@@ -51,7 +51,7 @@ export function loadHpkeSuite(kem: KemType): Promise<CipherSuite> | CipherSuite 
     },
     (cause: unknown) => {
       xwingLoad = undefined; // a failed chunk load (network) may be retried
-      throw new PsimbolsError(ErrorCode.unsupported, "the X-Wing KEM could not be loaded in this runtime", { cause });
+      throw new PsimbolsError(ErrorCode.unsupported, "the X-Wing KEM could not be loaded in this runtime (on Node it needs the optional dependency @hpke/hybridkem-x-wing)", { cause });
     },
   );
   return xwingLoad;

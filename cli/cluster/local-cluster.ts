@@ -16,7 +16,7 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
@@ -83,7 +83,7 @@ export interface ClusterOptions {
   /**
    * Also start the Python example backend (examples/backend-python/app.py) and
    * point every node's `--upstream` and `--authorize` at it, signed with a
-   * fresh secret (issue 12). `allow`: the fingerprints its authorize hook
+   * fresh secret (docs/BACKEND.md §1). `allow`: the fingerprints its authorize hook
    * allows (default every key). Default: no backend.
    */
   app?: boolean | { allow?: string[] };
@@ -377,7 +377,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     const redisUrl = sentinel?.url ?? `redis://127.0.0.1:${redisPort}`;
     say(`redis on ${redisUrl}`);
 
-    // The example backend, when asked for: the nodes forward to it and ask it (issue 12).
+    // The example backend, when asked for: the nodes forward to it and ask it (docs/BACKEND.md).
     // The example backend speaks plain RESP to one address: under Sentinel, the first master (it does not follow a failover).
     const app = options.app ? await startApp(dir, options.app === true ? {} : options.app, sentinel ? `redis://127.0.0.1:${redisPort}` : redisUrl, echo, say) : undefined;
     if (app) started.push(app);
@@ -494,18 +494,30 @@ async function startApp(dir: string, o: { allow?: string[] }, redisUrl: string, 
 
 // ------------------------------------------------------------------ CLI
 
-const USAGE = `usage: npm run cluster -- [--nodes N] [--port P] [--host ADDR] [--redis-port R] [--dir DIR] [--log-level LEVEL] [--sentinel] [--tls] [--tls-port P] [--app [--app-allow FPS]] [-- serve options...]
+/** The balancer's port by default: not 9393, where `npm start` (`psimbols serve`) listens. */
+export const DEFAULT_CLUSTER_PORT = 9500;
+
+/** Where the CLI keeps the cluster's keys by default: `$PSIMBOLS_HOME/cluster`, else `~/.psimbols/cluster`. */
+export function defaultClusterDir(): string {
+  return join(process.env.PSIMBOLS_HOME ?? join(homedir(), ".psimbols"), "cluster");
+}
+
+const USAGE = `usage: npm run cluster -- [--nodes N] [--port P] [--host ADDR] [--redis-port R] [--dir DIR | --fresh] [--log-level LEVEL] [--sentinel] [--tls] [--tls-port P] [--app [--app-allow FPS]] [-- serve options...]
 
 Starts the docker-compose topology from local processes: its own redis-server,
 N psimbols nodes sharing one server key and one wrap key, and HAProxy (Debian's
 haproxy package) with deploy/haproxy.cfg in front. Ctrl-C stops everything.
 
   --nodes N         broker nodes (default 3)
-  --port P          balancer port (default 9393; 0 for any free port)
+  --port P          balancer port (default 9500, so a broker of \`npm start\` on 9393
+                    can keep running; 0 for any free port)
   --host ADDR       balancer address (default 127.0.0.1)
   --redis-port R    Redis's port on 127.0.0.1 (default: a free port)
   --dir DIR         keep server-key.pem, wrap-key and haproxy.cfg here, and reuse
-                    them next time (default: a temporary directory, removed on exit)
+                    them next time, so clients keep trusting the same server key
+                    (default: $PSIMBOLS_HOME/cluster, else ~/.psimbols/cluster)
+  --fresh           new keys in a temporary directory, removed on exit (clients
+                    that learnt the kept key then refuse this one)
   --log-level L     nodes' log level (default info)
   --sentinel        Redis through Sentinel: a master, a replica and three sentinels
                     (deploy/sentinel.conf); nodes get redis+sentinel://...
@@ -527,6 +539,7 @@ async function main(argv: string[]): Promise<void> {
       host: { type: "string" },
       "redis-port": { type: "string" },
       dir: { type: "string" },
+      fresh: { type: "boolean" },
       "log-level": { type: "string" },
       sentinel: { type: "boolean" },
       tls: { type: "boolean" },
@@ -544,7 +557,7 @@ async function main(argv: string[]): Promise<void> {
   };
   const options: ClusterOptions = {
     nodes: int(values.nodes, 3, "--nodes"),
-    port: int(values.port, 9393, "--port"),
+    port: int(values.port, DEFAULT_CLUSTER_PORT, "--port"),
     host: values.host ?? "127.0.0.1",
     logLevel: values["log-level"] ?? process.env.PSIMBOLS_LOG_LEVEL ?? "info",
     nodeArgs: positionals,
@@ -552,7 +565,8 @@ async function main(argv: string[]): Promise<void> {
     killOnSignal: false,
     say: (m) => console.error(`cluster: ${m}`),
   };
-  if (values.dir !== undefined) options.dir = values.dir;
+  if (values.fresh && values.dir !== undefined) throw new Error("--fresh and --dir exclude each other: --fresh makes new keys in a temporary directory");
+  if (!values.fresh) options.dir = values.dir ?? defaultClusterDir();
   if (values.sentinel) options.sentinel = true;
   if (values.tls || values["tls-port"] !== undefined) options.tlsPort = int(values["tls-port"], 9443, "--tls-port");
   if (values["redis-port"] !== undefined) options.redisPort = int(values["redis-port"], 0, "--redis-port");
@@ -613,8 +627,10 @@ async function main(argv: string[]): Promise<void> {
       `  haproxy.cfg  ${cluster.haproxy.config}`,
       ...(cluster.app ? [`  app          ${cluster.app.url} (examples/backend-python; secret in ${join(cluster.dir, "app-secret")})`] : []),
       "",
-      `try: npx psimbols keygen -o me.pem && npx psimbols call ${cluster.url} whoami --key me.pem --server-key ${cluster.fingerprint}`,
-      ...(cluster.app ? [`     npx psimbols call ${cluster.url} kv.put '{"key":"colour","value":"teal"}' --key me.pem --server-key ${cluster.fingerprint}`] : []),
+      "try (keygen once: it refuses to overwrite an existing me.pem):",
+      "  npx psimbols keygen -o me.pem",
+      `  npx psimbols call ${cluster.url} whoami --key me.pem --server-key ${cluster.fingerprint}`,
+      ...(cluster.app ? [`  npx psimbols call ${cluster.url} kv.put '{"key":"colour","value":"teal"}' --key me.pem --server-key ${cluster.fingerprint}`] : []),
       "operate it from another shell (commands that write Redis need the wrap key):",
       `  export PSIMBOLS_WRAP_KEY=$(cat ${join(cluster.dir, "wrap-key")})`,
       `  npx psimbols channels list --redis ${cluster.redis.url}          # or: --wrap-key-file ${join(cluster.dir, "wrap-key")}`,

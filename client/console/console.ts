@@ -1,5 +1,5 @@
 /**
- * The web console (issue 6 §3), served by the broker at /console/. Plain DOM,
+ * The web console (docs/OPERATIONS.md, Web console), served by the broker at /console/. Plain DOM,
  * no framework. The page is a psimbols client: the operator's browser proves
  * its own key (generated here and kept non-extractable in IndexedDB, or an
  * imported PKCS#8 key) and calls the `admin.*` ops, which the broker grants
@@ -57,6 +57,8 @@ interface ChannelRow {
   node: string;
   /** Sockets bound to it on the node the console talks to (none: elsewhere, or away). */
   sockets: Socket[];
+  /** The comment its identity was registered with (`keys add --comment`), if any. */
+  comment?: string;
 }
 
 interface NodeView {
@@ -119,7 +121,8 @@ function time(o: Record<string, unknown>): number {
  * `admin.channels` answers `{node, stats, connected, channels}`: `connected`
  * lists the sockets bound on the node answering (`{identity, channel,
  * validUntil, node, connection, address}`), `channels` every live channel of
- * the service (`{channel, identity, node, valid_until}`). Older brokers sent
+ * the service (`{channel, identity, node, valid_until}`, and `comment` when
+ * the identity is registered with one). Older brokers sent
  * only `channels`, in the shape of `connected`. A cluster-wide answer may add
  * `nodes: [{node, stats, connections, channels, at}]`.
  */
@@ -133,6 +136,7 @@ function decodeAdminChannels(x: unknown): AdminChannels {
     const id = str(c, "channel");
     let row = byId.get(id);
     if (!row) byId.set(id, (row = { identity: str(c, "identity"), channel: id, validUntil: time(c), node: str(c, "node"), sockets: [] }));
+    if (typeof c.comment === "string" && c.comment !== "") row.comment = c.comment;
     return row;
   };
   for (const c of o.channels) add(rec(c, "channels[]"));
@@ -655,7 +659,7 @@ function renderChannels(list: ChannelRow[]): void {
     const tr = el(
       "tr",
       {},
-      el("td", { className: "mono", text: row.identity, title: row.identity }),
+      el("td", { className: "mono", text: row.identity, title: row.identity }, ...(row.comment ? [el("span", { className: "comment", text: row.comment, title: "the comment this key was registered with" })] : [])),
       el("td", { className: "mono", text: short(row.channel, 10), title: row.channel }),
       el("td", { className: "mono", text: row.node }),
       address,

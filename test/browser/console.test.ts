@@ -3,7 +3,7 @@
  * (`psimbols serve` serves it at /console/ by default): an operator logs in
  * with an imported PKCS#8 key, sees a second client connect, pushes to it and
  * revokes it; keys without the operator role get `forbidden`, and the
- * README's way of registering the console's own key works.
+ * way docs/OPERATIONS.md (Web console) registers the console's own key works.
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
@@ -33,11 +33,11 @@ preflight();
 t.before(
   loud(async () => {
     browser = await launch();
-    // as the README says: a key, registered with the operator role, and a broker reading that keys file
+    // as docs/OPERATIONS.md (Web console) says: a key, registered with the operator role, and a broker reading that keys file
     const gen = await runCli(["keygen", "-o", opKey]);
     assert.is(gen.code, 0, gen.stderr);
     operatorFp = JSON.parse(gen.stdout).fingerprint;
-    const added = await runCli(["keys", "add", opKey, "--role", "operator", "--file", keysFile]);
+    const added = await runCli(["keys", "add", opKey, "--role", "operator", "--comment", "ops laptop", "--file", keysFile]);
     assert.is(added.code, 0, added.stderr);
     broker = await startBroker(["--keys", keysFile, "--hellos-per-address", "1000"]);
   }),
@@ -134,6 +134,12 @@ t("an operator logs in with an imported PKCS#8 key, sees a client connect, pushe
   await page.waitForSelector(`#log li[data-kind=connected] >> text=${fp}`);
   assert.match((await page.textContent(`${row} td.expiry`)) ?? "", /^(59m|1h 0m)/);
   assert.is(await page.textContent("#s-channels"), "2");
+  // a registered key's comment beside its fingerprint; an unregistered key has none
+  assert.is(await page.textContent("#channels tr.self span.comment"), "ops laptop");
+  assert.is(await page.locator(`${row} span.comment`).count(), 0);
+  // the errors card says what it counts (docs/OPERATIONS.md, Web console), and its tooltip each kind
+  assert.match((await page.textContent("#s-errors-note")) ?? "", "refused handshakes, resumes and requests, and store errors, since each node started");
+  assert.match((await page.getAttribute("#s-errors", "title")) ?? "", /handshakes rejected \d+, forbidden \d+, rate-limited \d+/);
 
   // push: the row's button fills the form
   await page.click(`${row} button:has-text("push")`);

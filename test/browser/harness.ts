@@ -124,7 +124,7 @@ export async function servePage(): Promise<PageServer> {
     "/": ["text/html; charset=utf-8", () => TEST_PAGE],
     "/psimbols.js": ["text/javascript", () => readFileSync(join(BUNDLE_DIR, "psimbols.js"))],
     "/psimbols.js.map": ["application/json", () => readFileSync(join(BUNDLE_DIR, "psimbols.js.map"))],
-    // X-Wing (issue 15): imported by psimbols.js on first use only
+    // X-Wing (PROTOCOL.md §5.3.1): imported by psimbols.js on first use only
     "/xwing.js": ["text/javascript", () => readFileSync(join(BUNDLE_DIR, "xwing.js"))],
     "/xwing.js.map": ["application/json", () => readFileSync(join(BUNDLE_DIR, "xwing.js.map"))],
   };

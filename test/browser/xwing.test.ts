@@ -1,5 +1,5 @@
 /**
- * X-Wing (issue 15) in Debian's Chromium: the browser bundle does an X-Wing
+ * X-Wing (PROTOCOL.md §5.3.1) in Debian's Chromium: the browser bundle does an X-Wing
  * handshake with a real broker, fetching dist/browser/xwing.js only then;
  * a Node client on X-Wing pushes to it through the broker; its renewal
  * handshakes stay on X-Wing.

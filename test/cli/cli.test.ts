@@ -1,5 +1,5 @@
 /**
- * The CLI as a newcomer meets it (issue 11, items 1, 3–7): each failure is
+ * The CLI as a newcomer meets it (docs/CLI.md): each failure is
  * an `error:` line with a `hint:` that points at the right place, exit code
  * 1, and nothing changed on disk. Every test spawns the real CLI
  * (bin/psimbols.js) against real brokers and a real redis-server.
@@ -231,7 +231,32 @@ t("a --server-key mismatch names the option; a known_servers mismatch names the 
   const known = await cli(["call", broker.url, "echo", "--key", key], home);
   assert.is(known.code, 1);
   assert.match(known.stderr, `hint: the server's key is not the one recorded in ${file}`);
+  assert.match(known.stderr, `psimbols known-servers forget ${broker.url}`);
   assert.is(readFileSync(file, "utf8"), `${broker.url} ${other}\n`);
+});
+
+t("known-servers list prints what was learnt; forget removes one server's line, and the next call learns its key again", async () => {
+  const home = tempDir();
+  const file = join(home, "known_servers");
+  const other = "SHA256:" + "B".repeat(43);
+  writeFileSync(file, `# kept comment\nws://elsewhere/ ${other}\n${broker.url} ${other} next=${other}\n`);
+  const list = await cli(["known-servers", "list"], home);
+  assert.is(list.code, 0, list.stderr);
+  assert.is(list.stdout, `ws://elsewhere/ ${other}\n${broker.url} ${other} next=${other}\n`);
+  const mismatch = await cli(["call", broker.url, "echo", "--key", key], home);
+  assert.match(mismatch.stderr, "(server_key_mismatch)");
+  const forget = await cli(["known-servers", "forget", broker.url], home);
+  assert.is(forget.code, 0, forget.stderr);
+  assert.match(forget.stderr, `forgot ${broker.url} (${other})`);
+  assert.is(readFileSync(file, "utf8"), `# kept comment\nws://elsewhere/ ${other}\n`);
+  const again = await cli(["call", broker.url, "echo", "3", "--key", key], home);
+  assert.is(again.code, 0, again.stderr);
+  assert.match(again.stderr, `learnt the key of ${broker.url}: ${broker.fingerprint}`);
+  const unknown = await cli(["known-servers", "forget", "ws://never/"], home);
+  assert.is(unknown.code, 1);
+  assert.match(unknown.stderr, `error: ws://never/ is not in ${file}`);
+  assert.match(unknown.stderr, "hint: `psimbols known-servers list`");
+  assert.is(readFileSync(file, "utf8"), `# kept comment\nws://elsewhere/ ${other}\n${broker.url} ${broker.fingerprint}\n`);
 });
 
 t("a CLI that cannot reach Redis names the URL, with the password redacted", async () => {

@@ -1,6 +1,6 @@
 /**
- * FileKnownServers tells once when it learns a server's key (issue 11,
- * item 7), as SSH does: on the first record of a URL only; never for a URL
+ * FileKnownServers tells once when it learns a server's key (docs/CLI.md,
+ * Known servers), as SSH does: on the first record of a URL only; never for a URL
  * already known, and not when a write fails.
  */
 import { suite } from "uvu";

@@ -1,6 +1,6 @@
 /**
  * The server API and lifecycle events on the local cluster (three nodes +
- * Redis + HAProxy, cli/cluster/local-cluster.ts; issue 12 item 8): a push and
+ * Redis + HAProxy, cli/cluster/local-cluster.ts; docs/BACKEND.md): a push and
  * a revoke through one node's API reach a client that HAProxy put on another
  * node; the events of one identity are in the Redis Stream in order across a
  * kill -9 of its node, read by a consumer group as a backend would.

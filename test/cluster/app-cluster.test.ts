@@ -1,5 +1,5 @@
 /**
- * Issue 12's "done when", upstream half: a three-node local cluster behind
+ * Applications behind a cluster (docs/BACKEND.md, docs/CLUSTER.md), upstream half: a three-node local cluster behind
  * HAProxy whose nodes forward to the Python example backend (`npm run
  * cluster -- --app`): a client calls kv.put/kv.get through the balancer, the
  * backend sees its verified fingerprint on every node, reads the nodes'

@@ -17,7 +17,7 @@
  *   revoked clients get `revoked` and their channels answer nothing.
  *
  * Also: wss:// through HAProxy's TLS frontend (--tls), on the same cluster.
- * Figures are printed as one `FAILOVER {...}` JSON line (README "Redis failover").
+ * Figures are printed as one `FAILOVER {...}` JSON line (docs/CLUSTER.md, "What a failover does").
  */
 import { readFileSync } from "node:fs";
 import { suite } from "uvu";

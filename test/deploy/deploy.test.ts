@@ -8,7 +8,7 @@
  *   machine: no YAML package added to the project) and merged as compose
  *   merges overrides, hold one scalable `node` service and agree with the
  *   files in deploy/ they mount.
- * What this cannot show: that Docker starts it. See README "Cluster".
+ * What this cannot show: that Docker starts it. See docs/CLUSTER.md.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

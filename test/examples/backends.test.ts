@@ -1,6 +1,6 @@
 /**
  * The example backends (examples/backend-python/app.py and
- * examples/backend-node/server.mjs, issue 12 items 7, 8), each run as a real
+ * examples/backend-node/server.mjs; docs/BACKEND.md), each run as a real
  * process behind a real broker: kv.put/kv.get per verified identity, the
  * authorize allow-list, and their own signature check (a stale timestamp,
  * another secret, a changed body; for Python also the specification's example).
@@ -160,7 +160,7 @@ backend("python", [PYTHON, join(APP_DIR, "app.py")]);
 backend("node", [process.execPath, join(ROOT, "examples", "backend-node", "server.mjs")]);
 
 // ---------------------------------------------------------------- the examples' events readers
-// The broker's events stream (issue 12 item 3) is written by another branch: here the entries are
+// The broker's events stream (docs/BACKEND.md, Events) is written by the broker: here the entries are
 // appended in the documented format (docs/BACKEND.md "Redis Stream": XADD psimbols:events … type
 // <type> identity <fingerprint> event <JSON>) and read back through the example's app.events op.
 function eventsReader(name: string, cmd: (string | undefined)[], group: string): void {

@@ -1,7 +1,8 @@
 /**
- * examples/ must keep running as the README says (issue 11, item 12): each
+ * examples/ must keep running as the README and docs/CLIENT.md say: each
  * example is run as a newcomer runs it (`node examples/…`, importing
- * "psimbols/node" and "psimbols/server" through the package's self-reference),
+ * "psimbols-client/node" through the workspace link and "psimbols/server"
+ * through the package's self-reference),
  * against real brokers; the browser page in Chromium (playwright-core).
  */
 import { suite } from "uvu";
@@ -96,11 +97,38 @@ t("node-client.mjs reconnects when the broker restarts, and takes pushes again",
     try {
       await waitFor(c, /-> ready[\s\S]*-> ready|state \w+ -> ready/);
       assert.not.match(c.output(), /mismatch|error/i);
+      // the restarted broker keeps channels in memory: it cannot have resumed the old one
+      await waitFor(c, /^channel \S+, valid until/m);
+      assert.not.match(c.output(), /resumed channel/);
     } finally {
       await stop(again.p);
     }
   } finally {
     assert.is(await stop(c), 0, c.output());
+  }
+});
+
+t("node-client.mjs meeting another server key reports it as the CLI does, with the forget hint, at start and when reconnecting", async () => {
+  const dir = tempDir();
+  const first = await embeddedBroker(dir);
+  const learnt = example("node-client.mjs", [first.url, "--once"], dir);
+  assert.is(await learnt.exited, 0, learnt.output());
+  const staying = example("node-client.mjs", [first.url], dir);
+  await waitFor(staying, /waiting for pushes and notices/);
+  await stop(first.p);
+  // a new data directory: a new server key on the same URL
+  const other = example("embedded-broker.mjs", [], dir, { PORT: String(first.port), DATA_DIR: join(dir, "other-broker-data") });
+  await waitFor(other, /embedded broker on ws:/);
+  try {
+    const fresh = example("node-client.mjs", [first.url, "--once"], dir);
+    for (const c of [fresh, staying]) {
+      assert.is(await c.exited, 1, c.output());
+      assert.match(c.output(), /^error: SERVER KEY MISMATCH for ws:\/\/127\.0\.0\.1:\d+\/: .* \(server_key_mismatch\)$/m);
+      assert.match(c.output(), `hint: if you know why the server's key changed (a broker you restarted with a new key), run \`npx psimbols known-servers forget ${first.url}\``);
+      assert.not.match(c.output(), /^\s+at /m, "a stack trace");
+    }
+  } finally {
+    await stop(other);
   }
 });
 

@@ -1,5 +1,5 @@
 /**
- * A real HTTP application for tests of the calls to applications (issue 12):
+ * A real HTTP application for tests of the calls to applications (docs/BACKEND.md):
  * a node:http server on a free port of 127.0.0.1 whose answer per path the
  * test sets, recording every request (headers and exact body) and every TCP
  * connection it accepted (to see keep-alive at work).

@@ -40,10 +40,10 @@ export function tempDir(prefix = "psimbols-test-"): string {
   return d;
 }
 
-/** Starts `psimbols serve --port 0 …args` and waits for its listening line. */
-export async function startBroker(args: string[] = [], options: { dataDir?: string; env?: Record<string, string> } = {}): Promise<RunningBroker> {
+/** Starts `psimbols serve --port 0 …args` (the repository's CLI, or `options.cli`) and waits for its listening line. */
+export async function startBroker(args: string[] = [], options: { dataDir?: string; env?: Record<string, string>; cli?: string } = {}): Promise<RunningBroker> {
   const dataDir = options.dataDir ?? tempDir();
-  const proc = spawn(process.execPath, [CLI, "serve", "--port", "0", "--data-dir", dataDir, ...args], {
+  const proc = spawn(process.execPath, [options.cli ?? CLI, "serve", "--port", "0", "--data-dir", dataDir, ...args], {
     env: { ...process.env, PSIMBOLS_HOME: dataDir, PSIMBOLS_LOG_LEVEL: process.env.PSIMBOLS_LOG_LEVEL ?? "warn", ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
   });

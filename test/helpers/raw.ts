@@ -109,7 +109,7 @@ let offered: readonly string[] = [ChannelType.aes256gcm];
 const ENV_TYPE = process.env.PSIMBOLS_TEST_CHANNEL_TYPE;
 if (ENV_TYPE !== undefined) {
   if (!isChannelType(ENV_TYPE)) throw new Error(`PSIMBOLS_TEST_CHANNEL_TYPE: expected a channel type, got ${JSON.stringify(ENV_TYPE)}`);
-  useNodeCrypto();
+  await useNodeCrypto();
   offered = [ENV_TYPE];
 }
 export function offerChannelTypes(types: readonly string[]): void {

@@ -1,5 +1,5 @@
 /**
- * ChaCha20-Poly1305 traffic keys (issue 13): RFC 8439 §2.8.2 on every engine
+ * ChaCha20-Poly1305 traffic keys (PROTOCOL.md §6.3): RFC 8439 §2.8.2 on every engine
  * (libsodium through sodium-native, node:crypto), a differential property
  * between them in both directions with every single-bit flip refused, the
  * wipe, and the fallback: a process where sodium-native cannot be imported
@@ -16,7 +16,7 @@ import { FrameKind, frameNonce, innerText } from "../../shared/channel.js";
 import { b64u } from "../../shared/encoding.js";
 import { ChannelType } from "../../shared/frames.js";
 import { NodeTrafficKey } from "../../node/aead.js";
-import { SodiumTrafficKey, sodiumLoaded } from "../../node/chacha.js";
+import { SodiumTrafficKey, loadSodium, sodiumLoaded } from "../../node/chacha.js";
 import { chachaEngine, nodeChannelTypes, nodeEngineTrafficKey } from "../../node/engines.js";
 import { connect, generateSigningKey } from "../../client/node.js";
 import { startBroker } from "../helpers/broker.js";
@@ -36,6 +36,9 @@ const installed = (() => {
     return false;
   }
 })();
+
+assert.is(sodiumLoaded(), false, "sodium-native is loaded on first use, not when a module is imported");
+await loadSodium();
 
 type Engine = { name: string; make: (raw: Uint8Array) => NodeTrafficKey | SodiumTrafficKey };
 const ENGINES: Engine[] = [
@@ -179,6 +182,8 @@ test("with sodium-native hidden, Node runs ChaCha20-Poly1305 on node:crypto and 
   const sealedHere = ENGINES[ENGINES.length - 1]!.make(RFC.key).seal(frameNonce(FrameKind.response, 3), "a channel", "é ✓ 😀 {}");
   const out = await child(
     `import { chachaEngine, nodeChannelTypes, nodeEngineTrafficKey } from "./node/engines.js";
+     import { loadSodium } from "./node/chacha.js";
+     await loadSodium();
      import { frameNonce } from "./shared/channel.js";
      const k = nodeEngineTrafficKey(new Uint8Array(${JSON.stringify([...RFC.key])}), "ChaCha20-Poly1305");
      console.log(JSON.stringify({ engine: chachaEngine(), types: nodeChannelTypes(), key: k.constructor.name, sealed: k.seal(frameNonce(2, 3), "a channel", "é ✓ 😀 {}") }));`,

@@ -1,5 +1,5 @@
 /**
- * X-Wing (issue 15; PROTOCOL.md §5.3.1): the draft's own vectors
+ * X-Wing (PROTOCOL.md §5.3.1): the draft's own vectors
  * (draft-connolly-cfrg-xwing-kem-06 Appendix C, test/vectors/xwing-draft06.json)
  * through three implementations — the node:crypto engine's (node/xwing.ts),
  * the default engine's `@hpke/hybridkem-x-wing`, and `@noble/post-quantum`'s

@@ -1,5 +1,5 @@
 /**
- * `npx psimbols …` inside the repository (issue 11, item 2): npm links the
+ * `npx psimbols …` inside the repository (README, Quick start): npm links the
  * project into its npx cache and runs its `prepare` script; with dist/ built
  * that must be a no-op, so the command starts at once and never rebuilds
  * (bin/prepare.mjs). A fresh npx cache stands for a newcomer's first run.

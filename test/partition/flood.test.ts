@@ -1,5 +1,5 @@
 /**
- * Fair limits under a flood (issue 14 item 4; PROTOCOL.md §11.1): a local
+ * Fair limits under a flood (PROTOCOL.md §11.1): a local
  * cluster (Redis, two nodes, HAProxy) with the default limits. 160 source
  * addresses (127.0.3.x: all of 127/8 is loopback on Linux; each socket is
  * bound to its address) flood the surviving node with hellos at their

@@ -1,5 +1,5 @@
 /**
- * Partitions between hosts (issue 14 item 3; SECURITY.md "Partitions"):
+ * Partitions between hosts (SECURITY.md "Partitions"; docs/OPERATIONS.md):
  * Redis, two nodes, HAProxy and the clients each on a test host of its own
  * (a network namespace, test/partition/netns.ts), on two segments of one
  * private /24 that exists only inside the namespaces:

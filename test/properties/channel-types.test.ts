@@ -1,7 +1,7 @@
 /**
  * The property tests that run the protocol against a real broker or the real
  * client (server-machine, replay-window, client-machine) again, each on a
- * ChaCha20-Poly1305 channel (issue 13): a child process per file with
+ * ChaCha20-Poly1305 channel (PROTOCOL.md §6.3): a child process per file with
  * PSIMBOLS_TEST_CHANNEL_TYPE set, which test/helpers/raw.ts and the client
  * machine's fake server honour. (channel.test.ts covers both types itself.)
  */

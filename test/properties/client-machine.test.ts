@@ -30,7 +30,7 @@ import { useNodeCrypto } from "../../node/engines.js";
 
 /** `PSIMBOLS_TEST_CHANNEL_TYPE`: the whole run on that channel type, with the Node engines (test/properties/channel-types.test.ts). */
 const TYPE = process.env.PSIMBOLS_TEST_CHANNEL_TYPE as ChannelType | undefined;
-if (TYPE !== undefined) useNodeCrypto();
+if (TYPE !== undefined) await useNodeCrypto();
 
 const SOURCE = "ws://fake/";
 

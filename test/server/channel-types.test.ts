@@ -23,7 +23,7 @@ import { Raw, call, handshake, offerChannelTypes, resume } from "../helpers/raw.
 const AES = ChannelType.aes256gcm;
 const CC = ChannelType.chacha20poly1305;
 
-useNodeCrypto(); // raw peers below derive ChaCha20-Poly1305 keys too
+await useNodeCrypto(); // raw peers below derive ChaCha20-Poly1305 keys too
 const t = suite("channel types");
 let open: RunningBroker;
 let aesOnly: RunningBroker;

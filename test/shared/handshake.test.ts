@@ -32,7 +32,7 @@ for (const t of [KeyType.ed25519, KeyType.p256, KeyType.rsa]) {
   test(`completes a handshake with a ${t} identity key`, () => run(t));
 }
 test("completes a handshake with a P-256 ephemeral key", () => run(KeyType.ed25519, "P-256"));
-test("completes a handshake with an X-Wing ephemeral key (issue 15)", () => run(KeyType.ed25519, "X-Wing"));
+test("completes a handshake with an X-Wing ephemeral key (PROTOCOL.md §5.3.1)", () => run(KeyType.ed25519, "X-Wing"));
 
 test("a server whose offer leaves X-Wing out answers an X-Wing hello with unsupported, naming what it accepts", async () => {
   const server = await generateSigningKey();

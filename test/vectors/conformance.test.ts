@@ -48,7 +48,7 @@ import {
 } from "../../shared/handshake.js";
 import { FrameKind, LABEL_C2S, LABEL_S2C, type TrafficKey, deriveTrafficKeys, frameNonce, openFrame, sealBinaryFrame, sealFrame, trafficKey } from "../../shared/channel.js";
 import { nodeTrafficKey } from "../../node/aead.js";
-import { SodiumTrafficKey, sodiumLoaded } from "../../node/chacha.js";
+import { SodiumTrafficKey, loadSodium } from "../../node/chacha.js";
 import {
   ChannelType,
   MAX_SEQ,
@@ -194,7 +194,7 @@ const frameKind = (k: ChannelFrameVector["kind"]) => FrameKind[k];
 async function engineKeys(raw: Uint8Array, type: ChannelType = ChannelType.aes256gcm): Promise<{ engine: string; key: TrafficKey }[]> {
   if (type === ChannelType.aes256gcm) return [{ engine: "installed", key: await trafficKey(raw, type) }];
   const out = [{ engine: "node:crypto", key: nodeTrafficKey(raw, type) }];
-  if (sodiumLoaded()) out.push({ engine: "libsodium", key: new SodiumTrafficKey(raw) });
+  if (await loadSodium()) out.push({ engine: "libsodium", key: new SodiumTrafficKey(raw) });
   return out;
 }
 
@@ -651,7 +651,7 @@ test("every application push of the vectors is what the broker seals: {\"message
   assert.ok(n > 0, "the vectors hold an application push");
 });
 
-test("the client's push decoder refuses an application push without a top-level id (the shape push 1 had before issue 11)", async () => {
+test("the client's push decoder refuses an application push without a top-level id (the shape of an older draft of PROTOCOL.md §7.2)", async () => {
   await throwsCode(() => decodeInnerPush('{"message":{"text":"application push","id":7}}'), ErrorCode.badRequest, "id inside the message");
   await throwsCode(() => decodeInnerPush('{"message":1}'), ErrorCode.badRequest, "no id");
   await throwsCode(() => decodeInnerPush('{"message":1,"id":0}'), ErrorCode.badRequest, "id 0");

@@ -452,7 +452,7 @@ const TRANSCRIPTS: TranscriptSpec[] = [
     valid_until: "2030-01-01T01:00:00.000Z",
     bindings: [],
   },  {
-    // Issue 15: the post-quantum hybrid KEM (PROTOCOL.md §5.3.1). `ekm` is X-Wing's 64-byte eseed.
+    // The post-quantum hybrid KEM (PROTOCOL.md §5.3.1). `ekm` is X-Wing's 64-byte eseed.
     name: "ed25519-xwing",
     identity: "identity-ed25519",
     kem: "X-Wing",
@@ -912,7 +912,7 @@ async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVe
         error: "bad_request",
       },
       { description: "P-256 kem key not on the curve", text: withHello({ kem: { type: "P-256", data: b64u(concat(new Uint8Array([4]), run(1, 64))) } }), error: "bad_request" },
-      // X-Wing (issue 15, PROTOCOL.md §5.3.1): its public key is ML-KEM-768's 1184 bytes and an X25519 share of 32
+      // X-Wing (PROTOCOL.md §5.3.1): its public key is ML-KEM-768's 1184 bytes and an X25519 share of 32
       { description: "kem type is case-sensitive: x-wing", text: withHello({ kem: { type: "x-wing", data: b64u(xwPk) } }), error: "unsupported" },
       { description: "X-Wing kem key of 1215 bytes", text: withHello({ kem: { type: "X-Wing", data: b64u(xwPk.slice(0, 1215)) } }), error: "bad_request" },
       { description: "X-Wing kem key of 1217 bytes", text: withHello({ kem: { type: "X-Wing", data: b64u(concat(xwPk, new Uint8Array(1))) } }), error: "bad_request" },

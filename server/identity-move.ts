@@ -36,16 +36,21 @@ export interface MoveResult {
 
 /**
  * Moves the registration and the kept pushes of `from` to `to` and retires
- * `from`'s channels. The pushes are copied in order into `to`'s window under
- * new sequence numbers (the store wraps them for their identity); those of
- * `from` are left to age out of its window.
+ * `from`'s channels. `registered` is `from`'s registration as checked
+ * ({@link checkMove}): the registry re-keys it only if it is still exactly
+ * that, in one atomic step, so of concurrent moves (or a move and a removal,
+ * block or role change) on any nodes one wins, and a loser is refused before
+ * it changes anything (DESIGN.md §11). The pushes are copied in order into
+ * `to`'s window under new sequence numbers (the store wraps them for their
+ * identity); those of `from` are left to age out of its window.
+ * @throws RegistrationChangedError (`forbidden`, close 4008) when the move lost; nothing moved.
  * @throws PsimbolsError `unsupported` when the registry cannot move keys.
  */
-export async function moveIdentity(config: BrokerConfig, store: Store, registry: KeyRegistry | undefined, from: PublicKey, to: PublicKey): Promise<MoveResult> {
-  let registered: RegisteredKey | undefined;
-  if (registry && (await registry.lookup(from.fingerprint))) {
+export async function moveIdentity(config: BrokerConfig, store: Store, registry: KeyRegistry | undefined, from: PublicKey, to: PublicKey, registered: RegisteredKey | undefined): Promise<MoveResult> {
+  let moved: RegisteredKey | undefined;
+  if (registry && registered) {
     if (!registry.move) throw new PsimbolsError(ErrorCode.unsupported, "this service's key registry cannot move keys");
-    registered = await registry.move(from.fingerprint, to);
+    moved = await registry.move(registered, to);
   }
   let pushes = 0;
   const kept = await store.pushesSince(from.fingerprint, 0);
@@ -56,5 +61,5 @@ export async function moveIdentity(config: BrokerConfig, store: Store, registry:
     }
   }
   const retired = await store.retireIdentity(from.fingerprint, "revoked");
-  return { registered, pushes, retired };
+  return { registered: moved, pushes, retired };
 }

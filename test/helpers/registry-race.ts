@@ -4,11 +4,17 @@
  * sockets, fired at one instant, and a checker that the registry after a
  * round equals some serial order of the writes that succeeded.
  */
-import { type SigningKey } from "../../shared/crypto.js";
+import * as assert from "uvu/assert";
+import { join } from "node:path";
+import { KeyType, type SigningKey, generateSigningKey, wirePublicKey } from "../../shared/crypto.js";
 import { fromUtf8 } from "../../shared/encoding.js";
+import { CloseCode, ErrorCode } from "../../shared/errors.js";
 import { type Challenge, decodeServerFrame } from "../../shared/frames.js";
 import { answerChallenge, createHello } from "../../shared/handshake.js";
-import { Raw } from "./raw.js";
+import { generateKeyFile } from "../../node/key-files.js";
+import type { Store } from "../../server/store/store.js";
+import { runCli } from "./broker.js";
+import { Raw, handshake } from "./raw.js";
 
 /** A move handshake up to (not including) its proof: send `fire()` to race. */
 export interface ArmedMove {
@@ -100,8 +106,13 @@ export function serialOrder(before: Map<string, Reg>, writes: Write[], after: Ma
   const effective = writes.filter((w) => w.kind !== "move" || w.ok);
   const used = new Array<boolean>(effective.length).fill(false);
   const order: Write[] = [];
+  // (writes applied, state) pairs already known to lead nowhere: writes of distinct keys commute,
+  // so without this a lost write among ten would be tried in every one of 10! orders
+  const dead = new Set<string>();
   const search = (state: Map<string, Reg>): boolean => {
     if (order.length === effective.length) return same(state, after);
+    const memo = `${used.map(Number).join("")} ${JSON.stringify([...state].sort(([a], [b]) => (a < b ? -1 : 1)))}`;
+    if (dead.has(memo)) return false;
     for (let i = 0; i < effective.length; i++) {
       if (used[i]) continue;
       const next = new Map(state);
@@ -112,6 +123,7 @@ export function serialOrder(before: Map<string, Reg>, writes: Write[], after: Ma
       order.pop();
       used[i] = false;
     }
+    dead.add(memo);
     return false;
   };
   return search(new Map(before)) ? order : undefined;
@@ -137,4 +149,186 @@ export function shuffled<T>(items: T[], rand: () => number): T[] {
     [out[i], out[j]] = [out[j]!, out[i]!];
   }
   return out;
+}
+
+/** A registration as the race tests compare it. */
+export function regOf(k: { role: string; comment: string; moved_from?: string }): Reg {
+  return { role: k.role, comment: k.comment, ...(k.moved_from ? { moved_from: k.moved_from } : {}) };
+}
+
+/** Rounds per test (PSIMBOLS_RACE_ROUNDS, default 6) and the first seed (PSIMBOLS_RACE_SEED, default from the clock; printed in the suite name). */
+export const ROUNDS = Number(process.env.PSIMBOLS_RACE_ROUNDS ?? 6);
+export const SEED = Number(process.env.PSIMBOLS_RACE_SEED ?? Date.now() % 100_000);
+
+/** Two broker nodes sharing one registry and one store, as a race round sees them. */
+export interface RaceNodes {
+  /** The nodes' client URLs. */
+  readonly urls: readonly [string, string];
+  /** A POST to node `i`'s server API (bearer token included). */
+  api(i: 0 | 1, path: string, body: unknown): Promise<{ status: number; json: Record<string, any> | undefined }>;
+  /** Where the CLI `keys` finds the registry: `--redis URL` or `--file PATH`. */
+  readonly cliWhere: readonly string[];
+  /** Registers a key (the test's own write, before a round). */
+  register(key: SigningKey, role: string, comment: string): Promise<void>;
+  /** The registry as stored now. */
+  snapshot(): Promise<Map<string, Reg>>;
+  /** The shared store, to seed kept pushes and read channels and windows. */
+  readonly store: Store;
+  readonly window: { count: number; ageMs: number };
+  /** Where key files go. */
+  readonly dir: string;
+  /** Wait after the test's own writes until every node sees them (a keys file is re-read at most once a second). */
+  readonly settleMs: number;
+}
+
+/** A writer of the mixed rounds: runs its write and records how it ended. */
+type Writer = (w: Write[]) => Promise<void>;
+
+function writers(n: RaceNodes, old: SigningKey, targets: SigningKey[], pem: string): Writer[] {
+  const fp = old.public.fingerprint;
+  const apiAdd = (i: 0 | 1, key: SigningKey, role: string, comment: string): Writer => async (w) => {
+    const r = await n.api(i, "/v1/keys", { public_key: wirePublicKey(key.public), role, comment });
+    assert.is(r.status, 201, JSON.stringify(r.json));
+    w.push({ kind: "add", fp: key.public.fingerprint, role, comment });
+  };
+  const apiRemove = (i: 0 | 1, target: string): Writer => async (w) => {
+    const r = await n.api(i, "/v1/keys/remove", { fingerprint: target });
+    assert.ok(r.status === 200 || r.status === 404, JSON.stringify(r.json));
+    w.push({ kind: "remove", fp: target, removed: r.status === 200 });
+  };
+  return [
+    apiAdd(0, old, "blocked", "blocked by node a"),
+    apiAdd(1, old, "client", "demoted by node b"),
+    apiRemove(1, fp),
+    apiRemove(0, fp),
+    // a target registered meanwhile: a move to it must not take it over
+    apiAdd(0, targets[0]!, "client", "target taken"),
+    async () => {
+      const r = await n.api(1, "/v1/revoke", { identity: fp });
+      assert.is(r.status, 200, JSON.stringify(r.json));
+    },
+    async (w) => {
+      const r = await runCli(["keys", "add", pem, "--role", "blocked", "--comment", "blocked by the CLI", ...n.cliWhere]);
+      assert.is(r.code, 0, r.stderr);
+      w.push({ kind: "add", fp, role: "blocked", comment: "blocked by the CLI" });
+    },
+    async (w) => {
+      const r = await runCli(["keys", "remove", fp, ...n.cliWhere]);
+      w.push({ kind: "remove", fp, removed: r.code === 0 });
+    },
+  ];
+}
+
+/** Movers per node in a move round. */
+export const MOVERS_PER_NODE = 3;
+
+/**
+ * One round of moves: a fresh operator key with kept pushes and a live
+ * channel, moved to a fresh key by {@link MOVERS_PER_NODE} sockets on each
+ * node at one instant; in a `mixed` round, four of the other writers (keys
+ * add, remove, block, a taken target, a revocation; API on both nodes, CLI)
+ * race them. Checks every invariant of the round (DESIGN.md §11, PROTOCOL.md
+ * §5.7). @returns whether a move won.
+ */
+export async function moveRound(n: RaceNodes, seed: number, mixed: boolean): Promise<boolean> {
+  const pem = join(n.dir, `old-${seed}.pem`);
+  const old = await generateKeyFile(KeyType.ed25519, pem);
+  const fp = old.public.fingerprint;
+  const targets = await Promise.all(Array.from({ length: 2 * MOVERS_PER_NODE }, () => generateSigningKey()));
+  await n.register(old, "operator", `round ${seed}`);
+  for (const m of ["p1", "p2", "p3"]) await n.store.push(fp, JSON.stringify(m), n.window);
+  await new Promise((r) => setTimeout(r, n.settleMs));
+  const standing = await Raw.open(n.urls[0]);
+  await handshake(standing, old);
+  const before = await n.snapshot();
+
+  const armed = await Promise.all(targets.map((to, i) => armMove(n.urls[i % 2]!, old, to)));
+  const rand = seeded(seed);
+  const others = mixed ? shuffled(writers(n, old, targets, pem), rand).slice(0, 4) : [];
+  const writes: Write[] = [];
+  // the proofs at one instant, in a seeded order; the other writers each after a seeded 0 to 30 ms,
+  // so that some rounds see the moves land first and others the writes they race
+  const later = (o: Writer) => async () => {
+    await new Promise((r) => setTimeout(r, Math.floor(rand() * 30)));
+    await o(writes);
+  };
+  const racers: (() => Promise<unknown>)[] = shuffled([...armed.map((a) => () => a.fire()), ...others.map(later)], rand);
+  const results = await Promise.all(racers.map((f) => f()));
+  const moves = results.filter((r): r is MoveOutcome => typeof r === "object" && r !== null && "established" in r);
+  for (const m of moves) writes.push({ kind: "move", from: fp, to: m.to, ok: m.established });
+  const after = await n.snapshot();
+  const context = `seed ${seed}, writes ${JSON.stringify(writes.map((w) => ({ ...w, fp: undefined, from: undefined })))}`;
+
+  assert.ok(serialOrder(before, writes, after), `the registry is no serial order of the writes (${context})`);
+  const winners = moves.filter((m) => m.established);
+  assert.ok(winners.length <= 1, `${winners.length} moves of one key won (${context})`);
+  if (!mixed) assert.is(winners.length, 1, `no move won (${context})`);
+  for (const m of moves) {
+    if (m.established) continue;
+    assert.equal([m.code, m.close], [ErrorCode.forbidden, CloseCode.forbidden.code], `a losing move (${context})`);
+    // a loser changed nothing: no channel, no pushes for its key (its registration is checked by the serial order)
+    assert.is(await n.store.activeChannel(m.to), undefined, `a losing move's key holds a channel (${context})`);
+    assert.is(await n.store.lastPush(m.to), 0, `a losing move's key got pushes (${context})`);
+  }
+  const winner = winners[0];
+  if (winner) {
+    // the registration went to the winner (unless a later `keys add` of that key replaced it: the serial order covers that)
+    if (!writes.some((w) => w.kind === "add" && w.fp === winner.to)) assert.is(after.get(winner.to)?.moved_from, fp, `the winner holds the moved registration (${context})`);
+    assert.ok(await n.store.activeChannel(winner.to), "the winner holds a channel");
+    const kept = await n.store.pushesSince(winner.to, 0);
+    assert.ok(kept !== "gap");
+    assert.equal(kept.map((k) => JSON.parse(k.data)), ["p1", "p2", "p3"], "the kept pushes went to the winner");
+    assert.is(await n.store.activeChannel(fp), undefined, "the old key's channel ended with the move");
+    assert.is((await standing.closed).code, CloseCode.revoked.code);
+  }
+  for (const m of moves) m.raw.close();
+  standing.close();
+  return winner !== undefined;
+}
+
+/**
+ * One round of adds and removes only: `perNode` fresh keys added through each
+ * node's API and two through the CLI, all at once, then all removed at once
+ * the same way (each key by another writer than the one that added it). Every
+ * acknowledged write must show: the registry is the serial order (no write
+ * lost to another's read-modify-write).
+ */
+export async function addRemoveRound(n: RaceNodes, seed: number, perNode = 4): Promise<void> {
+  const rand = seeded(seed);
+  const keys = await Promise.all(Array.from({ length: 2 * perNode + 2 }, (_, i) => generateKeyFile(KeyType.ed25519, join(n.dir, `k-${seed}-${i}.pem`))));
+  const via = (i: number): "cli" | 0 | 1 => (i >= 2 * perNode ? "cli" : ((i % 2) as 0 | 1));
+  const before = await n.snapshot();
+  const writes: Write[] = [];
+  const add = async (key: SigningKey, i: number) => {
+    const comment = `seed ${seed} key ${i}`;
+    const w = via(i);
+    if (w === "cli") {
+      const r = await runCli(["keys", "add", join(n.dir, `k-${seed}-${i}.pem`), "--comment", comment, ...n.cliWhere]);
+      assert.is(r.code, 0, r.stderr);
+    } else {
+      const r = await n.api(w, "/v1/keys", { public_key: wirePublicKey(key.public), comment });
+      assert.is(r.status, 201, JSON.stringify(r.json));
+    }
+    writes.push({ kind: "add", fp: key.public.fingerprint, role: "client", comment });
+  };
+  await Promise.all(shuffled(keys.map((k, i) => () => add(k, i)), rand).map((f) => f()));
+  const added = await n.snapshot();
+  assert.ok(serialOrder(before, writes, added), `adds lost (seed ${seed}): ${keys.filter((k) => !added.has(k.public.fingerprint)).length} of ${keys.length} acknowledged keys missing`);
+  const removes: Write[] = [];
+  const remove = async (key: SigningKey, i: number) => {
+    const fp = key.public.fingerprint;
+    const w = via((i + 1) % keys.length);
+    let removed: boolean;
+    if (w === "cli") removed = (await runCli(["keys", "remove", fp, ...n.cliWhere])).code === 0;
+    else {
+      const r = await n.api(w, "/v1/keys/remove", { fingerprint: fp });
+      assert.ok(r.status === 200 || r.status === 404, JSON.stringify(r.json));
+      removed = r.status === 200;
+    }
+    removes.push({ kind: "remove", fp, removed });
+  };
+  await Promise.all(shuffled(keys.map((k, i) => () => remove(k, i)), rand).map((f) => f()));
+  const after = await n.snapshot();
+  assert.ok(serialOrder(added, removes, after), `removes lost (seed ${seed}): ${keys.filter((k) => after.has(k.public.fingerprint)).length} of ${keys.length} removed keys still registered`);
+  assert.ok(removes.every((w) => w.kind === "remove" && w.removed), `a remove found its key missing (seed ${seed})`);
 }

@@ -9,10 +9,9 @@
  *                         "role":"client"|"operator"|"blocked","comment":"…","added":"RFC 3339"}]}
  * A `blocked` entry may name its key by fingerprint alone (no `public_key`).
  */
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
-import { randomBytes } from "node:crypto";
-import { hostname } from "node:os";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
+import { replaceFile, withFileLock } from "./file-lock.js";
 import type { Redis } from "ioredis";
 import { createRedis, parseRedisAddress } from "./store/redis-address.js";
 import type { PublicKey } from "../shared/crypto.js";
@@ -132,102 +131,19 @@ export function readKeysFile(path: string): RegisteredKey[] {
   return f.keys;
 }
 
-/** Replaces the keys file atomically (a temporary file, then rename): a reader sees the old file or the new one. Call it holding the lock. */
+/** Replaces the keys file atomically (a reader sees the old file or the new one). Call it holding the lock. */
 function writeKeysFile(path: string, keys: RegisteredKey[]): void {
-  const tmp = `${path}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ version: 1, keys } satisfies KeysFile, null, 2) + "\n", { mode: 0o600 });
-  renameSync(tmp, path);
+  replaceFile(path, JSON.stringify({ version: 1, keys } satisfies KeysFile, null, 2) + "\n");
 }
-
-/** How long a writer waits for the keys file's lock before giving up. */
-export const KEYS_LOCK_WAIT_MS = 5000;
-/** A lock older than this is stale (its writer died while holding it): a write takes milliseconds. */
-export const KEYS_LOCK_STALE_MS = 30_000;
 
 /**
- * Runs `fn` (a read-modify-write of the keys file, synchronous) holding
- * `<path>.lock`, made with O_EXCL, so writers in every process that shares the
- * file (brokers, their server API, `psimbols keys`) take turns. A lock whose
- * process is gone (same host) or older than {@link KEYS_LOCK_STALE_MS} is
- * broken. @throws PsimbolsError `unavailable` when the lock stays held for
- * {@link KEYS_LOCK_WAIT_MS}; nothing written.
+ * Runs `fn`, a synchronous read-modify-write of the keys file, holding its lock
+ * (server/file-lock.ts). A first `keys add --file DIR/keys.json` makes DIR,
+ * private to its owner (as the data directory is).
  */
-export async function withKeysFileLock<T>(path: string, fn: () => T): Promise<T> {
-  // A first `keys add --file DIR/keys.json` makes DIR, private to its owner (as the data directory is).
+function withKeysFileLock<T>(path: string, fn: () => T): Promise<T> {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const lock = `${path}.lock`;
-  const mine = `${process.pid} ${hostname()} ${randomBytes(8).toString("hex")}\n`;
-  const deadline = Date.now() + KEYS_LOCK_WAIT_MS;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const fd = openSync(lock, "wx", 0o600);
-      try {
-        writeSync(fd, mine);
-      } finally {
-        closeSync(fd);
-      }
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    }
-    if (breakStaleLock(lock)) continue;
-    if (Date.now() > deadline) throw new PsimbolsError(ErrorCode.unavailable, `keys file ${path} is locked by another writer (${lock}); try again`);
-    await new Promise((r) => setTimeout(r, Math.min(50, attempt * 2) * (0.5 + Math.random())));
-  }
-  try {
-    return fn();
-  } finally {
-    // Only our own lock: were it broken as stale meanwhile, the file now belongs to another writer.
-    if (readText(lock) === mine) unlinkSync(lock);
-  }
-}
-
-function readText(path: string): string | undefined {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return undefined;
-  }
-}
-
-/** Removes `lock` if its writer is gone. @returns whether it did (then try again at once). */
-function breakStaleLock(lock: string): boolean {
-  const seen = readText(lock);
-  if (seen === undefined) return true; // released meanwhile
-  let age: number;
-  try {
-    age = Date.now() - statSync(lock).mtimeMs;
-  } catch {
-    return true;
-  }
-  const [pid, host] = seen.split(" ");
-  const dead = host === hostname() && Number.isSafeInteger(Number(pid)) && !alive(Number(pid));
-  if (!dead && age < KEYS_LOCK_STALE_MS) return false;
-  // Renamed aside first, then checked: if another writer broke it and took the lock in between, put that one back.
-  const aside = `${lock}.${process.pid}.${randomBytes(6).toString("hex")}.stale`;
-  try {
-    renameSync(lock, aside);
-  } catch {
-    return true;
-  }
-  if (readText(aside) !== seen) {
-    try {
-      linkSync(aside, lock);
-    } catch {
-      /* a third writer holds it now; theirs stands */
-    }
-  }
-  unlinkSync(aside);
-  return true;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
+  return withFileLock(path, fn);
 }
 
 /** A key to register: a public key, or (for `blocked` only) a bare fingerprint. */

@@ -1,8 +1,9 @@
 /**
- * The keys file's lock (server/registry.ts, docs/BACKEND.md "Server API"):
- * writers take `keys.json.lock` (O_EXCL) and wait while another holds it; a
- * lock whose process is gone, or one 30 s old, is broken; a lock held for 5 s
- * refuses the write with `unavailable`, the file unchanged.
+ * The lock of the keys file and the API tokens file (server/file-lock.ts,
+ * docs/BACKEND.md "Server API"): writers take `<file>.lock` (O_EXCL) and wait
+ * while another holds it; a lock whose process is gone, or one 30 s old, is
+ * broken; a lock held for 5 s refuses the write with `unavailable`, the file
+ * unchanged; concurrent `psimbols api-token` processes lose no create or revoke.
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
@@ -12,11 +13,12 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { ErrorCode } from "../../shared/errors.js";
-import { KEYS_LOCK_WAIT_MS, addKey, readKeysFile, removeKey } from "../../server/registry.js";
-import { tempDir } from "../helpers/broker.js";
+import { addKey, readKeysFile, removeKey } from "../../server/registry.js";
+import { FILE_LOCK_WAIT_MS } from "../../server/file-lock.js";
+import { runCli, tempDir } from "../helpers/broker.js";
 import { rejectsWith } from "../helpers/refusal.js";
 
-const t = suite("keys file lock");
+const t = suite("file lock of the keys and tokens files");
 
 /** A keys file with one key, and its lock path. */
 async function keysFile(): Promise<{ path: string; lock: string }> {
@@ -58,17 +60,35 @@ t("a lock 30 s old is broken, whoever holds it", async () => {
   assert.not.ok(existsSync(lock));
 });
 
-t(`a lock held for ${KEYS_LOCK_WAIT_MS / 1000} s refuses the write with unavailable; the file and the holder's lock are unchanged`, async () => {
+t(`a lock held for ${FILE_LOCK_WAIT_MS / 1000} s refuses the write with unavailable; the file and the holder's lock are unchanged`, async () => {
   const { path, lock } = await keysFile();
   const before = readFileSync(path, "utf8");
   const held = `${process.pid} ${hostname()} held-by-the-test\n`;
   writeFileSync(lock, held);
   const started = Date.now();
   await rejectsWith(addKey(path, (await generateSigningKey()).public), ErrorCode.unavailable, /is locked by another writer/);
-  assert.ok(Date.now() - started >= KEYS_LOCK_WAIT_MS);
+  assert.ok(Date.now() - started >= FILE_LOCK_WAIT_MS);
   assert.is(readFileSync(path, "utf8"), before);
   assert.is(readFileSync(lock, "utf8"), held);
   unlinkSync(lock);
+});
+
+t("concurrent api-token create and revoke, each in its own process: every create is kept, every revoke holds", async () => {
+  const file = join(tempDir(), "api-tokens.json");
+  const cli = async (...args: string[]) => {
+    const r = await runCli(["api-token", ...args, "--file", file]);
+    assert.is(r.code, 0, r.stderr);
+    return r.stdout.trim();
+  };
+  const ids = async () => (JSON.parse(await cli("list", "--json")) as { id: string }[]).map((x) => x.id).sort();
+  const old = [await cli("create", "--comment", "old 1"), await cli("create", "--comment", "old 2")].map((tok) => tok.slice(5, 21));
+  const made = await Promise.all([
+    ...Array.from({ length: 4 }, (_, i) => cli("create", "--comment", `new ${i}`)),
+    ...old.map((id) => cli("revoke", id).then(() => undefined)),
+  ]);
+  const created = made.filter((x): x is string => x !== undefined).map((tok) => tok.slice(5, 21));
+  assert.equal(await ids(), created.sort());
+  assert.not.ok(existsSync(`${file}.lock`));
 });
 
 t.run();

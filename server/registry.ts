@@ -47,7 +47,7 @@ export interface KeyRegistry {
    * still exactly `expected` and `to` is not registered. Of concurrent moves
    * of one registration, on any nodes, exactly one succeeds.
    * @returns the entry now registered under `to`.
-   * @throws RegistrationChangedError when the old key's entry is no longer `expected` or `to` is registered; nothing changed.
+   * @throws MoveLostError when the old key's entry is no longer `expected` or `to` is registered; nothing changed.
    */
   move?(expected: RegisteredKey, to: PublicKey): Promise<RegisteredKey>;
 }
@@ -67,19 +67,19 @@ export interface ManagedRegistry extends KeyRegistry {
 }
 
 /**
- * A move that lost to another write of the same registration (another move, a
- * removal, a block or role change), or whose new key is registered: code
- * `forbidden`, close 4008 (PROTOCOL.md §5.7). Nothing changed.
+ * A move that lost to another write of the same key (another move, a removal,
+ * a block or role change), or whose new key is registered: code `forbidden`,
+ * close 4008 (PROTOCOL.md §5.7). Nothing changed.
  */
-export class RegistrationChangedError extends PsimbolsError {
+export class MoveLostError extends PsimbolsError {
   constructor(message: string) {
     super(ErrorCode.forbidden, message, { close: CloseCode.forbidden });
-    this.name = "RegistrationChangedError";
+    this.name = "MoveLostError";
   }
 }
 
-const changed = () => new RegistrationChangedError("the registration of this key changed while it was being moved (another move, a removal or a block came first); nothing moved");
-const taken = () => new RegistrationChangedError("the key to move to is already registered with the service");
+const changed = () => new MoveLostError("the registration of this key changed while it was being moved (another move, a removal or a block came first); nothing moved");
+const taken = () => new MoveLostError("the key to move to is already registered with the service");
 
 /** The entry of `to` that takes over `old` (a move keeps role, comment and the date added). */
 function movedEntry(old: RegisteredKey, to: PublicKey): RegisteredKey {
@@ -89,7 +89,7 @@ function movedEntry(old: RegisteredKey, to: PublicKey): RegisteredKey {
 /**
  * Moves the registration `expected` in a keys file to `to` (§5.7), under the
  * file's lock: only if the file still holds exactly `expected` and not `to`.
- * @returns the new entry. @throws RegistrationChangedError otherwise (the file unchanged).
+ * @returns the new entry. @throws MoveLostError otherwise (the file unchanged).
  */
 export async function moveKey(path: string, expected: RegisteredKey, to: PublicKey): Promise<RegisteredKey> {
   return withKeysFileLock(path, () => {

@@ -3,14 +3,14 @@
  * and Redis (a real redis-server on a free port). Role, comment and the date
  * added stay; a registered target, or an old entry that is no longer the one
  * checked (moved, removed, blocked, its role changed), is refused
- * (RegistrationChangedError: forbidden, close 4008) and nothing changes.
+ * (MoveLostError: forbidden, close 4008) and nothing changes.
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { generateSigningKey } from "../../shared/crypto.js";
-import { FileRegistry, type ManagedRegistry, RedisRegistry, RegistrationChangedError, Role, readKeysFile } from "../../server/registry.js";
+import { FileRegistry, type ManagedRegistry, RedisRegistry, MoveLostError, Role, readKeysFile } from "../../server/registry.js";
 import { CloseCode, ErrorCode } from "../../shared/errors.js";
 import { tempDir } from "../helpers/broker.js";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
@@ -30,8 +30,8 @@ async function refused(p: Promise<unknown>, message: RegExp): Promise<void> {
     await p;
     assert.unreachable("the move was not refused");
   } catch (e) {
-    assert.instance(e, RegistrationChangedError);
-    assert.equal([(e as RegistrationChangedError).code, (e as RegistrationChangedError).close], [ErrorCode.forbidden, CloseCode.forbidden]);
+    assert.instance(e, MoveLostError);
+    assert.equal([(e as MoveLostError).code, (e as MoveLostError).close], [ErrorCode.forbidden, CloseCode.forbidden]);
     assert.match((e as Error).message, message);
   }
 }

@@ -69,10 +69,11 @@ export type Write =
 /**
  * Applies `w` to `state` as the registry does when it runs alone: @returns
  * false when `w`'s recorded outcome is impossible at this point.
- * A move (closed service) needs `from` registered and not blocked and `to`
- * unregistered; it re-keys the entry (role, comment) with `moved_from`.
+ * A move needs `from` registered (or, in an `open` service, unregistered: then
+ * it writes nothing) and not blocked, and `to` unregistered; it re-keys the
+ * entry (role, comment) with `moved_from`.
  */
-function apply(state: Map<string, Reg>, w: Write): boolean {
+function apply(state: Map<string, Reg>, w: Write, open: boolean): boolean {
   switch (w.kind) {
     case "add":
       state.set(w.fp, { role: w.role, comment: w.comment });
@@ -83,7 +84,9 @@ function apply(state: Map<string, Reg>, w: Write): boolean {
       return true;
     case "move": {
       const old = state.get(w.from);
-      if (!old || old.role === "blocked" || state.has(w.to)) return false;
+      // an open service moves an unregistered key too, and then writes nothing here
+      if (!old) return open && !state.has(w.to);
+      if (old.role === "blocked" || state.has(w.to)) return false;
       state.set(w.to, { role: old.role, comment: old.comment, moved_from: w.from });
       state.delete(w.from);
       return true;
@@ -102,7 +105,7 @@ const same = (a: Map<string, Reg>, b: Map<string, Reg>): boolean =>
  * must change nothing) that turns `before` into `after`, with every recorded
  * outcome possible at its place; undefined when there is none.
  */
-export function serialOrder(before: Map<string, Reg>, writes: Write[], after: Map<string, Reg>): Write[] | undefined {
+export function serialOrder(before: Map<string, Reg>, writes: Write[], after: Map<string, Reg>, open = false): Write[] | undefined {
   const effective = writes.filter((w) => w.kind !== "move" || w.ok);
   const used = new Array<boolean>(effective.length).fill(false);
   const order: Write[] = [];
@@ -116,7 +119,7 @@ export function serialOrder(before: Map<string, Reg>, writes: Write[], after: Ma
     for (let i = 0; i < effective.length; i++) {
       if (used[i]) continue;
       const next = new Map(state);
-      if (!apply(next, effective[i]!)) continue;
+      if (!apply(next, effective[i]!, open)) continue;
       used[i] = true;
       order.push(effective[i]!);
       if (search(next)) return true;
@@ -175,6 +178,8 @@ export interface RaceNodes {
   /** The shared store, to seed kept pushes and read channels and windows. */
   readonly store: Store;
   readonly window: { count: number; ageMs: number };
+  /** An open service (else closed): a move of an unregistered key is made too. */
+  readonly open: boolean;
   /** Where key files go. */
   readonly dir: string;
   /** Wait after the test's own writes until every node sees them (a keys file is re-read at most once a second). */
@@ -225,17 +230,18 @@ export const MOVERS_PER_NODE = 3;
 /**
  * One round of moves: a fresh operator key with kept pushes and a live
  * channel, moved to a fresh key by {@link MOVERS_PER_NODE} sockets on each
- * node at one instant; in a `mixed` round, four of the other writers (keys
+ * node at one instant (with `registered` false, a key the open service does
+ * not know: the moves carry only its kept pushes); in a `mixed` round, four of the other writers (keys
  * add, remove, block, a taken target, a revocation; API on both nodes, CLI)
  * race them. Checks every invariant of the round (DESIGN.md §11, PROTOCOL.md
  * §5.7). @returns whether a move won.
  */
-export async function moveRound(n: RaceNodes, seed: number, mixed: boolean): Promise<boolean> {
+export async function moveRound(n: RaceNodes, seed: number, mixed: boolean, registered = true): Promise<boolean> {
   const pem = join(n.dir, `old-${seed}.pem`);
   const old = await generateKeyFile(KeyType.ed25519, pem);
   const fp = old.public.fingerprint;
   const targets = await Promise.all(Array.from({ length: 2 * MOVERS_PER_NODE }, () => generateSigningKey()));
-  await n.register(old, "operator", `round ${seed}`);
+  if (registered) await n.register(old, "operator", `round ${seed}`);
   for (const m of ["p1", "p2", "p3"]) await n.store.push(fp, JSON.stringify(m), n.window);
   await new Promise((r) => setTimeout(r, n.settleMs));
   const standing = await Raw.open(n.urls[0]);
@@ -259,7 +265,7 @@ export async function moveRound(n: RaceNodes, seed: number, mixed: boolean): Pro
   const after = await n.snapshot();
   const context = `seed ${seed}, writes ${JSON.stringify(writes.map((w) => ({ ...w, fp: undefined, from: undefined })))}`;
 
-  assert.ok(serialOrder(before, writes, after), `the registry is no serial order of the writes (${context})`);
+  assert.ok(serialOrder(before, writes, after, n.open), `the registry is no serial order of the writes (${context})`);
   const winners = moves.filter((m) => m.established);
   assert.ok(winners.length <= 1, `${winners.length} moves of one key won (${context})`);
   if (!mixed) assert.is(winners.length, 1, `no move won (${context})`);
@@ -273,7 +279,7 @@ export async function moveRound(n: RaceNodes, seed: number, mixed: boolean): Pro
   const winner = winners[0];
   if (winner) {
     // the registration went to the winner (unless a later `keys add` of that key replaced it: the serial order covers that)
-    if (!writes.some((w) => w.kind === "add" && w.fp === winner.to)) assert.is(after.get(winner.to)?.moved_from, fp, `the winner holds the moved registration (${context})`);
+    if (registered && !writes.some((w) => w.kind === "add" && w.fp === winner.to)) assert.is(after.get(winner.to)?.moved_from, fp, `the winner holds the moved registration (${context})`);
     assert.ok(await n.store.activeChannel(winner.to), "the winner holds a channel");
     const kept = await n.store.pushesSince(winner.to, 0);
     assert.ok(kept !== "gap");

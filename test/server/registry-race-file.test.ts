@@ -54,6 +54,7 @@ t.before(async () => {
     snapshot: async () => new Map(readKeysFile(keysFile).map((k) => [k.fingerprint, regOf(k)])),
     store: new RedisStore({ url: redis.url, wrapKey: parseWrapKey(wrapKey), node: "test" }),
     window: { count: window.count, ageMs: 600_000 },
+    open: false,
     dir,
     // a node re-reads the keys file at most once a second
     settleMs: 1100,

@@ -32,7 +32,10 @@ let redis: TestRedis;
 const nodes: { broker: Broker; api: ApiServer; registry: RedisRegistry; store: RedisStore }[] = [];
 /** The test's own view of the shared state. */
 let registry: RedisRegistry;
+let openRegistry: RedisRegistry;
 let race: RaceNodes;
+/** The same on two nodes of an open service (their own key prefix in the same Redis). */
+let openRace: RaceNodes;
 
 t.before(async () => {
   redis = await startRedis();
@@ -43,27 +46,31 @@ t.before(async () => {
   const tokens = new FileTokenStore(join(dir, "api-tokens.json"));
   const { token, entry } = newToken("race test");
   await tokens.add(entry);
-  for (const node of ["a", "b"]) {
-    const store = new RedisStore({ url: redis.url, wrapKey, node });
-    const nodeRegistry = new RedisRegistry(redis.url);
-    const config = { port: 0, node, closed: true, pushWindow: window, limits: { hellosPerAddress: 100_000 } };
+  for (const [node, prefix, closed] of [["a", "psimbols:", true], ["b", "psimbols:", true], ["open-a", "open:", false], ["open-b", "open:", false]] as const) {
+    const store = new RedisStore({ url: redis.url, wrapKey, node, prefix });
+    const nodeRegistry = new RedisRegistry(redis.url, prefix);
+    const config = { port: 0, node, closed, pushWindow: window, limits: { hellosPerAddress: 100_000 } };
     const broker = await Broker.start({ config, serverKey, store, registry: nodeRegistry, logger: log });
     const api = await ApiServer.start({ broker, registry: nodeRegistry, tokens, host: "127.0.0.1", port: 0, logger: log, failuresPerAddress: 1000 });
     nodes.push({ broker, api, registry: nodeRegistry, store });
   }
   registry = new RedisRegistry(redis.url);
-  const [a, b] = [nodes[0]!, nodes[1]!];
-  race = {
-    urls: [`ws://127.0.0.1:${a.broker.port}/`, `ws://127.0.0.1:${b.broker.port}/`],
-    api: (i, path, body) => call(nodes[i]!.api.url, "POST", path, { token, body }),
+  openRegistry = new RedisRegistry(redis.url, "open:");
+  const pair = (i: 0 | 2, reg: RedisRegistry, prefix: string, open: boolean): RaceNodes => ({
+    urls: [`ws://127.0.0.1:${nodes[i]!.broker.port}/`, `ws://127.0.0.1:${nodes[i + 1]!.broker.port}/`],
+    api: (j, path, body) => call(nodes[i + j]!.api.url, "POST", path, { token, body }),
+    // the CLI knows one prefix, the default: it writes only in the closed pair's rounds
     cliWhere: ["--redis", redis.url],
-    register: async (key, role, comment) => void (await registry.add(key.public, { role: role as Role, comment })),
-    snapshot: async () => new Map((await registry.list()).map((k) => [k.fingerprint, regOf(k)])),
-    store: new RedisStore({ url: redis.url, wrapKey, node: "test" }),
+    register: async (key, role, comment) => void (await reg.add(key.public, { role: role as Role, comment })),
+    snapshot: async () => new Map((await reg.list()).map((k) => [k.fingerprint, regOf(k)])),
+    store: new RedisStore({ url: redis.url, wrapKey, node: "test", prefix }),
     window,
+    open,
     dir,
     settleMs: 0,
-  };
+  });
+  race = pair(0, registry, "psimbols:", false);
+  openRace = pair(2, openRegistry, "open:", true);
 });
 t.after(async () => {
   for (const n of nodes) {
@@ -72,7 +79,9 @@ t.after(async () => {
     await n.registry.close();
   }
   await registry?.close();
+  await openRegistry?.close();
   await race?.store.close();
+  await openRace?.store.close();
   await redis?.stop();
 });
 
@@ -84,6 +93,10 @@ t("moves racing keys add (role change, block), keys remove, a taken target and a
   let won = 0;
   for (let r = 0; r < ROUNDS; r++) won += Number(await moveRound(race, SEED + 1000 + r, true));
   console.log(`  mixed rounds: ${won} of ${ROUNDS} with a winning move, the others with every move refused`);
+});
+
+t("concurrent moves of a key an open service does not know, from two nodes: exactly one wins, the kept pushes go to it only, every loser is refused forbidden", async () => {
+  for (let r = 0; r < ROUNDS; r++) await moveRound(openRace, SEED + 3000 + r, false, false);
 });
 
 t("concurrent keys add and keys remove of distinct keys through both nodes' API and the CLI: no acknowledged write is lost", async () => {

@@ -187,9 +187,13 @@ export interface RegistryLogger {
   warn(message: string, meta?: Record<string, unknown>): unknown;
 }
 
+/** Margin for the coarseness of file times: a file modified this close to the last read is read again. */
+const MTIME_TICK_MS = 1000;
+
 /**
- * A registry over a keys file, re-read when its mtime or size changes
- * (checked at most once a second). A file that stops parsing keeps the last
+ * A registry over a keys file, re-read when its inode, mtime or size changes,
+ * or when it was modified around the last read (checked at most once a
+ * second; at once after a write of this node). A file that stops parsing keeps the last
  * good set and logs one warning per change of the file.
  */
 export class FileRegistry implements ManagedRegistry {
@@ -197,6 +201,8 @@ export class FileRegistry implements ManagedRegistry {
   readonly #log: RegistryLogger | undefined;
   #byFp = new Map<string, RegisteredKey>();
   #stamp = "";
+  /** When the file was last read (ms). */
+  #readAt = 0;
   #badStamp = "";
   #checked = 0;
   /**
@@ -236,17 +242,23 @@ export class FileRegistry implements ManagedRegistry {
   }
   #reload(strict: boolean): void {
     this.#checked = Date.now();
+    const now = Date.now();
     let stamp = "missing";
+    let mtime = -Infinity;
     try {
       const st = statSync(this.path);
-      stamp = `${st.mtimeMs}:${st.size}`;
+      stamp = `${st.ino}:${st.mtimeMs}:${st.size}`;
+      mtime = st.mtimeMs;
     } catch {
       /* a missing file is an empty registry */
     }
-    if (stamp === this.#stamp) return;
+    // The clock behind mtime is coarse: a write of the same size in the tick of the last read
+    // keeps the stamp, so a file modified around the last read is read again whatever its stamp says.
+    if (stamp === this.#stamp && mtime < this.#readAt - MTIME_TICK_MS) return;
     try {
       this.#byFp = new Map(readKeysFile(this.path).map((k) => [k.fingerprint, k]));
       this.#stamp = stamp;
+      this.#readAt = now;
     } catch (e) {
       if (strict) throw e;
       // A half-written or broken file keeps the last good registry: never open a closed service by accident.

@@ -8,7 +8,7 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { join } from "node:path";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { FileRegistry, type ManagedRegistry, RedisRegistry, MoveLostError, Role, readKeysFile } from "../../server/registry.js";
 import { CloseCode, ErrorCode } from "../../shared/errors.js";
@@ -65,6 +65,24 @@ t("a keys file: the entry is re-keyed with its role and comment; a taken target 
   const path = join(tempDir(), "keys.json");
   await moves(new FileRegistry(path), async () => readFileSync(path, "utf8"));
   assert.is(readKeysFile(path).length, 2);
+});
+
+t("a keys file rewritten in place within one clock tick, with the same size and mtime, is still re-read: a block takes effect", async () => {
+  const path = join(tempDir(), "keys.json");
+  const key = await generateSigningKey();
+  const entry = await new FileRegistry(path).add(key.public, { role: Role.client, comment: "abcd" });
+  // one mtime for both versions of the file, as a coarse clock gives two writes within one tick
+  const tick = Date.now() / 1000;
+  utimesSync(path, tick, tick);
+  const reg = new FileRegistry(path);
+  assert.is((await reg.lookup(key.public.fingerprint))?.role, Role.client);
+  const { size } = statSync(path);
+  // "client" to "blocked" is one character more: the comment one less keeps the size
+  writeFileSync(path, JSON.stringify({ version: 1, keys: [{ ...entry, role: Role.blocked, comment: "abc" }] }, null, 2) + "\n");
+  utimesSync(path, tick, tick);
+  assert.is(statSync(path).size, size);
+  await new Promise((r) => setTimeout(r, 1100)); // lookups re-check the file at most once a second
+  assert.is((await reg.lookup(key.public.fingerprint))?.role, Role.blocked);
 });
 
 t("Redis: the entry is re-keyed with its role and comment; a taken target or a changed entry is refused and the old entry stays", async () => {

@@ -206,8 +206,14 @@ function writers(n: RaceNodes, old: SigningKey, targets: SigningKey[], pem: stri
     apiAdd(1, old, "client", "demoted by node b"),
     apiRemove(1, fp),
     apiRemove(0, fp),
-    // a target registered meanwhile: a move to it must not take it over
+    // a target registered or blocked meanwhile: a move to it must not take it over
     apiAdd(0, targets[0]!, "client", "target taken"),
+    async (w) => {
+      const fp1 = targets[1]!.public.fingerprint;
+      const r = await n.api(1, "/v1/keys", { fingerprint: fp1, role: "blocked", comment: "target blocked" });
+      assert.is(r.status, 201, JSON.stringify(r.json));
+      w.push({ kind: "add", fp: fp1, role: "blocked", comment: "target blocked" });
+    },
     async () => {
       const r = await n.api(1, "/v1/revoke", { identity: fp });
       assert.is(r.status, 200, JSON.stringify(r.json));
@@ -231,8 +237,9 @@ export const MOVERS_PER_NODE = 3;
  * One round of moves: a fresh operator key with kept pushes and a live
  * channel, moved to a fresh key by {@link MOVERS_PER_NODE} sockets on each
  * node at one instant (with `registered` false, a key the open service does
- * not know: the moves carry only its kept pushes); in a `mixed` round, four of the other writers (keys
- * add, remove, block, a taken target, a revocation; API on both nodes, CLI)
+ * not know: the moves carry only its kept pushes); in a `mixed` round, four
+ * of the other writers (keys add, remove, block, a taken or blocked target, a
+ * revocation; API on both nodes, CLI)
  * race them. Checks every invariant of the round (DESIGN.md §11, PROTOCOL.md
  * §5.7). @returns whether a move won.
  */
@@ -252,10 +259,10 @@ export async function moveRound(n: RaceNodes, seed: number, mixed: boolean, regi
   const rand = seeded(seed);
   const others = mixed ? shuffled(writers(n, old, targets, pem), rand).slice(0, 4) : [];
   const writes: Write[] = [];
-  // the proofs at one instant, in a seeded order; the other writers each after a seeded 0 to 30 ms,
+  // the proofs at one instant, in a seeded order; the other writers each after a seeded 0 to 50 ms,
   // so that some rounds see the moves land first and others the writes they race
   const later = (o: Writer) => async () => {
-    await new Promise((r) => setTimeout(r, Math.floor(rand() * 30)));
+    await new Promise((r) => setTimeout(r, Math.floor(rand() * 50)));
     await o(writes);
   };
   const racers: (() => Promise<unknown>)[] = shuffled([...armed.map((a) => () => a.fire()), ...others.map(later)], rand);

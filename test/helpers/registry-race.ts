@@ -259,13 +259,20 @@ export async function moveRound(n: RaceNodes, seed: number, mixed: boolean, regi
   const rand = seeded(seed);
   const others = mixed ? shuffled(writers(n, old, targets, pem), rand).slice(0, 4) : [];
   const writes: Write[] = [];
-  // the proofs at one instant, in a seeded order; the other writers each after a seeded 0 to 50 ms,
-  // so that some rounds see the moves land first and others the writes they race
+  // the proofs at one instant (in a mixed round after a seeded 0 to 50 ms), in a seeded order; the
+  // other writers each after a seeded 0 to 50 ms, so that some rounds see the moves land first and
+  // others the writes they race
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const movesAfter = mixed ? Math.floor(rand() * 50) : 0;
+  const fire = (a: ArmedMove) => async () => {
+    if (movesAfter > 0) await sleep(movesAfter);
+    return a.fire();
+  };
   const later = (o: Writer) => async () => {
-    await new Promise((r) => setTimeout(r, Math.floor(rand() * 50)));
+    await sleep(Math.floor(rand() * 50));
     await o(writes);
   };
-  const racers: (() => Promise<unknown>)[] = shuffled([...armed.map((a) => () => a.fire()), ...others.map(later)], rand);
+  const racers: (() => Promise<unknown>)[] = shuffled([...armed.map(fire), ...others.map(later)], rand);
   const results = await Promise.all(racers.map((f) => f()));
   const moves = results.filter((r): r is MoveOutcome => typeof r === "object" && r !== null && "established" in r);
   for (const m of moves) writes.push({ kind: "move", from: fp, to: m.to, ok: m.established });

@@ -8,6 +8,11 @@
  *   {"version":1,"keys":[{"fingerprint":"SHA256:…","public_key":{"type","data"},
  *                         "role":"client"|"operator"|"blocked","comment":"…","added":"RFC 3339"}]}
  * A `blocked` entry may name its key by fingerprint alone (no `public_key`).
+ *
+ * Every write (add, remove, move; from the server API, the CLI or a handshake)
+ * is one atomic step (DESIGN.md §11): on the file a read-modify-write under its
+ * lock, the file replaced by rename (server/file-lock.ts); on Redis one HSET,
+ * HDEL or compare-and-set script.
  */
 import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";

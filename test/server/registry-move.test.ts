@@ -13,6 +13,9 @@ import { generateSigningKey } from "../../shared/crypto.js";
 import { FileRegistry, type ManagedRegistry, RedisRegistry, MoveLostError, Role, readKeysFile } from "../../server/registry.js";
 import { CloseCode, ErrorCode } from "../../shared/errors.js";
 import { tempDir } from "../helpers/broker.js";
+import { MemoryStore } from "../../server/store/memory-store.js";
+import { MOVE_LEASE_MS, moveIdentity } from "../../server/identity-move.js";
+import { resolveConfig } from "../../server/config.js";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
 
 const t = suite("registry: moving a registration");
@@ -92,6 +95,33 @@ t("Redis: the entry is re-keyed with its role and comment; a taken target or a c
     await moves(reg, async () => JSON.stringify((await reg.list()).sort((x, y) => x.fingerprint.localeCompare(y.fingerprint))));
   } finally {
     await reg.close();
+  }
+});
+
+t("moveIdentity: a move that lost to a role change gives the old key's lease back (a retry with the entry as it now stands is made); after a move the old key cannot move again for 60 s", async () => {
+  const path = join(tempDir(), "keys.json");
+  const reg = new FileRegistry(path);
+  let clock = Date.now();
+  const store = new MemoryStore({ now: () => clock });
+  const config = resolveConfig({ keysFile: path });
+  try {
+    const [a, b, c] = [await generateSigningKey(), await generateSigningKey(), await generateSigningKey()];
+    const checked = await reg.add(a.public, { role: Role.operator, comment: "ops" });
+    await store.push(a.public.fingerprint, JSON.stringify("kept"), config.pushWindow);
+    const now = await reg.add(a.public, { role: Role.client, comment: "demoted" });
+    await refused(moveIdentity(config, store, reg, a.public, b.public, checked), /changed while it was being moved/);
+    assert.is(await store.lastPush(b.public.fingerprint), 0, "the lost move copied pushes");
+    const moved = await moveIdentity(config, store, reg, a.public, b.public, now);
+    assert.equal([moved.registered?.role, moved.registered?.comment, moved.pushes], [Role.client, "demoted", 1]);
+    // the old key again, unregistered now (as in an open service): its lease still holds
+    clock += MOVE_LEASE_MS - 1;
+    await refused(moveIdentity(config, store, reg, a.public, c.public, undefined), /another move of this key/);
+    assert.is(await store.lastPush(c.public.fingerprint), 0);
+    clock += 1;
+    assert.is((await moveIdentity(config, store, reg, a.public, c.public, undefined)).registered, undefined, "60 s on, the old key moves (with no registration)");
+    assert.is(MOVE_LEASE_MS, 60_000, "PROTOCOL.md §5.7 says 60 s");
+  } finally {
+    await store.close();
   }
 });
 

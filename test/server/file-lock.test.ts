@@ -11,7 +11,8 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { generateSigningKey } from "../../shared/crypto.js";
+import { KeyType, generateSigningKey } from "../../shared/crypto.js";
+import { generateKeyFile } from "../../node/key-files.js";
 import { ErrorCode } from "../../shared/errors.js";
 import { addKey, readKeysFile, removeKey } from "../../server/registry.js";
 import { FILE_LOCK_WAIT_MS } from "../../server/file-lock.js";
@@ -71,6 +72,23 @@ t(`a lock held for ${FILE_LOCK_WAIT_MS / 1000} s refuses the write with unavaila
   assert.is(readFileSync(path, "utf8"), before);
   assert.is(readFileSync(lock, "utf8"), held);
   unlinkSync(lock);
+});
+
+t("a reader never sees a half-written keys file while writers in other processes replace it", async () => {
+  const { path } = await keysFile();
+  const dir = tempDir();
+  const files = await Promise.all(Array.from({ length: 6 }, (_, i) => generateKeyFile(KeyType.ed25519, join(dir, `k${i}.pem`)).then(() => join(dir, `k${i}.pem`))));
+  let writing = true;
+  const writers = Promise.all(files.map((f) => runCli(["keys", "add", f, "--comment", "x".repeat(2000), "--file", path]))).finally(() => (writing = false));
+  let reads = 0;
+  while (writing) {
+    readKeysFile(path); // throws on a partial file
+    reads++;
+    await new Promise((r) => setImmediate(r));
+  }
+  for (const r of await writers) assert.is(r.code, 0, r.stderr);
+  assert.is(readKeysFile(path).length, 7);
+  assert.ok(reads > 10, `only ${reads} reads`);
 });
 
 t("concurrent api-token create and revoke, each in its own process: every create is kept, every revoke holds", async () => {

@@ -35,7 +35,7 @@ export function keysCommands(p: Command): void {
       const byFingerprint = /^SHA256:[A-Za-z0-9+/]{43}$/.test(keyfile);
       if (byFingerprint && o.role !== Role.blocked) throw new PsimbolsError(ErrorCode.badRequest, `a ${o.role} key needs its public key (a PEM file); only --role blocked takes a fingerprint`);
       const pub = byFingerprint ? { fingerprint: keyfile } : await loadPublicKey(keyfile);
-      const k = await withRegistry(o, async (r) => (r ? r.add(pub, o) : addKey(o.file, pub, o)));
+      const k = await withRegistry(o, (r) => (r ? r.add(pub, o) : addKey(o.file, pub, o)));
       console.log(`added ${k.fingerprint} (${k.role}) to ${o.redis ? "redis" : o.file}`);
     });
   where(keys.command("list"))
@@ -75,7 +75,7 @@ export function keysCommands(p: Command): void {
     .description("unregister a key by fingerprint")
     .argument("<fingerprint>")
     .action(async (fp: string, o: { file: string; redis?: string }) => {
-      const removed = await withRegistry(o, async (r) => (r ? r.remove(fp) : removeKey(o.file, fp)));
+      const removed = await withRegistry(o, (r) => (r ? r.remove(fp) : removeKey(o.file, fp)));
       if (!removed) throw new PsimbolsError(ErrorCode.badRequest, `${fp} is not registered in ${o.redis ? "redis" : o.file}`);
       console.log(`removed ${fp} from ${o.redis ? "redis" : o.file}`);
     });

@@ -43,7 +43,7 @@ import type { BrokerContext, HandlerContext } from "./broker.js";
 import type { ChannelRecord, RetireReason } from "./store/store.js";
 import type { Logger } from "./log.js";
 import { limitKey } from "./limits.js";
-import { Role } from "./registry.js";
+import { MoveLostError, Role } from "./registry.js";
 import type { Slot } from "./schedule.js";
 import { EventType, RevokeReason } from "./app/events.js";
 
@@ -302,7 +302,11 @@ export class Connection {
       const to = p.moveTo;
       // this socket's own channel of the old identity ends with the move, without a notice to itself
       if (previous) (this.#selfRetired ??= new Set()).add(previous.channel.id);
-      const moved = await this.#store(() => moveIdentity(config, store, registry, from, to));
+      const moved = await this.#store(() => moveIdentity(config, store, registry, from, to, registered)).catch((e: unknown) => {
+        // lost to a concurrent write of the registration (PROTOCOL.md §5.7): refused, nothing moved
+        if (e instanceof MoveLostError) this.#ctx.stats.handshakes.forbidden++;
+        throw e;
+      });
       identity = to.fingerprint;
       for (const channel of moved.retired) this.#ctx.events.emit(EventType.revoked, from.fingerprint, { channel, reason: RevokeReason.moved });
       this.#log.info("identity moved", { identity: from.fingerprint, to: identity, role: moved.registered?.role, pushes: moved.pushes, retired: moved.retired.length });
@@ -877,6 +881,7 @@ export class Connection {
     try {
       return await f();
     } catch (cause) {
+      if (cause instanceof MoveLostError) throw cause; // an answer, not an outage
       this.#ctx.stats.storeErrors++;
       this.#log.warn("store call failed", { error: cause instanceof Error ? cause.message : String(cause) });
       throw new PsimbolsError(ErrorCode.unavailable, "the service's store is unavailable; try again shortly", { cause });

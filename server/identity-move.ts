@@ -7,7 +7,8 @@
 import type { PublicKey } from "../shared/crypto.js";
 import { ErrorCode, PsimbolsError, CloseCode } from "../shared/errors.js";
 import type { BrokerConfig } from "./config.js";
-import { type KeyRegistry, type RegisteredKey, Role } from "./registry.js";
+import { randomBytes } from "node:crypto";
+import { type KeyRegistry, MoveLostError, type RegisteredKey, Role } from "./registry.js";
 import type { Store } from "./store/store.js";
 
 /**
@@ -34,18 +35,35 @@ export interface MoveResult {
   retired: string[];
 }
 
+/** How long the old key of a move stays leased to it: concurrent moves of the key lose, and so does another move within this time. */
+export const MOVE_LEASE_MS = 60_000;
+
 /**
  * Moves the registration and the kept pushes of `from` to `to` and retires
- * `from`'s channels. The pushes are copied in order into `to`'s window under
- * new sequence numbers (the store wraps them for their identity); those of
- * `from` are left to age out of its window.
+ * `from`'s channels. Of concurrent moves of one key, on any nodes, exactly one
+ * is made (DESIGN.md §11): each first takes the store's lease `move:<from>`
+ * (kept {@link MOVE_LEASE_MS} after a move, given back after a refusal); then
+ * the registry re-keys `registered`, `from`'s registration as checked
+ * ({@link checkMove}), only if it is still exactly that, in one atomic step, so
+ * a removal, block or role change that came first refuses the move too. A
+ * loser is refused before it changes anything. The pushes are copied in order
+ * into `to`'s window under new sequence numbers (the store wraps them for their
+ * identity); those of `from` are left to age out of its window.
+ * @throws MoveLostError (`forbidden`, close 4008) when the move lost; nothing moved.
  * @throws PsimbolsError `unsupported` when the registry cannot move keys.
  */
-export async function moveIdentity(config: BrokerConfig, store: Store, registry: KeyRegistry | undefined, from: PublicKey, to: PublicKey): Promise<MoveResult> {
-  let registered: RegisteredKey | undefined;
-  if (registry && (await registry.lookup(from.fingerprint))) {
-    if (!registry.move) throw new PsimbolsError(ErrorCode.unsupported, "this service's key registry cannot move keys");
-    registered = await registry.move(from.fingerprint, to);
+export async function moveIdentity(config: BrokerConfig, store: Store, registry: KeyRegistry | undefined, from: PublicKey, to: PublicKey, registered: RegisteredKey | undefined): Promise<MoveResult> {
+  const move = registered && registry?.move?.bind(registry);
+  if (registered && !move) throw new PsimbolsError(ErrorCode.unsupported, "this service's key registry cannot move keys");
+  const lease = `move:${from.fingerprint}`;
+  const owner = randomBytes(16).toString("base64url");
+  if (!(await store.lease(lease, owner, MOVE_LEASE_MS))) throw new MoveLostError("another move of this key was made or is under way; nothing moved");
+  let moved: RegisteredKey | undefined;
+  try {
+    if (registered && move) moved = await move(registered, to);
+  } catch (e) {
+    await store.unlease(lease, owner).catch(() => {}); // it expires anyway
+    throw e;
   }
   let pushes = 0;
   const kept = await store.pushesSince(from.fingerprint, 0);
@@ -56,5 +74,5 @@ export async function moveIdentity(config: BrokerConfig, store: Store, registry:
     }
   }
   const retired = await store.retireIdentity(from.fingerprint, "revoked");
-  return { registered, pushes, retired };
+  return { registered: moved, pushes, retired };
 }

@@ -8,14 +8,20 @@
  *   {"version":1,"keys":[{"fingerprint":"SHA256:…","public_key":{"type","data"},
  *                         "role":"client"|"operator"|"blocked","comment":"…","added":"RFC 3339"}]}
  * A `blocked` entry may name its key by fingerprint alone (no `public_key`).
+ *
+ * Every write (add, remove, move; from the server API, the CLI or a handshake)
+ * is one atomic step (DESIGN.md §11): on the file a read-modify-write under its
+ * lock, the file replaced by rename (server/file-lock.ts); on Redis one HSET,
+ * HDEL or compare-and-set script.
  */
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
+import { replaceFile, withFileLock } from "./file-lock.js";
 import type { Redis } from "ioredis";
 import { createRedis, parseRedisAddress } from "./store/redis-address.js";
 import type { PublicKey } from "../shared/crypto.js";
 import { wirePublicKey } from "../shared/crypto.js";
-import { ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { CloseCode, ErrorCode, PsimbolsError } from "../shared/errors.js";
 
 export const Role = { client: "client", operator: "operator", blocked: "blocked" } as const;
 export type Role = (typeof Role)[keyof typeof Role];
@@ -41,28 +47,66 @@ interface KeysFile {
 export interface KeyRegistry {
   lookup(fingerprint: string): Promise<RegisteredKey | undefined>;
   /**
-   * Moves the registration of `from` (role, comment, date added) to the key
-   * `to` (PROTOCOL.md §5.7). @returns the entry now registered, or undefined
-   * when `from` was not registered.
+   * Moves the registration `expected` (role, comment, date added) to the key
+   * `to` (PROTOCOL.md §5.7), in one atomic step: only if the old key's entry is
+   * still exactly `expected` and `to` is not registered. Of concurrent moves
+   * of one registration, on any nodes, exactly one succeeds.
+   * @returns the entry now registered under `to`.
+   * @throws MoveLostError when the old key's entry is no longer `expected` or `to` is registered; nothing changed.
    */
-  move?(from: string, to: PublicKey): Promise<RegisteredKey | undefined>;
+  move?(expected: RegisteredKey, to: PublicKey): Promise<RegisteredKey>;
 }
+
+/**
+ * A registry this node also writes (keys file or Redis): the server API and
+ * `psimbols keys`. Every write is one atomic step (DESIGN.md §11): concurrent
+ * writers on any nodes leave the registry as some serial order of them would.
+ */
+export interface ManagedRegistry extends KeyRegistry {
+  list(): Promise<RegisteredKey[]>;
+  /** Adds (or replaces the role and comment of) a key. @returns the entry written. */
+  add(key: KeyRef, options?: { role?: Role; comment?: string }): Promise<RegisteredKey>;
+  /** Removes a key by fingerprint. @returns whether it was there. */
+  remove(fingerprint: string): Promise<boolean>;
+  move(expected: RegisteredKey, to: PublicKey): Promise<RegisteredKey>;
+}
+
+/**
+ * A move that lost to another write of the same key (another move, a removal,
+ * a block or role change), or whose new key is registered: code `forbidden`,
+ * close 4008 (PROTOCOL.md §5.7). Nothing changed.
+ */
+export class MoveLostError extends PsimbolsError {
+  constructor(message: string) {
+    super(ErrorCode.forbidden, message, { close: CloseCode.forbidden });
+    this.name = "MoveLostError";
+  }
+}
+
+const changed = () => new MoveLostError("the registration of this key changed while it was being moved (another move, a removal or a block came first); nothing moved");
+const taken = () => new MoveLostError("the key to move to is already registered with the service");
 
 /** The entry of `to` that takes over `old` (a move keeps role, comment and the date added). */
 function movedEntry(old: RegisteredKey, to: PublicKey): RegisteredKey {
   return { ...old, fingerprint: to.fingerprint, public_key: wirePublicKey(to), moved_from: old.fingerprint, moved: new Date().toISOString() };
 }
 
-/** Moves a registration in a keys file (§5.7). @returns the new entry, or undefined when `from` is not there. */
-export function moveKey(path: string, from: string, to: PublicKey): RegisteredKey | undefined {
-  const keys = readKeysFile(path);
-  const i = keys.findIndex((k) => k.fingerprint === from);
-  if (i < 0) return undefined;
-  if (keys.some((k) => k.fingerprint === to.fingerprint)) throw new Error(`${to.fingerprint} is already registered`);
-  const entry = movedEntry(keys[i]!, to);
-  keys[i] = entry;
-  writeKeysFile(path, keys);
-  return entry;
+/**
+ * Moves the registration `expected` in a keys file to `to` (§5.7), under the
+ * file's lock: only if the file still holds exactly `expected` and not `to`.
+ * @returns the new entry. @throws MoveLostError otherwise (the file unchanged).
+ */
+export async function moveKey(path: string, expected: RegisteredKey, to: PublicKey): Promise<RegisteredKey> {
+  return withKeysFileLock(path, () => {
+    const keys = readKeysFile(path);
+    const i = keys.findIndex((k) => k.fingerprint === expected.fingerprint);
+    if (i < 0 || JSON.stringify(keys[i]) !== JSON.stringify(expected)) throw changed();
+    if (keys.some((k) => k.fingerprint === to.fingerprint)) throw taken();
+    const entry = movedEntry(keys[i]!, to);
+    keys[i] = entry;
+    writeKeysFile(path, keys);
+    return entry;
+  });
 }
 
 /** Reads a keys file; a missing file is an empty list. @throws Error naming the file when malformed. */
@@ -92,23 +136,32 @@ export function readKeysFile(path: string): RegisteredKey[] {
   return f.keys;
 }
 
+/** Replaces the keys file atomically (a reader sees the old file or the new one). Call it holding the lock. */
 function writeKeysFile(path: string, keys: RegisteredKey[]): void {
-  // A first `keys add --file DIR/keys.json` makes DIR, private to its owner (as the data directory is).
+  replaceFile(path, JSON.stringify({ version: 1, keys } satisfies KeysFile, null, 2) + "\n");
+}
+
+/**
+ * Runs `fn`, a synchronous read-modify-write of the keys file, holding its lock
+ * (server/file-lock.ts). A first `keys add --file DIR/keys.json` makes DIR,
+ * private to its owner (as the data directory is).
+ */
+function withKeysFileLock<T>(path: string, fn: () => T): Promise<T> {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ version: 1, keys } satisfies KeysFile, null, 2) + "\n", { mode: 0o600 });
-  renameSync(tmp, path);
+  return withFileLock(path, fn);
 }
 
 /** A key to register: a public key, or (for `blocked` only) a bare fingerprint. */
 export type KeyRef = PublicKey | { fingerprint: string };
 
-/** Adds (or updates the role and comment of) a key. @returns the entry written. */
-export function addKey(path: string, key: KeyRef, options: { role?: Role; comment?: string } = {}): RegisteredKey {
+/** Adds (or updates the role and comment of) a key, under the file's lock. @returns the entry written. */
+export async function addKey(path: string, key: KeyRef, options: { role?: Role; comment?: string } = {}): Promise<RegisteredKey> {
   const entry = entryFor(key, options);
-  const keys = readKeysFile(path).filter((k) => k.fingerprint !== key.fingerprint);
-  writeKeysFile(path, [...keys, entry]);
-  return entry;
+  return withKeysFileLock(path, () => {
+    const keys = readKeysFile(path).filter((k) => k.fingerprint !== key.fingerprint);
+    writeKeysFile(path, [...keys, entry]);
+    return entry;
+  });
 }
 
 function entryFor(key: KeyRef, options: { role?: Role; comment?: string }): RegisteredKey {
@@ -123,13 +176,15 @@ function entryFor(key: KeyRef, options: { role?: Role; comment?: string }): Regi
   };
 }
 
-/** Removes a key by fingerprint. @returns whether it was there. */
-export function removeKey(path: string, fingerprint: string): boolean {
-  const keys = readKeysFile(path);
-  const rest = keys.filter((k) => k.fingerprint !== fingerprint);
-  if (rest.length === keys.length) return false;
-  writeKeysFile(path, rest);
-  return true;
+/** Removes a key by fingerprint, under the file's lock. @returns whether it was there. */
+export async function removeKey(path: string, fingerprint: string): Promise<boolean> {
+  return withKeysFileLock(path, () => {
+    const keys = readKeysFile(path);
+    const rest = keys.filter((k) => k.fingerprint !== fingerprint);
+    if (rest.length === keys.length) return false;
+    writeKeysFile(path, rest);
+    return true;
+  });
 }
 
 /** Where {@link FileRegistry} reports a keys file it cannot use. */
@@ -137,16 +192,22 @@ export interface RegistryLogger {
   warn(message: string, meta?: Record<string, unknown>): unknown;
 }
 
+/** Margin for the coarseness of file times: a file modified this close to the last read is read again. */
+const MTIME_TICK_MS = 1000;
+
 /**
- * A registry over a keys file, re-read when its mtime or size changes
- * (checked at most once a second). A file that stops parsing keeps the last
+ * A registry over a keys file, re-read when its inode, mtime or size changes,
+ * or when it was modified around the last read (checked at most once a
+ * second; at once after a write of this node). A file that stops parsing keeps the last
  * good set and logs one warning per change of the file.
  */
-export class FileRegistry implements KeyRegistry {
+export class FileRegistry implements ManagedRegistry {
   readonly path: string;
   readonly #log: RegistryLogger | undefined;
   #byFp = new Map<string, RegisteredKey>();
   #stamp = "";
+  /** When the file was last read (ms). */
+  #readAt = 0;
   #badStamp = "";
   #checked = 0;
   /**
@@ -167,24 +228,42 @@ export class FileRegistry implements KeyRegistry {
     if (Date.now() - this.#checked >= 1000) this.#reload(false);
     return this.#byFp.get(fingerprint);
   }
-  async move(from: string, to: PublicKey): Promise<RegisteredKey | undefined> {
-    const entry = moveKey(this.path, from, to);
-    this.#reload(true);
-    return entry;
+  async list(): Promise<RegisteredKey[]> {
+    return readKeysFile(this.path);
+  }
+  async add(key: KeyRef, options: { role?: Role; comment?: string } = {}): Promise<RegisteredKey> {
+    return this.#wrote(await addKey(this.path, key, options));
+  }
+  async remove(fingerprint: string): Promise<boolean> {
+    return this.#wrote(await removeKey(this.path, fingerprint));
+  }
+  async move(expected: RegisteredKey, to: PublicKey): Promise<RegisteredKey> {
+    return this.#wrote(await moveKey(this.path, expected, to));
+  }
+  /** A write of this node takes effect here at once, not at the next re-read. */
+  #wrote<T>(result: T): T {
+    this.#reload(false);
+    return result;
   }
   #reload(strict: boolean): void {
     this.#checked = Date.now();
+    const now = Date.now();
     let stamp = "missing";
+    let mtime = -Infinity;
     try {
       const st = statSync(this.path);
-      stamp = `${st.mtimeMs}:${st.size}`;
+      stamp = `${st.ino}:${st.mtimeMs}:${st.size}`;
+      mtime = st.mtimeMs;
     } catch {
       /* a missing file is an empty registry */
     }
-    if (stamp === this.#stamp) return;
+    // The clock behind mtime is coarse: a write of the same size in the tick of the last read
+    // keeps the stamp, so a file modified around the last read is read again whatever its stamp says.
+    if (stamp === this.#stamp && mtime < this.#readAt - MTIME_TICK_MS) return;
     try {
       this.#byFp = new Map(readKeysFile(this.path).map((k) => [k.fingerprint, k]));
       this.#stamp = stamp;
+      this.#readAt = now;
     } catch (e) {
       if (strict) throw e;
       // A half-written or broken file keeps the last good registry: never open a closed service by accident.
@@ -196,13 +275,30 @@ export class FileRegistry implements KeyRegistry {
   }
 }
 
+/*
+ * move. KEYS: the registry hash. ARGV: old fingerprint, its entry as checked
+ * (JSON), new fingerprint, new entry (JSON). A compare-and-set: only when the
+ * old entry is still exactly the one checked and the new key is not
+ * registered does it write the new entry and delete the old, in one step.
+ * Returns 1; 0 when the old entry changed or is gone; -1 when the new key is
+ * registered.
+ */
+const MOVE = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return -1 end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+`;
+
 /**
  * Registered keys shared by every node through Redis: one hash
  * `<prefix>keys` of fingerprint → entry JSON. Read on every lookup (one HGET
  * per proven handshake), so `psimbols keys add|remove --redis` takes effect on
- * all nodes at once, without a restart.
+ * all nodes at once, without a restart. Each write is one Redis step: HSET
+ * (add), HDEL (remove), a compare-and-set script (move).
  */
-export class RedisRegistry implements KeyRegistry {
+export class RedisRegistry implements ManagedRegistry {
   readonly #redis: Redis;
   readonly #key: string;
   readonly #wait: { replicas: number; ms: number } | undefined;
@@ -243,16 +339,12 @@ export class RedisRegistry implements KeyRegistry {
     await this.#replicated();
     return removed;
   }
-  async move(from: string, to: PublicKey): Promise<RegisteredKey | undefined> {
-    const old = await this.lookup(from);
-    if (!old) return undefined;
-    const entry = movedEntry(old, to);
-    // HSETNX then HDEL in one transaction: the new key never takes over another registration
-    const r = await this.#redis.multi().hsetnx(this.#key, to.fingerprint, JSON.stringify(entry)).hdel(this.#key, from).exec();
-    if (!r || r[0]?.[1] !== 1) {
-      if (r?.[1]?.[1] === 1) await this.#redis.hset(this.#key, from, JSON.stringify(old)); // put the old one back
-      throw new Error(`${to.fingerprint} is already registered`);
-    }
+  async move(expected: RegisteredKey, to: PublicKey): Promise<RegisteredKey> {
+    const entry = movedEntry(expected, to);
+    const r = await this.#redis.eval(MOVE, 1, this.#key, expected.fingerprint, JSON.stringify(expected), to.fingerprint, JSON.stringify(entry));
+    if (r === 0) throw changed();
+    if (r === -1) throw taken();
+    await this.#replicated();
     return entry;
   }
   async list(): Promise<RegisteredKey[]> {

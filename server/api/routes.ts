@@ -10,7 +10,7 @@ import { importPublicKey } from "../../shared/crypto.js";
 import type { Broker } from "../broker.js";
 import { channelRow, target } from "../operator.js";
 import { Scope } from "./tokens.js";
-import { FileRegistry, type KeyRegistry, type KeyRef, RedisRegistry, type RegisteredKey, Role, addKey, readKeysFile, removeKey } from "../registry.js";
+import { FileRegistry, type KeyRegistry, type KeyRef, type ManagedRegistry, RedisRegistry, Role } from "../registry.js";
 
 /** What a route gets. */
 export interface RouteInput {
@@ -132,21 +132,9 @@ function object(body: unknown): Record<string, unknown> {
   return body as Record<string, unknown>;
 }
 
-/** Registered keys where the node reads them: its keys file, or Redis. */
-interface KeyAdmin {
-  list(): Promise<RegisteredKey[]>;
-  add(key: KeyRef, o: { role: Role; comment: string }): Promise<RegisteredKey>;
-  remove(fingerprint: string): Promise<boolean>;
-}
-
-function keyAdmin(registry: KeyRegistry | undefined): () => KeyAdmin {
-  let admin: KeyAdmin | undefined;
-  if (registry instanceof FileRegistry) {
-    const path = registry.path;
-    admin = { list: async () => readKeysFile(path), add: async (k, o) => addKey(path, k, o), remove: async (fp) => removeKey(path, fp) };
-  } else if (registry instanceof RedisRegistry) {
-    admin = { list: () => registry.list(), add: (k, o) => registry.add(k, o), remove: (fp) => registry.remove(fp) };
-  }
+/** Registered keys where the node reads them: its keys file, or Redis. Each write is atomic (server/registry.ts). */
+function keyAdmin(registry: KeyRegistry | undefined): () => ManagedRegistry {
+  const admin = registry instanceof FileRegistry || registry instanceof RedisRegistry ? registry : undefined;
   return () => {
     if (!admin) throw new PsimbolsError(ErrorCode.unsupported, "this node has no keys file or Redis registry to manage");
     return admin;

@@ -13,7 +13,8 @@
  * scope (docs/BACKEND.md "Scopes").
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { replaceFile, withFileLock } from "../file-lock.js";
 import { Redis } from "ioredis";
 
 /**
@@ -136,10 +137,9 @@ export class FileTokenStore implements TokenStore {
     if (f?.version !== 1 || !Array.isArray(f.tokens)) throw new Error(`tokens file ${this.path}: expected {"version":1,"tokens":[...]}`);
     return f.tokens.filter((t) => isTokenId(t?.id) && typeof t.hash === "string");
   }
+  /** Under the file's lock, replaced by rename (server/file-lock.ts): concurrent `api-token` runs lose no create or revoke. */
   #write(tokens: TokenEntry[]): void {
-    const tmp = `${this.path}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ version: 1, tokens } satisfies TokensFile, null, 2) + "\n", { mode: 0o600 });
-    renameSync(tmp, this.path);
+    replaceFile(this.path, JSON.stringify({ version: 1, tokens } satisfies TokensFile, null, 2) + "\n");
   }
   async get(id: string): Promise<TokenEntry | undefined> {
     return this.#read().find((t) => t.id === id);
@@ -148,14 +148,16 @@ export class FileTokenStore implements TokenStore {
     return this.#read();
   }
   async add(entry: TokenEntry): Promise<void> {
-    this.#write([...this.#read().filter((t) => t.id !== entry.id), entry]);
+    await withFileLock(this.path, () => this.#write([...this.#read().filter((t) => t.id !== entry.id), entry]));
   }
   async remove(id: string): Promise<boolean> {
-    const all = this.#read();
-    const rest = all.filter((t) => t.id !== id);
-    if (rest.length === all.length) return false;
-    this.#write(rest);
-    return true;
+    return withFileLock(this.path, () => {
+      const all = this.#read();
+      const rest = all.filter((t) => t.id !== id);
+      if (rest.length === all.length) return false;
+      this.#write(rest);
+      return true;
+    });
   }
   async close(): Promise<void> {}
 }

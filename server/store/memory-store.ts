@@ -39,6 +39,7 @@ export class MemoryStore implements Store {
   /** `hit` counters per window length: the counts of the current fixed window (all keys share it). */
   #counters = new Map<number, { window: number; counts: Map<string, number> }>();
   #pushes = new Map<string, Pushes>();
+  #leases = new Map<string, { owner: string; expires: number }>();
   #handlers: ((e: StoreEvent) => void)[] = [];
   #resyncHandlers: (() => void)[] = [];
   #watched = new Map<string, number>();
@@ -149,6 +150,21 @@ export class MemoryStore implements Store {
     return n;
   }
 
+  async lease(key: string, owner: string, ttlMs: number): Promise<boolean> {
+    checkLease(key, owner, ttlMs);
+    // Synchronous from read to write: concurrent calls cannot both find it free.
+    const now = this.#now();
+    const held = this.#leases.get(key);
+    if (held && held.expires > now) return false;
+    this.#leases.set(key, { owner, expires: now + ttlMs });
+    return true;
+  }
+
+  async unlease(key: string, owner: string): Promise<void> {
+    checkLease(key, owner, 1);
+    if (this.#leases.get(key)?.owner === owner) this.#leases.delete(key);
+  }
+
   watch(identity: string): void {
     this.#watched.set(identity, (this.#watched.get(identity) ?? 0) + 1);
   }
@@ -193,6 +209,7 @@ export class MemoryStore implements Store {
   #purge(): void {
     const now = this.#now();
     for (const c of this.#channels.values()) if (c.validUntil <= now) this.#drop(c);
+    for (const [k, l] of this.#leases) if (l.expires <= now) this.#leases.delete(k);
     for (const [windowMs, c] of this.#counters) if (c.window < Math.floor(now / windowMs)) this.#counters.delete(windowMs);
     for (const [k, p] of this.#pushes) {
       dropExpired(p, now);
@@ -243,6 +260,16 @@ export function checkPush(identity: unknown, data: unknown, window: unknown, cha
   positiveInt("window.count", w.count);
   positiveInt("window.ageMs", w.ageMs);
   if (channel !== undefined) nonEmpty("channel", channel);
+}
+
+/**
+ * Validates the arguments of `lease` and `unlease` (shared by both stores).
+ * @throws TypeError for a wrong type, RangeError for an empty key or owner or a ttl that is not a positive integer.
+ */
+export function checkLease(key: unknown, owner: unknown, ttlMs: unknown): void {
+  nonEmpty("key", key);
+  nonEmpty("owner", owner);
+  positiveInt("ttlMs", ttlMs);
 }
 
 /** @throws RangeError unless `after` is a non-negative safe integer. */

@@ -11,6 +11,7 @@
  * | `P rl:<key>:<window>` | string | hit counter of one fixed window                  | one window        |
  * | `P pseq:<identity>`   | string | last push seq given out                          | `pushSeqTtlMs` (400 d) after the last push |
  * | `P push:<identity>`   | stream | kept pushes: `s` seq, `e` end of life (ms, Redis clock), `d` data (wrapped) | `ageMs` after the last push |
+ * | `P lease:<key>`       | string | owner of a lease (an identity move: `move:<identity>`) | the lease's ttl |
  *
  * A retired channel keeps its hash, with `retired` = the reason, until its
  * expiry: a tombstone (see `ChannelRecord.retired`).
@@ -46,7 +47,7 @@ import type { Redis, RedisOptions } from "ioredis";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { fromUtf8, utf8 } from "../../shared/encoding.js";
 import { channelTypes, isChannelType } from "../../shared/frames.js";
-import { PUSH_SEQ_TTL_MS, checkAfter, checkPush } from "./memory-store.js";
+import { PUSH_SEQ_TTL_MS, checkAfter, checkLease, checkPush } from "./memory-store.js";
 import { type ChannelApp, type ChannelRecord, type KeptPush, type PushWindow, type RetireReason, type Store, type StoreEvent, type StoreLogger, silentStoreLogger } from "./store.js";
 import { KeyWrapper, WRAP_OVERHEAD_BYTES, checkWrapKey } from "./wrap.js";
 import { type RedisAddress, createRedis, parseRedisAddress } from "./redis-address.js";
@@ -205,6 +206,12 @@ if redis.call('HGET', KEYS[1], 'identity') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'binding', ARGV[2])
 end
 redis.call('PUBLISH', ARGV[3], cjson.encode({kind = 'rebound', identity = ARGV[1], channel = ARGV[4], binding = ARGV[2]}))
+return 1
+`);
+
+/* unlease. KEYS: lease:<key>. ARGV: owner. Deletes the lease only if `owner` holds it. */
+const UNLEASE = new Script(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 `);
 
@@ -538,6 +545,21 @@ export class RedisStore implements Store {
       if (first[0]) throw first[0];
       return Number(first[1]);
     });
+  }
+
+  async lease(key: string, owner: string, ttlMs: number): Promise<boolean> {
+    checkLease(key, owner, ttlMs);
+    return this.#run("lease", async () => {
+      const took = (await this.#cmd.set(`${this.#prefix}lease:${key}`, owner, "PX", ttlMs, "NX")) === "OK";
+      // Sentinel form: a lease a failover could forget would let a second holder in.
+      if (took) await this.#replicated("lease");
+      return took;
+    });
+  }
+
+  async unlease(key: string, owner: string): Promise<void> {
+    checkLease(key, owner, 1);
+    await this.#run("unlease", async () => void (await this.#eval(UNLEASE, [`${this.#prefix}lease:${key}`], [owner])));
   }
 
   /**

@@ -139,6 +139,15 @@ export interface Store {
    * the count so far in this window (rate limits shared by all nodes).
    */
   hit(key: string, windowMs: number): Promise<number>;
+  /**
+   * Takes the lease `key` for `owner` for `ttlMs`, only if nobody holds it, in
+   * one atomic step shared by all nodes: of concurrent calls exactly one gets
+   * true (an identity move takes `move:<identity>`, PROTOCOL.md §5.7).
+   * @returns whether this call took it.
+   */
+  lease(key: string, owner: string, ttlMs: number): Promise<boolean>;
+  /** Gives the lease `key` back, only if `owner` still holds it (one atomic step). */
+  unlease(key: string, owner: string): Promise<void>;
   /** Events are delivered for identities that are watched on this node. */
   watch(identity: string): void;
   unwatch(identity: string): void;

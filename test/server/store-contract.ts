@@ -406,6 +406,35 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     assert.is(await store.hit(key, windowMs), 2);
   });
 
+  t("lease: of concurrent takers on two nodes exactly one gets it; it lasts its ttl; only its owner gives it back", async ({ sut, store }) => {
+    const peer = await sut.peer();
+    const key = `move:${identity()}`;
+    const takers = Array.from({ length: 8 }, (_, i) => ({ owner: `owner-${i}`, on: i % 2 ? peer : store }));
+    const took = await Promise.all(takers.map((x) => x.on.lease(key, x.owner, 400)));
+    assert.is(took.filter(Boolean).length, 1, "exactly one taker got the lease");
+    const holder = takers[took.indexOf(true)]!.owner;
+    assert.not.ok(await peer.lease(key, "late", 400), "a held lease is not taken");
+    await store.unlease(key, "not-the-owner");
+    assert.not.ok(await store.lease(key, "late", 400), "only the owner gives it back");
+    await peer.unlease(key, holder);
+    assert.ok(await store.lease(key, "next", 300), "given back, it is free");
+    assert.not.ok(await peer.lease(`${key}`, "other", 300));
+    assert.ok(await peer.lease(`${key}:other`, "other", 300), "keys are independent");
+    await new Promise((r) => setTimeout(r, 400));
+    assert.ok(await peer.lease(key, "after", 300), "an expired lease is free");
+  });
+
+  t("lease and unlease reject malformed arguments", async ({ store }) => {
+    for (const [k, o, ttl] of [["", "o", 1], ["k", "", 1], ["k", "o", 0], ["k", "o", 1.5], [1, "o", 1], ["k", null, 1]] as [string, string, number][]) {
+      try {
+        await store.lease(k, o, ttl);
+        assert.unreachable(`lease(${JSON.stringify([k, o, ttl])})`);
+      } catch (e) {
+        assert.ok(e instanceof TypeError || e instanceof RangeError, String(e));
+      }
+    }
+  });
+
   t("bind emits rebound for a watched identity", async ({ store, events }) => {
     const id = identity();
     const rec = record(id);

@@ -18,6 +18,7 @@ import { createLogger } from "../../../server/log.js";
 import { ApiServer, parseListen } from "../../../server/api/server.js";
 import { FileTokenStore, newToken, verifyToken } from "../../../server/api/tokens.js";
 import { runCli, tempDir } from "../../helpers/broker.js";
+import { call } from "../../helpers/api.js";
 import { startRedis } from "../../helpers/redis.js";
 import { RedisStore } from "../../../server/store/redis-store.js";
 import { parseWrapKey } from "../../../server/store/wrap.js";
@@ -33,16 +34,6 @@ let api: ApiServer;
 let serverKey: SigningKey;
 let token: string;
 
-/** One API call. */
-export async function call(base: string, method: string, path: string, o: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> } = {}) {
-  const headers: Record<string, string> = { ...o.headers };
-  if (o.token !== undefined) headers.authorization = `Bearer ${o.token}`;
-  const body = o.raw ?? (o.body === undefined ? undefined : JSON.stringify(o.body));
-  if (body !== undefined) headers["content-type"] ??= "application/json";
-  const res = await fetch(new URL(path, base), { method, headers, ...(body !== undefined ? { body } : {}), signal: AbortSignal.timeout(5000) });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, json: text ? (JSON.parse(text) as Record<string, any>) : undefined };
-}
 const get = (path: string, tok = token) => call(api.url, "GET", path, { token: tok });
 const post = (path: string, body: unknown, tok = token) => call(api.url, "POST", path, { token: tok, body });
 

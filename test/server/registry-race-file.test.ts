@@ -31,7 +31,7 @@ const keysFile = join(dir, "keys.json");
 t.before(async () => {
   redis = await startRedis();
   const wrapKey = randomBytes(32).toString("base64url");
-  const created = await runCli(["api-token", "create", "--file", join(dir, "api-tokens.json"), "--comment", "race test"]);
+  const created = await runCli(["api-token", "create", "--file", join(dir, "api-tokens.json"), "--comment", "race test", "--scope", "all"]);
   assert.is(created.code, 0, created.stderr);
   const token = created.stdout.trim();
   const window = { count: 100, ageMs: 3600_000 };

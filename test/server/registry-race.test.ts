@@ -20,7 +20,7 @@ import { RedisRegistry, type Role } from "../../server/registry.js";
 import { RedisStore } from "../../server/store/redis-store.js";
 import { createLogger } from "../../server/log.js";
 import { ApiServer } from "../../server/api/server.js";
-import { FileTokenStore, newToken } from "../../server/api/tokens.js";
+import { ALL_SCOPES, FileTokenStore, newToken } from "../../server/api/tokens.js";
 import { tempDir } from "../helpers/broker.js";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
 import { type RaceNodes, ROUNDS, SEED, addRemoveRound, moveRound, regOf } from "../helpers/registry-race.js";
@@ -44,7 +44,7 @@ t.before(async () => {
   const window = { count: 100, ageMs: 3600_000 };
   const serverKey = await generateSigningKey();
   const tokens = new FileTokenStore(join(dir, "api-tokens.json"));
-  const { token, entry } = newToken("race test");
+  const { token, entry } = newToken("race test", ALL_SCOPES); // the race writes operator keys too
   await tokens.add(entry);
   for (const [node, prefix, closed] of [["a", "psimbols:", true], ["b", "psimbols:", true], ["open-a", "open:", false], ["open-b", "open:", false]] as const) {
     const store = new RedisStore({ url: redis.url, wrapKey, node, prefix });

@@ -366,7 +366,8 @@ export class Connection {
 
   /**
    * Asks the authorize hook, where there is one (server/app/authorize.ts), about `p`'s key
-   * with its registered `role` (for a move, the old key, the new one as `move_to`). A refusal
+   * with its registered `role` (for a move, both keys: the old one with the new as `move_to`, then
+   * the new one with the old as `move_from`; both must allow). A refusal
    * is `forbidden` exactly as a closed service's; at a renewal it also revokes the current
    * channel (`channel.revoked`, reason `authorize`; the `revoked` notice with reason
    * `forbidden`), so the application ends the access there. No hook and no upstream: nothing to keep.
@@ -379,7 +380,17 @@ export class Connection {
     // The channel's own key: the new one, for a move.
     const publicKey = wirePublicKey(moveTo ?? identity);
     if (!authorize) return { ttl: undefined, app: { publicKey } };
-    const d = await authorize.decide({ identity, role, moveTo, address: this.address, renewal, node: config.node, ttl: config.channelTtl });
+    const ask = { address: this.address, renewal, node: config.node, ttl: config.channelTtl };
+    let d = await authorize.decide({ ...ask, identity, role, moveTo });
+    // A move is asked about both keys, each as the question's `identity` (docs/BACKEND.md §3): a hook
+    // that judges `identity` alone keeps a refused old key from escaping and a refused new key from
+    // coming in. Both must allow; the channel is the new key's, so its answer gives ttl and info.
+    if (moveTo && d.allow) {
+      if (this.#closed) throw new PsimbolsError(ErrorCode.unavailable, "the connection closed during the handshake");
+      const first = d;
+      d = await authorize.decide({ ...ask, identity: moveTo, role, moveTo: undefined, moveFrom: identity });
+      if (d.allow && first.ttl !== undefined) d = { ...d, ttl: d.ttl === undefined ? first.ttl : Math.min(d.ttl, first.ttl) };
+    }
     // The socket may have closed while the application thought (handshake timeout, the peer left): write nothing for it.
     if (this.#closed) throw new PsimbolsError(ErrorCode.unavailable, "the connection closed during the handshake");
     if (!d.allow) {

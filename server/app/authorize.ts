@@ -32,8 +32,10 @@ export interface AuthorizeQuestion {
   identity: PublicKey;
   /** Its registered role (the one that moves, for a move), or null for a key the service does not know. */
   role: Role | null;
-  /** An identity move (PROTOCOL.md §5.7): the new key, which the channel is for. */
+  /** An identity move (PROTOCOL.md §5.7), asked about the old key: the new key, which the channel is for. */
   moveTo: PublicKey | undefined;
+  /** An identity move, asked about the new key: the old key, whose registration moves to it. */
+  moveFrom?: PublicKey | undefined;
   address: string;
   renewal: boolean;
   node: string;
@@ -84,6 +86,7 @@ export class Authorizer {
       identity: { fingerprint: q.identity.fingerprint, public_key: wirePublicKey(q.identity) },
       role: q.role,
       move_to: q.moveTo ? { fingerprint: q.moveTo.fingerprint, public_key: wirePublicKey(q.moveTo) } : null,
+      move_from: q.moveFrom ? { fingerprint: q.moveFrom.fingerprint, public_key: wirePublicKey(q.moveFrom) } : null,
       address: q.address,
       renewal: q.renewal,
       node: q.node,

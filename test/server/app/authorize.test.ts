@@ -301,21 +301,41 @@ t("a move by a key the hook denies: the hook is asked about the move (old key, i
   raw.close();
 });
 
-t("a move the hook allows: asked once about the move, the registration and the channel go to the new key", async () => {
+t("a move the hook allows: asked about the old key (move_to the new), then the new key (move_from the old); the registration and the channel go to the new key", async () => {
   const mover = await registeredInRedis("client");
   const next = await generateSigningKey();
   const n = app.to("/auth").length;
   const raw = await Raw.open(broker.url);
   const ch = await handshake(raw, mover, { moveTo: next });
   const asked = app.to("/auth").slice(n);
-  assert.is(asked.length, 1);
+  assert.is(asked.length, 2);
   assert.is(asked[0]!.json.identity.fingerprint, mover.public.fingerprint);
   assert.is(asked[0]!.json.move_to.fingerprint, next.public.fingerprint);
+  assert.is(asked[0]!.json.move_from, null);
   assert.is(asked[0]!.json.role, "client");
+  assert.is(asked[1]!.json.identity.fingerprint, next.public.fingerprint);
+  assert.is(asked[1]!.json.move_to, null);
+  assert.is(asked[1]!.json.move_from.fingerprint, mover.public.fingerprint);
+  assert.is(asked[1]!.json.role, "client", "the role that would move");
   assert.is(await registration(mover.public.fingerprint), undefined);
   assert.is(JSON.parse((await registration(next.public.fingerprint))!).role, "client");
   assert.equal((await call(raw, ch, "whoami")).data?.identity, next.public.fingerprint);
   raw.close();
+});
+
+t("a move to a key the hook denies (a hook that judges identity alone): forbidden 4008, nothing moves, the denied key gets no channel", async () => {
+  const mover = await registeredInRedis("client");
+  const denied = await generateSigningKey();
+  decide.set(denied.public.fingerprint, (res) => json(res, { allow: false }));
+  const before = { registered: await registration(mover.public.fingerprint), channels: await channelKeys() };
+  const raw = await Raw.open(broker.url);
+  const f = await prove(raw, mover, denied);
+  assert.equal(f.error, { code: "forbidden", message: "this key is not registered with the service" });
+  assert.is((await raw.closed).code, CloseCode.forbidden.code);
+  assert.is(await registration(mover.public.fingerprint), before.registered);
+  assert.is(await registration(denied.public.fingerprint), undefined);
+  assert.equal(await channelKeys(), before.channels);
+  assert.is(await db.get(`psimbols:active:${denied.public.fingerprint}`), null);
 });
 
 t("with --closed both must allow, for a handshake and for a move: an unregistered key is refused without asking the hook, a registered one the hook refuses is refused and moves nothing", async () => {

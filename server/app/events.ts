@@ -228,10 +228,10 @@ abstract class Outbox {
   /** Waits up to `ms` for the queue to empty, then stops; what is left is counted as dropped. */
   async close(ms: number): Promise<void> {
     const deadline = Date.now() + ms;
-    while (this.#queue.length > 0 && Date.now() < deadline) {
-      this.#wake?.();
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    // A retry waiting out its backoff is tried once now; later ones keep their backoff (waking it
+    // at every poll made a failing destination take an attempt every 20 ms while the node stopped).
+    this.#wake?.();
+    while (this.#queue.length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     this.#closed = true;
     this.#wake?.();
     this.counts.dropped += this.#queue.length;

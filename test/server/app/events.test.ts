@@ -318,6 +318,29 @@ t("a stalled Redis: events wait in order and are all appended, none lost, once i
   }
 });
 
+t("closing with a webhook that keeps failing: the retries during the close keep their backoff (a few attempts in 2 s, not one every 20 ms), then what is left is dropped and counted", async () => {
+  let attempts = 0;
+  const refusing = createServer((req, res) => {
+    attempts++;
+    req.resume();
+    req.on("end", () => res.writeHead(401).end());
+  });
+  await new Promise<void>((r) => refusing.listen(0, "127.0.0.1", r));
+  const port = (refusing.address() as { port: number }).port;
+  const events = new Events({ node: "n6", webhook: { url: `http://127.0.0.1:${port}/e`, secrets }, retryBaseMs: 200, retryMaxMs: 30_000, logger: log });
+  try {
+    events.emit("channel.established", "SHA256:c", { channel: "c0" });
+    await until(async () => attempts, (n) => n >= 1);
+    const before = attempts;
+    await events.close(2000);
+    // Backoff doubles from 200 ms: within 2 s at most about 5 more attempts (one at once, then 0.2, 0.4, 0.8, 1.6 s caps).
+    assert.ok(attempts - before <= 6, `${attempts - before} attempts during a 2 s close`);
+    assert.is(events.webhook!.counts.dropped, 1);
+  } finally {
+    await new Promise((r) => refusing.close(r));
+  }
+});
+
 t("the stream is bounded: XADD MAXLEN ~ trims it", async () => {
   const events = new Events({ node: "n4", stream: { url: redis.url, key: "test:bounded", maxLen: 10 }, logger: log });
   for (let i = 0; i < 500; i++) events.emit("push.delivered", "SHA256:x", { seq: i });

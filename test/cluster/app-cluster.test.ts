@@ -11,6 +11,7 @@ import { generateSigningKey, type SigningKey } from "../../shared/crypto.js";
 import { connect } from "../../client/node.js";
 import { findOnPath } from "../../cli/cluster/net.js";
 import { type Cluster, startCluster } from "../../cli/cluster/local-cluster.js";
+import { skip } from "../helpers/skip.js";
 
 const t = suite("cluster with the python example backend");
 const PYTHON = findOnPath("python3");
@@ -32,7 +33,7 @@ t.after(async () => {
 });
 
 if (!PYTHON) {
-  t("skipped: python3 is not on PATH", () => console.log("cluster app test skipped: python3 not found on PATH"));
+  skip(t, "the python example backend behind the cluster", "python3 is not on PATH");
 } else {
   t("kv.put and kv.get through HAProxy reach the backend with the client's fingerprint, from every node", async () => {
     const nodes = new Set<string>();

@@ -1569,9 +1569,18 @@ export const limitRows: Row[] = [
       const raw = await x.open();
       raw.send({ type: "resume", channel: x.victim.ch.grant.channel, nonce: b64u(randomBytes(32)) });
       const first = await raw.next();
-      const drip = setInterval(() => raw.ws.readyState === 1 && raw.send(forged(x.victim.ch.grant.channel, 1 + Math.floor(Math.random() * 1000))), 300);
+      let sent = 0;
+      const drip = setInterval(() => {
+        if (raw.ws.readyState !== 1) return;
+        raw.send(forged(x.victim.ch.grant.channel, 1 + Math.floor(Math.random() * 1000)));
+        sent++;
+      }, 300);
       try {
         const closed = await within(raw.closed, TIGHT.handshakeTimeoutMs + 3000, "close");
+        // One answer per forged request (the last may cross the close), each unauthorised: a node that
+        // dropped them silently would leave no frame, and `every` of no frame is true.
+        assert.ok(sent >= 2, `only ${sent} forged requests went out before the close`);
+        assert.ok(raw.frames.length >= sent - 1 && raw.frames.length <= sent, `${raw.frames.length} answers to ${sent} forged requests`);
         assert.ok(raw.frames.every((f) => f.error?.code === ErrorCode.unauthorised));
         return { reply: first.type, error: null, close: closed.code };
       } finally {

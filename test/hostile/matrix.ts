@@ -1312,22 +1312,32 @@ export const rows: Row[] = [
   },
   {
     name: "a slow consumer that never reads is cut off once its send buffer passes 4 MiB (close 4003), and others are served meanwhile",
-    sent: "socket paused; ~45 KB echo requests until the server drops the connection",
+    sent: "socket paused; ~45 KB echo requests until the server drops the connection; a bystander's echo after each batch",
     broker: "main",
     expect: { error: null, close: C.slow },
-    changes: { established: 1 },
+    changes: { established: 2 },
     run: async (x) => {
       const p = await x.peer();
+      const bystander = await x.peer();
       const sock = (p.raw.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
       sock.pause();
       const big = "y".repeat(45_000);
       // The cut is logged at once; the socket leaves the node's list only when it is torn down, 2 s later.
       const logged = () => x.broker.output().includes("slow consumer cut off");
+      let served = 0;
       for (let batch = 0; batch < 40 && !logged(); batch++) {
         for (let i = 0; i < 30 && !logged(); i++) p.raw.send(await requestFrame(p.ch, "echo", big));
         await sleep(50);
+        // Meanwhile: another client's request is answered while the slow one's buffer fills.
+        if (!logged()) {
+          const t0 = Date.now();
+          assert.equal(await call(bystander.raw, bystander.ch, "echo", batch), { data: batch });
+          assert.ok(Date.now() - t0 < 2000, `the bystander waited ${Date.now() - t0} ms during batch ${batch}`);
+          served++;
+        }
       }
       assert.ok(logged(), "the server kept the slow consumer");
+      assert.ok(served > 0, "no bystander request went out while the slow consumer was served");
       sock.resume(); // read what the buffers hold, up to the close frame
       const closed = await within(p.raw.closed, 5000, "close");
       // The node tears the socket down when the TCP connection ends (or 2 s after its close frame): poll for it.

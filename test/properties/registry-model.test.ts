@@ -187,6 +187,7 @@ async function settleOwed(m: Model, c: Conn, ms: number): Promise<void> {
     const p = await nextPush(c, Math.max(1, deadline - Date.now()));
     assert.ok(p, `(c) pushes ${owed.join(",")} to ${c.fp.slice(0, 16)} neither delivered nor reported lost within ${ms} ms`);
     if (p!.notice === "pushes_lost") {
+      note("pushes_lost");
       owed.length = 0;
       break;
     }
@@ -212,7 +213,11 @@ async function retired(m: Model, fp: string, code: number, why: string): Promise
     assert.is(got, code, `(d) ${why}: the old socket of ${fp.slice(0, 16)} was not closed with ${code} within ${BOUND_MS} ms`);
   }
   c.raw.close();
-  // A resume of the retired channel, on either node, is not served: its first request gets the outer error.
+  await resumeRefused(c, why);
+}
+
+/** A resume of `c`'s channel, on either node, is not served: its first request gets the outer error. */
+async function resumeRefused(c: Conn, why: string): Promise<void> {
   const raw = await Raw.open(sys.nodes[c.id % 2]!.broker.url);
   try {
     const ch = { ...c.ch };
@@ -340,6 +345,7 @@ class Hello extends Step {
       assert.ok("error" in r, `(b) a key that is ${m.reg.get(fpOf(k)) ?? "unregistered"}${sys.denied.has(fpOf(k)) ? ", hook-denied" : ""} got a channel by hello`);
       assert.is((r as { error: Frame }).error.error?.code, "forbidden");
       assert.is(await closedWithin(raw, BOUND_MS), CloseCode.forbidden.code);
+      note("hello refused");
     }
   }
   toString = () => `hello #${this.i} on node ${this.node}`;
@@ -367,11 +373,19 @@ class Renew extends Step {
       assert.ok("error" in r, `(b) a renewal by a key that is ${m.reg.get(c.fp) ?? "unregistered"}${sys.denied.has(c.fp) ? ", hook-denied" : ""} got a channel`);
       assert.is((r as { error: Frame }).error.error?.code, "forbidden");
       assert.is(await closedWithin(c.raw, BOUND_MS), CloseCode.forbidden.code);
-      // The old channel may live on until its expiry (a registry refusal) or be revoked (a hook deny): either way
-      // this socket is gone; the model forgets the channel and checks no resume of it.
       m.conns.delete(c.fp);
       m.owed.delete(c.fp);
-      m.uncertain.add(c.ch.grant.channel);
+      const role = m.reg.get(c.fp);
+      if (role === "client" || role === "operator") {
+        // The hook denied it: the channel is revoked too (BACKEND.md §3), so no resume of it is served (d).
+        c.raw.close();
+        note("renewal denied by the hook");
+        await resumeRefused(c, "denied by the hook at renewal");
+      } else {
+        // The registry refused it: the old channel lives on to its expiry (SECURITY.md: block, then revoke).
+        note("renewal refused by the registry");
+        m.uncertain.add(c.ch.grant.channel);
+      }
     }
   }
   toString = () => `renew #${this.i}`;
@@ -404,6 +418,7 @@ class Move extends Step {
     // A closed service: the old key must be registered and not blocked, the new one is fresh; the hook must allow both.
     const may = (role === "client" || role === "operator") && !sys.denied.has(fp);
     const won = results.flatMap((r, j) => ("ch" in r ? [j] : []));
+    note(may ? (this.twice ? "concurrent moves allowed" : "move allowed") : "move refused");
     if (!may) {
       assert.equal(won, [], `(b) a move by a key that is ${role ?? "unregistered"}${sys.denied.has(fp) ? ", hook-denied" : ""} got a channel`);
     } else {
@@ -471,6 +486,7 @@ class Push extends Step {
     const id = r.json.seq as number;
     if (!c) return; // no channel: the push is kept for the window, owed to nobody (PROTOCOL.md §7.2)
     m.owed.set(fp, [...(m.owed.get(fp) ?? []), id]);
+    note(c.state === "away" ? "push to a client away" : "push to a connected client");
     if (c.state === "connected") await settleOwed(m, c, 2000);
   }
   toString = () => `push to #${this.i} via node ${this.node}`;
@@ -499,6 +515,7 @@ class Resume extends Step {
     const f = await nextNonPush(raw);
     assert.is(f.type, "resumed", `a live channel's resume was refused: ${JSON.stringify(f)}`);
     c.ch = await rawChannel(c.ch.grant, c.ch.channelKey, nonceC, fromB64u(f.nonce, "nonce"));
+    if (c.state === "away") note("resume after a node kill");
     c.raw = raw;
     c.node = node;
     c.state = "connected";
@@ -609,13 +626,20 @@ const commands = (extra: fc.Arbitrary<Cmd>[] = []) =>
     { maxCommands: 24, size: "medium" },
   );
 
-/** Commands that did something (not skipped by their own precondition), by kind: printed after each test. */
+/** Commands that did something (not skipped by their own precondition), by kind, and notable outcomes: printed after each test. */
 const ran = new Map<string, number>();
+const notes = new Map<string, number>();
+const note = (what: string) => notes.set(what, (notes.get(what) ?? 0) + 1);
 let runs = 0;
 function report(what: string): void {
-  console.log(`    ${what}: ${runs} runs, ${[...ran.values()].reduce((a, b) => a + b, 0)} commands (${[...ran].map(([k, n]) => `${k} ${n}`).join(", ")})`);
+  const n = runs;
+  const list = (m: Map<string, number>) => [...m].map(([k, c]) => `${k} ${c}`).join(", ");
+  console.log(`    ${what}: ${n} runs (shrinking included), ${[...ran.values()].reduce((a, b) => a + b, 0)} commands (${list(ran)}); ${list(notes)}`);
   ran.clear();
+  notes.clear();
   runs = 0;
+  // A seed and path that lead nowhere (another file version) make fast-check run nothing and pass.
+  assert.ok(n > 0, `${what}: no run (a PSIMBOLS_FUZZ_PATH from another version of this file?)`);
 }
 
 async function runModel(cmds: Iterable<Cmd>): Promise<void> {

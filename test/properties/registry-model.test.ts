@@ -50,8 +50,13 @@ import { type TestRedis, startRedis } from "../helpers/redis.js";
 import { skip } from "../helpers/skip.js";
 import { params } from "./support.js";
 
-/** The bound within which a revocation, replacement or move reaches a socket on any node (BACKEND.md "Server API"). */
-const BOUND_MS = 1500;
+/**
+ * How long a revocation, replacement or move may take to reach a socket on any node: the documented second
+ * (BACKEND.md "Server API") plus slack for a two-core machine shared by other test runs (load average 12 seen).
+ */
+const BOUND_MS = 3000;
+/** How long an acknowledged push may take to reach a connected client here (same slack). */
+const PUSH_MS = 3000;
 /** Breaks known on main, each with the commands that meet it (see the file comment). */
 const BREAKS = {
   "move-race": "two concurrent moves of one identity, one on each node: both win",
@@ -362,7 +367,7 @@ class Renew extends Step {
     const c = m.conns.get(fpOf(k));
     if (!c || c.state !== "connected") return;
     m.log.push(this.toString());
-    await settleOwed(m, c, 2000);
+    await settleOwed(m, c, PUSH_MS);
     const r = await attempt(c.raw, k, undefined, c.ch);
     if (allowed(m, c.fp)) {
       assert.ok("ch" in r, `(b) an allowed renewal was refused: ${JSON.stringify("error" in r ? r.error : r)}`);
@@ -487,7 +492,7 @@ class Push extends Step {
     if (!c) return; // no channel: the push is kept for the window, owed to nobody (PROTOCOL.md §7.2)
     m.owed.set(fp, [...(m.owed.get(fp) ?? []), id]);
     note(c.state === "away" ? "push to a client away" : "push to a connected client");
-    if (c.state === "connected") await settleOwed(m, c, 2000);
+    if (c.state === "connected") await settleOwed(m, c, PUSH_MS);
   }
   toString = () => `push to #${this.i} via node ${this.node}`;
 }
@@ -504,7 +509,7 @@ class Resume extends Step {
     m.log.push(this.toString());
     // Move to the other node: drop the socket, resume there with the last push id the client delivered.
     if (c.state === "connected") {
-      await settleOwed(m, c, 2000);
+      await settleOwed(m, c, PUSH_MS);
       c.raw.close();
     }
     const node = 1 - c.node;
@@ -526,7 +531,7 @@ class Resume extends Step {
     assert.is(who.data?.identity, c.fp);
     aside.set(raw, []);
     for (const p of pushes) await absorb(m, c, p);
-    await settleOwed(m, c, 2000);
+    await settleOwed(m, c, PUSH_MS);
   }
   toString = () => `resume #${this.i} on the other node`;
 }
@@ -555,7 +560,7 @@ class Restart extends Step {
     // Its clients are away; their channels live on in the store.
     for (const c of m.conns.values()) {
       if (c.node !== this.node || c.state !== "connected") continue;
-      await settleOwed(m, c, 2000).catch(() => undefined); // what arrived before the kill
+      await settleOwed(m, c, PUSH_MS).catch(() => undefined); // what arrived before the kill
       c.state = "away";
       c.raw.close();
     }

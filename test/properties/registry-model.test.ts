@@ -197,14 +197,18 @@ async function settleOwed(m: Model, c: Conn, ms: number): Promise<void> {
       break;
     }
     assert.ok(p!.notice === undefined, `(c) unexpected notice ${p!.notice} while pushes were owed`);
-    const id = p!.id as number;
-    assert.ok(id > c.lastPush, `(c) push ${id} delivered again after ${c.lastPush}`);
-    c.lastPush = id;
-    c.everPushed = true;
-    const i = owed.indexOf(id);
-    if (i >= 0) owed.splice(0, i + 1); // in order: earlier ids would have come first
+    delivered(c, owed, p!.id as number);
   }
   m.owed.delete(c.fp);
+}
+
+/** Push `id` reached `c`: at most once, in order, and no owed push skipped. */
+function delivered(c: Conn, owed: number[], id: number): void {
+  assert.ok(id > c.lastPush, `(c) push ${id} delivered again after ${c.lastPush}`);
+  assert.ok(owed.length === 0 || id <= owed[0]!, `(c) push ${id} came before the owed push ${owed[0]}, which is lost`);
+  c.lastPush = id;
+  c.everPushed = true;
+  if (owed[0] === id) owed.shift();
 }
 
 /** Ends the model's live channel of `fp` (revoked, replaced, moved away): its socket must close with `code` within the bound, and a resume of it is refused. */
@@ -223,7 +227,7 @@ async function retired(m: Model, fp: string, code: number, why: string): Promise
 
 /** A resume of `c`'s channel, on either node, is not served: its first request gets the outer error. */
 async function resumeRefused(c: Conn, why: string): Promise<void> {
-  const raw = await Raw.open(sys.nodes[c.id % 2]!.broker.url);
+  const raw = await Raw.open(sys.nodes[c.id % 2]!.broker.url); // either node: alternating with the connection's number
   try {
     const ch = { ...c.ch };
     const f = await resume(raw, ch).catch(() => ({ type: "closed" }));
@@ -541,10 +545,7 @@ async function absorb(m: Model, c: Conn, p: Frame): Promise<void> {
   const owed = m.owed.get(c.fp) ?? [];
   if (p.notice === "pushes_lost") return void owed.splice(0);
   if (p.notice !== undefined) return;
-  c.lastPush = Math.max(c.lastPush, p.id as number);
-  c.everPushed = true;
-  const i = owed.indexOf(p.id as number);
-  if (i >= 0) owed.splice(0, i + 1);
+  delivered(c, owed, p.id as number);
 }
 
 class Restart extends Step {

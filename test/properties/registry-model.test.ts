@@ -32,8 +32,11 @@
  * (comma-separated, or `all`): `move-race` (two concurrent moves of one
  * identity both win), `move-hook` (a move by a hook-denied key is granted),
  * `push-after-kill` (pushes to a client away after a node kill, that had no
- * push before, are neither delivered nor reported lost). Once a break is
- * fixed, delete it from BREAKS and its commands join the main test.
+ * push before, are neither delivered nor reported lost), `move-write-race` (a
+ * move on one node while the other blocks or removes the same key: the
+ * registry ends in no serial order, e.g. the block lands on the new key and
+ * the old one is free). Once a break is fixed, delete it from BREAKS (and, for
+ * move-write-race, add its command to the main list).
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
@@ -66,6 +69,7 @@ const BREAKS = {
   "move-race": "two concurrent moves of one identity, one on each node: both win",
   "move-hook": "a move by a hook-denied key is granted (the hook is asked about the new key only)",
   "push-after-kill": "pushes to a client away after a node kill, that had received none before, are neither delivered nor reported lost",
+  "move-write-race": "a move on one node racing a block or remove of the same key on the other (the move's registry write is not one atomic step)",
 } as const;
 type Break = keyof typeof BREAKS;
 const wanted = (process.env.PSIMBOLS_MODEL_KNOWN_BREAKS ?? "").split(",").filter(Boolean);
@@ -151,13 +155,14 @@ const allowed = (m: Model, fp: string) => (m.reg.get(fp) === "client" || m.reg.g
  * Runs a handshake (a hello, a move, or a renewal on a socket bound to `current`); the channel, or the error frame.
  * Pushes that arrive meanwhile are kept aside with the binding they were sealed under.
  */
-async function attempt(raw: Raw, key: SigningKey, moveTo?: SigningKey, current?: RawChannel): Promise<{ ch: RawChannel } | { error: Frame }> {
+async function attempt(raw: Raw, key: SigningKey, moveTo?: SigningKey, current?: RawChannel, onProof?: () => void): Promise<{ ch: RawChannel } | { error: Frame }> {
   const h = await createHello(key, moveTo ? { moveTo } : {});
   raw.send(fromUtf8(h.bytes));
   const c = await nextNonPush(raw, current);
   if (c.type !== "challenge") return { error: c };
   const { proof, state } = await answerChallenge(h, decodeServerFrame(JSON.stringify(c)) as Challenge, () => {});
   raw.send(proof);
+  onProof?.();
   const e = await nextNonPush(raw, current);
   if (e.type !== "established") return { error: e };
   const { grant, channelKey } = await openGrant(state, e as Established);
@@ -457,6 +462,72 @@ class Move extends Step {
   toString = () => `move #${this.i} on node ${this.node}${this.twice ? " and, at once, on the other node" : ""}`;
 }
 
+/**
+ * A move on one node while the other node's API blocks or removes the same key: the registry and the outcomes
+ * must be those of one serial order (DESIGN.md §11): move then write, or write then move (which is refused).
+ */
+class MoveRacingWrite extends Step {
+  readonly i: number;
+  readonly node: number;
+  readonly write: "block" | "remove";
+  /** How long after the move's proof went out the write starts (the server verifies, then writes the registry). */
+  readonly delayMs: number;
+  constructor(i: number, node: number, write: "block" | "remove", delayMs: number) {
+    super();
+    this.i = i;
+    this.node = node;
+    this.write = write;
+    this.delayMs = delayMs;
+  }
+  override check(m: Readonly<Model>): boolean {
+    return meet.has("move-write-race") && !sys.denied.has(fpOf(keyAt(m as Model, this.i)));
+  }
+  async act(m: Model) {
+    const k = keyAt(m, this.i);
+    const fp = fpOf(k);
+    const role = m.reg.get(fp);
+    if (sys.denied.has(fp) || (role !== "client" && role !== "operator")) return;
+    m.log.push(this.toString());
+    const t = await generateSigningKey();
+    m.fps.add(fpOf(t));
+    const raw = await Raw.open(sys.nodes[this.node]!.broker.url);
+    const body = this.write === "block" ? { fingerprint: fp, role: "blocked" } : { fingerprint: fp };
+    let writing: Promise<{ status: number; json: Record<string, any> }> | undefined;
+    const start = () => {
+      writing = new Promise((res) => setTimeout(res, this.delayMs)).then(() => api(this.write === "block" ? "v1/keys" : "v1/keys/remove", body, 1 - this.node));
+    };
+    const r = await attempt(raw, k, t, undefined, start);
+    const w = await (writing ?? (start(), writing!));
+    const moved = "ch" in r;
+    const keys = await api("v1/keys", undefined, this.node);
+    const got = new Map((keys.json.keys as { fingerprint: string; role: string }[]).map((e) => [e.fingerprint, e.role]));
+    const seen = `move ${moved ? "won" : "refused"}, ${this.write} answered ${w.status}, registry: old ${got.get(fp) ?? "absent"}, new ${got.get(fpOf(t)) ?? "absent"}`;
+    note(`move racing ${this.write}: move ${moved ? "first" : "second"}`);
+    if (moved) {
+      // Move, then the write: the new key holds the registration; the old fingerprint is blocked, or absent (remove: 404).
+      assert.is(got.get(fpOf(t)), role, `(a) not a serial order: ${seen}`);
+      assert.is(got.get(fp), this.write === "block" ? "blocked" : undefined, `(a) not a serial order: ${seen}`);
+      if (this.write === "remove") assert.is(w.status, 404, `(a) not a serial order: ${seen}`);
+      m.reg.delete(fp);
+      m.reg.set(fpOf(t), role);
+      if (this.write === "block") m.reg.set(fp, "blocked");
+      m.keys[this.i % m.keys.length] = t;
+      await retired(m, fp, CloseCode.revoked.code, "moved away");
+      await establish(m, t, this.node, raw, r.ch);
+    } else {
+      // The write, then the move, refused: the old key is blocked (or gone), the new one never registered.
+      assert.is(r.error.error?.code, "forbidden", `(b) ${seen}: ${JSON.stringify(r.error)}`);
+      assert.is(got.get(fpOf(t)), undefined, `(a) not a serial order: ${seen}`);
+      assert.is(got.get(fp), this.write === "block" ? "blocked" : undefined, `(a) not a serial order: ${seen}`);
+      if (this.write === "remove") assert.is(w.status, 200, `(a) not a serial order: ${seen}`);
+      raw.close();
+      if (this.write === "block") m.reg.set(fp, "blocked");
+      else m.reg.delete(fp);
+    }
+  }
+  toString = () => `move #${this.i} on node ${this.node} while node ${1 - this.node} ${this.write}s it ${this.delayMs} ms after the proof`;
+}
+
 class Revoke extends Step {
   readonly i: number;
   constructor(i: number) {
@@ -703,6 +774,7 @@ const bias: Record<Break, fc.Arbitrary<Cmd>[]> = {
   "move-race": [fc.tuple(slot, node).map(([i, n]): Cmd => new Move(i, n, true))],
   "move-hook": [fc.tuple(slot, fc.constant(true)).map(([i, d]): Cmd => new Hook(i, d)), fc.tuple(slot, node).map(([i, n]): Cmd => new Move(i, n, false))],
   "push-after-kill": [node.map((n): Cmd => new Restart(n)), fc.tuple(slot, node).map(([i, n]): Cmd => new Push(i, n)), slot.map((i): Cmd => new Resume(i))],
+  "move-write-race": [fc.tuple(slot, node, fc.constantFrom<"block" | "remove">("block", "remove"), fc.nat({ max: 12 })).map(([i, n, w, d]): Cmd => new MoveRacingWrite(i, n, w, d))],
 };
 
 t(NAME, async () => {

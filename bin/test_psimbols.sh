@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command: installs what is missing, type-checks, then runs
 # every uvu test file (dist/test/**/*.test.js) in its own process, and ends
-# with one line "N passed, N failed". Long runs (soak, bench) are npm scripts.
+# with one line "N passed, N failed, N skipped". Long runs (soak, bench) are
+# npm scripts. A test that cannot run here is registered as skipped
+# (test/helpers/skip.ts: uvu's "Skipped:" line), never counted as passed; a
+# file that crashes, times out, or runs no test at all counts as one failure.
 set -u
 cd "$(dirname "$0")/.."
 export NO_COLOR=1 FORCE_COLOR=0
@@ -19,10 +22,13 @@ need_apt() {
   }
 }
 
-# Dependencies: from the lock file, only when missing or stale.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# Dependencies: from the lock file, only when missing or stale. A node_modules that is a link to
+# another checkout's folder is that checkout's to install: npm ci would empty the folder it points to.
+if [ -L node_modules ]; then
+  [ -f node_modules/.package-lock.json ] || echo "warning: node_modules links to a folder npm ci did not fill; not reinstalled here" >&2
+elif [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "installing npm packages from package-lock.json ..." >&2
-  npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed" >&2; echo "0 passed, 1 failed"; exit 1; }
+  npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 fi
 command -v redis-server >/dev/null || need_apt redis-server redis-server
 command -v haproxy >/dev/null || need_apt haproxy haproxy
@@ -33,12 +39,13 @@ if [ "$(id -u)" = 0 ] && ! command -v tc >/dev/null; then need_apt tc iproute2; 
 
 # Type-check and build (the browser config has no Node types: a Node import in shared/ or the client core fails here).
 rm -rf dist
-if ! npx tsc -p tsconfig.json; then echo "type-check failed" >&2; echo "0 passed, 1 failed"; exit 1; fi
-if ! npx tsc -p tsconfig.browser.json; then echo "browser type-check failed" >&2; echo "0 passed, 1 failed"; exit 1; fi
-if ! node bin/build-browser.mjs; then echo "browser build failed" >&2; echo "0 passed, 1 failed"; exit 1; fi
+if ! npx tsc -p tsconfig.json; then echo "type-check failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; fi
+if ! npx tsc -p tsconfig.browser.json; then echo "browser type-check failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; fi
+if ! node bin/build-browser.mjs; then echo "browser build failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; fi
 
 passed=0
 failed=0
+skipped=0
 pattern="${1:-}"
 for f in $(find dist/test -name '*.test.js' | sort); do
   case "$f" in *"$pattern"*) ;; *) continue ;; esac
@@ -49,13 +56,18 @@ for f in $(find dist/test -name '*.test.js' | sort); do
   clean=$(printf '%s\n' "$out" | sed 's/\x1b\[[0-9;]*m//g')
   total=$(printf '%s\n' "$clean" | sed -n 's/^ *Total: *\([0-9][0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
   ok=$(printf '%s\n' "$clean" | sed -n 's/^ *Passed: *\([0-9][0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
+  skip=$(printf '%s\n' "$clean" | sed -n 's/^ *Skipped: *\([0-9][0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
   bad=$((total - ok))
   if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
     bad=1 # the file crashed or timed out outside any test
     echo "!!! ${f#dist/} exited with $rc" >&2
+  elif [ "$total" -eq 0 ] && [ "$skip" -eq 0 ]; then
+    bad=1 # a file that runs no test says nothing
+    echo "!!! ${f#dist/} ran no test" >&2
   fi
   passed=$((passed + ok))
   failed=$((failed + bad))
+  skipped=$((skipped + skip))
 done
-echo "${passed} passed, ${failed} failed"
+echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

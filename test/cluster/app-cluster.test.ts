@@ -11,11 +11,14 @@ import { generateSigningKey, type SigningKey } from "../../shared/crypto.js";
 import { connect } from "../../client/node.js";
 import { findOnPath } from "../../cli/cluster/net.js";
 import { type Cluster, startCluster } from "../../cli/cluster/local-cluster.js";
+import { skip } from "../helpers/skip.js";
 
 const t = suite("cluster with the python example backend");
 const PYTHON = findOnPath("python3");
 let cluster: Cluster;
 let me: SigningKey;
+/** The channels the first test made and closed, in order. */
+const made: string[] = [];
 
 t.before(async () => {
   if (!PYTHON) return;
@@ -32,7 +35,7 @@ t.after(async () => {
 });
 
 if (!PYTHON) {
-  t("skipped: python3 is not on PATH", () => console.log("cluster app test skipped: python3 not found on PATH"));
+  skip(t, "the python example backend behind the cluster", "python3 is not on PATH");
 } else {
   t("kv.put and kv.get through HAProxy reach the backend with the client's fingerprint, from every node", async () => {
     const nodes = new Set<string>();
@@ -40,6 +43,7 @@ if (!PYTHON) {
       // A fresh connection each time: round robin spreads them over the nodes.
       const c = await connect(cluster.url, { key: me, serverKey: cluster.fingerprint, reconnect: false });
       const who = (await c.request("app.whoami", null)) as { identity: string; node: string; info: unknown };
+      made.push(c.channel!.id);
       nodes.add(who.node);
       assert.is(who.identity, me.public.fingerprint);
       assert.equal(who.info, { allowed_by: "allow-list" });
@@ -48,21 +52,34 @@ if (!PYTHON) {
     }
     assert.equal([...nodes].sort(), ["node1", "node2", "node3"]);
     const c = await connect(cluster.url, { key: me, serverKey: cluster.fingerprint, reconnect: false });
+    made.push(c.channel!.id);
     for (let i = 0; i < 6; i++) assert.equal(await c.request("kv.get", { key: `k${i}` }), { value: i, identity: me.public.fingerprint });
     await c.close();
   });
 
   t("the backend reads the nodes' lifecycle events from the Redis stream: the client's own, in order", async () => {
     const c = await connect(cluster.url, { key: me, serverKey: cluster.fingerprint, reconnect: false });
-    let got: { type: string; node: string; data: { channel?: string } }[] = [];
-    // The six connections above each established and then closed a channel; this one established one more.
+    const mine = [...made, c.channel!.id];
+    type Ev = { type: string; node: string; data: { channel?: string } };
+    let got: Ev[] = [];
+    const seen = (channel: string, type: string) => got.some((e) => e.type === type && e.data.channel === channel);
+    // The seven connections above each established and then closed a channel; this one established one more.
+    const complete = () => made.every((ch) => seen(ch, "channel.established") && seen(ch, "channel.closed")) && seen(c.channel!.id, "channel.established");
     for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) {
-      got = (await c.request("app.events", null)) as typeof got;
-      if (got.filter((e) => e.type === "channel.established").length >= 7) break;
+      got = (await c.request("app.events", null)) as Ev[];
+      if (complete()) break;
     }
-    const established = got.filter((e) => e.type === "channel.established");
-    assert.ok(established.length >= 7, JSON.stringify(got.map((e) => e.type)));
-    assert.equal(new Set(established.map((e) => e.node)).size, 3, "events from every node");
+    assert.is(made.length, 7, "the first test made seven channels");
+    assert.ok(complete(), JSON.stringify(got.map((e) => [e.type, e.data.channel])));
+    // Its own: the example files events under the stream entry's identity field and keeps the event's
+    // data; every event it gives this client names one of this client's channels (random ids).
+    for (const e of got) assert.ok(e.data.channel !== undefined && mine.includes(e.data.channel), `an event of a channel this client never had: ${JSON.stringify(e)}`);
+    // In order: a channel's events come as it lived them, established before closed.
+    for (const ch of made) {
+      const types = got.filter((e) => e.data.channel === ch).map((e) => e.type);
+      assert.equal(types, ["channel.established", "channel.closed"], `channel ${made.indexOf(ch)}`);
+    }
+    assert.equal(new Set(got.filter((e) => e.type === "channel.established").map((e) => e.node)).size, 3, "events from every node");
     await c.close();
   });
 

@@ -22,6 +22,7 @@ import { SENTINEL_CONFIG, SENTINEL_MASTER_NAME, sentinelConfigFor } from "../../
 import { HAPROXY_TLS_CONFIG, selfSignedCertificate } from "../../cli/cluster/tls.js";
 import { parseRedisAddress } from "../../server/store/redis-address.js";
 import { ROOT } from "../helpers/broker.js";
+import { skip } from "../helpers/skip.js";
 
 const haproxy = findOnPath("haproxy");
 const dir = mkdtempSync(join(tmpdir(), "psimbols-deploy-"));
@@ -126,7 +127,7 @@ const compose = yaml(join(ROOT, "docker-compose.yml"));
 const c = suite("deploy: the compose files (parsed, merged as compose does)");
 
 if (!compose) {
-  c("skipped: python3 with PyYAML is not installed, so the compose files are not parsed", () => {});
+  skip(c, "the compose files, parsed and merged as compose does", "python3 with PyYAML is not installed");
 } else {
   const sentinelOverride = yaml(join(ROOT, "docker-compose.sentinel.yml"))!;
   const tlsOverride = yaml(join(ROOT, "docker-compose.tls.yml"))!;

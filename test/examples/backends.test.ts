@@ -19,6 +19,7 @@ import { ROOT, type RunningBroker, startBroker } from "../helpers/broker.js";
 import { Raw, call, handshake } from "../helpers/raw.js";
 import { Redis } from "ioredis";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
+import { skip } from "../helpers/skip.js";
 
 const PYTHON = findOnPath("python3");
 // Each broker, Redis and example process adds an `exit` listener; this file starts many.
@@ -74,7 +75,7 @@ function backend(name: string, cmd: (string | undefined)[]): void {
   });
 
   if (!cmd[0]) {
-    t(`skipped: ${name} is not on PATH`, () => console.log(`${name} example test skipped: its interpreter is not on PATH`));
+    skip(t, `the ${name} example backend: kv, the allow-list and its signature checks`, `${name} is not on PATH`);
   } else {
     t("kv.put then kv.get through the broker, one store per verified identity", async () => {
       const ra = await Raw.open(broker.url);
@@ -186,7 +187,7 @@ function eventsReader(name: string, cmd: (string | undefined)[], group: string):
     db.disconnect();
     await redis.stop();
   });
-  if (!cmd[0]) t(`skipped: ${name} is not on PATH`, () => undefined);
+  if (!cmd[0]) skip(t, `the ${name} example backend reads the events stream`, `${name} is not on PATH`);
   else
     t("reads the stream with a consumer group, in order, per identity, and acknowledges what it read", async () => {
       const other = "SHA256:" + "o".repeat(43);

@@ -15,7 +15,7 @@ import { answerChallenge, createHello } from "../../shared/handshake.js";
 import { json } from "../helpers/app-server.js";
 import { call } from "../helpers/raw.js";
 import type { Ctx, Expect, Outcome, Row } from "./env.js";
-import { authorizeAnswers, hostileApp } from "./hostile-app.js";
+import { HUGE_BYTES, authorizeAnswers, hostileApp, hugeAnswer } from "./hostile-app.js";
 import type { ServerResponse } from "node:http";
 
 /** An inner answer: the request was answered, the socket stays. */
@@ -23,8 +23,8 @@ const ANSWERED: Expect = { reply: "response", error: null, close: null };
 /** The handshake's proof answered with `unavailable`; the socket stays for a retry. */
 const UNAVAILABLE_AT_PROOF: Expect = { reply: "error", error: ErrorCode.unavailable, close: null };
 
-/** A row calling `op` on a fresh peer; `check` looks at the inner answer. */
-function upstreamRow(name: string, sent: string, op: string, check: (answer: Record<string, any>) => void): Row {
+/** A row calling `op` on a fresh peer; `check` looks at the inner answer (and may look at the broker). */
+function upstreamRow(name: string, sent: string, op: string, check: (answer: Record<string, any>, x: Ctx, log: string) => void | Promise<void>): Row {
   return {
     name,
     sent,
@@ -33,8 +33,9 @@ function upstreamRow(name: string, sent: string, op: string, check: (answer: Rec
     changes: { established: 1 },
     run: async (x: Ctx): Promise<Outcome> => {
       const p = await x.peer();
+      const before = x.broker.output().length;
       const answer = await call(p.raw, p.ch, op, { probe: 1 });
-      check(answer);
+      await check(answer, x, x.broker.output().slice(before));
       // The channel still serves, and nothing else arrived in between.
       assert.equal(await call(p.raw, p.ch, "echo", "after"), { data: "after" });
       assert.is(p.raw.frames.length, 0, "an extra frame reached the client");
@@ -96,6 +97,12 @@ function adminRow(name: string, sent: string, op: string, by: "no role" | "opera
 }
 
 const unavailable = (a: Record<string, any>) => assert.equal(a.error?.code, ErrorCode.unavailable, JSON.stringify(a).slice(0, 200));
+/** `unavailable`, and the broker's log says why: the answer was over the size bound (`too_large`), not that it did not parse. */
+const overBound = (a: Record<string, any>, _x: Ctx, log: string) => {
+  unavailable(a);
+  assert.match(log, /"reason":"too_large"/, "the broker refused the answer for its size");
+  assert.not.match(log, /"reason":"bad_body"/, "the broker parsed the answer");
+};
 
 export const appRows: Row[] = [
   adminRow("an admin.* op the broker does not implement, from a key with no role, gets forbidden and never reaches the application", 'request {op: "admin.deleteUser", data: {user: "victim"}} (an upstream takes every op)', "admin.deleteUser", "no role", ErrorCode.forbidden),
@@ -144,8 +151,24 @@ export const appRows: Row[] = [
     },
   ),
   upstreamRow("an upstream answer that is not JSON (with a frame after a blank line) gets unavailable", 'upstream 200 text/plain "OK\\r\\n\\r\\n{type:push}"', "app.text", unavailable),
-  upstreamRow("an upstream answer of 1 MiB gets unavailable; the broker stops reading at the bound", "upstream 200 {data: 1 MiB string}", "app.huge", unavailable),
-  upstreamRow("an upstream answer nested 100 000 levels deep gets unavailable (over the size bound before any parse)", "upstream 200 {data: [[[…]]]} 200 000 bytes", "app.deep", unavailable),
+  upstreamRow(
+    "an upstream answer of 64 MiB, streamed without a length, gets unavailable; the broker stops reading at the bound (the application cannot write the rest)",
+    "upstream 200 {data: 64 MiB string}, chunked, written as fast as it is read",
+    "app.huge",
+    async (a, x, log) => {
+      overBound(a, x, log);
+      for (let i = 0; i < 50 && !hugeAnswer.closed; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(hugeAnswer.closed, "the broker still holds the answer's connection 5 s after refusing it");
+      assert.not.ok(hugeAnswer.finished, `the application wrote its whole answer (${hugeAnswer.bytes} bytes)`);
+      assert.ok(hugeAnswer.bytes < HUGE_BYTES / 4, `the application wrote ${hugeAnswer.bytes} bytes before the broker let go`);
+    },
+  ),
+  upstreamRow(
+    "an upstream answer nested 100 000 levels deep gets unavailable: over the size bound (too_large), before any parse",
+    "upstream 200 {data: [[[…]]]} 200 000 bytes",
+    "app.deep",
+    overBound,
+  ),
   upstreamRow(
     "an upstream answer with a lone surrogate, a NUL and bytes that are not UTF-8 stays data (replacement characters), well-formed on the wire",
     'upstream 200 {data: ["\\ud800", "\\u0000", 0xff 0xfe]}',

@@ -15,6 +15,11 @@ export const HOSTILE_APP_SECRET = WebhookSecret.generate();
 /** Authorize answers per fingerprint, set by rows before their handshake. */
 export const authorizeAnswers = new Map<string, (res: ServerResponse) => void>();
 
+/** How far `app.huge` got: bytes handed to its socket, and whether the answer was finished when the socket closed. */
+export const hugeAnswer = { bytes: 0, finished: false, closed: false };
+/** What `app.huge` streams (chunked, no length declared): far more than the broker's bound and its socket buffers. */
+export const HUGE_BYTES = 64 << 20;
+
 /** Upstream answers per op. */
 export const upstreamAnswers: Record<string, (r: AppRequest, res: ServerResponse) => void> = {
   "app.echo": (r, res) => json(res, { data: r.json.data }),
@@ -27,7 +32,26 @@ export const upstreamAnswers: Record<string, (r: AppRequest, res: ServerResponse
       ],
     }),
   "app.text": (_r, res) => void res.writeHead(200, { "content-type": "text/plain" }).end("OK\r\n\r\n{\"type\":\"push\"}"),
-  "app.huge": (_r, res) => json(res, { data: "h".repeat(1 << 20) }),
+  "app.huge": (_r, res) => {
+    // Streamed as fast as the broker reads: one that kept reading past its bound would take all of it.
+    Object.assign(hugeAnswer, { bytes: 0, finished: false, closed: false });
+    const chunk = Buffer.alloc(64 << 10, 0x68);
+    res.writeHead(200, { "content-type": "application/json" });
+    res.once("close", () => Object.assign(hugeAnswer, { finished: res.writableFinished, closed: true }));
+    res.on("error", () => {});
+    const pump = (): void => {
+      let ok = true;
+      if (hugeAnswer.bytes === 0) ok = res.write('{"data":"');
+      while (ok && hugeAnswer.bytes < HUGE_BYTES && !res.destroyed) {
+        ok = res.write(chunk);
+        hugeAnswer.bytes += chunk.length;
+      }
+      if (res.destroyed) return;
+      if (hugeAnswer.bytes >= HUGE_BYTES) res.end('"}');
+      else res.once("drain", pump);
+    };
+    pump();
+  },
   "app.strings": (_r, res) => {
     // A lone surrogate escape, a NUL and raw bytes that are not UTF-8: the answer stays data.
     const body = Buffer.concat([Buffer.from('{"data":["\\ud800","\\u0000",'), Buffer.from([0x22, 0xff, 0xfe, 0x22]), Buffer.from("]}")]);

@@ -1312,22 +1312,32 @@ export const rows: Row[] = [
   },
   {
     name: "a slow consumer that never reads is cut off once its send buffer passes 4 MiB (close 4003), and others are served meanwhile",
-    sent: "socket paused; ~45 KB echo requests until the server drops the connection",
+    sent: "socket paused; ~45 KB echo requests until the server drops the connection; a bystander's echo after each batch",
     broker: "main",
     expect: { error: null, close: C.slow },
-    changes: { established: 1 },
+    changes: { established: 2 },
     run: async (x) => {
       const p = await x.peer();
+      const bystander = await x.peer();
       const sock = (p.raw.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
       sock.pause();
       const big = "y".repeat(45_000);
       // The cut is logged at once; the socket leaves the node's list only when it is torn down, 2 s later.
       const logged = () => x.broker.output().includes("slow consumer cut off");
+      let served = 0;
       for (let batch = 0; batch < 40 && !logged(); batch++) {
         for (let i = 0; i < 30 && !logged(); i++) p.raw.send(await requestFrame(p.ch, "echo", big));
         await sleep(50);
+        // Meanwhile: another client's request is answered while the slow one's buffer fills.
+        if (!logged()) {
+          const t0 = Date.now();
+          assert.equal(await call(bystander.raw, bystander.ch, "echo", batch), { data: batch });
+          assert.ok(Date.now() - t0 < 2000, `the bystander waited ${Date.now() - t0} ms during batch ${batch}`);
+          served++;
+        }
       }
       assert.ok(logged(), "the server kept the slow consumer");
+      assert.ok(served > 0, "no bystander request went out while the slow consumer was served");
       sock.resume(); // read what the buffers hold, up to the close frame
       const closed = await within(p.raw.closed, 5000, "close");
       // The node tears the socket down when the TCP connection ends (or 2 s after its close frame): poll for it.
@@ -1569,9 +1579,18 @@ export const limitRows: Row[] = [
       const raw = await x.open();
       raw.send({ type: "resume", channel: x.victim.ch.grant.channel, nonce: b64u(randomBytes(32)) });
       const first = await raw.next();
-      const drip = setInterval(() => raw.ws.readyState === 1 && raw.send(forged(x.victim.ch.grant.channel, 1 + Math.floor(Math.random() * 1000))), 300);
+      let sent = 0;
+      const drip = setInterval(() => {
+        if (raw.ws.readyState !== 1) return;
+        raw.send(forged(x.victim.ch.grant.channel, 1 + Math.floor(Math.random() * 1000)));
+        sent++;
+      }, 300);
       try {
         const closed = await within(raw.closed, TIGHT.handshakeTimeoutMs + 3000, "close");
+        // One answer per forged request (the last may cross the close), each unauthorised: a node that
+        // dropped them silently would leave no frame, and `every` of no frame is true.
+        assert.ok(sent >= 2, `only ${sent} forged requests went out before the close`);
+        assert.ok(raw.frames.length >= sent - 1 && raw.frames.length <= sent, `${raw.frames.length} answers to ${sent} forged requests`);
         assert.ok(raw.frames.every((f) => f.error?.code === ErrorCode.unauthorised));
         return { reply: first.type, error: null, close: closed.code };
       } finally {

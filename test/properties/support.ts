@@ -8,7 +8,8 @@
  *   npx tsc -p tsconfig.json && PSIMBOLS_FUZZ_FACTOR=100 npm run fuzz
  *
  * `PSIMBOLS_FUZZ_SEED` replays one run (fast-check prints the seed and the
- * path of a failing case).
+ * path of a failing case); with `PSIMBOLS_FUZZ_PATH` too, it goes straight to
+ * the shrunk case.
  */
 import fc from "fast-check";
 import { Broker, createLogger } from "../../server/index.js";
@@ -18,10 +19,13 @@ import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 const factor = Number(process.env.PSIMBOLS_FUZZ_FACTOR ?? 1);
 if (!(factor > 0)) throw new RangeError(`PSIMBOLS_FUZZ_FACTOR expected a positive number, got ${process.env.PSIMBOLS_FUZZ_FACTOR}`);
 const seed = process.env.PSIMBOLS_FUZZ_SEED === undefined ? undefined : Number(process.env.PSIMBOLS_FUZZ_SEED);
+if (seed !== undefined && !Number.isInteger(seed)) throw new RangeError(`PSIMBOLS_FUZZ_SEED expected an integer, got ${process.env.PSIMBOLS_FUZZ_SEED}`);
+const path = process.env.PSIMBOLS_FUZZ_PATH;
+if (path !== undefined && seed === undefined) throw new RangeError("PSIMBOLS_FUZZ_PATH needs PSIMBOLS_FUZZ_SEED (the path is a walk from that seed's runs)");
 
-/** fast-check parameters: `n` runs (times PSIMBOLS_FUZZ_FACTOR), the seed if one is given. */
+/** fast-check parameters: `n` runs (times PSIMBOLS_FUZZ_FACTOR), the seed (and path) if given. */
 export function params<T>(n: number, extra: fc.Parameters<T> = {}): fc.Parameters<T> {
-  return { numRuns: Math.max(1, Math.round(n * factor)), ...(seed === undefined ? {} : { seed }), ...extra };
+  return { numRuns: Math.max(1, Math.round(n * factor)), ...(seed === undefined ? {} : { seed }), ...(path === undefined ? {} : { path }), ...extra };
 }
 
 /** Runs `f`; returns the PsimbolsError it threw, or undefined. Any other throw fails the property. */

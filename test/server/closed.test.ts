@@ -12,7 +12,7 @@ import { CloseCode } from "../../shared/errors.js";
 import { answerChallenge, createHello } from "../../shared/handshake.js";
 import { decodeServerFrame, type Challenge } from "../../shared/frames.js";
 import { connect, loadKey } from "../../client/node.js";
-import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
+import { type RunningBroker, operatorKeys, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { Raw, call, handshake } from "../helpers/raw.js";
 
 const t = suite("closed service");
@@ -131,8 +131,9 @@ t.run();
 const b = suite("blocked keys (open service)");
 let open: RunningBroker;
 let openKeys: string;
+let openOperator: string;
 b.before(async () => {
-  openKeys = join(tempDir(), "keys.json");
+  ({ keysFile: openKeys, keyFile: openOperator } = await operatorKeys());
   open = await startBroker(["--keys", openKeys, "--hellos-per-address", "1000"]);
 });
 b.after(async () => {
@@ -164,14 +165,21 @@ b("a key blocked by fingerprint gets forbidden after a valid proof (close 4008) 
   assert.is((await raw.closed).code, CloseCode.forbidden.code);
   // Another key is served; the blocked key's existing channel still answers (block, then revoke).
   const o = await Raw.open(open.url);
-  assert.equal(await call(o, await handshake(o, other), "echo", 1), { data: 1 });
+  const otherCh = await handshake(o, other);
+  assert.equal(await call(o, otherCh, "echo", 1), { data: 1 });
   assert.equal(await call(before, ch, "echo", 2), { data: 2 });
+  // The operator revokes it: the channel ends (4005), the other key's channel is still untouched.
+  const op = await Raw.open(open.url);
+  const och = await handshake(op, await loadKey(openOperator));
+  assert.equal(await call(op, och, "admin.revoke", { identity: stolen.public.fingerprint }), { data: { revoked: [ch.grant.channel] } });
+  assert.is((await before.closed).code, CloseCode.revoked.code);
+  assert.equal(await call(o, otherCh, "echo", 4), { data: 4 });
   // Unblocking takes effect too.
   assert.is((await runCli(["keys", "remove", stolen.public.fingerprint, "--file", openKeys])).code, 0);
   await new Promise((r) => setTimeout(r, 1100));
   const again = await Raw.open(open.url);
   assert.equal(await call(again, await handshake(again, stolen), "echo", 3), { data: 3 });
-  for (const r of [before, o, again]) r.close();
+  for (const r of [before, o, op, again]) r.close();
 });
 
 b("only the blocked role takes a bare fingerprint: a client or operator entry needs the public key", async () => {

@@ -652,8 +652,18 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     assert.is(await store.lastPush(id), 0, "nothing was pushed");
   });
 
-  t("onResync takes a handler", async ({ store }) => {
-    store.onResync(() => {});
+  t("onResync: a registered handler is not called while no event can have been lost (events flow, nothing reconnects)", async ({ store, events }) => {
+    // The call after a lost subscription is the Redis store's own test (test/server/store.test.ts).
+    let calls = 0;
+    store.onResync(() => calls++);
+    const id = identity();
+    store.watch(id);
+    const rec = record(id);
+    await store.activate(rec);
+    await store.retire(rec.id, "closed");
+    await until(() => events.some((e) => e.identity === id), 2000, "the retired event");
+    await drain(store, events);
+    assert.is(calls, 0);
   });
 
   t("ping resolves", async ({ store }) => {

@@ -6,10 +6,10 @@
 import { rejectsWith } from "../helpers/refusal.js";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { KeyType, generateSigningKey, type SigningKey } from "../../shared/crypto.js";
+import { KeyType, generateSigningKey, type SigningKey, verify } from "../../shared/crypto.js";
 import { acceptHello, answerChallenge, createHello, type ServerOffer } from "../../shared/handshake.js";
 import { type Challenge, Feature, type Hello, decodeClientFrame, decodeNextKey, decodeServerFrame } from "../../shared/frames.js";
-import { fromUtf8 } from "../../shared/encoding.js";
+import { fromB64u, fromUtf8 } from "../../shared/encoding.js";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { LABEL_NEXT_KEY, signNextKey, verifyNextKey } from "../../shared/server-key-next.js";
 
@@ -118,8 +118,29 @@ t("signNextKey refuses a malformed not-before", async () => {
   assert.is((await signNextKey(current, next.public, source, new Date(Date.UTC(2027, 0, 31, 0, 0, 0, 123)))).not_before, "2027-01-31T00:00:00Z");
 });
 
-t("the statement signs the documented bytes (label first)", () => {
+t("the statement signs the documented bytes (label first): LP(label) || LP(source) || LP(current SPKI) || LP(next SPKI) || LP(not_before)", async () => {
   assert.is(LABEL_NEXT_KEY, "psimbols/1 next server key");
+  // Built here by hand from PROTOCOL.md §5.6: LP(x) is x's length as 4 bytes big-endian, then x.
+  const lpOf = (x: Uint8Array | string) => {
+    const b = typeof x === "string" ? Buffer.from(x, "utf8") : Buffer.from(x);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(b.length);
+    return Buffer.concat([len, b]);
+  };
+  const statement = (label: string, src: string, cur: Uint8Array, nxt: Uint8Array, nb: string) =>
+    new Uint8Array(Buffer.concat([lpOf(label), lpOf(src), lpOf(cur), lpOf(nxt), lpOf(nb)]));
+  const w = await signNextKey(current, next.public, source, NB);
+  const sig = fromB64u(w.signature, "signature");
+  assert.ok(await verify(current.public, sig, statement("psimbols/1 next server key", source, current.public.spki, next.public.spki, NB)), "the signature covers the documented bytes");
+  // Each field in its place: any other order or value does not verify.
+  for (const [what, bytes] of [
+    ["source and label swapped", statement(source, "psimbols/1 next server key", current.public.spki, next.public.spki, NB)],
+    ["current and next swapped", statement("psimbols/1 next server key", source, next.public.spki, current.public.spki, NB)],
+    ["another not_before", statement("psimbols/1 next server key", source, current.public.spki, next.public.spki, "2027-01-31T00:00:01Z")],
+    ["another source", statement("psimbols/1 next server key", "wss://other.example/", current.public.spki, next.public.spki, NB)],
+  ] as const) {
+    assert.not.ok(await verify(current.public, sig, bytes), what);
+  }
 });
 
 const hostile: [string, unknown, RegExp][] = [

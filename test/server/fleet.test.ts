@@ -1,5 +1,5 @@
 /**
- * Devices behind one address (PROTOCOL.md §11.3, SECURITY.md W20): 1,000
+ * Devices behind one address (PROTOCOL.md §11.3, SECURITY.md W18): 1,000
  * clients from 127.0.0.1 (standing for a carrier-grade NAT or an office) on
  * a real broker process. Without `--fleet-range` the per-address limits refuse
  * nearly all of them; with `--fleet-range 127.0.0.0/8` they all connect, and

@@ -234,7 +234,7 @@ async function main(): Promise<void> {
         await sleep(100);
       }
     };
-    await waitFor(connected, procs.length, Math.max(120_000, (o.clients / o.ramp) * 4000), "connecting");
+    await waitFor(connected, procs.length, Math.max(120_000, (o.clients / o.ramp) * 10_000), "connecting");
     const byNode: Record<string, number> = {};
     for (const c of connected) for (const [n, k] of Object.entries(c.byNode)) byNode[n] = (byNode[n] ?? 0) + k;
     const connectSeconds = Math.max(...connected.map((c) => c.seconds));

@@ -886,9 +886,13 @@ export class Connection {
     const inFleet = fleet.has(this.address);
     const renewal = inFleet && this.bound !== undefined;
     const w = hellosPerAddress.window;
-    if (!renewal && !hellosPerAddress.take(key)) return this.#helloRefused();
+    // A fleet range's window counts admitted unproven hellos only: a refused one is given back at
+    // once (it will never prove), so a flood's refused hellos do not hold the window shut longer.
+    if (!renewal && !hellosPerAddress.take(key)) {
+      if (inFleet) hellosPerAddress.give(key, w);
+      return this.#helloRefused();
+    }
     if (!hellosTotal.take(key)) {
-      // A fleet range's window counts unproven hellos only: one the node refused will never prove.
       if (inFleet && !renewal) hellosPerAddress.give(key, w);
       return this.#helloRefused();
     }

@@ -8,6 +8,9 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { AddressRanges, FixedWindow, Unproven } from "../../server/limits.js";
 import { resolveConfig } from "../../server/config.js";
+import { generateSigningKey } from "../../shared/crypto.js";
+import { startBroker } from "../helpers/broker.js";
+import { Raw, handshake, resume } from "../helpers/raw.js";
 
 const t = suite("fleet ranges: the pieces");
 
@@ -75,6 +78,50 @@ t("a proven hello is given back to its window, never to a later one", () => {
   w.give("k", charged); // from the window before: no credit in this one
   assert.ok(w.take("k"));
   assert.not.ok(w.take("k"), "the refund of an earlier window did not reach this one");
+});
+
+t("on a node with --fleet-range: 70 proven sockets from one address (past the 64), 8 unproven at most with the oldest cut, 10 resumes of one channel per 10 s", async () => {
+  const broker = await startBroker(["--fleet-range", "127.0.0.0/8", "--fleet-unproven", "8"]);
+  const raws: Raw[] = [];
+  try {
+    const key = await generateSigningKey();
+    // Proven: 70 sockets with a channel each, one after the other (each proven hello is given back to the window).
+    for (let i = 0; i < 70; i++) {
+      const r = await Raw.open(broker.url);
+      raws.push(r);
+      await handshake(r, i === 0 ? key : await generateSigningKey());
+    }
+    // Unproven: 8 idle sockets fit; the 9th cuts the oldest of them, never a proven one.
+    const idle: Raw[] = [];
+    for (let i = 0; i < 9; i++) {
+      idle.push(await Raw.open(broker.url));
+      raws.push(idle[i]!);
+    }
+    const first = await Promise.race([idle[0]!.closed.then((c) => c.code), new Promise((r) => setTimeout(() => r("open"), 3000))]);
+    assert.is(first, 1006, "the oldest unproven socket was cut");
+    for (const r of raws.slice(0, 70)) assert.is(r.ws.readyState, r.ws.OPEN, "proven sockets stay");
+    for (const r of idle.slice(1)) assert.is(r.ws.readyState, r.ws.OPEN, "the 8 newest unproven sockets stay");
+
+    // One channel: 10 resumes in its window, the 11th refused too_many (close 4002).
+    const h = await Raw.open(broker.url);
+    raws.push(h);
+    const ch = await handshake(h, key);
+    // All 11 within one 10 s window: start just after a window begins (windows are aligned to the clock).
+    await new Promise((r) => setTimeout(r, 10_000 - (Date.now() % 10_000) + 50));
+    const answers: string[] = [];
+    for (let i = 0; i < 11; i++) {
+      const r = await Raw.open(broker.url);
+      raws.push(r);
+      const f = await resume(r, ch);
+      answers.push(f.type === "error" ? f.error.code : f.type);
+      r.ws.terminate();
+    }
+    assert.equal(answers.slice(0, 10), Array(10).fill("resumed"));
+    assert.is(answers[10], "too_many", "the 11th resume of one channel in its window");
+  } finally {
+    for (const r of raws) r.ws.terminate();
+    await broker.stop();
+  }
 });
 
 t.run();

@@ -44,6 +44,8 @@ export function serveCommand(p: Command): void {
     .option("--server-key-file <file>", "server key (PKCS#8 PEM) shared by all nodes of the service; default <data-dir>/server-key.pem")
     .option("--server-key-poll <ms>", "how often to look for a next or promoted server key (`psimbols server-key`)", int("--server-key-poll"), 5000)
     .option("--node <name>", "this node's name in logs, metrics and channel records (default: hostname:pid, unique per container)")
+    .option("--fleet-range <cidr>", "an address range where many devices share one address (NAT, an office): limits there scale with proven channels, not addresses (repeatable; IPv4 or IPv6 prefix; PROTOCOL.md §11.3)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option("--fleet-unproven <n>", "with --fleet-range: sockets without a channel per address of a range; past it the oldest is cut (default 1024)", int("--fleet-unproven"))
     .option("--trust-proxy", "take the client address from the last X-Forwarded-For entry (behind a load balancer)")
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
@@ -78,6 +80,7 @@ export function serveCommand(p: Command): void {
       if (o.hellosPerSecond !== undefined) limits.hellosPerSecond = o.hellosPerSecond;
       if (o.resumesPerAddress !== undefined) limits.resumesPerAddress = o.resumesPerAddress;
       if (o.resumesPerSecond !== undefined) limits.resumesPerSecond = o.resumesPerSecond;
+      if (o.fleetUnproven !== undefined) limits.fleetUnprovenPerAddress = o.fleetUnproven;
       if (o.storeLossBound !== undefined) limits.storeLossBoundMs = o.storeLossBound * 1000;
       // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json, watched even
       // while missing, so operators and blocked keys added later take effect without a restart.
@@ -98,6 +101,7 @@ export function serveCommand(p: Command): void {
         channelTtl: o.channelTtl,
         expiringBefore: o.expiringBefore,
         trustProxy: o.trustProxy === true,
+        fleetRanges: o.fleetRange,
         pushWindow: { count: o.pushWindowCount, ageMs: o.pushWindowAge * 1000 },
         ...(o.node ? { node: o.node } : {}),
         ...(o.channelTypes ? { channelTypes: o.channelTypes } : {}),

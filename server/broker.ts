@@ -16,7 +16,7 @@ import { signNextKey } from "../shared/server-key-next.js";
 import type { ServerKeySet } from "./server-key.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
-import { Counter, FairWindow, FixedWindow, limitKey } from "./limits.js";
+import { AddressRanges, Counter, FairWindow, FixedWindow, Unproven, limitKey } from "./limits.js";
 import { createLogger, type Logger } from "./log.js";
 import type { KeyRegistry, Role } from "./registry.js";
 import { ADMIN_NOT_FOUND, isAdminOp, operatorOnly, registerOperatorOps } from "./operator.js";
@@ -83,6 +83,11 @@ export interface BrokerContext {
   /** Resumes have a budget of their own (a resume costs no signature): per address, and in total. */
   readonly resumesPerAddress: FixedWindow;
   readonly resumesTotal: FairWindow;
+  /** Listed fleet ranges (PROTOCOL.md §11.3), and resumes of one existing channel from them, per window. */
+  readonly fleet: AddressRanges;
+  readonly resumesPerChannel: FixedWindow;
+  /** `conn` is proven (a channel established, or a resume of a channel that exists): from a fleet range, it leaves the unproven count (§11.3). */
+  proven(conn: Connection): void;
   /** True while the store is unreachable for longer than the store-loss bound (PROTOCOL.md §11.2, close 4009). */
   storeLost(): boolean;
   readonly stats: Stats;
@@ -146,6 +151,11 @@ export class Broker {
   readonly #perAddress = new Counter();
   /** Raw TCP sockets per peer address (before and after the upgrade; a proxy counts as one peer). */
   readonly #sockets = new Counter();
+  /** Sockets from fleet ranges with no channel yet, and the proven ones, per address (PROTOCOL.md §11.3). */
+  readonly #unproven: Unproven;
+  /** The raw socket of each connection from a fleet range. */
+  readonly #socketOf = new WeakMap<Connection, Duplex>();
+  readonly #fleet: AddressRanges;
   readonly #ctx: BrokerContext;
   readonly #metrics = new Registry();
   readonly #latency: Histogram;
@@ -167,6 +177,8 @@ export class Broker {
     this.#httpHook = o.http;
     this.#events = o.events ?? noEvents;
     const { limits } = this.config;
+    this.#fleet = new AddressRanges(this.config.fleetRanges);
+    this.#unproven = new Unproven(limits.fleetUnprovenPerAddress);
     this.#schedule = new Schedule<Connection>((conn, slot) => conn.onDue(slot), {
       onError: (e) => this.log.error("deadline failed", { component: "broker", error: e instanceof Error ? e.stack : String(e) }),
     });
@@ -182,6 +194,12 @@ export class Broker {
       hellosTotal: new FairWindow(limits.hellosPerSecond, 1000),
       resumesPerAddress: new FixedWindow(limits.resumesPerAddress, limits.hellosWindowMs),
       resumesTotal: new FairWindow(limits.resumesPerSecond, 1000),
+      fleet: this.#fleet,
+      resumesPerChannel: new FixedWindow(limits.resumesPerChannel, limits.hellosWindowMs),
+      proven: (conn) => {
+        const socket = this.#socketOf.get(conn);
+        if (socket) this.#unproven.prove(socket);
+      },
       storeLost: () => this.#storeWatch.lost,
       stats: this.stats,
       schedule: this.#schedule,
@@ -240,14 +258,21 @@ export class Broker {
     // One listener for every socket (no closure kept per socket): the peer address read at
     // "connection" is cached by the socket, so it reads the same at "close".
     const sockets = this.#sockets;
+    const unproven = this.#unproven;
     const onSocketClose = function (this: Duplex & { remoteAddress?: string }): void {
       sockets.dec(limitKey(this.remoteAddress ?? "unknown"));
+      unproven.delete(this);
     };
     this.#http.on("connection", (socket) => {
-      const key = limitKey(socket.remoteAddress ?? "unknown");
-      // Behind a trusted proxy every socket comes from the proxy: the limit applies per X-Forwarded-For at the upgrade.
-      if (this.#sockets.inc(key) > limits.connectionsPerAddress * 2 && !this.config.trustProxy) socket.destroy();
+      const address = socket.remoteAddress ?? "unknown";
+      const key = limitKey(address);
+      const n = this.#sockets.inc(key);
       socket.on("close", onSocketClose); // "close" comes once: no once() wrapper either
+      // Behind a trusted proxy every socket comes from the proxy: the limit applies per X-Forwarded-For at the upgrade.
+      if (this.config.trustProxy) return;
+      // A fleet range (§11.3): unproven sockets are bounded, oldest cut first; proven ones by the node's capacity.
+      if (this.#fleet.has(address)) this.#unproven.add(key, socket);
+      else if (n > limits.connectionsPerAddress * 2) socket.destroy();
     });
     this.#http.on("upgrade", (req, socket, head) => this.#onUpgrade(req, socket, head));
   }
@@ -409,13 +434,18 @@ export class Broker {
     const address = clientAddress(req, this.config.trustProxy);
     if (this.#closing) return reject(socket, 503, "Service Unavailable");
     const key = limitKey(address);
-    if (this.#perAddress.get(key) >= this.config.limits.connectionsPerAddress) {
+    const fleet = this.#fleet.has(address);
+    if (!fleet && this.#perAddress.get(key) >= this.config.limits.connectionsPerAddress) {
       this.log.warn("connection refused: too many from one address", { component: "broker", address, counted_as: key });
       return reject(socket, 429, "Too Many Requests");
     }
+    // Behind a trusted proxy a fleet socket is known by its forwarded address from here on (§11.3).
+    if (fleet && this.config.trustProxy) this.#unproven.add(key, socket);
     this.#wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       this.#perAddress.inc(key);
-      this.#connections.add(new Connection(ws, address, this.#ctx));
+      const conn = new Connection(ws, address, this.#ctx);
+      if (fleet) this.#socketOf.set(conn, socket);
+      this.#connections.add(conn);
     });
   }
 
@@ -486,6 +516,7 @@ export class Broker {
     const r = [this.#metrics];
     const self = this; // prom-client calls collect() with the metric as `this`
     new Gauge({ name: "psimbols_connections", help: "Open WebSocket connections", registers: r, collect() { this.set(self.#connections.size); } });
+    new Gauge({ name: "psimbols_fleet_unproven_cut", help: "Sockets from fleet ranges cut to make room for newer ones (PROTOCOL.md §11.3), since start", registers: r, collect() { this.set(self.#unproven.evicted); } });
     new Gauge({ name: "psimbols_store_lost", help: "1 while the store is unreachable past the store-loss bound", registers: r, collect() { this.set(self.#storeWatch.lost ? 1 : 0); } });
     const counter = (name: string, help: string, labelNames: string[], read: () => [Record<string, string>, number][]) =>
       new PromCounter({

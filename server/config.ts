@@ -5,6 +5,7 @@
  */
 import { homedir, hostname } from "node:os";
 import { join } from "node:path";
+import { AddressRanges } from "./limits.js";
 import { type ChannelType, type KemType, MAX_FRAME_BYTES, channelTypes as allChannelTypes, isChannelType, kemTypes } from "../shared/frames.js";
 
 export interface Limits {
@@ -23,6 +24,10 @@ export interface Limits {
   resumesPerAddress: number;
   /** Resumes per second on this node, from all addresses, shared fairly among them (§11.1). */
   resumesPerSecond: number;
+  /** Resumes of one existing channel per window (`hellosWindowMs`), from a listed fleet range (§11.3). */
+  resumesPerChannel: number;
+  /** Sockets with no channel bound yet per address of a listed fleet range; past it the oldest is cut (§11.3). */
+  fleetUnprovenPerAddress: number;
   /**
    * The longest this node serves its bound channels without reaching the
    * store (it cannot hear revocations meanwhile): past it every socket is
@@ -59,6 +64,12 @@ export interface BrokerConfig {
   node: string;
   /** Behind a load balancer: the client address is the last X-Forwarded-For entry. */
   trustProxy: boolean;
+  /**
+   * Address ranges (CIDR, IPv4 or IPv6) where many devices share one address
+   * (carrier-grade NAT, an office): their limits scale with proven channels,
+   * not addresses (PROTOCOL.md §11.3). Default none.
+   */
+  fleetRanges: readonly string[];
   /** Application pushes kept per identity for clients that are away (count and age). */
   pushWindow: { count: number; ageMs: number };
   /**
@@ -81,6 +92,8 @@ export const defaultLimits: Limits = {
   // Generous: resumes are cheap, many clients may share one address (NAT), and the node's fair shares bound floods.
   resumesPerAddress: 300,
   resumesPerSecond: 1000,
+  resumesPerChannel: 10,
+  fleetUnprovenPerAddress: 1024,
   storeLossBoundMs: 15_000,
   handshakesPerIdentityPerMinute: 30,
   inFlightPerConnection: 64,
@@ -110,6 +123,7 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
     keysFile: input.keysFile,
     node: input.node ?? `${hostname()}:${process.pid}`,
     trustProxy: input.trustProxy ?? false,
+    fleetRanges: input.fleetRanges ?? [],
     pushWindow: { count: 1000, ageMs: 3600_000, ...input.pushWindow },
     channelTypes: input.channelTypes ?? allChannelTypes,
     kems: input.kems ?? kemTypes,
@@ -125,6 +139,8 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
   integer("push-window-count", c.pushWindow.count, 1, 1_000_000);
   integer("push-window-age", c.pushWindow.ageMs, 1000, 30 * 86400_000);
   checkChannelTypes(c.channelTypes);
+  if (!Array.isArray(c.fleetRanges)) throw new Error(`setting fleet-range: expected a list of CIDR prefixes`);
+  new AddressRanges(c.fleetRanges); // throws naming a bad prefix
   return c;
 }
 

@@ -98,6 +98,8 @@ export class Connection {
   #selfRetired: Set<string> | undefined;
   #inFlight = 0;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** From a fleet range: the per-address window the pending hello was charged to, given back once it proves (PROTOCOL.md §11.3). */
+  #helloCharged: number | undefined;
   #closed = false;
   /** A cork is held on the socket until the next tick (see #cork). */
   #corked = false;
@@ -227,7 +229,7 @@ export class Connection {
   async #onHello(bytes: Uint8Array, hello: Hello): Promise<void> {
     if (this.#pending) throw new PsimbolsError(ErrorCode.badRequest, "a handshake is already pending on this connection", { close: CloseCode.badRequest });
     this.#checkStore();
-    this.#checkHelloRate();
+    this.#helloCharged = this.#checkHelloRate();
     this.#ctx.stats.handshakes.started++;
     let r: Awaited<ReturnType<typeof acceptHello>>;
     try {
@@ -356,6 +358,7 @@ export class Connection {
     this.#install({ id: undefined, channel: bound(rec), keys, lastSeq: 0, pushSeq: 0, active: true, dead: undefined, due: undefined, warned: false, binary });
     wipe(key);
     this.#ctx.stats.handshakes.established++;
+    this.#proven();
     this.#log.info(renewal ? "channel renewed" : "channel established", { identity, channel: rec.id, replaced });
     const validUntil = new Date(rec.validUntil).toISOString();
     if (renewal) this.#ctx.events.emit(EventType.renewed, identity, { channel: rec.id, previous: previous.channel.id, valid_until: validUntil });
@@ -417,11 +420,27 @@ export class Connection {
       throw new PsimbolsError(ErrorCode.badRequest, "resume is only accepted on a fresh connection", { close: CloseCode.badRequest });
     }
     this.#checkStore();
-    this.#checkResumeRate();
+    // From a fleet range the store is read first (§11.3): a resume of a channel that exists takes from
+    // that channel's budget, anything else from the address's, so a keyless flood cannot spend the fleet's.
+    const fleet = this.#ctx.fleet.has(this.address);
+    if (!fleet) this.#checkResumeRate();
+    const found = await this.#store(() => this.#ctx.store.getChannel(f.channel));
+    if (fleet) {
+      try {
+        if (found && !found.retired && found.validUntil > Date.now()) {
+          this.#checkChannelResumeRate(found.id);
+          // Naming a channel that exists (128 random bits) takes the socket out of the address's unproven slots.
+          this.#ctx.proven(this);
+        } else this.#checkResumeRate();
+      } catch (e) {
+        if (found) wipe(found.key);
+        throw e;
+      }
+    }
     // An unknown or expired channel is answered like a known one, with keys nobody holds, so that to
     // an outsider unknown, expired and retired channels look the same (DESIGN.md §7): the first
     // request fails with `unauthorised` either way; only the channel's holder learns more (§6.5).
-    const rec = (await this.#store(() => this.#ctx.store.getChannel(f.channel))) ?? phantom(f.channel, this.#ctx.config.node, this.#ctx.config.channelTypes[0]!);
+    const rec = found ?? phantom(f.channel, this.#ctx.config.node, this.#ctx.config.channelTypes[0]!);
     const nonceS = randomBytes(SERVER_NONCE_BYTES);
     this.#resumeLastPush = f.last_push;
     // The channel's own type, whatever this node would choose today (§6.5).
@@ -528,6 +547,7 @@ export class Connection {
       return false;
     }
     b.active = true;
+    this.#proven();
     this.#watch(rec.identity);
     const fromSeq = this.#resumeLastPush;
     this.#lastPush = fromSeq ?? (await this.#store(() => store.lastPush(rec.identity)));
@@ -869,12 +889,48 @@ export class Connection {
     }
   }
 
-  /** Hellos: the per-address window, then the node's budget, shared fairly among addresses (§11.1). */
-  #checkHelloRate(): void {
+  /**
+   * Hellos: the per-address window, then the node's budget, shared fairly among addresses (§11.1).
+   * From a fleet range (§11.3) a renewal (a hello on a bound socket) skips the address's window,
+   * and a fresh hello's charge is given back once it proves: the window of an address in a fleet
+   * range counts unproven hellos only. Returns that window, for a fresh hello from a fleet range.
+   */
+  #checkHelloRate(): number | undefined {
     const key = limitKey(this.address);
-    if (!this.#ctx.hellosPerAddress.take(key) || !this.#ctx.hellosTotal.take(key)) {
+    const { hellosPerAddress, hellosTotal, fleet } = this.#ctx;
+    const inFleet = fleet.has(this.address);
+    const renewal = inFleet && this.bound !== undefined;
+    const w = hellosPerAddress.window;
+    // A fleet range's window counts admitted unproven hellos only: a refused one is given back at
+    // once (it will never prove), so a flood's refused hellos do not hold the window shut longer.
+    if (!renewal && !hellosPerAddress.take(key)) {
+      if (inFleet) hellosPerAddress.give(key, w);
+      return this.#helloRefused();
+    }
+    if (!hellosTotal.take(key)) {
+      if (inFleet && !renewal) hellosPerAddress.give(key, w);
+      return this.#helloRefused();
+    }
+    return inFleet && !renewal ? w : undefined;
+  }
+
+  #helloRefused(): never {
+    this.#ctx.stats.handshakes.rateLimited++;
+    throw new PsimbolsError(ErrorCode.tooMany, "too many handshakes; slow down", { close: CloseCode.tooMany });
+  }
+
+  /** A channel is bound on this socket (established, or a resume activated): a fleet range's counts see it (§11.3). */
+  #proven(): void {
+    this.#ctx.proven(this);
+    if (this.#helloCharged !== undefined) this.#ctx.hellosPerAddress.give(limitKey(this.address), this.#helloCharged);
+    this.#helloCharged = undefined;
+  }
+
+  /** A fleet range's resume of a channel that exists (§11.3): that channel's window, then the node's budget in a share of the channel's own. */
+  #checkChannelResumeRate(channel: string): void {
+    if (!this.#ctx.resumesPerChannel.take(channel) || !this.#ctx.resumesTotal.take(`channel ${channel}`)) {
       this.#ctx.stats.handshakes.rateLimited++;
-      throw new PsimbolsError(ErrorCode.tooMany, "too many handshakes; slow down", { close: CloseCode.tooMany });
+      throw new PsimbolsError(ErrorCode.tooMany, "too many resumes; slow down", { close: CloseCode.tooMany });
     }
   }
 

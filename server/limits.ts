@@ -1,5 +1,5 @@
 /** Local rate limiting: fixed windows and counters, cheap enough to run before any crypto. */
-import { isIPv6 } from "node:net";
+import { BlockList, isIP, isIPv6 } from "node:net";
 
 /**
  * The key per-address limits count under: an IPv4 address as it is (an
@@ -42,6 +42,17 @@ export class FixedWindow {
     const n = (this.#counts.get(key) ?? 0) + 1;
     this.#counts.set(key, n);
     return n <= this.limit;
+  }
+  /** The current window's number: what {@link give} takes, so that a refund never reaches a later window. */
+  get window(): number {
+    return Math.floor(this.#now() / this.windowMs);
+  }
+  /** Gives one event back to `key`, if window `w` is still the current one (PROTOCOL.md §11.3: a proven hello). */
+  give(key: string, w: number): void {
+    if (w !== this.#window) return;
+    const n = this.#counts.get(key) ?? 0;
+    if (n > 1) this.#counts.set(key, n - 1);
+    else this.#counts.delete(key);
   }
 }
 
@@ -134,5 +145,113 @@ export class FairWindow {
     this.#window = w;
     this.#counts.clear();
     this.#used = 0;
+  }
+}
+
+/**
+ * Listed address ranges (`--fleet-range CIDR`, PROTOCOL.md §11.3): IPv4 and
+ * IPv6 prefixes. An IPv4-mapped IPv6 address matches as its IPv4.
+ */
+export class AddressRanges {
+  readonly #list = new BlockList();
+  readonly size: number;
+  /** @throws Error naming the setting and the bad entry. */
+  constructor(cidrs: readonly string[]) {
+    for (const c of cidrs) {
+      const m = /^([^/]+)\/(\d{1,3})$/.exec(c);
+      const family = m ? isIP(m[1]!) : 0;
+      const prefix = m ? Number(m[2]) : NaN;
+      if (!m || family === 0 || prefix > (family === 4 ? 32 : 128)) {
+        throw new Error(`setting fleet-range: expected an IPv4 or IPv6 prefix such as 203.0.113.0/24 or 2001:db8::/48, got ${JSON.stringify(String(c)).slice(0, 80)}`);
+      }
+      this.#list.addSubnet(m[1]!, prefix, family === 4 ? "ipv4" : "ipv6");
+    }
+    this.size = cidrs.length;
+  }
+  /** Whether `address` (a socket's or a forwarded one) lies in a listed range. */
+  has(address: string): boolean {
+    if (this.size === 0) return false;
+    const a = address.replace(/%.*$/, "");
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
+    if (mapped) return this.#list.check(mapped[1]!, "ipv4");
+    const family = isIP(a);
+    return family !== 0 && this.#list.check(a, family === 4 ? "ipv4" : "ipv6");
+  }
+}
+
+/** What {@link Unproven} holds: a socket it can cut. */
+interface Cuttable {
+  destroy(): void;
+}
+
+/**
+ * Sockets from listed ranges (PROTOCOL.md §11.3) that no channel is bound on
+ * yet, per address key, oldest first. Past `limit` for one key, the oldest
+ * is cut to make room: a flood from the address cannot hold the slots that
+ * its devices need to get back in. A socket leaves when it is proven (a
+ * channel established, or a resume of a channel that exists) or closes.
+ * Proven sockets are counted per key too (a gauge, and the sockets limit).
+ */
+export class Unproven {
+  readonly #byKey = new Map<string, Set<Cuttable>>();
+  readonly #keyOf = new Map<Cuttable, string>();
+  readonly #proven = new Counter();
+  readonly #provenKey = new Map<Cuttable, string>();
+  /** Sockets cut to make room, since start. */
+  evicted = 0;
+  readonly limit: number;
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Holds `socket` under `key`; cuts the key's oldest unproven socket when it already holds `limit`. */
+  add(key: string, socket: Cuttable): void {
+    let set = this.#byKey.get(key);
+    if (!set) this.#byKey.set(key, (set = new Set()));
+    while (set.size >= this.limit) {
+      const oldest = set.values().next().value as Cuttable;
+      this.#forget(oldest);
+      this.evicted++;
+      oldest.destroy();
+    }
+    set.add(socket);
+    this.#keyOf.set(socket, key);
+  }
+
+  /** `socket` is proven: it leaves the unproven set (nothing happens for a socket not held). */
+  prove(socket: Cuttable): void {
+    const key = this.#keyOf.get(socket);
+    if (key === undefined) return;
+    this.#forget(socket);
+    this.#proven.inc(key);
+    this.#provenKey.set(socket, key);
+  }
+
+  /** `socket` closed. */
+  delete(socket: Cuttable): void {
+    this.#forget(socket);
+    const key = this.#provenKey.get(socket);
+    if (key === undefined) return;
+    this.#provenKey.delete(socket);
+    this.#proven.dec(key);
+  }
+
+  /** Unproven sockets held under `key`. */
+  unproven(key: string): number {
+    return this.#byKey.get(key)?.size ?? 0;
+  }
+
+  /** Proven sockets open under `key`. */
+  proven(key: string): number {
+    return this.#proven.get(key);
+  }
+
+  #forget(socket: Cuttable): void {
+    const key = this.#keyOf.get(socket);
+    if (key === undefined) return;
+    this.#keyOf.delete(socket);
+    const set = this.#byKey.get(key)!;
+    set.delete(socket);
+    if (set.size === 0) this.#byKey.delete(key);
   }
 }

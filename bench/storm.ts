@@ -1,0 +1,312 @@
+/**
+ * A reconnect storm (docs/PERFORMANCE.md "Fleets"): three nodes behind
+ * HAProxy (`startCluster`, nodes with `--trust-proxy`) hold N clients in all,
+ * connected by several load-generator processes, each from loopback source
+ * addresses of its own (127.0.x.y); then one node is killed with SIGKILL.
+ * Loopback only, bounded in time.
+ *
+ *   npm run storm                       # 3,000 clients
+ *   npm run storm -- --clients 10000    # the full figure
+ *   npm run storm -- --fleet            # each generator from ONE address, nodes with --fleet-range 127.0.0.0/8 (PROTOCOL.md §11.3)
+ *
+ * Reports: time from the kill to the last resume, the killed node's clients
+ * by outcome (resumed, new handshake, closed for good, not back), refusals
+ * by reason (the clients' error events, and the survivors' rate-limited
+ * handshakes and resumes from /metrics), each survivor's CPU during the
+ * storm, surviving clients' request p50/p99 during the storm, and the load
+ * average. `--json FILE` also writes the figures.
+ *
+ * Options (defaults): --clients 3000, --nodes 3, --workers 4 (generator
+ * processes), --addresses 50 (source addresses per generator; 1 with
+ * --fleet), --ramp 300 (new connections/s while connecting, all generators),
+ * --rate 200 (requests/s from surviving clients during the storm),
+ * --seconds 15 (the storm window after the kill), --fleet.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import { fileURLToPath } from "node:url";
+import WebSocket from "ws";
+import { cpuSeconds } from "./proc.js";
+import { generateSigningKey } from "../shared/crypto.js";
+import { type Client, connect } from "../client/node.js";
+import { type Cluster, startCluster } from "../cli/cluster/local-cluster.js";
+
+interface Options {
+  clients: number;
+  nodes: number;
+  workers: number;
+  addresses: number;
+  ramp: number;
+  rate: number;
+  seconds: number;
+  fleet: boolean;
+  json?: string;
+}
+
+const USAGE = "usage: npm run storm -- [--clients 3000] [--nodes 3] [--workers 4] [--addresses 50] [--ramp 300] [--rate 200] [--seconds 15] [--fleet] [--json FILE]";
+
+function parseOptions(argv: string[]): Options {
+  const o: Options = { clients: 3000, nodes: 3, workers: 4, addresses: 50, ramp: 300, rate: 200, seconds: 15, fleet: false };
+  const num = (name: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v);
+    if (v === undefined || !Number.isInteger(n) || n < min || n > max) throw new Error(`${name} expects an integer from ${min} to ${max}\n${USAGE}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const v = argv[i + 1];
+    switch (a) {
+      case "--clients": o.clients = num(a, v, 1, 20_000); i++; break;
+      case "--nodes": o.nodes = num(a, v, 2, 8); i++; break;
+      case "--workers": o.workers = num(a, v, 1, 16); i++; break;
+      case "--addresses": o.addresses = num(a, v, 1, 250); i++; break;
+      case "--ramp": o.ramp = num(a, v, 1, 10_000); i++; break;
+      case "--rate": o.rate = num(a, v, 0, 10_000); i++; break;
+      case "--seconds": o.seconds = num(a, v, 3, 300); i++; break;
+      case "--fleet": o.fleet = true; break;
+      case "--json":
+        if (!v) throw new Error(`--json expects a file\n${USAGE}`);
+        o.json = v;
+        i++;
+        break;
+      case "--help":
+      case "-h":
+        console.log(USAGE);
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown option ${a}\n${USAGE}`);
+    }
+  }
+  return o;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function pct(v: number[], p: number): number {
+  if (v.length === 0) return NaN;
+  const s = [...v].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+// ------------------------------------------------------------------ messages
+
+interface StartMsg { type: "start"; url: string; fingerprint: string; count: number; addresses: string[]; ramp: number }
+interface StormMsg { type: "storm"; victim: string; killAt: number; rate: number; seconds: number }
+interface ConnectedMsg { type: "connected"; byNode: Record<string, number>; seconds: number }
+interface ResultMsg {
+  type: "result";
+  victims: number;
+  /** ms after the kill, one per resumed client of the victim. */
+  resumedMs: number[];
+  /** ms after the kill, one per victim client that needed a new handshake. */
+  establishedMs: number[];
+  closed: number;
+  errors: Record<string, number>;
+  latencies: number[];
+  requestsFailed: number;
+}
+
+// ------------------------------------------------------------------ generator process
+
+/** A WebSocket class whose sockets leave from `localAddress`. */
+function from(localAddress: string): typeof WebSocket {
+  return class extends WebSocket {
+    constructor(url: string) {
+      super(url, { localAddress });
+    }
+  } as typeof WebSocket;
+}
+
+async function worker(): Promise<void> {
+  const send = (m: ConnectedMsg | ResultMsg) => process.send!(m);
+  const start = await new Promise<StartMsg>((r) => process.once("message", (m) => r(m as StartMsg)));
+  const keys = await Promise.all(Array.from({ length: start.count }, () => generateSigningKey()));
+  const held: { c: Client; node: string }[] = [];
+  const t0 = Date.now();
+  let next = 0;
+  const ctors = start.addresses.map(from);
+  await Promise.all(
+    Array.from({ length: Math.min(32, start.count) }, async () => {
+      for (let i = next++; i < start.count; i = next++) {
+        const due = t0 + (i * 1000) / start.ramp;
+        if (due > Date.now()) await sleep(due - Date.now());
+        for (let attempt = 0; ; attempt++) {
+          try {
+            const c = await connect(start.url, { key: keys[i]!, serverKey: start.fingerprint, WebSocket: ctors[i % ctors.length], reconnect: { baseMs: 100, maxMs: 2000 }, requestTimeoutMs: 30_000 });
+            const w = (await c.request("whoami", null)) as { node: string };
+            held.push({ c, node: w.node });
+            break;
+          } catch (e) {
+            if (attempt >= 30) throw e;
+            await sleep(200 + Math.random() * 300);
+          }
+        }
+      }
+    }),
+  );
+  const byNode: Record<string, number> = {};
+  for (const h of held) byNode[h.node] = (byNode[h.node] ?? 0) + 1;
+  send({ type: "connected", byNode, seconds: (Date.now() - t0) / 1000 });
+
+  const storm = await new Promise<StormMsg>((r) => process.once("message", (m) => r(m as StormMsg)));
+  const victims = held.filter((h) => h.node === storm.victim);
+  const survivors = held.filter((h) => h.node !== storm.victim);
+  const resumedMs: number[] = [];
+  const establishedMs: number[] = [];
+  const errors: Record<string, number> = {};
+  let closed = 0;
+  for (const h of victims) {
+    let back = false;
+    h.c.on("resumed", () => !back && ((back = true), resumedMs.push(Date.now() - storm.killAt)));
+    h.c.on("established", () => !back && ((back = true), establishedMs.push(Date.now() - storm.killAt)));
+    h.c.on("error", (e) => void (errors[e.code] = (errors[e.code] ?? 0) + 1));
+    h.c.on("close", () => closed++);
+  }
+  // Requests from surviving clients, open loop, from just before the kill to the end of the window.
+  const latencies: number[] = [];
+  let requestsFailed = 0;
+  const pending: Promise<void>[] = [];
+  const end = storm.killAt + storm.seconds * 1000;
+  let credit = 0;
+  let last = Date.now();
+  for (let now = last; now < end; now = Date.now()) {
+    credit += (storm.rate * (now - last)) / 1000;
+    last = now;
+    for (; credit >= 1 && survivors.length > 0; credit--) {
+      const h = survivors[Math.floor(Math.random() * survivors.length)]!;
+      const t = performance.now();
+      const during = Date.now() >= storm.killAt;
+      pending.push(
+        h.c.request("echo", { t }).then(
+          () => void (during && latencies.push(performance.now() - t)),
+          () => void requestsFailed++,
+        ),
+      );
+    }
+    await sleep(10);
+  }
+  await Promise.allSettled(pending);
+  send({ type: "result", victims: victims.length, resumedMs, establishedMs, closed, errors, latencies, requestsFailed });
+  await Promise.allSettled(held.map((h) => h.c.close()));
+  process.exit(0);
+}
+
+// ------------------------------------------------------------------ main
+
+/** The survivors' counters from /metrics that say a hello or resume was refused for rate. */
+async function rateLimited(port: number): Promise<number> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    return Number(/^psimbols_handshakes_total\{outcome="rateLimited"\} (\d+)/m.exec(text)?.[1] ?? NaN);
+  } catch {
+    return NaN;
+  }
+}
+
+async function main(): Promise<void> {
+  const o = parseOptions(process.argv.slice(2));
+  const say = (m: string) => console.error(`[storm] ${m}`);
+  const nodeArgs = o.fleet ? ["--fleet-range", "127.0.0.0/8"] : [];
+  say(`starting ${o.nodes} nodes behind HAProxy${o.fleet ? " with --fleet-range 127.0.0.0/8" : ""}`);
+  const cluster: Cluster = await startCluster({ nodes: o.nodes, nodeArgs, logLevel: "error" });
+  const procs: ChildProcess[] = [];
+  try {
+    const per = Math.ceil(o.clients / o.workers);
+    const connected: ConnectedMsg[] = [];
+    const results: ResultMsg[] = [];
+    for (let w = 0; w < o.workers; w++) {
+      const count = Math.min(per, o.clients - w * per);
+      if (count <= 0) break;
+      // Generator w leaves from 127.0.(20+w).1..addresses: loopback, all of 127/8 on Linux.
+      const addresses = Array.from({ length: o.fleet ? 1 : o.addresses }, (_, i) => `127.0.${20 + w}.${i + 1}`);
+      const p = fork(fileURLToPath(import.meta.url), ["--worker"], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+      procs.push(p);
+      p.on("message", (m: ConnectedMsg | ResultMsg) => (m.type === "connected" ? connected : results).push(m as never));
+      p.send({ type: "start", url: cluster.url, fingerprint: cluster.fingerprint, count, addresses, ramp: o.ramp / o.workers } satisfies StartMsg);
+    }
+    const waitFor = async (list: unknown[], n: number, ms: number, what: string) => {
+      const until = Date.now() + ms;
+      while (list.length < n) {
+        if (Date.now() > until) throw new Error(`${what}: ${list.length} of ${n} generators reported in ${ms / 1000} s`);
+        if (procs.some((p) => p.exitCode !== null && p.exitCode !== 0)) throw new Error(`${what}: a generator failed`);
+        await sleep(100);
+      }
+    };
+    await waitFor(connected, procs.length, Math.max(120_000, (o.clients / o.ramp) * 10_000), "connecting");
+    const byNode: Record<string, number> = {};
+    for (const c of connected) for (const [n, k] of Object.entries(c.byNode)) byNode[n] = (byNode[n] ?? 0) + k;
+    const connectSeconds = Math.max(...connected.map((c) => c.seconds));
+    say(`${o.clients} clients connected in ${connectSeconds.toFixed(1)} s: ${JSON.stringify(byNode)}`);
+    await sleep(2000);
+
+    // The node holding the most clients dies.
+    const victim = cluster.nodes.reduce((a, b) => ((byNode[a.name] ?? 0) >= (byNode[b.name] ?? 0) ? a : b));
+    const survivors = cluster.nodes.filter((n) => n !== victim);
+    const killAt = Date.now() + 1000;
+    for (const p of procs) p.send({ type: "storm", victim: victim.name, killAt, rate: o.rate / procs.length, seconds: o.seconds } satisfies StormMsg);
+    await sleep(killAt - Date.now());
+    const cpu0 = survivors.map((n) => cpuSeconds(n.proc.pid));
+    const limited0 = await Promise.all(survivors.map((n) => rateLimited(n.port)));
+    const t0 = Date.now();
+    await victim.kill("SIGKILL");
+    say(`SIGKILL ${victim.name} (${byNode[victim.name]} clients)`);
+    await sleep(o.seconds * 1000 - (Date.now() - t0));
+    const elapsed = (Date.now() - t0) / 1000;
+    const cpu = survivors.map((n, i) => Math.round(((cpuSeconds(n.proc.pid) - cpu0[i]!) / elapsed) * 100));
+    const limited = (await Promise.all(survivors.map((n) => rateLimited(n.port)))).map((v, i) => v - limited0[i]!);
+    const load = loadavg();
+    await waitFor(results, procs.length, 60_000, "results");
+
+    const resumed = results.flatMap((r) => r.resumedMs);
+    const established = results.flatMap((r) => r.establishedMs);
+    const victims = results.reduce((a, r) => a + r.victims, 0);
+    const closed = results.reduce((a, r) => a + r.closed, 0);
+    const errors: Record<string, number> = {};
+    for (const r of results) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+    const latencies = results.flatMap((r) => r.latencies);
+    const figures = {
+      nodes: o.nodes,
+      clients: o.clients,
+      fleet: o.fleet,
+      sourceAddresses: procs.length * (o.fleet ? 1 : o.addresses),
+      connectSeconds,
+      victimClients: victims,
+      resumed: resumed.length,
+      newHandshakes: established.length,
+      closedForGood: closed,
+      notBack: victims - resumed.length - established.length,
+      lastResumeMs: resumed.length ? Math.max(...resumed) : NaN,
+      resumeP50Ms: pct(resumed, 50),
+      resumeP99Ms: pct(resumed, 99),
+      lastBackMs: Math.max(...resumed, ...established),
+      // the clients' error events by code: one connection_lost each is the kill itself; too_many, unavailable… are refusals
+      clientErrorsByCode: errors,
+      survivorsRateLimited: limited,
+      survivorCpuPct: cpu,
+      requestsDuringStorm: latencies.length,
+      requestsFailed: results.reduce((a, r) => a + r.requestsFailed, 0),
+      requestP50Ms: Math.round(pct(latencies, 50) * 10) / 10,
+      requestP99Ms: Math.round(pct(latencies, 99) * 10) / 10,
+      loadAverage: load.map((x) => Math.round(x * 10) / 10),
+    };
+    console.log(JSON.stringify(figures, null, 2));
+    if (o.json) writeFileSync(o.json, JSON.stringify(figures, null, 2) + "\n");
+  } finally {
+    for (const p of procs) if (p.exitCode === null) p.kill("SIGKILL");
+    await cluster.stop();
+  }
+}
+
+if (process.argv.includes("--worker")) {
+  worker().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+} else {
+  main().catch((e) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(1);
+  });
+}

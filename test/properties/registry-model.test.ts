@@ -757,7 +757,7 @@ t.before(async () => {
     "--hellos-per-second", "1000000", "--resumes-per-second", "1000000", "--no-console",
   ];
   sys.nodes = await Promise.all(["A", "B"].map((n) => startNode(n)));
-  const created = await runCli(["api-token", "create", "--redis", sys.redis.url, "--comment", "model test"]);
+  const created = await runCli(["api-token", "create", "--redis", sys.redis.url, "--comment", "model test", "--scope", "all"]);
   assert.is(created.code, 0, created.stderr);
   sys.token = created.stdout.trim();
 });

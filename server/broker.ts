@@ -97,7 +97,7 @@ export interface BrokerContext {
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
   observeLatency(seconds: number): void;
-  /** Calls to the application (issue 12): upstream routes for ops no handler takes, and the authorize hook. */
+  /** Calls to the application (docs/BACKEND.md): upstream routes for ops no handler takes, and the authorize hook. */
   readonly upstream: Upstream | undefined;
   readonly authorize: Authorizer | undefined;
   /** Lifecycle events for applications (server/app/events.ts); never blocks. */

@@ -77,7 +77,7 @@ export interface BrokerConfig {
    * among them). Default: every type. Resumes of existing channels keep their type.
    */
   channelTypes: readonly ChannelType[];
-  /** KEM types accepted in a hello (PROTOCOL.md §5.3): default all, X-Wing included (issue 15). */
+  /** KEM types accepted in a hello (PROTOCOL.md §5.3): default all, X-Wing included (PROTOCOL.md §5.3.1). */
   kems: readonly KemType[];
   limits: Limits;
 }

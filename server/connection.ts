@@ -160,7 +160,7 @@ export class Connection {
     if (this.#closed) return;
     this.#lastFrameAt = Date.now();
     if (this.#queued === 0) {
-      // Nothing ahead of this frame: handle it now, on this tick (issue 13: a request on a bound
+      // Nothing ahead of this frame: handle it now, on this tick (docs/PERFORMANCE.md: a request on a bound
       // channel needs no promise up to its handler). Only what must wait (a store call, a WebCrypto
       // engine) becomes the head of the queue, so order is kept as on the queued path.
       this.#queued = 1;
@@ -296,8 +296,8 @@ export class Connection {
     // starts at the identity's newest push id, as on a fresh socket (§7.2).
     const renewal = !p.moveTo && previous !== undefined && previous.dead === undefined && previous.channel.identity === identity;
     // The application's say (docs/BACKEND.md §3): after the proof, the closed-service check and the
-    // limits, before the channel is written; for a move (PROTOCOL.md §5.7), about the old key with the
-    // new one beside it, before anything moves: a refusal moves nothing.
+    // limits, before the channel is written; for a move (PROTOCOL.md §5.7), about both keys, before
+    // anything moves: a refusal moves nothing.
     const app = await this.#authorize(p, registered?.role ?? null, renewal, previous);
     if (p.moveTo) {
       const from = p.identity;
@@ -1007,7 +1007,7 @@ export class Connection {
   /**
    * Holds this socket's writes until the current run of callbacks and
    * microtasks is over, so the answers to one read's worth of requests leave
-   * in one writev instead of one syscall each (issue 7: the per-frame write
+   * in one writev instead of one syscall each (docs/PERFORMANCE.md: the per-frame write
    * was the largest single cost once AES-GCM ran on node:crypto). ws corks
    * around each frame itself; the counts nest. `_socket` is ws's (stable,
    * undocumented) handle on the net.Socket.

@@ -1,5 +1,5 @@
 /**
- * The web console (issue 6): an {@link HttpHook} that serves a small page at
+ * The web console (docs/OPERATIONS.md, Web console): an {@link HttpHook} that serves a small page at
  * `/console/` and its bundled script and style from `dist/browser/` (built by
  * `bin/build-browser.mjs`). The page is itself a psimbols client: the
  * operator's browser does the handshake with its own key, and the broker

@@ -8,7 +8,7 @@ export { loadOrCreateServerKey } from "./server-key.js";
 export { createLogger } from "./log.js";
 export { useNodeCrypto } from "../node/engines.js";
 export { generateKeyFile, loadKey, loadPublicKey } from "../node/key-files.js";
-// Calls to applications (issue 12, docs/BACKEND.md): pass `createAppCalls(...)`'s upstream and authorize to Broker.start.
+// Calls to applications (docs/BACKEND.md): pass `createAppCalls(...)`'s upstream and authorize to Broker.start.
 export { createAppCalls, parseSecrets, type AppSettings } from "./app/setup.js";
 export { Upstream, type UpstreamOptions, type UpstreamRoute, parseUpstreamRoute } from "./app/upstream.js";
 export { Authorizer, type AuthorizerOptions, type Decision } from "./app/authorize.js";

@@ -2,7 +2,7 @@
  * One timer for many deadlines. A broker node keeps one Schedule for the
  * expiring/expired deadlines of every binding it holds, instead of a
  * setTimeout per deadline (each a Timeout object, a closure and its context,
- * some 800 bytes per bound socket; issue 7). Slots sit in a binary min-heap
+ * some 800 bytes per bound socket; docs/PERFORMANCE.md). Slots sit in a binary min-heap
  * ordered by time; a single unref'd Node timer is armed for the earliest one.
  *
  * Times are wall-clock milliseconds (as `validUntil`); a slot fires once

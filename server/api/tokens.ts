@@ -1,5 +1,5 @@
 /**
- * Bearer tokens of the server API (issue 12 item 4, docs/BACKEND.md "Server
+ * Bearer tokens of the server API (docs/BACKEND.md "Server
  * API"). `psimbols api-token create` prints a token once; only its SHA-256 is
  * kept, in a tokens file beside the keys file, or in Redis for a cluster (one
  * hash `<prefix>api-tokens`, id → entry), where every node reads it per call,

@@ -1,5 +1,5 @@
 /**
- * The authorize hook (issue 12 item 2; docs/BACKEND.md "Authorize"): after a
+ * The authorize hook (docs/BACKEND.md "Authorize"): after a
  * valid proof, and before the channel is written to the store, the node asks
  * the application whether this identity may have a channel, on the first
  * handshake, on every renewal and on an identity move (asked about the old

@@ -1,5 +1,5 @@
 /**
- * Lifecycle events for applications (issue 12 item 3, docs/BACKEND.md
+ * Lifecycle events for applications (docs/BACKEND.md
  * "Events"): channel established, renewed, resumed, closed, expired, revoked,
  * replaced; application pushes delivered to a channel or dropped out of the
  * window before it got them.

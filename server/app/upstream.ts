@@ -1,5 +1,5 @@
 /**
- * Requests to an HTTP upstream (issue 12 item 1; docs/BACKEND.md "Requests"):
+ * Requests to an HTTP upstream (docs/BACKEND.md "Requests"):
  * an op that no built-in handler takes goes to the upstream whose prefix is
  * the longest one matching it (a route without prefix takes the rest), as one
  * signed POST carrying the op, the data, the verified identity, the channel,

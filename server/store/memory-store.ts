@@ -20,7 +20,7 @@ interface Entry {
 /**
  * A channel record as this store keeps it: the key as a one-byte string of its
  * 32 bytes (48 heap bytes; a Uint8Array of its own costs some 400 with its
- * ArrayBuffer and native backing store, per bound channel: issue 7). Like the
+ * ArrayBuffer and native backing store, per bound channel: docs/PERFORMANCE.md). Like the
  * Uint8Array copies before it, it is never wiped: records leave as copies.
  */
 type Kept = Omit<ChannelRecord, "key"> & { readonly key: string };

@@ -6,7 +6,7 @@
  * --redis` take one of these strings; {@link createRedis} turns it into an
  * `ioredis` client, which follows Sentinel's failovers natively.
  *
- * Sentinel form (README "Redis failover"):
+ * Sentinel form (docs/CLUSTER.md, "Redis failover (Sentinel)"):
  *
  *     redis+sentinel://[user:password@]host1:26379,host2:26379,host3:26379/mymaster[/db][?options]
  *

@@ -6,7 +6,7 @@
  *
  * | key                   | type   | value                                            | expiry            |
  * |-----------------------|--------|--------------------------------------------------|-------------------|
- * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, binding, retired, app (wrapped; issue 12) | `validUntil` |
+ * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, binding, retired, app (wrapped; docs/BACKEND.md) | `validUntil` |
  * | `P active:<identity>` | string | id of the identity's active (live) channel       | same as its channel |
  * | `P rl:<key>:<window>` | string | hit counter of one fixed window                  | one window        |
  * | `P pseq:<identity>`   | string | last push seq given out                          | `pushSeqTtlMs` (400 d) after the last push |

@@ -26,7 +26,7 @@ export interface ChannelRecord {
    */
   readonly retired?: RetireReason;
   /**
-   * What calls to the application carry about this channel (issue 12, docs/BACKEND.md):
+   * What calls to the application carry about this channel (docs/BACKEND.md):
    * set only on nodes with an upstream or an authorize hook. Kept wrapped at rest, like `key`.
    */
   readonly app?: ChannelApp;

@@ -1,5 +1,5 @@
 /**
- * Hostile rows for the server API (issue 12 items 4 and 8): malformed bodies,
+ * Hostile rows for the server API (docs/BACKEND.md): malformed bodies,
  * wrong types, oversize and chunked bodies, broken UTF-8, odd headers, each
  * sent with a valid token to a real `psimbols serve --api-listen` process.
  * Every row names the status and error code it must get; after each, nothing

@@ -1,5 +1,5 @@
 /**
- * Hostile-matrix rows for the calls to applications (issue 12 item 8): what
+ * Hostile-matrix rows for the calls to applications (docs/BACKEND.md): what
  * an application answers is untrusted input too. Answers that try to smuggle
  * a frame, that are not JSON, too large, nested too deep or full of strange
  * strings; authorize answers with a huge `info`, not JSON, a string for a

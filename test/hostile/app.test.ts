@@ -1,5 +1,5 @@
 /**
- * The hostile-frame matrix, application rows (issue 12): hostile upstream and
+ * The hostile-frame matrix, application rows (docs/BACKEND.md): hostile upstream and
  * authorize answers against a broker forwarding to a hostile application,
  * each followed by the "nothing changed" check (test/hostile/env.ts).
  */

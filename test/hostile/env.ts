@@ -40,7 +40,7 @@ export const BrokerKind = {
   slow: "slow",
   /** Channel ttl of 26 days (over setTimeout's 2^31 − 1 ms): a pending row. */
   long: "long",
-  /** Forwards unknown ops to, and asks, the hostile application of test/hostile/hostile-app.ts (issue 12). */
+  /** Forwards unknown ops to, and asks, the hostile application of test/hostile/hostile-app.ts (docs/BACKEND.md). */
   app: "app",
 } as const;
 export type BrokerKind = (typeof BrokerKind)[keyof typeof BrokerKind];

@@ -1,5 +1,5 @@
 /**
- * The hostile application of the matrix's `app` broker (issue 12): a real
+ * The hostile application of the matrix's `app` broker (docs/BACKEND.md): a real
  * HTTP server in the test process that the broker forwards every unknown op
  * to (`/rpc`) and asks after every proof (`/authorize`). Its upstream answer
  * is chosen by the op; its authorize answer by the identity's fingerprint

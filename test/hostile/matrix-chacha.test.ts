@@ -1,6 +1,6 @@
 /**
  * The hostile-frame matrix of test/hostile/matrix.test.ts again, every row on
- * a ChaCha20-Poly1305 channel (issue 13): this process installs the Node
+ * a ChaCha20-Poly1305 channel (PROTOCOL.md §6.3): this process installs the Node
  * engines (libsodium where sodium-native loads) and its raw handshakes offer
  * ChaCha20-Poly1305 only, so every peer of every row is bound with that type.
  */

@@ -1,5 +1,5 @@
 /**
- * The hostile-frame matrix (issue 5): one row per attack, each with what is
+ * The hostile-frame matrix (SECURITY.md): one row per attack, each with what is
  * sent, the error code and close code expected, and the store-visible changes
  * the row may make through its own legitimate handshakes. The harness in
  * env.ts runs every row against a real broker process and then checks that
@@ -413,7 +413,7 @@ export const rows: Row[] = [
     (o) => (o.kem = { type: "P-256", data: b64u(concat(new Uint8Array([4]), randomBytes(64))) }),
     BAD,
   ),
-  // X-Wing (issue 15, PROTOCOL.md §5.3.1): ML-KEM-768's 1184-byte encapsulation key || a 32-byte X25519 share
+  // X-Wing (PROTOCOL.md §5.3.1): ML-KEM-768's 1184-byte encapsulation key || a 32-byte X25519 share
   helloRow("an X-Wing KEM key of 1215 bytes gets bad_request and close 4000", "`kem: {type: X-Wing, data: 1215 random bytes}`", (o) => (o.kem = { type: "X-Wing", data: b64u(randomBytes(1215)) }), BAD),
   helloRow("an X25519-sized key labelled X-Wing gets bad_request and close 4000", "`kem: {type: X-Wing, data: 32 bytes}`", (o) => (o.kem = { type: "X-Wing", data: (o.kem as Obj).data }), BAD),
   helloRow("an X-Wing KEM key past the longest KEM key gets bad_request and close 4000, before any KEM work", "`kem: {type: X-Wing, data: 1500 random bytes}`", (o) => (o.kem = { type: "X-Wing", data: b64u(randomBytes(1500)) }), BAD),
@@ -1291,7 +1291,7 @@ export const rows: Row[] = [
     },
   },
   {
-    // A frame that needs no waiting is handled as it arrives (issue 13); frames queue behind one that
+    // A frame that needs no waiting is handled as it arrives (docs/PERFORMANCE.md); frames queue behind one that
     // waits (here the hello's HPKE and signature), and the 257th queued one closes the socket.
     name: "300 frames in one burst behind a hello (over the 256 queued) get too_many and close 4002",
     sent: "a hello and 300 forged request frames written at once",
@@ -1352,7 +1352,7 @@ export const rows: Row[] = [
     },
   },
 
-  // ---------------------------------------------------------------- identity moves (PROTOCOL.md §5.7; issue 15)
+  // ---------------------------------------------------------------- identity moves (PROTOCOL.md §5.7)
   frameRow(
     "a hello with `move_to` but without the identity-move feature gets bad_request and close 4000",
     "a valid hello plus `move_to` (a fresh key), `features` without identity-move",

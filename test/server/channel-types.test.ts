@@ -1,6 +1,6 @@
 /**
- * Channel type negotiation against real broker processes (issue 13,
- * PROTOCOL.md §5.1): Node clients and brokers agree on ChaCha20-Poly1305 by
+ * Channel type negotiation against real broker processes (PROTOCOL.md §5.1,
+ * §6.3): Node clients and brokers agree on ChaCha20-Poly1305 by
  * default (where libsodium runs it); `--channel-types` restricts a broker; a
  * client restricted to one type and a broker restricted to the other fail
  * with `unsupported` and nothing changes; the channel record keeps its type,

@@ -1,7 +1,7 @@
 /**
  * Two broker processes sharing one real redis-server: resume on another node,
  * cluster-wide revocation and replacement, pushes that survive an absence.
- * DESIGN.md §6; issue 4 items 2–5. (The HAProxy topology is test/cluster/.)
+ * DESIGN.md §6. (The HAProxy topology is test/cluster/.)
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";

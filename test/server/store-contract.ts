@@ -152,7 +152,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     assert.is(await store.activeChannel(id), rec.id);
   });
 
-  t("a channel keeps its type: a ChaCha20-Poly1305 record reads back as one, an AES-256-GCM record as one (issue 13)", async ({ store }) => {
+  t("a channel keeps its type: a ChaCha20-Poly1305 record reads back as one, an AES-256-GCM record as one (PROTOCOL.md §6.3)", async ({ store }) => {
     const cc = { ...record(identity()), type: "ChaCha20-Poly1305" as const };
     const aes = record(identity());
     await store.activate(cc);
@@ -162,7 +162,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     assert.ok((await store.listChannels()).some((c) => c.id === cc.id && c.type === "ChaCha20-Poly1305"), "listed with its type");
   });
 
-  t("the app fields (public key, authorize info; issue 12) round-trip with the record, and a record without them reads without them", async ({ store, sut }) => {
+  t("the app fields (public key, authorize info; docs/BACKEND.md) round-trip with the record, and a record without them reads without them", async ({ store, sut }) => {
     const rec = { ...record(identity()), app: { publicKey: { type: "Ed25519", data: b64u(randomBytes(44)) }, info: '{"plan":"gold","n":[1,2]}' } };
     await store.activate(rec);
     const peer = await sut.peer();

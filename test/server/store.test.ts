@@ -169,7 +169,7 @@ r("a dump of Redis holds no channel key and no pushed data, in any encoding", as
     const secretText = "launch-code-" + b64u(randomBytes(12));
     const pushed = [JSON.stringify({ message: secretText }), secretText, JSON.stringify({ k: b64(randomBytes(24)) })];
     for (const d of pushed) await store.push(ident, d, WIDE);
-    // The authorize hook's info is kept wrapped too (issue 12).
+    // The authorize hook's info is kept wrapped too (docs/BACKEND.md).
     await store.activate({ ...record(identity()), app: { publicKey: { type: "Ed25519", data: "AAAA" }, info: JSON.stringify({ note: secretText }) } });
     const dump = await dumpAll(url);
     const text = dump.toString("latin1");

@@ -1,5 +1,5 @@
 /**
- * X-Wing (issue 15) against real broker processes over real sockets: the
+ * X-Wing (PROTOCOL.md §5.3.1) against real broker processes over real sockets: the
  * Node client and a raw peer complete X-Wing handshakes with a broker's
  * default configuration; a broker started with `--kems` that leaves X-Wing
  * out answers `unsupported` and changes nothing; `kems` is validated.

@@ -1,5 +1,5 @@
 /**
- * The server API (issue 12 item 4, docs/BACKEND.md "Server API"): a broker
+ * The server API (docs/BACKEND.md "Server API"): a broker
  * and its API listener in this process, tokens made and revoked by the real
  * CLI (`psimbols api-token`), real HTTP calls, a real client on the broker.
  * Refusals (no token, a wrong one, a revoked one) change nothing; wrong

@@ -1,5 +1,5 @@
 /**
- * The authorize hook (issue 12 items 2, 8): a real broker process on a real
+ * The authorize hook (docs/BACKEND.md): a real broker process on a real
  * Redis asking a real HTTP hook, on the first handshake and on renewal.
  * A refusal is the closed service's `forbidden`; no usable answer is
  * `unavailable` (fail closed); in both cases no channel is written.

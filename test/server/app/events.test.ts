@@ -1,5 +1,5 @@
 /**
- * Lifecycle events (issue 12 item 3, docs/BACKEND.md "Events"): brokers in
+ * Lifecycle events (docs/BACKEND.md "Events"): brokers in
  * this process on a real redis-server, real sockets, a real HTTP receiver for
  * the webhook. Events land in the Redis Stream in order, readable with a
  * consumer group; the webhook gets each one signed (Standard Webhooks),

@@ -1,5 +1,5 @@
 /**
- * The pure parts of the calls to applications (issue 12): route parsing and
+ * The pure parts of the calls to applications (docs/BACKEND.md): route parsing and
  * longest-prefix routing, the upstream answer and the authorize answer
  * decoders (every shape the contract refuses, docs/BACKEND.md), and the
  * signing-secret setting.

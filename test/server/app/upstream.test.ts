@@ -1,5 +1,5 @@
 /**
- * Requests to an HTTP upstream (issue 12 items 1, 5, 8): a real broker
+ * Requests to an HTTP upstream (docs/BACKEND.md): a real broker
  * process forwarding to a real HTTP server; every failure of the upstream is
  * `unavailable` for that request only, counted, and the channel stays usable.
  */

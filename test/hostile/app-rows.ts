@@ -170,14 +170,23 @@ export const appRows: Row[] = [
     overBound,
   ),
   upstreamRow(
-    "an upstream answer with a lone surrogate, a NUL and bytes that are not UTF-8 stays data (replacement characters), well-formed on the wire",
-    'upstream 200 {data: ["\\ud800", "\\u0000", 0xff 0xfe]}',
+    "an upstream answer with a lone surrogate escape and a NUL stays data, well-formed on the wire",
+    'upstream 200 {data: ["\\ud800", "\\u0000"]}',
     "app.strings",
     (a) => {
       assert.ok(Array.isArray(a.data), JSON.stringify(a));
-      assert.is(a.data.length, 3);
+      assert.is(a.data.length, 2);
+      assert.is(a.data[0], "\ud800");
       assert.is(a.data[1], "\u0000");
-      assert.is(a.data[2], "\ufffd\ufffd");
+    },
+  ),
+  upstreamRow(
+    "an upstream answer with bytes that are not UTF-8 gets unavailable (bad_body), not replacement characters",
+    "upstream 200 {data: [0xff 0xfe as a string]}",
+    "app.bytes",
+    (a: Record<string, any>, _x: Ctx, log: string) => {
+      unavailable(a);
+      assert.match(log, /"reason":"bad_body"/, "the broker refused the answer as a bad body");
     },
   ),
   authorizeRow(

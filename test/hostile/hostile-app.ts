@@ -53,8 +53,13 @@ export const upstreamAnswers: Record<string, (r: AppRequest, res: ServerResponse
     pump();
   },
   "app.strings": (_r, res) => {
-    // A lone surrogate escape, a NUL and raw bytes that are not UTF-8: the answer stays data.
-    const body = Buffer.concat([Buffer.from('{"data":["\\ud800","\\u0000",'), Buffer.from([0x22, 0xff, 0xfe, 0x22]), Buffer.from("]}")]);
+    // A lone surrogate escape and a NUL, in well-formed UTF-8: the answer stays data.
+    const body = Buffer.from('{"data":["\\ud800","\\u0000"]}');
+    res.writeHead(200, { "content-type": "application/json", "content-length": body.length }).end(body);
+  },
+  "app.bytes": (_r, res) => {
+    // Raw bytes that are not UTF-8 inside a string: a broken answer (docs/BACKEND.md "Errors and limits").
+    const body = Buffer.concat([Buffer.from('{"data":['), Buffer.from([0x22, 0xff, 0xfe, 0x22]), Buffer.from("]}")]);
     res.writeHead(200, { "content-type": "application/json", "content-length": body.length }).end(body);
   },
   "app.deep": (_r, res) => json(res, `{"data":${"[".repeat(100_000)}${"]".repeat(100_000)}}`),

@@ -236,6 +236,7 @@ export class Broker {
     this.#http.on("connection", (socket) => {
       const key = limitKey(socket.remoteAddress ?? "unknown");
       // Behind a trusted proxy every socket comes from the proxy: the limit applies per X-Forwarded-For at the upgrade.
+      guardSocket(socket);
       if (this.#sockets.inc(key) > limits.connectionsPerAddress * 2 && !this.config.trustProxy) socket.destroy();
       socket.on("close", onSocketClose); // "close" comes once: no once() wrapper either
     });
@@ -526,6 +527,28 @@ function clientAddress(req: IncomingMessage, trustProxy: boolean): string {
   return req.socket.remoteAddress ?? "unknown";
 }
 
+/**
+ * A refused upgrade: the status line, then the socket is destroyed once the bytes are out (as
+ * ws's own refusals do), so a peer that never closes its side holds nothing. A reset by the peer
+ * meanwhile is harmless: every socket got {@link guardSocket} when it connected.
+ */
 function reject(socket: Duplex, status: number, text: string): void {
+  socket.once("finish", () => socket.destroy());
   socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+/** The one error listener every accepted socket gets (no closure per socket). */
+function onSocketError(this: Duplex): void {
+  this.destroy(); // a reset or a broken pipe ends this socket only
+}
+
+/**
+ * Makes a socket's errors end that socket only (SECURITY.md "Resets"). Node's HTTP server listens
+ * for errors on a socket only while it parses HTTP on it: once the socket is handed to an
+ * "upgrade" listener (a WebSocket, or a refusal with 429 or 503) it has none, and an error
+ * emitted without a listener (ECONNRESET when the peer resets) ends the process. Called on
+ * every socket of every listener of the node, at "connection", before any byte is read.
+ */
+export function guardSocket(socket: Duplex): void {
+  socket.on("error", onSocketError);
 }

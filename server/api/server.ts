@@ -16,7 +16,7 @@ import type { Broker } from "../broker.js";
 import { limitKey } from "../limits.js";
 import type { Logger } from "../log.js";
 import type { KeyRegistry } from "../registry.js";
-import { MAX_PUSH_BYTES } from "../broker.js";
+import { MAX_PUSH_BYTES, guardSocket } from "../broker.js";
 import { ApiError, routes, type Route } from "./routes.js";
 import { type TokenStore, verifyToken } from "./tokens.js";
 
@@ -118,6 +118,7 @@ export class ApiServer {
       (o.broker.metrics.getSingleMetric(name) as PromCounter<"status"> | undefined) ??
       new PromCounter({ name, help: "Server API calls by HTTP status", labelNames: ["status"], registers: [o.broker.metrics] });
     this.#http = createServer((req, res) => void this.#onRequest(req, res));
+    this.#http.on("connection", guardSocket);
     this.#http.headersTimeout = API_DEFAULTS.requestTimeoutMs;
     this.#http.requestTimeout = API_DEFAULTS.requestTimeoutMs;
   }

@@ -1461,6 +1461,24 @@ export const limitRows: Row[] = [
     },
   },
   {
+    // SECURITY.md "Resets": the refused socket had no error listener, and the peer's reset ended the node.
+    name: `an upgrade refused with HTTP 429 and then reset by the peer (RST) leaves the node serving`,
+    sent: `${TIGHT.connectionsPerAddress} WebSockets from one address, one more upgrade, a TCP reset once its 429 is read`,
+    broker: "tight",
+    expect: { http: 429 },
+    run: async (x) => {
+      for (let i = 0; i < TIGHT.connectionsPerAddress; i++) await x.open();
+      const s = netConnect({ port: x.port, host: "127.0.0.1", localAddress: x.address });
+      x.track(() => s.destroy());
+      s.on("error", () => {});
+      s.once("connect", () => s.write(UPGRADE(x.port)));
+      const head = await within(new Promise<string>((r) => s.once("data", (d: Buffer) => r(d.toString("latin1")))), 3000, "the refusal");
+      s.resetAndDestroy();
+      await sleep(100); // the harness then checks that the broker lives and serves
+      return { reply: null, error: null, close: null, http: Number(/^HTTP\/1\.1 (\d{3}) /.exec(head)?.[1] ?? -1) };
+    },
+  },
+  {
     name: `20 simultaneous upgrades from one address: at most ${TIGHT.connectionsPerAddress} succeed, the rest get HTTP 429`,
     sent: "20 upgrades at once from one address",
     broker: "tight",

@@ -418,12 +418,11 @@ export class Broker {
       case "/healthz":
         return json(200, { status: "ok" });
       case "/readyz":
-        try {
-          await this.store.ping();
-          return json(this.#closing ? 503 : 200, { status: this.#closing ? "closing" : "ready" });
-        } catch {
-          return json(503, { status: "store unavailable" });
-        }
+        // Ready means the node serves: its ping goes through the store watch, so an answer that
+        // makes this 200 has also ended a store loss (hellos and resumes no longer get 4009).
+        if (this.#closing) return json(503, { status: "closing" });
+        if (!(await this.#storeWatch.ping()) || this.#storeWatch.lost) return json(503, { status: "store unavailable" });
+        return json(this.#closing ? 503 : 200, { status: this.#closing ? "closing" : "ready" });
       case "/metrics":
         res.writeHead(200, { "content-type": this.#metrics.contentType });
         return void res.end(await this.#metrics.metrics());

@@ -330,7 +330,8 @@ export class Connection {
     try {
       // Pushes up to now are not for this channel: a new channel starts at the identity's current seq.
       const lastPush = renewal ? this.#lastPush : await this.#store(() => store.lastPush(identity));
-      replaced = await this.#store(() => store.activate(rec));
+      // Recorded with the channel: a resume elsewhere catches up from here at least (§6.5).
+      replaced = await this.#store(() => store.activate({ ...rec, pushFrom: lastPush }));
       this.#lastPush = lastPush;
     } catch (e) {
       if (previous) this.#selfRetired?.delete(previous.channel.id);
@@ -501,7 +502,12 @@ export class Connection {
     }
     b.active = true;
     this.#watch(rec.identity);
-    const fromSeq = this.#resumeLastPush;
+    // Where this channel stands (§6.5, §7.2): the client's `last_push`, never below the id the
+    // channel started from; without a `last_push` (a client that never got a push on it), from
+    // that start, so what was acknowledged while it was away is delivered or reported lost.
+    // A record from an older node has no start: then the newest id, as before.
+    const start = rec.pushFrom;
+    const fromSeq = start === undefined ? this.#resumeLastPush : Math.max(this.#resumeLastPush ?? 0, start);
     this.#lastPush = fromSeq ?? (await this.#store(() => store.lastPush(rec.identity)));
     this.#ctx.index(this, rec, true);
     this.#schedule(b);

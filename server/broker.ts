@@ -73,6 +73,8 @@ export interface BrokerContext {
   /** Resumes have a budget of their own (a resume costs no signature): per address, and in total. */
   readonly resumesPerAddress: FixedWindow;
   readonly resumesTotal: FairWindow;
+  /** Frames failing authentication per address (PROTOCOL.md §11): past the budget, close 4002. */
+  readonly failedPerAddress: FixedWindow;
   /** True while the store is unreachable for longer than the store-loss bound (PROTOCOL.md §11.2, close 4009). */
   storeLost(): boolean;
   readonly stats: Stats;
@@ -172,6 +174,7 @@ export class Broker {
       hellosTotal: new FairWindow(limits.hellosPerSecond, 1000),
       resumesPerAddress: new FixedWindow(limits.resumesPerAddress, limits.hellosWindowMs),
       resumesTotal: new FairWindow(limits.resumesPerSecond, 1000),
+      failedPerAddress: new FixedWindow(limits.failedFramesPerAddress, limits.hellosWindowMs),
       storeLost: () => this.#storeWatch.lost,
       stats: this.stats,
       schedule: this.#schedule,

@@ -507,12 +507,11 @@ export class Connection {
     }
     b.active = true;
     this.#watch(rec.identity);
-    // Where this channel stands (§6.5, §7.2): the client's `last_push`, never below the id the
-    // channel started from; without a `last_push` (a client that never got a push on it), from
-    // that start, so what was acknowledged while it was away is delivered or reported lost.
-    // A record from an older node has no start: then the newest id, as before.
-    const start = rec.pushFrom;
-    const fromSeq = start === undefined ? this.#resumeLastPush : Math.max(this.#resumeLastPush ?? 0, start);
+    // Where this channel stands (§6.5, §7.2): the client's `last_push`; without one (a client that
+    // never got a push), the id the channel started from, so what was acknowledged while it was
+    // away is delivered or reported lost. A record from an older node has no start: then the
+    // newest id, as before.
+    const fromSeq = this.#resumeLastPush ?? rec.pushFrom;
     this.#lastPush = fromSeq ?? (await this.#store(() => store.lastPush(rec.identity)));
     this.#ctx.index(this, rec, true);
     this.#schedule(b);

@@ -28,7 +28,7 @@ export interface ChannelRecord {
   /**
    * The identity's push id the channel started from (PROTOCOL.md §6.5, §7.2): its newest
    * push id when the channel was granted (on a renewal, the one its connection had reached).
-   * A resume catches up from here when the client names no later `last_push`, so pushes
+   * A resume catches up from here when the client names no `last_push`, so pushes
    * acknowledged while a client that never got one was away are not skipped. Absent on
    * records written by nodes older than this field (a resume then starts at the newest id).
    */

@@ -400,6 +400,9 @@ export class Broker {
     const address = clientAddress(req, this.config.trustProxy);
     if (this.#closing) return reject(socket, 503, "Service Unavailable");
     const key = limitKey(address);
+    // An address that spent its failed-frame budget gets no new socket until the window ends: a
+    // refusal costs less than a WebSocket it would fill with more failed frames (PROTOCOL.md §11).
+    if (this.#ctx.failedPerAddress.spent(key)) return reject(socket, 429, "Too Many Requests");
     if (this.#perAddress.get(key) >= this.config.limits.connectionsPerAddress) {
       this.log.warn("connection refused: too many from one address", { component: "broker", address, counted_as: key });
       return reject(socket, 429, "Too Many Requests");

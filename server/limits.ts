@@ -43,6 +43,10 @@ export class FixedWindow {
     this.#counts.set(key, n);
     return n <= this.limit;
   }
+  /** Whether `key` has used up the current window (counts nothing). */
+  spent(key: string): boolean {
+    return Math.floor(this.#now() / this.windowMs) === this.#window && (this.#counts.get(key) ?? 0) >= this.limit;
+  }
 }
 
 /** Live counts per key (connections per address). */

@@ -52,6 +52,7 @@ export function serveCommand(p: Command): void {
     .option("--channel-types <list>", "channel types granted, comma-separated (default: AES-256-GCM,ChaCha20-Poly1305; the client's order picks)", channelTypeList("--channel-types"))
     .option("--hellos-per-second <n>", "hellos per second on this node, shared fairly among addresses", int("--hellos-per-second"))
     .option("--resumes-per-address <n>", "resumes per address per 10 s (a budget apart from hellos)", int("--resumes-per-address"))
+    .option("--failed-frames-per-address <n>", "frames failing authentication per address per 10 s before close 4002", int("--failed-frames-per-address"))
     .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
     .option("--store-loss-bound <seconds>", "longest time bound channels are served without reaching the store; then every socket is closed with 4009 (default 15)", int("--store-loss-bound"))
     .option("--no-console", "do not serve the web console at /console/")
@@ -81,6 +82,7 @@ export function serveCommand(p: Command): void {
       if (o.resumesPerAddress !== undefined) limits.resumesPerAddress = o.resumesPerAddress;
       if (o.resumesPerSecond !== undefined) limits.resumesPerSecond = o.resumesPerSecond;
       if (o.fleetUnproven !== undefined) limits.fleetUnprovenPerAddress = o.fleetUnproven;
+      if (o.failedFramesPerAddress !== undefined) limits.failedFramesPerAddress = o.failedFramesPerAddress;
       if (o.storeLossBound !== undefined) limits.storeLossBoundMs = o.storeLossBound * 1000;
       // Registered keys: --keys FILE; else, in a cluster, Redis; else <data-dir>/keys.json, watched even
       // while missing, so operators and blocked keys added later take effect without a restart.

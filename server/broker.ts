@@ -88,6 +88,8 @@ export interface BrokerContext {
   readonly resumesPerChannel: FixedWindow;
   /** `conn` is proven (a channel established, or a resume of a channel that exists): from a fleet range, it leaves the unproven count (§11.3). */
   proven(conn: Connection): void;
+  /** Frames failing authentication per address (PROTOCOL.md §11): past the budget, close 4002. */
+  readonly failedPerAddress: FixedWindow;
   /** True while the store is unreachable for longer than the store-loss bound (PROTOCOL.md §11.2, close 4009). */
   storeLost(): boolean;
   readonly stats: Stats;
@@ -200,6 +202,7 @@ export class Broker {
         const socket = this.#socketOf.get(conn);
         if (socket) this.#unproven.prove(socket);
       },
+      failedPerAddress: new FixedWindow(limits.failedFramesPerAddress, limits.hellosWindowMs),
       storeLost: () => this.#storeWatch.lost,
       stats: this.stats,
       schedule: this.#schedule,
@@ -266,6 +269,7 @@ export class Broker {
     this.#http.on("connection", (socket) => {
       const address = socket.remoteAddress ?? "unknown";
       const key = limitKey(address);
+      guardSocket(socket); // a peer's reset never ends the node (SECURITY.md)
       const n = this.#sockets.inc(key);
       socket.on("close", onSocketClose); // "close" comes once: no once() wrapper either
       // Behind a trusted proxy every socket comes from the proxy: the limit applies per X-Forwarded-For at the upgrade.
@@ -435,6 +439,10 @@ export class Broker {
     if (this.#closing) return reject(socket, 503, "Service Unavailable");
     const key = limitKey(address);
     const fleet = this.#fleet.has(address);
+    // An address that spent its failed-frame budget gets no new socket until the window ends: a
+    // refusal costs less than a WebSocket it would fill with more failed frames (PROTOCOL.md §11).
+    // Not a fleet range (§11.3): there the address is shared by devices that fail no frame.
+    if (!fleet && this.#ctx.failedPerAddress.spent(key)) return reject(socket, 429, "Too Many Requests");
     if (!fleet && this.#perAddress.get(key) >= this.config.limits.connectionsPerAddress) {
       this.log.warn("connection refused: too many from one address", { component: "broker", address, counted_as: key });
       return reject(socket, 429, "Too Many Requests");
@@ -460,12 +468,11 @@ export class Broker {
       case "/healthz":
         return json(200, { status: "ok" });
       case "/readyz":
-        try {
-          await this.store.ping();
-          return json(this.#closing ? 503 : 200, { status: this.#closing ? "closing" : "ready" });
-        } catch {
-          return json(503, { status: "store unavailable" });
-        }
+        // Ready means the node serves: its ping goes through the store watch, so an answer that
+        // makes this 200 has also ended a store loss (hellos and resumes no longer get 4009).
+        if (this.#closing) return json(503, { status: "closing" });
+        if (!(await this.#storeWatch.ping()) || this.#storeWatch.lost) return json(503, { status: "store unavailable" });
+        return json(this.#closing ? 503 : 200, { status: this.#closing ? "closing" : "ready" });
       case "/metrics":
         res.writeHead(200, { "content-type": this.#metrics.contentType });
         return void res.end(await this.#metrics.metrics());
@@ -570,6 +577,28 @@ function clientAddress(req: IncomingMessage, trustProxy: boolean): string {
   return req.socket.remoteAddress ?? "unknown";
 }
 
+/**
+ * A refused upgrade: the status line, then the socket is destroyed once the bytes are out (as
+ * ws's own refusals do), so a peer that never closes its side holds nothing. A reset by the peer
+ * meanwhile is harmless: every socket got {@link guardSocket} when it connected.
+ */
 function reject(socket: Duplex, status: number, text: string): void {
+  socket.once("finish", () => socket.destroy());
   socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+/** The one error listener every accepted socket gets (no closure per socket). */
+function onSocketError(this: Duplex): void {
+  this.destroy(); // a reset or a broken pipe ends this socket only
+}
+
+/**
+ * Makes a socket's errors end that socket only (SECURITY.md "Resets"). Node's HTTP server listens
+ * for errors on a socket only while it parses HTTP on it: once the socket is handed to an
+ * "upgrade" listener (a WebSocket, or a refusal with 429 or 503) it has none, and an error
+ * emitted without a listener (ECONNRESET when the peer resets) ends the process. Called on
+ * every socket of every listener of the node, at "connection", before any byte is read.
+ */
+export function guardSocket(socket: Duplex): void {
+  socket.on("error", onSocketError);
 }

@@ -40,6 +40,14 @@ export interface Limits {
   inFlightPerConnection: number;
   /** Frames received but not yet processed, per connection. */
   queuedFramesPerConnection: number;
+  /**
+   * Frames that fail authentication (answered `unauthorised`: unknown channel, forged or
+   * replayed ciphertext) per connection since its last authenticated frame; one more closes
+   * it with too_many, 4002 (PROTOCOL.md §11).
+   */
+  failedFramesPerConnection: number;
+  /** Frames that fail authentication per client address per window (`hellosWindowMs`), all its connections together; past it, 4002. */
+  failedFramesPerAddress: number;
   /** Bytes waiting in a socket's send buffer before the consumer is cut off (4003). */
   sendBufferBytes: number;
   /** WebSocket ping interval; a peer that misses one pong is closed. */
@@ -98,6 +106,10 @@ export const defaultLimits: Limits = {
   handshakesPerIdentityPerMinute: 30,
   inFlightPerConnection: 64,
   queuedFramesPerConnection: 256,
+  // Twice the requests in flight: a client whose channel died while 64 were out loses them all without a close.
+  failedFramesPerConnection: 128,
+  // Above the resumes per address: each resume of an expired channel fails its first request once.
+  failedFramesPerAddress: 1000,
   sendBufferBytes: 4 * 1024 * 1024,
   pingIntervalMs: 30_000,
 };

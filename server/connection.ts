@@ -107,6 +107,8 @@ export class Connection {
   #watched: string | string[] | undefined;
   /** Highest application push seq of this socket's identity already handled (§7.2). */
   #lastPush = 0;
+  /** Frames that failed authentication since the last one that passed (the failed-frame budget, §11). */
+  #failed = 0;
   /** `last_push` of the resume frame, until the resume activates. */
   #resumeLastPush: number | undefined;
   /** Application pushes go out one at a time, in seq order. */
@@ -339,7 +341,8 @@ export class Connection {
     try {
       // Pushes up to now are not for this channel: a new channel starts at the identity's current seq.
       const lastPush = renewal ? this.#lastPush : await this.#store(() => store.lastPush(identity));
-      replaced = await this.#store(() => store.activate(rec));
+      // Recorded with the channel: a resume elsewhere catches up from here at least (§6.5).
+      replaced = await this.#store(() => store.activate({ ...rec, pushFrom: lastPush }));
       this.#lastPush = lastPush;
     } catch (e) {
       if (previous) this.#selfRetired?.delete(previous.channel.id);
@@ -470,6 +473,7 @@ export class Connection {
     }
     if (!b || b.dead || b.channel.validUntil <= Date.now() || f.seq <= b.lastSeq) {
       this.#ctx.stats.requests.unauthorised++;
+      this.#failedFrame();
       return this.#sendError(new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), { seq: f.seq, channel: f.channel });
     }
     let opened: Uint8Array | Promise<Uint8Array>;
@@ -488,12 +492,14 @@ export class Connection {
   /** A request that did not open: `unauthorised` (or the engine's `bad_request`), nothing consumed. */
   #refused(e: unknown, f: RequestFrame): void {
     this.#ctx.stats.requests.unauthorised++;
+    this.#failedFrame();
     this.#sendError(e instanceof PsimbolsError ? e : new PsimbolsError(ErrorCode.unauthorised, UNAUTHORISED), { seq: f.seq, channel: f.channel });
   }
 
   #opened(b: Binding, f: RequestFrame, plaintext: Uint8Array): void | Promise<void> {
     // Consumed once authenticated, whatever comes next: a refused frame never becomes valid later.
     b.lastSeq = f.seq;
+    this.#failed = 0;
     let text: string;
     try {
       text = innerText(plaintext);
@@ -549,7 +555,11 @@ export class Connection {
     b.active = true;
     this.#proven();
     this.#watch(rec.identity);
-    const fromSeq = this.#resumeLastPush;
+    // Where this channel stands (§6.5, §7.2): the client's `last_push`; without one (a client that
+    // never got a push), the id the channel started from, so what was acknowledged while it was
+    // away is delivered or reported lost. A record from an older node has no start: then the
+    // newest id, as before.
+    const fromSeq = this.#resumeLastPush ?? rec.pushFrom;
     this.#lastPush = fromSeq ?? (await this.#store(() => store.lastPush(rec.identity)));
     this.#ctx.index(this, rec, true);
     this.#schedule(b);
@@ -940,6 +950,18 @@ export class Connection {
     if (!this.#ctx.resumesPerAddress.take(key) || !this.#ctx.resumesTotal.take(key)) {
       this.#ctx.stats.handshakes.rateLimited++;
       throw new PsimbolsError(ErrorCode.tooMany, "too many resumes; slow down", { close: CloseCode.tooMany });
+    }
+  }
+
+  /**
+   * Counts a frame that failed authentication against the budgets of this connection (since its
+   * last authenticated frame) and of its address (per window): a keyless flood of failed frames
+   * costs the node a bounded share, as the frame queue once bounded it (PROTOCOL.md §11).
+   * @throws PsimbolsError too_many, close 4002, past either budget.
+   */
+  #failedFrame(): void {
+    if (++this.#failed > this.#ctx.config.limits.failedFramesPerConnection || !this.#ctx.failedPerAddress.take(limitKey(this.address))) {
+      throw new PsimbolsError(ErrorCode.tooMany, "too many frames that fail authentication; slow down", { close: CloseCode.tooMany });
     }
   }
 

@@ -54,6 +54,11 @@ export class FixedWindow {
     if (n > 1) this.#counts.set(key, n - 1);
     else this.#counts.delete(key);
   }
+
+  /** Whether `key` has used up the current window (counts nothing). */
+  spent(key: string): boolean {
+    return Math.floor(this.#now() / this.windowMs) === this.#window && (this.#counts.get(key) ?? 0) >= this.limit;
+  }
 }
 
 /** Live counts per key (connections per address). */

@@ -73,6 +73,33 @@ export class StoreWatch {
     this.#timer = undefined;
   }
 
+  /**
+   * Pings the store once, now (the readiness probe's ping, `GET /readyz`): an answer counts
+   * exactly as a round's would, so a loss ends the moment any ping is answered, and a probe
+   * that says the store answered always finds the node taking hellos and resumes again.
+   * @returns whether the store answered.
+   */
+  async ping(): Promise<boolean> {
+    const sent = this.#now();
+    try {
+      await this.#store.ping();
+    } catch {
+      return false;
+    }
+    this.#answered(sent);
+    return true;
+  }
+
+  /** A ping sent at `sent` was answered: the silence restarts from then, and a loss ends. */
+  #answered(sent: number): void {
+    this.#lastOk = Math.max(this.#lastOk, sent);
+    const lostAt = this.#lostAt;
+    if (lostAt !== undefined) {
+      this.#lostAt = undefined;
+      this.#o.onBack(this.#now() - lostAt);
+    }
+  }
+
   /** One round: ping (unless one is still out), then compare the silence with the bound. */
   async check(): Promise<void> {
     if (!this.#inFlight) {
@@ -80,12 +107,7 @@ export class StoreWatch {
       const sent = this.#now();
       try {
         await this.#store.ping();
-        this.#lastOk = Math.max(this.#lastOk, sent);
-        const lostAt = this.#lostAt;
-        if (lostAt !== undefined) {
-          this.#lostAt = undefined;
-          this.#o.onBack(this.#now() - lostAt);
-        }
+        this.#answered(sent);
       } catch {
         /* unanswered: the silence grows */
       } finally {

@@ -20,7 +20,7 @@ import type { Broker } from "../broker.js";
 import { limitKey } from "../limits.js";
 import type { Logger } from "../log.js";
 import type { KeyRegistry } from "../registry.js";
-import { MAX_PUSH_BYTES } from "../broker.js";
+import { MAX_PUSH_BYTES, guardSocket } from "../broker.js";
 import { type FailureWindow, LocalFailureWindow, RedisFailureWindow } from "./failures.js";
 import { RefusalLog } from "./refusal-log.js";
 import { ApiError, outOfScope, routes, type Route } from "./routes.js";
@@ -113,7 +113,10 @@ export class ApiServer {
     const timeout = o.requestTimeoutMs ?? API_DEFAULTS.requestTimeoutMs;
     // Node checks its request timeouts every connectionsCheckingInterval (30 s by default): check often, so 10 s means 10 s.
     this.#http = createServer({ requestTimeout: timeout, headersTimeout: timeout, connectionsCheckingInterval: Math.min(API_DEFAULTS.timeoutCheckMs, timeout) }, (req, res) => void this.#onRequest(req, res));
-    this.#http.on("connection", (socket: Socket) => this.#onConnection(socket));
+    this.#http.on("connection", (socket: Socket) => {
+      guardSocket(socket); // a peer's reset never ends the node (SECURITY.md)
+      this.#onConnection(socket);
+    });
   }
 
   /** Starts listening. @throws when the address cannot be bound. */

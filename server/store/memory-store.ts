@@ -64,7 +64,7 @@ export class MemoryStore implements Store {
     const active = this.#active.get(rec.identity);
     const prev = active !== undefined ? this.#live(active) : undefined;
     // The store owns its copy of the key; `retired` of the argument is not kept.
-    this.#channels.set(rec.id, { id: rec.id, identity: rec.identity, key: packKey(rec.key), type: rec.type, validUntil: rec.validUntil, ttl: rec.ttl, node: rec.node, ...(rec.app ? { app: rec.app } : {}) });
+    this.#channels.set(rec.id, { id: rec.id, identity: rec.identity, key: packKey(rec.key), type: rec.type, validUntil: rec.validUntil, ttl: rec.ttl, node: rec.node, ...(rec.pushFrom !== undefined ? { pushFrom: rec.pushFrom } : {}), ...(rec.app ? { app: rec.app } : {}) });
     this.#active.set(rec.identity, rec.id);
     if (prev && prev.id !== rec.id) {
       this.#channels.set(prev.id, { ...prev, retired: "replaced" });

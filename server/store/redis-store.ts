@@ -6,7 +6,7 @@
  *
  * | key                   | type   | value                                            | expiry            |
  * |-----------------------|--------|--------------------------------------------------|-------------------|
- * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, binding, retired, app (wrapped; docs/BACKEND.md) | `validUntil` |
+ * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, pushFrom, binding, retired, app (wrapped; docs/BACKEND.md) | `validUntil` |
  * | `P active:<identity>` | string | id of the identity's active (live) channel       | same as its channel |
  * | `P rl:<key>:<window>` | string | hit counter of one fixed window                  | one window        |
  * | `P pseq:<identity>`   | string | last push seq given out                          | `pushSeqTtlMs` (400 d) after the last push |
@@ -132,7 +132,7 @@ class Script {
 /*
  * activate. KEYS: ch:<new>, active:<identity>.
  * ARGV: id, px, identity, wrapped key, type, validUntil, ttl, node, prefix, event channel,
- * wrapped app fields ('' for none).
+ * wrapped app fields ('' for none), pushFrom ('' for none).
  * Reads the old active id, writes the new record and pointer with the same
  * expiry (nothing when already expired, px <= 0), marks the old record
  * retired ("replaced", a tombstone keeping its own expiry) and announces it.
@@ -146,6 +146,7 @@ if tonumber(ARGV[2]) > 0 then
   redis.call('HSET', KEYS[1], 'identity', ARGV[3], 'key', ARGV[4], 'type', ARGV[5],
     'validUntil', ARGV[6], 'ttl', ARGV[7], 'node', ARGV[8])
   if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'app', ARGV[11]) end
+  if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'pushFrom', ARGV[12]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 else
@@ -391,7 +392,7 @@ export class RedisStore implements Store {
       const old = await this.#eval(
         ACTIVATE,
         [this.#chKey(rec.id), this.#activeKey(rec.identity)],
-        [rec.id, px, rec.identity, wrapped, rec.type, rec.validUntil, rec.ttl, rec.node, this.#prefix, this.#evKey(rec.identity), app],
+        [rec.id, px, rec.identity, wrapped, rec.type, rec.validUntil, rec.ttl, rec.node, this.#prefix, this.#evKey(rec.identity), app, rec.pushFrom ?? ""],
       );
       return typeof old === "string" ? old : undefined;
     });
@@ -782,6 +783,8 @@ export class RedisStore implements Store {
     if (typeof identity !== "string" || typeof key !== "string" || typeof node !== "string") throw new StoreCorruptError("missing field");
     if (!isChannelType(type)) throw new StoreCorruptError("type");
     if (!Number.isFinite(validUntil) || !Number.isFinite(ttl)) throw new StoreCorruptError("validUntil or ttl");
+    const pushFrom = h.pushFrom === undefined ? undefined : Number(h.pushFrom);
+    if (pushFrom !== undefined && !(Number.isSafeInteger(pushFrom) && pushFrom >= 0)) throw new StoreCorruptError("pushFrom");
     // Redis expires the key at validUntil; this guards a read in the same millisecond.
     if (validUntil <= this.#now()) return undefined;
     const retired = h.retired;
@@ -789,7 +792,7 @@ export class RedisStore implements Store {
     const wrapper = await this.#wrapper;
     const raw = await wrapper.unwrap(key, id);
     const app = h.app === undefined ? undefined : decodeApp(fromUtf8(await wrapper.unwrap(h.app, appAad(id), MAX_WRAPPED_APP_BYTES)));
-    const rec: ChannelRecord = { id, identity, key: raw, type, validUntil, ttl, node, ...(app ? { app } : {}) };
+    const rec: ChannelRecord = { id, identity, key: raw, type, validUntil, ttl, node, ...(pushFrom !== undefined ? { pushFrom } : {}), ...(app ? { app } : {}) };
     return retired === undefined ? rec : { ...rec, retired: retired as RetireReason };
   }
 
@@ -984,6 +987,7 @@ function checkRecord(rec: ChannelRecord): void {
   if (!isChannelType(rec.type)) throw new RangeError(`"rec.type" expected ${channelTypes.map((t) => `"${t}"`).join(" or ")}`);
   if (typeof rec.validUntil !== "number" || !Number.isFinite(rec.validUntil)) throw new TypeError(`"rec.validUntil" expected finite number`);
   if (typeof rec.ttl !== "number" || !Number.isFinite(rec.ttl)) throw new TypeError(`"rec.ttl" expected finite number`);
+  if (rec.pushFrom !== undefined && !(Number.isSafeInteger(rec.pushFrom) && rec.pushFrom >= 0)) throw new RangeError(`"rec.pushFrom" expected an integer ≥ 0`);
 }
 
 function checkReason(reason: unknown): void {

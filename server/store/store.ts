@@ -26,6 +26,14 @@ export interface ChannelRecord {
    */
   readonly retired?: RetireReason;
   /**
+   * The identity's push id the channel started from (PROTOCOL.md §6.5, §7.2): its newest
+   * push id when the channel was granted (on a renewal, the one its connection had reached).
+   * A resume catches up from here when the client names no `last_push`, so pushes
+   * acknowledged while a client that never got one was away are not skipped. Absent on
+   * records written by nodes older than this field (a resume then starts at the newest id).
+   */
+  readonly pushFrom?: number;
+  /**
    * What calls to the application carry about this channel (docs/BACKEND.md):
    * set only on nodes with an upstream or an authorize hook. Kept wrapped at rest, like `key`.
    */

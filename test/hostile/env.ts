@@ -49,14 +49,14 @@ export type BrokerKind = (typeof BrokerKind)[keyof typeof BrokerKind];
 const FLAGS: Record<BrokerKind, string[]> = {
   main: ["--hellos-per-address", "100000"],
   short: ["--hellos-per-address", "100000", "--channel-ttl", "2", "--expiring-before", "0"],
-  tight: ["--max-connections-per-address", "4", "--hellos-per-address", "5", "--resumes-per-address", "5", "--handshake-timeout", "1500"],
+  tight: ["--max-connections-per-address", "4", "--hellos-per-address", "5", "--resumes-per-address", "5", "--handshake-timeout", "1500", "--failed-frames-per-address", "200"],
   slow: [],
   long: ["--hellos-per-address", "100000", "--channel-ttl", String(26 * 86400)],
   app: ["--hellos-per-address", "100000", "--upstream-timeout", "1000", "--authorize-timeout", "1000"],
 };
 
 /** Tight-broker limits, for rows that count up to them. */
-export const TIGHT = { connectionsPerAddress: 4, hellosPerAddress: 5, resumesPerAddress: 5, handshakeTimeoutMs: 1500 } as const;
+export const TIGHT = { connectionsPerAddress: 4, hellosPerAddress: 5, resumesPerAddress: 5, handshakeTimeoutMs: 1500, failedFramesPerAddress: 200 } as const;
 
 /** What a row observed on the attacker's side. `null` means "did not happen". */
 export interface Outcome {

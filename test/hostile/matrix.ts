@@ -27,6 +27,7 @@ import { type Challenge, type Established, Feature, MAX_FRAME_BYTES, MAX_SEQ_BY_
 import { type ClientHello, LABEL_CLIENT_SIG, LABEL_SERVER_SIG, answerChallenge, createHello, openGrant } from "../../shared/handshake.js";
 import { type Frame, Raw, type RawChannel, binaryRequestFrame, call, handshake, openPush, rawChannel, readResponse, requestFrame, resume, sealRequestBytes } from "../helpers/raw.js";
 import { type Ctx, type Expect, type Outcome, type Row, TIGHT, alignWindow, sleep, within } from "./env.js";
+import { floodFailedFrames } from "../../bench/failed-frames.js";
 
 // ------------------------------------------------------------------ expectations
 
@@ -1471,6 +1472,24 @@ export const limitRows: Row[] = [
     },
   },
   {
+    // SECURITY.md "Resets": the refused socket had no error listener, and the peer's reset ended the node.
+    name: `an upgrade refused with HTTP 429 and then reset by the peer (RST) leaves the node serving`,
+    sent: `${TIGHT.connectionsPerAddress} WebSockets from one address, one more upgrade, a TCP reset once its 429 is read`,
+    broker: "tight",
+    expect: { http: 429 },
+    run: async (x) => {
+      for (let i = 0; i < TIGHT.connectionsPerAddress; i++) await x.open();
+      const s = netConnect({ port: x.port, host: "127.0.0.1", localAddress: x.address });
+      x.track(() => s.destroy());
+      s.on("error", () => {});
+      s.once("connect", () => s.write(UPGRADE(x.port)));
+      const head = await within(new Promise<string>((r) => s.once("data", (d: Buffer) => r(d.toString("latin1")))), 3000, "the refusal");
+      s.resetAndDestroy();
+      await sleep(100); // the harness then checks that the broker lives and serves
+      return { reply: null, error: null, close: null, http: Number(/^HTTP\/1\.1 (\d{3}) /.exec(head)?.[1] ?? -1) };
+    },
+  },
+  {
     name: `20 simultaneous upgrades from one address: at most ${TIGHT.connectionsPerAddress} succeed, the rest get HTTP 429`,
     sent: "20 upgrades at once from one address",
     broker: "tight",
@@ -1596,6 +1615,39 @@ export const limitRows: Row[] = [
       } finally {
         clearInterval(drip);
       }
+    },
+  },
+  {
+    // PROTOCOL.md §11 "failed frames": frames with nothing queued ahead are handled on their tick, so
+    // the queue limit never fills; without a budget of their own, 8 such sockets took a core and a
+    // bystander waited seconds for one handshake.
+    name: `a keyless flood of failed frames from one address is cut off with too_many and close 4002 within the address's budget (${TIGHT.failedFramesPerAddress} a window), and a bystander's handshakes stay fast meanwhile`,
+    sent: `${TIGHT.connectionsPerAddress} sockets from one address for 3 s, each: \`resume\` of a random channel id, then forged requests as fast as the socket takes them; reconnect when closed`,
+    broker: "tight",
+    expect: { error: ErrorCode.tooMany, close: C.tooMany },
+    changes: { established: 8 },
+    run: async (x) => {
+      await alignWindow(10_000, 5_000); // one window of the address's budget
+      // Each bystander handshake from an address of its own (the tight broker allows 5 hellos an address).
+      const bystander = (i: number) => x.address.replace(/^127\.0\.1\./, `127.0.${4 + i}.`);
+      const flood = floodFailedFrames(x.url, x.address, TIGHT.connectionsPerAddress, 3000);
+      const times: number[] = [];
+      for (let i = 0; i < 8; i++) {
+        const t0 = performance.now();
+        const p = await x.peer(undefined, { localAddress: bystander(i) });
+        times.push(performance.now() - t0);
+        p.raw.close();
+        await p.raw.closed;
+        await sleep(250);
+      }
+      const r = await flood;
+      // Answers: `resumed` and one too_many per socket, plus at most the address's budget of unauthorised.
+      assert.ok(r.answers <= TIGHT.failedFramesPerAddress + 2 * r.sockets, `${r.answers} answers to ${r.sockets} flooding sockets`);
+      assert.ok(Math.max(...times) < 2000, `a bystander's handshake took ${Math.max(...times).toFixed(0)} ms during the flood (all: ${times.map((t) => t.toFixed(0)).join(", ")})`);
+      const codes = Object.keys(r.closes).filter((k) => k !== "flooder" && k !== "429").map(Number);
+      // Every flooding socket ends with 4002 (its failed frames, or its resumes, over budget), or is
+      // refused at the upgrade (429) once the address's budget is spent; none outlives the flood.
+      return { reply: null, error: codes.includes(C.tooMany) ? ErrorCode.tooMany : null, close: codes.every((c) => c === C.tooMany) ? C.tooMany : (codes.find((c) => c !== C.tooMany) ?? null) };
     },
   },
   {

@@ -55,6 +55,21 @@ k("FixedWindow: `limit` takes per key per window, refusals past it, a fresh coun
   assert.equal([1, 2, 3, 4].map(() => w.take("a")), [true, true, true, false]);
 });
 
+k("FixedWindow: `spent` says whether a key used up the current window, counts nothing, and is false again in the next window (the failed-frame refusal at the upgrade)", () => {
+  let now = 20_000;
+  const w = new FixedWindow(2, 1000, () => now);
+  assert.not.ok(w.spent("a"));
+  w.take("a");
+  assert.not.ok(w.spent("a"), "one of two used");
+  w.take("a");
+  assert.ok(w.spent("a"));
+  assert.ok(w.spent("a"), "asking counts nothing and changes nothing");
+  assert.not.ok(w.spent("b"));
+  now += 1000;
+  assert.not.ok(w.spent("a"), "a new window");
+  assert.ok(w.take("a"));
+});
+
 k("Counter: counts up and down per key, never below zero, and forgets a key at zero", () => {
   const c = new Counter();
   assert.is(c.inc("a"), 1);

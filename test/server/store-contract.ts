@@ -175,6 +175,19 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     assert.equal((await store.getChannel(bare.id))?.app, { publicKey: { type: "ECDSA-P256", data: "AAAA" } });
   });
 
+  t("pushFrom (the push id a channel started from) round-trips on every node, and a record without it reads without it", async ({ store, sut }) => {
+    const rec = { ...record(identity()), pushFrom: 41 };
+    await store.activate(rec);
+    const peer = await sut.peer();
+    for (const s of [store, peer]) assert.is((await s.getChannel(rec.id))?.pushFrom, 41);
+    const zero = { ...record(identity()), pushFrom: 0 };
+    await store.activate(zero);
+    assert.is((await store.getChannel(zero.id))?.pushFrom, 0);
+    const plain = record(identity());
+    await store.activate(plain);
+    assert.not.ok("pushFrom" in (await store.getChannel(plain.id))!);
+  });
+
   t("the store keeps its own copy of the key: wiping the caller's bytes changes nothing", async ({ store }) => {
     const rec = record(identity());
     const original = [...rec.key];

@@ -109,7 +109,10 @@ t.before(async () => {
   b = await Broker.start({ config: { port: 0, dataDir: "/nonexistent", node: "B", limits }, serverKey, store: store(redis.port, "B"), logger: log });
   urlA = `ws://127.0.0.1:${a.port}/`;
 });
+/** Clients of the test, closed after it whatever happened (a failed assertion must not leave them reconnecting). */
+const clients: Client[] = [];
 t.after(async () => {
+  await Promise.allSettled(clients.map((c) => c.close()));
   relay?.heal();
   await Promise.allSettled([a?.close(), b?.close()]);
   relay?.close();
@@ -121,10 +124,11 @@ async function ready(url: string): Promise<number> {
   return r?.status ?? 0;
 }
 
-t("serves until the bound, then closes with 4009; a revoked channel is served no longer than the bound; after the store is back the client learns of the revocation", async () => {
+t("serves until the bound, then closes with 4009; a revoked channel is served no longer than the bound; after the store is back /readyz says 200 only once a resume is taken, and the client learns of the revocation", async () => {
   const fast = { baseMs: 100, maxMs: 400 };
   const revokedClient: Client = await connect(urlA, { key: await generateSigningKey(), serverKey: serverKey.public.fingerprint, reconnect: fast });
   const keptClient: Client = await connect(urlA, { key: await generateSigningKey(), serverKey: serverKey.public.fingerprint, reconnect: fast });
+  clients.push(revokedClient, keptClient);
   const notices: string[] = [];
   revokedClient.on("notice", (n) => notices.push(n.kind));
   const raw = await Raw.open(urlA);
@@ -177,9 +181,18 @@ t("serves until the bound, then closes with 4009; a revoked channel is served no
   assert.is(a.channels().length, 0, "nothing is bound on A");
 
   // Redis answers again: the kept client resumes its channel; the revoked one learns of the revocation.
+  const resumed = new Promise<void>((res) => keptClient.on("resumed", () => res()));
   relay.heal();
   const healedAt = Date.now();
-  const resumed = new Promise<void>((res) => keptClient.on("resumed", () => res()));
+  // Ready means the node serves: from the first 200 of /readyz on, a resume is taken, not refused with 4009.
+  let status = 0;
+  while ((status = await ready(urlA)) !== 200 && Date.now() - healedAt < 10_000) await sleep(5);
+  assert.is(status, 200, "A is ready again within 10 s of Redis coming back");
+  const probe = await Raw.open(urlA);
+  probe.send({ type: "resume", channel: b64u(randomBytes(16)), nonce: b64u(randomBytes(32)) });
+  const answer = await probe.next();
+  assert.is(answer.type, "resumed", `a resume right after /readyz said 200 got ${JSON.stringify(answer.error?.code ?? answer.type)}`);
+  probe.close();
   await Promise.race([resumed, sleep(10_000).then(() => assert.unreachable("the kept client did not resume within 10 s"))]);
   const back = Date.now() - healedAt;
   assert.is(keptClient.channel!.id, kept, "the same channel, no new handshake");

@@ -71,7 +71,7 @@ def _load_identity(file: str, flag: str):  # type: ignore[no-untyped-def]
 
 
 async def _call(o: argparse.Namespace) -> None:
-    from .client import connect
+    from .client import KNOWN_SERVERS_UNREADABLE, connect
 
     key_file = _required(o.key, "--key <file>")
     try:
@@ -93,6 +93,8 @@ async def _call(o: argparse.Namespace) -> None:
     except PsimbolsError as e:
         if e.code == ErrorCode.UNSUPPORTED and o.kem == "X-Wing":
             e.hint = "this client has no X-Wing (it needs ML-KEM-768, which the installed cryptography does not offer); use --kem X25519 or P-256, or the Node CLI for X-Wing"
+        if e.code == ErrorCode.UNAVAILABLE and e.message.startswith(KNOWN_SERVERS_UNREADABLE):
+            e.hint = f"fix or remove {known} (one `<url> SHA256:<fingerprint>` a line); this is a local file, not the broker"
         if e.code == ErrorCode.SERVER_KEY_MISMATCH:
             e.hint = (
                 "the server's key is not the one --server-key pins: check the fingerprint the broker printed (also at GET /.well-known/psimbols)"

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -50,6 +51,7 @@ CLOSE_REQUEST_TIMEOUT = 5.0
 MAX_HANDSHAKE_REFUSALS = 5
 TERMINAL_ERRORS = {ErrorCode.SERVER_KEY_MISMATCH, ErrorCode.PROTOCOL, ErrorCode.UNSUPPORTED, ErrorCode.FORBIDDEN}
 
+KNOWN_SERVERS_UNREADABLE = "the known-servers store could not be read"
 STATES = ("connecting", "handshaking", "ready", "renewing", "reconnecting", "closed")
 
 
@@ -168,8 +170,11 @@ class Client:
             if not isinstance(v, (int, float)) or v <= 0:
                 raise PsimbolsError(ErrorCode.BAD_REQUEST, f'"{name}" expected a number of seconds > 0')
         self.url = url
+        self._shown_url = re.sub(r"^(wss?://)[^/?#]*@", r"\1…@", url)  # no user:password of the URL in a message
         self._key = key
         self._pins = pins
+        if known_servers is not None and not all(callable(getattr(known_servers, m, None)) for m in ("get", "get_next", "set", "set_next")):
+            raise PsimbolsError(ErrorCode.BAD_REQUEST, '"known_servers" expected an object with get(url), get_next(url), set(url, fingerprint) and set_next(url, fingerprint)')
         self._known = known_servers if known_servers is not None else MemoryKnownServers()
         self._hello_opts = {"channel_types": list(channel_types) if channel_types else None, "kem": kem}
         self._features = list(features) if features is not None else [F_BINARY]
@@ -309,6 +314,27 @@ class Client:
     # ---------------------------------------------------------------- socket life
 
     async def _run(self) -> None:
+        """The connection task: whatever fails in it ends the client with a PsimbolsError, so connect() and every request settle."""
+        try:
+            await self._run_sockets()
+        except asyncio.CancelledError:
+            raise
+        except Exception as cause:
+            log.debug("internal error in the connection task", exc_info=True)
+            self._abort(PsimbolsError(ErrorCode.INTERNAL, f"the client failed ({type(cause).__name__})"), "client error")
+
+    def _abort(self, e: PsimbolsError, reason: str) -> None:
+        """Ends the client at once with `e`: the socket is left, pending requests and connect() fail."""
+        conn = self._conn
+        if conn is not None:
+            self._drop(conn, 1000, e, final=True)
+            self._teardown(conn)
+        self._finalise(1006, reason, e)
+        task = self._run_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _run_sockets(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._close_called and self._state != "closed":
             try:
@@ -319,7 +345,11 @@ class Client:
             except asyncio.CancelledError:
                 raise
             except Exception as cause:
-                e = PsimbolsError(ErrorCode.CONNECTION_LOST, f"cannot open a WebSocket to {self.url} ({type(cause).__name__})")
+                e = (
+                    PsimbolsError(ErrorCode.TIMEOUT, "no answer from the server while opening the WebSocket")
+                    if isinstance(cause, TimeoutError)
+                    else PsimbolsError(ErrorCode.CONNECTION_LOST, f"cannot open a WebSocket to {self._shown_url} ({type(cause).__name__})")
+                )
                 if not self._ever_ready or not self._reconnect:
                     return self._finalise(1006, "connect failed", e)
                 self._emit_error(e)
@@ -339,7 +369,11 @@ class Client:
                 async for msg in ws:
                     if not conn.alive:
                         break
-                    await self._on_message(conn, msg)
+                    try:
+                        await self._on_message(conn, msg)
+                    except Exception as cause:  # a bug or a store's failure: it reaches connect() and the requests, as Node's #inbound
+                        log.debug("internal error while processing a frame", exc_info=True)
+                        self._drop(conn, 4000, as_protocol(cause, "internal error while processing a frame"))
             except ConnectionClosed:
                 pass
             except asyncio.CancelledError:
@@ -490,10 +524,10 @@ class Client:
 
         def mismatch(expected: str, where: str) -> PsimbolsError:
             if got == self._retired:
-                return PsimbolsError(ErrorCode.UNAVAILABLE, f"the server at {self.url} presented the server key this client rotated away from ({got}); not connecting to it")
+                return PsimbolsError(ErrorCode.UNAVAILABLE, f"the server at {self._shown_url} presented the server key this client rotated away from ({got}); not connecting to it")
             return PsimbolsError(
                 ErrorCode.SERVER_KEY_MISMATCH,
-                f"SERVER KEY MISMATCH for {self.url}: expected {expected} ({where}), but the server presented {got}. "
+                f"SERVER KEY MISMATCH for {self._shown_url}: expected {expected} ({where}), but the server presented {got}. "
                 f"Someone may be intercepting the connection, or the server key was replaced. Not connecting; if the new key is legitimate, update {where}.",
             )
 
@@ -505,10 +539,9 @@ class Client:
             try:
                 known = self._known.get(self.url)
                 known_next = self._known.get_next(self.url) if self._follow else None
-            except PsimbolsError as e:
-                if e.code == ErrorCode.BAD_REQUEST:
-                    raise
-                raise PsimbolsError(ErrorCode.UNAVAILABLE, "the known-servers store could not be read") from None
+            except Exception as cause:  # whatever the store raises, as client/connection.ts: `unavailable`
+                detail = cause.message if isinstance(cause, PsimbolsError) else type(cause).__name__
+                raise PsimbolsError(ErrorCode.UNAVAILABLE, f"{KNOWN_SERVERS_UNREADABLE} ({detail})") from cause
             if known is not None and got not in (known, known_next, nxt):
                 raise mismatch(known, "the known-servers store")
             if self._pinned is not None and got not in (self._pinned, nxt, known_next):
@@ -578,8 +611,9 @@ class Client:
                     self._known.set(self.url, server_key)
                 if next_key is not None and next_key.fingerprint != h.known_next:
                     self._known.set_next(self.url, next_key.fingerprint)
-            except (PsimbolsError, OSError):
-                self._emit_error(PsimbolsError(ErrorCode.UNAVAILABLE, "the known-servers store could not be written"))
+            except Exception as cause:  # the channel is established: the store's failure is reported, not fatal
+                detail = cause.message if isinstance(cause, PsimbolsError) else type(cause).__name__
+                self._emit_error(PsimbolsError(ErrorCode.UNAVAILABLE, f"the known-servers store could not be written ({detail})"))
         if rotated or announced:
             self._emit("server_key", {"url": self.url, "current": server_key, "rotated": rotated, "next": next_key.fingerprint if next_key else None, "not_before": next_key.not_before if next_key else None, "previous": previous if rotated else None})
         self._drop_channel()
@@ -942,7 +976,11 @@ async def connect(
     c = Client(url, k, server_key=server_key, known_servers=known_servers, **options)
     c._run_task = asyncio.ensure_future(c._run())
     try:
-        await c._ready
+        # handshake_timeout bounds connect() as a whole: the WebSocket's opening and the handshake
+        await asyncio.wait({c._ready}, timeout=c._handshake_timeout)
+        if not c._ready.done():
+            c._abort(PsimbolsError(ErrorCode.TIMEOUT, f"no channel within handshake_timeout ({c._handshake_timeout:g} s): the server did not answer ({c.state})"), "handshake timeout")
+        c._ready.result()
     except BaseException:
         if not c._run_task.done():
             c._run_task.cancel()

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 
 from psimbols import Client, ErrorCode, FileKnownServers, PsimbolsError, connect, generate, generate_key_file, load_key
 from psimbols.keys import P256, RSA
@@ -362,3 +363,76 @@ async def test_server_key_rollover_followed_through_the_shared_known_servers_fil
         assert (rc, out, err) == (0, "2\n", "")
     finally:
         b.stop()
+
+
+async def test_an_unreadable_or_malformed_known_servers_file_fails_connect_at_once_as_node_does() -> None:
+    """Any failure of the known-servers store reaches connect() as `unavailable` (client/connection.ts does the same), never a hang."""
+    home = temp_dir()
+    b = await start_broker(["--hellos-per-address", "1000"])
+    try:
+        key = os.path.join(home, "k.pem")
+        generate_key_file("Ed25519", key)
+        path = os.path.join(home, "known_servers")
+        for content, detail in ((b"\xff\xfe\x00abc\n", ":1:"), (f"{b.url} not-a-fingerprint\n".encode(), ":1:")):
+            open(path, "wb").write(content)
+            t0 = time.monotonic()
+            e = await refused(connect(b.url, load_key(key), known_servers_file=path, handshake_timeout=5, reconnect=False), ErrorCode.UNAVAILABLE)
+            assert time.monotonic() - t0 < 2.5 and "known-servers" in e.message and detail in e.message, e.message
+            for run in (py_cli, node_cli):
+                rc, out, err = await asyncio.wait_for(run(["call", b.url, "echo", "1", "--key", key, "--known-servers", path, "--timeout", "2000"]), 20)
+                assert rc == 1 and "(unavailable)" in err and "Redis" not in err and f"hint: fix or remove {path}" in err, (run.__name__, err)
+            assert open(path, "rb").read() == content, "a failed read changes nothing"
+    finally:
+        b.stop()
+
+
+async def test_a_known_servers_store_that_raises_fails_connect_with_unavailable() -> None:
+    b = await start_broker(["--hellos-per-address", "1000"])
+
+    class Broken:
+        def get(self, url: str) -> str | None:
+            raise RuntimeError("disk on fire")
+
+        def get_next(self, url: str) -> str | None:
+            return None
+
+        def set(self, url: str, fingerprint: str) -> None:
+            pass
+
+        def set_next(self, url: str, fingerprint: str) -> None:
+            pass
+
+    try:
+        t0 = time.monotonic()
+        e = await refused(connect(b.url, generate(), known_servers=Broken(), handshake_timeout=5, reconnect=False), ErrorCode.UNAVAILABLE)
+        assert time.monotonic() - t0 < 2.5 and "RuntimeError" in e.message, e.message
+        e = await refused(connect(b.url, generate(), known_servers=object(), handshake_timeout=2), ErrorCode.BAD_REQUEST)  # type: ignore[arg-type]
+        assert '"known_servers"' in e.message
+    finally:
+        b.stop()
+
+
+async def test_a_stalled_broker_gives_timeout_within_handshake_timeout() -> None:
+    """A server that accepts TCP but never answers the upgrade, and one that upgrades but never answers the hello: `timeout`, as the Node client."""
+    import websockets.server
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def mute(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+
+    async def silent(ws: object) -> None:
+        await asyncio.sleep(3600)
+
+    tcp = await asyncio.start_server(mute, "127.0.0.1", 0)
+    wss = await websockets.server.serve(silent, "127.0.0.1", 0)
+    try:
+        for port in (tcp.sockets[0].getsockname()[1], list(wss.sockets)[0].getsockname()[1]):
+            t0 = time.monotonic()
+            await refused(connect(f"ws://127.0.0.1:{port}/", generate(), known_servers_file=False, handshake_timeout=1), ErrorCode.TIMEOUT)
+            assert time.monotonic() - t0 < 1.6, time.monotonic() - t0
+    finally:
+        for w in held:
+            w.close()
+        tcp.close()
+        wss.close()

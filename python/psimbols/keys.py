@@ -194,8 +194,20 @@ def generate(key_type: str = ED25519) -> SigningKey:
 # ------------------------------------------------------------------ files (as node/key-files.ts)
 
 
-def load_key(path: str) -> SigningKey:
+def _path(path: object, name: str = "path") -> str:
+    """A file path argument; never echoes one that is not a path (PEM text passed by mistake is a secret)."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise PsimbolsError(ErrorCode.BAD_REQUEST, f'"{name}" expected the path of a PEM file (str), got {type(path).__name__}')
+    if not path or "-----BEGIN" in path or "\n" in path or len(path) > 4096:
+        raise PsimbolsError(ErrorCode.BAD_REQUEST, f'"{name}" expected the path of a PEM file, not PEM text (not shown)')
+    return path
+
+
+def load_key(path: str | os.PathLike[str]) -> SigningKey:
     """Reads an unencrypted PKCS#8 PEM private key (as `psimbols keygen` writes, any type)."""
+    path = _path(path)
     try:
         with open(path, "rb") as f:
             pem = f.read()
@@ -208,8 +220,9 @@ def load_key(path: str) -> SigningKey:
     return signing_key(k, path)
 
 
-def load_public_key(path: str) -> PublicKey:
+def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
     """A public key from a PEM file holding a private (PKCS#8) or public (SPKI) key."""
+    path = _path(path)
     try:
         with open(path, "rb") as f:
             pem = f.read()

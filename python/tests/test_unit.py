@@ -79,3 +79,30 @@ def test_a_malformed_next_key_is_refused_whether_chosen_or_not() -> None:
         raise AssertionError("a malformed next_key was accepted")
     except PsimbolsError as e:
         assert as_protocol(e, "").code == ErrorCode.PROTOCOL and "not_before" in e.message
+
+
+def test_no_key_material_in_any_error() -> None:
+    """A private key passed where a path is expected (bytes, or PEM text) is refused as bad_request without being echoed."""
+    import asyncio
+
+    from psimbols import connect
+
+    d = temp_dir()
+    path = os.path.join(d, "k.pem")
+    generate_key_file("Ed25519", path)
+    pem = open(path, "rb").read()
+    body = pem.decode().splitlines()[1]  # the base64 of the private key
+    calls = [lambda: load_key(pem), lambda: load_key(pem.decode()), lambda: load_public_key(pem), lambda: load_public_key(pem.decode())]  # type: ignore[arg-type]
+    for call in calls:
+        try:
+            call()
+            raise AssertionError("a key was accepted as a path")
+        except PsimbolsError as e:
+            assert e.code == ErrorCode.BAD_REQUEST and body[:16] not in str(e) and "PRIVATE" not in str(e), str(e)
+            assert e.__context__ is None or body[:16] not in str(e.__context__), str(e.__context__)
+    for url, key in (("ws://127.0.0.1:1/", pem.decode()), ("ws://me:s3cret@127.0.0.1:1/", load_key(path))):
+        try:
+            asyncio.run(connect(url, key, known_servers_file=False, handshake_timeout=2))  # type: ignore[arg-type]
+            raise AssertionError("connected")
+        except PsimbolsError as e:
+            assert body[:16] not in str(e) and "s3cret" not in str(e), str(e)

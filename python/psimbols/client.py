@@ -12,6 +12,7 @@ the socket drops fail with `connection_lost`: retry only idempotent ones.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import random
@@ -28,6 +29,9 @@ from . import handshake as hs
 from .encoding import b64u, dumps, from_b64u, loads
 from .errors import ErrorCode, PsimbolsError, as_protocol, close_reason, is_terminal_close, wire_error_code
 from .frames import (
+    CHANNEL_TYPE_ALIASES,
+    KEM_TYPES,
+    MAX_LIST_ITEMS,
     F_BINARY,
     F_SERVER_KEY_NEXT,
     MAX_FRAME_BYTES,
@@ -58,6 +62,38 @@ STATES = ("connecting", "handshaking", "ready", "renewing", "reconnecting", "clo
 def backoff_delay(attempt: int, rnd: float, base: float = 0.25, cap: float = 30.0) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)) seconds."""
     return float(rnd * min(cap, base * float(2 ** min(attempt, 62))))
+
+
+MAX_SECONDS = 2_147_483.647  # the Node client's limit of a timer (client/connection.ts MAX_TIMER_MS)
+EVENTS = ("state", "established", "resumed", "notice", "push", "server_key", "error", "close")
+
+
+def _bad(name: str, expected: str) -> PsimbolsError:
+    return PsimbolsError(ErrorCode.BAD_REQUEST, f'"{name}" expected {expected}')
+
+
+def _seconds(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_SECONDS:  # NaN fails the comparison
+        raise _bad(name, f"a number of seconds in (0, {MAX_SECONDS:g}]")
+    return float(v)
+
+
+def _count(name: str, v: object, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise _bad(name, f"an integer >= {minimum}")
+    return v
+
+
+def _flag(name: str, v: object) -> bool:
+    if not isinstance(v, bool):
+        raise _bad(name, "True or False")
+    return v
+
+
+def _names(name: str, v: object, allowed: Sequence[str], min_items: int) -> list[str]:
+    if not isinstance(v, (list, tuple)) or not min_items <= len(v) <= MAX_LIST_ITEMS or not all(isinstance(x, str) and x in allowed for x in v):
+        raise _bad(name, f"a list of {min_items}..{MAX_LIST_ITEMS} names among {', '.join(allowed)}")
+    return list(v)
 
 
 def _clean(text: str) -> str:
@@ -161,14 +197,22 @@ class Client:
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"url" expected a ws:// or wss:// URL')
         if not isinstance(key, SigningKey):
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"key" expected a SigningKey (see load_key)')
-        pins = None if server_key is None else ([server_key] if isinstance(server_key, str) else list(server_key))
+        pins = None if server_key is None else ([server_key] if isinstance(server_key, str) else list(server_key) if isinstance(server_key, (list, tuple)) else [])
         if pins is not None and (not pins or not all(isinstance(p, str) and FINGERPRINT.match(p) for p in pins)):
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"server_key" expected a fingerprint "SHA256:" + 43 base64 characters, or a non-empty list of them')
+        if not isinstance(kem, str) or kem not in KEM_TYPES:
+            raise _bad("kem", f"one of {', '.join(KEM_TYPES)}")
         if kem == "X-Wing":
-            raise PsimbolsError(ErrorCode.UNSUPPORTED, "X-Wing needs ML-KEM-768, which the installed cryptography does not offer; this client does not fall back to another KEM (PROTOCOL.md §5.3.1)")
-        for name, v in (("request_timeout", request_timeout), ("handshake_timeout", handshake_timeout)):
-            if not isinstance(v, (int, float)) or v <= 0:
-                raise PsimbolsError(ErrorCode.BAD_REQUEST, f'"{name}" expected a number of seconds > 0')
+            raise PsimbolsError(ErrorCode.UNSUPPORTED, "this client does not implement X-Wing (it needs ML-KEM-768); use X25519 or P-256; it never falls back to another KEM on its own (PROTOCOL.md §5.3.1)")
+        types = None if channel_types is None else _names("channel_types", channel_types, list(CHANNEL_TYPE_ALIASES), 1)
+        feats = [F_BINARY] if features is None else _names("features", features, [F_BINARY], 0)
+        for name, v in (("follow_server_key", follow_server_key), ("reconnect", reconnect), ("renew", renew)):
+            _flag(name, v)
+        request_timeout, handshake_timeout = _seconds("request_timeout", request_timeout), _seconds("handshake_timeout", handshake_timeout)
+        backoff_base, backoff_max = _seconds("backoff_base", backoff_base), _seconds("backoff_max", backoff_max)
+        max_in_flight, max_queued = _count("max_in_flight", max_in_flight, 1), _count("max_queued", max_queued, 0)
+        if max_attempts is not None:
+            _count("max_attempts", max_attempts, 0)
         self.url = url
         self._shown_url = re.sub(r"^(wss?://)[^/?#]*@", r"\1…@", url)  # no user:password of the URL in a message
         self._key = key
@@ -176,11 +220,11 @@ class Client:
         if known_servers is not None and not all(callable(getattr(known_servers, m, None)) for m in ("get", "get_next", "set", "set_next")):
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"known_servers" expected an object with get(url), get_next(url), set(url, fingerprint) and set_next(url, fingerprint)')
         self._known = known_servers if known_servers is not None else MemoryKnownServers()
-        self._hello_opts = {"channel_types": list(channel_types) if channel_types else None, "kem": kem}
-        self._features = list(features) if features is not None else [F_BINARY]
+        self._hello_opts = {"channel_types": types, "kem": kem}
+        self._features = feats
         self._follow = follow_server_key
-        self.request_timeout = float(request_timeout)
-        self._handshake_timeout = float(handshake_timeout)
+        self.request_timeout = request_timeout
+        self._handshake_timeout = handshake_timeout
         self._max_queued = max_queued
         self._inflight = asyncio.Semaphore(max_in_flight)
         self._reconnect = reconnect
@@ -228,6 +272,10 @@ class Client:
 
     def on(self, event: str, fn: Callable[..., None]) -> Callable[[], None]:
         """Adds a listener for `state`, `established`, `resumed`, `notice`, `push`, `server_key`, `error` or `close`."""
+        if event not in EVENTS:
+            raise _bad("event", f"one of {', '.join(EVENTS)}")
+        if not callable(fn):
+            raise _bad("fn", "a function")
         self._listeners.setdefault(event, []).append(fn)
         return lambda: self._listeners.get(event, []).remove(fn) if fn in self._listeners.get(event, []) else None
 
@@ -243,7 +291,7 @@ class Client:
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"data" is not JSON-serialisable') from None
         if len(payload) > MAX_INNER_BYTES:
             raise PsimbolsError(ErrorCode.BAD_REQUEST, f"request too large: at most {MAX_INNER_BYTES} bytes of JSON")
-        return await self._submit(op, payload, timeout if timeout is not None else self.request_timeout, internal=False)
+        return await self._submit(op, payload, _seconds("timeout", timeout) if timeout is not None else self.request_timeout, internal=False)
 
     async def renew(self) -> None:
         """A new handshake on the same socket now (or joins the one running)."""
@@ -256,6 +304,8 @@ class Client:
 
     async def move_identity(self, new_key: SigningKey) -> None:
         """Moves the identity to `new_key` in one handshake proving both keys (PROTOCOL.md §5.7)."""
+        if not isinstance(new_key, SigningKey):
+            raise _bad("new_key", "a SigningKey (see load_key)")
         if new_key.fingerprint == self._key.fingerprint:
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"new_key" is the client\'s identity key already')
         conn = self._conn
@@ -797,7 +847,7 @@ class Client:
 
     async def _submit(self, op: str, payload: bytes, timeout: float, internal: bool) -> Any:
         if not internal and self._waiting >= self._max_queued:
-            raise PsimbolsError(ErrorCode.TOO_MANY, f"{self._max_queued} requests already wait for the channel")
+            raise PsimbolsError(ErrorCode.TOO_MANY, f"{self._max_queued} requests are already unanswered (waiting or in flight): max_queued")
         self._waiting += 1
         try:
             async with asyncio.timeout(timeout):  # no extra task per request, unlike wait_for
@@ -950,11 +1000,11 @@ class Client:
 
 async def connect(
     url: str,
-    key: SigningKey | str,
+    key: SigningKey | str | os.PathLike[str],
     *,
     server_key: str | Sequence[str] | None = None,
     known_servers: KnownServers | None = None,
-    known_servers_file: str | bool | None = None,
+    known_servers_file: str | os.PathLike[str] | bool | None = None,
     on_server_key_learnt: Callable[[ServerKeyLearnt], None] | None = None,
     **options: Any,
 ) -> Client:
@@ -969,9 +1019,16 @@ async def connect(
     """
     from .keys import load_key
 
-    k = load_key(key) if isinstance(key, str) else key
+    unknown = sorted(set(options) - set(inspect.signature(Client.__init__).parameters) - {"self", "url", "key"})
+    if unknown:
+        raise _bad(unknown[0], "no such option: see connect()'s options")
+    if known_servers_file is True or not (known_servers_file is None or known_servers_file is False or isinstance(known_servers_file, (str, os.PathLike))):
+        raise _bad("known_servers_file", "a path, or False to keep server keys in memory")
+    if on_server_key_learnt is not None and not callable(on_server_key_learnt):
+        raise _bad("on_server_key_learnt", "a function")
+    k = load_key(key) if isinstance(key, (str, os.PathLike)) else key
     if known_servers is None and server_key is None and known_servers_file is not False:
-        path = known_servers_file if isinstance(known_servers_file, str) else default_known_servers_path()
+        path = os.fspath(known_servers_file) if isinstance(known_servers_file, (str, os.PathLike)) else default_known_servers_path()
         known_servers = FileKnownServers(path, on_server_key_learnt)
     c = Client(url, k, server_key=server_key, known_servers=known_servers, **options)
     c._run_task = asyncio.ensure_future(c._run())

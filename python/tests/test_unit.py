@@ -106,3 +106,48 @@ def test_no_key_material_in_any_error() -> None:
             raise AssertionError("connected")
         except PsimbolsError as e:
             assert body[:16] not in str(e) and "s3cret" not in str(e), str(e)
+
+
+def test_bad_options_and_arguments_are_bad_request_naming_them() -> None:
+    """Never a raw TypeError/ValueError, never a nonsense value accepted (a max_in_flight of 0 made every request time out)."""
+    import asyncio
+    from typing import Any, Callable
+
+    from psimbols import Client, connect, generate
+
+    k = generate()
+    cases: list[tuple[str, Any]] = [
+        ("max_in_flight", 0), ("max_in_flight", -1), ("max_in_flight", "a"), ("max_in_flight", True), ("max_in_flight", 2.5),
+        ("max_queued", -1), ("max_queued", 1.5), ("backoff_base", -1), ("backoff_base", 0), ("backoff_max", float("nan")),
+        ("max_attempts", -1), ("max_attempts", "3"), ("request_timeout", float("inf")), ("handshake_timeout", "x"), ("request_timeout", True),
+        ("reconnect", "yes"), ("renew", 1), ("follow_server_key", "no"), ("features", "binary"), ("features", ["bogus"]), ("features", ["server-key-next"]),
+        ("channel_types", "AES-256-GCM"), ("channel_types", []), ("channel_types", ["DES"]), ("kem", "RSA"), ("kem", None),
+        ("server_key", 123), ("known_servers_file", True), ("known_servers_file", 5), ("on_server_key_learnt", "print"), ("no_such_option", 1),
+    ]
+
+    def bad_request(what: str, f: Callable[[], Any]) -> None:
+        try:
+            f()
+            raise AssertionError(f"{what}: accepted")
+        except PsimbolsError as e:
+            assert e.code == ErrorCode.BAD_REQUEST and f'"{what}"' in e.message, (what, e.code, e.message)
+
+    for name, v in cases:
+        bad_request(name, lambda: asyncio.run(connect("ws://127.0.0.1:1/", k, known_servers_file=False, **{name: v}) if name != "known_servers_file" else connect("ws://127.0.0.1:1/", k, known_servers_file=v)))
+
+    async def on_a_client() -> None:
+        c = Client("ws://127.0.0.1:1/", k)
+        for what, call in (
+            ("timeout", lambda: c.request("echo", 1, timeout="x")),  # type: ignore[arg-type]
+            ("timeout", lambda: c.request("echo", 1, timeout=-1)),
+            ("new_key", lambda: c.move_identity(123)),  # type: ignore[arg-type]
+        ):
+            try:
+                await call()
+                raise AssertionError(f"{what}: accepted")
+            except PsimbolsError as e:
+                assert e.code == ErrorCode.BAD_REQUEST and f'"{what}"' in e.message, (what, e.message)
+        bad_request("event", lambda: c.on("bogus", print))
+        bad_request("fn", lambda: c.on("push", 123))  # type: ignore[arg-type]
+
+    asyncio.run(on_a_client())

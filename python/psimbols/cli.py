@@ -9,10 +9,8 @@ from typing import Any, NoReturn
 
 from .encoding import dumps
 from .errors import ErrorCode, PsimbolsError
-from .keys import ED25519, P256, RSA, generate_key_file, load_key, load_public_key, public_key_path
+from .keys import KEY_TYPE_NAMES, generate_key_file, load_key, load_public_key, public_key_path
 from .known_servers import ServerKeyLearnt, default_known_servers_path
-
-KEY_TYPES = {"ed25519": ED25519, "p256": P256, "rsa": RSA}
 
 HINTS = {
     ErrorCode.SERVER_KEY_MISMATCH: "the server's key differs from the pinned or known one; a rotation announced in advance (`psimbols server-key next`) is followed by clients that connected during it; otherwise, if the key was replaced on purpose, remove its line from the known-servers file",
@@ -46,7 +44,7 @@ def _required(value: str | None, flag: str) -> str:
 def cmd_keygen(o: argparse.Namespace) -> None:
     out = _required(o.out, "-o, --out <file>")
     try:
-        key = generate_key_file(KEY_TYPES[o.type], out, force=o.force, public_file=not o.no_public)
+        key = generate_key_file(o.type, out, force=o.force, public_file=not o.no_public)
     except PsimbolsError as e:
         if " exists; " in e.message and e.hint is None:
             e.hint = "pass --force to overwrite it, or choose another file with -o"
@@ -115,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python3 -m psimbols", description="psimbols client: a key pair and a URL are all a client needs.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     k = sub.add_parser("keygen", help="generate an identity key (PKCS#8 PEM, mode 0600) and print its public key and fingerprint")
-    k.add_argument("--type", choices=list(KEY_TYPES), default="ed25519")
+    k.add_argument("--type", choices=list(KEY_TYPE_NAMES), default="ed25519")
     k.add_argument("-o", "--out", help="where to write the private key (required); the public key goes beside it, k.pem -> k.pub.pem")
     k.add_argument("--no-public", action="store_true", help="do not write the public key file")
     k.add_argument("--force", action="store_true", help="overwrite existing files")

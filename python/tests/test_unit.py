@@ -151,3 +151,29 @@ def test_bad_options_and_arguments_are_bad_request_naming_them() -> None:
         bad_request("fn", lambda: c.on("push", 123))  # type: ignore[arg-type]
 
     asyncio.run(on_a_client())
+
+
+def test_key_type_names_of_the_cli_work_in_the_api_and_generate_key_file_is_as_documented() -> None:
+    """README: generate(type) and generate_key_file(type, path, *, force=False, public_file=False) take `Ed25519` or the CLI's `ed25519`, ..."""
+    from psimbols import generate
+
+    for name, t in (("ed25519", "Ed25519"), ("p256", "ECDSA-P256"), ("ECDSA-P256", "ECDSA-P256"), ("rsa", "RSA"), ("RSA", "RSA")):
+        assert generate(name).public.type == t
+    for bad, code in (("dsa", ErrorCode.UNSUPPORTED), (1, ErrorCode.BAD_REQUEST)):
+        try:
+            generate(bad)  # type: ignore[arg-type]
+            raise AssertionError("accepted")
+        except PsimbolsError as e:
+            assert e.code == code and "ed25519" in e.message, e.message
+    d = temp_dir()
+    path = os.path.join(d, "k.pem")
+    k = generate_key_file("ed25519", path)
+    assert load_key(path).fingerprint == k.fingerprint and not os.path.exists(os.path.join(d, "k.pub.pem")), "public_file defaults to False, as Node's"
+    k2 = generate_key_file("p256", path, force=True, public_file=True)
+    assert load_key(path).fingerprint == k2.fingerprint == load_public_key(os.path.join(d, "k.pub.pem")).fingerprint
+    try:
+        generate_key_file("ed25519", path, force="yes")  # type: ignore[arg-type]
+        raise AssertionError("accepted")
+    except PsimbolsError as e:
+        assert e.code == ErrorCode.BAD_REQUEST and '"force"' in e.message
+    assert load_key(path).fingerprint == k2.fingerprint, "a refused call changes nothing"

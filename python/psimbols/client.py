@@ -164,6 +164,7 @@ class _Conn:
     resume: bytes | None = None
     deadline: asyncio.TimerHandle | None = None
     binary: bool = False
+    unconfirmed: ChannelInfo | None = None  # a resume the server has not yet confirmed with an authenticated frame
     # set by _drop: why the socket is being left, and whether the client stops
     error: PsimbolsError | None = None
     final: bool = False
@@ -772,16 +773,26 @@ class Client:
             conn.deadline = None
         keys = ch.derive_binding(c.key, c.id, nonce, from_b64u(f["nonce"], "nonce"), c.type)
         self._bind(conn, keys, feats)
-        self.stats["resumes"] += 1
         self._attempt = 0
+        conn.unconfirmed = self.channel
         self._set_state("ready")
-        self._emit("resumed", self.channel)
-        # the server activates the binding on its first authenticated request: send one now
+        # The server activates the binding on its first authenticated request: send one now;
+        # its authenticated answer confirms the resume (_confirm_resume), as client/connection.ts.
         if self._waiting == 0:
             asyncio.ensure_future(self._ping())
         if self._renew_due:
             self._renew_due = False
             self._start_handshake(conn, True)
+
+    def _confirm_resume(self, conn: _Conn, b: _Binding) -> None:
+        """A frame authenticated on `b`: if `b` is the binding a resume made, the resume is confirmed (§6.5)."""
+        info = conn.unconfirmed
+        if info is None or b is not conn.current or info.id != b.keys.channel:
+            return
+        conn.unconfirmed = None
+        self.stats["resumes"] += 1
+        log.info("channel resumed")
+        self._emit("resumed", info)
 
     async def _ping(self) -> None:
         try:
@@ -821,6 +832,7 @@ class Client:
         self._renew_due = False
 
     def _channel_lost(self, conn: _Conn, why: str) -> None:
+        conn.unconfirmed = None
         log.info("channel lost (%s); new handshake", why)
         self._drop_channel()
         b = conn.current
@@ -917,6 +929,7 @@ class Client:
             text = ch.open_with(b.keys.s2c_aead, ch.KIND_RESPONSE, f["seq"], f["channel"], f["response"]).decode("utf-8")
         except (PsimbolsError, UnicodeDecodeError):
             return self._emit_error(PsimbolsError(ErrorCode.PROTOCOL, "a response did not authenticate; ignored"))
+        self._confirm_resume(conn, b)
         try:
             inner = decode_inner_response(text)
         except (PsimbolsError, ValueError) as e:
@@ -958,6 +971,7 @@ class Client:
             text = ch.open_with(b.keys.s2c_aead, ch.KIND_PUSH, f["seq"], f["channel"], f["push"]).decode("utf-8")
         except (PsimbolsError, UnicodeDecodeError):
             return self._emit_error(PsimbolsError(ErrorCode.PROTOCOL, "a push did not authenticate; ignored"))
+        self._confirm_resume(conn, b)
         if f["seq"] <= b.last_push:  # checked after authentication: a forged high seq cannot mute real pushes
             return
         b.last_push = f["seq"]

@@ -436,3 +436,53 @@ async def test_a_stalled_broker_gives_timeout_within_handshake_timeout() -> None
             w.close()
         tcp.close()
         wss.close()
+
+
+async def test_resumed_is_emitted_only_once_the_server_confirmed_the_resume() -> None:
+    """§6.5: a `resumed` frame is not authenticated; the event (and stats) wait for an authenticated frame on the new binding, as the Node client."""
+    import websockets.client
+    import websockets.server
+
+    b = await start_broker(["--hellos-per-address", "1000"])
+    forge = False
+    downstream: list[object] = []
+
+    async def relay(ws: websockets.server.WebSocketServerProtocol) -> None:
+        downstream.append(ws)
+        async with websockets.client.connect(b.url, compression=None) as up:
+            async def down() -> None:
+                async for m in up:
+                    await ws.send(m)
+
+            t = asyncio.ensure_future(down())
+            try:
+                async for m in ws:
+                    if forge:
+                        f = json.loads(m) if isinstance(m, str) else {}
+                        if f.get("type") == "resume":  # answer as a forger would: no channel key, no authenticated frame after
+                            await ws.send(json.dumps({"type": "resumed", "source": "forged", "channel": f["channel"], "nonce": base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()}))
+                        continue
+                    await up.send(m)
+            finally:
+                t.cancel()
+
+    srv = await websockets.server.serve(relay, "127.0.0.1", 0, compression=None)
+    port = list(srv.sockets)[0].getsockname()[1]
+    try:
+        c = await connect(f"ws://127.0.0.1:{port}/", generate(), server_key=b.fingerprint, backoff_base=0.05, backoff_max=0.1, request_timeout=1)
+        resumed: list[str] = []
+        c.on("resumed", lambda info: resumed.append(info.id))
+        assert await c.request("echo", 1) == 1
+        forge = True
+        await downstream[-1].close(1001)  # type: ignore[attr-defined]
+        await eventually(lambda: len(downstream) == 2 and c.state == "ready", what="the forged resume")
+        await asyncio.sleep(1.5)
+        assert resumed == [] and c.stats["resumes"] == 0, (resumed, c.stats)
+        forge = False
+        await downstream[-1].close(1001)  # type: ignore[attr-defined]
+        await eventually(lambda: resumed, what="the real resume")
+        assert resumed == [c.channel.id] and c.stats["resumes"] == 1 and await c.request("echo", 2) == 2  # type: ignore[union-attr]
+        await c.close()
+    finally:
+        srv.close()
+        b.stop()

@@ -48,7 +48,6 @@ from .known_servers import FINGERPRINT, FileKnownServers, KnownServers, MemoryKn
 log = logging.getLogger("psimbols")
 log.addHandler(logging.NullHandler())  # the application decides where diagnostics go
 
-RENEW_AT = (0.6, 0.7)
 RENEW_SEQ_MARGIN = 2**16
 RESUME_NONCE_BYTES = 32
 CLOSE_REQUEST_TIMEOUT = 5.0
@@ -94,6 +93,16 @@ def _names(name: str, v: object, allowed: Sequence[str], min_items: int) -> list
     if not isinstance(v, (list, tuple)) or not min_items <= len(v) <= MAX_LIST_ITEMS or not all(isinstance(x, str) and x in allowed for x in v):
         raise _bad(name, f"a list of {min_items}..{MAX_LIST_ITEMS} names among {', '.join(allowed)}")
     return list(v)
+
+
+def renew_delay(ttl: float, rnd: float) -> float:
+    """PROTOCOL.md §8.3: renew `ttl × 2/3 × (1 − j)` seconds after the grant, `j` = 0.1 · rnd uniform in [0, 0.1]."""
+    return ttl * 2 / 3 * (1 - 0.1 * rnd)
+
+
+def renew_retry_delay(attempt: int, rnd: float) -> float:
+    """§8.3: a renewal that failed while the channel serves is retried 1 s plus full jitter of up to 1 s · 2^attempt (at most 60 s) later (client/backoff.ts `renewRetryDelay`)."""
+    return 1.0 + backoff_delay(attempt, rnd, 1.0, 60.0)
 
 
 def _clean(text: str) -> str:
@@ -706,7 +715,7 @@ class Client:
             return self._drop(conn, 4000 if e.code == ErrorCode.PROTOCOL else 1000, e, final=True)
         self._emit_error(e)
         conn.gated = False
-        delay = backoff_delay(self._renew_attempt, random.random(), *self._backoff)
+        delay = renew_retry_delay(self._renew_attempt, random.random())
         self._renew_attempt += 1
         if conn.current is not None and not h.challenged:
             self._set_state("ready")
@@ -730,7 +739,7 @@ class Client:
         self._renew_timer = None
         self._renew_due = False
         if self._renew_enabled:
-            self._renew_at(ttl * random.uniform(*RENEW_AT))
+            self._renew_at(renew_delay(ttl, random.random()))
 
     def _renew_at(self, delay: float) -> None:
         if self._renew_timer:

@@ -177,3 +177,22 @@ def test_key_type_names_of_the_cli_work_in_the_api_and_generate_key_file_is_as_d
     except PsimbolsError as e:
         assert e.code == ErrorCode.BAD_REQUEST and '"force"' in e.message
     assert load_key(path).fingerprint == k2.fingerprint, "a refused call changes nothing"
+
+
+def test_renewal_times_are_those_of_protocol_8_3() -> None:
+    """Renew at ttl × 2/3 × (1 − j), j in [0, 0.1] (never past 2/3 of the life); a failed renewal retried 1 s + jitter later, never in a burst."""
+    from psimbols.client import renew_delay, renew_retry_delay
+
+    assert renew_delay(90, 0.0) == 60.0 and 54.0 <= renew_delay(90, 0.9999) < 60.0
+    assert renew_retry_delay(0, 0.0) == 1.0 and renew_retry_delay(0, 0.9999) < 2.0
+    assert 1.0 <= renew_retry_delay(30, 0.0) and renew_retry_delay(30, 0.9999) < 61.0
+
+
+def test_the_vector_runner_without_a_folder_says_how_to_call_it() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..")}
+    for args in ([], [os.path.join(temp_dir(), "nope")]):
+        r = subprocess.run([sys.executable, "-m", "psimbols.vectors", *args], cwd=temp_dir(), env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.startswith("error: ") and "hint: python3 -m psimbols.vectors FOLDER" in r.stderr, r.stderr

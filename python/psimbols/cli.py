@@ -126,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--key", help="identity key (PKCS#8 PEM; required)")
     c.add_argument("--server-key", help="pin the server key (otherwise trust on first use, kept in the known-servers file)")
     c.add_argument("--known-servers", help="known-servers file")
-    c.add_argument("--timeout", type=int, default=10_000, help="request timeout in ms")
+    c.add_argument("--timeout", type=int, default=10_000, help="timeout of the request in ms (the request only: connecting has its own 30 s)")
     c.add_argument("--kem", choices=["X25519", "P-256", "X-Wing"], default="X25519", help="ephemeral KEM of the handshake")
     return p
 

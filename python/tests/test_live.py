@@ -402,7 +402,17 @@ async def test_a_known_servers_store_that_raises_fails_connect_with_unavailable(
         def set_next(self, url: str, fingerprint: str) -> None:
             pass
 
+    class Unwritable(Broken):
+        def get(self, url: str) -> str | None:
+            return None
+
+        def set(self, url: str, fingerprint: str) -> None:
+            raise OSError("read-only")
+
     try:
+        c = await connect(b.url, generate(), known_servers=Unwritable(), handshake_timeout=5, reconnect=False)
+        assert await c.request("echo", 1) == 1, "a store that cannot record the key does not fail the channel"
+        await c.close()
         t0 = time.monotonic()
         e = await refused(connect(b.url, generate(), known_servers=Broken(), handshake_timeout=5, reconnect=False), ErrorCode.UNAVAILABLE)
         assert time.monotonic() - t0 < 2.5 and "RuntimeError" in e.message, e.message
@@ -485,4 +495,18 @@ async def test_resumed_is_emitted_only_once_the_server_confirmed_the_resume() ->
         await c.close()
     finally:
         srv.close()
+        b.stop()
+
+
+async def test_max_queued_counts_the_requests_in_flight() -> None:
+    """README: max_queued is the number of requests not yet answered, those on the wire included."""
+    b = await start_broker(["--hellos-per-address", "1000"])
+    try:
+        c = await connect(b.url, generate(), server_key=b.fingerprint, max_in_flight=1, max_queued=2, reconnect=False)
+        first, second = asyncio.ensure_future(c.request("echo", 1)), asyncio.ensure_future(c.request("echo", 2))
+        await asyncio.sleep(0)
+        await refused(c.request("echo", 3), ErrorCode.TOO_MANY)
+        assert await asyncio.gather(first, second) == [1, 2] and await c.request("echo", 4) == 4
+        await c.close()
+    finally:
         b.stop()

@@ -21,6 +21,7 @@ def test_known_servers_file_format_and_next() -> None:
     a, b = "SHA256:" + "A" * 43, "SHA256:" + "B" * 43
     assert ks.get("ws://x/") is None
     ks.set("ws://x/", a)
+    assert ks.get("ws://x") is None and ks.get("WS://x/") is None, "a URL is matched exactly, without normalisation"
     ks.set("ws://x/", a)  # no second line, no second report
     assert learnt == [a]
     assert open(path).read() == f"ws://x/ {a}\n"

@@ -90,7 +90,7 @@ async def _call(o: argparse.Namespace) -> None:
         )
     except PsimbolsError as e:
         if e.code == ErrorCode.UNSUPPORTED and o.kem == "X-Wing":
-            e.hint = "this client has no X-Wing (it needs ML-KEM-768, which the installed cryptography does not offer); use --kem X25519 or P-256, or the Node CLI for X-Wing"
+            e.hint = "this client has no X-Wing: it does not implement it, whatever cryptography is installed; use --kem X25519 or P-256, or the Node CLI for X-Wing"
         if e.code == ErrorCode.UNAVAILABLE and e.message.startswith(KNOWN_SERVERS_UNREADABLE):
             e.hint = f"fix or remove {known} (one `<url> SHA256:<fingerprint>` a line); this is a local file, not the broker"
         if e.code == ErrorCode.SERVER_KEY_MISMATCH:

@@ -5,7 +5,8 @@
  * (server/api/tokens.ts).
  */
 import type { Command } from "commander";
-import { join } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { defaultDataDir } from "../server/config.js";
 import { ALL_SCOPES, DEFAULT_SCOPES, FileTokenStore, RedisTokenStore, type TokenStore, isTokenId, newToken, parseScopes, scopesOf } from "../server/api/tokens.js";
@@ -43,6 +44,7 @@ export function apiTokenCommands(p: Command): void {
         }
       }
       const { token, entry } = newToken(o.comment, scopes);
+      if (!o.redis) await mkdir(dirname(o.file), { recursive: true, mode: 0o700 }); // as keygen: a new folder holds secrets' hashes
       await withStore(o, (s) => s.add(entry));
       console.error(`created token ${entry.id} (scopes ${scopes.join(",")}) in ${o.redis ? "redis" : o.file}; it is shown once, keep it now:`);
       console.log(token);

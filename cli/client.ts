@@ -73,6 +73,10 @@ export function clientCommands(p: Command): void {
           renew: false,
         });
       } catch (e) {
+        // The known-servers file is local: its failure is not the broker's store being down (cli/main.ts's generic hint).
+        if (e instanceof PsimbolsError && e.code === ErrorCode.unavailable && e.message.startsWith("the known-servers store could not be read")) {
+          throw withHint(e, `fix or remove ${knownServersFile} (one \`<url> SHA256:<fingerprint>\` a line); this is a local file, not the broker`);
+        }
         if (e instanceof PsimbolsError && e.code === ErrorCode.serverKeyMismatch) {
           throw withHint(
             e,

@@ -9,10 +9,8 @@ from typing import Any, NoReturn
 
 from .encoding import dumps
 from .errors import ErrorCode, PsimbolsError
-from .keys import ED25519, P256, RSA, generate_key_file, load_key, load_public_key, public_key_path
+from .keys import KEY_TYPE_NAMES, generate_key_file, load_key, load_public_key, public_key_path
 from .known_servers import ServerKeyLearnt, default_known_servers_path
-
-KEY_TYPES = {"ed25519": ED25519, "p256": P256, "rsa": RSA}
 
 HINTS = {
     ErrorCode.SERVER_KEY_MISMATCH: "the server's key differs from the pinned or known one; a rotation announced in advance (`psimbols server-key next`) is followed by clients that connected during it; otherwise, if the key was replaced on purpose, remove its line from the known-servers file",
@@ -46,7 +44,7 @@ def _required(value: str | None, flag: str) -> str:
 def cmd_keygen(o: argparse.Namespace) -> None:
     out = _required(o.out, "-o, --out <file>")
     try:
-        key = generate_key_file(KEY_TYPES[o.type], out, force=o.force, public_file=not o.no_public)
+        key = generate_key_file(o.type, out, force=o.force, public_file=not o.no_public)
     except PsimbolsError as e:
         if " exists; " in e.message and e.hint is None:
             e.hint = "pass --force to overwrite it, or choose another file with -o"
@@ -71,7 +69,7 @@ def _load_identity(file: str, flag: str):  # type: ignore[no-untyped-def]
 
 
 async def _call(o: argparse.Namespace) -> None:
-    from .client import connect
+    from .client import KNOWN_SERVERS_UNREADABLE, connect
 
     key_file = _required(o.key, "--key <file>")
     try:
@@ -92,7 +90,9 @@ async def _call(o: argparse.Namespace) -> None:
         )
     except PsimbolsError as e:
         if e.code == ErrorCode.UNSUPPORTED and o.kem == "X-Wing":
-            e.hint = "this client has no X-Wing (it needs ML-KEM-768, which the installed cryptography does not offer); use --kem X25519 or P-256, or the Node CLI for X-Wing"
+            e.hint = "this client has no X-Wing: it does not implement it, whatever cryptography is installed; use --kem X25519 or P-256, or the Node CLI for X-Wing"
+        if e.code == ErrorCode.UNAVAILABLE and e.message.startswith(KNOWN_SERVERS_UNREADABLE):
+            e.hint = f"fix or remove {known} (one `<url> SHA256:<fingerprint>` a line); this is a local file, not the broker"
         if e.code == ErrorCode.SERVER_KEY_MISMATCH:
             e.hint = (
                 "the server's key is not the one --server-key pins: check the fingerprint the broker printed (also at GET /.well-known/psimbols)"
@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python3 -m psimbols", description="psimbols client: a key pair and a URL are all a client needs.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     k = sub.add_parser("keygen", help="generate an identity key (PKCS#8 PEM, mode 0600) and print its public key and fingerprint")
-    k.add_argument("--type", choices=list(KEY_TYPES), default="ed25519")
+    k.add_argument("--type", choices=list(KEY_TYPE_NAMES), default="ed25519")
     k.add_argument("-o", "--out", help="where to write the private key (required); the public key goes beside it, k.pem -> k.pub.pem")
     k.add_argument("--no-public", action="store_true", help="do not write the public key file")
     k.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -126,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--key", help="identity key (PKCS#8 PEM; required)")
     c.add_argument("--server-key", help="pin the server key (otherwise trust on first use, kept in the known-servers file)")
     c.add_argument("--known-servers", help="known-servers file")
-    c.add_argument("--timeout", type=int, default=10_000, help="request timeout in ms")
+    c.add_argument("--timeout", type=int, default=10_000, help="timeout of the request in ms (the request only: connecting has its own 30 s)")
     c.add_argument("--kem", choices=["X25519", "P-256", "X-Wing"], default="X25519", help="ephemeral KEM of the handshake")
     return p
 

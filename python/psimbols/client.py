@@ -12,9 +12,11 @@ the socket drops fail with `connection_lost`: retry only idempotent ones.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -27,6 +29,9 @@ from . import handshake as hs
 from .encoding import b64u, dumps, from_b64u, loads
 from .errors import ErrorCode, PsimbolsError, as_protocol, close_reason, is_terminal_close, wire_error_code
 from .frames import (
+    CHANNEL_TYPE_ALIASES,
+    KEM_TYPES,
+    MAX_LIST_ITEMS,
     F_BINARY,
     F_SERVER_KEY_NEXT,
     MAX_FRAME_BYTES,
@@ -43,19 +48,61 @@ from .known_servers import FINGERPRINT, FileKnownServers, KnownServers, MemoryKn
 log = logging.getLogger("psimbols")
 log.addHandler(logging.NullHandler())  # the application decides where diagnostics go
 
-RENEW_AT = (0.6, 0.7)
 RENEW_SEQ_MARGIN = 2**16
 RESUME_NONCE_BYTES = 32
 CLOSE_REQUEST_TIMEOUT = 5.0
 MAX_HANDSHAKE_REFUSALS = 5
 TERMINAL_ERRORS = {ErrorCode.SERVER_KEY_MISMATCH, ErrorCode.PROTOCOL, ErrorCode.UNSUPPORTED, ErrorCode.FORBIDDEN}
 
+KNOWN_SERVERS_UNREADABLE = "the known-servers store could not be read"
 STATES = ("connecting", "handshaking", "ready", "renewing", "reconnecting", "closed")
 
 
 def backoff_delay(attempt: int, rnd: float, base: float = 0.25, cap: float = 30.0) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)) seconds."""
     return float(rnd * min(cap, base * float(2 ** min(attempt, 62))))
+
+
+MAX_SECONDS = 2_147_483.647  # the Node client's limit of a timer (client/connection.ts MAX_TIMER_MS)
+EVENTS = ("state", "established", "resumed", "notice", "push", "server_key", "error", "close")
+
+
+def _bad(name: str, expected: str) -> PsimbolsError:
+    return PsimbolsError(ErrorCode.BAD_REQUEST, f'"{name}" expected {expected}')
+
+
+def _seconds(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_SECONDS:  # NaN fails the comparison
+        raise _bad(name, f"a number of seconds in (0, {MAX_SECONDS:g}]")
+    return float(v)
+
+
+def _count(name: str, v: object, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise _bad(name, f"an integer >= {minimum}")
+    return v
+
+
+def _flag(name: str, v: object) -> bool:
+    if not isinstance(v, bool):
+        raise _bad(name, "True or False")
+    return v
+
+
+def _names(name: str, v: object, allowed: Sequence[str], min_items: int) -> list[str]:
+    if not isinstance(v, (list, tuple)) or not min_items <= len(v) <= MAX_LIST_ITEMS or not all(isinstance(x, str) and x in allowed for x in v):
+        raise _bad(name, f"a list of {min_items}..{MAX_LIST_ITEMS} names among {', '.join(allowed)}")
+    return list(v)
+
+
+def renew_delay(ttl: float, rnd: float) -> float:
+    """PROTOCOL.md §8.3: renew `ttl × 2/3 × (1 − j)` seconds after the grant, `j` = 0.1 · rnd uniform in [0, 0.1]."""
+    return ttl * 2 / 3 * (1 - 0.1 * rnd)
+
+
+def renew_retry_delay(attempt: int, rnd: float) -> float:
+    """§8.3: a renewal that failed while the channel serves is retried 1 s plus full jitter of up to 1 s · 2^attempt (at most 60 s) later (client/backoff.ts `renewRetryDelay`)."""
+    return 1.0 + backoff_delay(attempt, rnd, 1.0, 60.0)
 
 
 def _clean(text: str) -> str:
@@ -126,6 +173,7 @@ class _Conn:
     resume: bytes | None = None
     deadline: asyncio.TimerHandle | None = None
     binary: bool = False
+    unconfirmed: ChannelInfo | None = None  # a resume the server has not yet confirmed with an authenticated frame
     # set by _drop: why the socket is being left, and whether the client stops
     error: PsimbolsError | None = None
     final: bool = False
@@ -159,23 +207,34 @@ class Client:
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"url" expected a ws:// or wss:// URL')
         if not isinstance(key, SigningKey):
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"key" expected a SigningKey (see load_key)')
-        pins = None if server_key is None else ([server_key] if isinstance(server_key, str) else list(server_key))
+        pins = None if server_key is None else ([server_key] if isinstance(server_key, str) else list(server_key) if isinstance(server_key, (list, tuple)) else [])
         if pins is not None and (not pins or not all(isinstance(p, str) and FINGERPRINT.match(p) for p in pins)):
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"server_key" expected a fingerprint "SHA256:" + 43 base64 characters, or a non-empty list of them')
+        if not isinstance(kem, str) or kem not in KEM_TYPES:
+            raise _bad("kem", f"one of {', '.join(KEM_TYPES)}")
         if kem == "X-Wing":
-            raise PsimbolsError(ErrorCode.UNSUPPORTED, "X-Wing needs ML-KEM-768, which the installed cryptography does not offer; this client does not fall back to another KEM (PROTOCOL.md §5.3.1)")
-        for name, v in (("request_timeout", request_timeout), ("handshake_timeout", handshake_timeout)):
-            if not isinstance(v, (int, float)) or v <= 0:
-                raise PsimbolsError(ErrorCode.BAD_REQUEST, f'"{name}" expected a number of seconds > 0')
+            raise PsimbolsError(ErrorCode.UNSUPPORTED, "this client does not implement X-Wing (it needs ML-KEM-768); use X25519 or P-256; it never falls back to another KEM on its own (PROTOCOL.md §5.3.1)")
+        types = None if channel_types is None else _names("channel_types", channel_types, list(CHANNEL_TYPE_ALIASES), 1)
+        feats = [F_BINARY] if features is None else _names("features", features, [F_BINARY], 0)
+        for name, v in (("follow_server_key", follow_server_key), ("reconnect", reconnect), ("renew", renew)):
+            _flag(name, v)
+        request_timeout, handshake_timeout = _seconds("request_timeout", request_timeout), _seconds("handshake_timeout", handshake_timeout)
+        backoff_base, backoff_max = _seconds("backoff_base", backoff_base), _seconds("backoff_max", backoff_max)
+        max_in_flight, max_queued = _count("max_in_flight", max_in_flight, 1), _count("max_queued", max_queued, 0)
+        if max_attempts is not None:
+            _count("max_attempts", max_attempts, 0)
         self.url = url
+        self._shown_url = re.sub(r"^(wss?://)[^/?#]*@", r"\1…@", url)  # no user:password of the URL in a message
         self._key = key
         self._pins = pins
+        if known_servers is not None and not all(callable(getattr(known_servers, m, None)) for m in ("get", "get_next", "set", "set_next")):
+            raise PsimbolsError(ErrorCode.BAD_REQUEST, '"known_servers" expected an object with get(url), get_next(url), set(url, fingerprint) and set_next(url, fingerprint)')
         self._known = known_servers if known_servers is not None else MemoryKnownServers()
-        self._hello_opts = {"channel_types": list(channel_types) if channel_types else None, "kem": kem}
-        self._features = list(features) if features is not None else [F_BINARY]
+        self._hello_opts = {"channel_types": types, "kem": kem}
+        self._features = feats
         self._follow = follow_server_key
-        self.request_timeout = float(request_timeout)
-        self._handshake_timeout = float(handshake_timeout)
+        self.request_timeout = request_timeout
+        self._handshake_timeout = handshake_timeout
         self._max_queued = max_queued
         self._inflight = asyncio.Semaphore(max_in_flight)
         self._reconnect = reconnect
@@ -223,6 +282,10 @@ class Client:
 
     def on(self, event: str, fn: Callable[..., None]) -> Callable[[], None]:
         """Adds a listener for `state`, `established`, `resumed`, `notice`, `push`, `server_key`, `error` or `close`."""
+        if event not in EVENTS:
+            raise _bad("event", f"one of {', '.join(EVENTS)}")
+        if not callable(fn):
+            raise _bad("fn", "a function")
         self._listeners.setdefault(event, []).append(fn)
         return lambda: self._listeners.get(event, []).remove(fn) if fn in self._listeners.get(event, []) else None
 
@@ -238,7 +301,7 @@ class Client:
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"data" is not JSON-serialisable') from None
         if len(payload) > MAX_INNER_BYTES:
             raise PsimbolsError(ErrorCode.BAD_REQUEST, f"request too large: at most {MAX_INNER_BYTES} bytes of JSON")
-        return await self._submit(op, payload, timeout if timeout is not None else self.request_timeout, internal=False)
+        return await self._submit(op, payload, _seconds("timeout", timeout) if timeout is not None else self.request_timeout, internal=False)
 
     async def renew(self) -> None:
         """A new handshake on the same socket now (or joins the one running)."""
@@ -251,6 +314,8 @@ class Client:
 
     async def move_identity(self, new_key: SigningKey) -> None:
         """Moves the identity to `new_key` in one handshake proving both keys (PROTOCOL.md §5.7)."""
+        if not isinstance(new_key, SigningKey):
+            raise _bad("new_key", "a SigningKey (see load_key)")
         if new_key.fingerprint == self._key.fingerprint:
             raise PsimbolsError(ErrorCode.BAD_REQUEST, '"new_key" is the client\'s identity key already')
         conn = self._conn
@@ -309,6 +374,27 @@ class Client:
     # ---------------------------------------------------------------- socket life
 
     async def _run(self) -> None:
+        """The connection task: whatever fails in it ends the client with a PsimbolsError, so connect() and every request settle."""
+        try:
+            await self._run_sockets()
+        except asyncio.CancelledError:
+            raise
+        except Exception as cause:
+            log.debug("internal error in the connection task", exc_info=True)
+            self._abort(PsimbolsError(ErrorCode.INTERNAL, f"the client failed ({type(cause).__name__})"), "client error")
+
+    def _abort(self, e: PsimbolsError, reason: str) -> None:
+        """Ends the client at once with `e`: the socket is left, pending requests and connect() fail."""
+        conn = self._conn
+        if conn is not None:
+            self._drop(conn, 1000, e, final=True)
+            self._teardown(conn)
+        self._finalise(1006, reason, e)
+        task = self._run_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _run_sockets(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._close_called and self._state != "closed":
             try:
@@ -319,7 +405,11 @@ class Client:
             except asyncio.CancelledError:
                 raise
             except Exception as cause:
-                e = PsimbolsError(ErrorCode.CONNECTION_LOST, f"cannot open a WebSocket to {self.url} ({type(cause).__name__})")
+                e = (
+                    PsimbolsError(ErrorCode.TIMEOUT, "no answer from the server while opening the WebSocket")
+                    if isinstance(cause, TimeoutError)
+                    else PsimbolsError(ErrorCode.CONNECTION_LOST, f"cannot open a WebSocket to {self._shown_url} ({type(cause).__name__})")
+                )
                 if not self._ever_ready or not self._reconnect:
                     return self._finalise(1006, "connect failed", e)
                 self._emit_error(e)
@@ -339,7 +429,11 @@ class Client:
                 async for msg in ws:
                     if not conn.alive:
                         break
-                    await self._on_message(conn, msg)
+                    try:
+                        await self._on_message(conn, msg)
+                    except Exception as cause:  # a bug or a store's failure: it reaches connect() and the requests, as Node's #inbound
+                        log.debug("internal error while processing a frame", exc_info=True)
+                        self._drop(conn, 4000, as_protocol(cause, "internal error while processing a frame"))
             except ConnectionClosed:
                 pass
             except asyncio.CancelledError:
@@ -490,10 +584,10 @@ class Client:
 
         def mismatch(expected: str, where: str) -> PsimbolsError:
             if got == self._retired:
-                return PsimbolsError(ErrorCode.UNAVAILABLE, f"the server at {self.url} presented the server key this client rotated away from ({got}); not connecting to it")
+                return PsimbolsError(ErrorCode.UNAVAILABLE, f"the server at {self._shown_url} presented the server key this client rotated away from ({got}); not connecting to it")
             return PsimbolsError(
                 ErrorCode.SERVER_KEY_MISMATCH,
-                f"SERVER KEY MISMATCH for {self.url}: expected {expected} ({where}), but the server presented {got}. "
+                f"SERVER KEY MISMATCH for {self._shown_url}: expected {expected} ({where}), but the server presented {got}. "
                 f"Someone may be intercepting the connection, or the server key was replaced. Not connecting; if the new key is legitimate, update {where}.",
             )
 
@@ -505,10 +599,9 @@ class Client:
             try:
                 known = self._known.get(self.url)
                 known_next = self._known.get_next(self.url) if self._follow else None
-            except PsimbolsError as e:
-                if e.code == ErrorCode.BAD_REQUEST:
-                    raise
-                raise PsimbolsError(ErrorCode.UNAVAILABLE, "the known-servers store could not be read") from None
+            except Exception as cause:  # whatever the store raises, as client/connection.ts: `unavailable`
+                detail = cause.message if isinstance(cause, PsimbolsError) else type(cause).__name__
+                raise PsimbolsError(ErrorCode.UNAVAILABLE, f"{KNOWN_SERVERS_UNREADABLE} ({detail})") from cause
             if known is not None and got not in (known, known_next, nxt):
                 raise mismatch(known, "the known-servers store")
             if self._pinned is not None and got not in (self._pinned, nxt, known_next):
@@ -578,8 +671,9 @@ class Client:
                     self._known.set(self.url, server_key)
                 if next_key is not None and next_key.fingerprint != h.known_next:
                     self._known.set_next(self.url, next_key.fingerprint)
-            except (PsimbolsError, OSError):
-                self._emit_error(PsimbolsError(ErrorCode.UNAVAILABLE, "the known-servers store could not be written"))
+            except Exception as cause:  # the channel is established: the store's failure is reported, not fatal
+                detail = cause.message if isinstance(cause, PsimbolsError) else type(cause).__name__
+                self._emit_error(PsimbolsError(ErrorCode.UNAVAILABLE, f"the known-servers store could not be written ({detail})"))
         if rotated or announced:
             self._emit("server_key", {"url": self.url, "current": server_key, "rotated": rotated, "next": next_key.fingerprint if next_key else None, "not_before": next_key.not_before if next_key else None, "previous": previous if rotated else None})
         self._drop_channel()
@@ -621,7 +715,7 @@ class Client:
             return self._drop(conn, 4000 if e.code == ErrorCode.PROTOCOL else 1000, e, final=True)
         self._emit_error(e)
         conn.gated = False
-        delay = backoff_delay(self._renew_attempt, random.random(), *self._backoff)
+        delay = renew_retry_delay(self._renew_attempt, random.random())
         self._renew_attempt += 1
         if conn.current is not None and not h.challenged:
             self._set_state("ready")
@@ -645,7 +739,7 @@ class Client:
         self._renew_timer = None
         self._renew_due = False
         if self._renew_enabled:
-            self._renew_at(ttl * random.uniform(*RENEW_AT))
+            self._renew_at(renew_delay(ttl, random.random()))
 
     def _renew_at(self, delay: float) -> None:
         if self._renew_timer:
@@ -688,16 +782,26 @@ class Client:
             conn.deadline = None
         keys = ch.derive_binding(c.key, c.id, nonce, from_b64u(f["nonce"], "nonce"), c.type)
         self._bind(conn, keys, feats)
-        self.stats["resumes"] += 1
         self._attempt = 0
+        conn.unconfirmed = self.channel
         self._set_state("ready")
-        self._emit("resumed", self.channel)
-        # the server activates the binding on its first authenticated request: send one now
+        # The server activates the binding on its first authenticated request: send one now;
+        # its authenticated answer confirms the resume (_confirm_resume), as client/connection.ts.
         if self._waiting == 0:
             asyncio.ensure_future(self._ping())
         if self._renew_due:
             self._renew_due = False
             self._start_handshake(conn, True)
+
+    def _confirm_resume(self, conn: _Conn, b: _Binding) -> None:
+        """A frame authenticated on `b`: if `b` is the binding a resume made, the resume is confirmed (§6.5)."""
+        info = conn.unconfirmed
+        if info is None or b is not conn.current or info.id != b.keys.channel:
+            return
+        conn.unconfirmed = None
+        self.stats["resumes"] += 1
+        log.info("channel resumed")
+        self._emit("resumed", info)
 
     async def _ping(self) -> None:
         try:
@@ -737,6 +841,7 @@ class Client:
         self._renew_due = False
 
     def _channel_lost(self, conn: _Conn, why: str) -> None:
+        conn.unconfirmed = None
         log.info("channel lost (%s); new handshake", why)
         self._drop_channel()
         b = conn.current
@@ -763,7 +868,7 @@ class Client:
 
     async def _submit(self, op: str, payload: bytes, timeout: float, internal: bool) -> Any:
         if not internal and self._waiting >= self._max_queued:
-            raise PsimbolsError(ErrorCode.TOO_MANY, f"{self._max_queued} requests already wait for the channel")
+            raise PsimbolsError(ErrorCode.TOO_MANY, f"{self._max_queued} requests are already unanswered (waiting or in flight): max_queued")
         self._waiting += 1
         try:
             async with asyncio.timeout(timeout):  # no extra task per request, unlike wait_for
@@ -833,6 +938,7 @@ class Client:
             text = ch.open_with(b.keys.s2c_aead, ch.KIND_RESPONSE, f["seq"], f["channel"], f["response"]).decode("utf-8")
         except (PsimbolsError, UnicodeDecodeError):
             return self._emit_error(PsimbolsError(ErrorCode.PROTOCOL, "a response did not authenticate; ignored"))
+        self._confirm_resume(conn, b)
         try:
             inner = decode_inner_response(text)
         except (PsimbolsError, ValueError) as e:
@@ -874,6 +980,7 @@ class Client:
             text = ch.open_with(b.keys.s2c_aead, ch.KIND_PUSH, f["seq"], f["channel"], f["push"]).decode("utf-8")
         except (PsimbolsError, UnicodeDecodeError):
             return self._emit_error(PsimbolsError(ErrorCode.PROTOCOL, "a push did not authenticate; ignored"))
+        self._confirm_resume(conn, b)
         if f["seq"] <= b.last_push:  # checked after authentication: a forged high seq cannot mute real pushes
             return
         b.last_push = f["seq"]
@@ -916,11 +1023,11 @@ class Client:
 
 async def connect(
     url: str,
-    key: SigningKey | str,
+    key: SigningKey | str | os.PathLike[str],
     *,
     server_key: str | Sequence[str] | None = None,
     known_servers: KnownServers | None = None,
-    known_servers_file: str | bool | None = None,
+    known_servers_file: str | os.PathLike[str] | bool | None = None,
     on_server_key_learnt: Callable[[ServerKeyLearnt], None] | None = None,
     **options: Any,
 ) -> Client:
@@ -935,14 +1042,25 @@ async def connect(
     """
     from .keys import load_key
 
-    k = load_key(key) if isinstance(key, str) else key
+    unknown = sorted(set(options) - set(inspect.signature(Client.__init__).parameters) - {"self", "url", "key"})
+    if unknown:
+        raise _bad(unknown[0], "no such option: see connect()'s options")
+    if known_servers_file is True or not (known_servers_file is None or known_servers_file is False or isinstance(known_servers_file, (str, os.PathLike))):
+        raise _bad("known_servers_file", "a path, or False to keep server keys in memory")
+    if on_server_key_learnt is not None and not callable(on_server_key_learnt):
+        raise _bad("on_server_key_learnt", "a function")
+    k = load_key(key) if isinstance(key, (str, os.PathLike)) else key
     if known_servers is None and server_key is None and known_servers_file is not False:
-        path = known_servers_file if isinstance(known_servers_file, str) else default_known_servers_path()
+        path = os.fspath(known_servers_file) if isinstance(known_servers_file, (str, os.PathLike)) else default_known_servers_path()
         known_servers = FileKnownServers(path, on_server_key_learnt)
     c = Client(url, k, server_key=server_key, known_servers=known_servers, **options)
     c._run_task = asyncio.ensure_future(c._run())
     try:
-        await c._ready
+        # handshake_timeout bounds connect() as a whole: the WebSocket's opening and the handshake
+        await asyncio.wait({c._ready}, timeout=c._handshake_timeout)
+        if not c._ready.done():
+            c._abort(PsimbolsError(ErrorCode.TIMEOUT, f"no channel within handshake_timeout ({c._handshake_timeout:g} s): the server did not answer ({c.state})"), "handshake timeout")
+        c._ready.result()
     except BaseException:
         if not c._run_task.done():
             c._run_task.cancel()

@@ -166,7 +166,7 @@ def generate_key_pair(kem: str) -> KemKeyPair:
         return KemKeyPair(kem, x25519.X25519PrivateKey.generate())
     if kem == "P-256":
         return KemKeyPair(kem, ec.generate_private_key(ec.SECP256R1()))
-    raise PsimbolsError(ErrorCode.UNSUPPORTED, f"kem {kem} is not available in this client: X-Wing needs ML-KEM-768, which the installed cryptography does not offer")
+    raise PsimbolsError(ErrorCode.UNSUPPORTED, f"kem {kem} is not available in this client: it does not implement X-Wing (which needs ML-KEM-768)")
 
 
 def encap(kem: str, pk_r: bytes, ekm: bytes | None = None) -> tuple[bytes, bytes]:

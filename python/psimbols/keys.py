@@ -181,7 +181,22 @@ def import_pkcs8(der: bytes, source: str = "the key") -> SigningKey:
     return signing_key(k, source)
 
 
+KEY_TYPE_NAMES = {"ed25519": ED25519, "p256": P256, "rsa": RSA}  # the CLI's --type names
+
+
+def key_type_of(name: object) -> str:
+    """`Ed25519`, `ECDSA-P256`, `RSA`, or the CLI's `ed25519`, `p256`, `rsa` (any case)."""
+    if not isinstance(name, str):
+        raise PsimbolsError(ErrorCode.BAD_REQUEST, f'"key_type" expected a string among {", ".join(KEY_TYPES)} or {", ".join(KEY_TYPE_NAMES)}')
+    t = {k.lower(): k for k in KEY_TYPES}.get(name.lower()) or KEY_TYPE_NAMES.get(name.lower())
+    if t is None:
+        raise PsimbolsError(ErrorCode.UNSUPPORTED, f"key type not supported; accepted: {', '.join(KEY_TYPES)} (or {', '.join(KEY_TYPE_NAMES)})")
+    return t
+
+
 def generate(key_type: str = ED25519) -> SigningKey:
+    """A new key pair in memory; `key_type` as :func:`key_type_of`."""
+    key_type = key_type_of(key_type)
     if key_type == ED25519:
         return signing_key(ed25519.Ed25519PrivateKey.generate())
     if key_type == P256:
@@ -194,8 +209,20 @@ def generate(key_type: str = ED25519) -> SigningKey:
 # ------------------------------------------------------------------ files (as node/key-files.ts)
 
 
-def load_key(path: str) -> SigningKey:
+def _path(path: object, name: str = "path") -> str:
+    """A file path argument; never echoes one that is not a path (PEM text passed by mistake is a secret)."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise PsimbolsError(ErrorCode.BAD_REQUEST, f'"{name}" expected the path of a PEM file (str), got {type(path).__name__}')
+    if not path or "-----BEGIN" in path or "\n" in path or len(path) > 4096:
+        raise PsimbolsError(ErrorCode.BAD_REQUEST, f'"{name}" expected the path of a PEM file, not PEM text (not shown)')
+    return path
+
+
+def load_key(path: str | os.PathLike[str]) -> SigningKey:
     """Reads an unencrypted PKCS#8 PEM private key (as `psimbols keygen` writes, any type)."""
+    path = _path(path)
     try:
         with open(path, "rb") as f:
             pem = f.read()
@@ -208,8 +235,9 @@ def load_key(path: str) -> SigningKey:
     return signing_key(k, path)
 
 
-def load_public_key(path: str) -> PublicKey:
+def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
     """A public key from a PEM file holding a private (PKCS#8) or public (SPKI) key."""
+    path = _path(path)
     try:
         with open(path, "rb") as f:
             pem = f.read()
@@ -243,7 +271,15 @@ def _write_new(path: str, data: bytes, mode: int, force: bool) -> None:
 
 
 def generate_key_file(key_type: str, path: str, *, force: bool = False, public_file: bool = False) -> SigningKey:
-    """Writes a new key as PKCS#8 PEM, mode 0600 (folder 0700); optionally the SPKI PEM beside it (0644)."""
+    """Writes a new key as PKCS#8 PEM, mode 0600 (folder 0700), as node/key-files.ts `generateKeyFile`.
+
+    `force`: overwrite existing files (else `bad_request`). `public_file`: also write the
+    SPKI PEM (mode 0644) to :func:`public_key_path` (`k.pem` -> `k.pub.pem`), as the CLI's keygen does.
+    """
+    path = _path(path)
+    for name, v in (("force", force), ("public_file", public_file)):
+        if not isinstance(v, bool):
+            raise PsimbolsError(ErrorCode.BAD_REQUEST, f'"{name}" expected True or False')
     key = generate(key_type)
     private: Any = key.private  # every key type here serialises; the stubs of cryptography 38 do not say so for all
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

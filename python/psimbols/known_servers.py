@@ -74,7 +74,7 @@ class FileKnownServers:
 
     def _read(self) -> dict[str, tuple[str, str | None]]:
         try:
-            with open(self.path, encoding="utf-8") as f:
+            with open(self.path, encoding="utf-8", errors="replace") as f:  # as Node's readFile: bad bytes fail the line's check
                 text = f.read()
         except FileNotFoundError:
             return {}

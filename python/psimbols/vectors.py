@@ -388,7 +388,12 @@ def run_folder(folder: str) -> tuple[Runner, int]:
 
 
 def main(argv: list[str]) -> int:
-    r, n = run_folder(argv[0] if argv else "test/vectors")
+    folder = argv[0] if argv else "test/vectors"
+    if not os.path.isdir(folder):
+        print(f"error: {folder} is not a folder of vector files", file=sys.stderr)
+        print("hint: python3 -m psimbols.vectors FOLDER, e.g. the repository's test/vectors (the default, relative to the current folder)", file=sys.stderr)
+        return 1
+    r, n = run_folder(folder)
     print(f"{n} files: {r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
 

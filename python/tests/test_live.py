@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 
 from psimbols import Client, ErrorCode, FileKnownServers, PsimbolsError, connect, generate, generate_key_file, load_key
 from psimbols.keys import P256, RSA
@@ -57,7 +58,8 @@ async def test_open_service_both_channel_types_json_and_binary() -> None:
         c = await connect(b.url, generate(), server_key=b.fingerprint, kem="P-256", reconnect=False)
         assert await c.request("echo", 1) == 1
         await c.close()
-        await refused(connect(b.url, generate(), server_key=b.fingerprint, kem="X-Wing"), ErrorCode.UNSUPPORTED)
+        e = await refused(connect(b.url, generate(), server_key=b.fingerprint, kem="X-Wing"), ErrorCode.UNSUPPORTED)
+        assert "does not implement X-Wing" in e.message, e.message  # as the README and the CLI's hint: not a matter of the installed cryptography
     finally:
         b.stop()
 
@@ -289,7 +291,7 @@ async def test_cli_shapes_match_the_node_cli() -> None:
         rc, out, err = await py_cli(["call", "ws://127.0.0.1:1/", "echo", "--key", os.path.join(d, "rsa.pem")])
         assert rc == 1 and "(connection_lost)" in err and "hint: is the broker running at that URL?" in err
         rc, out, err = await py_cli(["call", b.url, "echo", "--key", os.path.join(d, "rsa.pem"), "--kem", "X-Wing"])
-        assert rc == 1 and "(unsupported)" in err and "hint: this client has no X-Wing" in err, err
+        assert rc == 1 and "(unsupported)" in err and "hint: this client has no X-Wing: it does not implement it" in err, err
     finally:
         b.stop()
 
@@ -360,5 +362,152 @@ async def test_server_key_rollover_followed_through_the_shared_known_servers_fil
         await refused(connect(b.url, generate(), server_key=old, reconnect=False), ErrorCode.SERVER_KEY_MISMATCH)
         rc, out, err = await py_cli(["call", b.url, "echo", "2", "--key", other], {"PSIMBOLS_HOME": home})
         assert (rc, out, err) == (0, "2\n", "")
+    finally:
+        b.stop()
+
+
+async def test_an_unreadable_or_malformed_known_servers_file_fails_connect_at_once_as_node_does() -> None:
+    """Any failure of the known-servers store reaches connect() as `unavailable` (client/connection.ts does the same), never a hang."""
+    home = temp_dir()
+    b = await start_broker(["--hellos-per-address", "1000"])
+    try:
+        key = os.path.join(home, "k.pem")
+        generate_key_file("Ed25519", key)
+        path = os.path.join(home, "known_servers")
+        for content, detail in ((b"\xff\xfe\x00abc\n", ":1:"), (f"{b.url} not-a-fingerprint\n".encode(), ":1:")):
+            open(path, "wb").write(content)
+            t0 = time.monotonic()
+            e = await refused(connect(b.url, load_key(key), known_servers_file=path, handshake_timeout=5, reconnect=False), ErrorCode.UNAVAILABLE)
+            assert time.monotonic() - t0 < 2.5 and "known-servers" in e.message and detail in e.message, e.message
+            for run in (py_cli, node_cli):
+                rc, out, err = await asyncio.wait_for(run(["call", b.url, "echo", "1", "--key", key, "--known-servers", path, "--timeout", "2000"]), 20)
+                assert rc == 1 and "(unavailable)" in err and "Redis" not in err and f"hint: fix or remove {path}" in err, (run.__name__, err)
+            assert open(path, "rb").read() == content, "a failed read changes nothing"
+    finally:
+        b.stop()
+
+
+async def test_a_known_servers_store_that_raises_fails_connect_with_unavailable() -> None:
+    b = await start_broker(["--hellos-per-address", "1000"])
+
+    class Broken:
+        def get(self, url: str) -> str | None:
+            raise RuntimeError("disk on fire")
+
+        def get_next(self, url: str) -> str | None:
+            return None
+
+        def set(self, url: str, fingerprint: str) -> None:
+            pass
+
+        def set_next(self, url: str, fingerprint: str) -> None:
+            pass
+
+    class Unwritable(Broken):
+        def get(self, url: str) -> str | None:
+            return None
+
+        def set(self, url: str, fingerprint: str) -> None:
+            raise OSError("read-only")
+
+    try:
+        c = await connect(b.url, generate(), known_servers=Unwritable(), handshake_timeout=5, reconnect=False)
+        assert await c.request("echo", 1) == 1, "a store that cannot record the key does not fail the channel"
+        await c.close()
+        t0 = time.monotonic()
+        e = await refused(connect(b.url, generate(), known_servers=Broken(), handshake_timeout=5, reconnect=False), ErrorCode.UNAVAILABLE)
+        assert time.monotonic() - t0 < 2.5 and "RuntimeError" in e.message, e.message
+        e = await refused(connect(b.url, generate(), known_servers=object(), handshake_timeout=2), ErrorCode.BAD_REQUEST)  # type: ignore[arg-type]
+        assert '"known_servers"' in e.message
+    finally:
+        b.stop()
+
+
+async def test_a_stalled_broker_gives_timeout_within_handshake_timeout() -> None:
+    """A server that accepts TCP but never answers the upgrade, and one that upgrades but never answers the hello: `timeout`, as the Node client."""
+    import websockets.server
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def mute(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+
+    async def silent(ws: object) -> None:
+        await asyncio.sleep(3600)
+
+    tcp = await asyncio.start_server(mute, "127.0.0.1", 0)
+    wss = await websockets.server.serve(silent, "127.0.0.1", 0)
+    try:
+        for port in (tcp.sockets[0].getsockname()[1], list(wss.sockets)[0].getsockname()[1]):
+            t0 = time.monotonic()
+            await refused(connect(f"ws://127.0.0.1:{port}/", generate(), known_servers_file=False, handshake_timeout=1), ErrorCode.TIMEOUT)
+            assert time.monotonic() - t0 < 1.6, time.monotonic() - t0
+    finally:
+        for w in held:
+            w.close()
+        tcp.close()
+        wss.close()
+
+
+async def test_resumed_is_emitted_only_once_the_server_confirmed_the_resume() -> None:
+    """§6.5: a `resumed` frame is not authenticated; the event (and stats) wait for an authenticated frame on the new binding, as the Node client."""
+    import websockets.client
+    import websockets.server
+
+    b = await start_broker(["--hellos-per-address", "1000"])
+    forge = False
+    downstream: list[object] = []
+
+    async def relay(ws: websockets.server.WebSocketServerProtocol) -> None:
+        downstream.append(ws)
+        async with websockets.client.connect(b.url, compression=None) as up:
+            async def down() -> None:
+                async for m in up:
+                    await ws.send(m)
+
+            t = asyncio.ensure_future(down())
+            try:
+                async for m in ws:
+                    if forge:
+                        f = json.loads(m) if isinstance(m, str) else {}
+                        if f.get("type") == "resume":  # answer as a forger would: no channel key, no authenticated frame after
+                            await ws.send(json.dumps({"type": "resumed", "source": "forged", "channel": f["channel"], "nonce": base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()}))
+                        continue
+                    await up.send(m)
+            finally:
+                t.cancel()
+
+    srv = await websockets.server.serve(relay, "127.0.0.1", 0, compression=None)
+    port = list(srv.sockets)[0].getsockname()[1]
+    try:
+        c = await connect(f"ws://127.0.0.1:{port}/", generate(), server_key=b.fingerprint, backoff_base=0.05, backoff_max=0.1, request_timeout=1)
+        resumed: list[str] = []
+        c.on("resumed", lambda info: resumed.append(info.id))
+        assert await c.request("echo", 1) == 1
+        forge = True
+        await downstream[-1].close(1001)  # type: ignore[attr-defined]
+        await eventually(lambda: len(downstream) == 2 and c.state == "ready", what="the forged resume")
+        await asyncio.sleep(1.5)
+        assert resumed == [] and c.stats["resumes"] == 0, (resumed, c.stats)
+        forge = False
+        await downstream[-1].close(1001)  # type: ignore[attr-defined]
+        await eventually(lambda: resumed, what="the real resume")
+        assert resumed == [c.channel.id] and c.stats["resumes"] == 1 and await c.request("echo", 2) == 2  # type: ignore[union-attr]
+        await c.close()
+    finally:
+        srv.close()
+        b.stop()
+
+
+async def test_max_queued_counts_the_requests_in_flight() -> None:
+    """README: max_queued is the number of requests not yet answered, those on the wire included."""
+    b = await start_broker(["--hellos-per-address", "1000"])
+    try:
+        c = await connect(b.url, generate(), server_key=b.fingerprint, max_in_flight=1, max_queued=2, reconnect=False)
+        first, second = asyncio.ensure_future(c.request("echo", 1)), asyncio.ensure_future(c.request("echo", 2))
+        await asyncio.sleep(0)
+        await refused(c.request("echo", 3), ErrorCode.TOO_MANY)
+        assert await asyncio.gather(first, second) == [1, 2] and await c.request("echo", 4) == 4
+        await c.close()
     finally:
         b.stop()

@@ -295,4 +295,12 @@ t("--redis without a wrap key names both ways to give it; --wrap-key-file works;
   assert.match(keys.stdout, "to redis");
 });
 
+t("api-token create --file in a folder that does not exist creates the folder, mode 0700", async () => {
+  const file = join(dir, "no", "such", "api-tokens.json");
+  const r = await cli(["api-token", "create", "--file", file, "--comment", "ci"], join(dir, "home"));
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(existsSync(file));
+  assert.is(statSync(join(dir, "no", "such")).mode & 0o777, 0o700);
+});
+
 t.run();

@@ -134,6 +134,7 @@ export function serveCommand(p: Command): void {
       const app = createAppCalls({
         upstreams: o.upstream,
         authorize: o.authorize,
+        eventsUrl: o.eventsUrl,
         env: process.env,
         upstreamTimeoutMs: o.upstreamTimeout,
         upstreamMaxInFlight: o.upstreamMaxInFlight,

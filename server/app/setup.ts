@@ -27,6 +27,8 @@ export interface AppSettings {
   upstreams?: readonly string[];
   /** `--authorize URL`. */
   authorize?: string | undefined;
+  /** `--events-url URL` (its client is made with the events, server/app/events.ts; here only its secret's sharing is told). */
+  eventsUrl?: string | undefined;
   /** Where the secrets are read (the process environment): {@link SECRET_ENV}, {@link AUTHORIZE_SECRET_ENV}, {@link routeSecretEnv}. */
   env?: SecretEnv;
   upstreamTimeoutMs?: number | undefined;
@@ -107,6 +109,7 @@ export function createAppCalls(s: AppSettings): { upstream: Upstream | undefined
       ...(s.log ? { log: s.log } : {}),
     });
   }
+  if (s.eventsUrl !== undefined && destinationSecrets(env, EVENTS_SECRET_ENV, "--events-url").shared) sharedBy.push("--events-url");
   if (sharedBy.length > 1) {
     s.log?.info(`${sharedBy.join(", ")} share ${SECRET_ENV}: whoever holds it can sign a call for any of them; give each its own variable (docs/BACKEND.md §1)`, { component: "app" });
   }

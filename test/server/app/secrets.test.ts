@@ -9,7 +9,9 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { generateSigningKey } from "../../../shared/crypto.js";
 import { WebhookSecret, verifyWebhook } from "../../../server/app/signature.js";
-import { SECRET_ENV, destinationSecrets, routeSecretEnv } from "../../../server/app/setup.js";
+import { SECRET_ENV, createAppCalls, destinationSecrets, routeSecretEnv } from "../../../server/app/setup.js";
+import winston from "winston";
+import { Writable } from "node:stream";
 import { startBroker } from "../../helpers/broker.js";
 import { Raw, call, handshake } from "../../helpers/raw.js";
 import { AppServer, json } from "../../helpers/app-server.js";
@@ -71,6 +73,25 @@ test("the shared PSIMBOLS_UPSTREAM_SECRET signs every destination without a vari
     () => destinationSecrets({ PSIMBOLS_EVENTS_SECRET: `${own.slice(0, 20)}` }, "PSIMBOLS_EVENTS_SECRET", "--events-url"),
     (e: Error) => e.message.startsWith("PSIMBOLS_EVENTS_SECRET: ") && !e.message.includes(own.slice(6, 20)),
   );
+});
+
+test("the start says so when two or more destinations share PSIMBOLS_UPSTREAM_SECRET, the events URL counted, and names each", async () => {
+  const lines: string[] = [];
+  const log = winston.createLogger({ level: "info", transports: [new winston.transports.Stream({ stream: new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }) })] });
+  const shared = { [SECRET_ENV]: WebhookSecret.generate() };
+  const warned = async (settings: Parameters<typeof createAppCalls>[0]): Promise<string | undefined> => {
+    lines.length = 0;
+    const calls = createAppCalls({ ...settings, log });
+    await calls.upstream?.close();
+    await calls.authorize?.close();
+    await sleep(10);
+    return lines.find((l) => l.includes(`share ${SECRET_ENV}`));
+  };
+  const both = await warned({ upstreams: ["http://127.0.0.1:9/rpc"], eventsUrl: "http://127.0.0.1:9/events", env: shared });
+  assert.ok(both?.includes("--upstream (default)") && both.includes("--events-url"), String(both));
+  const three = await warned({ upstreams: ["http://127.0.0.1:9/rpc"], authorize: "http://127.0.0.1:9/auth", eventsUrl: "http://127.0.0.1:9/events", env: shared });
+  assert.ok(three?.includes("--authorize") && three.includes("--events-url"), String(three));
+  assert.is(await warned({ upstreams: ["http://127.0.0.1:9/rpc"], eventsUrl: "http://127.0.0.1:9/events", env: { ...shared, PSIMBOLS_EVENTS_SECRET: WebhookSecret.generate() } }), undefined, "the events URL has its own secret");
 });
 
 test("route secret variables: DEFAULT for the default route, the prefix upper-cased with _ for other characters; prefixes that would share one are refused at start", async () => {

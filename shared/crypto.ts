@@ -82,6 +82,14 @@ export interface SigningKey {
   readonly privateKey: CryptoKey;
 }
 
+/**
+ * A fingerprint's text form (PROTOCOL.md §3): "SHA256:" and the unpadded
+ * base64 of 32 bytes, canonical: the last of its 43 characters carries two
+ * zero bits, so no other text names the same hash (and none names no key).
+ * The server API refuses any other form (docs/BACKEND.md: 400).
+ */
+export const FINGERPRINT_PATTERN = /^SHA256:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]$/;
+
 /** `SHA256:` + base64 (no padding) of SHA-256(SPKI DER). PROTOCOL.md §3.2. */
 export async function fingerprint(spki: Uint8Array): Promise<string> {
   return "SHA256:" + b64(await engine.sha256(spki));

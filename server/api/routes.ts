@@ -6,7 +6,7 @@
  * `[status, body]`, or throws a PsimbolsError that the server maps to a status.
  */
 import { ErrorCode, PsimbolsError, badField } from "../../shared/errors.js";
-import { importPublicKey } from "../../shared/crypto.js";
+import { importPublicKey, FINGERPRINT_PATTERN } from "../../shared/crypto.js";
 import type { Broker } from "../broker.js";
 import { channelRow, target } from "../operator.js";
 import { Scope } from "./tokens.js";
@@ -40,7 +40,6 @@ export class ApiError extends PsimbolsError {
   }
 }
 
-const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
 const MAX_COMMENT = 200;
 
 /** The routes, by `METHOD path`. */
@@ -69,7 +68,7 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
   set("GET /v1/channels", Scope.read, async ({ query }) => {
     // A fingerprint's "+" reads as a space in a query string that was not percent-encoded; no fingerprint has spaces.
     const identity = query.get("identity")?.replaceAll(" ", "+");
-    if (identity !== undefined && !FINGERPRINT.test(identity)) throw badField("identity", "a fingerprint SHA256:…");
+    if (identity !== undefined && !FINGERPRINT_PATTERN.test(identity)) throw badField("identity", "a fingerprint SHA256:…");
     const all = await broker.store.listChannels();
     const rows = all.filter((c) => identity === undefined || c.identity === identity).map(channelRow);
     for (const c of all) c.key.fill(0); // copies: only the rows leave
@@ -100,7 +99,7 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
       if (o.fingerprint !== undefined) throw badField("body", "public_key or fingerprint, not both");
       key = await importPublicKey(o.public_key);
     } else if (o.fingerprint !== undefined) {
-      if (typeof o.fingerprint !== "string" || !FINGERPRINT.test(o.fingerprint)) throw badField("fingerprint", "a fingerprint SHA256:…");
+      if (typeof o.fingerprint !== "string" || !FINGERPRINT_PATTERN.test(o.fingerprint)) throw badField("fingerprint", "a fingerprint SHA256:…");
       if (role !== Role.blocked) throw badField("public_key", `required for a ${role} key (a fingerprint alone only blocks)`);
       key = { fingerprint: o.fingerprint };
     } else {
@@ -112,7 +111,7 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
 
   set("POST /v1/keys/remove", Scope.keys, async ({ body, may }) => {
     const fp = object(body).fingerprint;
-    if (typeof fp !== "string" || !FINGERPRINT.test(fp)) throw badField("fingerprint", "a fingerprint SHA256:…", fp);
+    if (typeof fp !== "string" || !FINGERPRINT_PATTERN.test(fp)) throw badField("fingerprint", "a fingerprint SHA256:…", fp);
     await operatorGuard(may, fp, undefined);
     if (!(await keys().remove(fp))) throw new PsimbolsError(ErrorCode.notFound, "this key is not registered");
     return [200, { removed: fp }];
@@ -123,7 +122,7 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
 /** `{identity}` or `{channel}`; an identity must be a well-formed fingerprint (docs/BACKEND.md "Errors": 400). */
 function apiTarget(body: unknown): ReturnType<typeof target> {
   const t = target(body);
-  if (t.identity !== undefined && !FINGERPRINT.test(t.identity)) throw badField("identity", "a fingerprint SHA256:… (43 base64 characters)");
+  if (t.identity !== undefined && !FINGERPRINT_PATTERN.test(t.identity)) throw badField("identity", "a fingerprint SHA256:… (43 base64 characters)");
   return t;
 }
 

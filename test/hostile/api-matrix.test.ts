@@ -43,6 +43,7 @@ const rows: ApiRow[] = [
   { name: "neither identity nor channel", method: "POST", path: "/v1/revoke", body: "{}", status: 400, code: "bad_request" },
   { name: "an identity that is a number", method: "POST", path: "/v1/push", body: '{"identity":1,"message":1}', status: 400, code: "bad_request" },
   { name: "a push to a malformed fingerprint", method: "POST", path: "/v1/push", body: '{"identity":"SHA256:x","message":1}', status: 400, code: "bad_request" },
+  { name: "a push to a fingerprint whose last character is not canonical (no key has it)", method: "POST", path: "/v1/push", body: `{"identity":"${FP.slice(0, -1)}${FP.endsWith("B") ? "C" : "B"}","message":1}`, status: 400, code: "bad_request" },
   { name: "a push to an identity that is not a fingerprint", method: "POST", path: "/v1/push", body: '{"identity":"alice","message":1}', status: 400, code: "bad_request" },
   { name: "a revoke of a malformed fingerprint", method: "POST", path: "/v1/revoke", body: `{"identity":"${FP.slice(0, -1)}"}`, status: 400, code: "bad_request" },
   { name: "a channel that is an object", method: "POST", path: "/v1/revoke", body: '{"channel":{"$ne":null}}', status: 400, code: "bad_request" },

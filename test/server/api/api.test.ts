@@ -349,12 +349,12 @@ t("the store down: push, revoke and channels answer 503 unavailable, and the nod
   const node = await Broker.start({ config: { port: 0, node: "r" }, serverKey, store, logger: log });
   const down = await ApiServer.start({ broker: node, tokens: new FileTokenStore(tokensFile), host: "127.0.0.1", port: 0, logger: log });
   try {
-    assert.is((await call(down.url, "POST", "/v1/push", { token, body: { identity: "SHA256:" + "B".repeat(43), message: 1 } })).status, 200);
+    assert.is((await call(down.url, "POST", "/v1/push", { token, body: { identity: "SHA256:" + "B".repeat(42) + "A", message: 1 } })).status, 200);
     redis.kill();
     for (const [method, path, body] of [
-      ["POST", "/v1/push", { identity: "SHA256:" + "B".repeat(43), message: 2 }],
+      ["POST", "/v1/push", { identity: "SHA256:" + "B".repeat(42) + "A", message: 2 }],
       ["POST", "/v1/push", { channel: "c", message: 2 }],
-      ["POST", "/v1/revoke", { identity: "SHA256:" + "B".repeat(43) }],
+      ["POST", "/v1/revoke", { identity: "SHA256:" + "B".repeat(42) + "A" }],
       ["GET", "/v1/channels", undefined],
     ] as const) {
       const r = await call(down.url, method, path, { token, ...(body ? { body } : {}) });

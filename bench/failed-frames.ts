@@ -108,7 +108,7 @@ function quantile(xs: number[], q: number): number {
 }
 
 async function main(): Promise<void> {
-  useNodeCrypto();
+  await useNodeCrypto();
   const arg = (name: string, dflt: number) => {
     const i = process.argv.indexOf(`--${name}`);
     return i > 0 ? Number(process.argv[i + 1]) : dflt;

@@ -13,7 +13,7 @@ import { offerChannelTypes } from "../helpers/raw.js";
 import { runMatrix } from "./env.js";
 import { rows } from "./matrix.js";
 
-useNodeCrypto();
+await useNodeCrypto();
 offerChannelTypes([ChannelType.chacha20poly1305]);
 
 test("this run's engine runs ChaCha20-Poly1305", () => {

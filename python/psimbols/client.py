@@ -644,12 +644,7 @@ class Client:
             return self._handshake_failed(conn, h, as_protocol(e, "the grant is invalid"))
         features = h.proof.features
         next_key = h.proof.next_key if self._follow else None
-        conn.hs = None
-        h.hello = None
-        h.proof = None
-        if conn.deadline:
-            conn.deadline.cancel()
-            conn.deadline = None
+        self._end_handshake(conn, h)
         if h.move_to is not None:
             log.info("identity moved from %s to %s", self._key.fingerprint, h.move_to.fingerprint)
             self._key = h.move_to
@@ -697,15 +692,20 @@ class Client:
         if not self._ready.done():
             self._ready.set_result(None)
 
-    def _handshake_failed(self, conn: _Conn, h: _Handshake, e: PsimbolsError) -> None:
-        if conn is not self._conn or conn.hs is not h:
-            return
+    @staticmethod
+    def _end_handshake(conn: _Conn, h: _Handshake) -> None:
+        """The handshake on `conn` is over (granted or failed): its secrets and its deadline go."""
         conn.hs = None
         h.hello = None
         h.proof = None
         if conn.deadline:
             conn.deadline.cancel()
             conn.deadline = None
+
+    def _handshake_failed(self, conn: _Conn, h: _Handshake, e: PsimbolsError) -> None:
+        if conn is not self._conn or conn.hs is not h:
+            return
+        self._end_handshake(conn, h)
         if not h.done.done():
             h.done.set_exception(e)
         refusal = e.code in TERMINAL_ERRORS

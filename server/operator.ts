@@ -182,12 +182,14 @@ export function keyRow(k: RegisteredKey): { fingerprint: string; type: string | 
   };
 }
 
-/** Where the node keeps keys, for `admin.keys`: what persists is the console's to say (docs/OPERATIONS.md, Web console). */
-function registryKind(registry: KeyRegistry | undefined): { kind: "file"; path: string } | { kind: "redis" } | { kind: "none" } | { kind: "program" } {
+/**
+ * Where the node keeps keys, for `admin.keys`: what persists is the console's to say (docs/OPERATIONS.md, Web console).
+ * `program`: a registry the embedding program gave the broker, read only here. (With no registry there is no operator to ask.)
+ */
+function registryKind(registry: KeyRegistry | undefined): { kind: "file"; path: string } | { kind: "redis" } | { kind: "program" } {
   const managed = managedRegistry(registry);
   if (managed instanceof FileRegistry) return { kind: "file", path: managed.path };
-  if (managed) return { kind: "redis" };
-  return registry ? { kind: "program" } : { kind: "none" };
+  return managed ? { kind: "redis" } : { kind: "program" };
 }
 
 /**

@@ -803,9 +803,7 @@ function whereKeysLive(p: KeysPage): string {
       ? `Keys are kept in the keys file ${p.registry.path ?? "?"} of node ${p.node}: they persist across restarts, and every node reading that file applies a change within a second (a node that reads another file does not see it).`
       : p.registry.kind === "redis"
         ? "Keys are kept in Redis and shared by every node at once; they last as long as Redis keeps its data (its persistence settings)."
-        : p.registry.kind === "program"
-          ? `Node ${p.node} reads its keys from the program that started it: the console can neither list nor change them, and nothing is kept here.`
-          : `Node ${p.node} has no key registry (no keys file, no Redis): nothing is registered and nothing can be added or kept. Start it with --keys FILE or --redis URL.`;
+        : `Node ${p.node} reads its keys from the program that started it: the console can neither list nor change them; that program keeps them (or not).`;
   const channels =
     p.store === "memory"
       ? " Channels and kept pushes live in this node's memory only: a restart ends every channel (clients make new ones), while registered keys stay where they are kept."

@@ -19,6 +19,9 @@ import { WebhookSecret } from "../../server/app/signature.js";
 import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
 import { AppServer, json } from "../helpers/app-server.js";
+import { Broker } from "../../server/broker.js";
+import { createLogger } from "../../server/log.js";
+import type { RegisteredKey } from "../../server/registry.js";
 
 /** The error code and message of a refused request (fails when it succeeds). */
 async function refusal(p: Promise<unknown>): Promise<{ code: string; message: string }> {
@@ -283,3 +286,43 @@ for (const backend of ["keys file", "Redis"] as const) {
 
   t.run();
 }
+
+const e = suite("admin.keys ops (a registry of the embedding program)");
+
+e("a broker given a lookup-only registry says so, lists nothing, and refuses every write with unsupported", async () => {
+  const serverKey = await generateSigningKey();
+  const operator = await generateSigningKey();
+  const entry: RegisteredKey = { fingerprint: operator.public.fingerprint, role: "operator", comment: "the program's", added: new Date().toISOString() };
+  let lookups = 0;
+  const broker = await Broker.start({
+    config: { port: 0, dataDir: "/nonexistent" },
+    serverKey,
+    registry: { lookup: async (fp) => (lookups++, fp === entry.fingerprint ? entry : undefined) },
+    logger: createLogger({ level: "error", json: true }),
+  });
+  const c = await connect(`ws://127.0.0.1:${broker.port}/`, { key: operator, serverKey: serverKey.public.fingerprint, reconnect: false, renew: false });
+  try {
+    const r = (await c.request("admin.keys")) as any;
+    assert.equal(r.registry, { kind: "program" });
+    assert.is(r.store, "memory");
+    assert.equal([r.total, r.keys, r.next], [0, [], null]);
+    const other = (await generateSigningKey()).public.fingerprint;
+    for (const [op, data] of [
+      ["admin.keys.add", { fingerprint: other, role: "blocked" }],
+      ["admin.keys.block", { fingerprint: other }],
+      ["admin.keys.unblock", { fingerprint: other }],
+      ["admin.keys.remove", { fingerprint: other }],
+    ] as const) {
+      const x = await refusal(c.request(op, data));
+      assert.is(x.code, "unsupported", op);
+      assert.match(x.message, "no keys file or Redis registry");
+    }
+    assert.is(entry.role, "operator");
+    assert.ok(lookups > 0);
+  } finally {
+    await c.close();
+    await broker.close();
+  }
+});
+
+e.run();

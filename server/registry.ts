@@ -354,3 +354,12 @@ export class RedisRegistry implements ManagedRegistry {
     this.#redis.disconnect();
   }
 }
+
+/**
+ * The registry a node writes (server API, `admin.keys.*`): its keys file or
+ * Redis, whose writes are atomic (above); undefined for no registry, or for
+ * one a program gave the broker, which this node only reads.
+ */
+export function managedRegistry(registry: KeyRegistry | undefined): FileRegistry | RedisRegistry | undefined {
+  return registry instanceof FileRegistry || registry instanceof RedisRegistry ? registry : undefined;
+}

@@ -14,13 +14,8 @@ import type { Broker, Handler, HandlerContext } from "./broker.js";
 import { type KeyRegistry, Role } from "./registry.js";
 import type { ChannelRecord } from "./store/store.js";
 
-/** Operation names reserved for operators (PROTOCOL.md §6.6). */
-export const ADMIN_PREFIX = "admin.";
-
-/** Whether `op` is in the reserved `admin.` namespace. */
-export function isAdminOp(op: string): boolean {
-  return op.startsWith(ADMIN_PREFIX);
-}
+// The namespace is the protocol's (shared/frames.ts): the CLI tells the broker's refusals by it too.
+export { ADMIN_PREFIX, isAdminOp } from "../shared/frames.js";
 
 /**
  * `f`, run only for a caller whose registered role (read at the request) is

@@ -29,6 +29,9 @@ async function open(key: SigningKey): Promise<{ raw: Raw; ch: RawChannel }> {
   return { raw, ch: await handshake(raw, key) };
 }
 
+/** Spellings an application might case-fold into `admin.` (the dotless ı upper-cases to I): the broker's namespace too (docs/BACKEND.md §2 "Op names"). */
+const CASE_FOLDED = ["Admin.deleteUser", "ADMIN.channels", "aDmIn.push", "adm\u0131n.revoke"];
+
 /** Ops that reached the upstream (any route). */
 const forwarded = () => app.requests.map((r) => String(r.json?.op));
 
@@ -52,10 +55,10 @@ t.after(async () => {
 });
 
 for (const who of ["an unregistered key", "a key registered with the client role"] as const) {
-  t(`${who}: admin.deleteUser, admin.nope and admin.channels get forbidden and never reach the upstream`, async () => {
+  t(`${who}: admin.deleteUser, admin.nope and admin.channels, in any case, get forbidden and never reach the upstream`, async () => {
     const { raw, ch } = await open(who === "an unregistered key" ? await generateSigningKey() : member);
     const before = app.requests.length;
-    for (const op of ["admin.deleteUser", "admin.nope", "admin.channels", "admin."]) {
+    for (const op of ["admin.deleteUser", "admin.nope", "admin.channels", "admin.", ...CASE_FOLDED]) {
       const r = await call(raw, ch, op, { user: "victim" });
       assert.equal(r.error?.code, "forbidden", `${op}: ${JSON.stringify(r)}`);
     }
@@ -66,10 +69,10 @@ for (const who of ["an unregistered key", "a key registered with the client role
   });
 }
 
-t("an operator: an admin.* name the broker does not implement gets not_found and never reaches the upstream; admin.channels answers", async () => {
+t("an operator: an admin.* name the broker does not implement, in any case (Admin.channels too), gets not_found and never reaches the upstream; admin.channels answers", async () => {
   const { raw, ch } = await open(operator);
   const before = app.requests.length;
-  for (const op of ["admin.deleteUser", "admin.nope"]) {
+  for (const op of ["admin.deleteUser", "admin.nope", ...CASE_FOLDED]) {
     const r = await call(raw, ch, op, { user: "victim" });
     assert.equal(r.error?.code, "not_found", `${op}: ${JSON.stringify(r)}`);
   }

@@ -11,7 +11,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { freePort } from "../../cli/cluster/net.js";
-import { type RunningBroker, ROOT, runCli, startBroker, tempDir } from "../helpers/broker.js";
+import { type RunningBroker, ROOT, operatorKeys, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
 import { AppServer, json } from "../helpers/app-server.js";
 
@@ -212,6 +212,28 @@ t("call: an application's own forbidden is printed as it is, without the key-reg
     assert.is(down.code, 1);
     assert.match(down.stderr, /\(unavailable\)\nhint: the service, or the application that answers "orders\.cancel", could not answer/);
     assert.not.match(down.stderr, /store|Redis/, down.stderr);
+  } finally {
+    await b.stop();
+    await app.close();
+  }
+});
+
+t("call: the broker's own refusal of an admin.* op (in any case) says it is operator-only, never the application's handler; an operator's unknown admin. name lists the broker's", async () => {
+  const app = await AppServer.start();
+  app.on("/rpc", (_r, res) => json(res, { data: "reached the application" }));
+  const op = await operatorKeys();
+  const b = await startBroker(["--keys", op.keysFile, "--upstream", app.url("/rpc")], { env: { PSIMBOLS_UPSTREAM_SECRET: `whsec_${randomBytes(32).toString("base64")}` } });
+  try {
+    for (const name of ["admin.something", "Admin.channels"]) {
+      const r = await cli(["call", b.url, name, "--key", key, "--server-key", b.fingerprint], join(dir, "home"));
+      assert.is(r.code, 1, r.stdout);
+      assert.match(r.stderr, /\(forbidden\)\nhint: the broker itself refused .*operator role.*--role operator/, r.stderr);
+      assert.not.match(r.stderr, /handler|application/, r.stderr);
+    }
+    const unknown = await cli(["call", b.url, "admin.something", "--key", op.keyFile, "--server-key", b.fingerprint], join(dir, "home"));
+    assert.is(unknown.code, 1, unknown.stdout);
+    assert.match(unknown.stderr, /\(not_found\)\nhint: .*admin\.channels, admin\.revoke and admin\.push/, unknown.stderr);
+    assert.is(app.requests.length, 0);
   } finally {
     await b.stop();
     await app.close();

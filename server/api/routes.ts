@@ -41,6 +41,8 @@ export class ApiError extends PsimbolsError {
 }
 
 const MAX_COMMENT = 200;
+/** What `role` may be, for the error of any other (docs/BACKEND.md "Calls"). */
+const ROLES = `one of ${Object.values(Role).map((r) => JSON.stringify(r)).join(", ")}`;
 
 /** The routes, by `METHOD path`. */
 export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<string, Route> {
@@ -91,9 +93,12 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
   set("POST /v1/keys", Scope.keys, async ({ body, may }) => {
     const o = object(body);
     const role = o.role ?? Role.client;
-    if (typeof role !== "string" || !(Object.values(Role) as string[]).includes(role)) throw badField("role", Object.values(Role).join(", "), role);
+    // A string of the wrong value says what is valid, not its type ("got string" read as if a string were wrong).
+    if (typeof role !== "string") throw badField("role", ROLES, role);
+    if (!(Object.values(Role) as string[]).includes(role)) throw badField("role", `${ROLES}, not another name`);
     const comment = o.comment ?? "";
-    if (typeof comment !== "string" || comment.length > MAX_COMMENT) throw badField("comment", `a string of at most ${MAX_COMMENT} characters`, comment);
+    if (typeof comment !== "string") throw badField("comment", `a string of at most ${MAX_COMMENT} characters`, comment);
+    if (comment.length > MAX_COMMENT) throw badField("comment", `at most ${MAX_COMMENT} characters, got ${comment.length}`);
     let key: KeyRef;
     if (o.public_key !== undefined) {
       if (o.fingerprint !== undefined) throw badField("body", "public_key or fingerprint, not both");
@@ -111,7 +116,8 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
 
   set("POST /v1/keys/remove", Scope.keys, async ({ body, may }) => {
     const fp = object(body).fingerprint;
-    if (typeof fp !== "string" || !FINGERPRINT_PATTERN.test(fp)) throw badField("fingerprint", "a fingerprint SHA256:…", fp);
+    if (typeof fp !== "string") throw badField("fingerprint", "a fingerprint SHA256:…", fp);
+    if (!FINGERPRINT_PATTERN.test(fp)) throw badField("fingerprint", "a fingerprint SHA256:…");
     await operatorGuard(may, fp, undefined);
     if (!(await keys().remove(fp))) throw new PsimbolsError(ErrorCode.notFound, "this key is not registered");
     return [200, { removed: fp }];

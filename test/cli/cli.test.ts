@@ -325,4 +325,29 @@ t("api-token create --file in a folder that does not exist creates the folder, m
   assert.is(statSync(join(dir, "no", "such")).mode & 0o777, 0o700);
 });
 
+t("api-token create says which file it wrote and which serve reads it; serve --api-listen says where it reads tokens, and a token made there works", async () => {
+  const home = tempDir();
+  const made = await cli(["api-token", "create"], home);
+  assert.is(made.code, 0, made.stderr);
+  const file = join(home, "server", "api-tokens.json");
+  assert.match(made.stderr, `in ${file};`);
+  assert.match(made.stderr, `read by a node whose keys file is ${join(home, "server", "keys.json")}`);
+  assert.match(made.stderr, "--keys");
+  const d = tempDir();
+  const b = await startBroker(["--keys", join(d, "keys.json"), "--api-listen", "127.0.0.1:0"]);
+  try {
+    const m = /server API listening on (http:\/\/\S+) \(tokens: (\S+);/.exec(b.output());
+    assert.ok(m, b.output());
+    assert.is(m![2], join(d, "api-tokens.json"));
+    const elsewhere = made.stdout.trim();
+    const at = (token: string) => fetch(new URL("v1/stats", m![1]), { headers: { authorization: `Bearer ${token}` } }).then((r) => r.status);
+    assert.is(await at(elsewhere), 401, "a token in another file is unknown to this node");
+    const here = await cli(["api-token", "create", "--file", m![2]!], home);
+    assert.is(here.code, 0, here.stderr);
+    assert.is(await at(here.stdout.trim()), 200);
+  } finally {
+    await b.stop();
+  }
+});
+
 t.run();

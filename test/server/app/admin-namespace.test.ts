@@ -65,6 +65,8 @@ for (const who of ["an unregistered key", "a key registered with the client role
     assert.is(app.requests.length, before, `forwarded: ${forwarded().slice(before).join(", ")}`);
     // The channel still serves, and other ops still go to the application.
     assert.equal(await call(raw, ch, "app.hello"), { data: { done: "app.hello", role: who === "an unregistered key" ? null : "client" } });
+    // Other names are matched exactly: a built-in spelled otherwise, or admin. after a space, is the application's.
+    for (const op of ["Echo", " admin.x"]) assert.is((await call(raw, ch, op)).data?.done, op);
     raw.close();
   });
 }

@@ -65,6 +65,7 @@ test("the longest matching prefix wins; the default route takes the rest; no def
     assert.ok(h("kv.slow.x") && h("kv.slow.x") !== h("kv.put"));
     assert.ok(h("other") && h("other") !== h("kv.put"));
     assert.is(noDefault.route("other"), undefined);
+    assert.is(noDefault.route("KV.put"), undefined, "a prefix matches exactly, case-sensitive");
     assert.throws(() => new Upstream({ routes: [signed("kv.=http://a/"), signed("kv.=http://b/")] }), /given twice/);
     assert.throws(() => new Upstream({ routes, timeoutMs: 0 }), /upstream-timeout/);
   } finally {

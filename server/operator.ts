@@ -17,13 +17,8 @@ import { FileRegistry, type KeyRef, type KeyRegistry, type ManagedRegistry, type
 import { MemoryStore } from "./store/memory-store.js";
 import type { ChannelRecord } from "./store/store.js";
 
-/** Operation names reserved for operators (PROTOCOL.md §6.6). */
-export const ADMIN_PREFIX = "admin.";
-
-/** Whether `op` is in the reserved `admin.` namespace. */
-export function isAdminOp(op: string): boolean {
-  return op.startsWith(ADMIN_PREFIX);
-}
+// The namespace is the protocol's (shared/frames.ts): the CLI tells the broker's refusals by it too.
+export { ADMIN_PREFIX, isAdminOp } from "../shared/frames.js";
 
 /**
  * `f`, run only for a caller whose registered role (read at the request) is
@@ -120,6 +115,9 @@ const MAX_PEM_CHARS = 8192;
 /** Budget of one `admin.keys` page (UTF-8 bytes of its rows' JSON), well inside a response (MAX_INNER_BYTES) whatever the comments hold. */
 const KEYS_PAGE_BYTES = 32 * 1024;
 
+/** What `role` may be, for the error of any other (docs/BACKEND.md "Calls"). */
+const ROLES = `one of ${Object.values(Role).map((r) => JSON.stringify(r)).join(", ")}`;
+
 /** A key to register, parsed and checked: nothing has been written yet. */
 export interface Registration {
   key: KeyRef;
@@ -140,9 +138,12 @@ export async function parseRegistration(body: unknown, options: { pem?: boolean 
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw badField("body", "a JSON object", body);
   const o = body as Record<string, unknown>;
   const role = o.role ?? Role.client;
-  if (typeof role !== "string" || !(Object.values(Role) as string[]).includes(role)) throw badField("role", Object.values(Role).join(", "), role);
+  // A string of the wrong value says what is valid, not its type ("got string" read as if a string were wrong).
+  if (typeof role !== "string") throw badField("role", ROLES, role);
+  if (!(Object.values(Role) as string[]).includes(role)) throw badField("role", `${ROLES}, not another name`);
   const comment = o.comment ?? "";
-  if (typeof comment !== "string" || comment.length > MAX_KEY_COMMENT) throw badField("comment", `a string of at most ${MAX_KEY_COMMENT} characters`, comment);
+  if (typeof comment !== "string") throw badField("comment", `a string of at most ${MAX_KEY_COMMENT} characters`, comment);
+  if (comment.length > MAX_KEY_COMMENT) throw badField("comment", `at most ${MAX_KEY_COMMENT} characters, got ${comment.length}`);
   let key: KeyRef;
   if (o.public_key !== undefined) {
     if (o.fingerprint !== undefined) throw badField("body", "public_key or fingerprint, not both");

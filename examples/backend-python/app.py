@@ -155,6 +155,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path not in ENDPOINTS:
             return self.answer(404, {"error": "not found"})
         secrets, kind = ENDPOINTS[self.path]
+        # The bytes as read: the broker sends non-ASCII text as raw UTF-8, and a
+        # re-serialisation (json.dumps escapes it) would not match the signature.
         if not verify(headers, body, secrets=secrets):
             return self.answer(401, {"error": "bad or stale signature"})
         req = json.loads(body)
@@ -165,6 +167,10 @@ class Handler(BaseHTTPRequestHandler):
         return self.answer(200, authorize(req))
 
     def answer(self, status, obj):
+        # ensure_ascii (the default): non-ASCII text goes out as \u escapes, which the
+        # broker decodes, so every string reaches the client exactly, a lone surrogate
+        # too (ensure_ascii=False makes .encode() raise on one). Each escaped character
+        # counts 6 bytes (an emoji 12) of the answer bound (docs/BACKEND.md "Answer").
         out = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")

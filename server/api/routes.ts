@@ -94,7 +94,8 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
 
   set("POST /v1/keys/remove", Scope.keys, async ({ body, may }) => {
     const fp = object(body).fingerprint;
-    if (typeof fp !== "string" || !FINGERPRINT_PATTERN.test(fp)) throw badField("fingerprint", "a fingerprint SHA256:…", fp);
+    if (typeof fp !== "string") throw badField("fingerprint", "a fingerprint SHA256:…", fp);
+    if (!FINGERPRINT_PATTERN.test(fp)) throw badField("fingerprint", "a fingerprint SHA256:…");
     await operatorGuard(may, fp, undefined);
     if (!(await keys().remove(fp))) throw new PsimbolsError(ErrorCode.notFound, "this key is not registered");
     return [200, { removed: fp }];

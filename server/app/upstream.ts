@@ -85,17 +85,33 @@ interface Route {
 }
 
 /**
+ * What a route prefix may be (docs/BACKEND.md §2 "Routes"): 1 to 64 of
+ * letters, digits and `_ . : -`, at least one a letter or digit (its secret's
+ * variable is named after them, setup.ts routeSecretEnv).
+ */
+export const ROUTE_PREFIX = /^(?=[^=]*[A-Za-z0-9])[A-Za-z0-9_.:-]{1,64}$/;
+
+/**
  * Parses one `--upstream` value: `URL` (the default route) or `PREFIX=URL`.
- * @throws TypeError naming the option.
+ * A value starting with a scheme (`http://`) is a URL, `=` in its query
+ * included; any other value with an `=` is `PREFIX=URL`, its prefix checked
+ * against {@link ROUTE_PREFIX}.
+ * @throws TypeError naming the option, and what is wrong with the prefix (never echoing the value, which may hold a URL's credentials).
  */
 export function parseUpstreamRoute(text: string, setting = "--upstream"): UpstreamRoute {
-  const m = /^([A-Za-z0-9_.:-]{1,64})=(.*)$/s.exec(text);
-  if (m && !/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
-    // PROTOCOL.md §6.6: the `admin.` namespace is the broker's; such a route could never be used.
-    if (isAdminOp(m[1]!)) throw new TypeError(`${setting}: the prefix "${m[1]}" is in the broker's reserved ${ADMIN_PREFIX} namespace`);
-    return { prefix: m[1]!, url: parseAppUrl(m[2]!, setting) };
+  const eq = text.indexOf("=");
+  if (eq < 0 || /^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return { prefix: "", url: parseAppUrl(text, setting) };
+  const prefix = text.slice(0, eq);
+  if (!ROUTE_PREFIX.test(prefix)) {
+    const rule = "a prefix is 1 to 64 of letters, digits and _ . : -, with at least one letter or digit (PREFIX=URL), and a URL starts with http:// or https://";
+    const bad = [...prefix].find((c) => !/[A-Za-z0-9_.:-]/.test(c));
+    const why =
+      bad !== undefined ? `has the character ${JSON.stringify(bad)} (U+${bad.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")})` : prefix.length === 0 ? "is empty" : prefix.length > 64 ? `has ${prefix.length} characters` : "has no letter or digit";
+    throw new TypeError(`${setting}: the text before "=" is not a route prefix: it ${why}; ${rule}`);
   }
-  return { prefix: "", url: parseAppUrl(text, setting) };
+  // PROTOCOL.md §6.6: the `admin.` namespace (in any case) is the broker's; such a route could never be used.
+  if (isAdminOp(prefix)) throw new TypeError(`${setting}: the prefix "${prefix}" is in the broker's reserved ${ADMIN_PREFIX} namespace (in any case)`);
+  return { prefix, url: parseAppUrl(text.slice(eq + 1), setting) };
 }
 
 /** The upstream routes of one node and the handler each op goes to. */
@@ -239,7 +255,9 @@ export function decodeAnswer(text: string): { data: unknown } | { error: { code:
   if (keys[0] !== "error") throw new CallError(CallFailure.badBody, 'the answer must have exactly one of "data" and "error"');
   const e = o.error;
   if (typeof e !== "object" || e === null || Array.isArray(e)) throw new CallError(CallFailure.badBody, '"error" must be an object');
-  const { code, message } = e as Record<string, unknown>;
+  const { code, message, ...others } = e as Record<string, unknown>;
+  // As another key beside "data"/"error": an extra member would be dropped unseen, so the answer is malformed.
+  if (Object.keys(others).length > 0) throw new CallError(CallFailure.badBody, '"error" must have only "code" and "message"');
   if (typeof code !== "string" || code.length > MAX_TOKEN_CHARS || !APP_ERROR_CODES.has(code)) {
     throw new CallError(CallFailure.badBody, '"error.code" must be one of the documented inner codes');
   }

@@ -93,6 +93,23 @@ function backend(name: string, cmd: (string | undefined)[]): void {
       rb.close();
     });
 
+    t("text beyond ASCII round-trips exactly through the example: café, an emoji, a lone surrogate, in a key and in a value", async () => {
+      const raw = await Raw.open(broker.url);
+      const ch = await handshake(raw, alice);
+      // The request reaches the example as raw UTF-8, signed as sent; Python's json.dumps answers with \u escapes (ensure_ascii).
+      for (const [key, value] of [
+        ["clé", "café"],
+        ["emoji 😀", { text: "naïve 😀 日本語", list: ["é", "\u{1F600}"] }],
+        ["lone", "\ud800 alone"],
+      ] as const) {
+        assert.equal(await call(raw, ch, "kv.put", { key, value }), { data: { ok: true, identity: alice.public.fingerprint } }, key);
+        const got = await call(raw, ch, "kv.get", { key });
+        assert.equal(got, { data: { value, identity: alice.public.fingerprint } }, key);
+        assert.is(JSON.stringify(got.data.value), JSON.stringify(value), `${key}: exactly the same text`);
+      }
+      raw.close();
+    });
+
     t("a forwarded call pays no Nagle delay (TCP_NODELAY): 30 sequential calls, median under 25 ms", async () => {
       const raw = await Raw.open(broker.url);
       const ch = await handshake(raw, alice);

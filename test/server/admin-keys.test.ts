@@ -194,7 +194,7 @@ for (const backend of ["keys file", "Redis"] as const) {
       ["admin.keys.add", { public_key: "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n" }, "bad_request", `"public_key" is not a PEM key`],
       ["admin.keys.add", { public_key: "hello" }, "bad_request", `"public_key" is not a PEM key`],
       ["admin.keys.add", { public_key: privatePem }, "bad_request", "is a private key"],
-      ["admin.keys.add", { public_key: k.pub, role: "root" }, "bad_request", `"role" expected client, operator, blocked`],
+      ["admin.keys.add", { public_key: k.pub, role: "root" }, "bad_request", `"role" expected one of "client", "operator", "blocked", not another name`],
       ["admin.keys.add", { public_key: k.pub, comment: "x".repeat(201) }, "bad_request", "at most 200 characters"],
       ["admin.keys.add", { public_key: k.pub, comment: 7 }, "bad_request", `"comment" expected`],
       ["admin.keys.add", { public_key: "x".repeat(9000) }, "bad_request", "at most 8192 characters"],

@@ -122,9 +122,9 @@ export class Batcher {
       .then(
         () => {
           if (rest !== undefined) this.#line(rest);
-          this.#end(ids, new CallError(CallFailure.badBody, "the batch answer has no line for this request"));
+          this.#end(ids, () => new CallError(CallFailure.badBody, "the batch answer has no line for this request"));
         },
-        (e: CallError) => this.#end(ids, e),
+        (e: CallError) => this.#end(ids, () => e),
       );
   }
 
@@ -147,13 +147,14 @@ export class Batcher {
     w.resolve(o);
   }
 
-  /** The batch's answer ended (or failed): its requests still waiting fail with `e`. */
-  #end(ids: readonly string[], e: CallError): void {
+  /** The batch's answer ended (or failed): its requests still waiting fail with `error()` (made only then: an Error's stack costs). */
+  #end(ids: readonly string[], error: () => CallError): void {
+    let e: CallError | undefined;
     for (const id of ids) {
       const w = this.#sent.get(id);
       if (w === undefined) continue;
       this.#sent.delete(id);
-      w.reject(e);
+      w.reject((e ??= error()));
     }
   }
 

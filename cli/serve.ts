@@ -58,6 +58,7 @@ export function serveCommand(p: Command): void {
     .option("--no-console", "do not serve the web console at /console/")
     // Calls to the application (docs/BACKEND.md); each destination signed with its own secret (§1).
     .option("--upstream <[prefix=]url>", "send ops no built-in handles to this HTTP upstream (repeatable; PREFIX=URL routes by op prefix, the longest wins)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option("--upstream-batch <prefix>", "send this route's requests in batches, answers streamed one per line (repeatable; * is the default route; the upstream must take them: docs/BACKEND.md \"Batches\")", (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option("--upstream-timeout <ms>", "whole-request timeout of upstream calls", int("--upstream-timeout"))
     .option("--upstream-max-in-flight <n>", "requests in flight from this node to each upstream route", int("--upstream-max-in-flight"))
     .option("--upstream-max-in-flight-per-identity <n>", "of those, in flight for one identity; more wait for its own (fair share)", int("--upstream-max-in-flight-per-identity"))
@@ -133,6 +134,7 @@ export function serveCommand(p: Command): void {
       }
       const app = createAppCalls({
         upstreams: o.upstream,
+        upstreamBatch: o.upstreamBatch,
         authorize: o.authorize,
         eventsUrl: o.eventsUrl,
         env: process.env,

@@ -22,6 +22,7 @@ import type { Handler, HandlerContext } from "../broker.js";
 import type { Logger } from "../log.js";
 import { ADMIN_PREFIX, isAdminOp } from "../operator.js";
 import type { Role } from "../registry.js";
+import { Batcher } from "./batch.js";
 import { FairShare } from "./fair-share.js";
 import { AppClient, CallError, CallFailure, parseAnswer, parseAppUrl } from "./http.js";
 import type { WebhookSecret } from "./signature.js";
@@ -55,6 +56,8 @@ export interface UpstreamRoute {
 /** A route and the secret(s) its calls are signed with (its own, or the shared default: setup.ts). */
 export interface SignedRoute extends UpstreamRoute {
   readonly secrets: readonly WebhookSecret[];
+  /** The operator opted this route in to batches (`--upstream-batch`, batch.ts). */
+  readonly batch?: boolean;
 }
 
 /** The outcomes counted per upstream in `psimbols_upstream_requests_total`. */
@@ -79,9 +82,16 @@ interface Route {
   /** The `/metrics` label: the prefix, or `*` for the default route. */
   readonly label: string;
   readonly client: AppClient;
+  /** Set when the route takes batches. */
+  readonly batcher: Batcher | undefined;
   readonly share: FairShare;
   readonly outcomes: Map<UpstreamOutcome, number>;
   readonly handler: Handler;
+}
+
+/** A route's name in `/metrics` and in `--upstream-batch`: its prefix, or `*` for the default route. */
+export function routeLabel(prefix: string): string {
+  return prefix || "*";
 }
 
 /**
@@ -137,12 +147,14 @@ export class Upstream {
     this.#routes = [...o.routes]
       .sort((a, b) => b.prefix.length - a.prefix.length)
       .map((r) => {
+        // A pool per route, as large as the route's capacity: no route waits for another's connections.
+        const client = new AppClient({ url: r.url, secrets: r.secrets, connections: maxInFlight });
         const route: Route = {
           prefix: r.prefix,
           url: r.url,
-          label: r.prefix || "*",
-          // A pool per route, as large as the route's capacity: no route waits for another's connections.
-          client: new AppClient({ url: r.url, secrets: r.secrets, connections: maxInFlight }),
+          label: routeLabel(r.prefix),
+          client,
+          batcher: r.batch === true ? new Batcher(client, this.#maxBytes) : undefined,
           share: new FairShare(maxInFlight, perIdentity),
           outcomes: new Map(),
           handler: () => undefined,
@@ -191,6 +203,7 @@ export class Upstream {
   }
 
   async close(): Promise<void> {
+    for (const r of this.#routes) r.batcher?.close();
     await Promise.all(this.#routes.map((r) => r.client.close()));
   }
 
@@ -207,8 +220,10 @@ export class Upstream {
     }
     try {
       const body = requestBody(ctx, data, await ctx.role());
-      const text = await r.client.post({ id: ctx.requestId, body, timeoutMs: Math.max(1, deadline - Date.now()), maxBytes: this.#maxBytes });
-      const answer = decodeAnswer(text);
+      const answer =
+        r.batcher === undefined
+          ? decodeAnswer(await r.client.post({ id: ctx.requestId, body, timeoutMs: Math.max(1, deadline - Date.now()), maxBytes: this.#maxBytes }))
+          : checkAnswer(await r.batcher.send(ctx.requestId, body, deadline));
       if ("error" in answer) {
         this.#count(r, "app_error");
         throw new PsimbolsError(answer.error.code, answer.error.message);
@@ -248,7 +263,11 @@ export function requestBody(ctx: HandlerContext, data: unknown, role: Role | nul
 
 /** A 200 answer's body: `{"data": D}` or `{"error": {"code": C, "message": M}}`, nothing else. @throws CallError(bad_body). */
 export function decodeAnswer(text: string): { data: unknown } | { error: { code: ErrorCode; message: string } } {
-  const o = parseAnswer(text);
+  return checkAnswer(parseAnswer(text));
+}
+
+/** An answer object (parsed, or a batch's line without its id) checked as {@link decodeAnswer} says. @throws CallError(bad_body). */
+function checkAnswer(o: Record<string, unknown>): { data: unknown } | { error: { code: ErrorCode; message: string } } {
   const keys = Object.keys(o);
   if (keys.length !== 1) throw new CallError(CallFailure.badBody, 'the answer must have exactly one of "data" and "error"');
   if (keys[0] === "data") return { data: o.data };

@@ -124,6 +124,17 @@ export function parseUpstreamRoute(text: string, setting = "--upstream"): Upstre
   return { prefix, url: parseAppUrl(text.slice(eq + 1), setting) };
 }
 
+/**
+ * The ops an application may receive: 1 to 64 printable ASCII characters, no space
+ * (U+0021 to U+007E). Any other op (a space, a control character, any non-ASCII
+ * letter) is answered `not_found` by the broker and never forwarded, so that no
+ * trimming, case folding (Turkish dotted İ, Java's per-character toLowerCase) or
+ * Unicode normalisation (NFKC turns fullwidth ａｄｍｉｎ．into admin.) an
+ * application applies can turn a forwarded op into one of the broker's `admin.*`
+ * names (docs/BACKEND.md §2 "Op names"; PROTOCOL.md §6.6).
+ */
+export const FORWARDABLE_OP = /^[\x21-\x7e]{1,64}$/;
+
 /** The upstream routes of one node and the handler each op goes to. */
 export class Upstream {
   readonly #routes: Route[];
@@ -164,9 +175,12 @@ export class Upstream {
       });
   }
 
-  /** The handler of `op`: its longest-prefix route's, or undefined when no route takes it (an `admin.*` op never). */
+  /**
+   * The handler of `op`: its longest-prefix route's, or undefined when no route takes it. Never
+   * an `admin.*` op, nor one that is not {@link FORWARDABLE_OP} (docs/BACKEND.md §2 "Op names").
+   */
   route(op: string): Handler | undefined {
-    if (isAdminOp(op)) return undefined;
+    if (isAdminOp(op) || !FORWARDABLE_OP.test(op)) return undefined;
     for (const r of this.#routes) if (op.startsWith(r.prefix)) return r.handler;
     return undefined;
   }

@@ -11,13 +11,17 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { Redis } from "ioredis";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { freePort } from "../../cli/cluster/net.js";
 import { REDIS_START, SENTINEL_MASTER_NAME } from "../../cli/cluster/sentinel.js";
 import { testSentinels } from "../helpers/sentinel.js";
 
 const sentinelSet = testSentinels();
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const BASE = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"];
+// --dir: a replica writes the RDB of its full sync to its directory (it left dump.rdb in the checkout).
+const BASE = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning", "--dir", mkdtempSync(join(tmpdir(), "psimbols-redis-start-"))];
 
 /** The ROLE of the server on `port` ("master", "slave", or "down"), and the master it follows. */
 async function role(port: number): Promise<{ role: string; master?: number }> {

@@ -31,6 +31,8 @@ async function open(key: SigningKey): Promise<{ raw: Raw; ch: RawChannel }> {
 
 /** Spellings an application might case-fold into `admin.` (the dotless ı upper-cases to I): the broker's namespace too (docs/BACKEND.md §2 "Op names"). */
 const CASE_FOLDED = ["Admin.deleteUser", "ADMIN.channels", "aDmIn.push", "adm\u0131n.revoke"];
+/** Spellings an application's trim, Turkish or per-character lower-casing, or NFKC turns into admin.*: not forwardable ops. */
+const NOT_FORWARDED = [" admin.x", "\tadmin.keys", "adm\u0130n.keys.remove", "\uff41dmin.keys", "\uff21\uff24\uff2d\uff29\uff2e.keys", "admin\uff0ekeys", "caf\u00e9"];
 
 /** Ops that reached the upstream (any route). */
 const forwarded = () => app.requests.map((r) => String(r.json?.op));
@@ -65,11 +67,25 @@ for (const who of ["an unregistered key", "a key registered with the client role
     assert.is(app.requests.length, before, `forwarded: ${forwarded().slice(before).join(", ")}`);
     // The channel still serves, and other ops still go to the application.
     assert.equal(await call(raw, ch, "app.hello"), { data: { done: "app.hello", role: who === "an unregistered key" ? null : "client" } });
-    // Other names are matched exactly: a built-in spelled otherwise, or admin. after a space, is the application's.
-    for (const op of ["Echo", " admin.x"]) assert.is((await call(raw, ch, op)).data?.done, op);
+    // Other names are matched exactly: a built-in spelled otherwise is the application's.
+    assert.is((await call(raw, ch, "Echo")).data?.done, "Echo");
     raw.close();
   });
 }
+
+t("ops with a space or outside ASCII (which trimming, case folding or NFKC could make admin.) get not_found and never reach the upstream", async () => {
+  for (const key of [await generateSigningKey(), operator]) {
+    const { raw, ch } = await open(key);
+    const before = app.requests.length;
+    for (const op of NOT_FORWARDED) {
+      const r = await call(raw, ch, op, { user: "victim" });
+      assert.equal(r.error?.code, "not_found", `${JSON.stringify(op)}: ${JSON.stringify(r)}`);
+    }
+    assert.is(app.requests.length, before, `forwarded: ${forwarded().slice(before).join(", ")}`);
+    assert.is((await call(raw, ch, "app.after")).data?.done, "app.after", "the channel still serves");
+    raw.close();
+  }
+});
 
 t("an operator: an admin.* name the broker does not implement, in any case (Admin.channels too), gets not_found and never reaches the upstream; admin.channels answers", async () => {
   const { raw, ch } = await open(operator);

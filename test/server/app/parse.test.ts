@@ -81,12 +81,16 @@ test("the request body carries the documented fields, the caller's role, info sp
   assert.equal([bare.info, bare.role], [null, null]);
 });
 
-test("the admin. namespace, in any case, is never routed to an upstream: not by a default route, not by a prefix that matches it, and no admin. route is accepted", async () => {
+test("the admin. namespace, in any case, is never routed to an upstream, nor any op that is not printable ASCII without spaces (no trimming, case folding or NFKC can make one admin.): not by a default route, not by a prefix that matches it, and no admin. route is accepted", async () => {
   const secrets = [WebhookSecret.parse(WebhookSecret.generate())];
   const u = new Upstream({ routes: ["http://d/", "adm=http://a/", "a=http://b/"].map((x) => ({ ...parseUpstreamRoute(x), secrets })) });
   try {
     for (const op of ["admin.deleteUser", "admin.", "admin.channels", "Admin.deleteUser", "ADMIN.channels", "aDmIn.x", "adm\u0131n.x"]) assert.is(u.route(op), undefined, op);
-    assert.ok(u.route("administrator") && u.route("admins.x") && u.route("other") && u.route(" admin.x") && u.route("adm\u0130n.x"));
+    // Spellings that trimming, a Turkish or per-character lower-casing, or NFKC turn into admin.: not ASCII without spaces, never routed.
+    for (const op of [" admin.x", "admin.x ", "\tadmin.x", "adm\u0130n.keys.remove", "\uff41dmin.keys", "\uff21\uff24\uff2d\uff29\uff2e.keys", "admin\uff0ekeys", "admin\u200b.x", "caf\u00e9", "a b"]) {
+      assert.is(u.route(op), undefined, JSON.stringify(op));
+    }
+    assert.ok(u.route("administrator") && u.route("admins.x") && u.route("other") && u.route("admin") && u.route("admin:keys") && u.route("~!@#$%^&*()_+{}|:<>?"));
     for (const bad of ["admin.=http://x/", "admin.users=http://x/", "Admin.=http://x/", "ADMIN.x=http://x/"]) {
       assert.throws(() => parseUpstreamRoute(bad), (e: Error) => e instanceof TypeError && /^--upstream: .*reserved admin\. namespace/.test(e.message), bad);
     }

@@ -71,10 +71,11 @@ export function channelRow(c: ChannelRecord, live: ReadonlySet<string>): Channel
   return row;
 }
 
-/** The rows of every live channel (of one identity, if given): two store reads, whatever the number of channels. */
+/** The rows of every live channel (of one identity, if given): the listing, then one read of the holders' beats. */
 export async function channelRows(store: Store, identity?: string): Promise<ChannelRow[]> {
-  const [all, live] = await Promise.all([store.listChannels(), store.liveInstances()]);
+  const all = await store.listChannels();
   for (const c of all) c.key.fill(0); // copies: only the rows leave
+  const live = await store.liveInstances(all.flatMap((c) => (c.holder?.conn !== undefined ? [c.holder.instance] : [])));
   return all.filter((c) => identity === undefined || c.identity === identity).map((c) => channelRow(c, live));
 }
 

@@ -123,10 +123,13 @@ export class MemoryStore implements Store {
     this.#beats.set(instance, this.#now() + ttlMs);
   }
 
-  async liveInstances(): Promise<Set<string>> {
+  async liveInstances(instances: Iterable<string>): Promise<Set<string>> {
     const now = this.#now();
     const out = new Set<string>();
-    for (const [i, until] of this.#beats) if (until > now) out.add(i);
+    for (const i of instances) {
+      nonEmpty("instance", i);
+      if ((this.#beats.get(i) ?? 0) > now) out.add(i);
+    }
     return out;
   }
 

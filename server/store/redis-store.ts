@@ -12,7 +12,7 @@
  * | `P pseq:<identity>`   | string | last push seq given out                          | `pushSeqTtlMs` (400 d) after the last push |
  * | `P push:<identity>`   | stream | kept pushes: `s` seq, `e` end of life (ms, Redis clock), `d` data (wrapped) | `ageMs` after the last push |
  * | `P lease:<key>`       | string | owner of a lease (an identity move: `move:<identity>`) | the lease's ttl |
- * | `P nodes`             | sorted set | live node instances, scored by when their beat runs out (ms, Redis clock) | the longest beat |
+ * | `P node:<instance>`   | string | a live node instance (its beat, `PSETEX`)        | the beat's ttl    |
  *
  * A retired channel keeps its hash, with `retired` = the reason, until its
  * expiry: a tombstone (see `ChannelRecord.retired`).
@@ -228,29 +228,6 @@ if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] then
   return 1
 end
 return 0
-`);
-
-/*
- * beat. KEYS: nodes. ARGV: instance, ttl ms.
- * On Redis's clock, so nodes' clocks do not matter: scores the instance with
- * the end of its beat, drops instances whose beat ran out, and lets the set
- * expire with the longest beat (when every node is gone).
- */
-const BEAT = new Script(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], string.format('%d', now + ttl), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%d', now))
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
-`);
-
-/* liveInstances. KEYS: nodes. The instances whose beat has not run out (Redis's clock). */
-const LIVE = new Script(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZRANGEBYSCORE', KEYS[1], string.format('(%d', now), '+inf', 'LIMIT', 0, 10000)
 `);
 
 /* unlease. KEYS: lease:<key>. ARGV: owner. Deletes the lease only if `owner` holds it. */
@@ -497,16 +474,21 @@ export class RedisStore implements Store {
     return this.#run("release", async () => (await this.#eval(RELEASE, [this.#chKey(channel)], [conn])) === 1);
   }
 
+  /** One PSETEX, a command nothing else sends (so a count of commands can tell beats apart); expiry on Redis's clock. */
   async beat(instance: string, ttlMs: number): Promise<void> {
     str("instance", instance);
     if (!Number.isSafeInteger(ttlMs) || ttlMs < 1) throw new RangeError(`"ttlMs" expected a positive integer`);
-    await this.#run("beat", async () => void (await this.#eval(BEAT, [this.#nodesKey()], [instance, ttlMs])));
+    await this.#run("beat", async () => void (await this.#cmd.psetex(this.#nodeKey(instance), ttlMs, "1")));
   }
 
-  async liveInstances(): Promise<Set<string>> {
+  /** One MGET of the instances asked about. */
+  async liveInstances(instances: Iterable<string>): Promise<Set<string>> {
+    const ids = [...new Set(instances)];
+    for (const i of ids) str("instance", i);
+    if (ids.length === 0) return new Set();
     return this.#run("liveInstances", async () => {
-      const ids = await this.#eval(LIVE, [this.#nodesKey()], []);
-      return new Set(Array.isArray(ids) ? ids.filter((x): x is string => typeof x === "string") : []);
+      const beats = await this.#cmd.mget(...ids.map((i) => this.#nodeKey(i)));
+      return new Set(ids.filter((_, k) => beats[k] !== null));
     });
   }
 
@@ -704,8 +686,8 @@ export class RedisStore implements Store {
   #activeKey(identity: string): string {
     return `${this.#prefix}active:${identity}`;
   }
-  #nodesKey(): string {
-    return `${this.#prefix}nodes`;
+  #nodeKey(instance: string): string {
+    return `${this.#prefix}node:${instance}`;
   }
   #evKey(identity: string): string {
     return `${this.#prefix}ev:${identity}`;

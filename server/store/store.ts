@@ -149,8 +149,8 @@ export interface Store {
   release(channel: string, conn: string): Promise<boolean>;
   /** This node instance is alive for `ttlMs` from now (Redis's clock for the Redis store). */
   beat(instance: string, ttlMs: number): Promise<void>;
-  /** The node instances whose last beat has not yet run out. */
-  liveInstances(): Promise<Set<string>>;
+  /** Those of `instances` whose last beat has not yet run out. */
+  liveInstances(instances: Iterable<string>): Promise<Set<string>>;
   /** All live channels (for operators; bounded by the store's size). */
   listChannels(): Promise<ChannelRecord[]>;
   /**

@@ -583,12 +583,14 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
   t("beat and liveInstances: an instance is live on every node until its beat runs out", async ({ sut, store }) => {
     const peer = await sut.peer();
     const mine = `i-${channelId()}`;
-    assert.not.ok((await store.liveInstances()).has(mine));
+    const other = `i-${channelId()}`;
+    assert.equal(await store.liveInstances([mine, other]), new Set());
     await store.beat(mine, 400);
-    assert.ok((await peer.liveInstances()).has(mine), "live at once, everywhere");
+    assert.equal(await peer.liveInstances([mine, other, mine]), new Set([mine]), "live at once, everywhere");
+    assert.equal(await peer.liveInstances([]), new Set());
     await store.beat(mine, 400);
     await sleep(600);
-    assert.not.ok((await peer.liveInstances()).has(mine), "gone once its last beat ran out");
+    assert.equal(await peer.liveInstances([mine]), new Set(), "gone once its last beat ran out");
   });
 
   t("release, bind, beat and activate reject malformed holders and arguments, changing nothing", async ({ store }) => {
@@ -604,6 +606,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
       [() => store.activate({ ...record(id), holder: { ...A, conn: "" } }), RangeError],
       [() => store.beat("", 1000), RangeError],
       [() => store.beat("x", 0), RangeError],
+      [() => store.liveInstances([""]), RangeError],
     ];
     for (const [call, type] of bad) {
       try {

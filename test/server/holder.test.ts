@@ -15,6 +15,7 @@ import { connect, type Client } from "../../client/node.js";
 import { type RunningBroker, operatorKeys, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { startRedis } from "../helpers/redis.js";
 import { startProxy, type Proxy } from "../helpers/proxy.js";
+import { freePort } from "../../cli/cluster/net.js";
 import { NODE_BEAT_TTL_MS } from "../../server/broker.js";
 import { type ChannelRow, channelRows } from "../../server/operator.js";
 import { RedisStore } from "../../server/store/redis-store.js";
@@ -141,6 +142,25 @@ t("a's late release after the client resumed on b leaves b's claim (compare-and-
   assert.is((await fetch(`http://127.0.0.1:${a.port}/readyz`)).status, 200);
   const r = await row(id);
   assert.equal([r?.state, r?.holder], ["held", "b"], "a's late release did not undo b's claim");
+});
+
+t("a close while node a cannot reach Redis is released once it can again (the release is retried after the next beat)", async () => {
+  const raw = await Raw.open(a.url);
+  const ch = await handshake(raw, await generateSigningKey());
+  const id = ch.grant.channel;
+  assert.is((await row(id))?.holder, "a");
+  redisProxy.retarget(await freePort()); // nothing listens there: a's reconnects fail
+  redisProxy.cut();
+  try {
+    await new Promise((r) => setTimeout(r, 200));
+    raw.close(); // a's release fails: Redis is out of reach
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal([(await row(id))?.state, (await row(id))?.holder], ["held", "a"], "not released while a is cut off");
+  } finally {
+    redisProxy.retarget(redis.port);
+  }
+  const r = await until(id, "not_connected", "a", 5000);
+  assert.equal([r?.state, r?.holder], ["not_connected", "a"], "released once a reaches Redis again");
 });
 
 t("the embedded store: held by the node, then not connected (last on it), through the node's admin ops", async () => {

@@ -25,8 +25,9 @@
  * Options:
  *   --quick            short windows (smoke test; results are not written unless --out is given)
  *   --only a,b         run only these cases (names as in results.json, plus `*_4k`);
- *                      `--only psimbols_memory,psimbols_forwarded` gives forward_added_cpu_us and
- *                      forward_added_p99_ms (at the fixed offered load; docs/BACKEND.md "Cost")
+ *                      `--only psimbols_memory,psimbols_forwarded,psimbols_forwarded_batch` gives
+ *                      forward_added_cpu_us, forward_added_p99_ms and the same for batches
+ *                      (forward_batch_*; at the fixed offered load; docs/BACKEND.md "Cost")
  *   --profile          also profile the server over each psimbols window (V8 CPU profiler, the
  *                      same .cpuprofile as node --cpu-prof, but only the measured window); writes
  *                      $TMPDIR/psimbols-bench-profiles/*.cpuprofile and prints the top frames
@@ -239,9 +240,11 @@ function startLoad(cfg: LoadConfig): Child {
  * (server/app/http.ts) to bench/upstream.ts, on the load generator's core.
  * The broker's CPU per request minus that of the in-process `echo`
  * (psimbols_memory, same run) is what forwarding adds. BENCH_UPSTREAM_CORE
- * pins the upstream elsewhere (a taskset list, e.g. `0,1`).
+ * pins the upstream elsewhere (a taskset list, e.g. `0,1`). With `batch`, the
+ * route takes batches (`--upstream-batch`, server/app/batch.ts): the
+ * psimbols_forwarded_batch row.
  */
-async function forwardedCase(env: Env, size: number, o: { profile?: string; channelType?: string } = {}): Promise<MsgResult> {
+async function forwardedCase(env: Env, size: number, o: { profile?: string; channelType?: string; batch?: boolean } = {}): Promise<MsgResult> {
   const upstream = new Child("upstream", "upstream.js", process.env.BENCH_UPSTREAM_CORE ?? LOAD_CORE, {});
   try {
     const { port } = (await upstream.wait("ready", 30_000)).ready as { port: number };
@@ -336,8 +339,8 @@ async function window(server: Child, load: Child, profilePath?: string, warmupMs
   return { rep: r.report as LoadReport, cpuUs: b.user - a.user + (b.system - a.system) };
 }
 
-function serverCfg(kind: "ws" | "wss" | "psimbols", env: Env, store: "memory" | "redis" = "memory", json = false, upstream?: string): ServerConfig {
-  if (kind === "psimbols" && upstream) return { kind, store, upstream };
+function serverCfg(kind: "ws" | "wss" | "psimbols", env: Env, store: "memory" | "redis" = "memory", json = false, upstream?: string, batch = false): ServerConfig {
+  if (kind === "psimbols" && upstream) return { kind, store, upstream, batch };
   if (kind === "wss") return { kind, tls: { key: env.pki.serverKey, cert: env.pki.serverCert, ca: env.pki.ca } };
   if (kind === "psimbols") return { kind, store, ...(store === "redis" ? { redisUrl: env.redisUrl! } : {}) };
   return { kind, json };
@@ -350,9 +353,9 @@ async function msgCase(
   env: Env,
   kind: "ws" | "wss" | "psimbols",
   size: number,
-  o: { store?: "memory" | "redis"; binary?: boolean; profile?: string; channelType?: string; json?: boolean; upstream?: string; op?: string } = {},
+  o: { store?: "memory" | "redis"; binary?: boolean; profile?: string; channelType?: string; json?: boolean; upstream?: string; batch?: boolean; op?: string } = {},
 ): Promise<MsgResult> {
-  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store, o.json, o.upstream), { PSIMBOLS_WRAP_KEY: env.wrapKey });
+  const { child: server, port, fingerprint } = await startServer(serverCfg(kind, env, o.store, o.json, o.upstream, o.batch), { PSIMBOLS_WRAP_KEY: env.wrapKey });
   const load = startLoad({
     mode: "msg",
     kind,
@@ -616,6 +619,7 @@ const MSG_BASE: Record<string, string> = {
   psimbols_redis_chacha: "psimbols_memory_chacha",
   psimbols_memory_json: "wss",
   psimbols_forwarded: "psimbols_memory",
+  psimbols_forwarded_batch: "psimbols_memory",
 };
 
 function table(c: Record<string, unknown>): string {
@@ -687,13 +691,16 @@ function targets(c: Record<string, any>): Record<string, { value: number | null;
   add("rss_per_conn_kib", c.rss_per_conn_kib, "<= 16", (v) => v <= 16);
   add("rss_vs_ws", q(c.rss_per_conn_kib, c.rss_per_conn_kib_ws), "<= 1.5", (v) => v <= 1.5);
   // What forwarding to an upstream adds to the broker, at the fixed offered load (docs/BACKEND.md "Cost"):
-  // CPU µs per request and p99 ms over the in-process op of the same run.
-  const fwd = c.psimbols_forwarded?.at_rate;
+  // CPU µs per request and p99 ms over the in-process op of the same run, for each row: one POST per
+  // request (the default) and batches (`--upstream-batch`).
   const mem = c.psimbols_memory?.at_rate;
   const sub = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? a - b : undefined);
-  add("forward_added_cpu_us", sub(fwd?.cpu_us_per_req, mem?.cpu_us_per_req), "<= 25", (v) => v <= 25);
-  add("forward_added_p99_ms", sub(fwd?.p99_ms, mem?.p99_ms), "<= 2", (v) => v <= 2);
-  add("forward_rate_vs_offered", q(fwd?.rps, fwd?.offered), ">= 0.95", (v) => v >= 0.95);
+  for (const [suffix, row] of [["", c.psimbols_forwarded], ["_batch", c.psimbols_forwarded_batch]] as const) {
+    const fwd = row?.at_rate;
+    add(`forward${suffix}_added_cpu_us`, sub(fwd?.cpu_us_per_req, mem?.cpu_us_per_req), "<= 25", (v) => v <= 25);
+    add(`forward${suffix}_added_p99_ms`, sub(fwd?.p99_ms, mem?.p99_ms), "<= 2", (v) => v <= 2);
+    add(`forward${suffix}_rate_vs_offered`, q(fwd?.rps, fwd?.offered), ">= 0.95", (v) => v >= 0.95);
+  }
   const k = c.cases_4k ?? {};
   add("memory_rps_vs_wss_4k", q(k.psimbols_memory?.rps, k.wss?.rps), ">= 0.8", (v) => v >= 0.8);
   add("memory_cpu_vs_wss_4k", q(k.psimbols_memory?.cpu_us_per_req, k.wss?.cpu_us_per_req), "<= 1.25", (v) => v <= 1.25);
@@ -761,6 +768,8 @@ async function main(): Promise<void> {
     if (size === 256) {
       const profF = PROFILE ? { profile: `${profDir}psimbols_forwarded.cpuprofile` } : {};
       await run("psimbols_forwarded", () => forwardedCase(env, size, { channelType: AES, ...profF }));
+      const profB = PROFILE ? { profile: `${profDir}psimbols_forwarded_batch.cpuprofile` } : {};
+      await run("psimbols_forwarded_batch", () => forwardedCase(env, size, { channelType: AES, batch: true, ...profB }));
     }
     if (VARIANTS) {
       await run(`psimbols_memory_json${suffix}`, () => msgCase(env, "psimbols", size, { binary: false, channelType: AES, ...prof("psimbols_memory_json") }), into, "psimbols_memory_json");
@@ -820,7 +829,7 @@ async function main(): Promise<void> {
   console.log("\ntargets:");
   for (const [k, v] of Object.entries(results.targets)) console.log(`  ${k.padEnd(24)} ${String(v.value).padStart(8)}  ${v.target.padEnd(8)} ${v.met === null ? "n/a" : v.met ? "met" : "MISSED"}`);
   if (PROFILE) {
-    for (const f of ["psimbols_memory", "psimbols_memory_chacha", "psimbols_forwarded", "psimbols_memory_json", "psimbols_memory_4k", "psimbols_memory_chacha_4k", "psimbols_memory_json_4k", "handshake_psimbols"]) {
+    for (const f of ["psimbols_memory", "psimbols_memory_chacha", "psimbols_forwarded", "psimbols_forwarded_batch", "psimbols_memory_json", "psimbols_memory_4k", "psimbols_memory_chacha_4k", "psimbols_memory_json_4k", "handshake_psimbols"]) {
       try {
         const p = JSON.parse(readFileSync(`${profDir}${f}.cpuprofile`, "utf8"));
         console.log(`\n${formatSummary(summarise(p, 20), `profile ${f}`)}`);

@@ -47,6 +47,8 @@ export interface ServerConfig {
   tls?: { key: string; cert: string; ca: string };
   /** psimbols: forward the ops no built-in takes to this upstream URL (docs/BACKEND.md), signed with a fresh secret. */
   upstream?: string;
+  /** psimbols: the upstream takes batches (`--upstream-batch *`, docs/BACKEND.md "Batches"). */
+  batch?: boolean;
 }
 
 /** Limits raised for the bench: one load generator opens thousands of sockets and handshakes from few addresses. */
@@ -137,7 +139,7 @@ async function startPsimbols(cfg: ServerConfig): Promise<{ port: number; info: R
     });
   }
   // As `psimbols serve --upstream URL` builds it; the in-flight cap above the load's 100 × 8.
-  const app = cfg.upstream ? createAppCalls({ upstreams: [cfg.upstream], env: { PSIMBOLS_UPSTREAM_SECRET: WebhookSecret.generate() }, upstreamMaxInFlight: 4096, upstreamMaxInFlightPerIdentity: 4096, log }) : undefined;
+  const app = cfg.upstream ? createAppCalls({ upstreams: [cfg.upstream], ...(cfg.batch ? { upstreamBatch: ["*"] } : {}), env: { PSIMBOLS_UPSTREAM_SECRET: WebhookSecret.generate() }, upstreamMaxInFlight: 4096, upstreamMaxInFlightPerIdentity: 4096, log }) : undefined;
   const broker = await Broker.start({
     config: { port: 0, host: "127.0.0.1", dataDir, node: "bench", limits: BENCH_LIMITS },
     serverKey,

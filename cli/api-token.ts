@@ -15,12 +15,24 @@ import { CliError } from "./errors.js";
 /** The default tokens file: beside the default keys file. */
 export const defaultTokensFile = (): string => join(defaultDataDir(), "api-tokens.json");
 
+/**
+ * Which `serve` reads the tokens just written: a node reads the tokens file
+ * beside its keys file, or with --redis and no --keys the cluster's Redis
+ * (cli/serve.ts). Said at create, because the default file is only read by a
+ * node whose keys file is the default one.
+ */
+function readBy(o: { file: string; redis?: string }): string {
+  if (o.redis) return "read by nodes with --redis and no --keys (serve --api-listen)";
+  const keys = join(dirname(o.file), "keys.json");
+  return `read by a node whose keys file is ${keys} (serve --api-listen … --keys ${keys}${o.file === defaultTokensFile() ? ", or no --keys and the default --data-dir" : ""})`;
+}
+
 /** Adds `api-token` to `p`. */
 export function apiTokenCommands(p: Command): void {
   const tokens = p.command("api-token").description("manage the bearer tokens of the server API (serve --api-listen)");
   const where = (c: Command) =>
     c
-      .option("--file <api-tokens.json>", "tokens file (beside the node's keys file)", defaultTokensFile())
+      .option("--file <api-tokens.json>", "tokens file; a node reads the api-tokens.json beside its keys file (serve --keys DIR/keys.json: DIR/api-tokens.json)", defaultTokensFile())
       .option("--redis <url>", "the cluster's Redis instead of a file");
   const withStore = async <T>(o: { file: string; redis?: string }, f: (s: TokenStore) => Promise<T>): Promise<T> => {
     const s = o.redis ? new RedisTokenStore(o.redis) : new FileTokenStore(o.file);
@@ -46,7 +58,7 @@ export function apiTokenCommands(p: Command): void {
       const { token, entry } = newToken(o.comment, scopes);
       if (!o.redis) await mkdir(dirname(o.file), { recursive: true, mode: 0o700 }); // as keygen: a new folder holds secrets' hashes
       await withStore(o, (s) => s.add(entry));
-      console.error(`created token ${entry.id} (scopes ${scopes.join(",")}) in ${o.redis ? "redis" : o.file}; it is shown once, keep it now:`);
+      console.error(`created token ${entry.id} (scopes ${scopes.join(",")}) in ${o.redis ? "redis" : o.file}; ${readBy(o)}; it is shown once, keep it now:`);
       console.log(token);
     });
   where(tokens.command("list"))

@@ -8,7 +8,7 @@ import { FileKnownServers, connect, defaultKnownServersPath } from "../client/no
 import { generateKeyFile, loadKey, loadPublicKey, publicKeyPath } from "../node/key-files.js";
 import { required, withHint } from "./errors.js";
 import { int } from "./options.js";
-import { KemType, kemTypes } from "../shared/frames.js";
+import { KemType, isAdminOp, kemTypes } from "../shared/frames.js";
 
 const KEY_TYPES: Record<string, KeyType> = { ed25519: KT.ed25519, p256: KT.p256, rsa: KT.rsa };
 
@@ -90,6 +90,16 @@ export function clientCommands(p: Command): void {
       try {
         console.log(JSON.stringify(await client.request(op, data, { timeoutMs: o.timeout })));
       } catch (e) {
+        // The admin. namespace (in any case) is the broker's and never forwarded (PROTOCOL.md §6.6): its refusal is the broker's own.
+        if (e instanceof PsimbolsError && isAdminOp(op) && e.code === ErrorCode.forbidden) {
+          throw withHint(
+            e,
+            `the broker itself refused ${JSON.stringify(op)}: admin.* ops (in any case) are for keys registered with the operator role, and this key is not one (its handshake completed); the service's operator registers one with \`psimbols keys add KEY.pub.pem --role operator\` in the keys file (or --redis) the broker reads`,
+          );
+        }
+        if (e instanceof PsimbolsError && isAdminOp(op) && e.code === ErrorCode.notFound) {
+          throw withHint(e, `the broker implements admin.channels, admin.revoke and admin.push (exact names); no admin.* op is ever forwarded to an application`);
+        }
         // The key passed its handshake: a forbidden now is the op's handler (the application) refusing, not the service refusing the key.
         if (e instanceof PsimbolsError && e.code === ErrorCode.forbidden) {
           throw withHint(e, `the service's handler for ${JSON.stringify(op)} refused this request (its own answer); this is not a refusal of your key, which completed the handshake`);

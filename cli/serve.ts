@@ -58,6 +58,7 @@ export function serveCommand(p: Command): void {
     .option("--no-console", "do not serve the web console at /console/")
     // Calls to the application (docs/BACKEND.md); each destination signed with its own secret (§1).
     .option("--upstream <[prefix=]url>", "send ops no built-in handles to this HTTP upstream (repeatable; PREFIX=URL routes by op prefix, the longest wins)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option("--upstream-batch <prefix>", "send this route's requests in batches, answers streamed one per line (repeatable; * is the default route; the upstream must take them: docs/BACKEND.md \"Batches\")", (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option("--upstream-timeout <ms>", "whole-request timeout of upstream calls", int("--upstream-timeout"))
     .option("--upstream-max-in-flight <n>", "requests in flight from this node to each upstream route", int("--upstream-max-in-flight"))
     .option("--upstream-max-in-flight-per-identity <n>", "of those, in flight for one identity; more wait for its own (fair share)", int("--upstream-max-in-flight-per-identity"))
@@ -68,7 +69,7 @@ export function serveCommand(p: Command): void {
     .option("--events-max-len <n>", "approximate length bound of the events stream (XADD MAXLEN ~)", int("--events-max-len"), EVENT_DEFAULTS.streamMaxLen)
     .option("--events-url <url>", "also POST every lifecycle event here (signed with PSIMBOLS_EVENTS_SECRET, at least once)")
     .option("--events-queue <n>", "events waiting per destination before new ones are dropped (counted in /metrics)", int("--events-queue"), EVENT_DEFAULTS.queue)
-    .option("--api-listen <host:port>", "serve the server API for backends on this address (off by default; never the client port)")
+    .option("--api-listen <host:port>", "serve the server API for backends on this address (off by default; never the client port); its tokens are read from api-tokens.json beside the keys file, or from Redis with --redis and no --keys")
     .option("--log-level <level>", "error, warn, info or debug", process.env.PSIMBOLS_LOG_LEVEL ?? "info")
     .option("--kems <list>", "KEM types accepted in a hello, comma-separated (default all: X25519,P-256,X-Wing)")
     .action(async (o) => {
@@ -133,6 +134,7 @@ export function serveCommand(p: Command): void {
       }
       const app = createAppCalls({
         upstreams: o.upstream,
+        upstreamBatch: o.upstreamBatch,
         authorize: o.authorize,
         eventsUrl: o.eventsUrl,
         env: process.env,
@@ -189,7 +191,8 @@ export function serveCommand(p: Command): void {
       if (api) {
         if (api.port === broker.port && api.port !== 0) throw new Error("setting api-listen: the server API must not share the client port");
         // Tokens live where the keys live: beside the keys file, or in Redis for a cluster.
-        const tokens = keysFile ? new FileTokenStore(join(dirname(keysFile), "api-tokens.json")) : new RedisTokenStore(o.redis);
+        const tokensAt = keysFile ? join(dirname(keysFile), "api-tokens.json") : undefined;
+        const tokens = tokensAt ? new FileTokenStore(tokensAt) : new RedisTokenStore(o.redis);
         try {
           apiServer = await ApiServer.start({ broker, registry, tokens, logger: log, redis: o.redis, ...api });
         } catch (e) {
@@ -197,7 +200,8 @@ export function serveCommand(p: Command): void {
           await Promise.all([broker.close(), events?.close(0), tokens.close()]);
           throw new Error(`setting api-listen: cannot listen on ${o.apiListen}: ${e instanceof Error ? e.message : String(e)}`);
         }
-        console.log(`server API listening on ${apiServer.url}`);
+        // Where the tokens are read, so that a token made elsewhere (`api-token create` writes the default data dir's) is not a mystery 401.
+        console.log(`server API listening on ${apiServer.url} (tokens: ${tokensAt ? `${tokensAt}; make one with psimbols api-token create --file ${tokensAt}` : "in Redis; make one with psimbols api-token create --redis URL"})`);
       }
       // Printed on stdout as well, so a person (or a test) can pin it.
       console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);

@@ -210,12 +210,23 @@ export async function loadPublicKey(path: string): Promise<PublicKey> {
   } catch (cause) {
     throw new PsimbolsError(ErrorCode.badRequest, `cannot read ${path}`, { cause });
   }
+  return publicKeyFromPem(pem, path);
+}
+
+/**
+ * The public key of a PEM key, private (PKCS#8) or public (SPKI), read as
+ * {@link loadPublicKey} reads a file (`psimbols keys add`, `admin.keys.add`).
+ *
+ * @param source - names the key in error messages (a file, a field).
+ * @throws PsimbolsError `bad_request` when `pem` holds no PEM key; `unsupported` for a key type psimbols does not accept.
+ */
+export async function publicKeyFromPem(pem: string, source: string): Promise<PublicKey> {
   let pub: KeyObject;
   try {
     pub = createPublicKey(pem);
   } catch (cause) {
-    throw new PsimbolsError(ErrorCode.badRequest, `${path} is not a PEM key`, { cause });
+    throw new PsimbolsError(ErrorCode.badRequest, `${source} is not a PEM key`, { cause });
   }
   const spki = new Uint8Array(pub.export({ type: "spki", format: "der" }));
-  return importSpki(keyTypeOf(pub, path), spki);
+  return importSpki(keyTypeOf(pub, source), spki);
 }

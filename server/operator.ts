@@ -10,17 +10,15 @@
  * to an application.
  */
 import { ErrorCode, PsimbolsError, badField } from "../shared/errors.js";
+import { FINGERPRINT_PATTERN, importPublicKey } from "../shared/crypto.js";
+import { publicKeyFromPem } from "../node/key-files.js";
 import type { Broker, Handler, HandlerContext } from "./broker.js";
-import { type KeyRegistry, Role } from "./registry.js";
+import { FileRegistry, type KeyRef, type KeyRegistry, type ManagedRegistry, type RegisteredKey, Role, managedRegistry } from "./registry.js";
+import { MemoryStore } from "./store/memory-store.js";
 import type { ChannelRecord, Store } from "./store/store.js";
 
-/** Operation names reserved for operators (PROTOCOL.md §6.6). */
-export const ADMIN_PREFIX = "admin.";
-
-/** Whether `op` is in the reserved `admin.` namespace. */
-export function isAdminOp(op: string): boolean {
-  return op.startsWith(ADMIN_PREFIX);
-}
+// The namespace is the protocol's (shared/frames.ts): the CLI tells the broker's refusals by it too.
+export { ADMIN_PREFIX, isAdminOp } from "../shared/frames.js";
 
 /**
  * `f`, run only for a caller whose registered role (read at the request) is
@@ -105,8 +103,9 @@ async function channelsWithComments(broker: Broker, registry: KeyRegistry | unde
   return rows.map((r) => (comments.has(r.identity) ? { ...r, comment: comments.get(r.identity)! } : r));
 }
 
-/** Registers the `admin.*` ops on a broker (Broker.handle puts each behind {@link operatorOnly}); `registry` gives `admin.channels` its key comments. */
+/** Registers the `admin.*` ops on a broker (Broker.handle puts each behind {@link operatorOnly}); `registry` gives `admin.channels` its key comments, and `admin.keys.*` the keys they manage. */
 export function registerOperatorOps(broker: Broker, registry: KeyRegistry | undefined): void {
+  registerKeyOps(broker, registry);
   broker.handle(
     "admin.channels",
     async () => ({
@@ -139,4 +138,199 @@ export function registerOperatorOps(broker: Broker, registry: KeyRegistry | unde
       return { seq };
     },
   );
+}
+
+// ------------------------------------------------------------------ registered keys (PROTOCOL.md §6.6)
+
+/** Longest comment `admin.keys.add` and the server API's `POST /v1/keys` register (the CLI takes any; a listing cuts longer ones here). */
+export const MAX_KEY_COMMENT = 200;
+/** Longest PEM text `admin.keys.add` reads (an RSA-4096 public key is about 800 characters). */
+const MAX_PEM_CHARS = 8192;
+/** Budget of one `admin.keys` page (UTF-8 bytes of its rows' JSON), well inside a response (MAX_INNER_BYTES) whatever the comments hold. */
+const KEYS_PAGE_BYTES = 32 * 1024;
+
+/** What `role` may be, for the error of any other (docs/BACKEND.md "Calls"). */
+const ROLES = `one of ${Object.values(Role).map((r) => JSON.stringify(r)).join(", ")}`;
+
+/** A key to register, parsed and checked: nothing has been written yet. */
+export interface Registration {
+  key: KeyRef;
+  role: Role;
+  comment: string;
+}
+
+/**
+ * Parses a key to register (server API `POST /v1/keys`, `admin.keys.add`):
+ * `{public_key, role?, comment?}`, or `{fingerprint, role: "blocked",
+ * comment?}` (a fingerprint alone only blocks). `public_key` is the wire form
+ * `{type, data}`, or with `options.pem` also a PEM public key as `psimbols
+ * keys add` reads from a file; a PEM private key is refused (it never needs
+ * to leave its owner).
+ * @throws PsimbolsError `bad_request` (or `unsupported` for a key type psimbols does not accept) naming the field.
+ */
+export async function parseRegistration(body: unknown, options: { pem?: boolean } = {}): Promise<Registration> {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw badField("body", "a JSON object", body);
+  const o = body as Record<string, unknown>;
+  const role = o.role ?? Role.client;
+  // A string of the wrong value says what is valid, not its type ("got string" read as if a string were wrong).
+  if (typeof role !== "string") throw badField("role", ROLES, role);
+  if (!(Object.values(Role) as string[]).includes(role)) throw badField("role", `${ROLES}, not another name`);
+  const comment = o.comment ?? "";
+  if (typeof comment !== "string") throw badField("comment", `a string of at most ${MAX_KEY_COMMENT} characters`, comment);
+  if (comment.length > MAX_KEY_COMMENT) throw badField("comment", `at most ${MAX_KEY_COMMENT} characters, got ${comment.length}`);
+  let key: KeyRef;
+  if (o.public_key !== undefined) {
+    if (o.fingerprint !== undefined) throw badField("body", "public_key or fingerprint, not both");
+    key = options.pem && typeof o.public_key === "string" ? await pemPublicKey(o.public_key) : await importPublicKey(o.public_key);
+  } else if (o.fingerprint !== undefined) {
+    key = { fingerprint: fingerprintField(o.fingerprint) };
+    if (role !== Role.blocked) throw badField("public_key", `required for a ${role} key (a fingerprint alone only blocks)`);
+  } else {
+    throw badField("public_key", options.pem ? "a PEM public key, or object {type, data}" : "object {type, data}");
+  }
+  return { key, role: role as Role, comment };
+}
+
+async function pemPublicKey(pem: string): Promise<KeyRef> {
+  if (pem.length > MAX_PEM_CHARS) throw badField("public_key", `a PEM public key of at most ${MAX_PEM_CHARS} characters`);
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
+    throw new PsimbolsError(ErrorCode.badRequest, `"public_key" is a private key: send the public key (the .pub.pem file psimbols keygen writes beside it)`);
+  }
+  return publicKeyFromPem(pem, `"public_key"`);
+}
+
+function fingerprintField(x: unknown): string {
+  if (typeof x !== "string" || !FINGERPRINT_PATTERN.test(x)) throw badField("fingerprint", "a fingerprint SHA256:… (43 base64 characters)", x);
+  return x;
+}
+
+/** What `admin.keys` shows of a registration: never the key bytes, a comment cut at {@link MAX_KEY_COMMENT} characters. */
+export function keyRow(k: RegisteredKey): { fingerprint: string; type: string | null; role: string; comment: string; added: string; moved_from?: string } {
+  const comment = typeof k.comment === "string" ? (k.comment.length > MAX_KEY_COMMENT ? k.comment.slice(0, MAX_KEY_COMMENT) + "…" : k.comment) : "";
+  return {
+    fingerprint: k.fingerprint,
+    type: typeof k.public_key?.type === "string" ? k.public_key.type : null,
+    role: k.role,
+    comment,
+    added: typeof k.added === "string" ? k.added : "",
+    ...(typeof k.moved_from === "string" ? { moved_from: k.moved_from } : {}),
+  };
+}
+
+/**
+ * Where the node keeps keys, for `admin.keys`: what persists is the console's to say (docs/OPERATIONS.md, Web console).
+ * `program`: a registry the embedding program gave the broker, read only here. (With no registry there is no operator to ask.)
+ */
+function registryKind(registry: KeyRegistry | undefined): { kind: "file"; path: string } | { kind: "redis" } | { kind: "program" } {
+  const managed = managedRegistry(registry);
+  if (managed instanceof FileRegistry) return { kind: "file", path: managed.path };
+  return managed ? { kind: "redis" } : { kind: "program" };
+}
+
+/**
+ * `admin.keys`, `admin.keys.add`, `admin.keys.block`, `admin.keys.unblock`,
+ * `admin.keys.remove` (PROTOCOL.md §6.6). Every write is one call of the
+ * registry's own atomic write (server/registry.ts), as `psimbols keys` and the
+ * server API make it; input is checked in full before it, so a refusal
+ * changes nothing. A session may not block, remove or demote the key it is
+ * connected with. Blocking a key also revokes its channels (Broker.revoke,
+ * as `admin.revoke {identity}`), the second step the CLI leaves to the operator.
+ */
+function registerKeyOps(broker: Broker, registry: KeyRegistry | undefined): void {
+  const managed = managedRegistry(registry);
+  const writable = (): ManagedRegistry => {
+    if (!managed) throw new PsimbolsError(ErrorCode.unsupported, "this node has no keys file or Redis registry to manage");
+    return managed;
+  };
+  const notSelf = (fingerprint: string, ctx: HandlerContext, what: string) => {
+    if (fingerprint === ctx.identity) {
+      throw new PsimbolsError(ErrorCode.badRequest, `this is the key this session is connected with: ${what} it from another operator key, or with psimbols keys`);
+    }
+  };
+  /** The registration of `fingerprint`, read fresh (list reads the file, or Redis). @throws PsimbolsError not_found. */
+  const registered = async (r: ManagedRegistry, fingerprint: string): Promise<RegisteredKey> => {
+    const entry = (await r.list()).find((k) => k.fingerprint === fingerprint);
+    if (!entry) throw new PsimbolsError(ErrorCode.notFound, "this key is not registered (to block a key the service does not know, add it with the role blocked)");
+    return entry;
+  };
+  /** The public key stored in `entry`, when it imports to the same fingerprint. */
+  const storedKey = async (entry: RegisteredKey): Promise<KeyRef | undefined> => {
+    if (!entry.public_key) return undefined;
+    const k = await importPublicKey(entry.public_key).catch(() => undefined);
+    return k?.fingerprint === entry.fingerprint ? k : undefined;
+  };
+  const fingerprintOf = (data: unknown): string => {
+    if (typeof data !== "object" || data === null || Array.isArray(data)) throw badField("data", "object {fingerprint}", data);
+    return fingerprintField((data as Record<string, unknown>).fingerprint);
+  };
+
+  broker.handle("admin.keys", async (data, ctx) => {
+    let offset = 0;
+    if (data !== undefined && data !== null) {
+      if (typeof data !== "object" || Array.isArray(data)) throw badField("data", "object {offset?}", data);
+      const o = (data as Record<string, unknown>).offset ?? 0;
+      if (typeof o !== "number" || !Number.isSafeInteger(o) || o < 0) throw badField("offset", "an integer ≥ 0", o);
+      offset = o;
+    }
+    const all = managed ? (await managed.list()).map(keyRow) : [];
+    all.sort((a, b) => (a.added < b.added ? -1 : a.added > b.added ? 1 : a.fingerprint < b.fingerprint ? -1 : 1));
+    const keys: ReturnType<typeof keyRow>[] = [];
+    let bytes = 0;
+    for (const row of all.slice(offset)) {
+      bytes += Buffer.byteLength(JSON.stringify(row)) + 1;
+      if (keys.length > 0 && bytes > KEYS_PAGE_BYTES) break;
+      keys.push(row);
+    }
+    const next = offset + keys.length < all.length ? offset + keys.length : null;
+    return {
+      node: broker.config.node,
+      registry: registryKind(registry),
+      store: broker.store instanceof MemoryStore ? "memory" : "redis",
+      self: ctx.identity,
+      total: all.length,
+      offset,
+      next,
+      keys,
+    };
+  });
+
+  broker.handle("admin.keys.add", async (data, ctx) => {
+    const r = writable();
+    const reg = await parseRegistration(data, { pem: true });
+    if (reg.role !== Role.operator) notSelf(reg.key.fingerprint, ctx, `give the role ${reg.role} to`);
+    const key = keyRow(await r.add(reg.key, { role: reg.role, comment: reg.comment }));
+    return { key, revoked: reg.role === Role.blocked ? await broker.revoke({ identity: key.fingerprint }) : [] };
+  });
+
+  broker.handle("admin.keys.block", async (data, ctx) => {
+    const r = writable();
+    const fingerprint = fingerprintOf(data);
+    notSelf(fingerprint, ctx, "block");
+    const entry = await registered(r, fingerprint);
+    // The public key and comment stay, so that unblocking gives the key back its registration.
+    const key = keyRow(await r.add((await storedKey(entry)) ?? { fingerprint }, { role: Role.blocked, comment: entry.comment }));
+    return { key, revoked: await broker.revoke({ identity: fingerprint }) };
+  });
+
+  broker.handle("admin.keys.unblock", async (data) => {
+    const r = writable();
+    const fingerprint = fingerprintOf(data);
+    const role = (data as Record<string, unknown>).role ?? Role.client;
+    if (role !== Role.client && role !== Role.operator) throw badField("role", "client or operator", role);
+    const entry = await registered(r, fingerprint);
+    if (entry.role !== Role.blocked) throw new PsimbolsError(ErrorCode.badRequest, `this key is not blocked (its role is ${entry.role})`);
+    // A key blocked by its fingerprint alone was never registered otherwise: unblocking removes the entry.
+    if (!entry.public_key) return { key: null, removed: await r.remove(fingerprint) };
+    const key = await storedKey(entry);
+    if (!key) throw new PsimbolsError(ErrorCode.badRequest, "the public key stored with this fingerprint does not import: remove the entry and add the key again");
+    return { key: keyRow(await r.add(key, { role, comment: entry.comment })) };
+  });
+
+  broker.handle("admin.keys.remove", async (data, ctx) => {
+    const r = writable();
+    const fingerprint = fingerprintOf(data);
+    notSelf(fingerprint, ctx, "remove");
+    if (!(await r.remove(fingerprint))) throw new PsimbolsError(ErrorCode.notFound, "this key is not registered");
+    return { removed: fingerprint };
+  });
 }

@@ -6,13 +6,16 @@
  *
  * File format (version 1):
  *   {"version":1,"keys":[{"fingerprint":"SHA256:…","public_key":{"type","data"},
- *                         "role":"client"|"operator"|"blocked","comment":"…","added":"RFC 3339"}]}
+ *                         "role":"client"|"operator"|"blocked","comment":"…","added":"RFC 3339",
+ *                         "updated"?:"RFC 3339","moved_from"?:"SHA256:…","moved"?:"RFC 3339"}]}
  * A `blocked` entry may name its key by fingerprint alone (no `public_key`).
+ * `added` is when the key was first registered; a later change of its role or
+ * comment keeps it and sets `updated` (docs/BACKEND.md "Calls", `POST /v1/keys`).
  *
  * Every write (add, remove, move; from the server API, the CLI or a handshake)
  * is one atomic step (DESIGN.md §11): on the file a read-modify-write under its
- * lock, the file replaced by rename (server/file-lock.ts); on Redis one HSET,
- * HDEL or compare-and-set script.
+ * lock, the file replaced by rename (server/file-lock.ts); on Redis one HDEL or
+ * compare-and-set script (add, move).
  */
 import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
@@ -32,7 +35,10 @@ export interface RegisteredKey {
   public_key?: { type: string; data: string };
   role: Role;
   comment: string;
+  /** When the key was first registered (RFC 3339); a change of role or comment keeps it. */
   added: string;
+  /** When its role or comment last changed (RFC 3339); absent while they are as first registered. */
+  updated?: string;
   /** Set by an identity move (§5.7): the key this registration moved from, and when. */
   moved_from?: string;
   moved?: string;
@@ -156,24 +162,42 @@ export type KeyRef = PublicKey | { fingerprint: string };
 
 /** Adds (or updates the role and comment of) a key, under the file's lock. @returns the entry written. */
 export async function addKey(path: string, key: KeyRef, options: { role?: Role; comment?: string } = {}): Promise<RegisteredKey> {
-  const entry = entryFor(key, options);
+  checkKeyRef(key, options);
   return withKeysFileLock(path, () => {
-    const keys = readKeysFile(path).filter((k) => k.fingerprint !== key.fingerprint);
-    writeKeysFile(path, [...keys, entry]);
+    const keys = readKeysFile(path);
+    const old = keys.find((k) => k.fingerprint === key.fingerprint);
+    const entry = entryFor(key, options, old);
+    if (entry !== old) writeKeysFile(path, [...keys.filter((k) => k !== old), entry]);
     return entry;
   });
 }
 
-function entryFor(key: KeyRef, options: { role?: Role; comment?: string }): RegisteredKey {
+/** @throws Error when a key that is not to be blocked comes as a bare fingerprint. */
+function checkKeyRef(key: KeyRef, options: { role?: Role }): void {
   const role = options.role ?? Role.client;
   if (!("spki" in key) && role !== Role.blocked) throw new Error(`a ${role} key needs its public key (a PEM file), not a fingerprint`);
-  return {
+}
+
+/**
+ * The entry that registering `key` with `options` leaves, given the entry
+ * registered now (`old`): a new key is `added` now; a change of an entry
+ * keeps its `added` (and a move's `moved_from` and `moved`) and records the
+ * time in `updated`; a write that changes nothing returns `old` itself.
+ */
+function entryFor(key: KeyRef, options: { role?: Role; comment?: string }, old: RegisteredKey | undefined): RegisteredKey {
+  checkKeyRef(key, options);
+  const now = new Date().toISOString();
+  const fresh: RegisteredKey = {
     fingerprint: key.fingerprint,
     ...("spki" in key ? { public_key: wirePublicKey(key) } : {}),
-    role,
+    role: options.role ?? Role.client,
     comment: options.comment ?? "",
-    added: new Date().toISOString(),
+    added: now,
   };
+  if (old === undefined) return fresh;
+  const what = (k: RegisteredKey) => JSON.stringify([k.fingerprint, k.public_key ?? null, k.role, k.comment]);
+  if (what(old) === what(fresh)) return old;
+  return { ...fresh, added: old.added, ...(old.moved_from !== undefined ? { moved_from: old.moved_from, moved: old.moved } : {}), updated: now };
 }
 
 /** Removes a key by fingerprint, under the file's lock. @returns whether it was there. */
@@ -291,12 +315,33 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 `;
 
+/*
+ * add. KEYS: the registry hash. ARGV: fingerprint, its entry as read (JSON,
+ * "" when none), the entry to write. A compare-and-set, so that a change of
+ * role or comment keeps the `added` it read: returns 1 when written, 0 when
+ * the entry changed since it was read (the caller reads again).
+ */
+const ADD = `
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`;
+
+/**
+ * Attempts of {@link RedisRegistry.add} against concurrent writes of the same key. Between
+ * attempts a writer waits a random 0 to 2^attempt ms (at most 64): writers that read in the
+ * same round (commands pipelined on one connection do) would otherwise retry in lockstep, one
+ * winning per round (20 writers of one key outran 16 attempts). At most about 1.5 s of waiting.
+ */
+const ADD_ATTEMPTS = 32;
+
 /**
  * Registered keys shared by every node through Redis: one hash
  * `<prefix>keys` of fingerprint → entry JSON. Read on every lookup (one HGET
  * per proven handshake), so `psimbols keys add|remove --redis` takes effect on
- * all nodes at once, without a restart. Each write is one Redis step: HSET
- * (add), HDEL (remove), a compare-and-set script (move).
+ * all nodes at once, without a restart. Each write is one Redis step: a
+ * compare-and-set script (add, retried when the entry changed since it was
+ * read; move), HDEL (remove).
  */
 export class RedisRegistry implements ManagedRegistry {
   readonly #redis: Redis;
@@ -329,10 +374,19 @@ export class RedisRegistry implements ManagedRegistry {
     return v ? (JSON.parse(v) as RegisteredKey) : undefined;
   }
   async add(key: KeyRef, options: { role?: Role; comment?: string } = {}): Promise<RegisteredKey> {
-    const entry = entryFor(key, options);
-    await this.#redis.hset(this.#key, key.fingerprint, JSON.stringify(entry));
-    await this.#replicated();
-    return entry;
+    checkKeyRef(key, options);
+    for (let i = 0; i < ADD_ATTEMPTS; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, Math.random() * 2 ** Math.min(i, 6)));
+      const read = (await this.#redis.hget(this.#key, key.fingerprint)) ?? "";
+      const old = read ? (JSON.parse(read) as RegisteredKey) : undefined;
+      const entry = entryFor(key, options, old);
+      if (entry === old) return old;
+      if ((await this.#redis.eval(ADD, 1, this.#key, key.fingerprint, read, JSON.stringify(entry))) === 1) {
+        await this.#replicated();
+        return entry;
+      }
+    }
+    throw new PsimbolsError(ErrorCode.unavailable, "the key's registration kept changing under this write; run it again");
   }
   async remove(fingerprint: string): Promise<boolean> {
     const removed = (await this.#redis.hdel(this.#key, fingerprint)) === 1;
@@ -353,4 +407,13 @@ export class RedisRegistry implements ManagedRegistry {
   async close(): Promise<void> {
     this.#redis.disconnect();
   }
+}
+
+/**
+ * The registry a node writes (server API, `admin.keys.*`): its keys file or
+ * Redis, whose writes are atomic (above); undefined for no registry, or for
+ * one a program gave the broker, which this node only reads.
+ */
+export function managedRegistry(registry: KeyRegistry | undefined): FileRegistry | RedisRegistry | undefined {
+  return registry instanceof FileRegistry || registry instanceof RedisRegistry ? registry : undefined;
 }

@@ -239,6 +239,21 @@ export interface InnerRequest {
   data?: unknown;
 }
 export type InnerResponse = { data: unknown } | { error: { code: string; message: string } };
+
+/** Operation names reserved for operators (PROTOCOL.md §6.6). */
+export const ADMIN_PREFIX = "admin.";
+
+/**
+ * Whether `op` is in the reserved `admin.` namespace (PROTOCOL.md §6.6): its
+ * first six characters spell `admin.` in any case (`Admin.x`, `ADMIN.x`, and
+ * `admın.x`, whose dotless ı upper-cases to I). Op names are otherwise matched
+ * exactly; the namespace ignores case so that no spelling an application might
+ * case-fold into `admin.` ever reaches it (docs/BACKEND.md §2 "Op names").
+ */
+export function isAdminOp(op: string): boolean {
+  const head = op.slice(0, ADMIN_PREFIX.length);
+  return head.toLowerCase() === ADMIN_PREFIX || head.toUpperCase() === "ADMIN.";
+}
 /** Inner push: a notice or an application message (its `id` is required). PROTOCOL.md §7. */
 export type InnerPush = { notice: NoticeKind; valid_until?: string; reason?: string } | { message: unknown; id: number };
 

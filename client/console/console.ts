@@ -5,9 +5,11 @@
  * imported PKCS#8 key) and calls the `admin.*` ops, which the broker grants
  * to keys registered with the operator role only (server/operator.ts).
  *
- * Everything shown comes from `admin.channels` (every live channel of the
- * service, the sockets of the node answering, its stats), polled once a
- * second; every value reaches the DOM through textContent, never as HTML.
+ * The Overview shows `admin.channels` (every live channel of the service,
+ * the sockets of the node answering, its stats), polled once a second; the
+ * Keys view lists `admin.keys` when opened and after each change it makes
+ * (`admin.keys.add|block|unblock|remove`). Every value reaches the DOM
+ * through textContent, never as HTML.
  */
 import {
   type Client,
@@ -482,6 +484,8 @@ async function doConnect(): Promise<void> {
     if (my !== generation) return;
     $("login").hidden = true;
     $("dash").hidden = false;
+    $("keys-status").hidden = true;
+    showView("overview");
     $("disconnect").hidden = false;
     $("where").textContent = `${url}  ·  server ${c.channel?.serverKey ?? ""}  ·  as ${key.public.fingerprint}`;
     void showServerKeyRotation(url);
@@ -760,6 +764,209 @@ async function sendPush(): Promise<void> {
   }
 }
 
+// ------------------------------------------------------------------ keys view (admin.keys*, PROTOCOL.md §6.6)
+
+/** Pages of `admin.keys` read at most for one listing (each holds about a hundred keys). */
+const MAX_KEY_PAGES = 50;
+const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
+
+/** A registered key, as `admin.keys` shows it (never the key bytes). */
+interface KeyRow {
+  fingerprint: string;
+  type: string | null;
+  role: string;
+  comment: string;
+  added: string;
+}
+
+interface KeysPage {
+  node: string;
+  registry: { kind: string; path?: string };
+  store: string;
+  /** The fingerprint this console is connected with. */
+  self: string;
+  total: number;
+  next: number | null;
+  keys: KeyRow[];
+}
+
+function decodeKeysPage(x: unknown): KeysPage {
+  const o = rec(x, "data");
+  const reg = rec(o.registry, "registry");
+  if (!Array.isArray(o.keys)) throw new Malformed(`"keys" expected array`);
+  return {
+    node: str(o, "node"),
+    registry: { kind: str(reg, "kind"), ...(typeof reg.path === "string" ? { path: reg.path } : {}) },
+    store: str(o, "store"),
+    self: str(o, "self"),
+    total: num(o, "total"),
+    next: typeof o.next === "number" ? o.next : null,
+    keys: o.keys.map((k) => {
+      const r = rec(k, "keys[]");
+      return { fingerprint: str(r, "fingerprint"), type: typeof r.type === "string" ? r.type : null, role: str(r, "role"), comment: str(r, "comment"), added: str(r, "added") };
+    }),
+  };
+}
+
+/** What persists where, said in words (docs/OPERATIONS.md, Web console). */
+function whereKeysLive(p: KeysPage): string {
+  const keys =
+    p.registry.kind === "file"
+      ? `Keys are kept in the keys file ${p.registry.path ?? "?"} of node ${p.node}: they persist across restarts, and every node reading that file applies a change within a second (a node that reads another file does not see it).`
+      : p.registry.kind === "redis"
+        ? "Keys are kept in Redis and shared by every node at once; they last as long as Redis keeps its data (its persistence settings)."
+        : `Node ${p.node} reads its keys from the program that started it: the console can neither list nor change them; that program keeps them (or not).`;
+  const channels =
+    p.store === "memory"
+      ? " Channels and kept pushes live in this node's memory only: a restart ends every channel (clients make new ones), while registered keys stay where they are kept."
+      : " Channels and kept pushes live in Redis.";
+  return `${keys}${channels} Blocking a key also revokes its channels; removing one does not (revoke them in Overview).`;
+}
+
+/** Shows the outcome of a key operation beside the list, and logs it. */
+function keysStatus(level: "ok" | "error" | "warn", message: string): void {
+  const s = $("keys-status");
+  s.textContent = message;
+  s.dataset.level = level;
+  s.hidden = false;
+  log(level, "keys", message);
+}
+
+function showView(view: "overview" | "keys"): void {
+  $("view-overview").hidden = view !== "overview";
+  $("view-keys").hidden = view !== "keys";
+  for (const tab of [$("tab-overview"), $("tab-keys")]) tab.setAttribute("aria-selected", String(tab.dataset.view === view));
+  if (view === "keys") void refreshKeys();
+}
+
+let keysLoading = false;
+
+/** Reads every page of `admin.keys` and shows the list. */
+async function refreshKeys(): Promise<void> {
+  const c = client;
+  if (!c || keysLoading) return;
+  keysLoading = true;
+  const my = generation;
+  try {
+    let page = decodeKeysPage(await c.request("admin.keys"));
+    const first = page;
+    const all = [...page.keys];
+    for (let i = 1; page.next !== null && i < MAX_KEY_PAGES; i++) {
+      page = decodeKeysPage(await c.request("admin.keys", { offset: page.next }));
+      all.push(...page.keys);
+    }
+    if (my !== generation) return;
+    renderKeys(first, all);
+  } catch (e) {
+    if (my === generation) keysStatus("error", `could not list the keys: ${describeError(e)}`);
+  } finally {
+    keysLoading = false;
+  }
+}
+
+function renderKeys(p: KeysPage, list: KeyRow[]): void {
+  $("keys-where").textContent = whereKeysLive(p);
+  const managed = p.registry.kind === "file" || p.registry.kind === "redis";
+  $("keys-add-panel").hidden = !managed;
+  $("keys-count").textContent = !managed
+    ? ""
+    : list.length < p.total
+      ? `Showing ${list.length} of ${p.total} keys.`
+      : `${p.total} key${p.total === 1 ? "" : "s"} registered.`;
+  $("keys").querySelector("tbody")!.replaceChildren(
+    ...list.map((k) => {
+      const self = k.fingerprint === p.self;
+      const tr = el(
+        "tr",
+        {},
+        el("td", { className: "mono", text: k.fingerprint, title: k.fingerprint }, ...(k.comment ? [el("span", { className: "comment", text: k.comment, title: "the comment this key was registered with" })] : [])),
+        el("td", { text: k.type ?? "–", title: k.type ? "" : "blocked by its fingerprint alone: the service has no public key for it" }),
+        el("td", { className: `role role-${k.role}`, text: k.role }),
+        el("td", { text: k.added ? k.added.slice(0, 19).replace("T", " ") : "–", title: "when this entry was last written (keys add, block, unblock)" }),
+        keyActions(k, self),
+      );
+      tr.dataset.fingerprint = k.fingerprint;
+      tr.dataset.role = k.role;
+      if (self) tr.classList.add("self");
+      return tr;
+    }),
+  );
+}
+
+function keyActions(k: KeyRow, self: boolean): HTMLTableCellElement {
+  const buttons: HTMLButtonElement[] = [];
+  if (k.role === "blocked") {
+    const unblock = el("button", { className: "small", text: "unblock", title: k.type ? "give it back the role client" : "blocked by fingerprint alone: unblocking removes the entry" });
+    unblock.type = "button";
+    unblock.dataset.action = "unblock";
+    unblock.addEventListener("click", () => {
+      unblock.disabled = true;
+      void keyOp("admin.keys.unblock", k).finally(() => (unblock.disabled = false));
+    });
+    buttons.push(unblock);
+  } else {
+    const block = armedButton("block", "confirm block?", () => keyOp("admin.keys.block", k));
+    block.dataset.action = "block";
+    block.title = "refuse this key from now on and revoke its channels";
+    buttons.push(block);
+  }
+  const remove = armedButton("remove", "confirm remove?", () => keyOp("admin.keys.remove", k));
+  remove.dataset.action = "remove";
+  remove.title = "unregister this key (its channels stay until revoked)";
+  buttons.push(remove);
+  if (self) {
+    for (const b of buttons) {
+      b.disabled = true;
+      b.title = "the key this console is connected with";
+    }
+  }
+  return el("td", { className: "actions" }, ...buttons);
+}
+
+async function keyOp(op: "admin.keys.block" | "admin.keys.unblock" | "admin.keys.remove", k: KeyRow): Promise<void> {
+  const c = client;
+  if (!c) return;
+  const verb = op.slice("admin.keys.".length);
+  const done = { block: "blocked", unblock: "unblocked", remove: "removed" }[verb as "block" | "unblock" | "remove"];
+  const who = `${k.fingerprint}${k.comment ? ` (${k.comment})` : ""}`;
+  try {
+    const r = rec(await c.request(op, { fingerprint: k.fingerprint }), "data");
+    const revoked = Array.isArray(r.revoked) ? r.revoked.length : 0;
+    const role = op === "admin.keys.unblock" ? (r.key ? ` (now ${str(rec(r.key, "key"), "role")})` : " (the entry is removed: it was blocked by fingerprint alone)") : "";
+    keysStatus("ok", `${done} ${who}${role}${op === "admin.keys.block" ? `; ${revoked} channel${revoked === 1 ? "" : "s"} revoked` : ""}`);
+  } catch (e) {
+    keysStatus("error", `${verb} ${who}: ${describeError(e)}`);
+  }
+  await refreshKeys();
+}
+
+async function addKeyFromForm(): Promise<void> {
+  const c = client;
+  if (!c) return;
+  const text = ($("key-add-pem") as HTMLTextAreaElement).value.trim();
+  const comment = ($("key-add-comment") as HTMLInputElement).value;
+  const role = ($("key-add-role") as HTMLSelectElement).value;
+  if (!text) return keysStatus("warn", "paste the key's public PEM (or, with the role blocked, its fingerprint)");
+  // A private key stays with its owner: refused here, before anything is sent.
+  if (/PRIVATE KEY/.test(text)) return keysStatus("error", "this is a private key: it never leaves its owner. Paste the public key (the .pub.pem file) instead; nothing was sent");
+  const data = FINGERPRINT.test(text) ? { fingerprint: text, role, comment } : { public_key: text, role, comment };
+  const button = $("key-add") as HTMLButtonElement;
+  button.disabled = true;
+  try {
+    const r = rec(await c.request("admin.keys.add", data), "data");
+    const k = rec(r.key, "key");
+    const revoked = Array.isArray(r.revoked) ? r.revoked.length : 0;
+    keysStatus("ok", `added ${str(k, "fingerprint")} (${str(k, "role")})${revoked > 0 ? `; ${revoked} channel${revoked === 1 ? "" : "s"} revoked` : ""}`);
+    ($("key-add-pem") as HTMLTextAreaElement).value = "";
+    ($("key-add-comment") as HTMLInputElement).value = "";
+  } catch (e) {
+    keysStatus("error", `add: ${describeError(e)}`);
+  } finally {
+    button.disabled = false;
+  }
+  await refreshKeys();
+}
+
 /** Updates the expiry countdowns, on the server's clock. */
 function tick(): void {
   const serverNow = Date.now() + skewMs;
@@ -783,6 +990,10 @@ async function start(): Promise<void> {
     void disconnect();
   });
   $("push-send").addEventListener("click", () => void sendPush());
+  $("tab-overview").addEventListener("click", () => showView("overview"));
+  $("tab-keys").addEventListener("click", () => showView("keys"));
+  $("keys-refresh").addEventListener("click", () => void refreshKeys());
+  $("key-add").addEventListener("click", () => void addKeyFromForm());
   setInterval(tick, TICK_MS);
   if (!globalThis.isSecureContext || !globalThis.crypto?.subtle) {
     banner(

@@ -3,7 +3,9 @@
 // contract as examples/backend-python/app.py:
 //
 //   POST /rpc        the upstream (`psimbols serve --upstream http://HOST:PORT/rpc`):
-//                    kv.put {key, value}, kv.get {key} per verified identity, app.whoami
+//                    kv.put {key, value}, kv.get {key} per verified identity, app.whoami;
+//                    also batches (`--upstream-batch '*'`, docs/BACKEND.md "Batches"):
+//                    one line {id, data|error} per request, written as each is done
 //   POST /authorize  the authorize hook (`--authorize http://HOST:PORT/authorize`):
 //                    allows the fingerprints in APP_ALLOW ("*" for all)
 //
@@ -24,7 +26,7 @@ import { connect } from "node:net";
 import { hostname } from "node:os";
 
 const TOLERANCE_S = 300; // refuse timestamps more than 5 minutes away
-const MAX_BODY = 1024 * 1024;
+const MAX_BODY = 8 * 1024 * 1024; // a batch holds up to 64 requests of up to ~64 KiB each
 const SEEN_KEEP_MS = 2 * TOLERANCE_S * 1000;
 
 /** The keys of the secrets in the variable `own`, else in the shared PSIMBOLS_UPSTREAM_SECRET. */
@@ -37,10 +39,10 @@ function loadSecrets(own) {
   if (keys.length === 0) throw new Error(`${own} (or the shared PSIMBOLS_UPSTREAM_SECRET) is required`);
   return keys;
 }
-/** path -> the secrets that sign its calls and the kind of body it takes. */
+/** path -> the secrets that sign its calls and the kinds of body it takes. */
 const endpoints = new Map([
-  ["/rpc", { secrets: loadSecrets("PSIMBOLS_UPSTREAM_SECRET_DEFAULT"), kind: "request" }],
-  ["/authorize", { secrets: loadSecrets("PSIMBOLS_AUTHORIZE_SECRET"), kind: "authorize" }],
+  ["/rpc", { secrets: loadSecrets("PSIMBOLS_UPSTREAM_SECRET_DEFAULT"), kinds: ["request", "batch"] }],
+  ["/authorize", { secrets: loadSecrets("PSIMBOLS_AUTHORIZE_SECRET"), kinds: ["authorize"] }],
 ]);
 const allow = new Set((process.env.APP_ALLOW ?? "*").split(",").map((s) => s.trim()).filter(Boolean));
 
@@ -95,6 +97,24 @@ function once(id, run) {
   return seen.get(id).answer;
 }
 
+/**
+ * A batch (its signature verified over the whole body above): one line per request, each
+ * written as soon as that request is done, in any order; the broker matches lines by id.
+ * The ops here are synchronous; a slow one would be awaited in its own promise, so the
+ * others' lines go first (docs/BACKEND.md "Batches": what an upstream keeps by streaming).
+ */
+async function batch(msg, res) {
+  res.writeHead(200, { "content-type": "application/x-ndjson" }); // no content-length: chunked, each write goes out
+  await Promise.all(
+    (Array.isArray(msg.requests) ? msg.requests : []).map(async (req) => {
+      if (req?.kind !== "request" || typeof req.id !== "string") return; // no line: that request alone is unavailable
+      const answer = once(req.id, () => rpc(req));
+      res.write(`${JSON.stringify({ id: req.id, ...answer })}\n`);
+    }),
+  );
+  res.end();
+}
+
 const server = createServer((req, res) => {
   const answer = (status, obj) => {
     const out = JSON.stringify(obj);
@@ -114,7 +134,8 @@ const server = createServer((req, res) => {
     if (!endpoint) return answer(404, { error: "not found" });
     if (!verify(endpoint.secrets, req.headers, body)) return answer(401, { error: "bad or stale signature" });
     const msg = JSON.parse(body.toString("utf8"));
-    if (msg?.kind !== endpoint.kind) return answer(400, { error: `this endpoint takes kind ${endpoint.kind}` });
+    if (!endpoint.kinds.includes(msg?.kind)) return answer(400, { error: `this endpoint takes kind ${endpoint.kinds.join(" or ")}` });
+    if (msg.kind === "batch") return batch(msg, res);
     if (req.url === "/rpc") return answer(200, once(req.headers["webhook-id"], () => rpc(msg)));
     const ok = allow.has("*") || allow.has(msg.identity.fingerprint);
     answer(200, ok ? { allow: true, info: { allowed_by: "allow-list" } } : { allow: false });

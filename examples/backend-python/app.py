@@ -5,7 +5,9 @@ Two endpoints, both POST, both verified as Standard Webhooks 1.0 says:
 
   /rpc        the upstream: `psimbols serve --upstream http://HOST:PORT/rpc`
               ops kv.put {"key", "value"} and kv.get {"key"}, one store per
-              verified identity (its fingerprint), and app.whoami.
+              verified identity (its fingerprint), and app.whoami; also batches
+              (`--upstream-batch '*'`, docs/BACKEND.md "Batches"): one line
+              {"id", "data"|"error"} per request, each sent as a chunk when done
   /authorize  the authorize hook: `psimbols serve --authorize http://HOST:PORT/authorize`
               allows the fingerprints of the allow-list, refuses the others.
 
@@ -44,7 +46,7 @@ from urllib.parse import urlparse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOLERANCE_S = 300          # Standard Webhooks: refuse timestamps older or newer than 5 minutes
-MAX_BODY = 1024 * 1024     # the broker sends less; refuse more without reading it
+MAX_BODY = 8 * 1024 * 1024 # the broker sends less (a batch: up to 64 requests); refuse more without reading it
 SEEN_KEEP_S = 2 * TOLERANCE_S
 
 
@@ -64,8 +66,8 @@ def load_secrets(own):
 
 RPC_SECRETS = load_secrets("PSIMBOLS_UPSTREAM_SECRET_DEFAULT")
 AUTHORIZE_SECRETS = load_secrets("PSIMBOLS_AUTHORIZE_SECRET")
-# path -> (the secrets that sign its calls, the kind of body it takes)
-ENDPOINTS = {"/rpc": (RPC_SECRETS, "request"), "/authorize": (AUTHORIZE_SECRETS, "authorize")}
+# path -> (the secrets that sign its calls, the kinds of body it takes)
+ENDPOINTS = {"/rpc": (RPC_SECRETS, ("request", "batch")), "/authorize": (AUTHORIZE_SECRETS, ("authorize",))}
 ALLOW = {f.strip() for f in os.environ.get("APP_ALLOW", "*").split(",") if f.strip()}
 
 lock = threading.Lock()
@@ -154,17 +156,42 @@ class Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         if self.path not in ENDPOINTS:
             return self.answer(404, {"error": "not found"})
-        secrets, kind = ENDPOINTS[self.path]
+        secrets, kinds = ENDPOINTS[self.path]
+        # The bytes as read: the broker sends non-ASCII text as raw UTF-8, and a
+        # re-serialisation (json.dumps escapes it) would not match the signature.
         if not verify(headers, body, secrets=secrets):
             return self.answer(401, {"error": "bad or stale signature"})
         req = json.loads(body)
-        if not isinstance(req, dict) or req.get("kind") != kind:
-            return self.answer(400, {"error": "this endpoint takes kind " + kind})
+        if not isinstance(req, dict) or req.get("kind") not in kinds:
+            return self.answer(400, {"error": "this endpoint takes kind " + " or ".join(kinds)})
+        if req["kind"] == "batch":
+            return self.batch(req)
         if self.path == "/rpc":
             return self.answer(200, once(headers["webhook-id"], lambda: rpc(req)))
         return self.answer(200, authorize(req))
 
+    def batch(self, msg):
+        """A batch (its signature verified over the whole body): one line per request, each
+        sent as its own chunk as soon as it is done. These ops are instant, so they run in
+        turn; an upstream with slow ops runs them concurrently, so that one slow request
+        holds up no other line (docs/BACKEND.md "Batches")."""
+        self.send_response(200)
+        self.send_header("content-type", "application/x-ndjson")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for req in msg.get("requests") or []:
+            if not isinstance(req, dict) or req.get("kind") != "request" or not isinstance(req.get("id"), str):
+                continue  # no line: that request alone is unavailable
+            answer = once(req["id"], lambda: rpc(req))
+            line = (json.dumps(dict(id=req["id"], **answer)) + "\n").encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+        self.wfile.write(b"0\r\n\r\n")
+
     def answer(self, status, obj):
+        # ensure_ascii (the default): non-ASCII text goes out as \u escapes, which the
+        # broker decodes, so every string reaches the client exactly, a lone surrogate
+        # too (ensure_ascii=False makes .encode() raise on one). Each escaped character
+        # counts 6 bytes (an emoji 12) of the answer bound (docs/BACKEND.md "Answer").
         out = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")

@@ -6,11 +6,11 @@
  * `[status, body]`, or throws a PsimbolsError that the server maps to a status.
  */
 import { ErrorCode, PsimbolsError, badField } from "../../shared/errors.js";
-import { importPublicKey, FINGERPRINT_PATTERN } from "../../shared/crypto.js";
+import { FINGERPRINT_PATTERN } from "../../shared/crypto.js";
 import type { Broker } from "../broker.js";
-import { channelRows, target } from "../operator.js";
+import { channelRows, parseRegistration, target } from "../operator.js";
 import { Scope } from "./tokens.js";
-import { FileRegistry, type KeyRegistry, type KeyRef, type ManagedRegistry, RedisRegistry, Role } from "../registry.js";
+import { type KeyRegistry, type ManagedRegistry, Role, managedRegistry } from "../registry.js";
 
 /** What a route gets. */
 export interface RouteInput {
@@ -39,8 +39,6 @@ export class ApiError extends PsimbolsError {
     this.status = status;
   }
 }
-
-const MAX_COMMENT = 200;
 
 /** The routes, by `METHOD path`. */
 export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<string, Route> {
@@ -86,29 +84,15 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
   };
 
   set("POST /v1/keys", Scope.keys, async ({ body, may }) => {
-    const o = object(body);
-    const role = o.role ?? Role.client;
-    if (typeof role !== "string" || !(Object.values(Role) as string[]).includes(role)) throw badField("role", Object.values(Role).join(", "), role);
-    const comment = o.comment ?? "";
-    if (typeof comment !== "string" || comment.length > MAX_COMMENT) throw badField("comment", `a string of at most ${MAX_COMMENT} characters`, comment);
-    let key: KeyRef;
-    if (o.public_key !== undefined) {
-      if (o.fingerprint !== undefined) throw badField("body", "public_key or fingerprint, not both");
-      key = await importPublicKey(o.public_key);
-    } else if (o.fingerprint !== undefined) {
-      if (typeof o.fingerprint !== "string" || !FINGERPRINT_PATTERN.test(o.fingerprint)) throw badField("fingerprint", "a fingerprint SHA256:…");
-      if (role !== Role.blocked) throw badField("public_key", `required for a ${role} key (a fingerprint alone only blocks)`);
-      key = { fingerprint: o.fingerprint };
-    } else {
-      throw badField("public_key", "object {type, data}");
-    }
+    const { key, role, comment } = await parseRegistration(body);
     await operatorGuard(may, key.fingerprint, role);
-    return [201, { key: await keys().add(key, { role: role as Role, comment }) }];
+    return [201, { key: await keys().add(key, { role, comment }) }];
   });
 
   set("POST /v1/keys/remove", Scope.keys, async ({ body, may }) => {
     const fp = object(body).fingerprint;
-    if (typeof fp !== "string" || !FINGERPRINT_PATTERN.test(fp)) throw badField("fingerprint", "a fingerprint SHA256:…", fp);
+    if (typeof fp !== "string") throw badField("fingerprint", "a fingerprint SHA256:…", fp);
+    if (!FINGERPRINT_PATTERN.test(fp)) throw badField("fingerprint", "a fingerprint SHA256:…");
     await operatorGuard(may, fp, undefined);
     if (!(await keys().remove(fp))) throw new PsimbolsError(ErrorCode.notFound, "this key is not registered");
     return [200, { removed: fp }];
@@ -130,7 +114,7 @@ function object(body: unknown): Record<string, unknown> {
 
 /** Registered keys where the node reads them: its keys file, or Redis. Each write is atomic (server/registry.ts). */
 function keyAdmin(registry: KeyRegistry | undefined): () => ManagedRegistry {
-  const admin = registry instanceof FileRegistry || registry instanceof RedisRegistry ? registry : undefined;
+  const admin = managedRegistry(registry);
   return () => {
     if (!admin) throw new PsimbolsError(ErrorCode.unsupported, "this node has no keys file or Redis registry to manage");
     return admin;

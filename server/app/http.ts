@@ -55,6 +55,12 @@ export interface Call {
   body: string;
   timeoutMs: number;
   maxBytes: number;
+  /**
+   * Streams the answer's body: each piece as it is read (bounded by
+   * `maxBytes` in all), and the promise then resolves with "" when the answer
+   * is whole. Without it the body is kept and resolved as text.
+   */
+  onBody?: (piece: Buffer) => void;
 }
 
 const USER_AGENT = "psimbols";
@@ -137,7 +143,7 @@ export class AppClient {
    */
   post(call: Call): Promise<string> {
     return new Promise<string>((resolve, reject) => {
-      const p: Pending = { deadline: Date.now() + call.timeoutMs, call, resolve, reject, conn: undefined, settled: false, answer: new AnswerReader(call.maxBytes) };
+      const p: Pending = { deadline: Date.now() + call.timeoutMs, call, resolve, reject, conn: undefined, settled: false, answer: new AnswerReader(call.maxBytes, call.onBody) };
       if (this.#closed) return this.#fail(p, new CallError(CallFailure.refused, "the client is closed"));
       this.#pending.add(p);
       this.#sweep();
@@ -321,12 +327,16 @@ class AnswerReader {
   #chunk = -1;
   #trailers = false;
 
-  constructor(maxBytes: number) {
+  readonly #sink: ((piece: Buffer) => void) | undefined;
+
+  constructor(maxBytes: number, sink?: (piece: Buffer) => void) {
     this.#max = maxBytes;
+    this.#sink = sink;
   }
 
-  /** The body as text. @throws TypeError when it is not UTF-8. */
+  /** The body as text ("" when it was streamed to a sink). @throws TypeError when it is not UTF-8. */
   text(): string {
+    if (this.#sink !== undefined) return "";
     return UTF8.decode(this.#body.length === 1 ? this.#body[0]! : Buffer.concat(this.#body));
   }
 
@@ -403,7 +413,8 @@ class AnswerReader {
     if (b.length === 0) return;
     this.#size += b.length;
     if (this.#size > this.#max) throw tooLarge(this.#max);
-    this.#body.push(b);
+    if (this.#sink !== undefined) this.#sink(b);
+    else this.#body.push(b);
   }
 
   #chunked(b: Buffer): AnswerState {

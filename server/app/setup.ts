@@ -10,7 +10,7 @@ import type { Logger } from "../log.js";
 import { Authorizer } from "./authorize.js";
 import { AppClient, parseAppUrl } from "./http.js";
 import { type WebhookSecret, parseSecrets as parseSecretList } from "./signature.js";
-import { Upstream, parseUpstreamRoute } from "./upstream.js";
+import { Upstream, parseUpstreamRoute, routeLabel } from "./upstream.js";
 
 /** The shared default secret(s) of every destination without a variable of its own. */
 export const SECRET_ENV = "PSIMBOLS_UPSTREAM_SECRET";
@@ -25,6 +25,8 @@ export type SecretEnv = Readonly<Record<string, string | undefined>>;
 export interface AppSettings {
   /** `--upstream` values: `URL` or `PREFIX=URL`. */
   upstreams?: readonly string[];
+  /** `--upstream-batch` values: the routes that take batches, by prefix (`*` the default route). */
+  upstreamBatch?: readonly string[];
   /** `--authorize URL`. */
   authorize?: string | undefined;
   /** `--events-url URL` (its client is made with the events, server/app/events.ts; here only its secret's sharing is told). */
@@ -84,7 +86,12 @@ export function parseSecrets(text: string | undefined, setting = SECRET_ENV): We
  */
 export function createAppCalls(s: AppSettings): { upstream: Upstream | undefined; authorize: Authorizer | undefined } {
   const upstreams = s.upstreams ?? [];
-  if (upstreams.length === 0 && s.authorize === undefined) return { upstream: undefined, authorize: undefined };
+  const batch = new Set<string>();
+  for (const label of s.upstreamBatch ?? []) {
+    if (batch.has(label)) throw new TypeError(`--upstream-batch: the route "${label}" is given twice`);
+    batch.add(label);
+  }
+  if (upstreams.length === 0 && s.authorize === undefined && batch.size === 0) return { upstream: undefined, authorize: undefined };
   const env = s.env ?? {};
   const sharedBy: string[] = [];
   const variables = new Map<string, string>();
@@ -96,8 +103,10 @@ export function createAppCalls(s: AppSettings): { upstream: Upstream | undefined
     variables.set(variable, r.prefix);
     const d = destinationSecrets(env, variable, `--upstream ${r.prefix ? `${r.prefix}=` : ""}URL`);
     if (d.shared) sharedBy.push(`--upstream ${r.prefix || "(default)"}`);
-    return { ...r, secrets: d.secrets };
+    return { ...r, secrets: d.secrets, batch: batch.delete(routeLabel(r.prefix)) };
   });
+  const [unknown] = batch;
+  if (unknown !== undefined) throw new TypeError(`--upstream-batch: no --upstream route has the prefix "${unknown}" (name a route by its prefix, the default route by *)`);
   const authorizeUrl = s.authorize === undefined ? undefined : parseAppUrl(s.authorize, "--authorize");
   let authorize: Authorizer | undefined;
   if (authorizeUrl !== undefined) {

@@ -22,6 +22,7 @@ import type { Handler, HandlerContext } from "../broker.js";
 import type { Logger } from "../log.js";
 import { ADMIN_PREFIX, isAdminOp } from "../operator.js";
 import type { Role } from "../registry.js";
+import { Batcher } from "./batch.js";
 import { FairShare } from "./fair-share.js";
 import { AppClient, CallError, CallFailure, parseAnswer, parseAppUrl } from "./http.js";
 import type { WebhookSecret } from "./signature.js";
@@ -55,6 +56,8 @@ export interface UpstreamRoute {
 /** A route and the secret(s) its calls are signed with (its own, or the shared default: setup.ts). */
 export interface SignedRoute extends UpstreamRoute {
   readonly secrets: readonly WebhookSecret[];
+  /** The operator opted this route in to batches (`--upstream-batch`, batch.ts). */
+  readonly batch?: boolean;
 }
 
 /** The outcomes counted per upstream in `psimbols_upstream_requests_total`. */
@@ -79,23 +82,46 @@ interface Route {
   /** The `/metrics` label: the prefix, or `*` for the default route. */
   readonly label: string;
   readonly client: AppClient;
+  /** Set when the route takes batches. */
+  readonly batcher: Batcher | undefined;
   readonly share: FairShare;
   readonly outcomes: Map<UpstreamOutcome, number>;
   readonly handler: Handler;
 }
 
+/** A route's name in `/metrics` and in `--upstream-batch`: its prefix, or `*` for the default route. */
+export function routeLabel(prefix: string): string {
+  return prefix || "*";
+}
+
+/**
+ * What a route prefix may be (docs/BACKEND.md §2 "Routes"): 1 to 64 of
+ * letters, digits and `_ . : -`, at least one a letter or digit (its secret's
+ * variable is named after them, setup.ts routeSecretEnv).
+ */
+export const ROUTE_PREFIX = /^(?=[^=]*[A-Za-z0-9])[A-Za-z0-9_.:-]{1,64}$/;
+
 /**
  * Parses one `--upstream` value: `URL` (the default route) or `PREFIX=URL`.
- * @throws TypeError naming the option.
+ * A value starting with a scheme (`http://`) is a URL, `=` in its query
+ * included; any other value with an `=` is `PREFIX=URL`, its prefix checked
+ * against {@link ROUTE_PREFIX}.
+ * @throws TypeError naming the option, and what is wrong with the prefix (never echoing the value, which may hold a URL's credentials).
  */
 export function parseUpstreamRoute(text: string, setting = "--upstream"): UpstreamRoute {
-  const m = /^([A-Za-z0-9_.:-]{1,64})=(.*)$/s.exec(text);
-  if (m && !/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
-    // PROTOCOL.md §6.6: the `admin.` namespace is the broker's; such a route could never be used.
-    if (isAdminOp(m[1]!)) throw new TypeError(`${setting}: the prefix "${m[1]}" is in the broker's reserved ${ADMIN_PREFIX} namespace`);
-    return { prefix: m[1]!, url: parseAppUrl(m[2]!, setting) };
+  const eq = text.indexOf("=");
+  if (eq < 0 || /^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return { prefix: "", url: parseAppUrl(text, setting) };
+  const prefix = text.slice(0, eq);
+  if (!ROUTE_PREFIX.test(prefix)) {
+    const rule = "a prefix is 1 to 64 of letters, digits and _ . : -, with at least one letter or digit (PREFIX=URL), and a URL starts with http:// or https://";
+    const bad = [...prefix].find((c) => !/[A-Za-z0-9_.:-]/.test(c));
+    const why =
+      bad !== undefined ? `has the character ${JSON.stringify(bad)} (U+${bad.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")})` : prefix.length === 0 ? "is empty" : prefix.length > 64 ? `has ${prefix.length} characters` : "has no letter or digit";
+    throw new TypeError(`${setting}: the text before "=" is not a route prefix: it ${why}; ${rule}`);
   }
-  return { prefix: "", url: parseAppUrl(text, setting) };
+  // PROTOCOL.md §6.6: the `admin.` namespace (in any case) is the broker's; such a route could never be used.
+  if (isAdminOp(prefix)) throw new TypeError(`${setting}: the prefix "${prefix}" is in the broker's reserved ${ADMIN_PREFIX} namespace (in any case)`);
+  return { prefix, url: parseAppUrl(text.slice(eq + 1), setting) };
 }
 
 /** The upstream routes of one node and the handler each op goes to. */
@@ -121,12 +147,14 @@ export class Upstream {
     this.#routes = [...o.routes]
       .sort((a, b) => b.prefix.length - a.prefix.length)
       .map((r) => {
+        // A pool per route, as large as the route's capacity: no route waits for another's connections.
+        const client = new AppClient({ url: r.url, secrets: r.secrets, connections: maxInFlight });
         const route: Route = {
           prefix: r.prefix,
           url: r.url,
-          label: r.prefix || "*",
-          // A pool per route, as large as the route's capacity: no route waits for another's connections.
-          client: new AppClient({ url: r.url, secrets: r.secrets, connections: maxInFlight }),
+          label: routeLabel(r.prefix),
+          client,
+          batcher: r.batch === true ? new Batcher(client, this.#maxBytes) : undefined,
           share: new FairShare(maxInFlight, perIdentity),
           outcomes: new Map(),
           handler: () => undefined,
@@ -175,6 +203,7 @@ export class Upstream {
   }
 
   async close(): Promise<void> {
+    for (const r of this.#routes) r.batcher?.close();
     await Promise.all(this.#routes.map((r) => r.client.close()));
   }
 
@@ -191,8 +220,10 @@ export class Upstream {
     }
     try {
       const body = requestBody(ctx, data, await ctx.role());
-      const text = await r.client.post({ id: ctx.requestId, body, timeoutMs: Math.max(1, deadline - Date.now()), maxBytes: this.#maxBytes });
-      const answer = decodeAnswer(text);
+      const answer =
+        r.batcher === undefined
+          ? decodeAnswer(await r.client.post({ id: ctx.requestId, body, timeoutMs: Math.max(1, deadline - Date.now()), maxBytes: this.#maxBytes }))
+          : checkAnswer(await r.batcher.send(ctx.requestId, body, deadline));
       if ("error" in answer) {
         this.#count(r, "app_error");
         throw new PsimbolsError(answer.error.code, answer.error.message);
@@ -232,14 +263,20 @@ export function requestBody(ctx: HandlerContext, data: unknown, role: Role | nul
 
 /** A 200 answer's body: `{"data": D}` or `{"error": {"code": C, "message": M}}`, nothing else. @throws CallError(bad_body). */
 export function decodeAnswer(text: string): { data: unknown } | { error: { code: ErrorCode; message: string } } {
-  const o = parseAnswer(text);
+  return checkAnswer(parseAnswer(text));
+}
+
+/** An answer object (parsed, or a batch's line without its id) checked as {@link decodeAnswer} says. @throws CallError(bad_body). */
+function checkAnswer(o: Record<string, unknown>): { data: unknown } | { error: { code: ErrorCode; message: string } } {
   const keys = Object.keys(o);
   if (keys.length !== 1) throw new CallError(CallFailure.badBody, 'the answer must have exactly one of "data" and "error"');
   if (keys[0] === "data") return { data: o.data };
   if (keys[0] !== "error") throw new CallError(CallFailure.badBody, 'the answer must have exactly one of "data" and "error"');
   const e = o.error;
   if (typeof e !== "object" || e === null || Array.isArray(e)) throw new CallError(CallFailure.badBody, '"error" must be an object');
-  const { code, message } = e as Record<string, unknown>;
+  const { code, message, ...others } = e as Record<string, unknown>;
+  // As another key beside "data"/"error": an extra member would be dropped unseen, so the answer is malformed.
+  if (Object.keys(others).length > 0) throw new CallError(CallFailure.badBody, '"error" must have only "code" and "message"');
   if (typeof code !== "string" || code.length > MAX_TOKEN_CHARS || !APP_ERROR_CODES.has(code)) {
     throw new CallError(CallFailure.badBody, '"error.code" must be one of the documented inner codes');
   }

@@ -2,7 +2,8 @@
  * The web console in Debian's Chromium against real broker processes
  * (`psimbols serve` serves it at /console/ by default): an operator logs in
  * with an imported PKCS#8 key, sees a second client connect, pushes to it and
- * revokes it; keys without the operator role get `forbidden`, and the
+ * revokes it; in the Keys view it lists, adds and blocks keys (checked
+ * through the CLI); keys without the operator role get `forbidden`, and the
  * way docs/OPERATIONS.md (Web console) registers the console's own key works.
  */
 import { suite } from "uvu";
@@ -12,7 +13,7 @@ import { request } from "node:http";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import type { Browser, BrowserContext, Page } from "playwright-core";
-import { type Client, type NoticeEvent, connect, generateSigningKey } from "../../client/node.js";
+import { type Client, type NoticeEvent, connect, generateSigningKey, loadKey } from "../../client/node.js";
 import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { startRedis } from "../helpers/redis.js";
 import { OUTPUT_DIR, collectErrors, launch, loud, preflight, until } from "./harness.js";
@@ -168,6 +169,79 @@ t("an operator logs in with an imported PKCS#8 key, sees a client connect, pushe
   assert.ok(await page.isVisible(`tr.self[data-identity="${operatorFp}"]`));
   await page.screenshot({ path: join(OUTPUT_DIR, "console-after-revoke.png"), fullPage: true });
   await other.close();
+  assert.equal(errors, []);
+});
+
+t("Keys view: an operator lists the keys, adds one from its public PEM and blocks it; the CLI sees each change, and the blocked key's channel ends", async () => {
+  await openConsole(broker);
+  await page.setInputFiles("#key-file", opKey);
+  await page.waitForFunction((fp) => document.querySelector("#key-fp")?.textContent === fp, operatorFp);
+  await page.fill("#pin", broker.fingerprint);
+  await page.click("#connect");
+  await page.waitForSelector("#status[data-state=ready]", { timeout: 10_000 });
+  await page.click("#tab-keys");
+  assert.ok(await page.isHidden("#view-overview"));
+  // list: the console's own key, with its comment and role; it cannot block or remove itself
+  const selfRow = `#keys tr.self[data-fingerprint="${operatorFp}"]`;
+  await page.waitForSelector(selfRow, { timeout: 5000 });
+  assert.is(await page.textContent(`${selfRow} span.comment`), "ops laptop");
+  assert.is(await page.textContent(`${selfRow} td.role-operator`), "operator");
+  assert.ok(await page.isDisabled(`${selfRow} button[data-action=block]`));
+  assert.ok(await page.isDisabled(`${selfRow} button[data-action=remove]`));
+  // what persists: the keys file, and channels in this node's memory
+  const where = (await page.textContent("#keys-where")) ?? "";
+  assert.match(where, `keys file ${keysFile}`);
+  assert.match(where, "they persist across restarts");
+  assert.match(where, "Channels and kept pushes live in this node's memory only");
+
+  // bad input changes nothing: a private key is refused in the page (never sent), a malformed one by the broker
+  const pem = join(dir, "kiosk.pem");
+  assert.is((await runCli(["keygen", "-o", pem])).code, 0);
+  const kiosk = await loadKey(pem);
+  const before = readFileSync(keysFile, "utf8");
+  await page.fill("#key-add-pem", readFileSync(pem, "utf8"));
+  await page.click("#key-add");
+  await page.waitForSelector('#keys-status[data-level=error] >> text=this is a private key');
+  await page.fill("#key-add-pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----");
+  await page.click("#key-add");
+  await page.waitForSelector('#keys-status[data-level=error] >> text=is not a PEM key (bad_request)');
+  assert.is(readFileSync(keysFile, "utf8"), before);
+
+  // add: the public PEM, a comment, the role client
+  await page.fill("#key-add-pem", readFileSync(join(dir, "kiosk.pub.pem"), "utf8"));
+  await page.fill("#key-add-comment", "kiosk 7");
+  await page.selectOption("#key-add-role", "client");
+  await page.click("#key-add");
+  const row = `#keys tr[data-fingerprint="${kiosk.public.fingerprint}"]`;
+  await page.waitForSelector(`${row}[data-role=client]`, { timeout: 5000 });
+  assert.is(await page.textContent(`${row} span.comment`), "kiosk 7");
+  const listed = async () => {
+    const r = await runCli(["keys", "list", "--json", "--file", keysFile]);
+    assert.is(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { fingerprint: string; role: string; comment: string }[]).find((k) => k.fingerprint === kiosk.public.fingerprint);
+  };
+  assert.equal({ role: (await listed())?.role, comment: (await listed())?.comment }, { role: "client", comment: "kiosk 7" });
+
+  // block (two clicks): the key's open channel is revoked, the file says blocked, a new handshake is forbidden
+  const kioskClient = await connect(broker.url, { key: kiosk, serverKey: broker.fingerprint, reconnect: false });
+  let closeCode = 0;
+  kioskClient.on("close", (e) => (closeCode = e.code));
+  await confirmClick(`${row} button[data-action=block]`);
+  await page.waitForSelector(`${row}[data-role=blocked]`, { timeout: 5000 });
+  await page.waitForSelector('#keys-status[data-level=ok] >> text=1 channel revoked');
+  await until("the blocked key's client to close", () => closeCode !== 0);
+  assert.is(closeCode, 4005);
+  assert.equal({ role: (await listed())?.role, comment: (await listed())?.comment }, { role: "blocked", comment: "kiosk 7" });
+  const refused = await connect(broker.url, { key: kiosk, serverKey: broker.fingerprint, reconnect: false }).then(
+    () => "connected",
+    (e: { code?: string }) => e.code,
+  );
+  assert.is(refused, "forbidden");
+  assert.ok(await page.isVisible(`${row} button[data-action=unblock]`));
+  mkdirSync(OUTPUT_DIR, { recursive: true });
+  await page.screenshot({ path: join(OUTPUT_DIR, "console-keys.png"), fullPage: true });
+  // the console itself is untouched
+  assert.is(await status(), "connected as operator");
   assert.equal(errors, []);
 });
 

@@ -11,7 +11,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { freePort } from "../../cli/cluster/net.js";
-import { type RunningBroker, ROOT, runCli, startBroker, tempDir } from "../helpers/broker.js";
+import { type RunningBroker, ROOT, operatorKeys, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
 import { AppServer, json } from "../helpers/app-server.js";
 
@@ -218,6 +218,28 @@ t("call: an application's own forbidden is printed as it is, without the key-reg
   }
 });
 
+t("call: the broker's own refusal of an admin.* op (in any case) says it is operator-only, never the application's handler; an operator's unknown admin. name lists the broker's", async () => {
+  const app = await AppServer.start();
+  app.on("/rpc", (_r, res) => json(res, { data: "reached the application" }));
+  const op = await operatorKeys();
+  const b = await startBroker(["--keys", op.keysFile, "--upstream", app.url("/rpc")], { env: { PSIMBOLS_UPSTREAM_SECRET: `whsec_${randomBytes(32).toString("base64")}` } });
+  try {
+    for (const name of ["admin.something", "Admin.channels"]) {
+      const r = await cli(["call", b.url, name, "--key", key, "--server-key", b.fingerprint], join(dir, "home"));
+      assert.is(r.code, 1, r.stdout);
+      assert.match(r.stderr, /\(forbidden\)\nhint: the broker itself refused .*operator role.*--role operator/, r.stderr);
+      assert.not.match(r.stderr, /handler|application/, r.stderr);
+    }
+    const unknown = await cli(["call", b.url, "admin.something", "--key", op.keyFile, "--server-key", b.fingerprint], join(dir, "home"));
+    assert.is(unknown.code, 1, unknown.stdout);
+    assert.match(unknown.stderr, /\(not_found\)\nhint: .*admin\.channels, admin\.revoke and admin\.push/, unknown.stderr);
+    assert.is(app.requests.length, 0);
+  } finally {
+    await b.stop();
+    await app.close();
+  }
+});
+
 t("a --server-key mismatch names the option; a known_servers mismatch names the file", async () => {
   const home = tempDir();
   const other = (JSON.parse((await cli(["keygen", "-o", join(home, "o.pem")], home)).stdout) as { fingerprint: string }).fingerprint;
@@ -301,6 +323,31 @@ t("api-token create --file in a folder that does not exist creates the folder, m
   assert.is(r.code, 0, r.stderr);
   assert.ok(existsSync(file));
   assert.is(statSync(join(dir, "no", "such")).mode & 0o777, 0o700);
+});
+
+t("api-token create says which file it wrote and which serve reads it; serve --api-listen says where it reads tokens, and a token made there works", async () => {
+  const home = tempDir();
+  const made = await cli(["api-token", "create"], home);
+  assert.is(made.code, 0, made.stderr);
+  const file = join(home, "server", "api-tokens.json");
+  assert.match(made.stderr, `in ${file};`);
+  assert.match(made.stderr, `read by a node whose keys file is ${join(home, "server", "keys.json")}`);
+  assert.match(made.stderr, "--keys");
+  const d = tempDir();
+  const b = await startBroker(["--keys", join(d, "keys.json"), "--api-listen", "127.0.0.1:0"]);
+  try {
+    const m = /server API listening on (http:\/\/\S+) \(tokens: (\S+);/.exec(b.output());
+    assert.ok(m, b.output());
+    assert.is(m![2], join(d, "api-tokens.json"));
+    const elsewhere = made.stdout.trim();
+    const at = (token: string) => fetch(new URL("v1/stats", m![1]), { headers: { authorization: `Bearer ${token}` } }).then((r) => r.status);
+    assert.is(await at(elsewhere), 401, "a token in another file is unknown to this node");
+    const here = await cli(["api-token", "create", "--file", m![2]!], home);
+    assert.is(here.code, 0, here.stderr);
+    assert.is(await at(here.stdout.trim()), 200);
+  } finally {
+    await b.stop();
+  }
 });
 
 t.run();

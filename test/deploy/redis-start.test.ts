@@ -34,14 +34,35 @@ async function role(port: number): Promise<{ role: string; master?: number }> {
 }
 
 /** Runs the script for 127.0.0.1:`port` with `env`; every role it shows until `until` holds (or 15 s). */
-async function start(port: number, env: Record<string, string>, until: (r: { role: string; master?: number }) => boolean) {
+async function start(port: number, env: Record<string, string>, until: (r: { role: string; master?: number }) => boolean, onPoll?: (output: string) => Promise<void>, timeoutMs = 15_000) {
   const p = sentinelSet.launch(`redis-${port}`, "sh", [REDIS_START, "127.0.0.1", String(port), "--port", String(port), ...BASE], { ...process.env, ...env });
   const seen = new Set<string>();
-  for (const deadline = Date.now() + 15_000; ; await sleep(50)) {
+  for (const deadline = Date.now() + timeoutMs; ; await sleep(50)) {
+    await onPoll?.(p.output());
     const r = await role(port);
     seen.add(r.role);
     if (until(r)) return { proc: p, seen, last: r };
-    if (!p.alive() || Date.now() > deadline) assert.unreachable(`redis-start.sh on :${port}: roles ${[...seen].join(",")}; output:\n${p.output()}`);
+    if (!p.alive() || Date.now() > deadline) {
+      const sentinels = sentinelSet.started().filter((s) => s.name.startsWith("sentinel")).map((s) => `${s.name}:\n${s.output()}`);
+      assert.unreachable(`redis-start.sh on :${port}: roles ${[...seen].join(",")}; output:\n${p.output()}\n${sentinels.join("\n")}`);
+    }
+  }
+}
+
+/**
+ * Sets every sentinel's down-after-milliseconds for the test master (SENTINEL SET), and a
+ * failover-timeout of 2 s: a sentinel that led a failover starts no other for twice that
+ * timeout (20 s with deploy/sentinel.conf's 10 s), and when such a sentinel wins the vote,
+ * the failover stalls until then (seen: the case below ran 1 s after the one above).
+ */
+async function downAfter(sentinels: { port: number }[], ms: number): Promise<void> {
+  for (const s of sentinels) {
+    const c = new Redis({ host: "127.0.0.1", port: s.port, lazyConnect: true, maxRetriesPerRequest: 0, commandTimeout: 2000 });
+    try {
+      await c.call("SENTINEL", "SET", SENTINEL_MASTER_NAME, "down-after-milliseconds", String(ms), "failover-timeout", "2000");
+    } finally {
+      c.disconnect();
+    }
   }
 }
 
@@ -93,6 +114,9 @@ t("restarted before the sentinels noticed its death: it waits for their failover
   const set = await sentinelSet.start();
   const sentinels = set.sentinels.map((s) => `127.0.0.1:${s.port}`).join(" ");
   const old = (await set.masterPort())!;
+  // Hold the sentinels: with their usual 2 s they may fail over before the script asks (a loaded
+  // machine once took that long to start it), and this case is about a script that asks first.
+  await downAfter(set.sentinels, 600_000);
   // The master of the test above came back through the script: stop whichever process holds it.
   const holder = [set.master, set.replica].find((p) => p.port === old && p.alive());
   if (holder) await holder.kill("SIGKILL");
@@ -102,8 +126,15 @@ t("restarted before the sentinels noticed its death: it waits for their failover
     c.disconnect();
   }
   // At once: every sentinel still names this server as the master.
-  const back = await start(old, { PSIMBOLS_SENTINELS: sentinels, PSIMBOLS_MASTER_NAME: SENTINEL_MASTER_NAME, PSIMBOLS_FAILOVER_WAIT: "8" }, (r) => r.role === "slave");
-  assert.match(back.proc.output(), /still name 127\.0\.0\.1:\d+ as master; waiting 8 s for a failover/);
+  // Once the script says it waits, let the sentinels notice the death (it is long past 1 s): they fail over within its wait.
+  let released = false;
+  const release = async (output: string) => {
+    if (released || !/waiting \d+ s for a failover/.test(output)) return;
+    released = true;
+    await downAfter(set.sentinels, 1000);
+  };
+  const back = await start(old, { PSIMBOLS_SENTINELS: sentinels, PSIMBOLS_MASTER_NAME: SENTINEL_MASTER_NAME, PSIMBOLS_FAILOVER_WAIT: "12" }, (r) => r.role === "slave", release, 30_000);
+  assert.match(back.proc.output(), /still name 127\.0\.0\.1:\d+ as master; waiting 12 s for a failover/);
   assert.ok(!back.seen.has("master"), `it answered as a master while the sentinels still named it: ${[...back.seen].join(",")}`);
   assert.is(back.last.master, await set.masterPort(), "it follows the promoted replica");
   assert.is.not(back.last.master, old);

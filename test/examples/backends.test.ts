@@ -16,7 +16,8 @@ import { answerChallenge, createHello } from "../../shared/handshake.js";
 import { WebhookSecret, signWebhook } from "../../server/app/signature.js";
 import { findOnPath } from "../../cli/cluster/net.js";
 import { ROOT, type RunningBroker, startBroker } from "../helpers/broker.js";
-import { Raw, call, handshake } from "../helpers/raw.js";
+import { Raw, call, handshake, requestFrame } from "../helpers/raw.js";
+import { FrameKind, openFrame } from "../../shared/channel.js";
 import { Redis } from "ioredis";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
 import { skip } from "../helpers/skip.js";
@@ -93,6 +94,23 @@ function backend(name: string, cmd: (string | undefined)[]): void {
       rb.close();
     });
 
+    t("text beyond ASCII round-trips exactly through the example: café, an emoji, a lone surrogate, in a key and in a value", async () => {
+      const raw = await Raw.open(broker.url);
+      const ch = await handshake(raw, alice);
+      // The request reaches the example as raw UTF-8, signed as sent; Python's json.dumps answers with \u escapes (ensure_ascii).
+      for (const [key, value] of [
+        ["clé", "café"],
+        ["emoji 😀", { text: "naïve 😀 日本語", list: ["é", "\u{1F600}"] }],
+        ["lone", "\ud800 alone"],
+      ] as const) {
+        assert.equal(await call(raw, ch, "kv.put", { key, value }), { data: { ok: true, identity: alice.public.fingerprint } }, key);
+        const got = await call(raw, ch, "kv.get", { key });
+        assert.equal(got, { data: { value, identity: alice.public.fingerprint } }, key);
+        assert.is(JSON.stringify(got.data.value), JSON.stringify(value), `${key}: exactly the same text`);
+      }
+      raw.close();
+    });
+
     t("a forwarded call pays no Nagle delay (TCP_NODELAY): 30 sequential calls, median under 25 ms", async () => {
       const raw = await Raw.open(broker.url);
       const ch = await handshake(raw, alice);
@@ -140,6 +158,39 @@ function backend(name: string, cmd: (string | undefined)[]): void {
       const get = JSON.stringify({ ...JSON.parse(body), op: "kv.get", data: { key: "k" } });
       const read = await post(signWebhook(s, "req_read", get), get);
       assert.equal(await read.json(), { data: { value: 1, identity: alice.public.fingerprint } }, "the repeated id ran again");
+    });
+
+    t("the example answers a batch line by line behind a broker with --upstream-batch", async () => {
+      const b = await startBroker(["--upstream", `${appUrl}/rpc`, "--upstream-batch", "*", "--hellos-per-address", "1000"], { env: { PSIMBOLS_UPSTREAM_SECRET: "", ...SECRETS_ENV } });
+      try {
+        const raw = await Raw.open(b.url);
+        const ch = await handshake(raw, alice);
+        const ops: [string, unknown][] = [["kv.put", { key: "b", value: 7 }], ["kv.get", { key: "colour" }], ["no.such", null], ["kv.put", { nokey: 1 }]];
+        const first = ch.seq + 1;
+        const frames = await Promise.all(ops.map(([op, data]) => requestFrame(ch, op, data)));
+        for (const f of frames) raw.send(f);
+        const got = new Map<number, any>();
+        while (got.size < ops.length) {
+          const f = await raw.next();
+          got.set(f.seq, JSON.parse(await openFrame(ch.keys.s2c, FrameKind.response, f.seq, f.channel, f.response)));
+        }
+        assert.equal(got.get(first), { data: { ok: true, identity: alice.public.fingerprint } });
+        assert.equal(got.get(first + 1), { data: { value: "teal", identity: alice.public.fingerprint } });
+        assert.is(got.get(first + 2).error?.code, "not_found");
+        assert.is(got.get(first + 3).error?.code, "bad_request");
+        raw.close();
+        // Posted by hand: one line per request, by id; a request of another kind gets no line; the batch's signature covers it all.
+        const req = (id: string, kind = "request") => ({ kind, type: "request", id, op: "kv.get", data: { key: "b" }, identity: { fingerprint: alice.public.fingerprint, public_key: null }, channel: "c", node: "n", info: null });
+        const body = JSON.stringify({ kind: "batch", type: "batch", id: "bat_x", requests: [req("req_b1"), req("req_b2", "authorize")] });
+        const s = [WebhookSecret.parse(RPC_SECRET)];
+        const post = (headers: Record<string, string>, bytes = body) => fetch(`${appUrl}/rpc`, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: bytes });
+        const r = await post(signWebhook(s, "bat_x", body));
+        assert.is(r.status, 200);
+        assert.equal((await r.text()).trim().split("\n").map((l) => JSON.parse(l)), [{ id: "req_b1", data: { value: 7, identity: alice.public.fingerprint } }]);
+        assert.is((await post(signWebhook(s, "bat_y", body), body.replace("req_b1", "req_b3"))).status, 401, "changed batch");
+      } finally {
+        await b.stop();
+      }
     });
 
     if (name === "python") t("the example's verify accepts the specification's own example and refuses it changed", () => {

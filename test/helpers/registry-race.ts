@@ -71,13 +71,17 @@ export type Write =
  * false when `w`'s recorded outcome is impossible at this point.
  * A move needs `from` registered (or, in an `open` service, unregistered: then
  * it writes nothing) and not blocked, and `to` unregistered; it re-keys the
- * entry (role, comment) with `moved_from`.
+ * entry (role, comment) with `moved_from`. An add of a registered key keeps
+ * its `moved_from`.
  */
 function apply(state: Map<string, Reg>, w: Write, open: boolean): boolean {
   switch (w.kind) {
-    case "add":
-      state.set(w.fp, { role: w.role, comment: w.comment });
+    case "add": {
+      // a change of a registration keeps its move's record (server/registry.ts entryFor)
+      const moved = state.get(w.fp)?.moved_from;
+      state.set(w.fp, { role: w.role, comment: w.comment, ...(moved ? { moved_from: moved } : {}) });
       return true;
+    }
     case "remove":
       if (state.has(w.fp) !== w.removed) return false;
       state.delete(w.fp);

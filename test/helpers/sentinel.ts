@@ -15,6 +15,8 @@ export interface TestSentinels {
   start(): Promise<SentinelSet>;
   /** Starts another process, killed with the set (e.g. a restarted server). */
   launch(name: string, command: string, args: string[], env?: NodeJS.ProcessEnv): Launched;
+  /** Every process launched so far (the set's and the others), for their output. */
+  started(): Launched[];
   /** SIGKILL to every process, and waits for them to exit. */
   stopAll(): Promise<void>;
 }
@@ -22,6 +24,7 @@ export interface TestSentinels {
 export function testSentinels(): TestSentinels {
   const dir = mkdtempSync(join(tmpdir(), "psimbols-sentinel-"));
   const children: ChildProcess[] = [];
+  const launched: Launched[] = [];
   process.on("exit", () => {
     for (const c of children) c.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
@@ -33,7 +36,7 @@ export function testSentinels(): TestSentinels {
     proc.stdout!.on("data", (d: Buffer) => (out = (out + d.toString()).slice(-16_384)));
     proc.stderr!.on("data", (d: Buffer) => (out = (out + d.toString()).slice(-16_384)));
     const exited = new Promise<void>((r) => proc.once("exit", () => r()));
-    return {
+    const l: Launched = {
       name,
       proc,
       output: () => out,
@@ -44,6 +47,8 @@ export function testSentinels(): TestSentinels {
         await exited;
       },
     };
+    launched.push(l);
+    return l;
   };
   let shared: Promise<SentinelSet> | undefined;
   return {
@@ -53,6 +58,7 @@ export function testSentinels(): TestSentinels {
       return (shared ??= startSentinelSet(bin, dir, launch, []));
     },
     launch,
+    started: () => [...launched],
     async stopAll() {
       await Promise.all(
         children.map(

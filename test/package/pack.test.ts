@@ -1,8 +1,11 @@
 /**
  * The two packages as others install them (DESIGN.md §8 and §9): bin/pack.mjs
  * assembles `psimbols-client` and `psimbols` from the dist/ the test script
- * built and packs both; each is installed from the tarballs and the npm cache
- * only (--offline) into a fresh project:
+ * built and packs both; each is installed from the tarballs into a fresh
+ * project, its dependencies from the npm cache where npm ci left them and the
+ * registry otherwise (--prefer-offline: npm ci caches tarballs but not the
+ * registry's package documents an install asks for, so --offline failed on a
+ * fresh machine):
  * - the client alone, without optional dependencies, takes at most 3 MB of
  *   node_modules and brings none of the server's dependencies;
  * - a CommonJS consumer (`require`), an ES module consumer, and TypeScript
@@ -53,11 +56,11 @@ function treeBytes(dir: string): number {
   return n;
 }
 
-/** A fresh project with `tarballs` installed from the npm cache only. */
+/** A fresh project with `tarballs` installed (dependencies from the npm cache first, then the registry). */
 async function project(prefix: string, tarballs: string[], flags: string[] = []): Promise<{ dir: string; install: Run }> {
   const dir = tempDir(prefix);
   writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true }));
-  const install = await run("npm", ["install", "--offline", "--no-audit", "--no-fund", ...flags, ...tarballs], dir);
+  const install = await run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund", ...flags, ...tarballs], dir);
   assert.is(install.code, 0, `npm install of ${tarballs.join(", ")} failed:\n${install.err}`);
   return { dir, install };
 }
@@ -86,7 +89,9 @@ function listTarball(file: string): string[] {
 }
 
 if (npmPresent) {
-  t.before(async () => {
+  // uvu reports a failing before hook only as every test failing, without its error: say it here.
+  t.before(() => setUp().catch((e: unknown) => (console.error("npm packages: setting up failed:", e), Promise.reject(e))));
+  async function setUp(): Promise<void> {
     const dest = tempDir("psimbols-pack-");
     const packed = await run(process.execPath, [join(ROOT, "bin", "pack.mjs"), "--dest", dest], ROOT);
     assert.is(packed.code, 0, packed.err);
@@ -100,7 +105,7 @@ if (npmPresent) {
     app = await project("psimbols-app-", [tarballs.client, tarballs.server]);
     broker = await startBroker([], { cli: join(app.dir, "node_modules", "psimbols", "bin", "psimbols.js") });
     env = { URL: broker.url, FP: broker.fingerprint };
-  });
+  }
   t.after(async () => {
     await broker?.stop();
   });

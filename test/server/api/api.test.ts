@@ -265,7 +265,7 @@ t("list channels, all or by identity (a fingerprint's + unencoded too), each wit
   await Promise.all([c1.close(), c2.close()]);
 });
 
-t("keys: add a client key, block one by fingerprint, list, remove; the keys file the node reads changes, refusals leave it alone", async () => {
+t("keys: add a client key, block one by fingerprint, list, remove; the keys file the node reads changes, refusals (each saying what is valid) leave it alone", async () => {
   const member = await generateSigningKey();
   let r = await post("/v1/keys", { public_key: wirePublicKey(member.public), comment: "from the API" });
   assert.is(r.status, 201);
@@ -274,16 +274,21 @@ t("keys: add a client key, block one by fingerprint, list, remove; the keys file
   r = await post("/v1/keys", { fingerprint: bad.public.fingerprint, role: "blocked" });
   assert.is(r.status, 201);
   const before = readFileSync(keysFile, "utf8");
-  for (const body of [
-    { fingerprint: bad.public.fingerprint }, // a client key needs its public key
-    { public_key: wirePublicKey(member.public), role: "root" },
-    { public_key: { type: "Ed25519", data: "AAAA" } },
-    { public_key: wirePublicKey(member.public), fingerprint: member.public.fingerprint },
-    { public_key: wirePublicKey(member.public), comment: "x".repeat(201) },
-  ]) {
+  for (const [body, message] of [
+    [{ fingerprint: bad.public.fingerprint }, undefined], // a client key needs its public key
+    // a wrong value says what is valid (not "got string", which read as if a string were wrong)
+    [{ public_key: wirePublicKey(member.public), role: "root" }, '"role" expected one of "client", "operator", "blocked", not another name'],
+    [{ public_key: wirePublicKey(member.public), role: 7 }, '"role" expected one of "client", "operator", "blocked", got number'],
+    [{ public_key: { type: "Ed25519", data: "AAAA" } }, undefined],
+    [{ public_key: wirePublicKey(member.public), fingerprint: member.public.fingerprint }, undefined],
+    [{ public_key: wirePublicKey(member.public), comment: "x".repeat(201) }, '"comment" expected at most 200 characters, got 201'],
+  ] as const) {
     r = await post("/v1/keys", body);
     assert.equal([r.status, r.json!.error.code], [400, "bad_request"], JSON.stringify(body).slice(0, 80));
+    if (message) assert.is(r.json!.error.message, message);
   }
+  r = await post("/v1/keys/remove", { fingerprint: "SHA256:nope" });
+  assert.equal([r.status, r.json!.error.message], [400, '"fingerprint" expected a fingerprint SHA256:…']);
   r = await post("/v1/keys", { public_key: { type: "DSA", data: "AAAA" } });
   assert.equal([r.status, r.json!.error.code], [501, "unsupported"]);
   assert.is(readFileSync(keysFile, "utf8"), before, "a refused add changed the keys file");

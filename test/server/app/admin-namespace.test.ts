@@ -29,6 +29,9 @@ async function open(key: SigningKey): Promise<{ raw: Raw; ch: RawChannel }> {
   return { raw, ch: await handshake(raw, key) };
 }
 
+/** Spellings an application might case-fold into `admin.` (the dotless ı upper-cases to I): the broker's namespace too (docs/BACKEND.md §2 "Op names"). */
+const CASE_FOLDED = ["Admin.deleteUser", "ADMIN.channels", "aDmIn.push", "adm\u0131n.revoke"];
+
 /** Ops that reached the upstream (any route). */
 const forwarded = () => app.requests.map((r) => String(r.json?.op));
 
@@ -52,24 +55,26 @@ t.after(async () => {
 });
 
 for (const who of ["an unregistered key", "a key registered with the client role"] as const) {
-  t(`${who}: admin.deleteUser, admin.nope and admin.channels get forbidden and never reach the upstream`, async () => {
+  t(`${who}: admin.deleteUser, admin.nope and admin.channels, in any case, get forbidden and never reach the upstream`, async () => {
     const { raw, ch } = await open(who === "an unregistered key" ? await generateSigningKey() : member);
     const before = app.requests.length;
-    for (const op of ["admin.deleteUser", "admin.nope", "admin.channels", "admin."]) {
+    for (const op of ["admin.deleteUser", "admin.nope", "admin.channels", "admin.", ...CASE_FOLDED]) {
       const r = await call(raw, ch, op, { user: "victim" });
       assert.equal(r.error?.code, "forbidden", `${op}: ${JSON.stringify(r)}`);
     }
     assert.is(app.requests.length, before, `forwarded: ${forwarded().slice(before).join(", ")}`);
     // The channel still serves, and other ops still go to the application.
     assert.equal(await call(raw, ch, "app.hello"), { data: { done: "app.hello", role: who === "an unregistered key" ? null : "client" } });
+    // Other names are matched exactly: a built-in spelled otherwise, or admin. after a space, is the application's.
+    for (const op of ["Echo", " admin.x"]) assert.is((await call(raw, ch, op)).data?.done, op);
     raw.close();
   });
 }
 
-t("an operator: an admin.* name the broker does not implement gets not_found and never reaches the upstream; admin.channels answers", async () => {
+t("an operator: an admin.* name the broker does not implement, in any case (Admin.channels too), gets not_found and never reaches the upstream; admin.channels answers", async () => {
   const { raw, ch } = await open(operator);
   const before = app.requests.length;
-  for (const op of ["admin.deleteUser", "admin.nope"]) {
+  for (const op of ["admin.deleteUser", "admin.nope", ...CASE_FOLDED]) {
     const r = await call(raw, ch, op, { user: "victim" });
     assert.equal(r.error?.code, "not_found", `${op}: ${JSON.stringify(r)}`);
   }

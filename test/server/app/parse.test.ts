@@ -33,6 +33,26 @@ test("--upstream values: a bare URL is the default route, PREFIX=URL a prefix ro
   }
 });
 
+test("a route prefix is 1 to 64 of letters, digits and _ . : -, with a letter or digit; anything else before an = is refused, saying what a prefix may be", () => {
+  for (const ok of ["kv.", "kv.slow", "Billing_v2:", "a", "9", "x-y", "k".repeat(64)]) assert.is(parseUpstreamRoute(`${ok}=http://app/x`).prefix, ok, ok);
+  for (const [bad, why] of [
+    ["kv/", 'the character "/" (U+002F)'],
+    ["kv slow", 'the character " " (U+0020)'],
+    ["café.", 'the character "é" (U+00E9)'],
+    ["kv*", 'the character "*"'],
+    ["k".repeat(65), "65 characters"],
+    ["", "is empty"],
+    ["-._", "no letter or digit"],
+    ["app:8080/rpc?a", 'the character "/"'],
+  ] as const) {
+    assert.throws(
+      () => parseUpstreamRoute(`${bad}=http://app/x`),
+      (e: Error) => e instanceof TypeError && e.message.startsWith("--upstream: the text before \"=\" is not a route prefix") && e.message.includes(why) && e.message.includes("1 to 64 of letters, digits and _ . : -"),
+      bad,
+    );
+  }
+});
+
 test("the longest matching prefix wins; the default route takes the rest; no default: no route", async () => {
   const secrets = [WebhookSecret.parse(WebhookSecret.generate())];
   const signed = (x: string) => ({ ...parseUpstreamRoute(x), secrets });
@@ -45,6 +65,7 @@ test("the longest matching prefix wins; the default route takes the rest; no def
     assert.ok(h("kv.slow.x") && h("kv.slow.x") !== h("kv.put"));
     assert.ok(h("other") && h("other") !== h("kv.put"));
     assert.is(noDefault.route("other"), undefined);
+    assert.is(noDefault.route("KV.put"), undefined, "a prefix matches exactly, case-sensitive");
     assert.throws(() => new Upstream({ routes: [signed("kv.=http://a/"), signed("kv.=http://b/")] }), /given twice/);
     assert.throws(() => new Upstream({ routes, timeoutMs: 0 }), /upstream-timeout/);
   } finally {
@@ -60,13 +81,13 @@ test("the request body carries the documented fields, the caller's role, info sp
   assert.equal([bare.info, bare.role], [null, null]);
 });
 
-test("the admin. namespace is never routed to an upstream: not by a default route, not by a prefix that matches it, and no admin. route is accepted", async () => {
+test("the admin. namespace, in any case, is never routed to an upstream: not by a default route, not by a prefix that matches it, and no admin. route is accepted", async () => {
   const secrets = [WebhookSecret.parse(WebhookSecret.generate())];
   const u = new Upstream({ routes: ["http://d/", "adm=http://a/", "a=http://b/"].map((x) => ({ ...parseUpstreamRoute(x), secrets })) });
   try {
-    for (const op of ["admin.deleteUser", "admin.", "admin.channels"]) assert.is(u.route(op), undefined, op);
-    assert.ok(u.route("administrator") && u.route("admins.x") && u.route("other"));
-    for (const bad of ["admin.=http://x/", "admin.users=http://x/"]) {
+    for (const op of ["admin.deleteUser", "admin.", "admin.channels", "Admin.deleteUser", "ADMIN.channels", "aDmIn.x", "adm\u0131n.x"]) assert.is(u.route(op), undefined, op);
+    assert.ok(u.route("administrator") && u.route("admins.x") && u.route("other") && u.route(" admin.x") && u.route("adm\u0130n.x"));
+    for (const bad of ["admin.=http://x/", "admin.users=http://x/", "Admin.=http://x/", "ADMIN.x=http://x/"]) {
       assert.throws(() => parseUpstreamRoute(bad), (e: Error) => e instanceof TypeError && /^--upstream: .*reserved admin\. namespace/.test(e.message), bad);
     }
   } finally {
@@ -74,7 +95,7 @@ test("the admin. namespace is never routed to an upstream: not by a default rout
   }
 });
 
-test("upstream answers: data or a documented error; everything else is bad_body", () => {
+test("upstream answers: data or a documented error; everything else (another member in error too) is bad_body", () => {
   assert.equal(decodeAnswer('{"data":null}'), { data: null });
   assert.equal(decodeAnswer('{"data":{"x":[1]}}'), { data: { x: [1] } });
   assert.equal(decodeAnswer('{"error":{"code":"forbidden","message":"no"}}'), { error: { code: "forbidden", message: "no" } });
@@ -83,6 +104,8 @@ test("upstream answers: data or a documented error; everything else is bad_body"
     '{"error":"forbidden"}', '{"error":{"code":"teapot","message":"x"}}', '{"error":{"code":"unauthorised","message":"x"}}',
     '{"error":{"code":"timeout","message":"x"}}', '{"error":{"code":"forbidden"}}', `{"error":{"code":"internal","message":"${"m".repeat(1025)}"}}`,
     '{"data":1,"error":{"code":"internal","message":"x"}}', "{'data':1}",
+    // a member of "error" besides code and message: refused as the answer's own extra keys are, never dropped unseen
+    '{"error":{"code":"forbidden","message":"no","extra":1}}', '{"error":{"code":"forbidden","message":"no","details":{"field":"x"}}}',
   ]) refusedWith(() => decodeAnswer(bad), CallFailure.badBody);
 });
 

@@ -7,10 +7,24 @@ import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { connect } from "../client/node.js";
 import { MAX_PUSH_BYTES } from "../server/broker.js";
 import { RedisStore } from "../server/store/redis-store.js";
-import { channelRow } from "../server/operator.js";
+import { type ChannelRow, channelRows } from "../server/operator.js";
 import { loadIdentityKey } from "./client.js";
 import { atRedis, wrapKeyFrom } from "./errors.js";
 import { int } from "./options.js";
+
+/** Where a channel's socket is, as `channels list` prints it (docs/CLI.md). */
+export function where(r: ChannelRow): string {
+  switch (r.state) {
+    case "held":
+      return `held by ${r.holder}`;
+    case "not_connected":
+      return `not connected (last on ${r.holder})`;
+    case "node_gone":
+      return `node gone (last on ${r.holder})`;
+    default:
+      return `issued on ${r.node}`; // a record from a node older than the holder fields
+  }
+}
 
 /** Adds the operator commands to `p`. */
 export function operatorCommands(p: Command): void {
@@ -55,12 +69,11 @@ export function operatorCommands(p: Command): void {
     .action(async (o: AdminOpts & { json?: boolean }) => {
       const rows = await admin(
         o,
-        async (store) => (await store.listChannels()).map(channelRow),
-        async (request) => ((await request("admin.channels")) as { channels: ReturnType<typeof channelRow>[] }).channels,
+        async (store) => channelRows(store),
+        async (request) => ((await request("admin.channels")) as { channels: ChannelRow[] }).channels,
       );
       if (o.json) return console.log(JSON.stringify(rows, null, 2));
-      // `node` is the node that issued the channel (its handshake); after a resume elsewhere the socket is on another node
-      for (const r of rows) console.log(`${r.channel}  ${r.identity}  issued on ${r.node}  until ${r.valid_until}`);
+      for (const r of rows) console.log(`${r.channel}  ${r.identity}  ${where(r)}  until ${r.valid_until}`);
       if (rows.length === 0) console.error("no live channels");
     });
   adminWhere(channels.command("revoke"))

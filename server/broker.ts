@@ -10,6 +10,8 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { Counter as PromCounter, Gauge, Histogram, Registry } from "prom-client";
 import { type SigningKey, keyTypes, wirePublicKey } from "../shared/crypto.js";
 import { CloseCode } from "../shared/errors.js";
+import { b64u } from "../shared/encoding.js";
+import { randomBytes } from "../shared/crypto.js";
 import { Feature, MAX_INNER_BYTES, type NodeStats, PROTOCOL_VERSION } from "../shared/frames.js";
 import type { ServerOffer } from "../shared/handshake.js";
 import { signNextKey } from "../shared/server-key-next.js";
@@ -30,6 +32,16 @@ import type { Upstream } from "./app/upstream.js";
 
 /** Largest push message (UTF-8 bytes of its JSON): room for the `{"message":…,"id":N}` wrapper within MAX_INNER_BYTES. */
 export const MAX_PUSH_BYTES = MAX_INNER_BYTES - 64;
+
+/** How often a node beats (Store.beat), ms. */
+export const NODE_BEAT_MS = 1000;
+/**
+ * How long one beat lasts, ms: a node killed without closing its sockets is still shown
+ * holding its channels at most this long after its last beat (docs/CLUSTER.md, Operating a cluster).
+ */
+export const NODE_BEAT_TTL_MS = 5000;
+/** Releases kept for a retry while the store does not answer; past it the oldest is dropped. */
+const MAX_UNRELEASED = 10_000;
 
 /** Features this node offers (PROTOCOL.md §4.11); a hello or resume gets the intersection. */
 export const SERVER_FEATURES: readonly string[] = Object.freeze([Feature.binary]);
@@ -98,6 +110,10 @@ export interface BrokerContext {
   /** Indexes (or un-indexes) a bound socket by its channel's identity, for store events. */
   index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void;
   closed(conn: Connection, code: number): void;
+  /** This node process, for the holder of the channels it binds (Store.bind): random per start. */
+  readonly instance: string;
+  /** `conn` let go of `channel`'s socket (Store.release): in the background, retried once the store answers again. */
+  release(channel: string, conn: string): void;
   observeLatency(seconds: number): void;
   /** Calls to the application (docs/BACKEND.md): upstream routes for ops no handler takes, and the authorize hook. */
   readonly upstream: Upstream | undefined;
@@ -167,6 +183,12 @@ export class Broker {
   readonly #upstream: Upstream | undefined;
   readonly #events: EventSink;
   #pinger: ReturnType<typeof setInterval> | undefined;
+  /** This node process (Store.beat); a restart under the same name is another instance. */
+  readonly instance = b64u(randomBytes(9));
+  #beater: ReturnType<typeof setInterval> | undefined;
+  #beating = false;
+  /** Releases the store did not take (channel → connection), retried after the next beat that lands. */
+  readonly #unreleased = new Map<string, string>();
   readonly #storeWatch: StoreWatch;
   #closing = false;
 
@@ -211,6 +233,8 @@ export class Broker {
         this.#connections.delete(conn);
         this.#perAddress.dec(limitKey(conn.address));
       },
+      instance: this.instance,
+      release: (channel, conn) => this.#release(channel, conn),
       observeLatency: (s) => this.#latency.observe(s),
       upstream: o.upstream,
       authorize: o.authorize,
@@ -302,6 +326,9 @@ export class Broker {
       for (const c of b.#connections) c.heartbeat();
     }, b.config.limits.pingIntervalMs);
     b.#pinger.unref();
+    b.#beat();
+    b.#beater = setInterval(() => b.#beat(), NODE_BEAT_MS);
+    b.#beater.unref();
     b.#storeWatch.start();
     b.log.info("broker listening", {
       component: "broker",
@@ -418,6 +445,7 @@ export class Broker {
     if (this.#closing) return;
     this.#closing = true;
     clearInterval(this.#pinger);
+    clearInterval(this.#beater);
     this.#storeWatch.stop();
     this.#schedule.close();
     const httpClosed = new Promise<void>((r) => this.#http.close(() => r()));
@@ -512,6 +540,31 @@ export class Broker {
       sockets: this.#connections.size,
     });
     for (const c of this.#connections) c.close(CloseCode.storeLost);
+  }
+
+  /** One beat: this instance lives for NODE_BEAT_TTL_MS more; then the releases the store missed are tried again. */
+  #beat(): void {
+    if (this.#beating) return;
+    this.#beating = true;
+    this.store.beat(this.instance, NODE_BEAT_TTL_MS).then(
+      () => {
+        this.#beating = false;
+        const pending = [...this.#unreleased];
+        this.#unreleased.clear();
+        for (const [channel, conn] of pending) this.#release(channel, conn);
+      },
+      () => {
+        this.#beating = false; // the store watch reports the outage
+      },
+    );
+  }
+
+  #release(channel: string, conn: string): void {
+    this.store.release(channel, conn).catch(() => {
+      if (this.#closing) return;
+      if (this.#unreleased.size >= MAX_UNRELEASED) this.#unreleased.delete(this.#unreleased.keys().next().value!);
+      this.#unreleased.set(channel, conn);
+    });
   }
 
   #index(conn: Connection, channel: { id: string; identity: string }, on: boolean): void {

@@ -326,6 +326,7 @@ export class Connection {
       validUntil: now + ttl * 1000,
       ttl,
       node: config.node,
+      holder: { node: config.node, instance: this.#ctx.instance, conn: this.id },
       ...(app ? { app: app.app } : {}),
     };
     if (previous && renewal) (this.#selfRetired ??= new Set()).add(previous.channel.id);
@@ -343,6 +344,7 @@ export class Connection {
       const lastPush = renewal ? this.#lastPush : await this.#store(() => store.lastPush(identity));
       // Recorded with the channel: a resume elsewhere catches up from here at least (§6.5).
       replaced = await this.#store(() => store.activate({ ...rec, pushFrom: lastPush }));
+      if (this.#closed) this.#ctx.release(rec.id, this.id); // the socket left while the store wrote it
       this.#lastPush = lastPush;
     } catch (e) {
       if (previous) this.#selfRetired?.delete(previous.channel.id);
@@ -565,7 +567,8 @@ export class Connection {
     this.#schedule(b);
     this.#handshakeOver();
     try {
-      await this.#store(() => store.bind(rec.id, rec.identity, b.id!));
+      await this.#store(() => store.bind(rec.id, rec.identity, b.id!, { node: this.#ctx.config.node, instance: this.#ctx.instance, conn: this.id }));
+      if (this.#closed) this.#ctx.release(rec.id, this.id); // the socket left while the store wrote it
       this.#ctx.stats.resumes.ok++;
       this.#log.info("channel resumed", { identity: rec.identity, channel: rec.id });
       this.#ctx.events.emit(EventType.resumed, rec.identity, { channel: rec.id, node: this.#ctx.config.node });
@@ -1064,6 +1067,8 @@ export class Connection {
     this.#closed = true;
     this.#disarmHandshakeTimer();
     this.#pending = undefined;
+    const held = this.#binding;
+    if (held?.active && !held.dead) this.#ctx.release(held.channel.id, this.id);
     for (const b of [this.#binding, this.#old]) {
       if (!b) continue;
       this.#clearTimers(b);

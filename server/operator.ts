@@ -15,7 +15,7 @@ import { publicKeyFromPem } from "../node/key-files.js";
 import type { Broker, Handler, HandlerContext } from "./broker.js";
 import { FileRegistry, type KeyRef, type KeyRegistry, type ManagedRegistry, type RegisteredKey, Role, managedRegistry } from "./registry.js";
 import { MemoryStore } from "./store/memory-store.js";
-import type { ChannelRecord } from "./store/store.js";
+import type { ChannelRecord, Store } from "./store/store.js";
 
 // The namespace is the protocol's (shared/frames.ts): the CLI tells the broker's refusals by it too.
 export { ADMIN_PREFIX, isAdminOp } from "../shared/frames.js";
@@ -38,9 +38,43 @@ export const ADMIN_NOT_FOUND: Handler = operatorOnly(() => {
 
 type Target = { identity?: string; channel?: string };
 
+/**
+ * Where a channel's socket is (docs/CLI.md, channels list): `held` by a node that beats,
+ * `not_connected` since its last connection closed, or `node_gone`: the node that last held it
+ * stopped beating (killed, or cut off from the store) without letting go.
+ */
+export type HolderState = "held" | "not_connected" | "node_gone";
+
 /** What operators see of a channel: everything but the key. */
-export function channelRow(c: ChannelRecord): { channel: string; identity: string; node: string; valid_until: string } {
-  return { channel: c.id, identity: c.identity, node: c.node, valid_until: new Date(c.validUntil).toISOString() };
+export interface ChannelRow {
+  channel: string;
+  identity: string;
+  /** The node that issued it (its handshake). */
+  node: string;
+  valid_until: string;
+  /** The node that holds its socket, or held it last; absent on a record written by a node older than the field. */
+  holder?: string;
+  /** With `holder`: whether it still holds it. */
+  state?: HolderState;
+}
+
+/** The row of `c`, given the node instances that beat now (Store.liveInstances). */
+export function channelRow(c: ChannelRecord, live: ReadonlySet<string>): ChannelRow {
+  const row: ChannelRow = { channel: c.id, identity: c.identity, node: c.node, valid_until: new Date(c.validUntil).toISOString() };
+  const h = c.holder;
+  if (h) {
+    row.holder = h.node;
+    row.state = h.conn === undefined ? "not_connected" : live.has(h.instance) ? "held" : "node_gone";
+  }
+  return row;
+}
+
+/** The rows of every live channel (of one identity, if given): the listing, then one read of the holders' beats. */
+export async function channelRows(store: Store, identity?: string): Promise<ChannelRow[]> {
+  const all = await store.listChannels();
+  for (const c of all) c.key.fill(0); // copies: only the rows leave
+  const live = await store.liveInstances(all.flatMap((c) => (c.holder?.conn !== undefined ? [c.holder.instance] : [])));
+  return all.filter((c) => identity === undefined || c.identity === identity).map((c) => channelRow(c, live));
 }
 
 /** Parses `{identity}` or `{channel}` (exactly one). @throws PsimbolsError bad_request. */
@@ -61,8 +95,8 @@ export const MAX_COMMENT_LOOKUPS = 1000;
  * (`psimbols keys add --comment`), when it has one: what an operator knows a
  * key by. At most {@link MAX_COMMENT_LOOKUPS} distinct identities are looked up.
  */
-async function channelsWithComments(broker: Broker, registry: KeyRegistry | undefined): Promise<(ReturnType<typeof channelRow> & { comment?: string })[]> {
-  const rows = (await broker.store.listChannels()).map(channelRow);
+async function channelsWithComments(broker: Broker, registry: KeyRegistry | undefined): Promise<(ChannelRow & { comment?: string })[]> {
+  const rows = await channelRows(broker.store);
   if (!registry) return rows;
   const ids = [...new Set(rows.map((r) => r.identity))].slice(0, MAX_COMMENT_LOOKUPS);
   const comments = new Map((await Promise.all(ids.map(async (id) => [id, (await registry.lookup(id))?.comment] as const))).filter(([, c]) => c));

@@ -57,6 +57,8 @@ interface ChannelRow {
   validUntil: number;
   /** The node that issued it. */
   node: string;
+  /** Where its socket is, as `psimbols channels list` says it: held by N, not connected (last on N), node gone (last on N). */
+  where: string;
   /** Sockets bound to it on the node the console talks to (none: elsewhere, or away). */
   sockets: Socket[];
   /** The comment its identity was registered with (`keys add --comment`), if any. */
@@ -137,7 +139,7 @@ function decodeAdminChannels(x: unknown): AdminChannels {
   const add = (c: Record<string, unknown>): ChannelRow => {
     const id = str(c, "channel");
     let row = byId.get(id);
-    if (!row) byId.set(id, (row = { identity: str(c, "identity"), channel: id, validUntil: time(c), node: str(c, "node"), sockets: [] }));
+    if (!row) byId.set(id, (row = { identity: str(c, "identity"), channel: id, validUntil: time(c), node: str(c, "node"), where: whereOf(c), sockets: [] }));
     if (typeof c.comment === "string" && c.comment !== "") row.comment = c.comment;
     return row;
   };
@@ -171,6 +173,16 @@ function decodeAdminChannels(x: unknown): AdminChannels {
     ];
   }
   return { node, nodes, channels, connected: connected.length };
+}
+
+/** A channel row's holder (`holder`, `state`; docs/CLI.md, channels list) in words; the issuing node for a broker that sends none. */
+function whereOf(c: Record<string, unknown>): string {
+  const h = c.holder;
+  if (typeof h !== "string") return `issued on ${str(c, "node")}`;
+  if (c.state === "held") return `held by ${h}`;
+  if (c.state === "not_connected") return `not connected (last on ${h})`;
+  if (c.state === "node_gone") return `node gone (last on ${h})`;
+  return `issued on ${str(c, "node")}`;
 }
 
 function errorsOf(s: Stats): number {
@@ -665,7 +677,7 @@ function renderChannels(list: ChannelRow[]): void {
       {},
       el("td", { className: "mono", text: row.identity, title: row.identity }, ...(row.comment ? [el("span", { className: "comment", text: row.comment, title: "the comment this key was registered with" })] : [])),
       el("td", { className: "mono", text: short(row.channel, 10), title: row.channel }),
-      el("td", { className: "mono", text: row.node }),
+      el("td", { className: "mono", text: row.where, title: `issued on ${row.node}` }),
       address,
       expiry,
       actionsCell(row, row.channel === self),
@@ -677,7 +689,7 @@ function renderChannels(list: ChannelRow[]): void {
     rows.set(row.channel, { tr, row, expiry, address });
     if (row.channel !== self) {
       const from = row.sockets.length > 0 ? ` from ${addresses(row)}` : "";
-      log("info", "connected", `${row.identity} channel ${short(row.channel, 10)} on ${row.node}${from}`);
+      log("info", "connected", `${row.identity} channel ${short(row.channel, 10)} ${row.where}${from}`);
     }
   }
   for (const [k, r] of rows) {

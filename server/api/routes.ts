@@ -8,7 +8,7 @@
 import { ErrorCode, PsimbolsError, badField } from "../../shared/errors.js";
 import { FINGERPRINT_PATTERN } from "../../shared/crypto.js";
 import type { Broker } from "../broker.js";
-import { channelRow, parseRegistration, target } from "../operator.js";
+import { channelRows, parseRegistration, target } from "../operator.js";
 import { Scope } from "./tokens.js";
 import { type KeyRegistry, type ManagedRegistry, Role, managedRegistry } from "../registry.js";
 
@@ -67,10 +67,7 @@ export function routes(broker: Broker, registry: KeyRegistry | undefined): Map<s
     // A fingerprint's "+" reads as a space in a query string that was not percent-encoded; no fingerprint has spaces.
     const identity = query.get("identity")?.replaceAll(" ", "+");
     if (identity !== undefined && !FINGERPRINT_PATTERN.test(identity)) throw badField("identity", "a fingerprint SHA256:…");
-    const all = await broker.store.listChannels();
-    const rows = all.filter((c) => identity === undefined || c.identity === identity).map(channelRow);
-    for (const c of all) c.key.fill(0); // copies: only the rows leave
-    return [200, { channels: rows }];
+    return [200, { channels: await channelRows(broker.store, identity) }];
   });
 
   set("GET /v1/stats", Scope.read, async () => [

@@ -5,7 +5,7 @@
  * pushes are an array trimmed to the window on every push and filtered by age
  * on every read, as the Redis store does.
  */
-import type { ChannelRecord, KeptPush, PushWindow, RetireReason, Store, StoreEvent } from "./store.js";
+import type { ChannelRecord, Holder, KeptPush, PushWindow, RetireReason, Store, StoreEvent } from "./store.js";
 
 /** Default life of an identity's push counter after its last push: longer than any channel (366 days at most). */
 export const PUSH_SEQ_TTL_MS = 400 * 86_400_000;
@@ -40,6 +40,8 @@ export class MemoryStore implements Store {
   #counters = new Map<number, { window: number; counts: Map<string, number> }>();
   #pushes = new Map<string, Pushes>();
   #leases = new Map<string, { owner: string; expires: number }>();
+  /** Node instances and when their last beat runs out. */
+  #beats = new Map<string, number>();
   #handlers: ((e: StoreEvent) => void)[] = [];
   #resyncHandlers: (() => void)[] = [];
   #watched = new Map<string, number>();
@@ -64,7 +66,7 @@ export class MemoryStore implements Store {
     const active = this.#active.get(rec.identity);
     const prev = active !== undefined ? this.#live(active) : undefined;
     // The store owns its copy of the key; `retired` of the argument is not kept.
-    this.#channels.set(rec.id, { id: rec.id, identity: rec.identity, key: packKey(rec.key), type: rec.type, validUntil: rec.validUntil, ttl: rec.ttl, node: rec.node, ...(rec.pushFrom !== undefined ? { pushFrom: rec.pushFrom } : {}), ...(rec.app ? { app: rec.app } : {}) });
+    this.#channels.set(rec.id, { id: rec.id, identity: rec.identity, key: packKey(rec.key), type: rec.type, validUntil: rec.validUntil, ttl: rec.ttl, node: rec.node, ...(rec.holder ? { holder: ownHolder(rec.holder) } : {}), ...(rec.pushFrom !== undefined ? { pushFrom: rec.pushFrom } : {}), ...(rec.app ? { app: rec.app } : {}) });
     this.#active.set(rec.identity, rec.id);
     if (prev && prev.id !== rec.id) {
       this.#channels.set(prev.id, { ...prev, retired: "replaced" });
@@ -98,9 +100,37 @@ export class MemoryStore implements Store {
     return id !== undefined && (await this.retire(id, reason)) ? [id] : [];
   }
 
-  async bind(channel: string, identity: string, binding: string): Promise<void> {
-    if (this.#record(channel)?.retired) return; // a tombstone has no bindings to take over
+  async bind(channel: string, identity: string, binding: string, holder: Holder): Promise<void> {
+    checkHolder(holder);
+    const c = this.#record(channel);
+    if (c?.retired) return; // a tombstone has no bindings to take over
+    if (c && c.identity === identity) this.#channels.set(channel, { ...c, holder: ownHolder(holder) });
     this.#emit({ kind: "rebound", identity, channel, binding });
+  }
+
+  async release(channel: string, conn: string): Promise<boolean> {
+    nonEmpty("channel", channel);
+    nonEmpty("conn", conn);
+    const c = this.#record(channel);
+    if (!c?.holder || c.holder.conn !== conn) return false;
+    this.#channels.set(channel, { ...c, holder: { node: c.holder.node, instance: c.holder.instance } });
+    return true;
+  }
+
+  async beat(instance: string, ttlMs: number): Promise<void> {
+    nonEmpty("instance", instance);
+    positiveInt("ttlMs", ttlMs);
+    this.#beats.set(instance, this.#now() + ttlMs);
+  }
+
+  async liveInstances(instances: Iterable<string>): Promise<Set<string>> {
+    const now = this.#now();
+    const out = new Set<string>();
+    for (const i of instances) {
+      nonEmpty("instance", i);
+      if ((this.#beats.get(i) ?? 0) > now) out.add(i);
+    }
+    return out;
   }
 
   async listChannels(): Promise<ChannelRecord[]> {
@@ -210,6 +240,7 @@ export class MemoryStore implements Store {
     const now = this.#now();
     for (const c of this.#channels.values()) if (c.validUntil <= now) this.#drop(c);
     for (const [k, l] of this.#leases) if (l.expires <= now) this.#leases.delete(k);
+    for (const [i, until] of this.#beats) if (until <= now) this.#beats.delete(i);
     for (const [windowMs, c] of this.#counters) if (c.window < Math.floor(now / windowMs)) this.#counters.delete(windowMs);
     for (const [k, p] of this.#pushes) {
       dropExpired(p, now);
@@ -224,6 +255,12 @@ export class MemoryStore implements Store {
       for (const h of this.#handlers) h(e);
     });
   }
+}
+
+/** The store's own copy of a holder, checked. */
+function ownHolder(h: Holder): Holder {
+  checkHolder(h);
+  return h.conn !== undefined ? { node: h.node, instance: h.instance, conn: h.conn } : { node: h.node, instance: h.instance };
 }
 
 /** Records leave the store as copies: a caller that wipes its key cannot corrupt the store. */
@@ -270,6 +307,19 @@ export function checkLease(key: unknown, owner: unknown, ttlMs: unknown): void {
   nonEmpty("key", key);
   nonEmpty("owner", owner);
   positiveInt("ttlMs", ttlMs);
+}
+
+/**
+ * Validates a holder (shared by both stores): a node name, an instance and, while connected, a
+ * connection id, each a non-empty string. @returns it.
+ * @throws TypeError for a wrong type, RangeError for an empty field.
+ */
+export function checkHolder(h: Holder): Holder {
+  if (typeof h !== "object" || h === null) throw new TypeError(`"holder" expected object, got ${h === null ? "null" : typeof h}`);
+  nonEmpty("holder.node", h.node);
+  nonEmpty("holder.instance", h.instance);
+  if (h.conn !== undefined) nonEmpty("holder.conn", h.conn);
+  return h;
 }
 
 /** @throws RangeError unless `after` is a non-negative safe integer. */

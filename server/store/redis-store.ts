@@ -6,12 +6,13 @@
  *
  * | key                   | type   | value                                            | expiry            |
  * |-----------------------|--------|--------------------------------------------------|-------------------|
- * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, pushFrom, binding, retired, app (wrapped; docs/BACKEND.md) | `validUntil` |
+ * | `P ch:<id>`           | hash   | identity, key (wrapped), type, validUntil, ttl, node, pushFrom, binding, retired, app (wrapped; docs/BACKEND.md), holder, instance, conn (where its socket is: `Holder`) | `validUntil` |
  * | `P active:<identity>` | string | id of the identity's active (live) channel       | same as its channel |
  * | `P rl:<key>:<window>` | string | hit counter of one fixed window                  | one window        |
  * | `P pseq:<identity>`   | string | last push seq given out                          | `pushSeqTtlMs` (400 d) after the last push |
  * | `P push:<identity>`   | stream | kept pushes: `s` seq, `e` end of life (ms, Redis clock), `d` data (wrapped) | `ageMs` after the last push |
  * | `P lease:<key>`       | string | owner of a lease (an identity move: `move:<identity>`) | the lease's ttl |
+ * | `P node:<instance>`   | string | a live node instance (its beat, `PSETEX`)        | the beat's ttl    |
  *
  * A retired channel keeps its hash, with `retired` = the reason, until its
  * expiry: a tombstone (see `ChannelRecord.retired`).
@@ -47,8 +48,8 @@ import type { Redis, RedisOptions } from "ioredis";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { fromUtf8, utf8 } from "../../shared/encoding.js";
 import { channelTypes, isChannelType } from "../../shared/frames.js";
-import { PUSH_SEQ_TTL_MS, checkAfter, checkLease, checkPush } from "./memory-store.js";
-import { type ChannelApp, type ChannelRecord, type KeptPush, type PushWindow, type RetireReason, type Store, type StoreEvent, type StoreLogger, silentStoreLogger } from "./store.js";
+import { PUSH_SEQ_TTL_MS, checkAfter, checkHolder, checkLease, checkPush } from "./memory-store.js";
+import { type ChannelApp, type ChannelRecord, type Holder, type KeptPush, type PushWindow, type RetireReason, type Store, type StoreEvent, type StoreLogger, silentStoreLogger } from "./store.js";
 import { KeyWrapper, WRAP_OVERHEAD_BYTES, checkWrapKey } from "./wrap.js";
 import { type RedisAddress, createRedis, parseRedisAddress } from "./redis-address.js";
 
@@ -132,7 +133,7 @@ class Script {
 /*
  * activate. KEYS: ch:<new>, active:<identity>.
  * ARGV: id, px, identity, wrapped key, type, validUntil, ttl, node, prefix, event channel,
- * wrapped app fields ('' for none), pushFrom ('' for none).
+ * wrapped app fields ('' for none), pushFrom ('' for none), holder node, instance, conn ('' for none).
  * Reads the old active id, writes the new record and pointer with the same
  * expiry (nothing when already expired, px <= 0), marks the old record
  * retired ("replaced", a tombstone keeping its own expiry) and announces it.
@@ -147,6 +148,10 @@ if tonumber(ARGV[2]) > 0 then
     'validUntil', ARGV[6], 'ttl', ARGV[7], 'node', ARGV[8])
   if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'app', ARGV[11]) end
   if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'pushFrom', ARGV[12]) end
+  if ARGV[13] ~= '' then
+    redis.call('HSET', KEYS[1], 'holder', ARGV[13], 'instance', ARGV[14])
+    if ARGV[15] ~= '' then redis.call('HSET', KEYS[1], 'conn', ARGV[15]) end
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 else
@@ -196,18 +201,33 @@ return {id}
 `);
 
 /*
- * bind. KEYS: ch:<channel>. ARGV: identity, binding, event channel, channel id.
- * Does nothing on a tombstone. Records the binding only on a live record of
- * that identity (HSET on a missing key would create one without expiry),
- * then announces it.
+ * bind. KEYS: ch:<channel>. ARGV: identity, binding, event channel, channel id,
+ * holder node, instance, conn ('' for none).
+ * Does nothing on a tombstone. Records the binding and its holder only on a
+ * live record of that identity (HSET on a missing key would create one without
+ * expiry), then announces it.
  */
 const BIND = new Script(`
 if redis.call('HEXISTS', KEYS[1], 'retired') == 1 then return 0 end
 if redis.call('HGET', KEYS[1], 'identity') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'binding', ARGV[2])
+  redis.call('HSET', KEYS[1], 'binding', ARGV[2], 'holder', ARGV[5], 'instance', ARGV[6])
+  if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'conn', ARGV[7]) else redis.call('HDEL', KEYS[1], 'conn') end
 end
 redis.call('PUBLISH', ARGV[3], cjson.encode({kind = 'rebound', identity = ARGV[1], channel = ARGV[4], binding = ARGV[2]}))
 return 1
+`);
+
+/*
+ * release. KEYS: ch:<channel>. ARGV: conn.
+ * Compare-and-set: drops `conn` only while it is this connection's (a resume
+ * elsewhere wrote its own since, and must not be undone). Returns 1 or 0.
+ */
+const RELEASE = new Script(`
+if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'conn')
+  return 1
+end
+return 0
 `);
 
 /* unlease. KEYS: lease:<key>. ARGV: owner. Deletes the lease only if `owner` holds it. */
@@ -381,6 +401,7 @@ export class RedisStore implements Store {
 
   async activate(rec: ChannelRecord): Promise<string | undefined> {
     checkRecord(rec);
+    if (rec.holder) checkHolder(rec.holder);
     return this.#run("activate", async () => {
       const wrapper = await this.#wrapper;
       const wrapped = await wrapper.wrap(rec.key, rec.id);
@@ -392,7 +413,7 @@ export class RedisStore implements Store {
       const old = await this.#eval(
         ACTIVATE,
         [this.#chKey(rec.id), this.#activeKey(rec.identity)],
-        [rec.id, px, rec.identity, wrapped, rec.type, rec.validUntil, rec.ttl, rec.node, this.#prefix, this.#evKey(rec.identity), app, rec.pushFrom ?? ""],
+        [rec.id, px, rec.identity, wrapped, rec.type, rec.validUntil, rec.ttl, rec.node, this.#prefix, this.#evKey(rec.identity), app, rec.pushFrom ?? "", rec.holder?.node ?? "", rec.holder?.instance ?? "", rec.holder?.conn ?? ""],
       );
       return typeof old === "string" ? old : undefined;
     });
@@ -436,13 +457,38 @@ export class RedisStore implements Store {
     });
   }
 
-  async bind(channel: string, identity: string, binding: string): Promise<void> {
+  async bind(channel: string, identity: string, binding: string, holder: Holder): Promise<void> {
     str("channel", channel);
     str("identity", identity);
     str("binding", binding);
+    checkHolder(holder);
     return this.#run("bind", async () => {
       await this.#barrier();
-      await this.#eval(BIND, [this.#chKey(channel)], [identity, binding, this.#evKey(identity), channel]);
+      await this.#eval(BIND, [this.#chKey(channel)], [identity, binding, this.#evKey(identity), channel, holder.node, holder.instance, holder.conn ?? ""]);
+    });
+  }
+
+  async release(channel: string, conn: string): Promise<boolean> {
+    str("channel", channel);
+    str("conn", conn);
+    return this.#run("release", async () => (await this.#eval(RELEASE, [this.#chKey(channel)], [conn])) === 1);
+  }
+
+  /** One PSETEX, a command nothing else sends (so a count of commands can tell beats apart); expiry on Redis's clock. */
+  async beat(instance: string, ttlMs: number): Promise<void> {
+    str("instance", instance);
+    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1) throw new RangeError(`"ttlMs" expected a positive integer`);
+    await this.#run("beat", async () => void (await this.#cmd.psetex(this.#nodeKey(instance), ttlMs, "1")));
+  }
+
+  /** One MGET of the instances asked about. */
+  async liveInstances(instances: Iterable<string>): Promise<Set<string>> {
+    const ids = [...new Set(instances)];
+    for (const i of ids) str("instance", i);
+    if (ids.length === 0) return new Set();
+    return this.#run("liveInstances", async () => {
+      const beats = await this.#cmd.mget(...ids.map((i) => this.#nodeKey(i)));
+      return new Set(ids.filter((_, k) => beats[k] !== null));
     });
   }
 
@@ -640,6 +686,9 @@ export class RedisStore implements Store {
   #activeKey(identity: string): string {
     return `${this.#prefix}active:${identity}`;
   }
+  #nodeKey(instance: string): string {
+    return `${this.#prefix}node:${instance}`;
+  }
   #evKey(identity: string): string {
     return `${this.#prefix}ev:${identity}`;
   }
@@ -792,7 +841,8 @@ export class RedisStore implements Store {
     const wrapper = await this.#wrapper;
     const raw = await wrapper.unwrap(key, id);
     const app = h.app === undefined ? undefined : decodeApp(fromUtf8(await wrapper.unwrap(h.app, appAad(id), MAX_WRAPPED_APP_BYTES)));
-    const rec: ChannelRecord = { id, identity, key: raw, type, validUntil, ttl, node, ...(pushFrom !== undefined ? { pushFrom } : {}), ...(app ? { app } : {}) };
+    const holder = decodeHolder(h);
+    const rec: ChannelRecord = { id, identity, key: raw, type, validUntil, ttl, node, ...(holder ? { holder } : {}), ...(pushFrom !== undefined ? { pushFrom } : {}), ...(app ? { app } : {}) };
     return retired === undefined ? rec : { ...rec, retired: retired as RetireReason };
   }
 
@@ -947,6 +997,14 @@ function decodeApp(text: string): ChannelApp {
   if (o.info !== undefined && typeof o.info !== "string") throw new StoreCorruptError("app");
   const publicKey = { type: o.publicKey.type, data: o.publicKey.data };
   return o.info === undefined ? { publicKey } : { publicKey, info: o.info };
+}
+
+/** The holder fields of a channel hash (absent on records from nodes older than them). */
+function decodeHolder(h: Record<string, string>): Holder | undefined {
+  const { holder: node, instance, conn } = h;
+  if (node === undefined && instance === undefined) return undefined;
+  if (!node || !instance || conn === "") throw new StoreCorruptError("holder");
+  return conn === undefined ? { node, instance } : { node, instance, conn };
 }
 
 function pushAad(identity: string, seq: number): string {

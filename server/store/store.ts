@@ -20,6 +20,12 @@ export interface ChannelRecord {
   /** Node that granted it (for operators). */
   readonly node: string;
   /**
+   * Where the channel's socket is (for operators): set by `activate` (the granting connection)
+   * and by each `bind` (a resume, on any node), let go of by `release`. Absent on records
+   * written by nodes older than this field.
+   */
+  readonly holder?: Holder;
+  /**
    * Set once the channel is retired. A retired record is kept (key still
    * wrapped) until `validUntil` as a tombstone, so a client that resumes after
    * missing the notice learns, authenticated, why its channel ended.
@@ -38,6 +44,19 @@ export interface ChannelRecord {
    * set only on nodes with an upstream or an authorize hook. Kept wrapped at rest, like `key`.
    */
   readonly app?: ChannelApp;
+}
+
+/**
+ * The connection that holds a channel's socket, or held it last (docs/CLUSTER.md, Operating a cluster).
+ * Read with {@link Store.liveInstances}: a holder whose `instance` no longer beats is a node gone.
+ */
+export interface Holder {
+  /** The node's name (`--node`). */
+  readonly node: string;
+  /** The node process: random per start, so a node restarted under the same name is another instance. */
+  readonly instance: string;
+  /** The connection holding the socket; absent once it closed (`release`). */
+  readonly conn?: string;
 }
 
 /** The identity's public key (wire form) and the authorize hook's `info` (JSON text), for calls to the application. */
@@ -116,8 +135,22 @@ export interface Store {
   retire(id: string, reason: RetireReason): Promise<boolean>;
   /** Retires the active channel of an identity. @returns the retired ids. */
   retireIdentity(identity: string, reason: RetireReason): Promise<string[]>;
-  /** Records that `binding` now owns `channel` and publishes `rebound`. */
-  bind(channel: string, identity: string, binding: string): Promise<void>;
+  /**
+   * Records that `binding` now owns `channel`, and `holder` (its connection) holds its socket,
+   * and publishes `rebound`. Nothing changes on a tombstone.
+   */
+  bind(channel: string, identity: string, binding: string, holder: Holder): Promise<void>;
+  /**
+   * The connection `conn` let go of `channel`'s socket: the holder stays (as where the channel
+   * was last) without its `conn`. A compare-and-set: only if `conn` still holds it, so a late
+   * call from a node that lost the channel to a resume elsewhere changes nothing.
+   * @returns whether it let go (false: another connection holds it, or the channel is unknown).
+   */
+  release(channel: string, conn: string): Promise<boolean>;
+  /** This node instance is alive for `ttlMs` from now (Redis's clock for the Redis store). */
+  beat(instance: string, ttlMs: number): Promise<void>;
+  /** Those of `instances` whose last beat has not yet run out. */
+  liveInstances(instances: Iterable<string>): Promise<Set<string>>;
   /** All live channels (for operators; bounded by the store's size). */
   listChannels(): Promise<ChannelRecord[]>;
   /**

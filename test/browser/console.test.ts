@@ -334,7 +334,7 @@ t("with two nodes on one Redis, the console on node a lists a client of node b a
     const row = `tr[data-identity="${fp}"]`;
     await page.waitForSelector(row, { timeout: 5000 });
     const cells = await page.$$eval(`${row} td`, (tds) => tds.map((td) => td.textContent));
-    assert.is(cells[2], "node-b");
+    assert.is(cells[2], "held by node-b"); // where the client's socket is (docs/CLI.md, channels list)
     assert.is(cells[3], "–"); // no socket on node a
     await page.screenshot({ path: join(OUTPUT_DIR, "console-two-nodes.png"), fullPage: true });
     await confirmClick(`${row} button[data-action=revoke-channel]`);

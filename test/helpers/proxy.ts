@@ -19,6 +19,10 @@ export interface Proxy {
   slip(bytes: Uint8Array): void;
   /** Sends what was held, then lets server data flow again. */
   release(): void;
+  /** Holds what clients send (buffered, in order) until {@link releaseRequests}; servers' data still flows. */
+  holdRequests(): void;
+  /** Sends what clients sent meanwhile, in order, and lets it flow again. @returns the bytes that were held. */
+  releaseRequests(): number;
   close(): void;
 }
 
@@ -73,6 +77,20 @@ export async function startProxy(targetPort: number, targetHost = "127.0.0.1"): 
     },
     release() {
       for (const [down, up] of pairs) up.pipe(down);
+    },
+    holdRequests() {
+      for (const [down, up] of pairs) {
+        down.unpipe(up);
+        down.pause();
+      }
+    },
+    releaseRequests() {
+      let held = 0;
+      for (const [down, up] of pairs) {
+        held += down.readableLength;
+        down.pipe(up);
+      }
+      return held;
     },
     close() {
       cut();

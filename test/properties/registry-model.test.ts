@@ -21,7 +21,14 @@
  *       once, in order, none skipped; or the client is told `pushes_lost`;
  *   (d) no revoked, replaced, moved-away or hook-denied-at-renewal channel is
  *       served past the bound: its socket is closed (4005 revoked, 4004
- *       replaced) within BOUND_MS, and a resume of it is not served.
+ *       replaced) within BOUND_MS, and a resume of it is not served;
+ *   (e) the channel listing (GET /v1/channels, as `psimbols channels list`)
+ *       names where each live channel's socket is: `held` by the node the
+ *       client is connected to (also right after a resume from the other
+ *       node, whose release of the old socket races the resume's claim),
+ *       `not_connected` on the node of a socket the client dropped, and for
+ *       a node killed with its clients away, `held` by it at most
+ *       NODE_BEAT_TTL_MS, then `node_gone`.
  *
  * Seeded and shrinking: a failure prints fast-check's seed and path and the
  * shrunk command list; PSIMBOLS_FUZZ_SEED replays it, PSIMBOLS_FUZZ_FACTOR
@@ -54,6 +61,7 @@ import { type RunningBroker, runCli, startBroker, tempDir } from "../helpers/bro
 import { type Frame, Raw, type RawChannel, call, openPush, rawChannel, readResponse, requestFrame, resume } from "../helpers/raw.js";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
 import { params } from "./support.js";
+import { NODE_BEAT_TTL_MS } from "../../server/broker.js";
 
 /**
  * How long a revocation, replacement or move may take to reach a socket on any node: the documented second
@@ -123,8 +131,10 @@ interface Conn {
   node: number;
   raw: Raw;
   ch: RawChannel;
-  /** Connected, or away (its node was killed) with the channel still live in the store. */
-  state: "connected" | "away";
+  /** Connected, or away (its node was killed, or the client dropped its socket) with the channel still live in the store. */
+  state: "connected" | "away" | "dropped";
+  /** When its node was killed (state "away"). */
+  awayAt?: number;
   /** Highest push id the client delivered. */
   lastPush: number;
   /** Whether this client ever received a push on this channel (the known break after a kill needs none). */
@@ -268,6 +278,30 @@ async function checkRegistry(m: Model): Promise<void> {
   assert.equal([...got].sort(), want, `(a) the registry differs from the model after: ${m.log.join("; ")}`);
 }
 
+/** (e): where each live channel of the model is, as the listing says it; polled up to BOUND_MS (a close is released in the background). */
+async function checkHolders(m: Model): Promise<void> {
+  const deadline = Date.now() + BOUND_MS;
+  for (;;) {
+    const r = await api("v1/channels", undefined, Math.floor(Math.random() * 2));
+    assert.is(r.status, 200);
+    const rows = new Map((r.json.channels as { channel: string; holder?: string; state?: string }[]).map((x) => [x.channel, x]));
+    const wrong: string[] = [];
+    for (const c of m.conns.values()) {
+      const row = rows.get(c.ch.grant.channel);
+      const node = sys.nodes[c.node]!.name;
+      const got = `${row?.state} on ${row?.holder}`;
+      const ok =
+        c.state === "connected" ? got === `held on ${node}`
+        : c.state === "dropped" ? got === `not_connected on ${node}`
+        : got === `node_gone on ${node}` || (got === `held on ${node}` && Date.now() - c.awayAt! < NODE_BEAT_TTL_MS);
+      if (!ok) wrong.push(`${c.fp.slice(0, 16)} (${c.state} on ${node}) listed as ${got}`);
+    }
+    if (wrong.length === 0) return;
+    assert.ok(Date.now() < deadline, `(e) the listing misplaces channels after ${BOUND_MS} ms: ${wrong.join("; ")}; after: ${m.log.join("; ")}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
 // ---------------------------------------------------------------- commands
 
 type Cmd = fc.AsyncCommand<Model, typeof sys>;
@@ -284,6 +318,7 @@ abstract class Step implements Cmd {
     await this.act(m);
     if (m.log.length > before) ran.set(this.constructor.name, (ran.get(this.constructor.name) ?? 0) + 1);
     await checkRegistry(m);
+    await checkHolders(m);
   }
   abstract act(m: Model): Promise<void>;
   abstract toString(): string;
@@ -584,7 +619,7 @@ class Resume extends Step {
     const c = m.conns.get(fpOf(keyAt(m, this.i)));
     if (!c) return;
     m.log.push(this.toString());
-    // Move to the other node: drop the socket, resume there with the last push id the client delivered.
+    // Move to the other node: drop the socket (unless dropped already), resume there with the last push id the client delivered.
     if (c.state === "connected") {
       await settleOwed(m, c, PUSH_MS);
       c.raw.close();
@@ -621,6 +656,24 @@ async function absorb(m: Model, c: Conn, p: Frame): Promise<void> {
   delivered(c, owed, p.id as number);
 }
 
+/** The client drops its socket and stays away (its channel lives on): listed as not connected, last on its node (e). */
+class Drop extends Step {
+  readonly i: number;
+  constructor(i: number) {
+    super();
+    this.i = i;
+  }
+  async act(m: Model) {
+    const c = m.conns.get(fpOf(keyAt(m, this.i)));
+    if (!c || c.state !== "connected") return;
+    m.log.push(this.toString());
+    await settleOwed(m, c, PUSH_MS);
+    c.raw.close();
+    c.state = "dropped";
+  }
+  toString = () => `drop the socket of #${this.i}`;
+}
+
 class Restart extends Step {
   readonly node: number;
   constructor(node: number) {
@@ -636,6 +689,7 @@ class Restart extends Step {
       if (c.node !== this.node || c.state !== "connected") continue;
       await settleOwed(m, c, PUSH_MS).catch(() => undefined); // what arrived before the kill
       c.state = "away";
+      c.awayAt = Date.now();
       c.raw.close();
     }
     sys.nodes[this.node] = await startNode(n.name);
@@ -695,6 +749,7 @@ const commands = (extra: fc.Arbitrary<Cmd>[] = []) =>
       slot.map((i) => new Resume(i)),
       slot.map((i) => new Resume(i)),
       slot.map((i) => new Resume(i)),
+      slot.map((i) => new Drop(i)),
       // A restart costs a second or two: about one run in two has one; a flush, one in four.
       fc.oneof(
         { weight: 2, arbitrary: node.map((n): Cmd => new Restart(n)) },

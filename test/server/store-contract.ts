@@ -9,7 +9,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { b64, b64u } from "../../shared/encoding.js";
 import { randomBytes } from "../../shared/crypto.js";
-import type { ChannelRecord, PushWindow, Store, StoreEvent } from "../../server/store/store.js";
+import type { ChannelRecord, Holder, PushWindow, Store, StoreEvent } from "../../server/store/store.js";
 import { RedisStore } from "../../server/store/redis-store.js";
 import { parseRedisAddress } from "../../server/store/redis-address.js";
 
@@ -59,6 +59,9 @@ export function record(ident: string, lifeMs = 60_000, id = channelId()): Channe
   };
 }
 
+/** A holder for binds whose holder a test does not look at. */
+export const HOLDER: Holder = { node: "node-b", instance: "instance-b", conn: "conn-b" };
+
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -80,7 +83,7 @@ export async function until(cond: () => boolean, ms = 2000, what = "condition"):
 export async function drain(store: Store, events: StoreEvent[]): Promise<void> {
   const probe = identity();
   store.watch(probe);
-  await store.bind(channelId(), probe, "probe");
+  await store.bind(channelId(), probe, "probe", HOLDER);
   await until(() => events.some((e) => e.identity === probe), 2000, "the probe event");
   store.unwatch(probe);
   for (let i = events.length - 1; i >= 0; i--) if (events[i]!.identity === probe) events.splice(i, 1);
@@ -311,7 +314,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     await store.retire(rec.id, "revoked");
     await drain(store, events);
     events.length = 0;
-    await store.bind(rec.id, id, "late-resume");
+    await store.bind(rec.id, id, "late-resume", HOLDER);
     await drain(store, events);
     assert.equal(events, []);
     assert.is((await store.getChannel(rec.id))?.retired, "revoked", "still a tombstone");
@@ -453,7 +456,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     const rec = record(id);
     await store.activate(rec);
     store.watch(id);
-    await store.bind(rec.id, id, "binding-2");
+    await store.bind(rec.id, id, "binding-2", HOLDER);
     await until(() => events.length > 0, 2000, "rebound");
     assert.equal(events, [{ kind: "rebound", identity: id, channel: rec.id, binding: "binding-2" }]);
     assert.ok(await store.getChannel(rec.id), "bind leaves the channel live");
@@ -463,7 +466,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     const id = identity();
     const rec = record(id);
     await store.activate(rec);
-    await store.bind(rec.id, id, "binding-2");
+    await store.bind(rec.id, id, "binding-2", HOLDER);
     await drain(store, events);
     assert.equal(events, []);
   });
@@ -482,7 +485,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     const b = record(id);
     await store.activate(b);
     await store.retire(b.id, "closed");
-    await store.bind(b.id, id, "x");
+    await store.bind(b.id, id, "x", HOLDER);
     await drain(store, events);
     assert.equal(events.length, 1, "no events after the last unwatch");
     store.unwatch(id); // one too many: harmless
@@ -520,6 +523,101 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
       assert.is(c.identity, r.identity);
       assert.is(c.validUntil, r.validUntil);
     }
+  });
+
+  // ---- where a channel's socket is (ChannelRecord.holder; docs/CLI.md, channels list)
+
+  const A = { node: "node-a", instance: "instance-a", conn: "conn-a" };
+  const B = { node: "node-b", instance: "instance-b", conn: "conn-b" };
+
+  t("the holder: activate records it; a resume's bind on another node moves it; a late release from the connection that lost it changes nothing; the holder's own release keeps where it was last", async ({ sut, store }) => {
+    const peer = await sut.peer();
+    const id = identity();
+    const rec = { ...record(id), holder: A };
+    await store.activate(rec);
+    assert.equal((await peer.getChannel(rec.id))?.holder, A, "activate records the granting connection");
+    await peer.bind(rec.id, id, "binding-b", B);
+    assert.is(await store.release(rec.id, A.conn), false, "a's late release is refused");
+    assert.equal((await store.getChannel(rec.id))?.holder, B, "b still holds it");
+    assert.equal((await store.listChannels()).find((c) => c.id === rec.id)?.holder, B, "listed with its holder");
+    assert.is(await peer.release(rec.id, B.conn), true);
+    assert.equal((await store.getChannel(rec.id))?.holder, { node: B.node, instance: B.instance }, "not connected, last on b");
+    assert.is(await peer.release(rec.id, B.conn), false, "let go of once");
+    await store.bind(rec.id, id, "binding-a2", A);
+    assert.equal((await peer.getChannel(rec.id))?.holder, A, "a resume after a close holds it again");
+    const without = record(identity());
+    await store.activate(without);
+    assert.is((await store.getChannel(without.id))?.holder, undefined, "a record written without a holder reads without one");
+  });
+
+  t("a release racing a resume's bind on two nodes never undoes the bind (compare-and-set), in either order", async ({ sut, store }) => {
+    const peer = await sut.peer();
+    for (let i = 0; i < 40; i++) {
+      const id = identity();
+      const rec = { ...record(id), holder: A };
+      await store.activate(rec);
+      // a's socket closes while b takes the channel over: both writes in flight at once, from two
+      // nodes, either one sent first, the other 0-3 ms after it
+      const both: (() => Promise<unknown>)[] = [() => store.release(rec.id, A.conn), () => peer.bind(rec.id, id, `b-${i}`, B)];
+      const [first, second] = i % 2 ? both : both.reverse();
+      await Promise.all([first!(), sleep(Math.floor(i / 2) % 4).then(() => second!())]);
+      assert.equal((await store.getChannel(rec.id))?.holder, B, `round ${i}: b holds it`);
+    }
+  });
+
+  t("release and bind change no other channel's holder: an unknown channel gets no record, a tombstone and another identity's channel keep theirs", async ({ store }) => {
+    const unknown = channelId();
+    assert.is(await store.release(unknown, A.conn), false);
+    await store.bind(unknown, identity(), "b", B);
+    assert.is(await store.getChannel(unknown), undefined, "no record made");
+    const id = identity();
+    const rec = { ...record(id), holder: A };
+    await store.activate(rec);
+    await store.bind(rec.id, identity(), "intruder", B);
+    assert.equal((await store.getChannel(rec.id))?.holder, A, "another identity's bind moves nothing");
+    await store.retire(rec.id, "revoked");
+    await store.bind(rec.id, id, "late", B);
+    assert.equal((await store.getChannel(rec.id))?.holder, A, "a tombstone keeps its holder");
+  });
+
+  t("beat and liveInstances: an instance is live on every node until its beat runs out", async ({ sut, store }) => {
+    const peer = await sut.peer();
+    const mine = `i-${channelId()}`;
+    const other = `i-${channelId()}`;
+    assert.equal(await store.liveInstances([mine, other]), new Set());
+    await store.beat(mine, 400);
+    assert.equal(await peer.liveInstances([mine, other, mine]), new Set([mine]), "live at once, everywhere");
+    assert.equal(await peer.liveInstances([]), new Set());
+    await store.beat(mine, 400);
+    await sleep(600);
+    assert.equal(await peer.liveInstances([mine]), new Set(), "gone once its last beat ran out");
+  });
+
+  t("release, bind, beat and activate reject malformed holders and arguments, changing nothing", async ({ store }) => {
+    const id = identity();
+    const rec = { ...record(id), holder: A };
+    await store.activate(rec);
+    const bad: [() => Promise<unknown>, new (...a: never[]) => Error][] = [
+      [() => store.release(rec.id, ""), RangeError],
+      [() => store.release("", A.conn), RangeError],
+      [() => store.bind(rec.id, id, "b", { ...B, node: "" }), RangeError],
+      [() => store.bind(rec.id, id, "b", { ...B, instance: 7 } as never), TypeError],
+      [() => store.bind(rec.id, id, "b", null as never), TypeError],
+      [() => store.activate({ ...record(id), holder: { ...A, conn: "" } }), RangeError],
+      [() => store.beat("", 1000), RangeError],
+      [() => store.beat("x", 0), RangeError],
+      [() => store.liveInstances([""]), RangeError],
+    ];
+    for (const [call, type] of bad) {
+      try {
+        await call();
+        assert.unreachable("accepted");
+      } catch (e) {
+        assert.instance(e, type);
+      }
+    }
+    assert.equal((await store.getChannel(rec.id))?.holder, A, "unchanged");
+    assert.is(await store.activeChannel(id), rec.id, "the refused activation replaced nothing");
   });
 
   t("ids and identities are opaque strings", async ({ store, events }) => {

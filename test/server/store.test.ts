@@ -16,7 +16,7 @@ import { b64, b64u } from "../../shared/encoding.js";
 import { randomBytes } from "../../shared/crypto.js";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { startRedis, type TestRedis } from "../helpers/redis.js";
-import { WIDE, channelId, drain, identity, record, redisStoreUnderTest, sleep, storeContract, until } from "./store-contract.js";
+import { HOLDER, WIDE, channelId, drain, identity, record, redisStoreUnderTest, sleep, storeContract, until } from "./store-contract.js";
 
 let shared: Promise<TestRedis> | undefined;
 /** One redis-server for the contract and most Redis tests; each store gets its own prefix. */
@@ -163,7 +163,7 @@ r("a dump of Redis holds no channel key and no pushed data, in any encoding", as
     const ident = identity();
     const recs = [record(ident), record(ident), record(identity()), record(identity())];
     for (const rec of recs) await store.activate(rec);
-    await store.bind(recs[1]!.id, ident, "binding-1");
+    await store.bind(recs[1]!.id, ident, "binding-1", HOLDER);
     await store.retire(recs[2]!.id, "revoked"); // a tombstone keeps its key, wrapped
     await store.hit("ip:127.0.0.1", 60_000);
     const secretText = "launch-code-" + b64u(randomBytes(12));
@@ -252,7 +252,7 @@ r("channel records, active pointers and counters carry a Redis expiry", async ()
   try {
     const rec = record(identity(), 30_000);
     await store.activate(rec);
-    await store.bind(rec.id, rec.identity, "b");
+    await store.bind(rec.id, rec.identity, "b", HOLDER);
     for (const k of [p + "ch:" + rec.id, p + "active:" + rec.identity]) {
       const pttl = await c.pttl(k);
       assert.ok(pttl > 29_000 && pttl <= 30_000, `${k.slice(p.length, p.length + 7)} PTTL ${pttl}`);
@@ -282,11 +282,11 @@ r("bind on an unknown or foreign channel records nothing", async () => {
   const c = new Redis(url);
   try {
     const unknown = channelId();
-    await store.bind(unknown, identity(), "b");
+    await store.bind(unknown, identity(), "b", HOLDER);
     assert.is(await c.exists(p + "ch:" + unknown), 0, "no record without expiry was created");
     const rec = record(identity());
     await store.activate(rec);
-    await store.bind(rec.id, identity(), "intruder");
+    await store.bind(rec.id, identity(), "intruder", HOLDER);
     assert.is(await c.hget(p + "ch:" + rec.id, "binding"), null);
   } finally {
     c.disconnect();
@@ -308,7 +308,7 @@ r("a tombstone keeps its Redis expiry, its key stays wrapped, and bind records n
     assert.ok(pttl > 29_000 && pttl <= 30_000, `tombstone PTTL ${pttl}`);
     assert.is(await c.hget(k, "retired"), "revoked");
     assert.is(await c.exists(p + "active:" + rec.identity), 0, "the active pointer is gone");
-    await store.bind(rec.id, rec.identity, "late");
+    await store.bind(rec.id, rec.identity, "late", HOLDER);
     assert.is(await c.hget(k, "binding"), null);
     await c.hset(k, "retired", "bogus");
     await assertRejects(store.getChannel(rec.id), PsimbolsError); // a reason this code never writes
@@ -400,7 +400,7 @@ r("a push event that does not unwrap is dropped; later events still arrive in or
     await c.publish(p + "ev:" + id, JSON.stringify({ kind: "push", identity: id, seq: 1, data: forged }));
     await c.publish(p + "ev:" + id, JSON.stringify({ kind: "push", identity: id, seq: 2, data: "x".repeat(MAX_WRAPPED_BYTES * 2) }));
     await store.push(id, '"real"', WIDE);
-    await store.bind(channelId(), id, "after");
+    await store.bind(channelId(), id, "after", HOLDER);
     await until(() => events.length === 2, 2000, "the real push and the rebound");
     assert.equal(
       events.map((e) => e.kind),
@@ -467,7 +467,7 @@ r("events cross nodes: a replacement on one node reaches another that watches", 
     await drain(a, events); // a's subscriptions are live in Redis
     const first = record(id);
     await b.activate(first);
-    await a.bind(first.id, id, "on-a");
+    await a.bind(first.id, id, "on-a", HOLDER);
     await b.activate(record(id));
     await until(() => events.some((e) => e.kind === "retired"), 2000, "the replaced event on node a");
     assert.equal(events, [

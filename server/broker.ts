@@ -75,6 +75,7 @@ export interface HandlerContext {
  */
 export type Handler = (data: unknown, ctx: HandlerContext) => unknown;
 
+
 /** Counters of one node (also exported at /metrics; the wire shape of `admin.channels`' stats). */
 export type Stats = NodeStats;
 

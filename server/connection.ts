@@ -40,6 +40,7 @@ import {
 import { type PendingHandshake, acceptHello, sealGrant, verifyMoveProof, verifyProof } from "../shared/handshake.js";
 import { checkMove, moveIdentity } from "./identity-move.js";
 import type { BrokerContext, HandlerContext } from "./broker.js";
+import { EncodedResponse } from "./response.js";
 import type { ChannelRecord, RetireReason } from "./store/store.js";
 import type { Logger } from "./log.js";
 import { limitKey } from "./limits.js";
@@ -624,7 +625,7 @@ export class Connection {
     }
     if (isThenable(result)) {
       return Promise.resolve(result).then(
-        (v) => this.#answer(b, seq, { data: v ?? null }, started),
+        (v) => this.#answer(b, seq, v instanceof EncodedResponse ? v : { data: v ?? null }, started),
         (e: unknown) => this.#answer(b, seq, this.#failure(e), started),
       );
     }
@@ -646,11 +647,12 @@ export class Connection {
   }
 
   /** Counts, times, serialises (bounded by MAX_INNER_BYTES) and seals the inner response. */
-  #answer(b: Binding, seq: number, inner: InnerResponse, started: number): void | Promise<void> {
-    if ("error" in inner) this.#ctx.stats.requests.failed++;
-    else this.#ctx.stats.requests.ok++;
+  #answer(b: Binding, seq: number, inner: InnerResponse | EncodedResponse, started: number): void | Promise<void> {
+    if (inner instanceof EncodedResponse || !("error" in inner)) this.#ctx.stats.requests.ok++;
+    else this.#ctx.stats.requests.failed++;
     this.#ctx.observeLatency((performance.now() - started) / 1000);
     if (this.#closed) return;
+    if (inner instanceof EncodedResponse) return this.#sendSealed(b, "response", seq, inner.json);
     let out: string;
     try {
       out = JSON.stringify(inner);

@@ -29,6 +29,8 @@ const NL = 0x0a;
 /** One request waiting for its line. */
 interface Waiting {
   readonly id: string;
+  /** The batch it went out in: a line of another batch's answer is not its (docs/BACKEND.md "Batches"). */
+  batch?: string;
   readonly body: string;
   readonly deadline: number;
   readonly resolve: (answer: Record<string, unknown>) => void;
@@ -80,6 +82,7 @@ export class Batcher {
     if (batch.length === 0) return;
     this.#next = [];
     const now = Date.now();
+    const id = this.#idPrefix + (this.#seq++).toString(36);
     let latest = now + 1;
     const bodies: string[] = [];
     const ids: string[] = [];
@@ -93,6 +96,7 @@ export class Batcher {
         w.reject(new CallError(CallFailure.refused, "a request with this id is already in flight"));
         continue;
       }
+      w.batch = id;
       this.#sent.set(w.id, w);
       ids.push(w.id);
       bodies.push(w.body);
@@ -100,13 +104,12 @@ export class Batcher {
     }
     if (bodies.length === 0) return;
     this.#sweep();
-    const id = this.#idPrefix + (this.#seq++).toString(36);
     let rest: Buffer | undefined;
     const onBody = (piece: Buffer): void => {
       let b = rest === undefined ? piece : Buffer.concat([rest, piece]);
       rest = undefined;
       for (let nl = b.indexOf(NL); nl >= 0; nl = b.indexOf(NL)) {
-        this.#line(b.subarray(0, nl));
+        this.#line(id, b.subarray(0, nl));
         b = b.subarray(nl + 1);
       }
       if (b.length > 0) rest = b;
@@ -121,15 +124,15 @@ export class Batcher {
       })
       .then(
         () => {
-          if (rest !== undefined) this.#line(rest);
+          if (rest !== undefined) this.#line(id, rest);
           this.#end(ids, () => new CallError(CallFailure.badBody, "the batch answer has no line for this request"));
         },
         (e: CallError) => this.#end(ids, () => e),
       );
   }
 
-  /** One answer line: its request ends with it; a line for no waiting request is dropped. */
-  #line(b: Buffer): void {
+  /** One answer line of batch `batch`: its request ends with it; a line for no request of this batch is dropped. */
+  #line(batch: string, b: Buffer): void {
     if (b.length > 0 && b[b.length - 1] === 0x0d) b = b.subarray(0, b.length - 1);
     if (b.length === 0) return;
     let o: Record<string, unknown>;
@@ -140,7 +143,8 @@ export class Batcher {
     }
     const id = o.id;
     const w = typeof id === "string" ? this.#sent.get(id) : undefined;
-    if (w === undefined) return;
+    // A request of another batch (even one in flight on this route) is not this answer's to end.
+    if (w === undefined || w.batch !== batch) return;
     this.#sent.delete(w.id);
     if (b.length > this.#maxBytes + ID_ROOM) return w.reject(new CallError(CallFailure.tooLarge, `the answer is larger than ${this.#maxBytes} bytes`));
     delete o.id;

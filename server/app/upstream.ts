@@ -19,6 +19,7 @@ import { Counter as PromCounter, Gauge, type Registry } from "prom-client";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { MAX_INNER_BYTES, MAX_TOKEN_CHARS } from "../../shared/frames.js";
 import type { Handler, HandlerContext } from "../broker.js";
+import { EncodedResponse } from "../response.js";
 import type { Logger } from "../log.js";
 import { ADMIN_PREFIX, isAdminOp } from "../operator.js";
 import type { Role } from "../registry.js";
@@ -242,8 +243,13 @@ export class Upstream {
         this.#count(r, "app_error");
         throw new PsimbolsError(answer.error.code, answer.error.message);
       }
+      // Encoded once, here: an answer that grows when encoded again (1e20 is 21 digits) is the application's failure.
+      const json = JSON.stringify({ data: answer.data });
+      if (json.length * 3 > MAX_INNER_BYTES && Buffer.byteLength(json) > MAX_INNER_BYTES) {
+        throw new CallError(CallFailure.tooLarge, `the answer is larger than ${MAX_INNER_BYTES} bytes as the client gets it`);
+      }
       this.#count(r, "ok");
-      return answer.data;
+      return new EncodedResponse(json);
     } catch (e) {
       if (!(e instanceof CallError)) throw e;
       this.#count(r, e.reason);

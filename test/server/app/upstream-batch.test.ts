@@ -165,6 +165,53 @@ t("a malformed, missing or foreign line is unavailable (bad_body) for its reques
   assert.is(await metric("bad_body"), bad + 5);
 });
 
+t("a line for a request of another batch in flight on the route is dropped: the request waits for its own answer", async () => {
+  // Batch 1 holds a slow request; batch 2's answer carries a line for it too (a confused or hostile application).
+  let victim: string | undefined;
+  app.on("/batch", async (r, res) => {
+    const qs = r.json.requests as Inner[];
+    res.writeHead(200, { "content-type": "application/x-ndjson" });
+    for (const q of qs) {
+      if (q.op === "app.victim") {
+        victim = q.id;
+        await sleep(400);
+        res.write(`${JSON.stringify({ id: q.id, data: "own" })}\n`);
+      } else {
+        if (victim) res.write(`${JSON.stringify({ id: victim, data: "STOLEN" })}\n`);
+        res.write(`${JSON.stringify({ id: q.id, data: "thief" })}\n`);
+      }
+    }
+    res.end();
+  });
+  const other = await Raw.open(broker.url);
+  try {
+    const thief = await handshake(other, await generateSigningKey());
+    const pending = call(raw, ch, "app.victim");
+    for (const deadline = Date.now() + 2000; victim === undefined; await sleep(10)) assert.ok(Date.now() < deadline, "the victim's batch never came");
+    assert.equal(await call(other, thief, "app.thief"), { data: "thief" });
+    assert.equal(await pending, { data: "own" }, "a line of another batch ended the request");
+  } finally {
+    other.close();
+  }
+});
+
+t("an answer within the bound as sent but larger once encoded for the client (1e20 is 21 digits) is unavailable (too_large), batched or not", async () => {
+  // 3000 × "1e20," is 15 KB as sent and 66 KB as the client would get it.
+  const big = `[${Array(3000).fill("1e20").join(",")}]`;
+  app.on("/batch", lines((q) => ({ line: `{"id":"${q.id}","data":${big}}` })));
+  app.on("/one", (_r, res) => {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(`{"data":${big}}`);
+  });
+  const tooLarge = await metric("too_large");
+  for (const op of ["app.big", "one.big"]) {
+    const r = await call(raw, ch, op);
+    assert.is(r.error?.code, "unavailable", `${op}: ${JSON.stringify(r).slice(0, 200)}`);
+  }
+  assert.is(await metric("too_large"), tooLarge + 1, "the default route's count (one. is another label)");
+  assert.equal(await call(raw, ch, "echo", "still here"), { data: "still here" });
+});
+
 t("a batch answered with another status than 200, or cut off, is unavailable for each of its requests not answered yet", async () => {
   app.on("/batch", (_r, res) => json(res, { data: "ignored" }, 500));
   const got = await burst([

@@ -11,7 +11,7 @@ import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import WebSocket from "ws";
+import WebSocket, { WebSocketServer } from "ws";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { fromUtf8 } from "../../shared/encoding.js";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
@@ -234,6 +234,57 @@ if (process.env.PSIMBOLS_ADMISSION_FLOOD) {
       for (const c of children) c.kill("SIGKILL");
       await Promise.allSettled(clients.map((c) => c.close()));
       proxy.close();
+      await broker.stop();
+    }
+  });
+
+  t("the client waits the node's retry_after_ms before it tries again, then resumes", async () => {
+    // A relay in front of a real broker answers the client's first frame on its second connection as a busy
+    // node would (§11.4); every other connection passes through. Without the hint the client's backoff
+    // (20–100 ms here) would bring it back at once.
+    const broker = await startBroker([]);
+    const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
+    await new Promise((r) => wss.once("listening", r));
+    const opened: number[] = [];
+    let refusedAt = 0;
+    const downs = new Set<WebSocket>();
+    wss.on("connection", (down) => {
+      downs.add(down);
+      opened.push(Date.now());
+      if (opened.length === 2) {
+        down.once("message", () => {
+          refusedAt = Date.now();
+          down.send(JSON.stringify({ type: "error", error: { code: "too_many", message: "this node is busy; try again in 1500 ms" }, retry_after_ms: 1500 }));
+          down.close(4002, "rate limited");
+        });
+        return;
+      }
+      const up = new WebSocket(broker.url);
+      const pending: [Buffer, boolean][] = [];
+      down.on("message", (d: Buffer, b) => (up.readyState === 1 ? up.send(d, { binary: b }) : pending.push([d, b])));
+      up.on("open", () => pending.splice(0).forEach(([d, b]) => up.send(d, { binary: b })));
+      up.on("message", (d: Buffer, b) => down.send(d, { binary: b }));
+      const end = () => (down.terminate(), up.terminate());
+      down.on("close", end);
+      up.on("close", end);
+    });
+    const url = `ws://127.0.0.1:${(wss.address() as { port: number }).port}/`;
+    const c = await connect(url, { key: await generateSigningKey(), serverKey: broker.fingerprint, reconnect: { baseMs: 20, maxMs: 100 } });
+    try {
+      const errors: PsimbolsError[] = [];
+      c.on("error", (e) => errors.push(e));
+      const resumed = new Promise<number>((r) => c.on("resumed", () => r(Date.now())));
+      for (const d of downs) d.terminate(); // the first connection drops: the client reconnects and resumes
+      const at = await Promise.race([resumed, sleep(8000).then(() => NaN)]);
+      assert.ok(opened.length >= 3, `connections: ${opened.length}`);
+      const busy = errors.find((e) => e.code === ErrorCode.tooMany);
+      assert.is(busy?.retryAfterMs, 1500, "the refusal reached the application with its hint");
+      assert.ok(opened[2]! - refusedAt >= 1500, `the next try came ${opened[2]! - refusedAt} ms after the refusal`);
+      assert.ok(at - refusedAt < 3000, "and the channel resumed");
+    } finally {
+      await c.close();
+      for (const d of downs) d.terminate();
+      wss.close();
       await broker.stop();
     }
   });

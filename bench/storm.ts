@@ -44,6 +44,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 import { cpuSeconds, rssMiB } from "./proc.js";
@@ -132,6 +133,8 @@ interface ConnectedMsg {
   timeouts: number;
   /** Clients that gave up (60 attempts). */
   gaveUp: number;
+  /** This generator's own event-loop delay while connecting, ms (p99, max). */
+  lag: [number, number];
 }
 interface ResultMsg {
   type: "result";
@@ -140,10 +143,14 @@ interface ResultMsg {
   resumedMs: number[];
   /** ms after the kill, one per victim client that needed a new handshake. */
   establishedMs: number[];
+  /** ms after the kill at which each victim client learnt that its socket was lost. */
+  lostMs: number[];
   closed: number;
   errors: Record<string, number>;
   latencies: number[];
   requestsFailed: number;
+  /** This generator's own event-loop delay during the storm, ms (p99, max): a late generator makes every figure it times late. */
+  lag: [number, number];
 }
 
 // ------------------------------------------------------------------ generator process
@@ -162,6 +169,9 @@ async function worker(): Promise<void> {
   const start = await new Promise<StartMsg>((r) => process.once("message", (m) => r(m as StartMsg)));
   const keys = await Promise.all(Array.from({ length: start.count }, () => generateSigningKey()));
   const held: { c: Client; node: string }[] = [];
+  const delay = monitorEventLoopDelay({ resolution: 20 });
+  delay.enable();
+  const lagOf = (): [number, number] => [Math.round(delay.percentile(99) / 1e6), Math.round(delay.max / 1e6)];
   const failures: Record<string, number> = {};
   let timeouts = 0;
   let gaveUp = 0;
@@ -199,7 +209,8 @@ async function worker(): Promise<void> {
   );
   const byNode: Record<string, number> = {};
   for (const h of held) byNode[h.node] = (byNode[h.node] ?? 0) + 1;
-  send({ type: "connected", byNode, seconds: (Date.now() - t0) / 1000, failures, timeouts, gaveUp });
+  send({ type: "connected", byNode, seconds: (Date.now() - t0) / 1000, failures, timeouts, gaveUp, lag: lagOf() });
+  delay.reset();
 
   const storm = await new Promise<StormMsg | StopMsg>((r) => process.once("message", (m) => r(m as StormMsg | StopMsg)));
   if (storm.type === "stop") {
@@ -210,13 +221,16 @@ async function worker(): Promise<void> {
   const survivors = held.filter((h) => h.node !== storm.victim);
   const resumedMs: number[] = [];
   const establishedMs: number[] = [];
+  const lostMs: number[] = [];
   const errors: Record<string, number> = {};
   let closed = 0;
   for (const h of victims) {
     let back = false;
     h.c.on("resumed", () => !back && ((back = true), resumedMs.push(Date.now() - storm.killAt)));
     h.c.on("established", () => !back && ((back = true), establishedMs.push(Date.now() - storm.killAt)));
+    let lost = false;
     h.c.on("error", (e) => {
+      if (e.code === ErrorCode.connectionLost && !lost) ((lost = true), lostMs.push(Date.now() - storm.killAt));
       const k = e.code === ErrorCode.tooMany && e.retryAfterMs !== undefined ? "too_many (busy)" : e.code;
       errors[k] = (errors[k] ?? 0) + 1;
     });
@@ -246,7 +260,7 @@ async function worker(): Promise<void> {
     await sleep(10);
   }
   await Promise.allSettled(pending);
-  send({ type: "result", victims: victims.length, resumedMs, establishedMs, closed, errors, latencies, requestsFailed });
+  send({ type: "result", victims: victims.length, resumedMs, establishedMs, lostMs, closed, errors, latencies, requestsFailed, lag: lagOf() });
   await Promise.allSettled(held.map((h) => h.c.close()));
   process.exit(0);
 }
@@ -288,6 +302,12 @@ async function main(): Promise<void> {
     const nodePids = cluster.nodes.map((n) => n.proc.pid);
     const rss0 = nodePids.map(rssMiB);
     const cpuConnect0 = nodePids.map(cpuSeconds);
+    // Where the host's cores went: the generators' CPU (all together) and HAProxy's, % of one core over a window.
+    const others = (): number[] => [procs.reduce((a, p) => a + cpuSeconds(p.pid), 0), cpuSeconds(cluster.haproxy.proc.pid)];
+    const othersPct = (before: number[], seconds: number): { generators: number; haproxy: number } => {
+      const now = others();
+      return { generators: Math.round(((now[0]! - before[0]!) / seconds) * 100), haproxy: Math.round(((now[1]! - before[1]!) / seconds) * 100) };
+    };
     const refused0 = await Promise.all(cluster.nodes.map((n) => refusals(n.port)));
     for (let w = 0; w < o.workers; w++) {
       const count = Math.min(per, o.clients - w * per);
@@ -307,6 +327,7 @@ async function main(): Promise<void> {
         await sleep(100);
       }
     };
+    const othersConnect0 = others();
     await waitFor(connected, procs.length, Math.max(180_000, (o.clients / o.ramp) * 10_000), "connecting");
     const byNode: Record<string, number> = {};
     for (const c of connected) for (const [n, k] of Object.entries(c.byNode)) byNode[n] = (byNode[n] ?? 0) + k;
@@ -330,6 +351,9 @@ async function main(): Promise<void> {
       gaveUp: connected.reduce((a, c) => a + c.gaveUp, 0),
       nodesRefused: connectRefused,
       nodeCpuPctWhileConnecting: connectCpu,
+      othersCpuPctWhileConnecting: othersPct(othersConnect0, connectSeconds),
+      // the generators' own event-loop delay while connecting (worst p99, worst max), ms
+      generatorLagMs: [Math.max(...connected.map((c) => c.lag[0])), Math.max(...connected.map((c) => c.lag[1]))],
       byNode,
     };
     say(`${heldClients} of ${o.clients} clients connected in ${connectSeconds.toFixed(1)} s: ${JSON.stringify(byNode)}`);
@@ -369,6 +393,7 @@ async function main(): Promise<void> {
     for (const p of procs) p.send({ type: "storm", victim: victim.name, killAt, rate: o.rate / procs.length, seconds: o.seconds } satisfies StormMsg);
     await sleep(killAt - Date.now());
     const cpu0 = survivors.map((n) => cpuSeconds(n.proc.pid));
+    const othersStorm0 = others();
     const limited0 = await Promise.all(survivors.map((n) => refusals(n.port)));
     const t0 = Date.now();
     await victim.kill("SIGKILL");
@@ -376,6 +401,7 @@ async function main(): Promise<void> {
     await sleep(o.seconds * 1000 - (Date.now() - t0));
     const elapsed = (Date.now() - t0) / 1000;
     const cpu = survivors.map((n, i) => Math.round(((cpuSeconds(n.proc.pid) - cpu0[i]!) / elapsed) * 100));
+    const othersStorm = othersPct(othersStorm0, elapsed);
     const limited = (await Promise.all(survivors.map((n) => refusals(n.port)))).map((v, i) => minus(v, limited0[i]!));
     const load = loadavg();
     await waitFor(results, procs.length, 60_000, "results");
@@ -399,14 +425,20 @@ async function main(): Promise<void> {
       resumeP50Ms: pct(resumed, 50),
       resumeP99Ms: pct(resumed, 99),
       lastBackMs: Math.max(...resumed, ...established),
+      // when the victims learnt that their socket was lost (p50, last), ms after the kill
+      lostP50Ms: pct(results.flatMap((r) => r.lostMs), 50),
+      lostLastMs: Math.max(...results.flatMap((r) => r.lostMs)),
       // the clients' error events by code: one connection_lost each is the kill itself; too_many (busy), unavailable… are refusals
       clientErrorsByCode: errors,
       survivorsRefused: limited,
       survivorCpuPct: cpu,
+      othersCpuPctDuringStorm: othersStorm,
       requestsDuringStorm: latencies.length,
       requestsFailed: results.reduce((a, r) => a + r.requestsFailed, 0),
       requestP50Ms: Math.round(pct(latencies, 50) * 10) / 10,
       requestP99Ms: Math.round(pct(latencies, 99) * 10) / 10,
+      // the generators' own event-loop delay during the storm (worst p99, worst max), ms: what every timing above includes
+      generatorStormLagMs: [Math.max(...results.map((r) => r.lag[0])), Math.max(...results.map((r) => r.lag[1]))],
       loadAverage: load.map((x) => Math.round(x * 10) / 10),
     };
     console.log(JSON.stringify(figures, null, 2));

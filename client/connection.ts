@@ -1266,6 +1266,7 @@ export class Client {
     if (old && old !== b) this.#retireIfIdle(conn, old);
     this.#stats.handshakes++;
     this.#attempt = 0;
+    this.#retryAfter = 0;
     this.#renewAttempt = 0;
     this.#scheduleRenew(ch.ttl);
     this.#everReady = true;
@@ -1404,6 +1405,7 @@ export class Client {
     if (conn !== this.#conn || this.#channel !== ch) return;
     this.#bind(conn, keys, features);
     this.#attempt = 0;
+    this.#retryAfter = 0;
     conn.unconfirmed = this.#info(ch);
     this.#setState(ClientState.ready);
     // The server activates the new binding on its first authenticated request:

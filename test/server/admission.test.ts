@@ -19,6 +19,7 @@ import { type ClientHello, answerChallenge, createHello } from "../../shared/han
 import type { Challenge } from "../../shared/frames.js";
 import { type Client, connect } from "../../client/node.js";
 import { Admission, Work } from "../../server/admission.js";
+import { resolveConfig } from "../../server/config.js";
 import { startBroker } from "../helpers/broker.js";
 import { startProxy } from "../helpers/proxy.js";
 import { useNodeCrypto } from "../../node/engines.js";
@@ -287,6 +288,14 @@ if (process.env.PSIMBOLS_ADMISSION_FLOOD) {
       wss.close();
       await broker.stop();
     }
+  });
+
+  t("settings: resume-lag below hello-lag is refused naming the setting; the node-wide caps are off at 0 and never negative", () => {
+    assert.throws(() => resolveConfig({ limits: { helloLagMs: 200, resumeLagMs: 100 } }), /setting resume-lag: expected at least hello-lag \(200 ms\), got 100/);
+    assert.throws(() => resolveConfig({ limits: { helloLagMs: 0 } }), /setting helloLagMs: expected an integer in 1\.\./);
+    assert.throws(() => resolveConfig({ limits: { hellosPerSecond: -1 } }), /setting hellosPerSecond: expected an integer in 0\.\./);
+    const c = resolveConfig();
+    assert.equal([c.limits.helloLagMs, c.limits.resumeLagMs, c.limits.hellosPerSecond, c.limits.resumesPerSecond], [100, 300, 0, 0]);
   });
 
   t("Admission: admits while the lag is under the target; resumes to a larger one; a late tick counts before it runs; only the node's own work counts", () => {

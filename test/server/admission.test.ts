@@ -16,7 +16,7 @@ import { generateSigningKey } from "../../shared/crypto.js";
 import { fromUtf8 } from "../../shared/encoding.js";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
 import { type ClientHello, answerChallenge, createHello } from "../../shared/handshake.js";
-import type { Challenge } from "../../shared/frames.js";
+import { type Challenge, type ErrorFrame, decodeServerFrame } from "../../shared/frames.js";
 import { type Client, connect } from "../../client/node.js";
 import { Admission, Work } from "../../server/admission.js";
 import { resolveConfig } from "../../server/config.js";
@@ -287,6 +287,16 @@ if (process.env.PSIMBOLS_ADMISSION_FLOOD) {
       for (const d of downs) d.terminate();
       wss.close();
       await broker.stop();
+    }
+  });
+
+  t("error frames: retry_after_ms is an integer 0..60000 and is kept; anything else is refused (bad_request)", () => {
+    const frame = (v: unknown) => JSON.stringify({ type: "error", error: { code: "too_many", message: "this node is busy; try again in 1500 ms" }, retry_after_ms: v });
+    assert.is((decodeServerFrame(frame(1500)) as ErrorFrame).retry_after_ms, 1500);
+    assert.is((decodeServerFrame(frame(0)) as ErrorFrame).retry_after_ms, 0);
+    assert.is((decodeServerFrame(JSON.stringify({ type: "error", error: { code: "too_many", message: "m" } })) as ErrorFrame).retry_after_ms, undefined);
+    for (const bad of [60_001, -1, 1.5, "1500", null]) {
+      assert.throws(() => decodeServerFrame(frame(bad)), (e: unknown) => e instanceof PsimbolsError && e.code === ErrorCode.badRequest, String(bad));
     }
   });
 

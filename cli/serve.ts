@@ -50,10 +50,12 @@ export function serveCommand(p: Command): void {
     .option("--push-window-count <n>", "application pushes kept per identity for clients that are away", int("--push-window-count"), 1000)
     .option("--push-window-age <seconds>", "longest a push is kept", int("--push-window-age"), 3600)
     .option("--channel-types <list>", "channel types granted, comma-separated (default: AES-256-GCM,ChaCha20-Poly1305; the client's order picks)", channelTypeList("--channel-types"))
-    .option("--hellos-per-second <n>", "hellos per second on this node, shared fairly among addresses", int("--hellos-per-second"))
+    .option("--hellos-per-second <n>", "a fixed cap on hellos per second on this node, shared fairly among addresses (default 0: none, admitted by capacity)", int("--hellos-per-second"))
+    .option("--hello-lag <ms>", "admit hellos while this node's event loop lags less than this (default 100; PROTOCOL.md §11.4)", int("--hello-lag"))
+    .option("--resume-lag <ms>", "admit resumes of existing channels while the lag is less than this, at least --hello-lag (default 300)", int("--resume-lag"))
     .option("--resumes-per-address <n>", "resumes per address per 10 s (a budget apart from hellos)", int("--resumes-per-address"))
     .option("--failed-frames-per-address <n>", "frames failing authentication per address per 10 s before close 4002", int("--failed-frames-per-address"))
-    .option("--resumes-per-second <n>", "resumes per second on this node, shared fairly among addresses", int("--resumes-per-second"))
+    .option("--resumes-per-second <n>", "a fixed cap on resumes per second on this node, shared fairly among addresses (default 0: none)", int("--resumes-per-second"))
     .option("--store-loss-bound <seconds>", "longest time bound channels are served without reaching the store; then every socket is closed with 4009 (default 15)", int("--store-loss-bound"))
     .option("--no-console", "do not serve the web console at /console/")
     // Calls to the application (docs/BACKEND.md); each destination signed with its own secret (§1).
@@ -82,6 +84,8 @@ export function serveCommand(p: Command): void {
       if (o.hellosPerSecond !== undefined) limits.hellosPerSecond = o.hellosPerSecond;
       if (o.resumesPerAddress !== undefined) limits.resumesPerAddress = o.resumesPerAddress;
       if (o.resumesPerSecond !== undefined) limits.resumesPerSecond = o.resumesPerSecond;
+      if (o.helloLag !== undefined) limits.helloLagMs = o.helloLag;
+      if (o.resumeLag !== undefined) limits.resumeLagMs = o.resumeLag;
       if (o.fleetUnproven !== undefined) limits.fleetUnprovenPerAddress = o.fleetUnproven;
       if (o.failedFramesPerAddress !== undefined) limits.failedFramesPerAddress = o.failedFramesPerAddress;
       if (o.storeLossBound !== undefined) limits.storeLossBoundMs = o.storeLossBound * 1000;

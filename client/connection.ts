@@ -651,6 +651,8 @@ export class Client {
   #closeCalled = false;
   /** Consecutive reconnects since the channel was last bound. */
   #attempt = 0;
+  /** A node's retry hint (`retry_after_ms`, PROTOCOL.md §11.4) for the next reconnect: waited before the backoff's delay. */
+  #retryAfter = 0;
   #reconnectTimer: Timer | undefined;
   #renewTimer: Timer | undefined;
   /** Renewal came due while no socket could carry it: run it once bound again. */
@@ -1020,7 +1022,8 @@ export class Client {
     if (this.#attempt >= r.maxAttempts) {
       return this.#finalise(1006, "reconnect gave up", err(ErrorCode.connectionLost, `gave up after ${this.#attempt} reconnect attempts`));
     }
-    const delay = backoffDelay(this.#attempt, Math.random(), r);
+    const delay = this.#retryAfter + backoffDelay(this.#attempt, Math.random(), r);
+    this.#retryAfter = 0;
     this.#attempt++;
     this.#setState(ClientState.reconnecting);
     this.#o.log.info("reconnecting", { attempt: this.#attempt, delayMs: delay });
@@ -1263,6 +1266,7 @@ export class Client {
     if (old && old !== b) this.#retireIfIdle(conn, old);
     this.#stats.handshakes++;
     this.#attempt = 0;
+    this.#retryAfter = 0;
     this.#renewAttempt = 0;
     this.#scheduleRenew(ch.ttl);
     this.#everReady = true;
@@ -1323,7 +1327,7 @@ export class Client {
       // at least a second apart and backing off (a failing authorize hook gets no burst).
       this.#setState(ClientState.ready);
       this.#flush(conn);
-      if (this.#o.renew) this.#renewAt(now() + renewRetryDelay(attempt, Math.random()));
+      if (this.#o.renew) this.#renewAt(now() + Math.max(e.retryAfterMs ?? 0, renewRetryDelay(attempt, Math.random())));
     } else if (this.#o.reconnect) {
       // Retry on a fresh socket, through the reconnect backoff: on this one the server may still
       // hold the failed attempt's hello, and its challenge would meet the next hello (W9).
@@ -1401,6 +1405,7 @@ export class Client {
     if (conn !== this.#conn || this.#channel !== ch) return;
     this.#bind(conn, keys, features);
     this.#attempt = 0;
+    this.#retryAfter = 0;
     conn.unconfirmed = this.#info(ch);
     this.#setState(ClientState.ready);
     // The server activates the new binding on its first authenticated request:
@@ -1595,7 +1600,12 @@ export class Client {
   }
 
   #onErrorFrame(conn: Conn, f: ErrorFrame): void {
-    const e = err(wireErrorCode(f.error.code), `the server answered: ${clean(f.error.message)}`);
+    const code = wireErrorCode(f.error.code);
+    const message = `the server answered: ${clean(f.error.message)}`;
+    // A busy node says how long to wait (§11.4): the next reconnect waits that long before its backoff.
+    const hint = f.retry_after_ms;
+    const e = hint === undefined ? err(code, message) : new PsimbolsError(code, message, { retryAfterMs: hint });
+    if (hint !== undefined && f.seq === undefined) this.#retryAfter = hint;
     if (f.seq !== undefined) {
       // the rejection of one request (§9); unauthenticated, as every outer error is
       const b = f.channel !== undefined ? conn.bindings.get(f.channel) : conn.current;

@@ -19,6 +19,7 @@ import type { ServerKeySet } from "./server-key.js";
 import { type BrokerConfig, resolveConfig } from "./config.js";
 import { Connection } from "./connection.js";
 import { AddressRanges, Counter, FairWindow, FixedWindow, Unproven, limitKey } from "./limits.js";
+import { Admission } from "./admission.js";
 import { createLogger, type Logger } from "./log.js";
 import type { KeyRegistry, Role } from "./registry.js";
 import { ADMIN_NOT_FOUND, isAdminOp, operatorOnly, registerOperatorOps } from "./operator.js";
@@ -92,10 +93,13 @@ export interface BrokerContext {
    */
   route(op: string): Handler | undefined;
   readonly hellosPerAddress: FixedWindow;
-  readonly hellosTotal: FairWindow;
-  /** Resumes have a budget of their own (a resume costs no signature): per address, and in total. */
+  /** The operator's fixed cap on hellos per second, in fair shares (PROTOCOL.md §11.1); none by default. */
+  readonly hellosTotal: FairWindow | undefined;
+  /** Resumes have a budget of their own (a resume costs no signature): per address, and the operator's cap in total. */
   readonly resumesPerAddress: FixedWindow;
-  readonly resumesTotal: FairWindow;
+  readonly resumesTotal: FairWindow | undefined;
+  /** Hellos and resumes are admitted while the node keeps up (PROTOCOL.md §11.4). */
+  readonly admission: Admission;
   /** Listed fleet ranges (PROTOCOL.md §11.3), and resumes of one existing channel from them, per window. */
   readonly fleet: AddressRanges;
   readonly resumesPerChannel: FixedWindow;
@@ -216,9 +220,10 @@ export class Broker {
       offer: { key: o.serverKey, source: this.config.source, features: SERVER_FEATURES, channelTypes: this.config.channelTypes, kems: this.config.kems, moves: true },
       route: (op) => this.#handlers.get(op) ?? (isAdminOp(op) ? ADMIN_NOT_FOUND : o.upstream?.route(op)),
       hellosPerAddress: new FixedWindow(limits.hellosPerAddress, limits.hellosWindowMs),
-      hellosTotal: new FairWindow(limits.hellosPerSecond, 1000),
+      hellosTotal: limits.hellosPerSecond > 0 ? new FairWindow(limits.hellosPerSecond, 1000) : undefined,
       resumesPerAddress: new FixedWindow(limits.resumesPerAddress, limits.hellosWindowMs),
-      resumesTotal: new FairWindow(limits.resumesPerSecond, 1000),
+      resumesTotal: limits.resumesPerSecond > 0 ? new FairWindow(limits.resumesPerSecond, 1000) : undefined,
+      admission: new Admission({ helloLagMs: limits.helloLagMs, resumeLagMs: limits.resumeLagMs }),
       fleet: this.#fleet,
       resumesPerChannel: new FixedWindow(limits.resumesPerChannel, limits.hellosWindowMs),
       proven: (conn) => {
@@ -330,6 +335,7 @@ export class Broker {
     b.#beat();
     b.#beater = setInterval(() => b.#beat(), NODE_BEAT_MS);
     b.#beater.unref();
+    b.#ctx.admission.start();
     b.#storeWatch.start();
     b.log.info("broker listening", {
       component: "broker",
@@ -447,6 +453,7 @@ export class Broker {
     this.#closing = true;
     clearInterval(this.#pinger);
     clearInterval(this.#beater);
+    this.#ctx.admission.stop();
     this.#storeWatch.stop();
     this.#schedule.close();
     const httpClosed = new Promise<void>((r) => this.#http.close(() => r()));
@@ -578,6 +585,8 @@ export class Broker {
     const self = this; // prom-client calls collect() with the metric as `this`
     new Gauge({ name: "psimbols_connections", help: "Open WebSocket connections", registers: r, collect() { this.set(self.#connections.size); } });
     new Gauge({ name: "psimbols_fleet_unproven_cut", help: "Sockets from fleet ranges cut to make room for newer ones (PROTOCOL.md §11.3), since start", registers: r, collect() { this.set(self.#unproven.evicted); } });
+    const admission = this.#ctx.admission;
+    new Gauge({ name: "psimbols_event_loop_lag_ms", help: "The event loop's lag that admission by capacity reads (PROTOCOL.md §11.4), ms", registers: r, collect() { this.set(admission.lagMs()); } });
     new Gauge({ name: "psimbols_store_lost", help: "1 while the store is unreachable past the store-loss bound", registers: r, collect() { this.set(self.#storeWatch.lost ? 1 : 0); } });
     const counter = (name: string, help: string, labelNames: string[], read: () => [Record<string, string>, number][]) =>
       new PromCounter({
@@ -595,6 +604,9 @@ export class Broker {
     );
     counter("psimbols_resumes_total", "Resumes by outcome", ["outcome"], () => Object.entries(s.resumes).map(([k, v]) => [{ outcome: k }, v]));
     counter("psimbols_requests_total", "Requests by outcome", ["outcome"], () => Object.entries(s.requests).map(([k, v]) => [{ outcome: k }, v]));
+    counter("psimbols_admission_refused_total", "Hellos and resumes refused because the node was behind (PROTOCOL.md §11.4)", ["work"], () =>
+      Object.entries(admission.refused).map(([k, v]) => [{ work: k }, v]),
+    );
     counter("psimbols_notices_total", "Notices pushed", [], () => [[{}, s.notices]]);
     counter("psimbols_pushes_total", "Application pushes sent", [], () => [[{}, s.pushes]]);
     counter("psimbols_store_errors_total", "Failed store calls", [], () => [[{}, s.storeErrors]]);

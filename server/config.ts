@@ -18,12 +18,19 @@ export interface Limits {
   /** Hellos per client address per window. */
   hellosPerAddress: number;
   hellosWindowMs: number;
-  /** Hellos per second on this node, from all addresses, shared fairly among them (PROTOCOL.md §11.1). */
+  /**
+   * A fixed cap on hellos per second on this node, shared fairly among addresses (PROTOCOL.md §11.1);
+   * 0 (the default): none, the node admits by capacity (§11.4).
+   */
   hellosPerSecond: number;
   /** Resumes per client address per window (`hellosWindowMs`): their own budget, apart from hellos. */
   resumesPerAddress: number;
-  /** Resumes per second on this node, from all addresses, shared fairly among them (§11.1). */
+  /** A fixed cap on resumes per second on this node, shared fairly among addresses (§11.1); 0 (the default): none. */
   resumesPerSecond: number;
+  /** Admission by capacity (§11.4): hellos are admitted while the event loop's lag is under this (ms). */
+  helloLagMs: number;
+  /** Resumes of channels that exist are admitted while the lag is under this (ms): larger than `helloLagMs`. */
+  resumeLagMs: number;
   /** Resumes of one existing channel per window (`hellosWindowMs`), from a listed fleet range (§11.3). */
   resumesPerChannel: number;
   /** Sockets with no channel bound yet per address of a listed fleet range; past it the oldest is cut (§11.3). */
@@ -96,10 +103,14 @@ export const defaultLimits: Limits = {
   connectionsPerAddress: 64,
   hellosPerAddress: 20,
   hellosWindowMs: 10_000,
-  hellosPerSecond: 200,
-  // Generous: resumes are cheap, many clients may share one address (NAT), and the node's fair shares bound floods.
+  hellosPerSecond: 0,
+  // Generous: resumes are cheap, many clients may share one address (NAT), and the node admits by capacity (§11.4).
   resumesPerAddress: 300,
-  resumesPerSecond: 1000,
+  resumesPerSecond: 0,
+  // A loop 100 ms behind on its own work delays every bound client's requests by as much: new handshakes
+  // wait; resumes (no signature; the clients of a failed node) until 300 ms. Handshake time is 10 s.
+  helloLagMs: 100,
+  resumeLagMs: 300,
   resumesPerChannel: 10,
   fleetUnprovenPerAddress: 1024,
   storeLossBoundMs: 15_000,
@@ -147,7 +158,11 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
   integer("expiring-before", c.expiringBefore, 0, c.channelTtl - 1);
   // Below the store's ping timeout (1 s) one slow answer would count as a loss.
   integer("store-loss-bound (ms)", c.limits.storeLossBoundMs, 1000, 2 ** 31);
-  for (const [k, v] of Object.entries(c.limits)) integer(k, v, 1, 2 ** 31);
+  // The node-wide fixed caps are off at 0 (admission by capacity, §11.4); every other limit is at least 1.
+  for (const [k, v] of Object.entries(c.limits)) integer(k, v, k === "hellosPerSecond" || k === "resumesPerSecond" ? 0 : 1, 2 ** 31);
+  if (c.limits.resumeLagMs < c.limits.helloLagMs) {
+    throw new Error(`setting resume-lag: expected at least hello-lag (${c.limits.helloLagMs} ms), got ${c.limits.resumeLagMs}: resumes must pass while hellos are shed (PROTOCOL.md §11.4)`);
+  }
   integer("push-window-count", c.pushWindow.count, 1, 1_000_000);
   integer("push-window-age", c.pushWindow.ageMs, 1000, 30 * 86400_000);
   checkChannelTypes(c.channelTypes);

@@ -44,6 +44,7 @@ import { EncodedResponse } from "./response.js";
 import type { ChannelRecord, RetireReason } from "./store/store.js";
 import type { Logger } from "./log.js";
 import { limitKey } from "./limits.js";
+import { Work } from "./admission.js";
 import { MoveLostError, Role } from "./registry.js";
 import type { Slot } from "./schedule.js";
 import { EventType, RevokeReason } from "./app/events.js";
@@ -431,17 +432,20 @@ export class Connection {
     const fleet = this.#ctx.fleet.has(this.address);
     if (!fleet) this.#checkResumeRate();
     const found = await this.#store(() => this.#ctx.store.getChannel(f.channel));
-    if (fleet) {
-      try {
-        if (found && !found.retired && found.validUntil > Date.now()) {
+    const live = found !== undefined && !found.retired && found.validUntil > Date.now();
+    try {
+      // By capacity (§11.4): a channel that exists up to the resume target, anything else as a new handshake.
+      this.#admit(live ? Work.resume : Work.hello);
+      if (fleet) {
+        if (live) {
           this.#checkChannelResumeRate(found.id);
           // Naming a channel that exists (128 random bits) takes the socket out of the address's unproven slots.
           this.#ctx.proven(this);
         } else this.#checkResumeRate();
-      } catch (e) {
-        if (found) wipe(found.key);
-        throw e;
       }
+    } catch (e) {
+      if (found) wipe(found.key);
+      throw e;
     }
     // An unknown or expired channel is answered like a known one, with keys nobody holds, so that to
     // an outsider unknown, expired and retired channels look the same (DESIGN.md §7): the first
@@ -905,12 +909,15 @@ export class Connection {
   }
 
   /**
-   * Hellos: the per-address window, then the node's budget, shared fairly among addresses (§11.1).
+   * Hellos: by capacity (§11.4), then the per-address window, then the operator's node-wide cap if
+   * set, shared fairly among addresses (§11.1).
    * From a fleet range (§11.3) a renewal (a hello on a bound socket) skips the address's window,
    * and a fresh hello's charge is given back once it proves: the window of an address in a fleet
    * range counts unproven hellos only. Returns that window, for a fresh hello from a fleet range.
    */
   #checkHelloRate(): number | undefined {
+    // First by capacity (§11.4): a hello refused because the node is behind is charged to no window.
+    this.#admit(Work.hello);
     const key = limitKey(this.address);
     const { hellosPerAddress, hellosTotal, fleet } = this.#ctx;
     const inFleet = fleet.has(this.address);
@@ -922,11 +929,23 @@ export class Connection {
       if (inFleet) hellosPerAddress.give(key, w);
       return this.#helloRefused();
     }
-    if (!hellosTotal.take(key)) {
+    if (hellosTotal && !hellosTotal.take(key)) {
       if (inFleet && !renewal) hellosPerAddress.give(key, w);
       return this.#helloRefused();
     }
     return inFleet && !renewal ? w : undefined;
+  }
+
+  /**
+   * Admission by capacity (§11.4): refuses `work` while the node's event loop is behind its
+   * target, early (before any signature or store write), with `too_many`, close 4002 and a hint
+   * of how long to wait; the client tries again on a fresh socket after at least that long.
+   */
+  #admit(work: Work): void {
+    const { admission } = this.#ctx;
+    if (admission.admit(work)) return;
+    const retryAfterMs = admission.retryAfterMs();
+    throw new PsimbolsError(ErrorCode.tooMany, `this node is busy; try again in ${retryAfterMs} ms`, { close: CloseCode.tooMany, retryAfterMs });
   }
 
   #helloRefused(): never {
@@ -943,16 +962,16 @@ export class Connection {
 
   /** A fleet range's resume of a channel that exists (§11.3): that channel's window, then the node's budget in a share of the channel's own. */
   #checkChannelResumeRate(channel: string): void {
-    if (!this.#ctx.resumesPerChannel.take(channel) || !this.#ctx.resumesTotal.take(`channel ${channel}`)) {
+    if (!this.#ctx.resumesPerChannel.take(channel) || this.#ctx.resumesTotal?.take(`channel ${channel}`) === false) {
       this.#ctx.stats.handshakes.rateLimited++;
       throw new PsimbolsError(ErrorCode.tooMany, "too many resumes; slow down", { close: CloseCode.tooMany });
     }
   }
 
-  /** Resumes: a budget of their own (no signature to pay for), per address and in fair shares of the node's (§11.1). */
+  /** Resumes: a budget of their own (no signature to pay for), per address and in fair shares of the operator's node-wide cap if set (§11.1). */
   #checkResumeRate(): void {
     const key = limitKey(this.address);
-    if (!this.#ctx.resumesPerAddress.take(key) || !this.#ctx.resumesTotal.take(key)) {
+    if (!this.#ctx.resumesPerAddress.take(key) || this.#ctx.resumesTotal?.take(key) === false) {
       this.#ctx.stats.handshakes.rateLimited++;
       throw new PsimbolsError(ErrorCode.tooMany, "too many resumes; slow down", { close: CloseCode.tooMany });
     }
@@ -1052,7 +1071,7 @@ export class Connection {
   }
 
   #sendError(e: PsimbolsError, extra?: { seq?: number; channel?: string }): void {
-    this.#send(errorFrame(e.code, e.message, extra));
+    this.#send(errorFrame(e.code, e.message, e.retryAfterMs === undefined ? extra : { ...extra, retry_after_ms: e.retryAfterMs }));
   }
 
   /** A frame broke the rules: answer with its error, then close if the error says so. */

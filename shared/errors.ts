@@ -76,11 +76,14 @@ export function isTerminalClose(code: number): boolean {
 export class PsimbolsError extends Error {
   readonly code: ErrorCode;
   readonly close: CloseCode | undefined;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; close?: CloseCode }) {
+  /** With `too_many` from a node's admission by capacity (PROTOCOL.md §11.4): wait at least this long (ms) before trying again. */
+  readonly retryAfterMs: number | undefined;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; close?: CloseCode; retryAfterMs?: number }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "PsimbolsError";
     this.code = code;
     this.close = options?.close;
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }
 

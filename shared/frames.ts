@@ -220,6 +220,8 @@ export interface ErrorFrame {
   error: { code: string; message: string };
   seq?: number;
   channel?: string;
+  /** With `too_many` from admission by capacity (PROTOCOL.md §11.4): wait at least this many ms before trying again. */
+  retry_after_ms?: number;
 }
 
 export type ClientFrame = Hello | Proof | RequestFrame | Resume;
@@ -487,6 +489,7 @@ export function decodeServerFrame(text: string): ServerFrame {
       const f: ErrorFrame = { type: "error", error: { code: str(e, "code", MAX_TOKEN_CHARS, "error.code"), message: str(e, "message", MAX_ERROR_MESSAGE_CHARS, "error.message") } };
       if (o.seq !== undefined) f.seq = int(o, "seq", 1, MAX_WIRE_SEQ);
       if (o.channel !== undefined) f.channel = str(o, "channel", CHANNEL_ID_CHARS);
+      if (o.retry_after_ms !== undefined) f.retry_after_ms = int(o, "retry_after_ms", 0, MAX_RETRY_AFTER_MS);
       return f;
     }
     default:
@@ -591,7 +594,10 @@ function JSONparse(text: string): unknown {
 }
 
 /** Builds an outer error frame. `message` must not contain secrets or attacker input. */
-export function errorFrame(code: ErrorCode, message: string, extra?: { seq?: number; channel?: string }): ErrorFrame {
+/** The longest retry hint a client takes from an error frame (§4.10): one minute. */
+export const MAX_RETRY_AFTER_MS = 60_000;
+
+export function errorFrame(code: ErrorCode, message: string, extra?: { seq?: number; channel?: string; retry_after_ms?: number }): ErrorFrame {
   return { type: "error", error: { code, message }, ...extra };
 }
 

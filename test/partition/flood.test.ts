@@ -1,15 +1,17 @@
 /**
- * Fair limits under a flood (PROTOCOL.md §11.1): a local
+ * A hello flood while a node dies (PROTOCOL.md §11.1, §11.4): a local
  * cluster (Redis, two nodes, HAProxy) with the default limits. 160 source
  * addresses (127.0.3.x: all of 127/8 is loopback on Linux; each socket is
  * bound to its address) flood the surviving node with hellos at their
- * per-address rate (2 a second, 320 a second in all, over the node's 200),
- * while the node holding 50 clients is killed: all 50 resume their channels,
- * none refused (resumes have a budget of their own), and a newcomer's first
- * handshake succeeds, within NEWCOMER_BOUND_MS (its fair share of the hello
- * budget). With the old limits (one first-come budget per second for hellos
- * and resumes) the flood takes ~60% of every second's budget before the rest
- * ask, so some resumes and the newcomer's first hello were refused.
+ * per-address rate (2 a second, 320 a second in all, over the 200 a second
+ * that the node-wide budget once allowed), while the node holding 50 clients
+ * is killed: all 50 resume their channels, none refused, and a newcomer's
+ * first handshake succeeds within NEWCOMER_BOUND_MS. The node admits by
+ * capacity: it takes the flood while it keeps up, and past its hello target
+ * it refuses hellos before resumes (whose target is higher). With the first
+ * limits (one first-come budget per second for hellos and resumes) the flood
+ * took ~60% of every second's budget before the rest asked, so some resumes
+ * and the newcomer's first hello were refused.
  */
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
@@ -161,11 +163,10 @@ t(`all ${HONEST} clients of a killed node resume and a newcomer gets a channel w
   );
   console.log(`    ${resumedAt.size}/${onVictim.length} resumed, the last ${lastResume} ms after the kill; newcomer: ${newcomerMs} ms, ${attempts} attempt(s)`);
 
-  assert.ok(offered > 200, `the flood asked for more than the node's hello budget (${Math.round(offered)}/s)`);
-  assert.ok((tally["too_many"] ?? 0) > 0, "the flood was limited");
+  assert.ok(offered > 200, `the flood asked for more than the old node-wide budget of 200 a second (${Math.round(offered)}/s)`);
   assert.ok((tally["challenge"] ?? 0) > 0, "flooders got their share");
   assert.is(resumedAt.size, onVictim.length, `all ${onVictim.length} clients of the killed node resumed`);
-  assert.is(refused, 0, "no resume was refused too_many: resumes have a budget of their own");
+  assert.is(refused, 0, "no resume was refused too_many: resumes have budgets and a capacity target of their own");
   assert.is(established, 0, "by resume: not one new handshake");
   for (const x of onVictim) {
     assert.is(x.c.channel?.id, x.channel, "the same channel");
@@ -173,7 +174,7 @@ t(`all ${HONEST} clients of a killed node resume and a newcomer gets a channel w
     assert.is(w.node, survivor.name);
   }
   assert.ok(newcomer, `the newcomer got a channel (${attempts} attempts)`);
-  // Its fair share: floor(200 / (160 + 1)) = 1 hello a second per address, and the flooders use at most 160 of the 200.
+  // By capacity: the node keeps up with the flood here (about a third of a core), so nothing refuses the newcomer.
   assert.is(attempts, 1, "the newcomer's first hello was admitted");
   assert.ok(newcomerMs <= NEWCOMER_BOUND_MS, `the newcomer got a channel in ${newcomerMs} ms (bound ${NEWCOMER_BOUND_MS} ms)`);
   } finally {

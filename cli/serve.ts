@@ -8,7 +8,7 @@ import { chachaEngine } from "../node/engines.js";
 import { Broker } from "../server/broker.js";
 import { defaultDataDir, resolveConfig } from "../server/config.js";
 import { createLogger } from "../server/log.js";
-import { FileRegistry, type KeyRegistry, RedisRegistry } from "../server/registry.js";
+import { FileRegistry, type KeyRegistry, RedisRegistry, readKeysFile } from "../server/registry.js";
 import { RedisStore } from "../server/store/redis-store.js";
 import type { Store } from "../server/store/store.js";
 import { SERVER_KEY_FILE, loadOrCreateServerKey, loadServerKeySet, watchServerKeys } from "../server/server-key.js";
@@ -129,7 +129,25 @@ export function serveCommand(p: Command): void {
         const wrapKey = wrapKeyFrom(o.wrapKeyFile);
         store = new RedisStore({ url: o.redis, wrapKey, node: config.node, logger: log });
         wrapKey.fill(0);
-        if (!keysFile) registry = new RedisRegistry(o.redis);
+        if (!keysFile) {
+          registry = new RedisRegistry(o.redis);
+          // The data dir's keys file, the one `psimbols keys add` writes by default, is not this node's
+          // registry: say so, or its operators and blocked keys would silently not count here.
+          const ignored = join(o.dataDir, "keys.json");
+          let held = 0;
+          try {
+            held = existsSync(ignored) ? readKeysFile(ignored).length : 0;
+          } catch {
+            held = 1; // it does not parse: still a file someone meant to be read
+          }
+          if (held > 0) {
+            log.warn(`keys file not read: with --redis and no --keys, registered keys are read from Redis, and ${ignored} holds keys (operators and blocked keys among them do not count here)`, {
+              component: "cli",
+              keys_file: ignored,
+              hint: "add them to Redis with `psimbols keys add KEY --redis URL` (and `--role` as they had), or start with --keys FILE",
+            });
+          }
+        }
       } else if (o.wrapKeyFile !== undefined) {
         throw new CliError("--wrap-key-file is for --redis (a single node keeps its state in memory)", WRAP_KEY_WAYS);
       }

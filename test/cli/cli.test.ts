@@ -317,6 +317,23 @@ t("--redis without a wrap key names both ways to give it; --wrap-key-file works;
   assert.match(keys.stdout, "to redis");
 });
 
+t("serve --redis without --keys says the data dir's keys file is not read, when it holds keys", async () => {
+  const dataDir = tempDir();
+  const wrap = join(dataDir, "wrap-key");
+  writeFileSync(wrap, `${randomBytes(32).toString("base64url")}\n`, { mode: 0o600 });
+  const quiet = await startBroker(["--redis", redis.url, "--wrap-key-file", wrap], { dataDir });
+  await quiet.stop();
+  assert.not.match(quiet.output(), "keys file not read", "no file, no warning");
+  assert.is((await cli(["keys", "add", key, "--role", "operator", "--file", join(dataDir, "keys.json")], dataDir)).code, 0);
+  const b = await startBroker(["--redis", redis.url, "--wrap-key-file", wrap], { dataDir });
+  try {
+    assert.match(b.output(), `keys file not read: with --redis and no --keys, registered keys are read from Redis, and ${join(dataDir, "keys.json")} holds keys`);
+    assert.match(b.output(), "psimbols keys add KEY --redis URL");
+  } finally {
+    await b.stop();
+  }
+});
+
 t("api-token create --file in a folder that does not exist creates the folder, mode 0700", async () => {
   const file = join(dir, "no", "such", "api-tokens.json");
   const r = await cli(["api-token", "create", "--file", file, "--comment", "ci"], join(dir, "home"));

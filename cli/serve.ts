@@ -17,6 +17,7 @@ import { loadIdentityKey } from "./client.js";
 import { CliError, WRAP_KEY_WAYS, wrapKeyFrom } from "./errors.js";
 import { channelTypeList, int } from "./options.js";
 import { EVENTS_SECRET_ENV, createAppCalls, destinationSecrets } from "../server/app/setup.js";
+import { parseUpstreamRoute } from "../server/app/upstream.js";
 import { dirname } from "node:path";
 import { EVENT_DEFAULTS, Events } from "../server/app/events.js";
 import { ApiServer, parseListen } from "../server/api/server.js";
@@ -228,8 +229,16 @@ export function serveCommand(p: Command): void {
       // Printed on stdout as well, so a person (or a test) can pin it.
       console.log(`psimbols listening on ws://${config.host}:${broker.port}/ fingerprint ${serverKey.public.fingerprint}`);
       console.log(`channel types: ${config.channelTypes.join(", ")} (ChaCha20-Poly1305 on ${chachaEngine()})`);
+      // What the forwarding does, so that an operator can check it (docs/BACKEND.md §2; a URL carries no credentials).
+      for (const text of (o.upstream as string[] | undefined) ?? []) {
+        const r = parseUpstreamRoute(text);
+        const batched = ((o.upstreamBatch as string[] | undefined) ?? []).includes(r.prefix === "" ? "*" : r.prefix);
+        console.log(`upstream ${r.prefix === "" ? "(default route)" : r.prefix} -> ${r.url.href}${batched ? " (batches: --upstream-batch)" : ""}`);
+      }
       if (o.console) {
-        const page = new URL("console/", broker.config.source.replace(/^ws/i, "http")).href;
+        // With --port 0 the configured source says port 0: name the port the node got, unless --source says otherwise.
+        const source = o.source ?? `ws://${config.host.includes(":") ? `[${config.host}]` : config.host}:${broker.port}/`;
+        const page = new URL("console/", source.replace(/^ws/i, "http")).href;
         console.log(`web console: ${page} (operators only; --no-console turns it off)`);
       }
       if (keySet.next) console.log(`next server key ${keySet.next.key.public.fingerprint} not before ${keySet.next.notBefore}`);

@@ -317,6 +317,21 @@ t("--redis without a wrap key names both ways to give it; --wrap-key-file works;
   assert.match(keys.stdout, "to redis");
 });
 
+t("serve prints each upstream route (batched or not) and the console's address with the port it got (--port 0)", async () => {
+  const secret = `whsec_${randomBytes(32).toString("base64")}`;
+  const b = await startBroker(["--upstream", "http://127.0.0.1:1/rpc", "--upstream", "kv.=http://127.0.0.1:1/kv", "--upstream-batch", "kv."], { env: { PSIMBOLS_UPSTREAM_SECRET: secret } });
+  try {
+    // startBroker returns at the listening line; the lines after it follow in the same turn.
+    for (const deadline = Date.now() + 5000; !b.output().includes("web console:"); await new Promise((r) => setTimeout(r, 20))) assert.ok(Date.now() < deadline, b.output());
+    assert.match(b.output(), "upstream (default route) -> http://127.0.0.1:1/rpc\n");
+    assert.match(b.output(), "upstream kv. -> http://127.0.0.1:1/kv (batches: --upstream-batch)\n");
+    assert.match(b.output(), `web console: http://127.0.0.1:${b.port}/console/`);
+    assert.not.match(b.output(), secret);
+  } finally {
+    await b.stop();
+  }
+});
+
 t("serve --redis without --keys says the data dir's keys file is not read, when it holds keys", async () => {
   const dataDir = tempDir();
   const wrap = join(dataDir, "wrap-key");

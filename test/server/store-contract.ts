@@ -597,7 +597,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
     const id = identity();
     const rec = { ...record(id), holder: A };
     await store.activate(rec);
-    const bad: [() => Promise<unknown>, new (...a: never[]) => Error][] = [
+    const bad: Refusal[] = [
       [() => store.release(rec.id, ""), RangeError],
       [() => store.release("", A.conn), RangeError],
       [() => store.bind(rec.id, id, "b", { ...B, node: "" }), RangeError],
@@ -608,14 +608,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
       [() => store.beat("x", 0), RangeError],
       [() => store.liveInstances([""]), RangeError],
     ];
-    for (const [call, type] of bad) {
-      try {
-        await call();
-        assert.unreachable("accepted");
-      } catch (e) {
-        assert.instance(e, type);
-      }
-    }
+    await refusesEach(bad);
     assert.equal((await store.getChannel(rec.id))?.holder, A, "unchanged");
     assert.is(await store.activeChannel(id), rec.id, "the refused activation replaced nothing");
   });
@@ -742,7 +735,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
 
   t("push and pushesSince reject malformed arguments", async ({ store }) => {
     const id = identity();
-    const bad: [() => Promise<unknown>, new (...a: never[]) => Error][] = [
+    const bad: Refusal[] = [
       [() => store.push(id, "x", { count: 0, ageMs: 1000 }), RangeError],
       [() => store.push(id, "x", { count: 10, ageMs: -1 }), RangeError],
       [() => store.push(id, "x", { count: 1.5, ageMs: 1000 }), RangeError],
@@ -752,14 +745,7 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
       [() => store.pushesSince(id, -1), RangeError],
       [() => store.pushesSince(id, 0.5), RangeError],
     ];
-    for (const [call, type] of bad) {
-      try {
-        await call();
-        assert.unreachable("accepted");
-      } catch (e) {
-        assert.instance(e, type);
-      }
-    }
+    await refusesEach(bad);
     assert.is(await store.lastPush(id), 0, "nothing was pushed");
   });
 
@@ -782,4 +768,19 @@ export function storeContract(name: string, makeStore: () => Promise<StoreUnderT
   });
 
   t.run();
+}
+
+/** A call and the error type it must throw. */
+type Refusal = [() => Promise<unknown>, new (...a: never[]) => Error];
+
+/** Each call throws its error type (nothing accepted). */
+async function refusesEach(bad: Refusal[]): Promise<void> {
+  for (const [call, type] of bad) {
+    try {
+      await call();
+      assert.unreachable("accepted");
+    } catch (e) {
+      assert.instance(e, type);
+    }
+  }
 }

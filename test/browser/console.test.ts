@@ -393,7 +393,10 @@ t("HEAD /console/ is answered as GET, without a body", async () => {
     req.on("error", reject).end();
   });
   assert.equal(head, { status: 200, type: "text/html; charset=utf-8", body: "" });
-  assert.is((await fetch(`${http(broker)}/console/`, { method: "DELETE" })).status, 405);
+  const del = await fetch(`${http(broker)}/console/`, { method: "DELETE" });
+  assert.equal([del.status, del.headers.get("allow")], [405, "GET, HEAD"]);
+  const health = await fetch(`${http(broker)}/healthz`, { method: "HEAD" });
+  assert.equal([health.status, await health.text()], [200, ""]);
 });
 
 t("a key without the operator role gets `forbidden`, and the page says how to register it", async () => {

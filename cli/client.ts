@@ -9,6 +9,7 @@ import { generateKeyFile, loadKey, loadPublicKey, publicKeyPath } from "../node/
 import { required, withHint } from "./errors.js";
 import { int } from "./options.js";
 import { KemType, isAdminOp, kemTypes } from "../shared/frames.js";
+import { ADMIN_OPS, UNKNOWN_ADMIN_OP } from "../server/operator.js";
 
 const KEY_TYPES: Record<string, KeyType> = { ed25519: KT.ed25519, p256: KT.p256, rsa: KT.rsa };
 
@@ -97,8 +98,9 @@ export function clientCommands(p: Command): void {
             `the broker itself refused ${JSON.stringify(op)}: admin.* ops (in any case) are for keys registered with the operator role, and this key is not one (its handshake completed); the service's operator registers one with \`psimbols keys add KEY.pub.pem --role operator\` in the keys file (or --redis) the broker reads`,
           );
         }
-        if (e instanceof PsimbolsError && isAdminOp(op) && e.code === ErrorCode.notFound) {
-          throw withHint(e, `the broker implements admin.channels, admin.revoke and admin.push (exact names); no admin.* op is ever forwarded to an application`);
+        // Only for an op the broker does not implement: another not_found (no such key, no such channel) is the op's own answer.
+        if (e instanceof PsimbolsError && isAdminOp(op) && e.code === ErrorCode.notFound && e.message === UNKNOWN_ADMIN_OP) {
+          throw withHint(e, `the broker implements ${ADMIN_OPS.join(", ")} (exact names); no admin.* op is ever forwarded to an application`);
         }
         // The key passed its handshake: a forbidden now is the op's handler (the application) refusing, not the service refusing the key.
         if (e instanceof PsimbolsError && e.code === ErrorCode.forbidden) {

@@ -10,6 +10,7 @@ import { connect } from "../client/node.js";
 import { defaultDataDir } from "../server/config.js";
 import { RedisRegistry, Role, addKey, readKeysFile, removeKey } from "../server/registry.js";
 import { atRedis } from "./errors.js";
+import { escapeComment } from "../shared/comment.js";
 
 const defaultKeysFile = () => join(defaultDataDir(), "keys.json");
 
@@ -30,8 +31,8 @@ export function keysCommands(p: Command): void {
     .description("register a key (from a private or public PEM file); --role blocked refuses it (a fingerprint is enough)")
     .argument("<keyfile>", "a PEM file, or with --role blocked a fingerprint SHA256:…")
     .addOption(new Option("--role <role>", "role").choices(Object.values(Role)).default(Role.client))
-    .option("--comment <text>", "a note for operators", "")
-    .action(async (keyfile: string, o: { file: string; redis?: string; role: Role; comment: string }) => {
+    .option("--comment <text>", "a note for operators: one line of at most 200 characters, no control characters (a block by fingerprint of a registered key keeps its comment unless one is given)")
+    .action(async (keyfile: string, o: { file: string; redis?: string; role: Role; comment?: string }) => {
       const byFingerprint = /^SHA256:[A-Za-z0-9+/]{43}$/.test(keyfile);
       if (byFingerprint && o.role !== Role.blocked) throw new PsimbolsError(ErrorCode.badRequest, `a ${o.role} key needs its public key (a PEM file); only --role blocked takes a fingerprint`);
       const pub = byFingerprint ? { fingerprint: keyfile } : await loadPublicKey(keyfile);
@@ -44,7 +45,8 @@ export function keysCommands(p: Command): void {
     .action(async (o: { file: string; redis?: string; json?: boolean }) => {
       const list = await withRegistry(o, async (r) => (r ? r.list() : readKeysFile(o.file)));
       if (o.json) return console.log(JSON.stringify(list, null, 2));
-      for (const k of list) console.log(`${k.fingerprint}  ${k.public_key?.type ?? "-"}  ${k.role}  ${k.comment}`);
+      // A comment written before comments were checked cannot forge rows: control characters are escaped.
+      for (const k of list) console.log(`${k.fingerprint}  ${k.public_key?.type ?? "-"}  ${k.role}  ${escapeComment(typeof k.comment === "string" ? k.comment : "")}`);
       if (list.length === 0) console.error(`no keys registered in ${o.redis ? "redis" : o.file}`);
     });
   keys

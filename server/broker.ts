@@ -499,7 +499,11 @@ export class Broker {
       res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" });
       res.end(JSON.stringify(body));
     };
-    if (req.method !== "GET") return json(405, { error: "method not allowed" });
+    // HEAD is answered as GET is, without the body (node:http drops the body of a HEAD response).
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.setHeader("allow", "GET, HEAD");
+      return json(405, { error: "method not allowed" });
+    }
     switch (path) {
       case "/healthz":
         return json(200, { status: "ok" });

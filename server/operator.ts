@@ -15,6 +15,7 @@ import { publicKeyFromPem } from "../node/key-files.js";
 import type { Broker, Handler, HandlerContext } from "./broker.js";
 import { FileRegistry, type KeyRef, type KeyRegistry, type ManagedRegistry, type RegisteredKey, Role, managedRegistry } from "./registry.js";
 import { MemoryStore } from "./store/memory-store.js";
+import { MAX_KEY_COMMENT, escapeComment } from "../shared/comment.js";
 import type { ChannelRecord, Store } from "./store/store.js";
 
 // The namespace is the protocol's (shared/frames.ts): the CLI tells the broker's refusals by it too.
@@ -31,9 +32,20 @@ export function operatorOnly(f: Handler): Handler {
   };
 }
 
+/**
+ * Every `admin.*` op the broker implements (PROTOCOL.md §6.6), in the order the
+ * docs list them: {@link registerOperatorOps} registers exactly these, and the
+ * CLI's hint for an unknown one names them.
+ */
+export const ADMIN_OPS = ["admin.channels", "admin.revoke", "admin.push", "admin.keys", "admin.keys.add", "admin.keys.block", "admin.keys.unblock", "admin.keys.remove"] as const;
+export type AdminOp = (typeof ADMIN_OPS)[number];
+
+/** The message of {@link ADMIN_NOT_FOUND}, by which the CLI tells an unknown op from another `not_found` (no such key, no such channel). */
+export const UNKNOWN_ADMIN_OP = "no handler for this op";
+
 /** The answer to an `admin.*` name the broker does not implement: `forbidden` to a non-operator, `not_found` to an operator. */
 export const ADMIN_NOT_FOUND: Handler = operatorOnly(() => {
-  throw new PsimbolsError(ErrorCode.notFound, "no handler for this op");
+  throw new PsimbolsError(ErrorCode.notFound, UNKNOWN_ADMIN_OP);
 });
 
 type Target = { identity?: string; channel?: string };
@@ -105,8 +117,9 @@ async function channelsWithComments(broker: Broker, registry: KeyRegistry | unde
 
 /** Registers the `admin.*` ops on a broker (Broker.handle puts each behind {@link operatorOnly}); `registry` gives `admin.channels` its key comments, and `admin.keys.*` the keys they manage. */
 export function registerOperatorOps(broker: Broker, registry: KeyRegistry | undefined): void {
-  registerKeyOps(broker, registry);
-  broker.handle(
+  const handle = (op: AdminOp, f: Handler) => broker.handle(op, f);
+  registerKeyOps(handle, broker, registry);
+  handle(
     "admin.channels",
     async () => ({
       node: broker.config.node,
@@ -118,11 +131,11 @@ export function registerOperatorOps(broker: Broker, registry: KeyRegistry | unde
       channels: await channelsWithComments(broker, registry),
     }),
   );
-  broker.handle(
+  handle(
     "admin.revoke",
     async (data) => ({ revoked: await broker.revoke(target(data)) }),
   );
-  broker.handle(
+  handle(
     "admin.push",
     async (data) => {
       const t = target(data);
@@ -142,8 +155,8 @@ export function registerOperatorOps(broker: Broker, registry: KeyRegistry | unde
 
 // ------------------------------------------------------------------ registered keys (PROTOCOL.md §6.6)
 
-/** Longest comment `admin.keys.add` and the server API's `POST /v1/keys` register (the CLI takes any; a listing cuts longer ones here). */
-export const MAX_KEY_COMMENT = 200;
+/** Longest comment of a registered key, checked on every write (shared/comment.ts). */
+export { MAX_KEY_COMMENT };
 /** Longest PEM text `admin.keys.add` reads (an RSA-4096 public key is about 800 characters). */
 const MAX_PEM_CHARS = 8192;
 /** Budget of one `admin.keys` page (UTF-8 bytes of its rows' JSON), well inside a response (MAX_INNER_BYTES) whatever the comments hold. */
@@ -156,7 +169,8 @@ const ROLES = `one of ${Object.values(Role).map((r) => JSON.stringify(r)).join("
 export interface Registration {
   key: KeyRef;
   role: Role;
-  comment: string;
+  /** Undefined when none was given: a block by fingerprint then keeps the registered comment. */
+  comment: string | undefined;
 }
 
 /**
@@ -175,9 +189,9 @@ export async function parseRegistration(body: unknown, options: { pem?: boolean 
   // A string of the wrong value says what is valid, not its type ("got string" read as if a string were wrong).
   if (typeof role !== "string") throw badField("role", ROLES, role);
   if (!(Object.values(Role) as string[]).includes(role)) throw badField("role", `${ROLES}, not another name`);
-  const comment = o.comment ?? "";
-  if (typeof comment !== "string") throw badField("comment", `a string of at most ${MAX_KEY_COMMENT} characters`, comment);
-  if (comment.length > MAX_KEY_COMMENT) throw badField("comment", `at most ${MAX_KEY_COMMENT} characters, got ${comment.length}`);
+  const comment = o.comment;
+  // Its length and characters are the registry's to check (server/registry.ts), on every write.
+  if (comment !== undefined && typeof comment !== "string") throw badField("comment", `a string of at most ${MAX_KEY_COMMENT} characters`, comment);
   let key: KeyRef;
   if (o.public_key !== undefined) {
     if (o.fingerprint !== undefined) throw badField("body", "public_key or fingerprint, not both");
@@ -204,15 +218,22 @@ function fingerprintField(x: unknown): string {
   return x;
 }
 
-/** What `admin.keys` shows of a registration: never the key bytes, a comment cut at {@link MAX_KEY_COMMENT} characters. */
-export function keyRow(k: RegisteredKey): { fingerprint: string; type: string | null; role: string; comment: string; added: string; moved_from?: string } {
-  const comment = typeof k.comment === "string" ? (k.comment.length > MAX_KEY_COMMENT ? k.comment.slice(0, MAX_KEY_COMMENT) + "…" : k.comment) : "";
+/**
+ * What `admin.keys` shows of a registration: never the key bytes; a comment
+ * written before comments were checked has its control characters escaped
+ * (shared/comment.ts) and is cut at {@link MAX_KEY_COMMENT} characters.
+ * `updated` is there when the role or comment changed after `added`.
+ */
+export function keyRow(k: RegisteredKey): { fingerprint: string; type: string | null; role: string; comment: string; added: string; updated?: string; moved_from?: string } {
+  const chars = typeof k.comment === "string" ? [...escapeComment(k.comment)] : [];
+  const comment = chars.length > MAX_KEY_COMMENT ? chars.slice(0, MAX_KEY_COMMENT).join("") + "…" : chars.join("");
   return {
     fingerprint: k.fingerprint,
     type: typeof k.public_key?.type === "string" ? k.public_key.type : null,
     role: k.role,
     comment,
     added: typeof k.added === "string" ? k.added : "",
+    ...(typeof k.updated === "string" ? { updated: k.updated } : {}),
     ...(typeof k.moved_from === "string" ? { moved_from: k.moved_from } : {}),
   };
 }
@@ -236,8 +257,15 @@ function registryKind(registry: KeyRegistry | undefined): { kind: "file"; path: 
  * connected with. Blocking a key also revokes its channels (Broker.revoke,
  * as `admin.revoke {identity}`), the second step the CLI leaves to the operator.
  */
-function registerKeyOps(broker: Broker, registry: KeyRegistry | undefined): void {
+function registerKeyOps(handle: (op: AdminOp, f: Handler) => void, broker: Broker, registry: KeyRegistry | undefined): void {
   const managed = managedRegistry(registry);
+  /**
+   * One info line per change of the registry (docs/OPERATIONS.md "Logs"): who (the operator's
+   * fingerprint), what, which key, its role after, the channels revoked. Never key bytes or a comment.
+   */
+  const logged = (ctx: HandlerContext, op: AdminOp, fingerprint: string, role: string | null, revoked: string[] = []): void => {
+    broker.log.info("registered keys changed", { component: "operator", operator: ctx.identity, op, fingerprint, role, revoked: revoked.length, channels: revoked });
+  };
   const writable = (): ManagedRegistry => {
     if (!managed) throw new PsimbolsError(ErrorCode.unsupported, "this node has no keys file or Redis registry to manage");
     return managed;
@@ -264,7 +292,7 @@ function registerKeyOps(broker: Broker, registry: KeyRegistry | undefined): void
     return fingerprintField((data as Record<string, unknown>).fingerprint);
   };
 
-  broker.handle("admin.keys", async (data, ctx) => {
+  handle("admin.keys", async (data, ctx) => {
     let offset = 0;
     if (data !== undefined && data !== null) {
       if (typeof data !== "object" || Array.isArray(data)) throw badField("data", "object {offset?}", data);
@@ -294,25 +322,29 @@ function registerKeyOps(broker: Broker, registry: KeyRegistry | undefined): void
     };
   });
 
-  broker.handle("admin.keys.add", async (data, ctx) => {
+  handle("admin.keys.add", async (data, ctx) => {
     const r = writable();
     const reg = await parseRegistration(data, { pem: true });
     if (reg.role !== Role.operator) notSelf(reg.key.fingerprint, ctx, `give the role ${reg.role} to`);
-    const key = keyRow(await r.add(reg.key, { role: reg.role, comment: reg.comment }));
-    return { key, revoked: reg.role === Role.blocked ? await broker.revoke({ identity: key.fingerprint }) : [] };
+    const key = keyRow(await r.add(reg.key, { role: reg.role, ...(reg.comment !== undefined ? { comment: reg.comment } : {}) }));
+    const revoked = reg.role === Role.blocked ? await broker.revoke({ identity: key.fingerprint }) : [];
+    logged(ctx, "admin.keys.add", key.fingerprint, key.role, revoked);
+    return { key, revoked };
   });
 
-  broker.handle("admin.keys.block", async (data, ctx) => {
+  handle("admin.keys.block", async (data, ctx) => {
     const r = writable();
     const fingerprint = fingerprintOf(data);
     notSelf(fingerprint, ctx, "block");
-    const entry = await registered(r, fingerprint);
-    // The public key and comment stay, so that unblocking gives the key back its registration.
-    const key = keyRow(await r.add((await storedKey(entry)) ?? { fingerprint }, { role: Role.blocked, comment: entry.comment }));
-    return { key, revoked: await broker.revoke({ identity: fingerprint }) };
+    await registered(r, fingerprint);
+    // A block by fingerprint keeps the public key and comment (server/registry.ts), so that unblocking gives the key back its registration.
+    const key = keyRow(await r.add({ fingerprint }, { role: Role.blocked }));
+    const revoked = await broker.revoke({ identity: fingerprint });
+    logged(ctx, "admin.keys.block", fingerprint, key.role, revoked);
+    return { key, revoked };
   });
 
-  broker.handle("admin.keys.unblock", async (data) => {
+  handle("admin.keys.unblock", async (data, ctx) => {
     const r = writable();
     const fingerprint = fingerprintOf(data);
     const role = (data as Record<string, unknown>).role ?? Role.client;
@@ -320,17 +352,24 @@ function registerKeyOps(broker: Broker, registry: KeyRegistry | undefined): void
     const entry = await registered(r, fingerprint);
     if (entry.role !== Role.blocked) throw new PsimbolsError(ErrorCode.badRequest, `this key is not blocked (its role is ${entry.role})`);
     // A key blocked by its fingerprint alone was never registered otherwise: unblocking removes the entry.
-    if (!entry.public_key) return { key: null, removed: await r.remove(fingerprint) };
+    if (!entry.public_key) {
+      const removed = await r.remove(fingerprint);
+      logged(ctx, "admin.keys.unblock", fingerprint, null);
+      return { key: null, removed };
+    }
     const key = await storedKey(entry);
     if (!key) throw new PsimbolsError(ErrorCode.badRequest, "the public key stored with this fingerprint does not import: remove the entry and add the key again");
-    return { key: keyRow(await r.add(key, { role, comment: entry.comment })) };
+    const row = keyRow(await r.add(key, { role, comment: entry.comment }));
+    logged(ctx, "admin.keys.unblock", fingerprint, row.role);
+    return { key: row };
   });
 
-  broker.handle("admin.keys.remove", async (data, ctx) => {
+  handle("admin.keys.remove", async (data, ctx) => {
     const r = writable();
     const fingerprint = fingerprintOf(data);
     notSelf(fingerprint, ctx, "remove");
     if (!(await r.remove(fingerprint))) throw new PsimbolsError(ErrorCode.notFound, "this key is not registered");
+    logged(ctx, "admin.keys.remove", fingerprint, null);
     return { removed: fingerprint };
   });
 }

@@ -8,7 +8,11 @@
  *   {"version":1,"keys":[{"fingerprint":"SHA256:…","public_key":{"type","data"},
  *                         "role":"client"|"operator"|"blocked","comment":"…","added":"RFC 3339",
  *                         "updated"?:"RFC 3339","moved_from"?:"SHA256:…","moved"?:"RFC 3339"}]}
- * A `blocked` entry may name its key by fingerprint alone (no `public_key`).
+ * A `blocked` entry may name its key by fingerprint alone (no `public_key`);
+ * blocking by fingerprint a key that is registered keeps its public key (and
+ * its comment, unless one is given), so that unblocking restores it.
+ * A comment is one line of at most 200 characters without control characters
+ * (shared/comment.ts), checked on every write.
  * `added` is when the key was first registered; a later change of its role or
  * comment keeps it and sets `updated` (docs/BACKEND.md "Calls", `POST /v1/keys`).
  *
@@ -25,6 +29,7 @@ import { createRedis, parseRedisAddress } from "./store/redis-address.js";
 import type { PublicKey } from "../shared/crypto.js";
 import { wirePublicKey } from "../shared/crypto.js";
 import { CloseCode, ErrorCode, PsimbolsError } from "../shared/errors.js";
+import { commentProblem } from "../shared/comment.js";
 
 export const Role = { client: "client", operator: "operator", blocked: "blocked" } as const;
 export type Role = (typeof Role)[keyof typeof Role];
@@ -115,7 +120,10 @@ export async function moveKey(path: string, expected: RegisteredKey, to: PublicK
   });
 }
 
-/** Reads a keys file; a missing file is an empty list. @throws Error naming the file when malformed. */
+/**
+ * Reads a keys file; a missing file is an empty list.
+ * @throws PsimbolsError `unavailable` naming the file when it does not parse (a write then changes nothing).
+ */
 export function readKeysFile(path: string): RegisteredKey[] {
   let text: string;
   try {
@@ -128,18 +136,23 @@ export function readKeysFile(path: string): RegisteredKey[] {
   try {
     parsed = JSON.parse(text);
   } catch {
-    throw new Error(`keys file ${path}: not valid JSON`);
+    throw unparsable(path, "not valid JSON");
   }
   const f = parsed as Partial<KeysFile>;
-  if (f?.version !== 1 || !Array.isArray(f.keys)) throw new Error(`keys file ${path}: expected {"version":1,"keys":[...]}`);
+  if (f?.version !== 1 || !Array.isArray(f.keys)) throw unparsable(path, `expected {"version":1,"keys":[...]}`);
   for (const [i, k] of f.keys.entries()) {
     if (typeof k?.fingerprint !== "string" || !k.fingerprint.startsWith("SHA256:")) {
-      throw new Error(`keys file ${path}: keys[${i}].fingerprint expected "SHA256:…"`);
+      throw unparsable(path, `keys[${i}].fingerprint expected "SHA256:…"`);
     }
-    if (!Object.values(Role).includes(k.role)) throw new Error(`keys file ${path}: keys[${i}].role expected ${Object.values(Role).join(", ")}`);
-    if (k.public_key === undefined && k.role !== Role.blocked) throw new Error(`keys file ${path}: keys[${i}].public_key is required unless the role is blocked`);
+    if (!Object.values(Role).includes(k.role)) throw unparsable(path, `keys[${i}].role expected ${Object.values(Role).join(", ")}`);
+    if (k.public_key === undefined && k.role !== Role.blocked) throw unparsable(path, `keys[${i}].public_key is required unless the role is blocked`);
   }
   return f.keys;
+}
+
+/** A keys file that does not parse: `unavailable` (the operator can fix the file), never overwritten by a write. */
+function unparsable(path: string, what: string): PsimbolsError {
+  return new PsimbolsError(ErrorCode.unavailable, `the keys file ${path} does not parse (${what}); fix it and try again`);
 }
 
 /** Replaces the keys file atomically (a reader sees the old file or the new one). Call it holding the lock. */
@@ -172,10 +185,20 @@ export async function addKey(path: string, key: KeyRef, options: { role?: Role; 
   });
 }
 
-/** @throws Error when a key that is not to be blocked comes as a bare fingerprint. */
-function checkKeyRef(key: KeyRef, options: { role?: Role }): void {
+/**
+ * Checks a write before it reads anything: every writer (CLI, server API,
+ * `admin.keys.*`) comes through here.
+ * @throws PsimbolsError `bad_request` when a key that is not to be blocked comes as a bare
+ *   fingerprint, or the comment is not one line of at most 200 characters without control characters.
+ */
+function checkKeyRef(key: KeyRef, options: { role?: Role; comment?: string }): void {
   const role = options.role ?? Role.client;
-  if (!("spki" in key) && role !== Role.blocked) throw new Error(`a ${role} key needs its public key (a PEM file), not a fingerprint`);
+  if (!("spki" in key) && role !== Role.blocked) throw new PsimbolsError(ErrorCode.badRequest, `a ${role} key needs its public key (a PEM file), not a fingerprint`);
+  if (options.comment !== undefined) {
+    if (typeof options.comment !== "string") throw new PsimbolsError(ErrorCode.badRequest, `"comment" expected a string`);
+    const problem = commentProblem(options.comment);
+    if (problem) throw new PsimbolsError(ErrorCode.badRequest, `"comment" refused: ${problem}; nothing was changed`);
+  }
 }
 
 /**
@@ -183,15 +206,19 @@ function checkKeyRef(key: KeyRef, options: { role?: Role }): void {
  * registered now (`old`): a new key is `added` now; a change of an entry
  * keeps its `added` (and a move's `moved_from` and `moved`) and records the
  * time in `updated`; a write that changes nothing returns `old` itself.
+ * Blocking by fingerprint a key registered with its public key keeps that key
+ * (so unblocking restores it) and, unless `options.comment` is given, its comment.
  */
 function entryFor(key: KeyRef, options: { role?: Role; comment?: string }, old: RegisteredKey | undefined): RegisteredKey {
   checkKeyRef(key, options);
   const now = new Date().toISOString();
+  const byFingerprint = !("spki" in key);
+  const publicKey = "spki" in key ? wirePublicKey(key) : old?.public_key;
   const fresh: RegisteredKey = {
     fingerprint: key.fingerprint,
-    ...("spki" in key ? { public_key: wirePublicKey(key) } : {}),
+    ...(publicKey !== undefined ? { public_key: publicKey } : {}),
     role: options.role ?? Role.client,
-    comment: options.comment ?? "",
+    comment: options.comment ?? (byFingerprint ? (old?.comment ?? "") : ""),
     added: now,
   };
   if (old === undefined) return fresh;

@@ -27,6 +27,7 @@ import {
   sameOriginUrl,
 } from "../browser.js";
 import type { NodeStats } from "../../shared/frames.js";
+import { commentProblem, escapeComment } from "../../shared/comment.js";
 
 /** IndexedDB name of the console's key, apart from any key an app on the same origin keeps. */
 const KEY_NAME = "console";
@@ -217,6 +218,16 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: { className?: 
   return e;
 }
 
+/**
+ * A registered key's comment for a table cell: isolated from the text around it
+ * (`<bdi>`), any control character escaped (an entry written before comments
+ * were checked), cut by CSS when long, the whole in its title.
+ */
+function commentEl(comment: string): HTMLElement {
+  const text = escapeComment(comment);
+  return el("bdi", { className: "comment", text, title: text });
+}
+
 /** Shows a banner; `parts` are text, or `{code}` for a command to copy. */
 function banner(kind: "error" | "warn" | "info", ...parts: (string | { code: string } | HTMLElement)[]): void {
   const b = $("banner");
@@ -334,10 +345,8 @@ function showKey(): void {
   if (has) {
     hint.append(
       "To make it an operator key: download the public key, then on the broker host run ",
-      el("code", { text: `psimbols keys add ${pubFileName()} --role operator --file KEYS.json` }),
-      " (the broker must run with ",
-      el("code", { text: "--keys KEYS.json" }),
-      "; it picks up the change within a second).",
+      el("code", { text: `psimbols keys add ${pubFileName()} --role operator` }),
+      " with --file set to the keys file the broker reads (its --keys; by default keys.json in its data directory), or --redis for a cluster; the broker picks up the change within a second.",
       " To use another key, forget this one first.",
     );
   } else {
@@ -431,13 +440,16 @@ function wireKeyPanel(): void {
 
 // ------------------------------------------------------------------ connect
 
-function forbiddenBanner(): void {
+function forbiddenBanner(lead = "forbidden: the broker does not list this key as an operator."): void {
+  const imported = key?.origin === "imported";
   banner(
     "error",
-    `forbidden: the broker does not list this key as an operator.\nKey ${key?.public.fingerprint ?? ""}.\n` +
-      "Download the public key and, on the broker host, run\n",
-    { code: `psimbols keys add ${pubFileName()} --role operator --file KEYS.json` },
-    "\nwith the keys file the broker was started with (--keys), then connect again.",
+    `${lead}\nKey ${key?.public.fingerprint ?? ""}.\n` +
+      (imported
+        ? "Take its public key (the .pub.pem beside the imported key file, or Download public key here) to the broker host and run\n"
+        : "Download the public key and, on the broker host, run\n"),
+    { code: `psimbols keys add ${imported ? "KEY.pub.pem" : pubFileName()} --role operator` },
+    "\nwith --file set to the keys file the broker reads (its --keys; by default keys.json in its data directory, which this command also uses when given no --file), or --redis for a cluster, then connect again.",
   );
 }
 
@@ -590,7 +602,7 @@ async function poll(): Promise<void> {
     const data = decodeAdminChannels(await c.request("admin.channels"));
     if (my === generation) render(data);
   } catch (e) {
-    if (my === generation) log("warn", "poll", describeError(e));
+    if (my === generation && !lostOperator(e)) log("warn", "poll", describeError(e));
   } finally {
     polling = false;
     if (my === generation && client) schedulePoll();
@@ -675,7 +687,7 @@ function renderChannels(list: ChannelRow[]): void {
     const tr = el(
       "tr",
       {},
-      el("td", { className: "mono", text: row.identity, title: row.identity }, ...(row.comment ? [el("span", { className: "comment", text: row.comment, title: "the comment this key was registered with" })] : [])),
+      el("td", { className: "mono ident", text: row.identity, title: row.identity }, ...(row.comment ? [commentEl(row.comment)] : [])),
       el("td", { className: "mono", text: short(row.channel, 10), title: row.channel }),
       el("td", { className: "mono", text: row.where, title: `issued on ${row.node}` }),
       address,
@@ -776,7 +788,10 @@ interface KeyRow {
   type: string | null;
   role: string;
   comment: string;
+  /** When the key was first registered. */
   added: string;
+  /** When its role or comment last changed, if they did. */
+  updated?: string;
 }
 
 interface KeysPage {
@@ -803,7 +818,14 @@ function decodeKeysPage(x: unknown): KeysPage {
     next: typeof o.next === "number" ? o.next : null,
     keys: o.keys.map((k) => {
       const r = rec(k, "keys[]");
-      return { fingerprint: str(r, "fingerprint"), type: typeof r.type === "string" ? r.type : null, role: str(r, "role"), comment: str(r, "comment"), added: str(r, "added") };
+      return {
+        fingerprint: str(r, "fingerprint"),
+        type: typeof r.type === "string" ? r.type : null,
+        role: str(r, "role"),
+        comment: str(r, "comment"),
+        added: str(r, "added"),
+        ...(typeof r.updated === "string" ? { updated: r.updated } : {}),
+      };
     }),
   };
 }
@@ -858,7 +880,7 @@ async function refreshKeys(): Promise<void> {
     if (my !== generation) return;
     renderKeys(first, all);
   } catch (e) {
-    if (my === generation) keysStatus("error", `could not list the keys: ${describeError(e)}`);
+    if (my === generation && !lostOperator(e)) keysStatus("error", `could not list the keys: ${describeError(e)}`);
   } finally {
     keysLoading = false;
   }
@@ -879,10 +901,11 @@ function renderKeys(p: KeysPage, list: KeyRow[]): void {
       const tr = el(
         "tr",
         {},
-        el("td", { className: "mono", text: k.fingerprint, title: k.fingerprint }, ...(k.comment ? [el("span", { className: "comment", text: k.comment, title: "the comment this key was registered with" })] : [])),
+        el("td", { className: "mono ident", text: k.fingerprint, title: k.fingerprint }, ...(k.comment ? [commentEl(k.comment)] : [])),
         el("td", { text: k.type ?? "–", title: k.type ? "" : "blocked by its fingerprint alone: the service has no public key for it" }),
         el("td", { className: `role role-${k.role}`, text: k.role }),
-        el("td", { text: k.added ? k.added.slice(0, 19).replace("T", " ") : "–", title: "when this entry was last written (keys add, block, unblock)" }),
+        el("td", { className: "when", text: k.added ? k.added.slice(0, 19).replace("T", " ") : "–", title: "when the key was first registered" }),
+        el("td", { className: "when", text: k.updated ? k.updated.slice(0, 19).replace("T", " ") : "–", title: k.updated ? "when its role or comment last changed (add, block, unblock)" : "unchanged since it was added" }),
         keyActions(k, self),
       );
       tr.dataset.fingerprint = k.fingerprint;
@@ -895,15 +918,20 @@ function renderKeys(p: KeysPage, list: KeyRow[]): void {
 
 function keyActions(k: KeyRow, self: boolean): HTMLTableCellElement {
   const buttons: HTMLButtonElement[] = [];
+  const extra: HTMLElement[] = [];
   if (k.role === "blocked") {
-    const unblock = el("button", { className: "small", text: "unblock", title: k.type ? "give it back the role client" : "blocked by fingerprint alone: unblocking removes the entry" });
+    // A key blocked with its public key gets back the role chosen here; one blocked by fingerprint alone is removed.
+    const role = el("select", { className: "small", title: "the role unblocking gives the key" }, el("option", { text: "client" }), el("option", { text: "operator" }));
+    role.dataset.action = "unblock-role";
+    const unblock = el("button", { className: "small", text: k.type ? "unblock as" : "unblock", title: k.type ? "give it back the role chosen beside" : "blocked by fingerprint alone: unblocking removes the entry" });
     unblock.type = "button";
     unblock.dataset.action = "unblock";
     unblock.addEventListener("click", () => {
       unblock.disabled = true;
-      void keyOp("admin.keys.unblock", k).finally(() => (unblock.disabled = false));
+      void keyOp("admin.keys.unblock", k, k.type ? role.value : undefined).finally(() => (unblock.disabled = false));
     });
     buttons.push(unblock);
+    if (k.type) extra.push(role);
   } else {
     const block = armedButton("block", "confirm block?", () => keyOp("admin.keys.block", k));
     block.dataset.action = "block";
@@ -920,24 +948,116 @@ function keyActions(k: KeyRow, self: boolean): HTMLTableCellElement {
       b.title = "the key this console is connected with";
     }
   }
-  return el("td", { className: "actions" }, ...buttons);
+  return el("td", { className: "actions" }, ...buttons.slice(0, 1), ...extra, ...buttons.slice(1));
 }
 
-async function keyOp(op: "admin.keys.block" | "admin.keys.unblock" | "admin.keys.remove", k: KeyRow): Promise<void> {
+async function keyOp(op: "admin.keys.block" | "admin.keys.unblock" | "admin.keys.remove", k: KeyRow, role?: string): Promise<void> {
   const c = client;
   if (!c) return;
   const verb = op.slice("admin.keys.".length);
   const done = { block: "blocked", unblock: "unblocked", remove: "removed" }[verb as "block" | "unblock" | "remove"];
-  const who = `${k.fingerprint}${k.comment ? ` (${k.comment})` : ""}`;
+  const who = `${k.fingerprint}${k.comment ? ` (${escapeComment(k.comment)})` : ""}`;
   try {
-    const r = rec(await c.request(op, { fingerprint: k.fingerprint }), "data");
+    const r = rec(await c.request(op, { fingerprint: k.fingerprint, ...(role !== undefined ? { role } : {}) }), "data");
     const revoked = Array.isArray(r.revoked) ? r.revoked.length : 0;
-    const role = op === "admin.keys.unblock" ? (r.key ? ` (now ${str(rec(r.key, "key"), "role")})` : " (the entry is removed: it was blocked by fingerprint alone)") : "";
-    keysStatus("ok", `${done} ${who}${role}${op === "admin.keys.block" ? `; ${revoked} channel${revoked === 1 ? "" : "s"} revoked` : ""}`);
+    const now = op === "admin.keys.unblock" ? (r.key ? ` (now ${str(rec(r.key, "key"), "role")})` : " (the entry is removed: it was blocked by fingerprint alone)") : "";
+    keysStatus("ok", `${done} ${who}${now}${op === "admin.keys.block" ? `; ${revoked} channel${revoked === 1 ? "" : "s"} revoked` : ""}`);
   } catch (e) {
+    if (lostOperator(e)) return;
     keysStatus("error", `${verb} ${who}: ${describeError(e)}`);
   }
   await refreshKeys();
+}
+
+/**
+ * Content octets of the DER OIDs of the public keys psimbols accepts (SubjectPublicKeyInfo
+ * algorithm): Ed25519 (1.3.101.112), id-ecPublicKey (1.2.840.10045.2.1, on P-256
+ * 1.2.840.10045.3.1.7 only), rsaEncryption (1.2.840.113549.1.1.1), RSASSA-PSS (1.2.840.113549.1.1.10).
+ */
+const SPKI_ALGORITHMS: Readonly<Record<string, string>> = {
+  "2b6570": "Ed25519",
+  "2a8648ce3d0201": "EC",
+  "2a864886f70d010101": "RSA",
+  "2a864886f70d01010a": "RSA-PSS",
+};
+const P256_OID = "2a8648ce3d030107";
+const PUBLIC_PEM = /^-----BEGIN PUBLIC KEY-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END PUBLIC KEY-----$/;
+
+/** One DER element (tag, definite length) at `at`, within `end`; undefined when it does not fit. */
+function derAt(b: Uint8Array, at: number, end: number): { tag: number; start: number; end: number } | undefined {
+  if (at + 2 > end) return undefined;
+  const tag = b[at]!;
+  let len = b[at + 1]!;
+  let start = at + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n < 1 || n > 3 || start + n > end) return undefined;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + b[start + i]!;
+    start += n;
+  }
+  return start + len > end ? undefined : { tag, start, end: start + len };
+}
+
+const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+
+/**
+ * Why `text` is not a public key the page may send, or undefined when it is one: exactly
+ * one `-----BEGIN PUBLIC KEY-----` block whose DER is a SubjectPublicKeyInfo (RFC 5280
+ * §4.1: SEQUENCE { AlgorithmIdentifier SEQUENCE, BIT STRING }, not PKCS#8's SEQUENCE {
+ * version INTEGER, …}) of a type psimbols accepts. The broker checks the key itself.
+ */
+function publicPemProblem(text: string): string | undefined {
+  const privateKey = "this is a private key: it never leaves its owner. Paste the public key (the .pub.pem file psimbols keygen writes, or the console's Download public key)";
+  if (/PRIVATE KEY/.test(text)) return privateKey;
+  const m = PUBLIC_PEM.exec(text);
+  if (!m) {
+    const what = text.startsWith("{") ? "this looks like the wire form {type, data}, which the page does not send" : "this is not a PEM public key";
+    return `${what}: paste the key's public PEM, -----BEGIN PUBLIC KEY----- … -----END PUBLIC KEY----- (or a fingerprint SHA256:… with the role blocked)`;
+  }
+  let der: Uint8Array;
+  try {
+    der = Uint8Array.from(atob(m[1]!.replace(/[\r\n]/g, "")), (c) => c.charCodeAt(0));
+  } catch {
+    return "the PEM public key is not valid base64";
+  }
+  try {
+    const outer = derAt(der, 0, der.length);
+    if (!outer || outer.tag !== 0x30 || outer.end !== der.length) return "the PEM public key does not hold a SubjectPublicKeyInfo";
+    const alg = derAt(der, outer.start, outer.end);
+    // PKCS#8 (a private key) starts with its version INTEGER where SPKI has the AlgorithmIdentifier
+    if (alg?.tag === 0x02) return privateKey.replace("this is a private key", "this is a private key (PKCS#8) under a PUBLIC KEY label");
+    if (!alg || alg.tag !== 0x30) return "the PEM public key does not hold a SubjectPublicKeyInfo";
+    const oid = derAt(der, alg.start, alg.end);
+    const name = oid?.tag === 0x06 ? SPKI_ALGORITHMS[hex(der.subarray(oid.start, oid.end))] : undefined;
+    if (!oid || !name) return "the public key is of a type psimbols does not accept (Ed25519, ECDSA P-256, RSA)";
+    if (name === "EC") {
+      const curve = derAt(der, oid.end, alg.end);
+      if (curve?.tag !== 0x06 || hex(der.subarray(curve.start, curve.end)) !== P256_OID) return "the EC public key is not on P-256, the one curve psimbols accepts";
+    }
+    const bits = derAt(der, alg.end, outer.end);
+    if (!bits || bits.tag !== 0x03 || bits.end !== outer.end) return "the PEM public key does not hold a SubjectPublicKeyInfo";
+    return undefined;
+  } finally {
+    der.fill(0);
+  }
+}
+
+/**
+ * On `forbidden` from an `admin.keys*` request, this console's key has lost the operator role
+ * (demoted or removed elsewhere, `psimbols keys`): drop to the logged-out view and say so.
+ * @returns whether it did.
+ */
+function lostOperator(e: unknown): boolean {
+  if (!(e instanceof PsimbolsError && e.code === ErrorCode.forbidden)) return false;
+  log("error", "keys", `refused: ${describeError(e)}`);
+  void disconnect().then(() => {
+    // nothing of the operator's view stays on screen: the list may be stale, and this key may no longer see it
+    $("dash").hidden = true;
+    $("keys").querySelector("tbody")!.replaceChildren();
+    forbiddenBanner("forbidden: this key no longer has the operator role (it changed since the console connected), so the console disconnected.");
+  });
+  return true;
 }
 
 async function addKeyFromForm(): Promise<void> {
@@ -947,9 +1067,16 @@ async function addKeyFromForm(): Promise<void> {
   const comment = ($("key-add-comment") as HTMLInputElement).value;
   const role = ($("key-add-role") as HTMLSelectElement).value;
   if (!text) return keysStatus("warn", "paste the key's public PEM (or, with the role blocked, its fingerprint)");
-  // A private key stays with its owner: refused here, before anything is sent.
-  if (/PRIVATE KEY/.test(text)) return keysStatus("error", "this is a private key: it never leaves its owner. Paste the public key (the .pub.pem file) instead; nothing was sent");
-  const data = FINGERPRINT.test(text) ? { fingerprint: text, role, comment } : { public_key: text, role, comment };
+  // Only what the page has checked is a public key, or a fingerprint to block, is sent: anything else
+  // (a private key in any form) is refused here, before anything leaves the page.
+  const byFingerprint = FINGERPRINT.test(text);
+  if (byFingerprint && role !== "blocked") return keysStatus("error", "a fingerprint alone only blocks: choose the role blocked, or paste the key's public PEM; nothing was sent");
+  const refused = byFingerprint ? undefined : publicPemProblem(text);
+  if (refused) return keysStatus("error", `${refused}; nothing was sent`);
+  const problem = commentProblem(comment);
+  if (problem) return keysStatus("error", `comment: ${problem}; nothing was sent`);
+  // An empty comment on a block by fingerprint keeps the comment the key is registered with.
+  const data = byFingerprint ? { fingerprint: text, role, ...(comment ? { comment } : {}) } : { public_key: text, role, comment };
   const button = $("key-add") as HTMLButtonElement;
   button.disabled = true;
   try {
@@ -960,6 +1087,7 @@ async function addKeyFromForm(): Promise<void> {
     ($("key-add-pem") as HTMLTextAreaElement).value = "";
     ($("key-add-comment") as HTMLInputElement).value = "";
   } catch (e) {
+    if (lostOperator(e)) return;
     keysStatus("error", `add: ${describeError(e)}`);
   } finally {
     button.disabled = false;

@@ -136,8 +136,8 @@ t("an operator logs in with an imported PKCS#8 key, sees a client connect, pushe
   assert.match((await page.textContent(`${row} td.expiry`)) ?? "", /^(59m|1h 0m)/);
   assert.is(await page.textContent("#s-channels"), "2");
   // a registered key's comment beside its fingerprint; an unregistered key has none
-  assert.is(await page.textContent("#channels tr.self span.comment"), "ops laptop");
-  assert.is(await page.locator(`${row} span.comment`).count(), 0);
+  assert.is(await page.textContent("#channels tr.self bdi.comment"), "ops laptop");
+  assert.is(await page.locator(`${row} bdi.comment`).count(), 0);
   // the errors card says what it counts (docs/OPERATIONS.md, Web console), and its tooltip each kind
   assert.match((await page.textContent("#s-errors-note")) ?? "", "refused handshakes, resumes and requests, and store errors, since each node started");
   assert.match((await page.getAttribute("#s-errors", "title")) ?? "", /handshakes rejected \d+, forbidden \d+, rate-limited \d+/);
@@ -184,7 +184,7 @@ t("Keys view: an operator lists the keys, adds one from its public PEM and block
   // list: the console's own key, with its comment and role; it cannot block or remove itself
   const selfRow = `#keys tr.self[data-fingerprint="${operatorFp}"]`;
   await page.waitForSelector(selfRow, { timeout: 5000 });
-  assert.is(await page.textContent(`${selfRow} span.comment`), "ops laptop");
+  assert.is(await page.textContent(`${selfRow} bdi.comment`), "ops laptop");
   assert.is(await page.textContent(`${selfRow} td.role-operator`), "operator");
   assert.ok(await page.isDisabled(`${selfRow} button[data-action=block]`));
   assert.ok(await page.isDisabled(`${selfRow} button[data-action=remove]`));
@@ -204,7 +204,7 @@ t("Keys view: an operator lists the keys, adds one from its public PEM and block
   await page.waitForSelector('#keys-status[data-level=error] >> text=this is a private key');
   await page.fill("#key-add-pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----");
   await page.click("#key-add");
-  await page.waitForSelector('#keys-status[data-level=error] >> text=is not a PEM key (bad_request)');
+  await page.waitForSelector('#keys-status[data-level=error] >> text=does not hold a SubjectPublicKeyInfo; nothing was sent');
   assert.is(readFileSync(keysFile, "utf8"), before);
 
   // add: the public PEM, a comment, the role client
@@ -214,7 +214,7 @@ t("Keys view: an operator lists the keys, adds one from its public PEM and block
   await page.click("#key-add");
   const row = `#keys tr[data-fingerprint="${kiosk.public.fingerprint}"]`;
   await page.waitForSelector(`${row}[data-role=client]`, { timeout: 5000 });
-  assert.is(await page.textContent(`${row} span.comment`), "kiosk 7");
+  assert.is(await page.textContent(`${row} bdi.comment`), "kiosk 7");
   const listed = async () => {
     const r = await runCli(["keys", "list", "--json", "--file", keysFile]);
     assert.is(r.code, 0, r.stderr);
@@ -238,11 +238,165 @@ t("Keys view: an operator lists the keys, adds one from its public PEM and block
   );
   assert.is(refused, "forbidden");
   assert.ok(await page.isVisible(`${row} button[data-action=unblock]`));
+  // added is the first registration; changed says when the block was written
+  const [addedAt, changedAt] = await page.$$eval(`${row} td.when`, (tds) => tds.map((td) => td.textContent ?? ""));
+  assert.match(addedAt!, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
+  assert.match(changedAt!, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
   mkdirSync(OUTPUT_DIR, { recursive: true });
   await page.screenshot({ path: join(OUTPUT_DIR, "console-keys.png"), fullPage: true });
+  // unblock offers the role: as operator, the CLI lists it so
+  await page.selectOption(`${row} select[data-action=unblock-role]`, "operator");
+  await page.click(`${row} button[data-action=unblock]`);
+  await page.waitForSelector(`${row}[data-role=operator]`, { timeout: 5000 });
+  assert.equal({ role: (await listed())?.role, comment: (await listed())?.comment }, { role: "operator", comment: "kiosk 7" });
+  await confirmClick(`${row} button[data-action=remove]`);
+  await page.waitForSelector(row, { state: "detached", timeout: 5000 });
   // the console itself is untouched
   assert.is(await status(), "connected as operator");
   assert.equal(errors, []);
+});
+
+/** Logs the console in with the key file `file` (its fingerprint `fp`) and opens the Keys view. */
+async function loginToKeys(file: string, fp: string): Promise<void> {
+  await openConsole(broker);
+  await page.setInputFiles("#key-file", file);
+  await page.waitForFunction((x) => document.querySelector("#key-fp")?.textContent === x, fp);
+  await page.fill("#pin", broker.fingerprint);
+  await page.click("#connect");
+  await page.waitForSelector("#status[data-state=ready]", { timeout: 10_000 });
+  await page.click("#tab-keys");
+  await page.waitForSelector(`#keys tr.self[data-fingerprint="${fp}"]`, { timeout: 5000 });
+}
+
+t("Keys view: a private key in any form (PEM, bare base64 DER, the wire form, PKCS#8 under a PUBLIC KEY label) is refused in the page and never sent; so are a 201-character comment and a fingerprint without the role blocked", async () => {
+  // every JSON the page makes, as the request it seals (client/connection.ts stringifies {op, data})
+  await page.addInitScript(() => {
+    const real = JSON.stringify;
+    const sent: string[] = ((globalThis as any).__sent = []);
+    JSON.stringify = function (this: unknown, ...args: Parameters<typeof real>) {
+      const out = real.apply(this, args);
+      if (typeof out === "string" && out.includes('"op":"admin.keys.add"')) sent.push(out);
+      return out;
+    } as typeof real;
+  });
+  await loginToKeys(opKey, operatorFp);
+  const pem = join(dir, "form-check.pem");
+  assert.is((await runCli(["keygen", "-o", pem])).code, 0);
+  const privatePem = readFileSync(pem, "utf8");
+  const der = privatePem.split("\n").filter((l) => l && !l.startsWith("-----")).join("");
+  const before = readFileSync(keysFile, "utf8");
+  const sent = () => page.evaluate(() => ((globalThis as any).__sent as string[]).length);
+  const refusedWith = async (text: string, comment: string, role: string, reason: string) => {
+    await page.fill("#key-add-pem", text);
+    await page.fill("#key-add-comment", comment);
+    await page.selectOption("#key-add-role", role);
+    await page.click("#key-add");
+    await page.waitForSelector(`#keys-status[data-level=error] >> text=${reason}`, { timeout: 3000 });
+    assert.match((await page.textContent("#keys-status")) ?? "", "nothing was sent");
+    assert.is(await sent(), 0, `${text.slice(0, 30)} was sent`);
+    await page.evaluate(() => (document.getElementById("keys-status")!.hidden = true));
+  };
+  await refusedWith(privatePem, "", "client", "this is a private key");
+  await refusedWith(der, "", "client", "this is not a PEM public key");
+  await refusedWith(JSON.stringify({ type: "Ed25519", data: Buffer.from(der, "base64").toString("base64url") }), "", "client", "wire form {type, data}");
+  await refusedWith(`-----BEGIN PUBLIC KEY-----\n${der.replace(/.{64}/g, "$&\n")}\n-----END PUBLIC KEY-----`, "", "client", "this is a private key (PKCS#8) under a PUBLIC KEY label");
+  const pub = readFileSync(join(dir, "form-check.pub.pem"), "utf8");
+  // the comment field takes 201 characters, and the page refuses them rather than cutting
+  await refusedWith(pub, "c".repeat(201), "client", "comment: a comment is at most 200 characters, got 201");
+  assert.is((await page.inputValue("#key-add-comment")).length, 201);
+  const fp = (await loadKey(pem)).public.fingerprint;
+  await refusedWith(fp, "", "client", "a fingerprint alone only blocks");
+  assert.is(readFileSync(keysFile, "utf8"), before);
+  // the same public key is sent (the hook does see an add), and registered
+  await page.fill("#key-add-pem", pub);
+  await page.fill("#key-add-comment", "c".repeat(200));
+  await page.click("#key-add");
+  await page.waitForSelector(`#keys tr[data-fingerprint="${fp}"]`, { timeout: 5000 });
+  assert.is(await sent(), 1);
+  await confirmClick(`#keys tr[data-fingerprint="${fp}"] button[data-action=remove]`);
+  await page.waitForSelector(`#keys tr[data-fingerprint="${fp}"]`, { state: "detached", timeout: 5000 });
+  assert.equal(errors, []);
+});
+
+t("a 200-character comment without spaces is cut with an ellipsis (the whole in its title) in the Keys table and the live channels: the buttons stay on screen at 1280 px; control characters written before are escaped and isolated", async () => {
+  const pem = join(dir, "long.pem");
+  assert.is((await runCli(["keygen", "-o", pem])).code, 0);
+  const long = await loadKey(pem);
+  const comment = "W".repeat(200);
+  assert.is((await runCli(["keys", "add", pem, "--comment", comment, "--file", keysFile])).code, 0);
+  // an entry written before comments were checked: a newline, an ANSI escape, a bidi override
+  const old = await generateSigningKey();
+  const f = JSON.parse(readFileSync(keysFile, "utf8"));
+  f.keys.push({ fingerprint: old.public.fingerprint, role: "blocked", comment: "a\nb\x1b[31m\u202eevil", added: new Date().toISOString() });
+  writeFileSync(keysFile, JSON.stringify(f));
+  const c = await connect(broker.url, { key: long, serverKey: broker.fingerprint, reconnect: false });
+  try {
+    await loginToKeys(opKey, operatorFp);
+    const row = `#keys tr[data-fingerprint="${long.public.fingerprint}"]`;
+    await page.waitForSelector(row, { timeout: 5000 });
+    assert.is(await page.getAttribute(`${row} bdi.comment`, "title"), comment);
+    const oldRow = `#keys tr[data-fingerprint="${old.public.fingerprint}"]`;
+    await page.waitForSelector(oldRow, { timeout: 5000 });
+    assert.is(await page.textContent(`${oldRow} bdi.comment`), "a\\u000ab\\u001b[31m\\u202eevil");
+    const right = async (sel: string) => {
+      const box = await page.locator(sel).boundingBox();
+      assert.ok(box, sel);
+      return box!.x + box!.width;
+    };
+    assert.ok((await right(`${row} button[data-action=remove]`)) <= 1280, "the Keys table's buttons are off screen");
+    await page.screenshot({ path: join(OUTPUT_DIR, "console-keys-long-comment.png"), fullPage: true });
+    await page.click("#tab-overview");
+    const live = `#channels tr[data-identity="${long.public.fingerprint}"]`;
+    await page.waitForSelector(live, { timeout: 5000 });
+    assert.is(await page.getAttribute(`${live} bdi.comment`, "title"), comment);
+    assert.ok((await right(`${live} button[data-action=revoke-identity]`)) <= 1280, "the live channels' buttons are off screen");
+    assert.ok(await page.$eval(`${live} bdi.comment`, (e) => e.scrollWidth > e.clientWidth), "the comment is not cut");
+    await page.screenshot({ path: join(OUTPUT_DIR, "console-channels-long-comment.png"), fullPage: true });
+  } finally {
+    await c.close();
+    for (const fp of [long.public.fingerprint, old.public.fingerprint]) await runCli(["keys", "remove", fp, "--file", keysFile]);
+  }
+  assert.equal(errors, []);
+});
+
+t("a console whose key loses the operator role (psimbols keys) drops to the logged-out view on its next admin.keys, saying why in words for an imported key", async () => {
+  const file = join(dir, "demoted.pem");
+  assert.is((await runCli(["keygen", "-o", file])).code, 0);
+  const fp = (await loadKey(file)).public.fingerprint;
+  assert.is((await runCli(["keys", "add", file, "--role", "operator", "--file", keysFile])).code, 0);
+  try {
+    await loginToKeys(file, fp);
+    assert.is((await runCli(["keys", "add", file, "--role", "client", "--file", keysFile])).code, 0);
+    // the next admin.keys (Refresh) or admin.channels (polled each second) is forbidden
+    await page.waitForSelector("#banner:not([hidden])", { timeout: 5000 });
+    const text = (await page.textContent("#banner")) ?? "";
+    assert.match(text, "no longer has the operator role");
+    assert.match(text, ".pub.pem beside the imported key file");
+    assert.not.match(text, "Download the public key and");
+    assert.match(text, "by default keys.json in its data directory");
+    assert.ok(await page.isHidden("#dash"));
+    assert.is(await page.$$eval("#keys tbody tr", (r) => r.length), 0);
+    assert.is(await status(), "not connected");
+    assert.ok(await page.isVisible("#login"));
+  } finally {
+    await runCli(["keys", "remove", fp, "--file", keysFile]);
+  }
+});
+
+t("HEAD /console/ is answered as GET, without a body", async () => {
+  const head = await new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port: broker.port, path: "/console/", method: "HEAD" }, (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, type: String(res.headers["content-type"]), body }));
+    });
+    req.on("error", reject).end();
+  });
+  assert.equal(head, { status: 200, type: "text/html; charset=utf-8", body: "" });
+  const del = await fetch(`${http(broker)}/console/`, { method: "DELETE" });
+  assert.equal([del.status, del.headers.get("allow")], [405, "GET, HEAD"]);
+  const health = await fetch(`${http(broker)}/healthz`, { method: "HEAD" });
+  assert.equal([health.status, await health.text()], [200, ""]);
 });
 
 t("a key without the operator role gets `forbidden`, and the page says how to register it", async () => {

@@ -14,6 +14,8 @@ import { freePort } from "../../cli/cluster/net.js";
 import { type RunningBroker, ROOT, operatorKeys, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
 import { AppServer, json } from "../helpers/app-server.js";
+import { generateSigningKey } from "../../shared/crypto.js";
+import { ADMIN_OPS } from "../../server/operator.js";
 
 const t = suite("cli");
 const version = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
@@ -118,6 +120,60 @@ t("keys add --file DIR/keys.json creates a missing DIR, private to its owner", a
   assert.is(statSync(join(home, "new", "deeper")).mode & 0o777, 0o700);
   const list = await cli(["keys", "list", "--file", file, "--json"], home);
   assert.is((JSON.parse(list.stdout) as unknown[]).length, 1);
+});
+
+t("keys add refuses a comment over 200 characters or not one line of printable text, and changes nothing", async () => {
+  const home = tempDir();
+  const file = join(home, "keys.json");
+  const pub = key.replace(/\.pem$/, ".pub.pem");
+  assert.is((await cli(["keys", "add", pub, "--file", file, "--comment", "x".repeat(200)], home)).code, 0);
+  const before = readFileSync(file, "utf8");
+  for (const [comment, why] of [
+    ["x".repeat(201), "at most 200 characters, got 201"],
+    ["y".repeat(5000), "at most 200 characters, got 5000"],
+    ["laptop\nSHA256:forged  Ed25519  operator  admin", "one line without control characters"],
+    ["\x1b[2Kred", "one line without control characters (found \\u001b"],
+    ["abc\u202edcba", "\\u202e"],
+    ["x\u2028y", "\\u2028"],
+    ["tab\there", "\\u0009"],
+  ] as const) {
+    const r = await cli(["keys", "add", pub, "--file", file, "--comment", comment], home);
+    assert.is(r.code, 1, `${JSON.stringify(comment).slice(0, 40)} accepted: ${r.stdout}`);
+    assert.match(r.stderr, why);
+    assert.is(readFileSync(file, "utf8"), before, "the file changed");
+  }
+});
+
+t("keys list escapes control characters in comments written before they were checked, so an old file cannot forge rows", async () => {
+  const home = tempDir();
+  const file = join(home, "keys.json");
+  const fp = (await generateSigningKey()).public.fingerprint;
+  const forged = "ok\nSHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA  Ed25519  operator  \x1b[31mroot\u202e";
+  writeFileSync(file, JSON.stringify({ version: 1, keys: [{ fingerprint: fp, role: "blocked", comment: forged, added: new Date().toISOString() }] }));
+  const r = await cli(["keys", "list", "--file", file], home);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(r.stdout.trimEnd().split("\n").length, 1, r.stdout);
+  assert.match(r.stdout, "ok\\u000aSHA256:AAAA");
+  assert.match(r.stdout, "\\u001b[31mroot\\u202e");
+  assert.not.match(r.stdout, /[\x1b\u202e]/);
+});
+
+t("keys add FINGERPRINT --role blocked of a registered key keeps its public key and comment (a comment given replaces it); adding its PEM again restores it", async () => {
+  const home = tempDir();
+  const file = join(home, "keys.json");
+  const pub = key.replace(/\.pem$/, ".pub.pem");
+  assert.is((await cli(["keys", "add", pub, "--file", file, "--comment", "build agent"], home)).code, 0);
+  const [entry] = JSON.parse(readFileSync(file, "utf8")).keys;
+  const block = await cli(["keys", "add", entry.fingerprint, "--role", "blocked", "--file", file], home);
+  assert.is(block.code, 0, block.stderr);
+  const [blocked] = JSON.parse(readFileSync(file, "utf8")).keys;
+  assert.equal([blocked.role, blocked.public_key, blocked.comment, blocked.added], ["blocked", entry.public_key, "build agent", entry.added]);
+  const renamed = await cli(["keys", "add", entry.fingerprint, "--role", "blocked", "--comment", "stolen", "--file", file], home);
+  assert.is(renamed.code, 0, renamed.stderr);
+  const [again] = JSON.parse(readFileSync(file, "utf8")).keys;
+  assert.equal([again.role, again.public_key, again.comment], ["blocked", entry.public_key, "stolen"]);
+  const list = await cli(["keys", "list", "--file", file], home);
+  assert.match(list.stdout, `${entry.fingerprint}  Ed25519  blocked  stolen`);
 });
 
 t("serve on a port in use says so and suggests --port, without a stack trace", async () => {
@@ -232,7 +288,14 @@ t("call: the broker's own refusal of an admin.* op (in any case) says it is oper
     }
     const unknown = await cli(["call", b.url, "admin.something", "--key", op.keyFile, "--server-key", b.fingerprint], join(dir, "home"));
     assert.is(unknown.code, 1, unknown.stdout);
-    assert.match(unknown.stderr, /\(not_found\)\nhint: .*admin\.channels, admin\.revoke and admin\.push/, unknown.stderr);
+    assert.match(unknown.stderr, `(not_found)\nhint: the broker implements ${ADMIN_OPS.join(", ")} (exact names)`, unknown.stderr);
+    for (const name of ["admin.keys", "admin.keys.add", "admin.keys.block", "admin.keys.unblock", "admin.keys.remove"]) assert.match(unknown.stderr, name);
+    // not_found from an op the broker implements is that op's answer (no such key), not an unknown op: no hint
+    const fp = (await generateSigningKey()).public.fingerprint;
+    const gone = await cli(["call", b.url, "admin.keys.remove", JSON.stringify({ fingerprint: fp }), "--key", op.keyFile, "--server-key", b.fingerprint], join(dir, "home"));
+    assert.is(gone.code, 1, gone.stdout);
+    assert.match(gone.stderr, "this key is not registered (not_found)", gone.stderr);
+    assert.not.match(gone.stderr, "hint:", gone.stderr);
     assert.is(app.requests.length, 0);
   } finally {
     await b.stop();

@@ -22,6 +22,7 @@ import { AppServer, json } from "../helpers/app-server.js";
 import { Broker } from "../../server/broker.js";
 import { createLogger } from "../../server/log.js";
 import type { RegisteredKey } from "../../server/registry.js";
+import { ADMIN_OPS, UNKNOWN_ADMIN_OP } from "../../server/operator.js";
 
 /** The error code and message of a refused request (fails when it succeeds). */
 async function refusal(p: Promise<unknown>): Promise<{ code: string; message: string }> {
@@ -80,7 +81,7 @@ for (const backend of ["keys file", "Redis"] as const) {
     const mem = await keygen("member");
     operator = opKey.key;
     member = mem.key;
-    const env: Record<string, string> = { PSIMBOLS_UPSTREAM_SECRET: WebhookSecret.generate() };
+    const env: Record<string, string> = { PSIMBOLS_UPSTREAM_SECRET: WebhookSecret.generate(), PSIMBOLS_LOG_LEVEL: "info" };
     if (backend === "Redis") {
       redis = await startRedis();
       redisClient = new Redis(redis.url);
@@ -155,6 +156,10 @@ for (const backend of ["keys file", "Redis"] as const) {
     const u = (await op.request("admin.keys.unblock", { fingerprint: k.key.public.fingerprint })) as any;
     assert.is(u.key.role, "client");
     assert.is(u.key.comment, "victim laptop");
+    // admin.keys says when the entry was first registered and when it last changed
+    const row = ((await op.request("admin.keys")) as any).keys.find((x: any) => x.fingerprint === k.key.public.fingerprint);
+    assert.ok(row.updated > row.added, JSON.stringify(row));
+    assert.is(row.updated, u.key.updated);
     assert.is((await cliList()).get(k.key.public.fingerprint)?.role, "client");
     const again = await client(k.key);
     await again.close();
@@ -197,6 +202,10 @@ for (const backend of ["keys file", "Redis"] as const) {
       ["admin.keys.add", { public_key: k.pub, role: "root" }, "bad_request", `"role" expected one of "client", "operator", "blocked", not another name`],
       ["admin.keys.add", { public_key: k.pub, comment: "x".repeat(201) }, "bad_request", "at most 200 characters"],
       ["admin.keys.add", { public_key: k.pub, comment: 7 }, "bad_request", `"comment" expected`],
+      ["admin.keys.add", { public_key: k.pub, comment: "laptop\nSHA256:forged operator" }, "bad_request", "one line without control characters"],
+      ["admin.keys.add", { public_key: k.pub, comment: "\x1b[31mred" }, "bad_request", "one line without control characters (found \\u001b"],
+      ["admin.keys.add", { public_key: k.pub, comment: "evil\u202Etxt.exe" }, "bad_request", "\\u202e"],
+      ["admin.keys.add", { fingerprint: unknown, role: "blocked", comment: "\u2066x" }, "bad_request", "\\u2066"],
       ["admin.keys.add", { public_key: "x".repeat(9000) }, "bad_request", "at most 8192 characters"],
       ["admin.keys.add", { public_key: { type: "Ed25519", data: "AAAA" } }, "bad_request", "public_key"],
       ["admin.keys.add", { public_key: { type: "DSA", data: "AAAA" } }, "unsupported", "accepted"],
@@ -255,6 +264,83 @@ for (const backend of ["keys file", "Redis"] as const) {
     }
     assert.is(await snapshot(), before);
     assert.equal(app.requests.slice(sent).map((r) => r.json.op), ["app.hello", "app.hello"]);
+  });
+
+  t("every change of the registry writes one info line: operator, op, key, role, channels revoked; never key bytes or the comment", async () => {
+    const k = await keygen("logged");
+    const c = await client(k.key);
+    c.on("close", () => {});
+    await op.request("admin.keys.add", { public_key: k.pub, comment: "private note" });
+    const blocked = (await op.request("admin.keys.block", { fingerprint: k.key.public.fingerprint })) as any;
+    await op.request("admin.keys.unblock", { fingerprint: k.key.public.fingerprint, role: "operator" });
+    await op.request("admin.keys.remove", { fingerprint: k.key.public.fingerprint });
+    const fp = k.key.public.fingerprint;
+    await until("four log lines", () => broker.output().split("\n").filter((l) => l.includes("registered keys changed") && l.includes(fp)).length === 4);
+    const lines = broker.output().split("\n").filter((l) => l.includes("registered keys changed") && l.includes(fp));
+    const parsed = lines.map((l) => JSON.parse(l.slice(l.indexOf("{"))));
+    assert.equal(
+      parsed.map((x) => [x.level, x.operator, x.op, x.fingerprint, x.role, x.revoked]),
+      [
+        ["info", operator.public.fingerprint, "admin.keys.add", fp, "client", 0],
+        ["info", operator.public.fingerprint, "admin.keys.block", fp, "blocked", 1],
+        ["info", operator.public.fingerprint, "admin.keys.unblock", fp, "operator", 0],
+        ["info", operator.public.fingerprint, "admin.keys.remove", fp, null, 0],
+      ],
+    );
+    assert.equal(parsed[1].channels, blocked.revoked);
+    const pubBase64 = k.pub.split("\n")[1]!;
+    for (const l of lines) {
+      assert.not.match(l, "private note");
+      assert.not.match(l, pubBase64);
+    }
+  });
+
+  t("a comment written before comments were checked is shown escaped: it cannot forge rows or reorder text", async () => {
+    const fp = (await generateSigningKey()).public.fingerprint;
+    const entry = { fingerprint: fp, role: "blocked", comment: "a\nb\x1b[31m\u202e" + "z".repeat(300), added: new Date().toISOString() };
+    if (backend === "Redis") await redisClient!.hset("psimbols:keys", fp, JSON.stringify(entry));
+    else {
+      const f = JSON.parse(readFileSync(keysFile, "utf8"));
+      f.keys.push(entry);
+      writeFileSync(keysFile, JSON.stringify(f));
+    }
+    await until("the node to read the entry", async () => ((await op.request("admin.keys")) as any).keys.some((k: any) => k.fingerprint === fp));
+    const row = ((await op.request("admin.keys")) as any).keys.find((k: any) => k.fingerprint === fp);
+    assert.is(row.comment, "a\\u000ab\\u001b[31m\\u202e" + "z".repeat(200 - 24) + "…");
+    await op.request("admin.keys.remove", { fingerprint: fp });
+  });
+
+  if (backend === "keys file") {
+    t("a write while the keys file does not parse is refused with unavailable naming the file, which stays as it was", async () => {
+      const good = readFileSync(keysFile, "utf8");
+      const k = await keygen("while-broken");
+      writeFileSync(keysFile, good.slice(0, 40));
+      try {
+        for (const [opName, data] of [
+          ["admin.keys.add", { public_key: k.pub }],
+          ["admin.keys.block", { fingerprint: member.public.fingerprint }],
+          ["admin.keys.remove", { fingerprint: member.public.fingerprint }],
+        ] as const) {
+          const e = await refusal(op.request(opName, data));
+          assert.is(e.code, "unavailable", `${opName}: ${e.message}`);
+          assert.is(e.message, `the keys file ${keysFile} does not parse (not valid JSON); fix it and try again`);
+          assert.is(readFileSync(keysFile, "utf8"), good.slice(0, 40));
+        }
+      } finally {
+        writeFileSync(keysFile, good);
+      }
+    });
+  }
+
+  t("every admin.* op the broker implements is listed in ADMIN_OPS, and an unknown one answers UNKNOWN_ADMIN_OP", async () => {
+    for (const name of ADMIN_OPS) {
+      const r = await op.request(name, { offset: 0 }).then(
+        () => "ok",
+        (e: PsimbolsError) => e.message,
+      );
+      assert.is.not(r, UNKNOWN_ADMIN_OP, name);
+    }
+    assert.is((await refusal(op.request("admin.keys.nope", {}))).message, UNKNOWN_ADMIN_OP);
   });
 
   t("admin.keys pages a long registry within one response", async () => {

@@ -9,7 +9,8 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { join } from "node:path";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { PsimbolsError } from "../../shared/errors.js";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { FileRegistry, type ManagedRegistry, RedisRegistry, Role, addKey } from "../../server/registry.js";
 import { tempDir } from "../helpers/broker.js";
@@ -63,6 +64,68 @@ async function updates(reg: ManagedRegistry, raw: () => Promise<string>): Promis
   assert.ok(again.added > first.added);
   assert.is(again.updated, undefined);
 }
+
+/** Blocking by fingerprint keeps a registered key's public key and comment; every write checks the comment. */
+async function blocks(reg: ManagedRegistry, raw: () => Promise<string>): Promise<void> {
+  const [a, b] = [await generateSigningKey(), await generateSigningKey()];
+  const first = await reg.add(a.public, { comment: "build agent" });
+  const blocked = await reg.add({ fingerprint: a.public.fingerprint }, { role: Role.blocked });
+  assert.equal([blocked.role, blocked.public_key, blocked.comment, blocked.added], [Role.blocked, first.public_key, "build agent", first.added]);
+  assert.equal(await reg.lookup(a.public.fingerprint), blocked);
+  const renamed = await reg.add({ fingerprint: a.public.fingerprint }, { role: Role.blocked, comment: "stolen" });
+  assert.equal([renamed.public_key, renamed.comment], [first.public_key, "stolen"], "a comment given replaces it");
+  // the public key kept, the registration is restored from it
+  const restored = await reg.add(a.public, { role: Role.client, comment: "build agent" });
+  assert.equal([restored.role, restored.public_key, restored.comment], [Role.client, first.public_key, "build agent"]);
+  // a key the registry does not know is blocked by its fingerprint alone
+  const stranger = await reg.add({ fingerprint: b.public.fingerprint }, { role: Role.blocked });
+  assert.equal([stranger.public_key, stranger.comment], [undefined, ""]);
+  const before = await raw();
+  for (const comment of ["x".repeat(201), "two\nlines", "\x1b[31m", "\u202e", "\u2066", "\u2029", "\x7f", "\x85"]) {
+    for (const write of [() => reg.add(a.public, { comment }), () => reg.add({ fingerprint: b.public.fingerprint }, { role: Role.blocked, comment })]) {
+      try {
+        await write();
+        assert.unreachable(`comment ${JSON.stringify(comment).slice(0, 20)} accepted`);
+      } catch (e) {
+        assert.instance(e, PsimbolsError);
+        assert.is((e as PsimbolsError).code, "bad_request");
+        assert.match((e as Error).message, /"comment" refused: a comment is (at most 200 characters|one line without control characters)/);
+      }
+    }
+  }
+  assert.is(await raw(), before, "a refused comment changed the registry");
+  // 200 characters (code points, an emoji is one) are fine
+  assert.is((await reg.add(a.public, { comment: "😀".repeat(200) })).comment, "😀".repeat(200));
+}
+
+t("a keys file: blocking a registered key by fingerprint keeps its public key and comment; a bad comment is refused and changes nothing", async () => {
+  const file = join(tempDir(), "keys.json");
+  await blocks(new FileRegistry(file), async () => readFileSync(file, "utf8"));
+});
+
+t("Redis: blocking a registered key by fingerprint keeps its public key and comment; a bad comment is refused and changes nothing", async () => {
+  const reg = new RedisRegistry(redis.url, "blocks:");
+  try {
+    await blocks(reg, async () => JSON.stringify((await reg.list()).sort((x, y) => (x.fingerprint < y.fingerprint ? -1 : 1))));
+  } finally {
+    await reg.close();
+  }
+});
+
+t("a keys file that does not parse: a write is refused with unavailable naming the file, which is left as it was", async () => {
+  const file = join(tempDir(), "keys.json");
+  writeFileSync(file, "{ not json");
+  const k = await generateSigningKey();
+  try {
+    await addKey(file, k.public);
+    assert.unreachable("a write over a broken keys file succeeded");
+  } catch (e) {
+    assert.instance(e, PsimbolsError);
+    assert.is((e as PsimbolsError).code, "unavailable");
+    assert.is((e as Error).message, `the keys file ${file} does not parse (not valid JSON); fix it and try again`);
+  }
+  assert.is(readFileSync(file, "utf8"), "{ not json");
+});
 
 t("a keys file: a change of role or comment keeps added and sets updated; a write that changes nothing leaves the file as it is", async () => {
   const file = join(tempDir(), "keys.json");

@@ -281,7 +281,8 @@ t("keys: add a client key, block one by fingerprint, list, remove; the keys file
     [{ public_key: wirePublicKey(member.public), role: 7 }, '"role" expected one of "client", "operator", "blocked", got number'],
     [{ public_key: { type: "Ed25519", data: "AAAA" } }, undefined],
     [{ public_key: wirePublicKey(member.public), fingerprint: member.public.fingerprint }, undefined],
-    [{ public_key: wirePublicKey(member.public), comment: "x".repeat(201) }, '"comment" expected at most 200 characters, got 201'],
+    [{ public_key: wirePublicKey(member.public), comment: "x".repeat(201) }, '"comment" refused: a comment is at most 200 characters, got 201; nothing was changed'],
+    [{ public_key: wirePublicKey(member.public), comment: "a\nb" }, '"comment" refused: a comment is one line without control characters (found \\u000a at character 2); nothing was changed'],
   ] as const) {
     r = await post("/v1/keys", body);
     assert.equal([r.status, r.json!.error.code], [400, "bad_request"], JSON.stringify(body).slice(0, 80));

@@ -6,10 +6,10 @@
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import { WebSocket } from "ws";
+import { type ClientOptions, WebSocket } from "ws";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import type { SigningKey } from "../shared/crypto.js";
-import { type Client, type ConnectOptions, type KnownServers, connect as coreConnect } from "./connection.js";
+import { type Client, type ConnectOptions, type KnownServers, type WebSocketCtor, connect as coreConnect } from "./connection.js";
 import { loadKey } from "../node/key-files.js";
 import { useNodeCrypto } from "../node/engines.js";
 
@@ -156,6 +156,24 @@ function checkEntry(url: string, fingerprint: string): void {
 
 // ------------------------------------------------------------------ connect
 
+/**
+ * The `ws` WebSocket class the Node `connect` opens sockets with, with
+ * `options` for ws (e.g. `localAddress`). permessage-deflate is off unless
+ * `options` turn it on: channel frames are ciphertext, which does not
+ * compress, and the broker never agrees to it, so offering it only costs each
+ * (re)connect a compressor set up and torn down (docs/PERFORMANCE.md, `bench/resume.ts`).
+ */
+export function nodeWebSocket(options: ClientOptions = {}): WebSocketCtor {
+  const o: ClientOptions = { perMessageDeflate: false, ...options };
+  return class extends WebSocket {
+    constructor(url: string) {
+      super(url, o);
+    }
+  };
+}
+
+const DefaultWebSocket = nodeWebSocket();
+
 /** Options of the Node {@link connect}. */
 export interface NodeConnectOptions extends Omit<ConnectOptions, "key"> {
   /** The identity key, or the path of a PKCS#8 PEM file to {@link loadKey}. */
@@ -176,7 +194,7 @@ export interface NodeConnectOptions extends Omit<ConnectOptions, "key"> {
 
 /**
  * {@link ConnectOptions}-compatible `connect` for Node: the socket defaults
- * to the `ws` package's WebSocket, and trust on first use to the
+ * to the `ws` package's WebSocket ({@link nodeWebSocket}), and trust on first use to the
  * known-servers file, and the handshake and channel cryptography to the
  * node:crypto engines ({@link useNodeCrypto}: the same bytes as WebCrypto,
  * several times cheaper). See the core `connect` for behaviour and errors.
@@ -187,7 +205,7 @@ export async function connect(url: string, options: NodeConnectOptions): Promise
   const opts: ConnectOptions = {
     ...rest,
     key: typeof key === "string" ? await loadKey(key) : key,
-    WebSocket: options.WebSocket ?? WebSocket,
+    WebSocket: options.WebSocket ?? DefaultWebSocket,
   };
   if (opts.knownServers === undefined && opts.serverKey === undefined && knownServersFile !== false) {
     opts.knownServers = new FileKnownServers(knownServersFile ?? defaultKnownServersPath(), onServerKeyLearnt ? { onLearn: onServerKeyLearnt } : {});

@@ -158,13 +158,17 @@ function checkEntry(url: string, fingerprint: string): void {
 
 /**
  * The `ws` WebSocket class the Node `connect` opens sockets with, with
- * `options` for ws (e.g. `localAddress`). permessage-deflate is off unless
- * `options` turn it on: channel frames are ciphertext, which does not
- * compress, and the broker never agrees to it, so offering it only costs each
- * (re)connect a compressor set up and torn down (docs/PERFORMANCE.md, `bench/resume.ts`).
+ * `options` for ws and its socket (e.g. `localAddress`). Unless `options`
+ * say otherwise: permessage-deflate is off (channel frames are ciphertext,
+ * which does not compress, and the broker never agrees to it, so offering it
+ * only cost each reconnect a compressor set up and torn down), and
+ * TCP_NODELAY is set as the socket connects (`noDelay`), where ws would set
+ * it after the upgrade, once the server's answer is queued on the socket:
+ * that system call cost a resume about 15 µs of its client's CPU
+ * (docs/PERFORMANCE.md, `bench/resume.ts`).
  */
 export function nodeWebSocket(options: ClientOptions = {}): WebSocketCtor {
-  const o: ClientOptions = { perMessageDeflate: false, ...options };
+  const o: ClientOptions = { perMessageDeflate: false, noDelay: true, ...options } as ClientOptions;
   return class extends WebSocket {
     constructor(url: string) {
       super(url, o);

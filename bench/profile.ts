@@ -1,7 +1,7 @@
 /**
  * Summarises a V8 `.cpuprofile` (from `node --cpu-prof` or the inspector's
  * Profiler domain): top functions by self time and by inclusive time, and
- * self time per area (ws, shared/, server/, node internals, GC, idle).
+ * self time per area (ws, shared/, client/, node/, server/, node internals, GC, idle).
  *
  *   node dist/bench/profile.js FILE.cpuprofile [TOP]
  *   node dist/bench/profile.js FILE.cpuprofile --callers FUNCTION   (who calls a hot native frame)
@@ -54,6 +54,8 @@ function areaOf(f: CallFrame): string {
   if (u.includes("node_modules/@hpke/")) return "@hpke";
   if (u.includes("node_modules/")) return "other packages";
   if (u.includes("/shared/")) return "shared/";
+  if (u.includes("/client/")) return "client/";
+  if (u.includes("/node/")) return "node/";
   if (u.includes("/server/")) return "server/";
   if (u.includes("/bench/")) return "bench/";
   if (u.startsWith("node:")) return "node internals";

@@ -46,11 +46,10 @@ import { writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import WebSocket from "ws";
 import { cpuSeconds, rssMiB } from "./proc.js";
 import { generateSigningKey } from "../shared/crypto.js";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
-import { type Client, connect } from "../client/node.js";
+import { type Client, type WebSocketCtor, connect, nodeWebSocket } from "../client/node.js";
 import { type Cluster, startCluster } from "../cli/cluster/local-cluster.js";
 
 interface Options {
@@ -155,13 +154,9 @@ interface ResultMsg {
 
 // ------------------------------------------------------------------ generator process
 
-/** A WebSocket class whose sockets leave from `localAddress`. */
-function from(localAddress: string): typeof WebSocket {
-  return class extends WebSocket {
-    constructor(url: string) {
-      super(url, { localAddress });
-    }
-  } as typeof WebSocket;
+/** The Node client's WebSocket class, its sockets leaving from `localAddress`. */
+function from(localAddress: string): WebSocketCtor {
+  return nodeWebSocket({ localAddress });
 }
 
 async function worker(): Promise<void> {

@@ -993,18 +993,21 @@ export class Client {
           /* already closing */
         }
       }
-      const lost = this.#closeCalled
-        ? err(ErrorCode.closed, "the client was closed before the response arrived")
-        : err(ErrorCode.connectionLost, "the connection was lost before the response arrived; the request may or may not have been processed");
+      // Made only when something waits for it (an idle client's drop, as in a storm, fails nothing).
+      let lost: PsimbolsError | undefined;
+      const lostError = (): PsimbolsError =>
+        (lost ??= this.#closeCalled
+          ? err(ErrorCode.closed, "the client was closed before the response arrived")
+          : err(ErrorCode.connectionLost, "the connection was lost before the response arrived; the request may or may not have been processed"));
       for (const b of conn.bindings.values()) {
-        for (const req of b.pending.values()) this.#finish(req, lost);
+        for (const req of b.pending.values()) this.#finish(req, lostError());
         b.pending.clear();
       }
       conn.bindings.clear();
       conn.current = undefined;
       const hs = conn.hs;
       conn.hs = undefined;
-      if (hs) hs.done.reject(opts.error ?? lost);
+      if (hs) hs.done.reject(opts.error ?? lostError());
       // A renewal's proof was out but its answer never came: the server may have replaced the old
       // channel already, so resuming it could meet `replaced` (terminal). Start afresh instead.
       if (hs?.renewal && hs.step === "proof") this.#dropChannel();

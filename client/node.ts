@@ -6,10 +6,10 @@
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import { WebSocket } from "ws";
+import { type ClientOptions, WebSocket } from "ws";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import type { SigningKey } from "../shared/crypto.js";
-import { type Client, type ConnectOptions, type KnownServers, connect as coreConnect } from "./connection.js";
+import { type Client, type ConnectOptions, type KnownServers, type WebSocketCtor, connect as coreConnect } from "./connection.js";
 import { loadKey } from "../node/key-files.js";
 import { useNodeCrypto } from "../node/engines.js";
 
@@ -156,6 +156,28 @@ function checkEntry(url: string, fingerprint: string): void {
 
 // ------------------------------------------------------------------ connect
 
+/**
+ * The `ws` WebSocket class the Node `connect` opens sockets with, with
+ * `options` for ws and its socket (e.g. `localAddress`). Unless `options`
+ * say otherwise: permessage-deflate is off (channel frames are ciphertext,
+ * which does not compress, and the broker never agrees to it, so offering it
+ * only cost each reconnect a compressor set up and torn down), and
+ * TCP_NODELAY is set as the socket connects (`noDelay`), where ws would set
+ * it after the upgrade, once the server's answer is queued on the socket:
+ * that system call cost a resume about 15 µs of its client's CPU
+ * (docs/PERFORMANCE.md, `bench/resume.ts`).
+ */
+export function nodeWebSocket(options: ClientOptions = {}): WebSocketCtor {
+  const o: ClientOptions = { perMessageDeflate: false, noDelay: true, ...options } as ClientOptions;
+  return class extends WebSocket {
+    constructor(url: string) {
+      super(url, o);
+    }
+  };
+}
+
+const DefaultWebSocket = nodeWebSocket();
+
 /** Options of the Node {@link connect}. */
 export interface NodeConnectOptions extends Omit<ConnectOptions, "key"> {
   /** The identity key, or the path of a PKCS#8 PEM file to {@link loadKey}. */
@@ -176,7 +198,7 @@ export interface NodeConnectOptions extends Omit<ConnectOptions, "key"> {
 
 /**
  * {@link ConnectOptions}-compatible `connect` for Node: the socket defaults
- * to the `ws` package's WebSocket, and trust on first use to the
+ * to the `ws` package's WebSocket ({@link nodeWebSocket}), and trust on first use to the
  * known-servers file, and the handshake and channel cryptography to the
  * node:crypto engines ({@link useNodeCrypto}: the same bytes as WebCrypto,
  * several times cheaper). See the core `connect` for behaviour and errors.
@@ -187,7 +209,7 @@ export async function connect(url: string, options: NodeConnectOptions): Promise
   const opts: ConnectOptions = {
     ...rest,
     key: typeof key === "string" ? await loadKey(key) : key,
-    WebSocket: options.WebSocket ?? WebSocket,
+    WebSocket: options.WebSocket ?? DefaultWebSocket,
   };
   if (opts.knownServers === undefined && opts.serverKey === undefined && knownServersFile !== false) {
     opts.knownServers = new FileKnownServers(knownServersFile ?? defaultKnownServersPath(), onServerKeyLearnt ? { onLearn: onServerKeyLearnt } : {});

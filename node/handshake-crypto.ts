@@ -137,19 +137,38 @@ function verify(key: PublicKey, signature: Uint8Array, message: Uint8Array): Pro
  * the key material first, takes ~11 µs.
  */
 function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  return hkdfEach(ikm, salt, [info], length)[0]!;
+}
+
+/**
+ * HKDF-SHA256 of one key and salt for each of `infos`: one extract for all
+ * (it depends on the key and salt only), then one expand per info. The same
+ * bytes as {@link hkdf} with each info; a binding's two traffic keys take
+ * three HMACs instead of four.
+ */
+function hkdfEach(ikm: Uint8Array, salt: Uint8Array, infos: readonly Uint8Array[], length: number): Uint8Array[] {
   if (!Number.isSafeInteger(length) || length < 0 || length > 255 * 32) throw new RangeError("hkdf: length must be 0..8160 bytes");
   const prk = createHmac("sha256", salt).update(ikm).digest();
-  const out = new Uint8Array(length);
-  let t: Buffer = EMPTY;
-  for (let i = 1, at = 0; at < length; i++, at += 32) {
-    const next = createHmac("sha256", prk).update(t).update(info).update(Buffer.from([i])).digest();
-    wipe(t);
-    t = next;
-    out.set(t.subarray(0, Math.min(32, length - at)), at);
+  try {
+    return infos.map((info) => {
+      const out = new Uint8Array(length);
+      let t: Buffer = EMPTY;
+      for (let i = 1, at = 0; at < length; i++, at += 32) {
+        const next = createHmac("sha256", prk).update(t).update(info).update(COUNTER[i]!).digest();
+        wipe(t);
+        t = next;
+        out.set(t.subarray(0, Math.min(32, length - at)), at);
+      }
+      wipe(t);
+      return out;
+    });
+  } finally {
+    wipe(prk);
   }
-  wipe(prk, t);
-  return out;
 }
+
+/** HKDF-Expand's one-byte block counters, 1..255 (RFC 5869 §2.3), made once. */
+const COUNTER: readonly Uint8Array[] = Array.from({ length: 256 }, (_, i) => Uint8Array.of(i));
 
 // ------------------------------------------------------------------ HPKE (RFC 9180)
 
@@ -374,6 +393,7 @@ export const nodeHandshakeCrypto: HandshakeCrypto = {
   name: "node:crypto",
   sha256: (data) => bytes(createHash("sha256").update(data).digest()),
   hkdf,
+  hkdfEach,
   importSpki,
   sign,
   verify,

@@ -8,6 +8,7 @@ import { BlockList, isIP, isIPv6 } from "node:net";
  * Anything else (a name, "unknown") is its own key.
  */
 export function limitKey(address: string): string {
+  if (!address.includes(":")) return address; // IPv4 or a name: itself (runs a few times per connection)
   const a = address.replace(/%.*$/, ""); // zone index: fe80::1%eth0
   if (!isIPv6(a)) return address;
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);

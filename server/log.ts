@@ -20,5 +20,17 @@ export function createLogger(options: { level?: string; json?: boolean } = {}): 
           return `${timestamp} ${level} ${component ? `[${component}] ` : ""}${message}${rest}`;
         }),
       );
-  return winston.createLogger({ level, format, transports: [new winston.transports.Console({ stderrLevels: ["error", "warn"] })] });
+  const logger = winston.createLogger({ level, format, transports: [new winston.transports.Console({ stderrLevels: ["error", "warn"] })] });
+  // winston runs every line through the formats (timestamp, JSON) and its streams before the
+  // transport drops one below its level: a line below the level is dropped here, before all
+  // that (docs/PERFORMANCE.md: a node's resume logs at info). Children inherit these methods.
+  const methods = logger as unknown as Record<string, (...args: unknown[]) => Logger>;
+  for (const name of Object.keys(logger.levels)) {
+    const write = methods[name]!;
+    methods[name] = function (this: Logger | undefined, ...args: unknown[]): Logger {
+      const self = this ?? logger;
+      return self.isLevelEnabled(name) ? write.apply(self, args) : self;
+    };
+  }
+  return logger;
 }

@@ -14,7 +14,7 @@
  */
 import { ErrorCode, PsimbolsError } from "./errors.js";
 import { b64u, concat, fromB64u, fromUtf8, lp, utf8, wipe } from "./encoding.js";
-import { aesKey, hkdf, subtle } from "./crypto.js";
+import { aesKey, hkdfEach, subtle } from "./crypto.js";
 import { type Ciphertext, ChannelType, MAX_WIRE_SEQ, encodeBinaryHeader, maxSeqFor } from "./frames.js";
 
 export const LABEL_C2S = "psimbols/1 c2s";
@@ -121,10 +121,8 @@ export async function trafficKey(raw: Uint8Array, type: ChannelType = ChannelTyp
 
 /** Raw traffic keys of a binding (test vectors use these). */
 export async function deriveTrafficKeys(channelKey: Uint8Array, channel: string, nonceC: Uint8Array, nonceS: Uint8Array) {
-  const salt = lp(nonceC, nonceS);
-  const c2s = await hkdf(channelKey, salt, lp(LABEL_C2S, channel), 32);
-  const s2c = await hkdf(channelKey, salt, lp(LABEL_S2C, channel), 32);
-  return { c2s, s2c };
+  const [c2s, s2c] = await hkdfEach(channelKey, lp(nonceC, nonceS), [lp(LABEL_C2S, channel), lp(LABEL_S2C, channel)], 32);
+  return { c2s: c2s!, s2c: s2c! };
 }
 
 /**

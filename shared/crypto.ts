@@ -22,10 +22,30 @@ export function subtle(): SubtleCrypto {
   return s;
 }
 
-/** Fresh random bytes from the platform CSPRNG. */
+/** Bytes drawn from the CSPRNG at once, handed out in order: one getRandomValues call per 4 KiB, not one per nonce or id. */
+const POOL_BYTES = 4096;
+const pool = new Uint8Array(POOL_BYTES);
+let poolAt = POOL_BYTES;
+
+/**
+ * Fresh random bytes from the platform CSPRNG. Small requests are served
+ * from a pool filled 4 KiB at a time (each call to getRandomValues costs
+ * several µs in Node, and a resume takes three: docs/PERFORMANCE.md); every
+ * byte is handed out once and zeroed in the pool as it leaves.
+ */
 export function randomBytes(n: number): Uint8Array {
   const out = new Uint8Array(n);
-  globalThis.crypto.getRandomValues(out);
+  if (n > 256) {
+    globalThis.crypto.getRandomValues(out);
+    return out;
+  }
+  if (poolAt + n > POOL_BYTES) {
+    globalThis.crypto.getRandomValues(pool);
+    poolAt = 0;
+  }
+  out.set(pool.subarray(poolAt, poolAt + n));
+  pool.fill(0, poolAt, poolAt + n);
+  poolAt += n;
   return out;
 }
 
@@ -281,6 +301,15 @@ export async function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, 
   return engine.hkdf(ikm, salt, info, length);
 }
 
+/**
+ * HKDF-SHA256 of one key and salt for each of `infos` (the same bytes as
+ * {@link hkdf} with each): one extract for all where the engine offers it.
+ */
+export async function hkdfEach(ikm: Uint8Array, salt: Uint8Array, infos: readonly Uint8Array[], length: number): Promise<Uint8Array[]> {
+  if (engine.hkdfEach) return engine.hkdfEach(ikm, salt, infos, length);
+  return Promise.all(infos.map((info) => engine.hkdf(ikm, salt, info, length)));
+}
+
 /** Imports 32 raw bytes as a non-extractable AES-256-GCM key. */
 export async function aesKey(raw: Uint8Array): Promise<CryptoKey> {
   return subtle().importKey("raw", raw as BufferSource, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
@@ -308,6 +337,8 @@ export interface HandshakeCrypto {
   sha256(data: Uint8Array): Promise<Uint8Array> | Uint8Array;
   /** HKDF-SHA256 (RFC 5869), extract and expand, to `length` bytes. */
   hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Promise<Uint8Array> | Uint8Array;
+  /** Optional: {@link hkdf} for each of `infos` with one extract (a binding's two traffic keys, §6.1). */
+  hkdfEach?(ikm: Uint8Array, salt: Uint8Array, infos: readonly Uint8Array[], length: number): Promise<Uint8Array[]> | Uint8Array[];
   /**
    * Imports SPKI DER of `type` for verifying. {@link importSpki} has already
    * checked the canonical DER prefix of Ed25519 and P-256 keys, and checks

@@ -74,14 +74,21 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
 
 /** `LP(x1) || LP(x2) || ...`; strings are taken as UTF-8. PROTOCOL.md §2.3. */
 export function lp(...parts: (Uint8Array | string)[]): Uint8Array {
-  const bufs: Uint8Array[] = [];
-  for (const p of parts) {
-    const b = typeof p === "string" ? utf8(p) : p;
-    const len = new Uint8Array(4);
-    new DataView(len.buffer).setUint32(0, b.length, false);
-    bufs.push(len, b);
+  const bytes = parts.map((p) => (typeof p === "string" ? utf8(p) : p));
+  let n = 0;
+  for (const b of bytes) n += 4 + b.length;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const b of bytes) {
+    const len = b.length;
+    out[o] = len >>> 24;
+    out[o + 1] = (len >>> 16) & 0xff;
+    out[o + 2] = (len >>> 8) & 0xff;
+    out[o + 3] = len & 0xff;
+    out.set(b, o + 4);
+    o += 4 + len;
   }
-  return concat(...bufs);
+  return out;
 }
 
 /** Constant-time equality for secrets and MACs: time depends on length only. */

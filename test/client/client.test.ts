@@ -8,7 +8,9 @@ import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { ErrorCode } from "../../shared/errors.js";
-import { FileKnownServers, connect } from "../../client/node.js";
+import { FileKnownServers, connect, nodeWebSocket } from "../../client/node.js";
+import { type IncomingHttpHeaders, createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { WebSocket, WebSocketServer } from "ws";
 import { type RunningBroker, startBroker, tempDir } from "../helpers/broker.js";
 import { startProxy } from "../helpers/proxy.js";
@@ -307,6 +309,33 @@ t("a connection to nothing fails with connection_lost", async () => {
     assert.unreachable();
   } catch (e: any) {
     assert.is(e.code, ErrorCode.connectionLost);
+  }
+});
+
+/** The headers of the upgrade requests a plain HTTP server gets (it answers none: each socket is dropped). */
+async function upgradeHeaders(): Promise<{ url: string; seen: IncomingHttpHeaders[]; close(): Promise<void> }> {
+  const seen: IncomingHttpHeaders[] = [];
+  const server = createServer();
+  server.on("upgrade", (req, socket) => (seen.push(req.headers), socket.destroy()));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`, seen, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+t("the Node client's sockets offer no permessage-deflate (ciphertext does not compress); nodeWebSocket's options can ask for it", async () => {
+  const s = await upgradeHeaders();
+  try {
+    const e = await connect(s.url, { key: await generateSigningKey(), serverKey: broker.fingerprint }).then(
+      () => undefined,
+      (x: unknown) => x,
+    );
+    assert.is((e as { code?: string }).code, ErrorCode.connectionLost);
+    assert.is(s.seen.length, 1);
+    assert.is(s.seen[0]!["sec-websocket-extensions"], undefined, "the default socket offered an extension");
+    const Deflating = nodeWebSocket({ perMessageDeflate: true });
+    await connect(s.url, { key: await generateSigningKey(), serverKey: broker.fingerprint, WebSocket: Deflating }).catch(() => {});
+    assert.match(String(s.seen[1]?.["sec-websocket-extensions"]), /permessage-deflate/);
+  } finally {
+    await s.close();
   }
 });
 

@@ -51,6 +51,24 @@ wrap("round-trips under the same channel id", async () => {
   assert.is(wrapped.length, b64u(new Uint8Array(12 + 32 + 16)).length);
 });
 
+wrap("the wrapped form is WebCrypto's AES-256-GCM both ways: records an older node wrote still open, and its peers open ours", async () => {
+  // The stored bytes (iv || ciphertext || tag, the channel id as additional data) outlive the engine
+  // that made them: a store holds values wrapped before KeyWrapper ran on node:crypto.
+  const raw = randomBytes(32);
+  const w = await KeyWrapper.create(raw);
+  const web = await crypto.subtle.importKey("raw", raw as BufferSource, "AES-GCM", false, ["encrypt", "decrypt"]);
+  const key = randomBytes(32);
+  const iv = randomBytes(12);
+  const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv: iv as BufferSource, additionalData: Buffer.from("chan-1") }, web, key as BufferSource));
+  const byWebCrypto = b64u(Uint8Array.from([...iv, ...sealed]));
+  assert.equal([...(await w.unwrap(byWebCrypto, "chan-1"))], [...key]);
+  const ours = Buffer.from(await w.wrap(key, "chan-2"), "base64url");
+  const opened = await crypto.subtle.decrypt({ name: "AES-GCM", iv: ours.subarray(0, 12), additionalData: Buffer.from("chan-2") }, web, ours.subarray(12));
+  assert.equal([...new Uint8Array(opened)], [...key]);
+  raw.fill(0);
+  assert.equal([...(await w.unwrap(byWebCrypto, "chan-1"))], [...key], "the wrapper keeps its own copy of the key");
+});
+
 wrap("a wrapped key with any byte flipped does not unwrap", async () => {
   const w = await KeyWrapper.create(randomBytes(32));
   const bytes = Uint8Array.from(Buffer.from(await w.wrap(randomBytes(32), "chan-1"), "base64url"));

@@ -31,6 +31,7 @@ import { type Client, connect } from "../client/node.js";
 import { type Cluster, startCluster } from "../cli/cluster/local-cluster.js";
 import { RedisStore } from "../server/store/redis-store.js";
 import { parseWrapKey } from "../server/store/wrap.js";
+import { number, parseOptions } from "./options.js";
 
 interface Options {
   nodes: number[];
@@ -45,52 +46,18 @@ interface Options {
 
 const USAGE = "usage: npm run load:cluster -- [--nodes 1,2,3] [--clients 2000] [--seconds 20] [--rate 1000] [--push-rate 200] [--revoke-rate 2] [--ramp 150] [--json FILE]";
 
-function parseOptions(argv: string[]): Options {
+function options(argv: string[]): Options {
   const o: Options = { nodes: [1, 2, 3], clients: 2000, seconds: 20, rate: 1000, pushRate: 200, revokeRate: 2, ramp: 150 };
-  const num = (name: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v);
-    if (v === undefined || !Number.isFinite(n) || n < min || n > max) throw new Error(`${name} expects a number from ${min} to ${max}\n${USAGE}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const v = argv[i + 1];
-    switch (a) {
-      case "--nodes":
-        o.nodes = (v ?? "").split(",").map((x) => num("--nodes", x, 1, 16));
-        break;
-      case "--clients":
-        o.clients = num(a, v, 1, 20_000);
-        break;
-      case "--seconds":
-        o.seconds = num(a, v, 1, 600);
-        break;
-      case "--rate":
-        o.rate = num(a, v, 0, 100_000);
-        break;
-      case "--push-rate":
-        o.pushRate = num(a, v, 0, 10_000);
-        break;
-      case "--revoke-rate":
-        o.revokeRate = num(a, v, 0, 100);
-        break;
-      case "--ramp":
-        o.ramp = num(a, v, 1, 10_000);
-        break;
-      case "--json":
-        if (!v) throw new Error(`--json expects a file\n${USAGE}`);
-        o.json = v;
-        break;
-      case "--help":
-      case "-h":
-        console.log(USAGE);
-        process.exit(0);
-        break;
-      default:
-        throw new Error(`unknown option ${a}\n${USAGE}`);
-    }
-    i++;
-  }
+  parseOptions(argv, USAGE, {
+    "--nodes": (v) => (o.nodes = v.split(",").map((x) => number(x, 1, 16))),
+    "--clients": (v) => (o.clients = number(v, 1, 20_000)),
+    "--seconds": (v) => (o.seconds = number(v, 1, 600)),
+    "--rate": (v) => (o.rate = number(v, 0, 100_000)),
+    "--push-rate": (v) => (o.pushRate = number(v, 0, 10_000)),
+    "--revoke-rate": (v) => (o.revokeRate = number(v, 0, 100)),
+    "--ramp": (v) => (o.ramp = number(v, 1, 10_000)),
+    "--json": (v) => (o.json = v),
+  });
   return o;
 }
 
@@ -321,7 +288,7 @@ function table(rows: ClusterLoadFigures[]): string {
 }
 
 async function main(): Promise<void> {
-  const o = parseOptions(process.argv.slice(2));
+  const o = options(process.argv.slice(2));
   const rows: ClusterLoadFigures[] = [];
   for (const n of o.nodes) {
     const r = await runOnce(n, o);

@@ -47,6 +47,7 @@ import { formatSummary, summarise } from "./profile.js";
 import { generateSigningKey } from "../shared/crypto.js";
 import { type Client, connect } from "../client/node.js";
 import { startRedis } from "../test/helpers/redis.js";
+import { integer, parseOptions } from "./options.js";
 
 const USAGE = "usage: node dist/bench/resume.js [--clients 1000] [--rounds 3] [--redis] [--profile] [--json FILE]";
 
@@ -58,35 +59,15 @@ interface Options {
   json?: string;
 }
 
-function parseOptions(argv: string[]): Options {
+function options(argv: string[]): Options {
   const o: Options = { clients: 1000, rounds: 3, redis: false, profile: false };
-  const num = (name: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v);
-    if (v === undefined || !Number.isInteger(n) || n < min || n > max) throw new Error(`${name} expects an integer from ${min} to ${max}\n${USAGE}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const v = argv[i + 1];
-    switch (a) {
-      case "--clients": o.clients = num(a, v, 1, 10_000); i++; break;
-      case "--rounds": o.rounds = num(a, v, 1, 20); i++; break;
-      case "--redis": o.redis = true; break;
-      case "--profile": o.profile = true; break;
-      case "--json":
-        if (!v) throw new Error(`--json expects a file\n${USAGE}`);
-        o.json = v;
-        i++;
-        break;
-      case "--help":
-      case "-h":
-        console.log(USAGE);
-        process.exit(0);
-        break;
-      default:
-        throw new Error(`unknown option ${a}\n${USAGE}`);
-    }
-  }
+  parseOptions(argv, USAGE, {
+    "--clients": (v) => (o.clients = integer(v, 1, 10_000)),
+    "--rounds": (v) => (o.rounds = integer(v, 1, 20)),
+    "--redis": () => (o.redis = true),
+    "--profile": () => (o.profile = true),
+    "--json": (v) => (o.json = v),
+  });
   return o;
 }
 
@@ -218,7 +199,7 @@ const cpuUs = () => {
 };
 
 async function main(): Promise<void> {
-  const o = parseOptions(process.argv.slice(2));
+  const o = options(process.argv.slice(2));
   const say = (m: string) => console.error(`[resume] ${m}`);
   const redis = o.redis ? await startRedis() : undefined;
   const children: Child[] = [];

@@ -51,6 +51,7 @@ import { generateSigningKey } from "../shared/crypto.js";
 import { ErrorCode, PsimbolsError } from "../shared/errors.js";
 import { type Client, type WebSocketCtor, connect, nodeWebSocket } from "../client/node.js";
 import { type Cluster, startCluster } from "../cli/cluster/local-cluster.js";
+import { integer, parseOptions } from "./options.js";
 
 interface Options {
   clients: number;
@@ -70,42 +71,22 @@ interface Options {
 const USAGE =
   "usage: npm run storm -- [--clients 3000] [--nodes 3] [--workers 4] [--addresses 50] [--ramp 300] [--rate 200] [--seconds 15] [--fleet] [--no-kill] [--single-node [--ping-interval 10]] [--json FILE]";
 
-function parseOptions(argv: string[]): Options {
+function options(argv: string[]): Options {
   const o: Options = { clients: 3000, nodes: 3, workers: 4, addresses: 50, ramp: 300, rate: 200, seconds: 15, fleet: false, kill: true, singleNode: false, pingInterval: 10 };
-  const num = (name: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v);
-    if (v === undefined || !Number.isInteger(n) || n < min || n > max) throw new Error(`${name} expects an integer from ${min} to ${max}\n${USAGE}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const v = argv[i + 1];
-    switch (a) {
-      case "--clients": o.clients = num(a, v, 1, 20_000); i++; break;
-      case "--nodes": o.nodes = num(a, v, 2, 8); i++; break;
-      case "--workers": o.workers = num(a, v, 1, 16); i++; break;
-      case "--addresses": o.addresses = num(a, v, 1, 250); i++; break;
-      case "--ramp": o.ramp = num(a, v, 1, 10_000); i++; break;
-      case "--rate": o.rate = num(a, v, 0, 10_000); i++; break;
-      case "--seconds": o.seconds = num(a, v, 3, 300); i++; break;
-      case "--fleet": o.fleet = true; break;
-      case "--no-kill": o.kill = false; break;
-      case "--single-node": o.singleNode = true; break;
-      case "--ping-interval": o.pingInterval = num(a, v, 1, 300); i++; break;
-      case "--json":
-        if (!v) throw new Error(`--json expects a file\n${USAGE}`);
-        o.json = v;
-        i++;
-        break;
-      case "--help":
-      case "-h":
-        console.log(USAGE);
-        process.exit(0);
-        break;
-      default:
-        throw new Error(`unknown option ${a}\n${USAGE}`);
-    }
-  }
+  parseOptions(argv, USAGE, {
+    "--clients": (v) => (o.clients = integer(v, 1, 20_000)),
+    "--nodes": (v) => (o.nodes = integer(v, 2, 8)),
+    "--workers": (v) => (o.workers = integer(v, 1, 16)),
+    "--addresses": (v) => (o.addresses = integer(v, 1, 250)),
+    "--ramp": (v) => (o.ramp = integer(v, 1, 10_000)),
+    "--rate": (v) => (o.rate = integer(v, 0, 10_000)),
+    "--seconds": (v) => (o.seconds = integer(v, 3, 300)),
+    "--fleet": () => (o.fleet = true),
+    "--no-kill": () => (o.kill = false),
+    "--single-node": () => (o.singleNode = true),
+    "--ping-interval": (v) => (o.pingInterval = integer(v, 1, 300)),
+    "--json": (v) => (o.json = v),
+  });
   return o;
 }
 
@@ -282,7 +263,7 @@ function minus(a: Awaited<ReturnType<typeof refusals>>, b: Awaited<ReturnType<ty
 }
 
 async function main(): Promise<void> {
-  const o = parseOptions(process.argv.slice(2));
+  const o = options(process.argv.slice(2));
   const say = (m: string) => console.error(`[storm] ${m}`);
   const nodeArgs = [...(o.fleet ? ["--fleet-range", "127.0.0.0/8"] : []), ...(o.singleNode ? ["--ping-interval", String(o.pingInterval * 1000)] : [])];
   const nodes = o.singleNode ? 1 : o.nodes;

@@ -231,3 +231,26 @@ c("deploy/sentinel.conf, as the local cluster rewrites it, points at the local m
 });
 
 c.run();
+
+const d = suite("deploy: the Dockerfile's build context");
+
+/**
+ * .dockerignore is an allow-list (`*`, then `!path` lines): each `COPY` from
+ * the build context must be allowed by it, or the build fails at that step
+ * (docker and podman alike; `npm run compose:test` met it when the client's
+ * workspace manifest was copied but not allowed).
+ */
+d("every COPY source of the Dockerfile is allowed by .dockerignore and exists", () => {
+  const ignore = readFileSync(join(ROOT, ".dockerignore"), "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  assert.is(ignore[0], "*", "an allow-list starts by ignoring everything");
+  const allowed = ignore.filter((l) => l.startsWith("!")).map((l) => l.slice(1).replace(/\/$/, ""));
+  const sources = [...readFileSync(join(ROOT, "Dockerfile"), "utf8").matchAll(/^COPY (?!--from)(.+)$/gm)].flatMap((m) => m[1]!.trim().split(/\s+/).slice(0, -1));
+  assert.ok(sources.length > 5, `COPY sources found: ${sources.join(" ")}`);
+  for (const src of sources) {
+    const path = src.replace(/\/$/, "").replace(/^\.\//, "");
+    assert.ok(existsSync(join(ROOT, path)), `${src} (COPY) does not exist`);
+    assert.ok(allowed.some((a) => path === a || path.startsWith(`${a}/`)), `${src} is copied by the Dockerfile but .dockerignore does not allow it (add !${path})`);
+  }
+});
+
+d.run();

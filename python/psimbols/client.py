@@ -255,6 +255,7 @@ class Client:
         self._close_called = False
         self._final_error: PsimbolsError | None = None
         self._attempt = 0
+        self._retry_after = 0.0  # seconds a busy node asked for (retry_after_ms), spent by the next backoff
         self._renew_attempt = 0
         self._renew_timer: asyncio.TimerHandle | None = None
         self._renew_due = False
@@ -456,7 +457,8 @@ class Client:
         if self._max_attempts is not None and self._attempt >= self._max_attempts:
             self._finalise(1006, "reconnect gave up", PsimbolsError(ErrorCode.CONNECTION_LOST, f"gave up after {self._attempt} reconnect attempts"))
             return False
-        delay = backoff_delay(self._attempt, random.random(), *self._backoff)
+        delay = self._retry_after + backoff_delay(self._attempt, random.random(), *self._backoff)
+        self._retry_after = 0.0
         self._attempt += 1
         self._set_state("reconnecting")
         log.info("reconnecting in %.3f s (attempt %d)", delay, self._attempt)
@@ -680,6 +682,7 @@ class Client:
             self._retire_if_idle(conn, old)
         self.stats["handshakes"] += 1
         self._attempt = 0
+        self._retry_after = 0.0
         self._renew_attempt = 0
         self._schedule_renew(c.ttl)
         self._ever_ready = True
@@ -783,6 +786,7 @@ class Client:
         keys = ch.derive_binding(c.key, c.id, nonce, from_b64u(f["nonce"], "nonce"), c.type)
         self._bind(conn, keys, feats)
         self._attempt = 0
+        self._retry_after = 0.0
         conn.unconfirmed = self.channel
         self._set_state("ready")
         # The server activates the binding on its first authenticated request: send one now;
@@ -949,7 +953,9 @@ class Client:
             self._settle(conn, b, f["seq"], None, inner["data"])
 
     async def _on_error_frame(self, conn: _Conn, f: dict[str, Any]) -> None:
-        e = PsimbolsError(wire_error_code(f["error"]["code"]), f"the server answered: {_clean(f['error']['message'])}")
+        e = PsimbolsError(wire_error_code(f["error"]["code"]), f"the server answered: {_clean(f['error']['message'])}", retry_after_ms=f.get("retry_after_ms"))
+        if "retry_after_ms" in f and "seq" not in f:
+            self._retry_after = f["retry_after_ms"] / 1000  # the next attempt waits this, then its backoff (§11.4)
         if "seq" in f:
             b = conn.bindings.get(f["channel"]) if "channel" in f else conn.current
             if b is None or f["seq"] not in b.pending:

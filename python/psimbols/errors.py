@@ -31,11 +31,13 @@ def wire_error_code(code: str) -> ErrorCode:
 class PsimbolsError(Exception):
     """An error with a code of PROTOCOL.md §9. The message never carries key material."""
 
-    def __init__(self, code: ErrorCode, message: str, hint: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, hint: str | None = None, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.hint = hint
+        # A busy node's `too_many` says when to try again (PROTOCOL.md §11.4); None otherwise.
+        self.retry_after_ms = retry_after_ms
 
     def __str__(self) -> str:
         return f"{self.message} ({self.code.value})"

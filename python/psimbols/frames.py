@@ -20,6 +20,8 @@ SERVER_NONCE_BYTES = 32
 MAX_ENC_BYTES = 1120
 MAX_LIST_ITEMS = 16
 MAX_TOKEN_CHARS = 64
+# Largest retry_after_ms of an error frame (§4.10).
+MAX_RETRY_AFTER_MS = 60_000
 MAX_SIGNATURE_BYTES = 512
 MAX_SEQ = 2**24
 MAX_WIRE_SEQ = 2**32 - 1
@@ -240,6 +242,8 @@ def decode_server_frame(text: str | bytes) -> Obj:
             f["seq"] = integer(o, "seq", 1, MAX_WIRE_SEQ)
         if "channel" in o:
             f["channel"] = string(o, "channel", CHANNEL_ID_CHARS)
+        if "retry_after_ms" in o:  # a busy node: wait at least this long (§4.10, §11.4)
+            f["retry_after_ms"] = integer(o, "retry_after_ms", 0, MAX_RETRY_AFTER_MS)
         return f
     raise PsimbolsError(ErrorCode.BAD_REQUEST, '"type" is not a server frame type')
 

@@ -449,6 +449,64 @@ async def test_a_stalled_broker_gives_timeout_within_handshake_timeout() -> None
         wss.close()
 
 
+async def test_a_busy_nodes_retry_after_ms_is_waited_before_the_backoff() -> None:
+    """§11.4: a first connect refused by a busy node rejects with `too_many` and its retry_after_ms;
+    a resume refused so waits at least the hint (not the 50-100 ms backoff), then resumes, as the Node client."""
+    import websockets.client
+    import websockets.server
+
+    b = await start_broker(["--hellos-per-address", "1000"])
+    busy = {"hello": 0, "resume": 0}
+    refused_at: list[float] = []
+    opened_at: list[float] = []
+    downstream: list[object] = []
+    BUSY = '{"type":"error","error":{"code":"too_many","message":"this node is busy; try again in 1200 ms"},"retry_after_ms":1200}'
+
+    async def relay(ws: websockets.server.WebSocketServerProtocol) -> None:
+        downstream.append(ws)
+        opened_at.append(time.monotonic())
+        async with websockets.client.connect(b.url, compression=None) as up:
+            async def down() -> None:
+                async for m in up:
+                    await ws.send(m)
+
+            t = asyncio.ensure_future(down())
+            try:
+                async for m in ws:
+                    kind = json.loads(m).get("type") if isinstance(m, str) else None
+                    if kind in busy and busy[kind] > 0:
+                        busy[kind] -= 1
+                        refused_at.append(time.monotonic())
+                        await ws.send(BUSY)
+                        await ws.close(4002)
+                        return
+                    await up.send(m)
+            finally:
+                t.cancel()
+
+    srv = await websockets.server.serve(relay, "127.0.0.1", 0, compression=None)
+    url = f"ws://127.0.0.1:{list(srv.sockets)[0].getsockname()[1]}/"
+    try:
+        busy["hello"] = 1
+        try:
+            await connect(url, generate(), server_key=b.fingerprint)
+            raise AssertionError("a busy node's refusal was not reported")
+        except PsimbolsError as e:
+            assert e.code == ErrorCode.TOO_MANY and e.retry_after_ms == 1200, (e.code, e.retry_after_ms)
+        c = await connect(url, generate(), server_key=b.fingerprint, backoff_base=0.05, backoff_max=0.1, request_timeout=5)
+        assert await c.request("echo", 1) == 1
+        busy["resume"] = 1
+        await downstream[-1].close(1001)  # type: ignore[attr-defined]
+        await eventually(lambda: len(refused_at) == 2 and len(opened_at) >= 4, what="the refused resume, then a new socket")
+        waited = opened_at[3] - refused_at[1]
+        assert waited >= 1.15, f"tried again {waited:.3f} s after a 1200 ms hint"
+        assert await c.request("echo", 2) == 2 and c.stats["handshakes"] == 1, c.stats
+        await c.close()
+    finally:
+        srv.close()
+        b.stop()
+
+
 async def test_resumed_is_emitted_only_once_the_server_confirmed_the_resume() -> None:
     """§6.5: a `resumed` frame is not authenticated; the event (and stats) wait for an authenticated frame on the new binding, as the Node client."""
     import websockets.client

@@ -739,6 +739,9 @@ async function badGrants(t: TranscriptVector): Promise<{ description: string; es
 }
 
 /** Frames a receiver must accept (PROTOCOL.md §2.1, §4): other spellings of vector frames, and what they mean. */
+/** A busy node's refusal (PROTOCOL.md §11.4). */
+const BUSY = '{"type":"error","error":{"code":"too_many","message":"this node is busy; try again in 1500 ms"},"retry_after_ms":1500}';
+
 function acceptedFrames(ts: TranscriptVector[]): AcceptedFrameVector[] {
   const t1 = ts.find((t) => t.name === "ed25519-x25519")!;
   const hb = t1.bindings.find((b) => b.via === "handshake")!;
@@ -775,6 +778,12 @@ function acceptedFrames(ts: TranscriptVector[]): AcceptedFrameVector[] {
       side: "client",
       text: variant(req1, '"seq":1,', '"seq":1.0000000000000001,'),
       decoded: parsed(req1),
+    },
+    {
+      description: "error from a busy node with retry_after_ms: wait at least that long (PROTOCOL.md §4.10, §11.4)",
+      side: "server",
+      text: BUSY,
+      decoded: parsed(BUSY),
     },
   ];
 }
@@ -857,6 +866,12 @@ async function negativeVectors(keys: Record<string, KeyVector>, ts: TranscriptVe
       { description: "resume nonce of 8 bytes", side: "client", text: JSON.stringify({ type: "resume", channel: ch, nonce: b64u(run(0, 8)) }), error: "bad_request" },
       { description: "resume naming a feature twice", side: "client", text: JSON.stringify({ ...resume, features: ["binary", "binary"] }), error: "bad_request" },
       { description: "a client frame sent by a server", side: "server", text: t1.frames.hello, error: "protocol" },
+      ...[-1, 60001, 1.5, "1500", null].map((v) => ({
+        description: `error with retry_after_ms ${JSON.stringify(v)}: an integer 0..60000 only (§4.10)`,
+        side: "server" as const,
+        text: BUSY.replace('"retry_after_ms":1500', `"retry_after_ms":${JSON.stringify(v)}`),
+        error: "protocol" as const,
+      })),
       { description: "challenge naming the alias AES instead of AES-256-GCM", side: "server", text: withChal({ channel_type: "AES" }), error: "protocol" },
       { description: "challenge choosing DES", side: "server", text: withChal({ channel_type: "DES" }), error: "protocol" },
       { description: "challenge naming chacha20-poly1305 in lower case (names are exact)", side: "server", text: withChal({ channel_type: "chacha20-poly1305" }), error: "protocol" },

@@ -444,6 +444,8 @@ interface Conn {
   /** Retry of a failed fresh handshake on this socket. */
   retry: Timer | undefined;
   liveness: Timer | undefined;
+  /** The HTTP status of an upgrade the server refused (ws on Node reports it in the error event; browsers do not). */
+  refusedStatus?: number;
   lastRecv: number;
   lastPing: number;
   /** A binding on this socket agreed on binary frames (§4.11): the server may send them here. */
@@ -878,9 +880,14 @@ export class Client {
     ws.onmessage = (ev: { data?: unknown }) => this.#onMessage(conn, ev.data);
     ws.onclose = (ev: { code?: unknown }) => {
       const code = typeof ev.code === "number" ? ev.code : 1006;
-      this.#inbound(conn, () => this.#onSocketClose(code));
+      this.#inbound(conn, () => this.#onSocketClose(code, conn.refusedStatus));
     };
-    ws.onerror = () => this.#o.log.debug("socket error"); // a close event follows
+    ws.onerror = (ev: { message?: unknown }) => {
+      // ws (Node) names a refused upgrade "Unexpected server response: 429"; a close event follows.
+      const m = typeof ev?.message === "string" ? /^Unexpected server response: (\d{3})$/.exec(ev.message) : null;
+      if (m) conn.refusedStatus = Number(m[1]);
+      this.#o.log.debug("socket error");
+    };
     conn.deadline = setTimeout(() => this.#onDeadline(conn, "opening the WebSocket"), this.#o.handshakeTimeoutMs);
   }
 
@@ -940,9 +947,13 @@ export class Client {
     }
   }
 
-  #onSocketClose(code: number): void {
+  #onSocketClose(code: number, refusedStatus?: number): void {
     const reason = closeReason(code);
-    const e = err(ErrorCode.connectionLost, `the connection closed (${code} ${reason})`);
+    // An upgrade refused with 429 is the server's limit on connections or handshakes from this address (PROTOCOL.md §11), not a broker that is down.
+    const e =
+      refusedStatus === 429
+        ? err(ErrorCode.tooMany, "the server refused the WebSocket upgrade (HTTP 429): too many connections or handshakes from this address")
+        : err(ErrorCode.connectionLost, refusedStatus ? `the server refused the WebSocket upgrade (HTTP ${refusedStatus})` : `the connection closed (${code} ${reason})`);
     this.#o.log.info("socket closed", { code, reason });
     // Close codes are not authenticated: once this client has had a channel, a code alone
     // (an injected 4004/4005 on ws://) never ends it. `replaced`/`revoked` end it only as

@@ -159,9 +159,16 @@ export function resolveConfig(input: Partial<Omit<BrokerConfig, "limits">> & { l
   // Below the store's ping timeout (1 s) one slow answer would count as a loss.
   integer("store-loss-bound (ms)", c.limits.storeLossBoundMs, 1000, 2 ** 31);
   // The node-wide fixed caps are off at 0 (admission by capacity, §11.4); every other limit is at least 1.
-  for (const [k, v] of Object.entries(c.limits)) integer(k, v, k === "hellosPerSecond" || k === "resumesPerSecond" ? 0 : 1, 2 ** 31);
-  if (c.limits.resumeLagMs < c.limits.helloLagMs) {
-    throw new Error(`setting resume-lag: expected at least hello-lag (${c.limits.helloLagMs} ms), got ${c.limits.resumeLagMs}: resumes must pass while hellos are shed (PROTOCOL.md §11.4)`);
+  // Named as the serve option that sets it: helloLagMs is --hello-lag (ms).
+  const option = (k: string) => k.replace(/Ms$/, "").replace(/[A-Z]/g, (x) => `-${x.toLowerCase()}`) + (k.endsWith("Ms") ? " (ms)" : "");
+  for (const [k, v] of Object.entries(c.limits)) integer(option(k), v, k === "hellosPerSecond" || k === "resumesPerSecond" ? 0 : 1, 2 ** 31);
+  const { helloLagMs, resumeLagMs, handshakeTimeoutMs } = c.limits;
+  if (resumeLagMs < helloLagMs) {
+    throw new Error(`settings hello-lag and resume-lag: resume-lag (${resumeLagMs} ms) must be at least hello-lag (${helloLagMs} ms): resumes must pass while hellos are shed (PROTOCOL.md §11.4)`);
+  }
+  // A target near the handshake time would let admitted handshakes queue until they time out (§11.4).
+  if (resumeLagMs > handshakeTimeoutMs / 2) {
+    throw new Error(`settings hello-lag and resume-lag: each at most half the handshake timeout (${handshakeTimeoutMs / 2} ms), got ${helloLagMs} and ${resumeLagMs} ms: an admitted handshake must finish well within it (PROTOCOL.md §11.4)`);
   }
   integer("push-window-count", c.pushWindow.count, 1, 1_000_000);
   integer("push-window-age", c.pushWindow.ageMs, 1000, 30 * 86400_000);

@@ -380,6 +380,24 @@ t("--redis without a wrap key names both ways to give it; --wrap-key-file works;
   assert.match(keys.stdout, "to redis");
 });
 
+t("an upgrade refused with HTTP 429 (connections per address) is too_many with the reason, not 'is the broker running?'", async () => {
+  const b = await startBroker(["--max-connections-per-address", "1"]);
+  const { Raw } = await import("../helpers/raw.js");
+  const held = await Raw.open(b.url);
+  try {
+    const home = tempDir();
+    assert.is((await cli(["keygen", "-o", join(home, "k.pem")], home)).code, 0);
+    const r = await cli(["call", b.url, "whoami", "--key", join(home, "k.pem"), "--server-key", b.fingerprint], home);
+    assert.is(r.code, 1, r.stdout);
+    assert.match(r.stderr, "HTTP 429");
+    assert.match(r.stderr, "(too_many)");
+    assert.not.match(r.stderr, "is the broker running");
+  } finally {
+    held.close();
+    await b.stop();
+  }
+});
+
 t("serve prints each upstream route (batched or not) and the console's address with the port it got (--port 0)", async () => {
   const secret = `whsec_${randomBytes(32).toString("base64")}`;
   const b = await startBroker(["--upstream", "http://127.0.0.1:1/rpc", "--upstream", "kv.=http://127.0.0.1:1/kv", "--upstream-batch", "kv."], { env: { PSIMBOLS_UPSTREAM_SECRET: secret } });

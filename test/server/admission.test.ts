@@ -300,10 +300,14 @@ if (process.env.PSIMBOLS_ADMISSION_FLOOD) {
     }
   });
 
-  t("settings: resume-lag below hello-lag is refused naming the setting; the node-wide caps are off at 0 and never negative", () => {
-    assert.throws(() => resolveConfig({ limits: { helloLagMs: 200, resumeLagMs: 100 } }), /setting resume-lag: expected at least hello-lag \(200 ms\), got 100/);
-    assert.throws(() => resolveConfig({ limits: { helloLagMs: 0 } }), /setting helloLagMs: expected an integer in 1\.\./);
-    assert.throws(() => resolveConfig({ limits: { hellosPerSecond: -1 } }), /setting hellosPerSecond: expected an integer in 0\.\./);
+  t("settings: resume-lag below hello-lag, or either above half the handshake timeout, is refused naming the settings; the node-wide caps are off at 0 and never negative", () => {
+    assert.throws(() => resolveConfig({ limits: { helloLagMs: 200, resumeLagMs: 100 } }), /settings hello-lag and resume-lag: resume-lag \(100 ms\) must be at least hello-lag \(200 ms\)/);
+    assert.throws(() => resolveConfig({ limits: { helloLagMs: 0 } }), /setting hello-lag \(ms\): expected an integer in 1\.\./);
+    assert.throws(() => resolveConfig({ limits: { hellosPerSecond: -1 } }), /setting hellos-per-second: expected an integer in 0\.\./);
+    // A target near the handshake time would let admitted handshakes time out in the queue.
+    assert.throws(() => resolveConfig({ limits: { helloLagMs: 60_000, resumeLagMs: 60_000 } }), /each at most half the handshake timeout \(5000 ms\)/);
+    assert.throws(() => resolveConfig({ limits: { resumeLagMs: 3000, handshakeTimeoutMs: 4000 } }), /each at most half the handshake timeout \(2000 ms\)/);
+    assert.is(resolveConfig({ limits: { helloLagMs: 5000, resumeLagMs: 5000 } }).limits.resumeLagMs, 5000);
     const c = resolveConfig();
     assert.equal([c.limits.helloLagMs, c.limits.resumeLagMs, c.limits.hellosPerSecond, c.limits.resumesPerSecond], [100, 300, 0, 0]);
   });

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CLI = os.path.join(ROOT, "bin", "psimbols.js")
@@ -186,6 +187,48 @@ class Forwarder:
                     pass
 
         await asyncio.gather(pipe(r, bw), pipe(br, w))
+
+    def close(self) -> None:
+        if self.server:
+            self.server.close()
+
+
+class Relay:
+    """A WebSocket relay in front of a broker: each client socket gets its own socket to `upstream`.
+    `intercept(ws, message)` sees each client frame first and returns True when it dealt with it
+    (answered, dropped, or closed the socket); otherwise the frame goes on. `downstream` and
+    `opened_at` list the client sockets and when each opened."""
+
+    def __init__(self, upstream: str, intercept) -> None:  # type: ignore[no-untyped-def]
+        self.upstream = upstream
+        self.intercept = intercept
+        self.downstream: list[Any] = []
+        self.opened_at: list[float] = []
+        self.server: Any = None
+
+    async def start(self) -> str:
+        import websockets.server
+
+        self.server = await websockets.server.serve(self._relay, "127.0.0.1", 0, compression=None)
+        return f"ws://127.0.0.1:{list(self.server.sockets)[0].getsockname()[1]}/"
+
+    async def _relay(self, ws: Any) -> None:
+        import websockets.client
+
+        self.downstream.append(ws)
+        self.opened_at.append(time.monotonic())
+        async with websockets.client.connect(self.upstream, compression=None) as up:
+            async def down() -> None:
+                async for m in up:
+                    await ws.send(m)
+
+            t = asyncio.ensure_future(down())
+            try:
+                async for m in ws:
+                    if not await self.intercept(ws, m):
+                        await up.send(m)
+            finally:
+                t.cancel()
 
     def close(self) -> None:
         if self.server:

@@ -7,10 +7,11 @@ import base64
 import json
 import os
 import time
+from typing import Any
 
 from psimbols import Client, ErrorCode, FileKnownServers, PsimbolsError, connect, generate, generate_key_file, load_key
 from psimbols.keys import P256, RSA
-from helpers import Forwarder, eventually, node_cli, py_cli, start_broker, start_redis, temp_dir
+from helpers import Forwarder, Relay, eventually, node_cli, py_cli, start_broker, start_redis, temp_dir
 
 
 async def refused(coro, code: ErrorCode) -> PsimbolsError:  # type: ignore[no-untyped-def]
@@ -452,40 +453,23 @@ async def test_a_stalled_broker_gives_timeout_within_handshake_timeout() -> None
 async def test_a_busy_nodes_retry_after_ms_is_waited_before_the_backoff() -> None:
     """§11.4: a first connect refused by a busy node rejects with `too_many` and its retry_after_ms;
     a resume refused so waits at least the hint (not the 50-100 ms backoff), then resumes, as the Node client."""
-    import websockets.client
-    import websockets.server
-
     b = await start_broker(["--hellos-per-address", "1000"])
     busy = {"hello": 0, "resume": 0}
     refused_at: list[float] = []
-    opened_at: list[float] = []
-    downstream: list[object] = []
     BUSY = '{"type":"error","error":{"code":"too_many","message":"this node is busy; try again in 1200 ms"},"retry_after_ms":1200}'
 
-    async def relay(ws: websockets.server.WebSocketServerProtocol) -> None:
-        downstream.append(ws)
-        opened_at.append(time.monotonic())
-        async with websockets.client.connect(b.url, compression=None) as up:
-            async def down() -> None:
-                async for m in up:
-                    await ws.send(m)
+    async def refuse(ws: Any, m: object) -> bool:
+        kind = json.loads(m).get("type") if isinstance(m, str) else None
+        if kind not in busy or busy[kind] == 0:
+            return False
+        busy[kind] -= 1
+        refused_at.append(time.monotonic())
+        await ws.send(BUSY)
+        await ws.close(4002)
+        return True
 
-            t = asyncio.ensure_future(down())
-            try:
-                async for m in ws:
-                    kind = json.loads(m).get("type") if isinstance(m, str) else None
-                    if kind in busy and busy[kind] > 0:
-                        busy[kind] -= 1
-                        refused_at.append(time.monotonic())
-                        await ws.send(BUSY)
-                        await ws.close(4002)
-                        return
-                    await up.send(m)
-            finally:
-                t.cancel()
-
-    srv = await websockets.server.serve(relay, "127.0.0.1", 0, compression=None)
-    url = f"ws://127.0.0.1:{list(srv.sockets)[0].getsockname()[1]}/"
+    relay = Relay(b.url, refuse)
+    url = await relay.start()
     try:
         busy["hello"] = 1
         try:
@@ -496,49 +480,35 @@ async def test_a_busy_nodes_retry_after_ms_is_waited_before_the_backoff() -> Non
         c = await connect(url, generate(), server_key=b.fingerprint, backoff_base=0.05, backoff_max=0.1, request_timeout=5)
         assert await c.request("echo", 1) == 1
         busy["resume"] = 1
-        await downstream[-1].close(1001)  # type: ignore[attr-defined]
-        await eventually(lambda: len(refused_at) == 2 and len(opened_at) >= 4, what="the refused resume, then a new socket")
-        waited = opened_at[3] - refused_at[1]
+        await relay.downstream[-1].close(1001)
+        await eventually(lambda: len(refused_at) == 2 and len(relay.opened_at) >= 4, what="the refused resume, then a new socket")
+        waited = relay.opened_at[3] - refused_at[1]
         assert waited >= 1.15, f"tried again {waited:.3f} s after a 1200 ms hint"
         assert await c.request("echo", 2) == 2 and c.stats["handshakes"] == 1, c.stats
         await c.close()
     finally:
-        srv.close()
+        relay.close()
         b.stop()
 
 
 async def test_resumed_is_emitted_only_once_the_server_confirmed_the_resume() -> None:
     """§6.5: a `resumed` frame is not authenticated; the event (and stats) wait for an authenticated frame on the new binding, as the Node client."""
-    import websockets.client
-    import websockets.server
-
     b = await start_broker(["--hellos-per-address", "1000"])
     forge = False
-    downstream: list[object] = []
 
-    async def relay(ws: websockets.server.WebSocketServerProtocol) -> None:
-        downstream.append(ws)
-        async with websockets.client.connect(b.url, compression=None) as up:
-            async def down() -> None:
-                async for m in up:
-                    await ws.send(m)
+    async def forger(ws: Any, m: object) -> bool:
+        if not forge:
+            return False
+        f = json.loads(m) if isinstance(m, str) else {}
+        if f.get("type") == "resume":  # answer as a forger would: no channel key, no authenticated frame after
+            await ws.send(json.dumps({"type": "resumed", "source": "forged", "channel": f["channel"], "nonce": base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()}))
+        return True
 
-            t = asyncio.ensure_future(down())
-            try:
-                async for m in ws:
-                    if forge:
-                        f = json.loads(m) if isinstance(m, str) else {}
-                        if f.get("type") == "resume":  # answer as a forger would: no channel key, no authenticated frame after
-                            await ws.send(json.dumps({"type": "resumed", "source": "forged", "channel": f["channel"], "nonce": base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()}))
-                        continue
-                    await up.send(m)
-            finally:
-                t.cancel()
-
-    srv = await websockets.server.serve(relay, "127.0.0.1", 0, compression=None)
-    port = list(srv.sockets)[0].getsockname()[1]
+    relay = Relay(b.url, forger)
+    url = await relay.start()
+    downstream = relay.downstream
     try:
-        c = await connect(f"ws://127.0.0.1:{port}/", generate(), server_key=b.fingerprint, backoff_base=0.05, backoff_max=0.1, request_timeout=1)
+        c = await connect(url, generate(), server_key=b.fingerprint, backoff_base=0.05, backoff_max=0.1, request_timeout=1)
         resumed: list[str] = []
         c.on("resumed", lambda info: resumed.append(info.id))
         assert await c.request("echo", 1) == 1
@@ -553,7 +523,7 @@ async def test_resumed_is_emitted_only_once_the_server_confirmed_the_resume() ->
         assert resumed == [c.channel.id] and c.stats["resumes"] == 1 and await c.request("echo", 2) == 2  # type: ignore[union-attr]
         await c.close()
     finally:
-        srv.close()
+        relay.close()
         b.stop()
 
 

@@ -112,7 +112,8 @@ async function channelsWithComments(broker: Broker, registry: KeyRegistry | unde
   if (!registry) return rows;
   const ids = [...new Set(rows.map((r) => r.identity))].slice(0, MAX_COMMENT_LOOKUPS);
   const comments = new Map((await Promise.all(ids.map(async (id) => [id, (await registry.lookup(id))?.comment] as const))).filter(([, c]) => c));
-  return rows.map((r) => (comments.has(r.identity) ? { ...r, comment: comments.get(r.identity)! } : r));
+  // Escaped as admin.keys rows are (keyRow): a comment written before comments were checked cannot forge a listing.
+  return rows.map((r) => (comments.has(r.identity) ? { ...r, comment: escapeComment(comments.get(r.identity)!) } : r));
 }
 
 /** Registers the `admin.*` ops on a broker (Broker.handle puts each behind {@link operatorOnly}); `registry` gives `admin.channels` its key comments, and `admin.keys.*` the keys they manage. */

@@ -104,15 +104,18 @@ export class Batcher {
     }
     if (bodies.length === 0) return;
     this.#sweep();
-    let rest: Buffer | undefined;
+    // The pieces of a line not ended yet, joined once its newline comes: a line that trickles in
+    // as many small pieces is copied once, not once per piece.
+    let open: Buffer[] = [];
     const onBody = (piece: Buffer): void => {
-      let b = rest === undefined ? piece : Buffer.concat([rest, piece]);
-      rest = undefined;
+      let b = piece;
       for (let nl = b.indexOf(NL); nl >= 0; nl = b.indexOf(NL)) {
-        this.#line(id, b.subarray(0, nl));
+        const end = b.subarray(0, nl);
+        this.#line(id, open.length === 0 ? end : Buffer.concat([...open, end]));
+        open = [];
         b = b.subarray(nl + 1);
       }
-      if (b.length > 0) rest = b;
+      if (b.length > 0) open.push(b);
     };
     this.#client
       .post({
@@ -124,7 +127,7 @@ export class Batcher {
       })
       .then(
         () => {
-          if (rest !== undefined) this.#line(id, rest);
+          if (open.length > 0) this.#line(id, Buffer.concat(open));
           this.#end(ids, () => new CallError(CallFailure.badBody, "the batch answer has no line for this request"));
         },
         (e: CallError) => this.#end(ids, () => e),

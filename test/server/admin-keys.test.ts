@@ -310,6 +310,30 @@ for (const backend of ["keys file", "Redis"] as const) {
     await op.request("admin.keys.remove", { fingerprint: fp });
   });
 
+  t("admin.channels shows a live channel's key comment written before comments were checked escaped, as admin.keys does", async () => {
+    const { key: k, pub } = await keygen("old-comment");
+    await op.request("admin.keys.add", { public_key: pub, comment: "ops" });
+    // Then the comment as an older node could have written it, straight into the store.
+    const forged = "ops\nSHA256:forged  operator\x1b[8m";
+    if (backend === "Redis") {
+      const entry = JSON.parse((await redisClient!.hget("psimbols:keys", k.public.fingerprint))!);
+      await redisClient!.hset("psimbols:keys", k.public.fingerprint, JSON.stringify({ ...entry, comment: forged }));
+    } else {
+      const f = JSON.parse(readFileSync(keysFile, "utf8"));
+      f.keys.find((e: any) => e.fingerprint === k.public.fingerprint).comment = forged;
+      writeFileSync(keysFile, JSON.stringify(f));
+    }
+    const c = await client(k);
+    try {
+      const comment = async () => (((await op.request("admin.channels")) as any).channels as { identity: string; comment?: string }[]).find((r) => r.identity === k.public.fingerprint)?.comment;
+      await until("the node to read the changed entry", async () => (await comment()) !== "ops");
+      assert.is(await comment(), "ops\\u000aSHA256:forged  operator\\u001b[8m");
+    } finally {
+      await c.close();
+      await op.request("admin.keys.remove", { fingerprint: k.public.fingerprint });
+    }
+  });
+
   if (backend === "keys file") {
     t("a write while the keys file does not parse is refused with unavailable naming the file, which stays as it was", async () => {
       const good = readFileSync(keysFile, "utf8");

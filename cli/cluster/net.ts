@@ -1,21 +1,52 @@
 /** Small network probes shared by the local cluster launcher and the test helpers. */
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, readFileSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { delimiter, join } from "node:path";
 
-/** A port the kernel just gave out on 127.0.0.1 (bind port 0, release it); never 6379, the machine's Redis. */
-export async function freePort(): Promise<number> {
-  for (let i = 0; i < 10; i++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = createServer();
-      s.once("error", reject);
-      s.listen(0, "127.0.0.1", () => {
-        const a = s.address();
-        const p = typeof a === "object" && a ? a.port : 0;
-        s.close(() => resolve(p));
-      });
+/**
+ * The kernel's ephemeral range (`ip_local_port_range`): the ports it hands out for `listen(0)` and
+ * for the local end of every outgoing connection. A port picked there and bound later by another
+ * process (HAProxy, seconds after, once the nodes run) can be taken meanwhile by any connection
+ * the machine opens; below it, only an explicit bind takes it.
+ */
+function ephemeralLow(): number | undefined {
+  try {
+    const low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > PICK_FROM + 1000 ? low : undefined;
+  } catch {
+    return undefined; // not Linux
+  }
+}
+const PICK_FROM = 10_000;
+const handedOut = new Set<number>();
+
+/** Binds 127.0.0.1:`port` (0: any) and releases it; the port bound, or 0 when it was taken. */
+function tryBind(port: number): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const s = createServer();
+    s.once("error", () => resolve(0));
+    s.listen(port, "127.0.0.1", () => {
+      const a = s.address();
+      const p = typeof a === "object" && a ? a.port : 0;
+      s.close(() => resolve(p));
     });
-    if (port !== 6379 && port !== 0) return port;
+  });
+}
+
+/**
+ * A port free on 127.0.0.1 now, for a process started later: picked at random below the kernel's
+ * ephemeral range where there is one (see ephemeralLow), else given by the kernel (bind port 0).
+ * Never 6379 (the machine's Redis), never one this process handed out already.
+ */
+export async function freePort(): Promise<number> {
+  const low = ephemeralLow();
+  for (let i = 0; i < 50; i++) {
+    const want = low === undefined ? 0 : PICK_FROM + Math.floor(Math.random() * (low - PICK_FROM));
+    if (want === 6379 || handedOut.has(want)) continue;
+    const port = await tryBind(want);
+    if (port === 0 || port === 6379 || handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
   }
   throw new Error("no free port found");
 }

@@ -43,6 +43,19 @@ t.after(async () => {
   await redis.stop();
 });
 
+t("freePort (the cluster launcher's and the tests' ports): below the kernel's ephemeral range, distinct, bindable", async () => {
+  // A port of that range, picked and bound seconds later by HAProxy, was once taken meanwhile by an outgoing connection.
+  const low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/)[0]);
+  const ports = await Promise.all(Array.from({ length: 40 }, () => freePort()));
+  assert.is(new Set(ports).size, ports.length, `a port handed out twice: ${ports.join(",")}`);
+  for (const p of ports) {
+    assert.ok(p >= 10_000 && p < low && p !== 6379, `port ${p} (ephemeral range from ${low})`);
+    const s = createServer();
+    await new Promise<void>((ok, no) => s.once("error", no).listen(p, "127.0.0.1", () => ok()));
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+});
+
 t("--version prints the package version", async () => {
   const r = await cli(["--version"], dir);
   assert.is(r.code, 0);

@@ -62,17 +62,31 @@ export function clientCommands(p: Command): void {
       const knownServersFile = o.knownServers ?? defaultKnownServersPath();
       let client;
       try {
-        client = await connect(url, {
+        const options = {
           key,
           ...(o.serverKey ? { serverKey: o.serverKey } : {}),
           knownServersFile,
           // As SSH does: say once that a key was learnt, and where it went (stderr, so stdout stays the response).
-          onServerKeyLearnt: (l) => console.error(`psimbols: learnt the key of ${l.url}: ${l.fingerprint}\npsimbols: recorded in ${l.path}; a different key from this server will be refused`),
+          onServerKeyLearnt: (l: { url: string; fingerprint: string; path: string }) =>
+            console.error(`psimbols: learnt the key of ${l.url}: ${l.fingerprint}\npsimbols: recorded in ${l.path}; a different key from this server will be refused`),
           requestTimeoutMs: o.timeout,
           kem: o.kem,
-          reconnect: false,
+          reconnect: false as const,
           renew: false,
-        });
+        };
+        // A busy node's refusal carries how long to wait (PROTOCOL.md §11.4): wait it and try again, while
+        // the wait fits in --timeout. A refusal without the hint (a fixed cap, PROTOCOL.md §11.1) is final.
+        for (const deadline = Date.now() + o.timeout; ; ) {
+          try {
+            client = await connect(url, options);
+            break;
+          } catch (e) {
+            const wait = e instanceof PsimbolsError && e.code === ErrorCode.tooMany ? e.retryAfterMs : undefined;
+            if (wait === undefined || Date.now() + wait > deadline) throw e;
+            console.error(`psimbols: ${(e as PsimbolsError).message}; trying again in ${wait} ms`);
+            await new Promise((r) => setTimeout(r, wait));
+          }
+        }
       } catch (e) {
         // The known-servers file is local: its failure is not the broker's store being down (cli/main.ts's generic hint).
         if (e instanceof PsimbolsError && e.code === ErrorCode.unavailable && e.message.startsWith("the known-servers store could not be read")) {

@@ -718,7 +718,8 @@ class Client:
             return self._drop(conn, 4000 if e.code == ErrorCode.PROTOCOL else 1000, e, final=True)
         self._emit_error(e)
         conn.gated = False
-        delay = renew_retry_delay(self._renew_attempt, random.random())
+        # A busy node's hint (§11.4) bounds the next renewal from below, as the reconnect's.
+        delay = max((e.retry_after_ms or 0) / 1000, renew_retry_delay(self._renew_attempt, random.random()))
         self._renew_attempt += 1
         if conn.current is not None and not h.challenged:
             self._set_state("ready")

@@ -491,6 +491,47 @@ async def test_a_busy_nodes_retry_after_ms_is_waited_before_the_backoff() -> Non
         b.stop()
 
 
+async def test_a_renewal_refused_by_a_busy_node_is_tried_again_no_sooner_than_the_hint() -> None:
+    """§11.4: a renewal refused with `too_many` while the channel still serves renews again no sooner
+    than retry_after_ms (here 2.5 s, past the 1 to 2 s of the first renewal retry), as the Node client."""
+    b = await start_broker(["--hellos-per-address", "1000"])
+    hellos: list[float] = []
+    busy = 0
+    BUSY = '{"type":"error","error":{"code":"too_many","message":"this node is busy; try again in 2500 ms"},"retry_after_ms":2500}'
+
+    async def refuse(ws: Any, m: object) -> bool:
+        nonlocal busy
+        if not isinstance(m, str) or json.loads(m).get("type") != "hello":
+            return False
+        hellos.append(time.monotonic())
+        if busy == 0:
+            return False
+        busy -= 1
+        await ws.send(BUSY)  # the socket stays: the channel still serves
+        return True
+
+    relay = Relay(b.url, refuse)
+    url = await relay.start()
+    try:
+        c = await connect(url, generate(), server_key=b.fingerprint, request_timeout=5)
+        first = c.channel.id
+        busy = 1
+        try:
+            await c.renew()
+            raise AssertionError("the busy refusal of the renewal was not reported")
+        except PsimbolsError as e:
+            assert e.code == ErrorCode.TOO_MANY and e.retry_after_ms == 2500, (e.code, e.retry_after_ms)
+        assert await c.request("echo", 1) == 1  # the channel still serves
+        await eventually(lambda: len(hellos) >= 3, timeout=6, what="the renewal tried again")
+        waited = hellos[2] - hellos[1]
+        assert waited >= 2.45, f"renewed again {waited:.3f} s after a 2500 ms hint"
+        await eventually(lambda: c.channel.id != first, what="the renewed channel")
+        await c.close()
+    finally:
+        relay.close()
+        b.stop()
+
+
 async def test_resumed_is_emitted_only_once_the_server_confirmed_the_resume() -> None:
     """§6.5: a `resumed` frame is not authenticated; the event (and stats) wait for an authenticated frame on the new binding, as the Node client."""
     b = await start_broker(["--hellos-per-address", "1000"])

@@ -50,6 +50,9 @@ export class Batcher {
   /** Requests sent and not answered, by id. */
   readonly #sent = new Map<string, Waiting>();
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  /** Batches sent, and the requests they carried, since start (`/metrics`). */
+  batches = 0;
+  batchedRequests = 0;
 
   /** `maxBytes`: the largest answer of one request (its line, less the id). */
   constructor(client: AppClient, maxBytes: number) {
@@ -103,6 +106,8 @@ export class Batcher {
       if (w.deadline > latest) latest = w.deadline;
     }
     if (bodies.length === 0) return;
+    this.batches++;
+    this.batchedRequests += bodies.length;
     this.#sweep();
     // The pieces of a line not ended yet, joined once its newline comes: a line that trickles in
     // as many small pieces is copied once, not once per piece.

@@ -193,7 +193,7 @@ export class Upstream {
     return out;
   }
 
-  /** Adds `psimbols_upstream_requests_total{upstream,outcome}` and `psimbols_upstream_in_flight{upstream}`. */
+  /** Adds `psimbols_upstream_requests_total{upstream,outcome}`, `psimbols_upstream_in_flight{upstream}`, and for batched routes `psimbols_upstream_batches_total` and `psimbols_upstream_batched_requests_total`. */
   registerMetrics(registry: Registry): void {
     const routes = this.#routes;
     new PromCounter({
@@ -206,6 +206,29 @@ export class Upstream {
         for (const r of routes) for (const [outcome, n] of r.outcomes) this.inc({ upstream: r.label, outcome }, n);
       },
     });
+    if (routes.some((r) => r.batcher)) {
+      const batchers = routes.flatMap((r) => (r.batcher ? [{ label: r.label, b: r.batcher }] : []));
+      new PromCounter({
+        name: "psimbols_upstream_batches_total",
+        help: "Batches sent to upstreams that take them (--upstream-batch), by route prefix",
+        labelNames: ["upstream"],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const { label, b } of batchers) this.inc({ upstream: label }, b.batches);
+        },
+      });
+      new PromCounter({
+        name: "psimbols_upstream_batched_requests_total",
+        help: "Requests sent in those batches, by route prefix (over psimbols_upstream_batches_total: the mean batch size)",
+        labelNames: ["upstream"],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const { label, b } of batchers) this.inc({ upstream: label }, b.batchedRequests);
+        },
+      });
+    }
     new Gauge({
       name: "psimbols_upstream_in_flight",
       help: "Requests in flight to upstreams, by route prefix",

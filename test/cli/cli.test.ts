@@ -14,6 +14,7 @@ import { freePort } from "../../cli/cluster/net.js";
 import { type RunningBroker, ROOT, operatorKeys, runCli, startBroker, tempDir } from "../helpers/broker.js";
 import { type TestRedis, startRedis } from "../helpers/redis.js";
 import { AppServer, json } from "../helpers/app-server.js";
+import { startBusyRelay } from "../helpers/busy-relay.js";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { ADMIN_OPS } from "../../server/operator.js";
 
@@ -408,6 +409,24 @@ t("an upgrade refused with HTTP 429 (connections per address) is too_many with t
   } finally {
     held.close();
     await b.stop();
+  }
+});
+
+t("call waits a busy node's retry_after_ms and tries again; a hint longer than --timeout is the error", async () => {
+  const relay = await startBusyRelay(broker.url, (n) => (n === 1 ? { ms: 700 } : n === 3 ? { ms: 5000 } : undefined));
+  try {
+    const r = await cli(["call", relay.url, "echo", '{"n":1}', "--key", key, "--server-key", broker.fingerprint], join(dir, "home"));
+    assert.is(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout), { n: 1 });
+    assert.match(r.stderr, "this node is busy; try again in 700 ms; trying again in 700 ms");
+    assert.ok(relay.opened[1]! - relay.refusedAt >= 700, `tried again ${relay.opened[1]! - relay.refusedAt} ms after the refusal`);
+    // The third connection is refused with 5 s to wait: past --timeout 2000, so no second try.
+    const late = await cli(["call", relay.url, "echo", "--key", key, "--server-key", broker.fingerprint, "--timeout", "2000"], join(dir, "home"));
+    assert.is(late.code, 1);
+    assert.match(late.stderr, "(too_many)");
+    assert.is(relay.opened.length, 3, "no try after a refusal whose wait is past the timeout");
+  } finally {
+    relay.close();
   }
 });
 

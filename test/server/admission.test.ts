@@ -11,7 +11,7 @@ import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import WebSocket, { WebSocketServer } from "ws";
+import WebSocket from "ws";
 import { generateSigningKey } from "../../shared/crypto.js";
 import { fromUtf8 } from "../../shared/encoding.js";
 import { ErrorCode, PsimbolsError } from "../../shared/errors.js";
@@ -22,6 +22,7 @@ import { Admission, Work } from "../../server/admission.js";
 import { resolveConfig } from "../../server/config.js";
 import { startBroker } from "../helpers/broker.js";
 import { startProxy } from "../helpers/proxy.js";
+import { startBusyRelay } from "../helpers/busy-relay.js";
 import { useNodeCrypto } from "../../node/engines.js";
 
 // The test's own side of the handshakes on node:crypto, in this thread (WebCrypto's thread pool would take the broker's CPU).
@@ -244,48 +245,55 @@ if (process.env.PSIMBOLS_ADMISSION_FLOOD) {
     // node would (§11.4); every other connection passes through. Without the hint the client's backoff
     // (20–100 ms here) would bring it back at once.
     const broker = await startBroker([]);
-    const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
-    await new Promise((r) => wss.once("listening", r));
-    const opened: number[] = [];
-    let refusedAt = 0;
-    const downs = new Set<WebSocket>();
-    wss.on("connection", (down) => {
-      downs.add(down);
-      opened.push(Date.now());
-      if (opened.length === 2) {
-        down.once("message", () => {
-          refusedAt = Date.now();
-          down.send(JSON.stringify({ type: "error", error: { code: "too_many", message: "this node is busy; try again in 1500 ms" }, retry_after_ms: 1500 }));
-          down.close(4002, "rate limited");
-        });
-        return;
-      }
-      const up = new WebSocket(broker.url);
-      const pending: [Buffer, boolean][] = [];
-      down.on("message", (d: Buffer, b) => (up.readyState === 1 ? up.send(d, { binary: b }) : pending.push([d, b])));
-      up.on("open", () => pending.splice(0).forEach(([d, b]) => up.send(d, { binary: b })));
-      up.on("message", (d: Buffer, b) => down.send(d, { binary: b }));
-      const end = () => (down.terminate(), up.terminate());
-      down.on("close", end);
-      up.on("close", end);
-    });
-    const url = `ws://127.0.0.1:${(wss.address() as { port: number }).port}/`;
-    const c = await connect(url, { key: await generateSigningKey(), serverKey: broker.fingerprint, reconnect: { baseMs: 20, maxMs: 100 } });
+    const relay = await startBusyRelay(broker.url, (n) => (n === 2 ? { ms: 1500 } : undefined));
+    const c = await connect(relay.url, { key: await generateSigningKey(), serverKey: broker.fingerprint, reconnect: { baseMs: 20, maxMs: 100 } });
+    const opened = relay.opened;
     try {
       const errors: PsimbolsError[] = [];
       c.on("error", (e) => errors.push(e));
       const resumed = new Promise<number>((r) => c.on("resumed", () => r(Date.now())));
-      for (const d of downs) d.terminate(); // the first connection drops: the client reconnects and resumes
+      relay.cut(); // the first connection drops: the client reconnects and resumes
       const at = await Promise.race([resumed, sleep(8000).then(() => NaN)]);
       assert.ok(opened.length >= 3, `connections: ${opened.length}`);
       const busy = errors.find((e) => e.code === ErrorCode.tooMany);
       assert.is(busy?.retryAfterMs, 1500, "the refusal reached the application with its hint");
-      assert.ok(opened[2]! - refusedAt >= 1500, `the next try came ${opened[2]! - refusedAt} ms after the refusal`);
-      assert.ok(at - refusedAt < 3000, "and the channel resumed");
+      assert.ok(opened[2]! - relay.refusedAt >= 1500, `the next try came ${opened[2]! - relay.refusedAt} ms after the refusal`);
+      assert.ok(at - relay.refusedAt < 3000, "and the channel resumed");
     } finally {
       await c.close();
-      for (const d of downs) d.terminate();
-      wss.close();
+      relay.close();
+      await broker.stop();
+    }
+  });
+
+  t("a renewal refused by a busy node while the channel serves is tried again no sooner than the hint", async () => {
+    // The relay refuses the renewal's hello and keeps the socket (the channel still serves). The first
+    // renewal retry of the client's own is 1 to 2 s later; the hint here is 2.5 s.
+    const broker = await startBroker([]);
+    const hellos: number[] = [];
+    let busy = false;
+    const relay = await startBusyRelay(broker.url, (_n, type) => {
+      if (type !== "hello") return undefined;
+      hellos.push(Date.now());
+      if (!busy) return undefined;
+      busy = false;
+      return { ms: 2500, keepOpen: true };
+    });
+    const c = await connect(relay.url, { key: await generateSigningKey(), serverKey: broker.fingerprint });
+    try {
+      const first = c.channel!.id;
+      busy = true;
+      const e = await c.renew().then(() => undefined, (x: unknown) => x);
+      assert.ok(e instanceof PsimbolsError && e.code === ErrorCode.tooMany && e.retryAfterMs === 2500, String(e));
+      assert.is(await c.request("echo", 1), 1, "the channel still serves");
+      for (const deadline = Date.now() + 6000; hellos.length < 3 && Date.now() < deadline; ) await sleep(20);
+      assert.ok(hellos.length >= 3, "the renewal was tried again");
+      assert.ok(hellos[2]! - hellos[1]! >= 2500, `renewed again ${hellos[2]! - hellos[1]!} ms after a 2500 ms hint`);
+      for (const deadline = Date.now() + 5000; c.channel!.id === first && Date.now() < deadline; ) await sleep(20);
+      assert.is.not(c.channel!.id, first, "and the renewal went through");
+    } finally {
+      await c.close();
+      relay.close();
       await broker.stop();
     }
   });

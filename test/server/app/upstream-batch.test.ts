@@ -69,6 +69,13 @@ async function metric(outcome: string): Promise<number> {
   return line ? Number(line.split(" ").pop()) : 0;
 }
 
+/** A counter of the default route in /metrics. */
+async function counter(name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${broker.port}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name}{upstream="*"}`));
+  return line ? Number(line.split(" ").pop()) : NaN;
+}
+
 t.before(async () => {
   app = await AppServer.start();
   broker = await startBroker(["--upstream", app.url("/batch"), "--upstream", `one.=${app.url("/one")}`, "--upstream-batch", "*", "--upstream-timeout", "700", "--hellos-per-address", "1000"], {
@@ -97,6 +104,9 @@ t("requests of one turn go out as one batch, signed once with both secrets, kind
   for (let i = 0; i < 8; i++) assert.equal(got.get(first + i)?.data, { op: `app.op${i}`, echo: { i } }, `request ${i}`);
   const posts = app.to("/batch").slice(n);
   assert.ok(posts.length < 8, `${posts.length} POSTs for 8 requests sent at once`);
+  // /metrics counts the batches and what they carried (the first test: nothing was sent before).
+  assert.is(await counter("psimbols_upstream_batches_total"), posts.length);
+  assert.is(await counter("psimbols_upstream_batched_requests_total"), 8);
   for (const p of posts) {
     assert.is(p.json.kind, "batch");
     assert.is(p.json.type, "batch");

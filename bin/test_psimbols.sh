@@ -45,9 +45,10 @@ if ! npx tsc -p tsconfig.browser.json; then echo "browser type-check failed" >&2
 if ! node bin/build-browser.mjs; then echo "browser build failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; fi
 
 # Files that mostly wait (on Sentinel failovers, Redis outages, network namespaces with delays, time
-# windows of the server API): under a fifth of a core each, about three minutes of waiting in all.
-# They run one after another beside the other files, which run one after another too.
-background="deploy/redis-start deploy/scale-dns partition/partition server/api/api-limits server/api/failures server/store-loss server/store-sentinel server/store"
+# windows of the server API, the hostile rows' closes and resets): at most half a core each, under
+# four minutes in all, none with a latency bound. They run one after another beside the other files,
+# which run one after another too.
+background="deploy/redis-start deploy/scale-dns partition/partition server/api/api-limits server/api/failures server/store-loss server/store-sentinel server/store hostile/matrix hostile/matrix-chacha hostile/resets"
 is_background() { case " $background " in *" ${1#dist/test/} "*) return 0 ;; esac; return 1; }
 
 out_dir=$(mktemp -d)

@@ -29,6 +29,7 @@ if [ -L node_modules ]; then
   [ -f node_modules/.package-lock.json ] || echo "warning: node_modules links to a folder npm ci did not fill; not reinstalled here" >&2
 elif [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "installing npm packages from package-lock.json ..." >&2
+  [ -e dist ] || built_fresh=1 # npm ci's `prepare` builds dist/ (bin/prepare.mjs): from nothing, it is this checkout's build
   npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 fi
 command -v redis-server >/dev/null || need_apt redis-server redis-server
@@ -39,10 +40,12 @@ if [ "$(id -u)" = 0 ] && ! command -v tc >/dev/null; then need_apt tc iproute2; 
 [ -x "${PSIMBOLS_CHROMIUM:-/usr/bin/chromium}" ] || need_apt chromium chromium
 
 # Type-check and build (the browser config has no Node types: a Node import in shared/ or the client core fails here).
-rm -rf dist
-if ! npx tsc -p tsconfig.json; then echo "type-check failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; fi
+if [ -z "${built_fresh:-}" ] || [ ! -f dist/cli/main.js ] || [ ! -f dist/browser/psimbols.js ]; then
+  rm -rf dist
+  if ! npx tsc -p tsconfig.json; then echo "type-check failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; fi
+  if ! node bin/build-browser.mjs; then echo "browser build failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; fi
+fi
 if ! npx tsc -p tsconfig.browser.json; then echo "browser type-check failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; fi
-if ! node bin/build-browser.mjs; then echo "browser build failed" >&2; echo "0 passed, 1 failed, 0 skipped"; exit 1; fi
 
 # Files that mostly wait (on Sentinel failovers, Redis outages, network namespaces with delays, time
 # windows of the server API, the hostile rows' closes and resets): at most half a core each, under

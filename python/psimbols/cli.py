@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from typing import Any, NoReturn
 
 from .encoding import dumps
@@ -84,10 +85,22 @@ async def _call(o: argparse.Namespace) -> None:
         print(f"psimbols: learnt the key of {l.url}: {l.fingerprint}\npsimbols: recorded in {l.path}; a different key from this server will be refused", file=sys.stderr)
 
     try:
-        client = await connect(
-            o.url, key, server_key=o.server_key, known_servers_file=known, on_server_key_learnt=learnt,
-            request_timeout=timeout, kem=o.kem, reconnect=False, renew=False,
-        )
+        # A busy node's refusal carries how long to wait (PROTOCOL.md §11.4): wait it and try again
+        # while the wait fits in --timeout, as the Node CLI; a refusal without the hint is final.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client = await connect(
+                    o.url, key, server_key=o.server_key, known_servers_file=known, on_server_key_learnt=learnt,
+                    request_timeout=timeout, kem=o.kem, reconnect=False, renew=False,
+                )
+                break
+            except PsimbolsError as e:
+                wait = e.retry_after_ms / 1000 if e.code == ErrorCode.TOO_MANY and e.retry_after_ms is not None else None
+                if wait is None or time.monotonic() + wait > deadline:
+                    raise
+                print(f"psimbols: {e.message}; trying again in {e.retry_after_ms} ms", file=sys.stderr)
+                await asyncio.sleep(wait)
     except PsimbolsError as e:
         if e.code == ErrorCode.UNSUPPORTED and o.kem == "X-Wing":
             e.hint = "this client has no X-Wing: it does not implement it, whatever cryptography is installed; use --kem X25519 or P-256, or the Node CLI for X-Wing"

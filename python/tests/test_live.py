@@ -297,6 +297,43 @@ async def test_cli_shapes_match_the_node_cli() -> None:
         b.stop()
 
 
+async def test_cli_call_waits_a_busy_nodes_hint_and_tries_again_within_its_timeout() -> None:
+    """§11.4, as the Node CLI: `call` waits retry_after_ms and tries again while the wait fits in --timeout;
+    a hint past it is the error, with no further try."""
+    d = temp_dir()
+    b = await start_broker(["--hellos-per-address", "1000"])
+    hints = [700, None, 5000]  # per connection: refuse its hello with this hint, or relay it
+    refused_at: list[float] = []
+
+    async def refuse(ws: Any, m: object) -> bool:
+        if not isinstance(m, str) or json.loads(m).get("type") != "hello":
+            return False
+        hint = hints[len(relay.opened_at) - 1] if len(relay.opened_at) <= len(hints) else None
+        if hint is None:
+            return False
+        refused_at.append(time.monotonic())
+        await ws.send(json.dumps({"type": "error", "error": {"code": "too_many", "message": f"this node is busy; try again in {hint} ms"}, "retry_after_ms": hint}))
+        await ws.close(4002)
+        return True
+
+    relay = Relay(b.url, refuse)
+    url = await relay.start()
+    try:
+        k = os.path.join(d, "k.pem")
+        rc, out, err = await py_cli(["keygen", "-o", k])
+        assert rc == 0, err
+        rc, out, err = await py_cli(["call", url, "echo", '{"n":1}', "--key", k, "--server-key", b.fingerprint])
+        assert (rc, out) == (0, '{"n":1}\n'), err
+        assert "this node is busy; try again in 700 ms; trying again in 700 ms" in err, err
+        assert relay.opened_at[1] - refused_at[0] >= 0.69, relay.opened_at[1] - refused_at[0]
+        rc, out, err = await py_cli(["call", url, "echo", "--key", k, "--server-key", b.fingerprint, "--timeout", "2000"])
+        assert rc == 1 and "(too_many)" in err, err
+        assert len(relay.opened_at) == 3, "no try after a refusal whose wait is past the timeout"
+    finally:
+        relay.close()
+        b.stop()
+
+
 async def test_a_renewal_refused_after_its_challenge_resumes_on_a_new_socket() -> None:
     """§5.7, §8.1: the server holds a challenged handshake pending, so the client sends no second hello on that socket."""
     b = await start_broker(["--hellos-per-address", "1000"])

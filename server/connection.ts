@@ -917,7 +917,9 @@ export class Connection {
    */
   #checkHelloRate(): number | undefined {
     // First by capacity (§11.4): a hello refused because the node is behind is charged to no window.
-    this.#admit(Work.hello);
+    // A renewal's refusal leaves its socket open: the channel still serves, and what is in flight on it
+    // is answered (closing would cost the node a resume on top of the renewal it put off).
+    this.#admit(Work.hello, this.bound !== undefined);
     const key = limitKey(this.address);
     const { hellosPerAddress, hellosTotal, fleet } = this.#ctx;
     const inFleet = fleet.has(this.address);
@@ -938,14 +940,15 @@ export class Connection {
 
   /**
    * Admission by capacity (§11.4): refuses `work` while the node's event loop is behind its
-   * target, early (before any signature or store write), with `too_many`, close 4002 and a hint
-   * of how long to wait; the client tries again on a fresh socket after at least that long.
+   * target, early (before any signature or store write), with `too_many`, close 4002 (unless
+   * `keepOpen`: a renewal on a bound socket) and a hint of how long to wait; the client tries
+   * again after at least that long.
    */
-  #admit(work: Work): void {
+  #admit(work: Work, keepOpen = false): void {
     const { admission } = this.#ctx;
     if (admission.admit(work)) return;
     const retryAfterMs = admission.retryAfterMs();
-    throw new PsimbolsError(ErrorCode.tooMany, `this node is busy; try again in ${retryAfterMs} ms`, { close: CloseCode.tooMany, retryAfterMs });
+    throw new PsimbolsError(ErrorCode.tooMany, `this node is busy; try again in ${retryAfterMs} ms`, keepOpen ? { retryAfterMs } : { close: CloseCode.tooMany, retryAfterMs });
   }
 
   #helloRefused(): never {

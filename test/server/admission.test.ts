@@ -240,6 +240,41 @@ if (process.env.PSIMBOLS_ADMISSION_FLOOD) {
     }
   });
 
+  t("a renewal refused by capacity keeps its socket: the channel serves on, and what is in flight on it is answered", async () => {
+    // The flood of the test above, from other addresses, keeps the node at its hello target (5 ms); a client
+    // bound before it renews again and again until one renewal is refused. Closing its socket (as the node
+    // once did) cost a resume, and failed what was in flight in a client that does not send it again.
+    const broker = await startBroker(["--hellos-per-address", "100000", "--max-connections-per-address", "1000", "--hello-lag", "5"]);
+    const child = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, PSIMBOLS_ADMISSION_FLOOD: "1" }, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const c = await connectRetrying(broker.url, await generateSigningKey(), broker.fingerprint);
+    try {
+      let closes = 0;
+      c.on("resumed", () => closes++);
+      c.on("established", (info) => {
+        if (!info.renewed) closes++;
+      });
+      child.send({ url: broker.url, addresses: Array.from({ length: 60 }, (_, i) => `127.0.21.${i + 1}`), concurrency: 200, ms: 12_000 } satisfies FloodMsg);
+      await sleep(2000);
+      let refused: PsimbolsError | undefined;
+      let renewed = 0;
+      for (const until = Date.now() + 9000; !refused && Date.now() < until; ) {
+        const inFlight = Promise.all([1, 2, 3].map((n) => c.request("echo", n, { timeoutMs: 9000 })));
+        const r = await c.renew().then(() => undefined, (e: unknown) => e);
+        if (r instanceof PsimbolsError && r.code === ErrorCode.tooMany && r.retryAfterMs !== undefined) refused = r;
+        else if (r === undefined) renewed++;
+        assert.equal(await inFlight, [1, 2, 3], "what was in flight at the renewal is answered");
+      }
+      assert.ok(refused, `a renewal was refused by capacity under the flood (${renewed} renewed)`);
+      assert.is(await c.request("echo", "after"), "after", "the channel serves on");
+      assert.is(c.stats.resumes, 0, "the socket stayed: no resume");
+      assert.is(closes, 0, "no resume, no new handshake");
+    } finally {
+      child.kill("SIGKILL");
+      await c.close();
+      await broker.stop();
+    }
+  });
+
   t("the client waits the node's retry_after_ms before it tries again, then resumes", async () => {
     // A relay in front of a real broker answers the client's first frame on its second connection as a busy
     // node would (§11.4); every other connection passes through. Without the hint the client's backoff

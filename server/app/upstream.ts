@@ -206,26 +206,20 @@ export class Upstream {
         for (const r of routes) for (const [outcome, n] of r.outcomes) this.inc({ upstream: r.label, outcome }, n);
       },
     });
-    if (routes.some((r) => r.batcher)) {
-      const batchers = routes.flatMap((r) => (r.batcher ? [{ label: r.label, b: r.batcher }] : []));
+    const batchers = routes.flatMap((r) => (r.batcher ? [{ label: r.label, b: r.batcher }] : []));
+    for (const [name, help, count] of [
+      ["psimbols_upstream_batches_total", "Batches sent to upstreams that take them (--upstream-batch), by route prefix", (b: Batcher) => b.batches],
+      ["psimbols_upstream_batched_requests_total", "Requests sent in those batches, by route prefix (over psimbols_upstream_batches_total: the mean batch size)", (b: Batcher) => b.batchedRequests],
+    ] as const) {
+      if (batchers.length === 0) break;
       new PromCounter({
-        name: "psimbols_upstream_batches_total",
-        help: "Batches sent to upstreams that take them (--upstream-batch), by route prefix",
+        name,
+        help,
         labelNames: ["upstream"],
         registers: [registry],
         collect() {
           this.reset();
-          for (const { label, b } of batchers) this.inc({ upstream: label }, b.batches);
-        },
-      });
-      new PromCounter({
-        name: "psimbols_upstream_batched_requests_total",
-        help: "Requests sent in those batches, by route prefix (over psimbols_upstream_batches_total: the mean batch size)",
-        labelNames: ["upstream"],
-        registers: [registry],
-        collect() {
-          this.reset();
-          for (const { label, b } of batchers) this.inc({ upstream: label }, b.batchedRequests);
+          for (const { label, b } of batchers) this.inc({ upstream: label }, count(b));
         },
       });
     }

@@ -107,6 +107,8 @@ t("requests of one turn go out as one batch, signed once with both secrets, kind
   // /metrics counts the batches and what they carried (the first test: nothing was sent before).
   assert.is(await counter("psimbols_upstream_batches_total"), posts.length);
   assert.is(await counter("psimbols_upstream_batched_requests_total"), 8);
+  const text = await (await fetch(`http://127.0.0.1:${broker.port}/metrics`)).text();
+  assert.not.match(text, 'psimbols_upstream_batches_total{upstream="one."}', "a route without batches has no batch counter");
   for (const p of posts) {
     assert.is(p.json.kind, "batch");
     assert.is(p.json.type, "batch");
